@@ -1,0 +1,101 @@
+/* buf.c -- capped growable buffer (see buf.h). Growth doubles; the terminating NUL is kept
+ * so text can be handed to C string functions without a copy. */
+#include "base/buf.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void tg_buf_init(tg_buf *b, size_t cap)
+{
+    memset(b, 0, sizeof *b);
+    b->cap = cap;
+}
+
+static int reserve(tg_buf *b, size_t extra)
+{
+    if (b->failed)
+        return -1;
+    if (extra > b->cap || b->len > b->cap - extra) {
+        b->failed = true;
+        return -1;
+    }
+    size_t need = b->len + extra + 1;
+    if (need <= b->alloc)
+        return 0;
+    size_t n = b->alloc ? b->alloc : 256;
+    while (n < need)
+        n *= 2;
+    char *p = realloc(b->data, n);
+    if (!p) {
+        b->failed = true;
+        return -1;
+    }
+    b->data = p;
+    b->alloc = n;
+    return 0;
+}
+
+int tg_buf_append(tg_buf *b, const void *p, size_t n)
+{
+    if (reserve(b, n))
+        return -1;
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+int tg_buf_puts(tg_buf *b, const char *s)
+{
+    return tg_buf_append(b, s, strlen(s));
+}
+
+int tg_buf_printf(tg_buf *b, const char *fmt, ...)
+{
+    char small[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        b->failed = true;
+        return -1;
+    }
+    if ((size_t)n < sizeof small)
+        return tg_buf_append(b, small, (size_t)n);
+    if (reserve(b, (size_t)n))
+        return -1;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return 0;
+}
+
+void tg_buf_reset(tg_buf *b)
+{
+    b->len = 0;
+    b->failed = false;
+    if (b->data)
+        b->data[0] = '\0';
+}
+
+void tg_buf_free(tg_buf *b)
+{
+    free(b->data);
+    size_t cap = b->cap;
+    tg_buf_init(b, cap);
+}
+
+char *tg_buf_steal(tg_buf *b, size_t *len_out)
+{
+    char *p = b->data;
+    if (len_out)
+        *len_out = b->len;
+    size_t cap = b->cap;
+    tg_buf_init(b, cap);
+    return p;
+}

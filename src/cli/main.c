@@ -1,0 +1,171 @@
+/* main.c -- the `tollgate` command: subcommands over the same service the server uses.
+ *
+ *   tollgate serve [--data DIR] [--listen HOST:PORT] [--max-body BYTES]
+ *                  [--max-stream-events N] [--batch-events N] [--queue-events N]
+ *   tollgate keys create [--data DIR] [--live]
+ *
+ * The CLI and the server both call core/service.h; neither goes through the other. Exit codes:
+ * 0 success, 1 runtime failure, 2 usage error. `serve` blocks SIGTERM and SIGINT in every
+ * thread and waits for them in main: on either, it stops accepting, lets in-flight requests
+ * finish, drains the writer (every queued write commits) and exits 0.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "base/log.h"
+#include "core/service.h"
+#include "http/server.h"
+#include "store/sqlite.h"
+
+static int64_t real_now(void *ctx)
+{
+    (void)ctx;
+    return (int64_t)time(NULL);
+}
+
+static const tg_clock real_clock = {real_now, NULL};
+
+typedef struct options {
+    const char *data, *listen;
+    bool live;
+    size_t max_body, max_stream_events, batch_events, queue_events;
+} options;
+
+static int usage(void)
+{
+    fprintf(stderr,
+            "usage: tollgate serve [--data DIR] [--listen HOST:PORT] [--max-body BYTES]\n"
+            "                      [--max-stream-events N] [--batch-events N] [--queue-events N]\n"
+            "       tollgate keys create [--data DIR] [--live]\n");
+    return 2;
+}
+
+static bool parse_size(const char *s, size_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || !*s || v == 0 || s[0] == '-')
+        return false;
+    *out = (size_t)v;
+    return true;
+}
+
+static int parse_options(int argc, char **argv, int first, options *o)
+{
+    for (int i = first; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--live") == 0) {
+            o->live = true;
+            continue;
+        }
+        if (!v)
+            return usage();
+        if (strcmp(a, "--data") == 0)
+            o->data = v;
+        else if (strcmp(a, "--listen") == 0)
+            o->listen = v;
+        else if (strcmp(a, "--max-body") == 0 && parse_size(v, &o->max_body))
+            ;
+        else if (strcmp(a, "--max-stream-events") == 0 && parse_size(v, &o->max_stream_events))
+            ;
+        else if (strcmp(a, "--batch-events") == 0 && parse_size(v, &o->batch_events))
+            ;
+        else if (strcmp(a, "--queue-events") == 0 && parse_size(v, &o->queue_events))
+            ;
+        else
+            return usage();
+        i++;
+    }
+    return 0;
+}
+
+static int open_service(const options *o, tg_service **svc)
+{
+    if (mkdir(o->data, 0700) && errno != EEXIST) {
+        fprintf(stderr, "tollgate: cannot create %s: %s\n", o->data, strerror(errno));
+        return 1;
+    }
+    tg_service_config cfg = {o->queue_events, o->batch_events, 8};
+    tg_err err = {0};
+    if (tg_service_open(svc, tg_store_sqlite_factory(o->data), &real_clock, &cfg, &err)) {
+        fprintf(stderr, "tollgate: %s\n", err.msg);
+        return 1;
+    }
+    return 0;
+}
+
+static int cmd_keys_create(const options *o)
+{
+    tg_service *svc;
+    if (open_service(o, &svc))
+        return 1;
+    char secret[TG_ID_MAX];
+    tg_err err = {0};
+    int rc = tg_key_create(svc, o->live, secret, &err);
+    tg_service_close(svc);
+    if (rc) {
+        fprintf(stderr, "tollgate: %s\n", err.msg);
+        return 1;
+    }
+    printf("%s\n", secret);
+    return 0;
+}
+
+static int cmd_serve(const options *o)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by every thread started below */
+    signal(SIGPIPE, SIG_IGN);
+
+    tg_service *svc;
+    if (open_service(o, &svc))
+        return 1;
+    tg_server_config cfg = {o->max_body, o->max_stream_events};
+    tg_server *srv;
+    tg_err err = {0};
+    if (tg_server_start(&srv, svc, o->listen, &cfg, &err)) {
+        fprintf(stderr, "tollgate: %s\n", err.msg);
+        tg_service_close(svc);
+        return 1;
+    }
+    tg_log(TG_LOG_INFO, "tollgate listening on http://%s (data in %s)", o->listen, o->data);
+    int sig = 0;
+    sigwait(&set, &sig);
+    tg_log(TG_LOG_INFO, "received %s: finishing in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    tg_server_stop(srv);
+    tg_service_close(svc);
+    tg_log(TG_LOG_INFO, "stopped cleanly");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *lvl = getenv("TOLLGATE_LOG");
+    if (lvl)
+        tg_log_set_level(strcmp(lvl, "debug") == 0 ? TG_LOG_DEBUG
+                         : strcmp(lvl, "warn") == 0 ? TG_LOG_WARN
+                         : strcmp(lvl, "error") == 0 ? TG_LOG_ERROR
+                                                     : TG_LOG_INFO);
+    options o = {"./data", "127.0.0.1:12111", false, 1u << 20, 100, 10000, 200000};
+    if (argc >= 2 && strcmp(argv[1], "serve") == 0) {
+        if (parse_options(argc, argv, 2, &o))
+            return 2;
+        return cmd_serve(&o);
+    }
+    if (argc >= 3 && strcmp(argv[1], "keys") == 0 && strcmp(argv[2], "create") == 0) {
+        if (parse_options(argc, argv, 3, &o))
+            return 2;
+        return cmd_keys_create(&o);
+    }
+    return usage();
+}

@@ -1,0 +1,158 @@
+/* model.h -- the objects of the metering domain, as plain structs.
+ *
+ * Strings inside objects read from a store point into the caller's arena; fixed-size fields
+ * hold what has a documented maximum (ids, meter names). Every object belongs to a scope: an
+ * account and a mode (test or live), and nothing crosses scopes.
+ */
+#ifndef TG_MODEL_H
+#define TG_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/ids.h"
+#include "core/decimal.h"
+
+#define TG_NAME_MAX 100         /* event_name, identifier, payload keys (Stripe's maxLength) */
+#define TG_DISPLAY_NAME_MAX 250
+#define TG_METADATA_KEYS_MAX 50
+#define TG_METADATA_KEY_MAX 40
+#define TG_METADATA_VALUE_MAX 500
+#define TG_EVENT_PAST_WINDOW (35 * 86400) /* events may be 35 days old */
+#define TG_EVENT_FUTURE_SLACK 300         /* and 5 minutes ahead (clock drift) */
+#define TG_CANCEL_WINDOW 86400            /* adjustments reach events received in 24 h */
+#define TG_LIST_MAX 100
+
+typedef struct tg_scope {
+    char account[40];
+    bool livemode;
+} tg_scope;
+
+typedef struct tg_kv {
+    const char *key;
+    const char *value; /* NULL in a patch means "remove this key" */
+} tg_kv;
+
+typedef struct tg_metadata {
+    tg_kv *items;
+    size_t n;
+} tg_metadata;
+
+/* An optional string in an update: set=false leaves the field alone, set with value NULL
+ * clears it. */
+typedef struct tg_opt_str {
+    bool set;
+    const char *value;
+} tg_opt_str;
+
+typedef struct tg_page {
+    int limit;                  /* 1..100 */
+    const char *starting_after; /* NULL when absent */
+    const char *ending_before;
+} tg_page;
+
+/* ---- customers ---- */
+
+typedef struct tg_customer {
+    char id[TG_ID_MAX];
+    int64_t created;
+    bool livemode, deleted;
+    const char *email, *name, *description; /* NULL = null */
+    tg_metadata metadata;
+} tg_customer;
+
+typedef struct tg_customer_patch {
+    tg_opt_str email, name, description;
+    bool metadata_clear; /* drop every key first */
+    tg_metadata metadata; /* keys to set (value) or remove (NULL) */
+} tg_customer_patch;
+
+/* ---- meters ---- */
+
+typedef enum { TG_FORMULA_SUM, TG_FORMULA_COUNT, TG_FORMULA_LAST } tg_formula;
+typedef enum { TG_WINDOW_NONE, TG_WINDOW_HOUR, TG_WINDOW_DAY } tg_window;
+
+typedef struct tg_meter {
+    char id[TG_ID_MAX];
+    int64_t created, updated;
+    bool livemode, active;
+    int64_t deactivated_at; /* 0 = null */
+    tg_formula formula;
+    tg_window event_time_window;
+    char display_name[TG_DISPLAY_NAME_MAX + 1];
+    char event_name[TG_NAME_MAX + 1];
+    char customer_key[TG_NAME_MAX + 1];
+    char value_key[TG_NAME_MAX + 1];
+} tg_meter;
+
+/* ---- meter events ---- */
+
+typedef enum { TG_EVENT_COUNTED = 0, TG_EVENT_CANCELED = 1, TG_EVENT_SUPERSEDED = 2 } tg_event_state;
+
+typedef struct tg_event {
+    char identifier[TG_NAME_MAX + 1];
+    char event_name[TG_NAME_MAX + 1];
+    char meter_id[TG_ID_MAX];
+    char customer_id[TG_ID_MAX];
+    int64_t timestamp; /* event time */
+    int64_t created;   /* receive time */
+    tg_dec value;
+    tg_metadata payload; /* every payload key, as received */
+    /* Filled by the store on insert / read: */
+    int64_t seq;         /* receive order, unique per store */
+    tg_event_state state;
+    tg_window window;    /* the meter's event_time_window, copied at validation */
+} tg_event;
+
+/* The pre-aggregate of one (meter, customer, minute): enough to answer sum, count and last
+ * without reading raw events. last_* describe the event with the greatest (timestamp, seq). */
+typedef struct tg_bucket {
+    int64_t minute; /* start of the minute, Unix s */
+    tg_dec sum;
+    int64_t count;
+    int64_t last_ts, last_seq;
+    tg_dec last_value;
+} tg_bucket;
+
+/* One row of an event summary list. */
+typedef struct tg_summary {
+    int64_t start, end;
+    tg_dec value;
+} tg_summary;
+
+typedef struct tg_adjustment {
+    char event_name[TG_NAME_MAX + 1];
+    char identifier[TG_NAME_MAX + 1];
+    bool livemode;
+} tg_adjustment;
+
+/* A meter event session token (v2 stream). */
+typedef struct tg_session {
+    char id[TG_ID_MAX];
+    char token[TG_ID_MAX];
+    int64_t created, expires_at;
+    bool livemode;
+} tg_session;
+
+/* Count of stream events refused by asynchronous validation, per (meter, reason). */
+typedef struct tg_meter_error {
+    char id[TG_ID_MAX];
+    char meter_id[TG_ID_MAX]; /* "" when no meter matched */
+    char code[48];
+    int64_t count;
+    char last_message[256];
+    int64_t last_seen;
+    bool livemode;
+} tg_meter_error;
+
+/* A stored idempotent response. */
+typedef struct tg_idem {
+    char request_hash[65];
+    int status;
+    const char *body;
+    size_t body_len;
+    int64_t created;
+} tg_idem;
+
+#endif

@@ -1,0 +1,1160 @@
+/* service.c -- the use cases (see service.h).
+ *
+ * Reads go to a pool of store connections (opened on demand up to `readers`, each used by one
+ * thread at a time); writes are jobs for the writer thread (core/writer.c), so the order of
+ * writes is the writer's order and a check-then-write inside one job is atomic.
+ *
+ * The meter registry maps (scope, event_name) to that name's meters, so validating an event
+ * costs no read. It changes only inside writer jobs (which see every write in order) and is
+ * reloaded from the store if a batch fails to commit. Readers take it under a rwlock.
+ *
+ * Idempotency: claims live in an in-memory table (RUNNING, then DONE with the response until
+ * the response row is committed); stored rows answer after that. The table makes a concurrent
+ * retry see 409 instead of running twice.
+ */
+#include "core/service.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "core/metadata.h"
+#include "core/metering.h"
+#include "core/writer.h"
+
+#define REGISTRY_BUCKETS 1024
+#define IDEM_BUCKETS 1024
+
+typedef struct meter_node {
+    tg_scope scope;
+    tg_meter m;
+    struct meter_node *next;
+} meter_node;
+
+typedef struct idem_entry {
+    char key[512]; /* account \x1f mode \x1f idempotency key */
+    char request_hash[65];
+    bool done;
+    int status;
+    char *body;
+    size_t body_len;
+    struct idem_entry *next;
+} idem_entry;
+
+struct tg_service {
+    const tg_clock *clock;
+    tg_service_config cfg;
+    tg_store_factory factory;
+    char account[40];
+    tg_writer *writer;
+    tg_store *wstore; /* the writer's connection: touched only from writer jobs */
+
+    pthread_mutex_t pool_mu;
+    pthread_cond_t pool_cv;
+    tg_store **pool;
+    bool *pool_busy;
+    int pool_n;
+
+    pthread_rwlock_t reg_lock;
+    meter_node *reg[REGISTRY_BUCKETS];
+
+    pthread_mutex_t idem_mu;
+    idem_entry *idem[IDEM_BUCKETS];
+};
+
+static uint64_t fnv(const char *s, uint64_t h)
+{
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+int64_t tg_service_now(const tg_service *svc)
+{
+    return tg_clock_now(svc->clock);
+}
+
+/* ---------------------------------------------------------------- reader pool */
+
+static int reader_get(tg_service *svc, tg_store **out, tg_err *err)
+{
+    pthread_mutex_lock(&svc->pool_mu);
+    for (;;) {
+        for (int i = 0; i < svc->pool_n; i++)
+            if (!svc->pool_busy[i]) {
+                svc->pool_busy[i] = true;
+                *out = svc->pool[i];
+                pthread_mutex_unlock(&svc->pool_mu);
+                return TG_OK;
+            }
+        if (svc->pool_n < svc->cfg.readers) {
+            int i = svc->pool_n;
+            int rc = svc->factory.open(svc->factory.arg, &svc->pool[i], err);
+            if (rc) {
+                pthread_mutex_unlock(&svc->pool_mu);
+                return rc;
+            }
+            svc->pool_busy[i] = true;
+            svc->pool_n++;
+            *out = svc->pool[i];
+            pthread_mutex_unlock(&svc->pool_mu);
+            return TG_OK;
+        }
+        pthread_cond_wait(&svc->pool_cv, &svc->pool_mu);
+    }
+}
+
+static void reader_put(tg_service *svc, tg_store *s)
+{
+    pthread_mutex_lock(&svc->pool_mu);
+    for (int i = 0; i < svc->pool_n; i++)
+        if (svc->pool[i] == s)
+            svc->pool_busy[i] = false;
+    pthread_cond_signal(&svc->pool_cv);
+    pthread_mutex_unlock(&svc->pool_mu);
+}
+
+/* ---------------------------------------------------------------- meter registry */
+
+static size_t reg_slot(const tg_scope *scope, const char *event_name)
+{
+    uint64_t h = fnv(scope->account, 1469598103934665603ULL);
+    h = (h ^ (uint64_t)scope->livemode) * 1099511628211ULL;
+    return fnv(event_name, h) & (REGISTRY_BUCKETS - 1);
+}
+
+static bool same_scope(const tg_scope *a, const tg_scope *b)
+{
+    return a->livemode == b->livemode && strcmp(a->account, b->account) == 0;
+}
+
+/* Inserts or replaces (by id) a meter. Caller holds the write lock. */
+static int reg_put_locked(tg_service *svc, const tg_scope *scope, const tg_meter *m)
+{
+    size_t k = reg_slot(scope, m->event_name);
+    for (meter_node *n = svc->reg[k]; n; n = n->next)
+        if (strcmp(n->m.id, m->id) == 0) {
+            n->m = *m;
+            return TG_OK;
+        }
+    meter_node *n = malloc(sizeof *n);
+    if (!n)
+        return TG_ENOMEM;
+    n->scope = *scope;
+    n->m = *m;
+    n->next = svc->reg[k];
+    svc->reg[k] = n;
+    return TG_OK;
+}
+
+static int reg_put(tg_service *svc, const tg_scope *scope, const tg_meter *m)
+{
+    pthread_rwlock_wrlock(&svc->reg_lock);
+    int rc = reg_put_locked(svc, scope, m);
+    pthread_rwlock_unlock(&svc->reg_lock);
+    return rc;
+}
+
+/* Finds the meter for an event name: the active one if any (*found_inactive tells whether an
+ * inactive one exists otherwise). */
+static bool reg_find(tg_service *svc, const tg_scope *scope, const char *event_name,
+                     tg_meter *out, bool *found_inactive)
+{
+    bool found = false;
+    *found_inactive = false;
+    pthread_rwlock_rdlock(&svc->reg_lock);
+    for (meter_node *n = svc->reg[reg_slot(scope, event_name)]; n; n = n->next) {
+        if (!same_scope(&n->scope, scope) || strcmp(n->m.event_name, event_name) != 0)
+            continue;
+        if (n->m.active) {
+            *out = n->m;
+            found = true;
+            break;
+        }
+        *found_inactive = true;
+    }
+    pthread_rwlock_unlock(&svc->reg_lock);
+    return found;
+}
+
+static void reg_clear_locked(tg_service *svc)
+{
+    for (size_t i = 0; i < REGISTRY_BUCKETS; i++) {
+        meter_node *n = svc->reg[i];
+        while (n) {
+            meter_node *next = n->next;
+            free(n);
+            n = next;
+        }
+        svc->reg[i] = NULL;
+    }
+}
+
+static int reg_load_one(void *ctx, const tg_scope *scope, const tg_meter *m)
+{
+    return reg_put_locked(ctx, scope, m);
+}
+
+/* Rebuilds the registry from store s (start-up, or after a batch failed to commit). */
+static int reg_reload(tg_service *svc, tg_store *s, tg_err *err)
+{
+    pthread_rwlock_wrlock(&svc->reg_lock);
+    reg_clear_locked(svc);
+    int rc = s->ops->meter_each(s, reg_load_one, svc, err);
+    pthread_rwlock_unlock(&svc->reg_lock);
+    return rc;
+}
+
+static void reg_reload_after_failure(void *arg)
+{
+    tg_service *svc = *(tg_service **)arg; /* every registry-changing job's arg starts so */
+    tg_err err = {0};
+    if (reg_reload(svc, svc->wstore, &err))
+        tg_log(TG_LOG_ERROR, "cannot reload the meter registry: %s", err.msg);
+}
+
+/* ---------------------------------------------------------------- open / close */
+
+static int ensure_account(tg_store *s, char *account, size_t size, tg_err *err)
+{
+    tg_arena a;
+    tg_arena_init(&a, 0);
+    char *value = NULL;
+    tg_err ignore = {0};
+    int rc = s->ops->setting_get(s, "account_id", &a, &value, &ignore);
+    if (rc == TG_OK) {
+        snprintf(account, size, "%s", value);
+        tg_arena_free(&a);
+        return TG_OK;
+    }
+    tg_arena_free(&a);
+    if (rc != TG_ENOTFOUND)
+        return tg_err_set(err, rc, NULL, "%s", ignore.msg);
+    char id[TG_ID_MAX];
+    if (tg_id_random(id, sizeof id, "acct_", 16))
+        return tg_err_set(err, TG_ESTORE, NULL, "random generator failed");
+    rc = s->ops->begin(s, err);
+    if (!rc) {
+        /* Another process may have won the race: keep whatever is stored first. */
+        rc = s->ops->setting_get(s, "account_id", &a, &value, &ignore);
+        if (rc == TG_ENOTFOUND)
+            rc = s->ops->setting_put(s, "account_id", id, err);
+        else if (rc == TG_OK)
+            snprintf(id, sizeof id, "%s", value);
+        tg_arena_free(&a);
+        if (!rc)
+            rc = s->ops->commit(s, err);
+        else
+            s->ops->rollback(s);
+    }
+    if (!rc)
+        snprintf(account, size, "%.39s", id);
+    return rc;
+}
+
+int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *clock,
+                    const tg_service_config *cfg, tg_err *err)
+{
+    tg_service *svc = calloc(1, sizeof *svc);
+    if (!svc)
+        return tg_err_set(err, TG_ENOMEM, NULL, NULL);
+    svc->clock = clock;
+    svc->factory = factory;
+    svc->cfg = *cfg;
+    if (!svc->cfg.queue_max_events)
+        svc->cfg.queue_max_events = 200000;
+    if (!svc->cfg.batch_max_events)
+        svc->cfg.batch_max_events = 10000;
+    if (svc->cfg.readers <= 0)
+        svc->cfg.readers = 8;
+    pthread_mutex_init(&svc->pool_mu, NULL);
+    pthread_cond_init(&svc->pool_cv, NULL);
+    pthread_rwlock_init(&svc->reg_lock, NULL);
+    pthread_mutex_init(&svc->idem_mu, NULL);
+    svc->pool = calloc((size_t)svc->cfg.readers, sizeof *svc->pool);
+    svc->pool_busy = calloc((size_t)svc->cfg.readers, sizeof *svc->pool_busy);
+    if (!svc->pool || !svc->pool_busy) {
+        tg_service_close(svc);
+        return tg_err_set(err, TG_ENOMEM, NULL, NULL);
+    }
+    int rc = factory.open(factory.arg, &svc->wstore, err);
+    if (!rc)
+        rc = ensure_account(svc->wstore, svc->account, sizeof svc->account, err);
+    if (!rc)
+        rc = reg_reload(svc, svc->wstore, err);
+    if (!rc) {
+        tg_writer_config wc = {svc->cfg.queue_max_events, svc->cfg.batch_max_events};
+        rc = tg_writer_start(&svc->writer, svc->wstore, clock, &wc, err);
+    }
+    if (rc) {
+        if (svc->wstore && !svc->writer)
+            svc->wstore->ops->close(svc->wstore);
+        svc->wstore = NULL;
+        tg_service_close(svc);
+        return rc;
+    }
+    *out = svc;
+    return TG_OK;
+}
+
+void tg_service_close(tg_service *svc)
+{
+    if (!svc)
+        return;
+    tg_writer_stop(svc->writer); /* closes wstore */
+    for (int i = 0; i < svc->pool_n; i++)
+        svc->pool[i]->ops->close(svc->pool[i]);
+    free(svc->pool);
+    free(svc->pool_busy);
+    reg_clear_locked(svc);
+    for (size_t i = 0; i < IDEM_BUCKETS; i++) {
+        idem_entry *e = svc->idem[i];
+        while (e) {
+            idem_entry *next = e->next;
+            free(e->body);
+            free(e);
+            e = next;
+        }
+    }
+    pthread_mutex_destroy(&svc->pool_mu);
+    pthread_cond_destroy(&svc->pool_cv);
+    pthread_rwlock_destroy(&svc->reg_lock);
+    pthread_mutex_destroy(&svc->idem_mu);
+    free(svc);
+}
+
+/* Runs fn(store, arg) as a function job on the writer and waits for its commit. */
+static int write_job(tg_service *svc, tg_job_fn fn, void *arg, void (*on_failure)(void *),
+                     tg_err *err)
+{
+    tg_job job;
+    memset(&job, 0, sizeof job);
+    job.fn = fn;
+    job.arg = arg;
+    job.on_failure = on_failure;
+    int rc = tg_writer_run(svc->writer, &job);
+    if (rc)
+        tg_err_set(err, rc, job.err.param, "%s", job.err.msg);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- keys */
+
+typedef struct key_arg {
+    char hash[65];
+    tg_scope scope;
+    const char *prefix;
+    int64_t now;
+} key_arg;
+
+static int key_insert_job(tg_store *s, void *arg, tg_err *err)
+{
+    key_arg *k = arg;
+    return s->ops->key_insert(s, k->hash, &k->scope, k->prefix, k->now, err);
+}
+
+int tg_key_create(tg_service *svc, bool live, char *secret, tg_err *err)
+{
+    key_arg k;
+    k.prefix = live ? "sk_live_" : "sk_test_";
+    if (tg_id_random(secret, TG_ID_MAX, k.prefix, 32))
+        return tg_err_set(err, TG_ESTORE, NULL, "random generator failed");
+    tg_sha256_hex(secret, strlen(secret), k.hash);
+    snprintf(k.scope.account, sizeof k.scope.account, "%s", svc->account);
+    k.scope.livemode = live;
+    k.now = tg_service_now(svc);
+    return write_job(svc, key_insert_job, &k, NULL, err);
+}
+
+int tg_key_authenticate(tg_service *svc, const char *secret, tg_scope *scope, tg_err *err)
+{
+    char hash[65];
+    tg_sha256_hex(secret, strlen(secret), hash);
+    tg_store *s;
+    int rc = reader_get(svc, &s, err);
+    if (rc)
+        return rc;
+    rc = s->ops->key_lookup(s, hash, scope, err);
+    reader_put(svc, s);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- customers */
+
+static int customer_validate(const tg_customer_patch *p, tg_err *err)
+{
+    static const struct {
+        const char *name;
+        size_t max;
+        size_t off;
+    } fields[] = {
+        {"email", 512, offsetof(tg_customer_patch, email)},
+        {"name", 256, offsetof(tg_customer_patch, name)},
+        {"description", 350, offsetof(tg_customer_patch, description)},
+    };
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        const tg_opt_str *o = (const tg_opt_str *)((const char *)p + fields[i].off);
+        if (o->set && o->value && strlen(o->value) > fields[i].max)
+            return tg_err_set(err, TG_EINVAL, fields[i].name,
+                              "Invalid %s: must be at most %zu characters.", fields[i].name,
+                              fields[i].max);
+    }
+    return tg_metadata_validate(&p->metadata, "metadata", err);
+}
+
+static void apply_opt(const char **field, const tg_opt_str *o)
+{
+    if (o->set)
+        *field = o->value;
+}
+
+typedef struct customer_arg {
+    tg_service *svc;
+    const tg_scope *scope;
+    const char *id;             /* NULL: create */
+    const tg_customer_patch *patch;
+    bool delete;
+    tg_arena *a;
+    tg_customer *out;
+} customer_arg;
+
+static int customer_write_job(tg_store *s, void *arg, tg_err *err)
+{
+    customer_arg *c = arg;
+    tg_customer cur;
+    if (c->id) {
+        int rc = s->ops->customer_get(s, c->scope, c->id, c->a, &cur, err);
+        if (rc)
+            return rc;
+        if (cur.deleted)
+            return tg_err_set(err, TG_ENOTFOUND, "id", "No such customer: '%s'", c->id);
+    } else {
+        memset(&cur, 0, sizeof cur);
+        if (tg_id_random(cur.id, sizeof cur.id, "cus_", 14))
+            return tg_err_set(err, TG_ESTORE, NULL, "random generator failed");
+        cur.created = tg_service_now(c->svc);
+        cur.livemode = c->scope->livemode;
+    }
+    if (c->delete) {
+        cur.deleted = true;
+    } else {
+        apply_opt(&cur.email, &c->patch->email);
+        apply_opt(&cur.name, &c->patch->name);
+        apply_opt(&cur.description, &c->patch->description);
+        tg_metadata merged;
+        if (tg_metadata_apply(&cur.metadata, c->patch->metadata_clear, &c->patch->metadata, c->a,
+                              &merged))
+            return tg_err_set(err, TG_ENOMEM, NULL, NULL);
+        if (merged.n > TG_METADATA_KEYS_MAX)
+            return tg_err_set(err, TG_EINVAL, "metadata",
+                              "Invalid metadata: at most %d keys are allowed.",
+                              TG_METADATA_KEYS_MAX);
+        cur.metadata = merged;
+    }
+    int rc = s->ops->customer_put(s, c->scope, &cur, err);
+    if (!rc && c->out)
+        *c->out = cur;
+    return rc;
+}
+
+int tg_customer_create(tg_service *svc, const tg_scope *scope, const tg_customer_patch *p,
+                       tg_arena *a, tg_customer *out, tg_err *err)
+{
+    int rc = customer_validate(p, err);
+    if (rc)
+        return rc;
+    customer_arg c = {svc, scope, NULL, p, false, a, out};
+    return write_job(svc, customer_write_job, &c, NULL, err);
+}
+
+int tg_customer_update(tg_service *svc, const tg_scope *scope, const char *id,
+                       const tg_customer_patch *p, tg_arena *a, tg_customer *out, tg_err *err)
+{
+    int rc = customer_validate(p, err);
+    if (rc)
+        return rc;
+    customer_arg c = {svc, scope, id, p, false, a, out};
+    return write_job(svc, customer_write_job, &c, NULL, err);
+}
+
+int tg_customer_delete(tg_service *svc, const tg_scope *scope, const char *id, tg_err *err)
+{
+    tg_arena a;
+    tg_arena_init(&a, 0);
+    customer_arg c = {svc, scope, id, NULL, true, &a, NULL};
+    int rc = write_job(svc, customer_write_job, &c, NULL, err);
+    tg_arena_free(&a);
+    return rc;
+}
+
+int tg_customer_retrieve(tg_service *svc, const tg_scope *scope, const char *id, tg_arena *a,
+                         tg_customer *out, tg_err *err)
+{
+    tg_store *s;
+    int rc = reader_get(svc, &s, err);
+    if (rc)
+        return rc;
+    rc = s->ops->customer_get(s, scope, id, a, out, err);
+    reader_put(svc, s);
+    return rc;
+}
+
+/* Trims a list read with limit+1 rows to limit, setting has_more. */
+static void trim_page(size_t *n, int limit, bool *has_more)
+{
+    *has_more = *n > (size_t)limit;
+    if (*has_more)
+        *n = (size_t)limit;
+}
+
+int tg_customer_list(tg_service *svc, const tg_scope *scope, const tg_page *page, tg_arena *a,
+                     tg_customer **out, size_t *n, bool *has_more, tg_err *err)
+{
+    tg_store *s;
+    int rc = reader_get(svc, &s, err);
+    if (rc)
+        return rc;
+    rc = s->ops->customer_list(s, scope, page, a, out, n, err);
+    reader_put(svc, s);
+    if (rc)
+        return rc;
+    if (page->ending_before && *n > (size_t)page->limit) {
+        /* Read oldest-first from the cursor: the extra row is the newest; drop it. */
+        memmove(*out, *out + 1, (size_t)page->limit * sizeof **out);
+    }
+    trim_page(n, page->limit, has_more);
+    return TG_OK;
+}
+
+/* ---------------------------------------------------------------- meters */
+
+typedef struct meter_arg {
+    tg_service *svc; /* first: see reg_reload_after_failure */
+    const tg_scope *scope;
+    tg_meter m;
+    const char *id;
+    const char *display_name;
+    int set_active; /* -1: leave, 0/1 */
+} meter_arg;
+
+static bool name_taken(tg_service *svc, const tg_scope *scope, const char *event_name,
+                       const char *except_id)
+{
+    tg_meter other;
+    bool inactive;
+    return reg_find(svc, scope, event_name, &other, &inactive) && strcmp(other.id, except_id) != 0;
+}
+
+static int meter_create_job(tg_store *s, void *arg, tg_err *err)
+{
+    meter_arg *c = arg;
+    if (name_taken(c->svc, c->scope, c->m.event_name, ""))
+        return tg_err_set(err, TG_EEXISTS, "event_name",
+                          "An active meter with event_name '%s' already exists.",
+                          c->m.event_name);
+    int rc = s->ops->meter_put(s, c->scope, &c->m, err);
+    if (!rc)
+        rc = reg_put(c->svc, c->scope, &c->m);
+    return rc;
+}
+
+int tg_meter_create(tg_service *svc, const tg_scope *scope, const tg_meter *spec, tg_meter *out,
+                    tg_err *err)
+{
+    int rc = tg_meter_validate(spec, err);
+    if (rc)
+        return rc;
+    meter_arg c;
+    memset(&c, 0, sizeof c);
+    c.svc = svc;
+    c.scope = scope;
+    c.m = *spec;
+    if (tg_id_random(c.m.id, sizeof c.m.id, "mtr_", 24))
+        return tg_err_set(err, TG_ESTORE, NULL, "random generator failed");
+    c.m.created = c.m.updated = tg_service_now(svc);
+    c.m.livemode = scope->livemode;
+    c.m.active = true;
+    c.m.deactivated_at = 0;
+    rc = write_job(svc, meter_create_job, &c, reg_reload_after_failure, err);
+    if (!rc)
+        *out = c.m;
+    return rc;
+}
+
+static int meter_change_job(tg_store *s, void *arg, tg_err *err)
+{
+    meter_arg *c = arg;
+    int rc = s->ops->meter_get(s, c->scope, c->id, &c->m, err);
+    if (rc)
+        return rc;
+    int64_t now = tg_service_now(c->svc);
+    if (c->display_name)
+        snprintf(c->m.display_name, sizeof c->m.display_name, "%s", c->display_name);
+    if (c->set_active == 1 && !c->m.active) {
+        if (name_taken(c->svc, c->scope, c->m.event_name, c->m.id))
+            return tg_err_set(err, TG_EEXISTS, "event_name",
+                              "An active meter with event_name '%s' already exists.",
+                              c->m.event_name);
+        c->m.active = true;
+        c->m.deactivated_at = 0;
+    } else if (c->set_active == 0 && c->m.active) {
+        c->m.active = false;
+        c->m.deactivated_at = now;
+    }
+    c->m.updated = now;
+    rc = s->ops->meter_put(s, c->scope, &c->m, err);
+    if (!rc)
+        rc = reg_put(c->svc, c->scope, &c->m);
+    return rc;
+}
+
+static int meter_change(tg_service *svc, const tg_scope *scope, const char *id,
+                        const char *display_name, int set_active, tg_meter *out, tg_err *err)
+{
+    meter_arg c;
+    memset(&c, 0, sizeof c);
+    c.svc = svc;
+    c.scope = scope;
+    c.id = id;
+    c.display_name = display_name;
+    c.set_active = set_active;
+    int rc = write_job(svc, meter_change_job, &c, reg_reload_after_failure, err);
+    if (!rc)
+        *out = c.m;
+    return rc;
+}
+
+int tg_meter_update(tg_service *svc, const tg_scope *scope, const char *id,
+                    const char *display_name, tg_meter *out, tg_err *err)
+{
+    if (display_name && !*display_name)
+        return tg_err_set(err, TG_EINVAL, "display_name", "Invalid display_name: must not be empty.");
+    return meter_change(svc, scope, id, display_name, -1, out, err);
+}
+
+int tg_meter_set_active(tg_service *svc, const tg_scope *scope, const char *id, bool active,
+                        tg_meter *out, tg_err *err)
+{
+    return meter_change(svc, scope, id, NULL, active ? 1 : 0, out, err);
+}
+
+int tg_meter_retrieve(tg_service *svc, const tg_scope *scope, const char *id, tg_meter *out,
+                      tg_err *err)
+{
+    tg_store *s;
+    int rc = reader_get(svc, &s, err);
+    if (rc)
+        return rc;
+    rc = s->ops->meter_get(s, scope, id, out, err);
+    reader_put(svc, s);
+    return rc;
+}
+
+int tg_meter_list(tg_service *svc, const tg_scope *scope, int status, const tg_page *page,
+                  tg_arena *a, tg_meter **out, size_t *n, bool *has_more, tg_err *err)
+{
+    tg_store *s;
+    int rc = reader_get(svc, &s, err);
+    if (rc)
+        return rc;
+    rc = s->ops->meter_list(s, scope, status, page, a, out, n, err);
+    reader_put(svc, s);
+    if (rc)
+        return rc;
+    if (page->ending_before && *n > (size_t)page->limit)
+        memmove(*out, *out + 1, (size_t)page->limit * sizeof **out);
+    trim_page(n, page->limit, has_more);
+    return TG_OK;
+}
+
+/* ---------------------------------------------------------------- meter events */
+
+int tg_event_prepare(tg_service *svc, const tg_scope *scope, tg_event *e, tg_err *err)
+{
+    int rc = tg_event_check_names(e->event_name, e->identifier[0] ? e->identifier : NULL, err);
+    if (rc)
+        return rc;
+    tg_meter m;
+    bool inactive;
+    if (!reg_find(svc, scope, e->event_name, &m, &inactive)) {
+        if (inactive)
+            return tg_err_set(err, TG_EARCHIVED, "event_name",
+                              "The meter for event name %s is inactive.", e->event_name);
+        return tg_err_set(err, TG_ENOMETER, "event_name",
+                          "No active meter found for event name %s.", e->event_name);
+    }
+    rc = tg_event_check(&m, e, tg_service_now(svc), err);
+    if (rc)
+        return rc;
+    tg_store *s;
+    rc = reader_get(svc, &s, err);
+    if (rc)
+        return rc;
+    tg_arena a;
+    tg_arena_init(&a, 0);
+    tg_customer c;
+    tg_err lookup = {0};
+    rc = s->ops->customer_get(s, scope, e->customer_id, &a, &c, &lookup);
+    reader_put(svc, s);
+    tg_arena_free(&a);
+    if (rc == TG_ENOTFOUND || (rc == TG_OK && c.deleted)) {
+        char param[TG_NAME_MAX + 16];
+        snprintf(param, sizeof param, "payload[%s]", m.customer_key);
+        return tg_err_set(err, TG_ECUSTOMER, param, "No such customer: '%s'", e->customer_id);
+    }
+    if (rc)
+        return tg_err_set(err, rc, NULL, "%s", lookup.msg);
+    if (!e->identifier[0] && tg_id_random(e->identifier, sizeof e->identifier, "", 32))
+        return tg_err_set(err, TG_ESTORE, NULL, "random generator failed");
+    e->created = tg_service_now(svc);
+    return TG_OK;
+}
+
+int tg_events_record(tg_service *svc, const tg_scope *scope, tg_event *events, size_t n,
+                     int *results, const tg_meter_error *errors, size_t nerrors, tg_err *err)
+{
+    tg_job job;
+    memset(&job, 0, sizeof job);
+    job.scope = scope;
+    job.events = events;
+    job.nevents = n;
+    job.results = results;
+    job.errors = errors;
+    job.nerrors = nerrors;
+    int rc = tg_writer_run(svc->writer, &job);
+    if (rc)
+        tg_err_set(err, rc, job.err.param, "%s", job.err.msg);
+    return rc;
+}
+
+typedef struct cancel_arg {
+    tg_service *svc;
+    const tg_scope *scope;
+    const char *event_name, *identifier;
+} cancel_arg;
+
+static int cancel_job(tg_store *s, void *arg, tg_err *err)
+{
+    cancel_arg *c = arg;
+    tg_arena a;
+    tg_arena_init(&a, 0);
+    tg_event e;
+    int rc = s->ops->event_get(s, c->scope, c->identifier, &a, &e, err);
+    tg_arena_free(&a);
+    if (rc == TG_ENOTFOUND || (rc == TG_OK && strcmp(e.event_name, c->event_name) != 0))
+        return tg_err_set(err, TG_ENOTFOUND, "cancel[identifier]",
+                          "No meter event with identifier '%s' for event name %s.",
+                          c->identifier, c->event_name);
+    if (rc)
+        return rc;
+    if (e.state == TG_EVENT_CANCELED)
+        return tg_err_set(err, TG_EINVAL, "cancel[identifier]",
+                          "The meter event with identifier '%s' is already canceled.",
+                          c->identifier);
+    if (tg_service_now(c->svc) - e.created > TG_CANCEL_WINDOW)
+        return tg_err_set(err, TG_EINVAL, "cancel[identifier]",
+                          "You can only cancel events within 24 hours of receiving them.");
+    bool was_counted = e.state == TG_EVENT_COUNTED;
+    rc = s->ops->event_set_state(s, c->scope, e.seq, TG_EVENT_CANCELED, err);
+    if (!rc && was_counted)
+        rc = tg_writer_rebuild_bucket(s, c->scope, e.meter_id, e.customer_id,
+                                      tg_window_start(e.timestamp, 60), err);
+    return rc;
+}
+
+int tg_event_cancel(tg_service *svc, const tg_scope *scope, const char *event_name,
+                    const char *identifier, tg_err *err)
+{
+    int rc = tg_event_check_names(event_name, NULL, err);
+    if (rc)
+        return rc;
+    if (!identifier || !*identifier)
+        return tg_err_set(err, TG_EMISSING, "cancel[identifier]",
+                          "Missing required param: cancel[identifier].");
+    if (strlen(identifier) > TG_NAME_MAX)
+        return tg_err_set(err, TG_EINVAL, "cancel[identifier]",
+                          "Invalid cancel[identifier]: must be at most %d characters.",
+                          TG_NAME_MAX);
+    cancel_arg c = {svc, scope, event_name, identifier};
+    return write_job(svc, cancel_job, &c, NULL, err);
+}
+
+/* ---------------------------------------------------------------- summaries */
+
+typedef struct summary_ctx {
+    int64_t grain;       /* window length; 0 = the whole range is one window */
+    int64_t range_start; /* for grain 0 */
+    int64_t range_end;
+    tg_formula formula;
+    tg_summary *out;
+    size_t n, cap;
+    size_t stop_at; /* stop after this many windows (0 = never) */
+    bool have;      /* a window is open */
+    tg_bucket acc;
+    int64_t cur_start;
+} summary_ctx;
+
+static int summary_emit(summary_ctx *c)
+{
+    if (!c->have)
+        return TG_OK;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 64;
+        tg_summary *p = realloc(c->out, cap * sizeof *p);
+        if (!p)
+            return TG_ENOMEM;
+        c->out = p;
+        c->cap = cap;
+    }
+    tg_summary *s = &c->out[c->n++];
+    s->start = c->grain ? c->cur_start : c->range_start;
+    s->end = c->grain ? c->cur_start + c->grain : c->range_end;
+    s->value = tg_bucket_value(&c->acc, c->formula);
+    c->have = false;
+    return TG_OK;
+}
+
+static int summary_add(void *ctx, const tg_bucket *b)
+{
+    summary_ctx *c = ctx;
+    int64_t start = c->grain ? tg_window_start(b->minute, c->grain) : c->range_start;
+    if (c->have && start != c->cur_start) {
+        int rc = summary_emit(c);
+        if (rc)
+            return rc;
+        if (c->stop_at && c->n >= c->stop_at)
+            return 1; /* enough windows: stop the scan */
+    }
+    if (!c->have) {
+        memset(&c->acc, 0, sizeof c->acc);
+        c->cur_start = start;
+        c->have = true;
+    }
+    return tg_bucket_merge(&c->acc, b) ? TG_EINVAL : TG_OK;
+}
+
+int tg_summary_list(tg_service *svc, const tg_scope *scope, const char *meter_id,
+                    const char *customer_id, int64_t start, int64_t end, tg_window grouping,
+                    int limit, int64_t after_start, int64_t before_start, tg_arena *a,
+                    tg_summary **out, size_t *n, bool *has_more, tg_err *err)
+{
+    int rc = tg_summary_check_range(start, end, grouping, err);
+    if (rc)
+        return rc;
+    tg_store *s;
+    rc = reader_get(svc, &s, err);
+    if (rc)
+        return rc;
+    tg_meter m;
+    rc = s->ops->meter_get(s, scope, meter_id, &m, err);
+    summary_ctx c;
+    memset(&c, 0, sizeof c);
+    c.grain = grouping == TG_WINDOW_NONE ? 0 : tg_window_seconds(grouping);
+    c.range_start = start;
+    c.range_end = end;
+    c.formula = m.formula;
+    int64_t from = start, to = end;
+    if (c.grain) {
+        if (after_start)
+            to = after_start < to ? after_start : to;
+        if (before_start)
+            from = before_start + c.grain > from ? before_start + c.grain : from;
+        if (!before_start)
+            c.stop_at = (size_t)limit + 1;
+    } else if (after_start || before_start) {
+        from = to; /* the only window is the cursor itself: nothing before or after it */
+    }
+    if (!rc && from < to) {
+        rc = s->ops->bucket_each(s, scope, meter_id, customer_id, from, to, summary_add, &c, err);
+        if (rc == 1)
+            rc = TG_OK;
+        else if (!rc)
+            rc = summary_emit(&c);
+    }
+    reader_put(svc, s);
+    if (!rc && !c.grain && c.n == 0 && !after_start && !before_start) {
+        /* Without grouping there is always exactly one summary, zero when nothing was used. */
+        c.have = true;
+        memset(&c.acc, 0, sizeof c.acc);
+        rc = summary_emit(&c);
+    }
+    if (rc) {
+        free(c.out);
+        if (rc == TG_EINVAL)
+            return tg_err_set(err, TG_ESTORE, NULL, "Aggregate overflow.");
+        return rc == TG_ENOMEM ? tg_err_set(err, TG_ENOMEM, NULL, NULL) : rc;
+    }
+    /* c.out is newest first. For ending_before keep the `limit` windows nearest the cursor,
+     * i.e. the oldest ones. */
+    size_t first = 0;
+    *has_more = c.n > (size_t)limit;
+    if (*has_more && before_start)
+        first = c.n - (size_t)limit;
+    *n = *has_more ? (size_t)limit : c.n;
+    *out = tg_arena_alloc(a, (*n ? *n : 1) * sizeof(tg_summary));
+    if (!*out) {
+        free(c.out);
+        return tg_err_set(err, TG_ENOMEM, NULL, NULL);
+    }
+    if (*n)
+        memcpy(*out, c.out + first, *n * sizeof(tg_summary));
+    free(c.out);
+    return TG_OK;
+}
+
+/* ---------------------------------------------------------------- sessions, errors */
+
+typedef struct session_arg {
+    const tg_scope *scope;
+    char hash[65];
+    tg_session *ses;
+} session_arg;
+
+static int session_job(tg_store *s, void *arg, tg_err *err)
+{
+    session_arg *c = arg;
+    return s->ops->session_put(s, c->scope, c->hash, c->ses, err);
+}
+
+int tg_session_create(tg_service *svc, const tg_scope *scope, tg_session *out, tg_err *err)
+{
+    memset(out, 0, sizeof *out);
+    if (tg_id_random(out->id, sizeof out->id, "mtrses_", 24) ||
+        tg_id_random(out->token, sizeof out->token, "mes_tok_", 40))
+        return tg_err_set(err, TG_ESTORE, NULL, "random generator failed");
+    out->created = tg_service_now(svc);
+    out->expires_at = out->created + 15 * 60;
+    out->livemode = scope->livemode;
+    session_arg c = {scope, "", out};
+    tg_sha256_hex(out->token, strlen(out->token), c.hash);
+    return write_job(svc, session_job, &c, NULL, err);
+}
+
+int tg_session_authenticate(tg_service *svc, const char *token, tg_scope *scope, tg_err *err)
+{
+    char hash[65];
+    tg_sha256_hex(token, strlen(token), hash);
+    tg_store *s;
+    int rc = reader_get(svc, &s, err);
+    if (rc)
+        return rc;
+    int64_t expires = 0;
+    tg_err lookup = {0};
+    rc = s->ops->session_get(s, hash, scope, &expires, &lookup);
+    reader_put(svc, s);
+    if (rc == TG_ENOTFOUND || (rc == TG_OK && expires <= tg_service_now(svc)))
+        return tg_err_set(err, TG_ESESSION, NULL,
+                          "The meter event session token is invalid or has expired; create a "
+                          "new session.");
+    if (rc)
+        return tg_err_set(err, rc, NULL, "%s", lookup.msg);
+    return TG_OK;
+}
+
+int tg_meter_error_list(tg_service *svc, const tg_scope *scope, const char *meter_id,
+                        const tg_page *page, tg_arena *a, tg_meter_error **out, size_t *n,
+                        bool *has_more, tg_err *err)
+{
+    tg_store *s;
+    int rc = reader_get(svc, &s, err);
+    if (rc)
+        return rc;
+    rc = s->ops->meter_error_list(s, scope, meter_id, page, a, out, n, err);
+    reader_put(svc, s);
+    if (rc)
+        return rc;
+    if (page->ending_before && *n > (size_t)page->limit)
+        memmove(*out, *out + 1, (size_t)page->limit * sizeof **out);
+    trim_page(n, page->limit, has_more);
+    return TG_OK;
+}
+
+/* ---------------------------------------------------------------- idempotency */
+
+static void idem_key(char *out, size_t size, const tg_scope *scope, const char *key)
+{
+    snprintf(out, size, "%s\x1f%d\x1f%s", scope->account, scope->livemode, key);
+}
+
+/* Finds the entry for k; *prev_next receives the link that points at it. Caller holds idem_mu. */
+static idem_entry *idem_find(tg_service *svc, const char *k, idem_entry ***link_out)
+{
+    idem_entry **link = &svc->idem[fnv(k, 1469598103934665603ULL) & (IDEM_BUCKETS - 1)];
+    while (*link && strcmp((*link)->key, k) != 0)
+        link = &(*link)->next;
+    if (link_out)
+        *link_out = link;
+    return *link;
+}
+
+int tg_idem_claim(tg_service *svc, const tg_scope *scope, const char *key,
+                  const char *request_hash, tg_arena *a, bool *replay, tg_idem *stored,
+                  tg_err *err)
+{
+    char k[512];
+    idem_key(k, sizeof k, scope, key);
+    *replay = false;
+    int rc = TG_OK;
+    pthread_mutex_lock(&svc->idem_mu);
+    idem_entry **link;
+    idem_entry *e = idem_find(svc, k, &link);
+    if (e) {
+        if (strcmp(e->request_hash, request_hash) != 0)
+            rc = TG_EIDEMMISMATCH;
+        else if (!e->done)
+            rc = TG_EIDEMBUSY;
+        else {
+            *replay = true;
+            snprintf(stored->request_hash, sizeof stored->request_hash, "%s", e->request_hash);
+            stored->status = e->status;
+            stored->body = tg_arena_strndup(a, e->body, e->body_len);
+            stored->body_len = e->body_len;
+            if (!stored->body)
+                rc = TG_ENOMEM;
+        }
+        pthread_mutex_unlock(&svc->idem_mu);
+        goto verdict;
+    }
+    /* Not in memory: register the claim first (so a concurrent twin sees it), then look in
+     * the store for a response from an earlier run. */
+    e = calloc(1, sizeof *e);
+    if (!e) {
+        pthread_mutex_unlock(&svc->idem_mu);
+        return tg_err_set(err, TG_ENOMEM, NULL, NULL);
+    }
+    snprintf(e->key, sizeof e->key, "%s", k);
+    snprintf(e->request_hash, sizeof e->request_hash, "%s", request_hash);
+    *link = e;
+    pthread_mutex_unlock(&svc->idem_mu);
+
+    tg_store *s;
+    rc = reader_get(svc, &s, err);
+    if (rc) {
+        tg_idem_finish(svc, scope, key, request_hash, 0, NULL, 0, false);
+        return rc;
+    }
+    tg_err lookup = {0};
+    rc = s->ops->idem_get(s, scope, key, a, stored, &lookup);
+    reader_put(svc, s);
+    if (rc == TG_ENOTFOUND)
+        return TG_OK; /* a new request: the claim stays until tg_idem_finish */
+    tg_idem_finish(svc, scope, key, request_hash, 0, NULL, 0, false);
+    if (rc)
+        return tg_err_set(err, rc, NULL, "%s", lookup.msg);
+    if (strcmp(stored->request_hash, request_hash) != 0)
+        rc = TG_EIDEMMISMATCH;
+    else
+        *replay = true;
+
+verdict:
+    if (rc == TG_EIDEMMISMATCH)
+        return tg_err_set(err, rc, NULL,
+                          "Keys for idempotent requests can only be used with the same "
+                          "parameters they were first used with. Try using a key other than "
+                          "'%s' if you meant to execute a different request.",
+                          key);
+    if (rc == TG_EIDEMBUSY)
+        return tg_err_set(err, rc, NULL,
+                          "The idempotency key provided is currently being used in another "
+                          "request.");
+    if (rc)
+        return tg_err_set(err, rc, NULL, NULL);
+    return TG_OK;
+}
+
+typedef struct idem_arg {
+    tg_service *svc;
+    tg_scope scope;
+    char key[256];
+    tg_idem rec;
+    char *body; /* owned; rec.body points here */
+} idem_arg;
+
+static int idem_put_job(tg_store *s, void *arg, tg_err *err)
+{
+    idem_arg *c = arg;
+    return s->ops->idem_put(s, &c->scope, c->key, &c->rec, err);
+}
+
+/* After the response row is committed (or failed to be), the in-memory copy is no longer
+ * needed: the store answers from now on (or, on failure, a retry runs again). */
+static void idem_stored(void *arg, int rc)
+{
+    idem_arg *c = arg;
+    (void)rc;
+    char k[512];
+    idem_key(k, sizeof k, &c->scope, c->key);
+    pthread_mutex_lock(&c->svc->idem_mu);
+    idem_entry **link;
+    idem_entry *e = idem_find(c->svc, k, &link);
+    if (e && e->done) {
+        *link = e->next;
+        free(e->body);
+        free(e);
+    }
+    pthread_mutex_unlock(&c->svc->idem_mu);
+    free(c->body);
+}
+
+void tg_idem_finish(tg_service *svc, const tg_scope *scope, const char *key,
+                    const char *request_hash, int status, const char *body, size_t body_len,
+                    bool store)
+{
+    char k[512];
+    idem_key(k, sizeof k, scope, key);
+    idem_arg *arg = NULL;
+    tg_job *job = NULL;
+    char *copy = NULL;
+    if (store) {
+        arg = calloc(1, sizeof *arg);
+        job = calloc(1, sizeof *job);
+        copy = malloc(body_len + 1);
+        char *copy2 = malloc(body_len + 1);
+        if (!arg || !job || !copy || !copy2) {
+            free(arg), free(job), free(copy), free(copy2);
+            store = false;
+            arg = NULL, job = NULL, copy = NULL;
+        } else {
+            memcpy(copy, body, body_len);
+            copy[body_len] = '\0';
+            memcpy(copy2, body, body_len);
+            copy2[body_len] = '\0';
+            arg->svc = svc;
+            arg->scope = *scope;
+            snprintf(arg->key, sizeof arg->key, "%s", key);
+            snprintf(arg->rec.request_hash, sizeof arg->rec.request_hash, "%s", request_hash);
+            arg->rec.status = status;
+            arg->rec.body = copy2;
+            arg->rec.body_len = body_len;
+            arg->rec.created = tg_service_now(svc);
+            arg->body = copy2;
+            job->fn = idem_put_job;
+            job->arg = arg;
+            job->on_done = idem_stored;
+        }
+    }
+    pthread_mutex_lock(&svc->idem_mu);
+    idem_entry **link;
+    idem_entry *e = idem_find(svc, k, &link);
+    if (e && store) {
+        e->done = true;
+        e->status = status;
+        e->body = copy;
+        e->body_len = body_len;
+    } else if (e) {
+        *link = e->next;
+        free(e->body);
+        free(e);
+    }
+    pthread_mutex_unlock(&svc->idem_mu);
+    if (store && tg_writer_post(svc->writer, job)) {
+        /* The writer is saturated: keep the answer only in memory (a retry after a restart
+         * would run again, and meter events would then meet their identifier). */
+        tg_log(TG_LOG_WARN, "idempotency record for %s kept in memory only", key);
+        free(arg->body);
+        free(arg);
+        free(job);
+    }
+}

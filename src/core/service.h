@@ -1,0 +1,125 @@
+/* service.h -- Tollgate's use cases: what the HTTP server and the CLI call.
+ *
+ * The service owns the writer thread, a pool of reading store connections and the in-memory
+ * meter registry (meters by event name, for validating events without a read). Functions take
+ * the caller's scope (account and mode, from the API key) and never cross it. Results that hold
+ * strings are allocated in the caller's arena. Every function returns TG_OK or a TG_E* code with
+ * detail in err; a failed write changes nothing.
+ */
+#ifndef TG_SERVICE_H
+#define TG_SERVICE_H
+
+#include "base/arena.h"
+#include "base/err.h"
+#include "core/clock.h"
+#include "core/model.h"
+#include "core/store.h"
+
+typedef struct tg_service tg_service;
+
+typedef struct tg_service_config {
+    size_t queue_max_events; /* writer backlog before 429 (default 200000) */
+    size_t batch_max_events; /* events per transaction (default 10000) */
+    int readers;             /* reading connections (default 8) */
+} tg_service_config;
+
+int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *clock,
+                    const tg_service_config *cfg, tg_err *err);
+
+/* Drains the writer and closes everything. NULL is a no-op. */
+void tg_service_close(tg_service *svc);
+
+int64_t tg_service_now(const tg_service *svc);
+
+/* ---- keys ---- */
+
+/* Creates a secret key (sk_test_… or sk_live_…) for the service's account; writes it to
+ * secret (size >= TG_ID_MAX). Only its SHA-256 is stored. */
+int tg_key_create(tg_service *svc, bool live, char *secret, tg_err *err);
+
+/* Resolves a secret key to its scope. TG_EAUTHINVALID when unknown. */
+int tg_key_authenticate(tg_service *svc, const char *secret, tg_scope *scope, tg_err *err);
+
+/* ---- customers ---- */
+
+int tg_customer_create(tg_service *svc, const tg_scope *scope, const tg_customer_patch *p,
+                       tg_arena *a, tg_customer *out, tg_err *err);
+int tg_customer_retrieve(tg_service *svc, const tg_scope *scope, const char *id, tg_arena *a,
+                         tg_customer *out, tg_err *err);
+int tg_customer_update(tg_service *svc, const tg_scope *scope, const char *id,
+                       const tg_customer_patch *p, tg_arena *a, tg_customer *out, tg_err *err);
+int tg_customer_delete(tg_service *svc, const tg_scope *scope, const char *id, tg_err *err);
+int tg_customer_list(tg_service *svc, const tg_scope *scope, const tg_page *page, tg_arena *a,
+                     tg_customer **out, size_t *n, bool *has_more, tg_err *err);
+
+/* ---- meters ---- */
+
+/* spec carries display_name, event_name, formula, customer_key, value_key and
+ * event_time_window; the rest is filled in. TG_EEXISTS when an active meter has the name. */
+int tg_meter_create(tg_service *svc, const tg_scope *scope, const tg_meter *spec, tg_meter *out,
+                    tg_err *err);
+int tg_meter_retrieve(tg_service *svc, const tg_scope *scope, const char *id, tg_meter *out,
+                      tg_err *err);
+/* display_name NULL leaves it unchanged. */
+int tg_meter_update(tg_service *svc, const tg_scope *scope, const char *id,
+                    const char *display_name, tg_meter *out, tg_err *err);
+int tg_meter_set_active(tg_service *svc, const tg_scope *scope, const char *id, bool active,
+                        tg_meter *out, tg_err *err);
+/* status: -1 any, 0 inactive, 1 active. */
+int tg_meter_list(tg_service *svc, const tg_scope *scope, int status, const tg_page *page,
+                  tg_arena *a, tg_meter **out, size_t *n, bool *has_more, tg_err *err);
+
+/* ---- meter events ---- */
+
+/* Validates one event synchronously: names, meter by event name (active), customer existence,
+ * value, timestamp. e must carry event_name, identifier ("" = generate one), timestamp
+ * (0 = now) and payload; on success the meter, customer and value are filled in. */
+int tg_event_prepare(tg_service *svc, const tg_scope *scope, tg_event *e, tg_err *err);
+
+/* Records prepared events durably (group commit) and fills results[i] with TG_OK or
+ * TG_EDUPLICATE. errors (may be NULL) are refusal counts written in the same transaction.
+ * Returns TG_OK once committed, TG_EBUSY when the writer is saturated. */
+int tg_events_record(tg_service *svc, const tg_scope *scope, tg_event *events, size_t n,
+                     int *results, const tg_meter_error *errors, size_t nerrors, tg_err *err);
+
+/* Cancels the event with this identifier (received in the last 24 hours). */
+int tg_event_cancel(tg_service *svc, const tg_scope *scope, const char *event_name,
+                    const char *identifier, tg_err *err);
+
+/* Event summaries of meter_id for customer over [start, end), grouped by window
+ * (TG_WINDOW_NONE: one summary for the whole range). Newest first; cursors are window starts
+ * (0 = none): after_start returns windows older than it, before_start newer ones. Windows
+ * without events are omitted when grouping. */
+int tg_summary_list(tg_service *svc, const tg_scope *scope, const char *meter_id,
+                    const char *customer_id, int64_t start, int64_t end, tg_window grouping,
+                    int limit, int64_t after_start, int64_t before_start, tg_arena *a,
+                    tg_summary **out, size_t *n, bool *has_more, tg_err *err);
+
+/* ---- meter event sessions (v2 stream) ---- */
+
+int tg_session_create(tg_service *svc, const tg_scope *scope, tg_session *out, tg_err *err);
+/* Resolves a stream token; TG_ESESSION when unknown or expired. */
+int tg_session_authenticate(tg_service *svc, const char *token, tg_scope *scope, tg_err *err);
+
+int tg_meter_error_list(tg_service *svc, const tg_scope *scope, const char *meter_id,
+                        const tg_page *page, tg_arena *a, tg_meter_error **out, size_t *n,
+                        bool *has_more, tg_err *err);
+
+/* ---- idempotency ---- */
+
+/* Claims key for a request whose parameters hash to request_hash. Returns:
+ *   TG_OK with *replay false: the caller runs the request, then calls tg_idem_finish;
+ *   TG_OK with *replay true: a stored response is in *stored (body in a);
+ *   TG_EIDEMMISMATCH: the key was used with other parameters;
+ *   TG_EIDEMBUSY: a request with this key is still running. */
+int tg_idem_claim(tg_service *svc, const tg_scope *scope, const char *key,
+                  const char *request_hash, tg_arena *a, bool *replay, tg_idem *stored,
+                  tg_err *err);
+
+/* Stores the response of a claimed key (durably, in the background) and releases the claim.
+ * store=false releases without storing (the request failed validation). */
+void tg_idem_finish(tg_service *svc, const tg_scope *scope, const char *key,
+                    const char *request_hash, int status, const char *body, size_t body_len,
+                    bool store);
+
+#endif

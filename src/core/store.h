@@ -1,0 +1,126 @@
+/* store.h -- the storage port.
+ *
+ * A tg_store is one connection to durable storage with its own prepared statements; it is used
+ * by one thread at a time. The service opens one for the writer thread (every write goes
+ * through it, batched into group-commit transactions) and a pool for readers. Adapters embed
+ * `tg_store` first and fill in `ops`: store/sqlite.c is the embedded default.
+ *
+ * Conventions: every op returns TG_OK or a TG_E* code with detail in err; "not found" is
+ * TG_ENOTFOUND. Strings of returned objects are allocated in the arena passed in. List ops
+ * return at most page->limit + 1 rows, newest first, so the caller can tell has_more; a cursor
+ * id that does not exist in scope is TG_ENOTFOUND naming the cursor parameter.
+ */
+#ifndef TG_STORE_H
+#define TG_STORE_H
+
+#include "base/arena.h"
+#include "base/err.h"
+#include "core/model.h"
+
+typedef struct tg_store tg_store;
+
+typedef struct tg_store_ops {
+    const char *name;
+    void (*close)(tg_store *s);
+
+    /* Transactions. Savepoints nest inside a transaction so one job of a batch can fail
+     * without undoing the others. */
+    int (*begin)(tg_store *s, tg_err *err);
+    int (*commit)(tg_store *s, tg_err *err);
+    void (*rollback)(tg_store *s);
+    int (*savepoint)(tg_store *s, tg_err *err);
+    int (*release)(tg_store *s, tg_err *err);
+    void (*rollback_to)(tg_store *s);
+
+    /* Settings: small named strings (the account id). OUT: value (arena). */
+    int (*setting_get)(tg_store *s, const char *name, tg_arena *a, char **value, tg_err *err);
+    int (*setting_put)(tg_store *s, const char *name, const char *value, tg_err *err);
+
+    /* API keys, stored by the SHA-256 of the secret. */
+    int (*key_insert)(tg_store *s, const char *hash, const tg_scope *scope, const char *prefix,
+                      int64_t created, tg_err *err);
+    int (*key_lookup)(tg_store *s, const char *hash, tg_scope *scope_out, tg_err *err);
+
+    /* Customers. customer_put inserts or replaces the whole row. */
+    int (*customer_put)(tg_store *s, const tg_scope *scope, const tg_customer *c, tg_err *err);
+    int (*customer_get)(tg_store *s, const tg_scope *scope, const char *id, tg_arena *a,
+                        tg_customer *out, tg_err *err);
+    int (*customer_list)(tg_store *s, const tg_scope *scope, const tg_page *page, tg_arena *a,
+                         tg_customer **out, size_t *n, tg_err *err);
+
+    /* Meters. meter_put inserts or replaces. status: -1 any, 0 inactive, 1 active. */
+    int (*meter_put)(tg_store *s, const tg_scope *scope, const tg_meter *m, tg_err *err);
+    int (*meter_get)(tg_store *s, const tg_scope *scope, const char *id, tg_meter *out,
+                     tg_err *err);
+    int (*meter_list)(tg_store *s, const tg_scope *scope, int status, const tg_page *page,
+                      tg_arena *a, tg_meter **out, size_t *n, tg_err *err);
+    /* Calls fn for every meter of every scope (start-up registry load). */
+    int (*meter_each)(tg_store *s, int (*fn)(void *ctx, const tg_scope *scope, const tg_meter *m),
+                      void *ctx, tg_err *err);
+
+    /* Raw events. event_insert sets *dup (and writes nothing) when the identifier exists in
+     * scope, else stores the event and sets e->seq. */
+    int (*event_insert)(tg_store *s, const tg_scope *scope, tg_event *e, bool *dup, tg_err *err);
+    int (*event_get)(tg_store *s, const tg_scope *scope, const char *identifier, tg_arena *a,
+                     tg_event *out, tg_err *err);
+    int (*event_set_state)(tg_store *s, const tg_scope *scope, int64_t seq, tg_event_state st,
+                           tg_err *err);
+    /* Counted events of (meter, customer) with from <= timestamp < to, any order. */
+    int (*event_each_in_range)(tg_store *s, const tg_scope *scope, const char *meter_id,
+                               const char *customer_id, int64_t from, int64_t to,
+                               int (*fn)(void *ctx, int64_t ts, int64_t seq, tg_dec value),
+                               void *ctx, tg_err *err);
+
+    /* Minute buckets. bucket_get: TG_ENOTFOUND when absent. bucket_put with count 0 deletes. */
+    int (*bucket_get)(tg_store *s, const tg_scope *scope, const char *meter_id,
+                      const char *customer_id, int64_t minute, tg_bucket *out, tg_err *err);
+    int (*bucket_put)(tg_store *s, const tg_scope *scope, const char *meter_id,
+                      const char *customer_id, const tg_bucket *b, tg_err *err);
+    /* Buckets with from <= minute < to, newest first. */
+    int (*bucket_each)(tg_store *s, const tg_scope *scope, const char *meter_id,
+                       const char *customer_id, int64_t from, int64_t to,
+                       int (*fn)(void *ctx, const tg_bucket *b), void *ctx, tg_err *err);
+
+    /* The surviving event of a pre-aggregation window (event_time_window meters). */
+    int (*window_get)(tg_store *s, const tg_scope *scope, const char *meter_id,
+                      const char *customer_id, int64_t window_start, int64_t *seq_out,
+                      int64_t *ts_out, tg_err *err);
+    int (*window_put)(tg_store *s, const tg_scope *scope, const char *meter_id,
+                      const char *customer_id, int64_t window_start, int64_t seq, int64_t ts,
+                      tg_err *err);
+
+    /* Idempotency records. */
+    int (*idem_get)(tg_store *s, const tg_scope *scope, const char *key, tg_arena *a,
+                    tg_idem *out, tg_err *err);
+    int (*idem_put)(tg_store *s, const tg_scope *scope, const char *key, const tg_idem *rec,
+                    tg_err *err);
+
+    /* Meter event sessions, by the SHA-256 of the token. */
+    int (*session_put)(tg_store *s, const tg_scope *scope, const char *token_hash,
+                       const tg_session *ses, tg_err *err);
+    int (*session_get)(tg_store *s, const char *token_hash, tg_scope *scope_out,
+                       int64_t *expires_out, tg_err *err);
+
+    /* Asynchronous validation error counts. */
+    int (*meter_error_add)(tg_store *s, const tg_scope *scope, const tg_meter_error *e,
+                           tg_err *err);
+    int (*meter_error_list)(tg_store *s, const tg_scope *scope, const char *meter_id,
+                            const tg_page *page, tg_arena *a, tg_meter_error **out, size_t *n,
+                            tg_err *err);
+
+    /* Deletes idempotency records and sessions created before `before`. */
+    int (*prune)(tg_store *s, int64_t idem_before, int64_t session_before, tg_err *err);
+} tg_store_ops;
+
+struct tg_store {
+    const tg_store_ops *ops;
+};
+
+/* Opens one more connection to the same storage; used by the service for the writer and the
+ * reader pool. */
+typedef struct tg_store_factory {
+    int (*open)(void *arg, tg_store **out, tg_err *err);
+    void *arg;
+} tg_store_factory;
+
+#endif

@@ -1,0 +1,127 @@
+/* api.h -- what the HTTP handlers share: the request, parameter getters that record Stripe
+ * errors, and the route table type.
+ *
+ * A handler is three steps: read its parameters (each getter marks what it read and records
+ * the first error in req->err), call the service, write the object. tg_req_params_done() is
+ * called between the first two, so an unknown parameter is refused before anything is
+ * written. Handlers return the HTTP status; on error they return tg_reply_error(req).
+ */
+#ifndef TG_HTTP_API_H
+#define TG_HTTP_API_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/arena.h"
+#include "base/buf.h"
+#include "base/err.h"
+#include "core/model.h"
+#include "core/service.h"
+#include "http/jsonw.h"
+#include "http/params.h"
+
+#define TG_MAX_SEGS 8
+
+typedef struct tg_server_config {
+    size_t max_body;          /* bytes; 413 beyond (default 1 MiB) */
+    size_t max_stream_events; /* events per /v2/billing/meter_event_stream request */
+} tg_server_config;
+
+typedef struct tg_req {
+    tg_service *svc;
+    const tg_server_config *cfg;
+    tg_arena arena;
+    const char *method;
+    const char *path;
+    const char *segs[TG_MAX_SEGS]; /* path segments; route params are read from here */
+    int nsegs;
+    tg_param *params;
+    tg_scope scope;
+    tg_err err;
+    /* response */
+    tg_buf out;
+    tg_jw jw;
+    bool should_retry_header; /* send Stripe-Should-Retry: true */
+} tg_req;
+
+typedef int (*tg_handler)(tg_req *req);
+
+/* Route flags. */
+enum {
+    TG_ROUTE_SECRET = 1,  /* needs a secret key (sk_…) */
+    TG_ROUTE_SESSION = 2, /* needs a meter event session token */
+    TG_ROUTE_JSON = 4,    /* body is JSON (/v2) */
+    TG_ROUTE_PUBLIC = 8,  /* no authentication (/healthz) */
+};
+
+typedef struct tg_route {
+    const char *method;
+    const char *pattern; /* "/v1/customers/:id" */
+    tg_handler handler;
+    int flags;
+} tg_route;
+
+extern const tg_route tg_routes[];
+extern const size_t tg_nroutes;
+
+/* ---- parameters: each returns true when present and valid; on invalid input it records the
+ * error in req->err and returns false. A missing optional parameter returns false with no
+ * error. Names are full bracketed paths for error messages; lookups walk `parent`. */
+
+/* A string; *out NULL when absent or given empty (""). max_len 0 = no limit. */
+bool p_str(tg_req *req, tg_param *parent, const char *name, const char *path, size_t max_len,
+           const char **out);
+/* A required non-empty string. */
+bool p_str_required(tg_req *req, tg_param *parent, const char *name, const char *path,
+                    size_t max_len, const char **out);
+/* An optional string patch: absent = not set; "" or null = set to NULL. */
+bool p_opt_str(tg_req *req, tg_param *parent, const char *name, size_t max_len, tg_opt_str *out);
+/* An integer in [min, max]. */
+bool p_int(tg_req *req, tg_param *parent, const char *name, const char *path, int64_t min,
+           int64_t max, int64_t *out);
+/* One of a NULL-terminated list of words; *out is its index. */
+bool p_enum(tg_req *req, tg_param *parent, const char *name, const char *path,
+            const char *const *words, int *out);
+/* A hash of strings (metadata, payload). *clear is set when the whole hash was given empty.
+ * Values given empty become NULL (remove) when allow_remove, else stay "". */
+bool p_string_map(tg_req *req, tg_param *parent, const char *name, bool allow_remove,
+                  tg_metadata *out, bool *clear);
+/* Accepts and ignores expand[] (no field of these objects is expandable). */
+void p_expand(tg_req *req);
+/* limit, starting_after, ending_before. */
+bool p_page(tg_req *req, tg_page *out);
+
+/* Refuses parameters no getter read; returns true when the request may proceed. */
+bool tg_req_params_done(tg_req *req);
+
+/* True when an error has been recorded. */
+static inline bool tg_req_failed(const tg_req *req)
+{
+    return req->err.code != TG_OK;
+}
+
+/* Writes req->err as a Stripe error object and returns its status. */
+int tg_reply_error(tg_req *req);
+
+/* Writes err as a Stripe error object into buf and returns its status (used before a request
+ * exists and by the server for transport errors). */
+int tg_render_error(const tg_err *err, tg_buf *buf, bool *should_retry);
+
+/* The route segment at position i (e.g. the id in /v1/customers/:id). */
+static inline const char *tg_seg(const tg_req *req, int i)
+{
+    return i < req->nsegs ? req->segs[i] : "";
+}
+
+/* Starts a list response {object:"list", url, has_more, data:[ … ]}: call jw_aend + jw_end
+ * after writing the items. */
+void tg_list_begin(tg_req *req, const char *url);
+void tg_list_end(tg_req *req, bool has_more);
+
+/* ---- object writers (render.c) ---- */
+void tg_render_customer(tg_jw *w, const tg_customer *c);
+void tg_render_meter(tg_jw *w, const tg_meter *m);
+void tg_render_dec(tg_jw *w, tg_dec d);
+void tg_render_metadata(tg_jw *w, const tg_metadata *md);
+
+#endif

@@ -1,0 +1,158 @@
+/* jsonw.c -- streaming JSON writer (see jsonw.h). */
+#include "http/jsonw.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+void jw_init(tg_jw *w, tg_buf *b)
+{
+    memset(w, 0, sizeof *w);
+    w->b = b;
+}
+
+/* Writes the comma that separates this value from the previous one at this level. */
+static void sep(tg_jw *w)
+{
+    if (w->comma[w->depth])
+        tg_buf_append(w->b, ",", 1);
+    w->comma[w->depth] = true;
+}
+
+static void open(tg_jw *w, char c)
+{
+    sep(w);
+    tg_buf_append(w->b, &c, 1);
+    if (w->depth + 1 < TG_JW_MAX_DEPTH)
+        w->depth++;
+    else
+        w->b->failed = true;
+    w->comma[w->depth] = false;
+}
+
+static void close_(tg_jw *w, char c)
+{
+    tg_buf_append(w->b, &c, 1);
+    if (w->depth > 0)
+        w->depth--;
+}
+
+void jw_obj(tg_jw *w) { open(w, '{'); }
+void jw_end(tg_jw *w) { close_(w, '}'); }
+void jw_arr(tg_jw *w) { open(w, '['); }
+void jw_aend(tg_jw *w) { close_(w, ']'); }
+
+static void write_string(tg_buf *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    tg_buf_append(b, "\"", 1);
+    const char *run = s;
+    for (const char *p = s; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        tg_buf_append(b, run, (size_t)(p - run));
+        char esc[7] = {'\\', 0, 0, 0, 0, 0, 0};
+        size_t n = 2;
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            esc[1] = 'u', esc[2] = '0', esc[3] = '0', esc[4] = hex[c >> 4], esc[5] = hex[c & 15];
+            n = 6;
+        }
+        tg_buf_append(b, esc, n);
+        run = p + 1;
+    }
+    tg_buf_puts(b, run);
+    tg_buf_append(b, "\"", 1);
+}
+
+void jw_key(tg_jw *w, const char *key)
+{
+    sep(w);
+    write_string(w->b, key);
+    tg_buf_append(w->b, ":", 1);
+    w->comma[w->depth] = false; /* the value that follows takes no comma */
+}
+
+/* After a key the value must not be preceded by a comma but must set it for the next key. */
+void jw_str(tg_jw *w, const char *s)
+{
+    sep(w);
+    if (s)
+        write_string(w->b, s);
+    else
+        tg_buf_puts(w->b, "null");
+}
+
+void jw_int(tg_jw *w, int64_t v)
+{
+    sep(w);
+    tg_buf_printf(w->b, "%" PRId64, v);
+}
+
+void jw_bool(tg_jw *w, bool v)
+{
+    sep(w);
+    tg_buf_puts(w->b, v ? "true" : "false");
+}
+
+void jw_null(tg_jw *w)
+{
+    sep(w);
+    tg_buf_puts(w->b, "null");
+}
+
+void jw_raw(tg_jw *w, const char *text)
+{
+    sep(w);
+    tg_buf_puts(w->b, text);
+}
+
+void jw_iso_time(tg_jw *w, int64_t t)
+{
+    struct tm tm;
+    time_t tt = (time_t)t;
+    char s[40];
+    gmtime_r(&tt, &tm);
+    strftime(s, sizeof s, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
+    jw_str(w, s);
+}
+
+void jw_kstr(tg_jw *w, const char *key, const char *s)
+{
+    jw_key(w, key);
+    jw_str(w, s);
+}
+
+void jw_kint(tg_jw *w, const char *key, int64_t v)
+{
+    jw_key(w, key);
+    jw_int(w, v);
+}
+
+void jw_kbool(tg_jw *w, const char *key, bool v)
+{
+    jw_key(w, key);
+    jw_bool(w, v);
+}
+
+void jw_knull(tg_jw *w, const char *key)
+{
+    jw_key(w, key);
+    jw_null(w);
+}
+
+void jw_kint_or_null(tg_jw *w, const char *key, int64_t v)
+{
+    jw_key(w, key);
+    if (v)
+        jw_int(w, v);
+    else
+        jw_null(w);
+}

@@ -1,0 +1,64 @@
+/* params.h -- request parameters as a tree, whatever the wire encoding.
+ *
+ * Stripe's /v1 sends application/x-www-form-urlencoded bodies (and query strings) with
+ * bracketed keys: `payload[value]=3`, `expand[]=a`, `items[0][price]=p`. /v2 sends JSON. Both
+ * decode into the same tree of hashes, arrays and strings, so handlers read parameters one way.
+ * Form rules: keys and values are percent-decoded ('+' is a space); `[]` appends to an array,
+ * `[N]` addresses element N of an array (elements are ordered by N), any other `[k]` a hash
+ * key; an empty value is a string of length 0, which Stripe reads as "unset". JSON null also
+ * decodes to an unset (NULL) string. Text must be valid UTF-8. Nesting is limited to 8 levels.
+ *
+ * Every node has a `used` flag: getters set it, and tg_params_first_unused() finds what no
+ * handler asked for, so unknown parameters are refused before anything is written.
+ */
+#ifndef TG_HTTP_PARAMS_H
+#define TG_HTTP_PARAMS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "base/arena.h"
+#include "base/err.h"
+
+#define TG_PARAMS_MAX_DEPTH 8
+#define TG_PARAMS_MAX_PAIRS 20000
+
+typedef enum { TG_PARAM_STRING, TG_PARAM_HASH, TG_PARAM_ARRAY } tg_param_kind;
+
+typedef struct tg_param tg_param;
+struct tg_param {
+    tg_param_kind kind;
+    const char *key;   /* name within its parent hash; NULL inside arrays */
+    long index;        /* position given by `[N]`, or append order */
+    const char *value; /* STRING: NUL-terminated; NULL for JSON null */
+    bool is_json_scalar; /* a JSON number or boolean (not a string) */
+    tg_param *first, *last, *next;
+    size_t count;
+    bool used;
+};
+
+/* Returns a new empty hash (the root of a request's parameters). */
+tg_param *tg_params_new(tg_arena *a);
+
+/* Adds the pairs of a form-encoded string s[0..len) to root. Returns TG_OK or TG_EMALFORMED /
+ * TG_ENOMEM with detail in err. */
+int tg_params_parse_form(tg_param *root, const char *s, size_t len, tg_arena *a, tg_err *err);
+
+/* Adds one already-decoded pair (a query argument decoded by the HTTP library). */
+int tg_params_add_pair(tg_param *root, const char *key, const char *value, tg_arena *a,
+                       tg_err *err);
+
+/* Adds the members of a JSON object text s[0..len) to root. */
+int tg_params_parse_json(tg_param *root, const char *s, size_t len, tg_arena *a, tg_err *err);
+
+/* Returns the child of hash h named key (marking it used), or NULL. h may be NULL. */
+tg_param *tg_param_get(tg_param *h, const char *key);
+
+/* Marks p and everything below it used. */
+void tg_param_use_all(tg_param *p);
+
+/* Writes the bracketed path of the first node nobody used into path (size pathsz). Returns
+ * true when there is one. */
+bool tg_params_first_unused(const tg_param *root, char *path, size_t pathsz);
+
+#endif

@@ -1,0 +1,719 @@
+/* routes.c -- the route table and the handlers of the metering API.
+ *
+ * Each handler reads its parameters, calls tg_req_params_done() (unknown parameters are
+ * refused before anything is written), calls one service function and writes the object.
+ * Object shapes follow Stripe's (dahlia) types field for field; /v2 objects write times as
+ * ISO-8601 strings. Extensions (meter event error counts) follow the same conventions.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/log.h"
+#include "core/metering.h"
+#include "http/api.h"
+
+/* ================================================================ customers */
+
+static bool customer_patch(tg_req *req, tg_customer_patch *p)
+{
+    memset(p, 0, sizeof *p);
+    p_opt_str(req, NULL, "email", 512, &p->email);
+    p_opt_str(req, NULL, "name", 256, &p->name);
+    p_opt_str(req, NULL, "description", 350, &p->description);
+    p_string_map(req, NULL, "metadata", true, &p->metadata, &p->metadata_clear);
+    p_expand(req);
+    return tg_req_params_done(req);
+}
+
+static int customer_reply(tg_req *req, int rc, const tg_customer *c)
+{
+    if (rc)
+        return tg_reply_error(req);
+    tg_render_customer(&req->jw, c);
+    return 200;
+}
+
+static int h_customer_create(tg_req *req)
+{
+    tg_customer_patch p;
+    tg_customer c;
+    if (!customer_patch(req, &p))
+        return tg_reply_error(req);
+    /* On create, an empty value means "not given", so nothing is removed from nothing. */
+    int rc = tg_customer_create(req->svc, &req->scope, &p, &req->arena, &c, &req->err);
+    return customer_reply(req, rc, &c);
+}
+
+static int h_customer_update(tg_req *req)
+{
+    tg_customer_patch p;
+    tg_customer c;
+    if (!customer_patch(req, &p))
+        return tg_reply_error(req);
+    int rc = tg_customer_update(req->svc, &req->scope, tg_seg(req, 2), &p, &req->arena, &c,
+                                &req->err);
+    return customer_reply(req, rc, &c);
+}
+
+static int h_customer_retrieve(tg_req *req)
+{
+    tg_customer c;
+    p_expand(req);
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    int rc = tg_customer_retrieve(req->svc, &req->scope, tg_seg(req, 2), &req->arena, &c,
+                                  &req->err);
+    return customer_reply(req, rc, &c);
+}
+
+static int h_customer_delete(tg_req *req)
+{
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    const char *id = tg_seg(req, 2);
+    if (tg_customer_delete(req->svc, &req->scope, id, &req->err))
+        return tg_reply_error(req);
+    jw_obj(&req->jw);
+    jw_kstr(&req->jw, "id", id);
+    jw_kstr(&req->jw, "object", "customer");
+    jw_kbool(&req->jw, "deleted", true);
+    jw_end(&req->jw);
+    return 200;
+}
+
+static int h_customer_list(tg_req *req)
+{
+    tg_page page;
+    if (!p_page(req, &page) || !tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_customer *items;
+    size_t n;
+    bool more;
+    if (tg_customer_list(req->svc, &req->scope, &page, &req->arena, &items, &n, &more, &req->err))
+        return tg_reply_error(req);
+    tg_list_begin(req, "/v1/customers");
+    for (size_t i = 0; i < n; i++)
+        tg_render_customer(&req->jw, &items[i]);
+    tg_list_end(req, more);
+    return 200;
+}
+
+/* ================================================================ meters */
+
+static const char *const formula_words[] = {"sum", "count", "last", NULL};
+static const char *const window_words[] = {"hour", "day", NULL};
+
+static int h_meter_create(tg_req *req)
+{
+    tg_meter m;
+    memset(&m, 0, sizeof m);
+    const char *display_name = NULL, *event_name = NULL, *ckey = NULL, *vkey = NULL;
+    int formula = 0, window = -1, type = 0;
+    p_str_required(req, NULL, "display_name", NULL, TG_DISPLAY_NAME_MAX, &display_name);
+    p_str_required(req, NULL, "event_name", NULL, TG_NAME_MAX, &event_name);
+    tg_param *agg = tg_param_get(req->params, "default_aggregation");
+    if (!tg_req_failed(req)) {
+        if (!agg || agg->kind != TG_PARAM_HASH)
+            tg_err_set(&req->err, agg ? TG_EINVAL : TG_EMISSING, "default_aggregation[formula]",
+                       agg ? "Invalid default_aggregation: must be a hash."
+                           : "Missing required param: default_aggregation[formula].");
+        else if (!p_enum(req, agg, "formula", "default_aggregation[formula]", formula_words,
+                         &formula) &&
+                 !tg_req_failed(req))
+            tg_err_set(&req->err, TG_EMISSING, "default_aggregation[formula]",
+                       "Missing required param: default_aggregation[formula].");
+    }
+    tg_param *cm = tg_param_get(req->params, "customer_mapping");
+    if (cm && !tg_req_failed(req)) {
+        static const char *const types[] = {"by_id", NULL};
+        if (cm->kind != TG_PARAM_HASH)
+            tg_err_set(&req->err, TG_EINVAL, "customer_mapping",
+                       "Invalid customer_mapping: must be a hash.");
+        p_str_required(req, cm, "event_payload_key", "customer_mapping[event_payload_key]",
+                       TG_NAME_MAX, &ckey);
+        if (!p_enum(req, cm, "type", "customer_mapping[type]", types, &type) &&
+            !tg_req_failed(req))
+            tg_err_set(&req->err, TG_EMISSING, "customer_mapping[type]",
+                       "Missing required param: customer_mapping[type].");
+    }
+    tg_param *vs = tg_param_get(req->params, "value_settings");
+    if (vs && !tg_req_failed(req)) {
+        if (vs->kind != TG_PARAM_HASH)
+            tg_err_set(&req->err, TG_EINVAL, "value_settings",
+                       "Invalid value_settings: must be a hash.");
+        p_str_required(req, vs, "event_payload_key", "value_settings[event_payload_key]",
+                       TG_NAME_MAX, &vkey);
+    }
+    p_enum(req, NULL, "event_time_window", NULL, window_words, &window);
+    p_expand(req);
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    snprintf(m.display_name, sizeof m.display_name, "%s", display_name);
+    snprintf(m.event_name, sizeof m.event_name, "%s", event_name);
+    snprintf(m.customer_key, sizeof m.customer_key, "%s", ckey ? ckey : "stripe_customer_id");
+    snprintf(m.value_key, sizeof m.value_key, "%s", vkey ? vkey : "value");
+    m.formula = (tg_formula)formula;
+    m.event_time_window = window == 0 ? TG_WINDOW_HOUR : window == 1 ? TG_WINDOW_DAY
+                                                                      : TG_WINDOW_NONE;
+    tg_meter out;
+    if (tg_meter_create(req->svc, &req->scope, &m, &out, &req->err))
+        return tg_reply_error(req);
+    tg_render_meter(&req->jw, &out);
+    return 200;
+}
+
+static int meter_reply(tg_req *req, int rc, const tg_meter *m)
+{
+    if (rc)
+        return tg_reply_error(req);
+    tg_render_meter(&req->jw, m);
+    return 200;
+}
+
+static int h_meter_retrieve(tg_req *req)
+{
+    tg_meter m;
+    p_expand(req);
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    return meter_reply(req, tg_meter_retrieve(req->svc, &req->scope, tg_seg(req, 3), &m, &req->err),
+                       &m);
+}
+
+static int h_meter_update(tg_req *req)
+{
+    tg_meter m;
+    const char *display_name = NULL;
+    tg_param *dn = tg_param_get(req->params, "display_name");
+    if (dn && dn->kind == TG_PARAM_STRING && (!dn->value || !*dn->value))
+        tg_err_set(&req->err, TG_EINVAL, "display_name", "Invalid display_name: must not be empty.");
+    p_str(req, NULL, "display_name", NULL, TG_DISPLAY_NAME_MAX, &display_name);
+    p_expand(req);
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    return meter_reply(req,
+                       tg_meter_update(req->svc, &req->scope, tg_seg(req, 3), display_name, &m,
+                                       &req->err),
+                       &m);
+}
+
+static int meter_set_active(tg_req *req, bool active)
+{
+    tg_meter m;
+    p_expand(req);
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    return meter_reply(req,
+                       tg_meter_set_active(req->svc, &req->scope, tg_seg(req, 3), active, &m,
+                                           &req->err),
+                       &m);
+}
+
+static int h_meter_deactivate(tg_req *req) { return meter_set_active(req, false); }
+static int h_meter_reactivate(tg_req *req) { return meter_set_active(req, true); }
+
+static int h_meter_list(tg_req *req)
+{
+    static const char *const statuses[] = {"inactive", "active", NULL};
+    int status = -1;
+    tg_page page;
+    p_enum(req, NULL, "status", NULL, statuses, &status);
+    if (!p_page(req, &page) || !tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_meter *items;
+    size_t n;
+    bool more;
+    if (tg_meter_list(req->svc, &req->scope, status, &page, &req->arena, &items, &n, &more,
+                      &req->err))
+        return tg_reply_error(req);
+    tg_list_begin(req, "/v1/billing/meters");
+    for (size_t i = 0; i < n; i++)
+        tg_render_meter(&req->jw, &items[i]);
+    tg_list_end(req, more);
+    return 200;
+}
+
+/* ================================================================ event summaries */
+
+static void summary_id(char *out, size_t size, const char *meter_id, const char *customer,
+                       int64_t start)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = meter_id; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    for (const char *p = customer; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    snprintf(out, size, "mtrusg_%016" PRIx64 "%08" PRIx32, (uint64_t)start, h);
+}
+
+/* Reads a summary cursor back to its window start. */
+static bool summary_cursor(tg_req *req, const char *name, const char *id, int64_t *start)
+{
+    uint64_t v = 0;
+    size_t n = id ? strlen(id) : 0;
+    if (n != 7 + 16 + 8 || strncmp(id, "mtrusg_", 7) != 0 ||
+        strspn(id + 7, "0123456789abcdef") != 24) {
+        tg_err_set(&req->err, TG_ENOTFOUND, name, "No such meter event summary: '%s'",
+                   id ? id : "");
+        return false;
+    }
+    for (int i = 7; i < 23; i++)
+        v = v * 16 + (uint64_t)(id[i] <= '9' ? id[i] - '0' : id[i] - 'a' + 10);
+    *start = (int64_t)v;
+    return true;
+}
+
+static int h_summaries(tg_req *req)
+{
+    const char *customer = NULL, *meter_id = tg_seg(req, 3);
+    int64_t start = 0, end = 0;
+    int grouping = -1;
+    tg_page page;
+    p_str_required(req, NULL, "customer", NULL, 5000, &customer);
+    if (!p_int(req, NULL, "start_time", NULL, 0, INT64_MAX / 2, &start) && !tg_req_failed(req))
+        tg_err_set(&req->err, TG_EMISSING, "start_time", "Missing required param: start_time.");
+    if (!p_int(req, NULL, "end_time", NULL, 0, INT64_MAX / 2, &end) && !tg_req_failed(req))
+        tg_err_set(&req->err, TG_EMISSING, "end_time", "Missing required param: end_time.");
+    p_enum(req, NULL, "value_grouping_window", NULL, window_words, &grouping);
+    if (!p_page(req, &page) || !tg_req_params_done(req))
+        return tg_reply_error(req);
+    int64_t after = 0, before = 0;
+    if ((page.starting_after && !summary_cursor(req, "starting_after", page.starting_after, &after)) ||
+        (page.ending_before && !summary_cursor(req, "ending_before", page.ending_before, &before)))
+        return tg_reply_error(req);
+    tg_window win = grouping == 0 ? TG_WINDOW_HOUR : grouping == 1 ? TG_WINDOW_DAY : TG_WINDOW_NONE;
+    tg_summary *items;
+    size_t n;
+    bool more;
+    if (tg_summary_list(req->svc, &req->scope, meter_id, customer, start, end, win, page.limit,
+                        after, before, &req->arena, &items, &n, &more, &req->err))
+        return tg_reply_error(req);
+    char url[160];
+    snprintf(url, sizeof url, "/v1/billing/meters/%s/event_summaries", meter_id);
+    tg_list_begin(req, url);
+    for (size_t i = 0; i < n; i++) {
+        char id[64];
+        summary_id(id, sizeof id, meter_id, customer, items[i].start);
+        tg_jw *w = &req->jw;
+        jw_obj(w);
+        jw_kstr(w, "id", id);
+        jw_kstr(w, "object", "billing.meter_event_summary");
+        jw_key(w, "aggregated_value");
+        tg_render_dec(w, items[i].value);
+        jw_kint(w, "end_time", items[i].end);
+        jw_kbool(w, "livemode", req->scope.livemode);
+        jw_kstr(w, "meter", meter_id);
+        jw_kint(w, "start_time", items[i].start);
+        jw_end(w);
+    }
+    tg_list_end(req, more);
+    return 200;
+}
+
+/* ================================================================ meter events */
+
+/* Parses an ISO-8601 UTC time ("2024-06-01T12:00:00Z", fraction and offsets allowed). */
+static bool parse_iso_time(const char *s, int64_t *out)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    int n = 0;
+    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+               &tm.tm_min, &tm.tm_sec, &n) != 6 ||
+        n != 19)
+        return false;
+    if (tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 ||
+        tm.tm_min > 59 || tm.tm_sec > 60)
+        return false;
+    const char *p = s + 19;
+    if (*p == '.') {
+        p++;
+        if (!(*p >= '0' && *p <= '9'))
+            return false;
+        while (*p >= '0' && *p <= '9')
+            p++;
+    }
+    int64_t offset = 0;
+    if (*p == 'Z') {
+        p++;
+    } else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
+        int hh, mm;
+        if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2 || hh > 23 || mm > 59)
+            return false;
+        offset = (hh * 3600 + mm * 60) * (*p == '+' ? 1 : -1);
+        p += 6;
+    } else {
+        return false;
+    }
+    if (*p)
+        return false;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    *out = (int64_t)timegm(&tm) - offset;
+    return true;
+}
+
+/* Reads one event's parameters from hash `ev` (v2: iso_time) into e. */
+static bool read_event(tg_req *req, tg_param *ev, bool iso_time, const char *prefix, tg_event *e)
+{
+    char path[64];
+    const char *event_name = NULL, *identifier = NULL;
+    memset(e, 0, sizeof *e);
+    snprintf(path, sizeof path, "%sevent_name", prefix);
+    p_str_required(req, ev, "event_name", path, 0, &event_name);
+    snprintf(path, sizeof path, "%sidentifier", prefix);
+    p_str(req, ev, "identifier", path, 0, &identifier);
+    snprintf(path, sizeof path, "%spayload", prefix);
+    if (!p_string_map(req, ev, "payload", false, &e->payload, NULL) && !tg_req_failed(req))
+        tg_err_set(&req->err, TG_EMISSING, path, "Missing required param: %s.", path);
+    snprintf(path, sizeof path, "%stimestamp", prefix);
+    e->timestamp = tg_service_now(req->svc);
+    if (iso_time) {
+        const char *ts;
+        if (p_str(req, ev, "timestamp", path, 64, &ts) && !parse_iso_time(ts, &e->timestamp))
+            tg_err_set(&req->err, TG_EINVAL, path,
+                       "Invalid %s: must be an ISO-8601 time such as 2024-06-01T12:00:00Z.", path);
+    } else {
+        p_int(req, ev, "timestamp", path, INT64_MIN / 2, INT64_MAX / 2, &e->timestamp);
+    }
+    if (tg_req_failed(req))
+        return false;
+    if (tg_event_check_names(event_name, identifier, &req->err)) {
+        if (*prefix) { /* name the element in stream errors */
+            char p2[sizeof req->err.param];
+            snprintf(p2, sizeof p2, "%.20s%.120s", prefix, req->err.param);
+            snprintf(req->err.param, sizeof req->err.param, "%s", p2);
+        }
+        return false;
+    }
+    snprintf(e->event_name, sizeof e->event_name, "%s", event_name);
+    snprintf(e->identifier, sizeof e->identifier, "%s", identifier ? identifier : "");
+    return true;
+}
+
+/* Records one synchronously validated event; returns 0 or an error status. */
+static int record_one(tg_req *req, tg_event *e)
+{
+    if (tg_event_prepare(req->svc, &req->scope, e, &req->err))
+        return tg_reply_error(req);
+    int result = TG_OK;
+    if (tg_events_record(req->svc, &req->scope, e, 1, &result, NULL, 0, &req->err))
+        return tg_reply_error(req);
+    if (result == TG_EDUPLICATE) {
+        tg_err_set(&req->err, TG_EDUPLICATE, "identifier",
+                   "An event already exists with identifier %s.", e->identifier);
+        return tg_reply_error(req);
+    }
+    return 0;
+}
+
+static int h_meter_event_create(tg_req *req)
+{
+    tg_event e;
+    bool ok = read_event(req, req->params, false, "", &e);
+    p_expand(req);
+    if (!ok || !tg_req_params_done(req))
+        return tg_reply_error(req);
+    int status = record_one(req, &e);
+    if (status)
+        return status;
+    tg_jw *w = &req->jw;
+    jw_obj(w);
+    jw_kstr(w, "object", "billing.meter_event");
+    jw_kint(w, "created", e.created);
+    jw_kstr(w, "event_name", e.event_name);
+    jw_kstr(w, "identifier", e.identifier);
+    jw_kbool(w, "livemode", req->scope.livemode);
+    jw_key(w, "payload");
+    tg_render_metadata(w, &e.payload);
+    jw_kint(w, "timestamp", e.timestamp);
+    jw_end(w);
+    return 200;
+}
+
+static int h_v2_meter_event_create(tg_req *req)
+{
+    tg_event e;
+    if (!read_event(req, req->params, true, "", &e) || !tg_req_params_done(req))
+        return tg_reply_error(req);
+    int status = record_one(req, &e);
+    if (status)
+        return status;
+    tg_jw *w = &req->jw;
+    jw_obj(w);
+    jw_kstr(w, "object", "v2.billing.meter_event");
+    jw_key(w, "created");
+    jw_iso_time(w, e.created);
+    jw_kstr(w, "event_name", e.event_name);
+    jw_kstr(w, "identifier", e.identifier);
+    jw_kbool(w, "livemode", req->scope.livemode);
+    jw_key(w, "payload");
+    tg_render_metadata(w, &e.payload);
+    jw_key(w, "timestamp");
+    jw_iso_time(w, e.timestamp);
+    jw_end(w);
+    return 200;
+}
+
+/* Reads {event_name, type: cancel, cancel: {identifier}}; returns the identifier or NULL. */
+static const char *read_adjustment(tg_req *req, const char **event_name)
+{
+    static const char *const types[] = {"cancel", NULL};
+    const char *identifier = NULL;
+    int type;
+    p_str_required(req, NULL, "event_name", NULL, TG_NAME_MAX, event_name);
+    if (!p_enum(req, NULL, "type", NULL, types, &type) && !tg_req_failed(req))
+        tg_err_set(&req->err, TG_EMISSING, "type", "Missing required param: type.");
+    tg_param *cancel = tg_param_get(req->params, "cancel");
+    if (!tg_req_failed(req)) {
+        if (!cancel)
+            tg_err_set(&req->err, TG_EMISSING, "cancel[identifier]",
+                       "Missing required param: cancel[identifier].");
+        else if (cancel->kind != TG_PARAM_HASH)
+            tg_err_set(&req->err, TG_EINVAL, "cancel", "Invalid cancel: must be a hash.");
+        else
+            p_str_required(req, cancel, "identifier", "cancel[identifier]", TG_NAME_MAX,
+                           &identifier);
+    }
+    p_expand(req);
+    if (!tg_req_params_done(req))
+        return NULL;
+    if (tg_event_cancel(req->svc, &req->scope, *event_name, identifier, &req->err))
+        return NULL;
+    return identifier;
+}
+
+static int h_adjustment_create(tg_req *req)
+{
+    const char *event_name = NULL, *identifier = read_adjustment(req, &event_name);
+    if (!identifier)
+        return tg_reply_error(req);
+    tg_jw *w = &req->jw;
+    jw_obj(w);
+    jw_kstr(w, "object", "billing.meter_event_adjustment");
+    jw_key(w, "cancel");
+    jw_obj(w);
+    jw_kstr(w, "identifier", identifier);
+    jw_end(w);
+    jw_kstr(w, "event_name", event_name);
+    jw_kbool(w, "livemode", req->scope.livemode);
+    jw_kstr(w, "status", "complete");
+    jw_kstr(w, "type", "cancel");
+    jw_end(w);
+    return 200;
+}
+
+static int h_v2_adjustment_create(tg_req *req)
+{
+    const char *event_name = NULL, *identifier = read_adjustment(req, &event_name);
+    if (!identifier)
+        return tg_reply_error(req);
+    char id[TG_ID_MAX];
+    tg_id_random(id, sizeof id, "mtradj_", 24);
+    tg_jw *w = &req->jw;
+    jw_obj(w);
+    jw_kstr(w, "id", id);
+    jw_kstr(w, "object", "v2.billing.meter_event_adjustment");
+    jw_key(w, "cancel");
+    jw_obj(w);
+    jw_kstr(w, "identifier", identifier);
+    jw_end(w);
+    jw_key(w, "created");
+    jw_iso_time(w, tg_service_now(req->svc));
+    jw_kstr(w, "event_name", event_name);
+    jw_kbool(w, "livemode", req->scope.livemode);
+    jw_kstr(w, "status", "complete");
+    jw_kstr(w, "type", "cancel");
+    jw_end(w);
+    return 200;
+}
+
+/* ================================================================ v2 sessions and streams */
+
+static int h_session_create(tg_req *req)
+{
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_session s;
+    if (tg_session_create(req->svc, &req->scope, &s, &req->err))
+        return tg_reply_error(req);
+    tg_jw *w = &req->jw;
+    jw_obj(w);
+    jw_kstr(w, "id", s.id);
+    jw_kstr(w, "object", "v2.billing.meter_event_session");
+    jw_kstr(w, "authentication_token", s.token);
+    jw_key(w, "created");
+    jw_iso_time(w, s.created);
+    jw_key(w, "expires_at");
+    jw_iso_time(w, s.expires_at);
+    jw_kbool(w, "livemode", s.livemode);
+    jw_end(w);
+    return 200;
+}
+
+/* Adds one refused event to the per-(meter, reason) tallies. */
+static void tally(tg_meter_error *errs, size_t *n, size_t cap, const tg_event *e, const tg_err *err,
+                  int64_t now)
+{
+    const char *code = tg_err_reason(err->code);
+    const char *meter = err->code == TG_ENOMETER ? "" : e->meter_id;
+    size_t i = 0;
+    while (i < *n && (strcmp(errs[i].code, code) != 0 || strcmp(errs[i].meter_id, meter) != 0))
+        i++;
+    if (i == *n) {
+        if (*n == cap)
+            return;
+        memset(&errs[i], 0, sizeof errs[i]);
+        tg_id_random(errs[i].id, sizeof errs[i].id, "mtrerr_", 24);
+        snprintf(errs[i].meter_id, sizeof errs[i].meter_id, "%s", meter);
+        snprintf(errs[i].code, sizeof errs[i].code, "%s", code);
+        (*n)++;
+    }
+    errs[i].count++;
+    errs[i].last_seen = now;
+    snprintf(errs[i].last_message, sizeof errs[i].last_message, "%.180s (identifier %.60s)", err->msg,
+             e->identifier[0] ? e->identifier : "none");
+}
+
+static int h_stream(tg_req *req)
+{
+    tg_param *events = tg_param_get(req->params, "events");
+    if (!events || events->kind != TG_PARAM_ARRAY || events->count == 0) {
+        tg_err_set(&req->err, events ? TG_EINVAL : TG_EMISSING, "events",
+                   events ? "Invalid events: must be a non-empty array."
+                          : "Missing required param: events.");
+        return tg_reply_error(req);
+    }
+    if (events->count > req->cfg->max_stream_events) {
+        tg_err_set(&req->err, TG_EINVAL, "events",
+                   "Invalid events: at most %zu events per request.", req->cfg->max_stream_events);
+        return tg_reply_error(req);
+    }
+    size_t n = events->count;
+    tg_event *evs = tg_arena_alloc(&req->arena, n * sizeof *evs);
+    tg_meter_error *errs = tg_arena_alloc(&req->arena, 64 * sizeof *errs);
+    int *results = tg_arena_alloc(&req->arena, n * sizeof *results);
+    if (!evs || !errs || !results) {
+        tg_err_set(&req->err, TG_ENOMEM, NULL, NULL);
+        return tg_reply_error(req);
+    }
+    size_t i = 0;
+    for (tg_param *ev = events->first; ev; ev = ev->next, i++) {
+        ev->used = true;
+        if (ev->kind != TG_PARAM_HASH) {
+            tg_err_set(&req->err, TG_EINVAL, "events", "Invalid events[%zu]: must be an object.", i);
+            return tg_reply_error(req);
+        }
+        if (!read_event(req, ev, true, "", &evs[i])) {
+            /* name the element: the getters saw only the inner key */
+            char p2[sizeof req->err.param];
+            snprintf(p2, sizeof p2, "events[%zu][%.120s]", i, req->err.param);
+            snprintf(req->err.param, sizeof req->err.param, "%s", p2);
+            return tg_reply_error(req);
+        }
+    }
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+
+    /* Validation of meters, customers, values and times is asynchronous in Stripe's stream:
+     * refused events are left out and counted, and the request still succeeds. */
+    size_t nvalid = 0, nerrs = 0, refused = 0;
+    int64_t now = tg_service_now(req->svc);
+    for (i = 0; i < n; i++) {
+        tg_err e = {0};
+        if (tg_event_prepare(req->svc, &req->scope, &evs[i], &e)) {
+            if (e.code == TG_ESTORE || e.code == TG_ENOMEM) {
+                req->err = e;
+                return tg_reply_error(req);
+            }
+            tally(errs, &nerrs, 64, &evs[i], &e, now);
+            refused++;
+            continue;
+        }
+        if (nvalid != i)
+            evs[nvalid] = evs[i];
+        nvalid++;
+    }
+    if (refused)
+        for (size_t k = 0; k < nerrs; k++)
+            tg_log(TG_LOG_WARN, "meter_event_stream: %" PRId64 " event(s) refused: %s (meter %s): %s",
+                   errs[k].count, errs[k].code, errs[k].meter_id[0] ? errs[k].meter_id : "none",
+                   errs[k].last_message);
+    if (nvalid || nerrs) {
+        if (tg_events_record(req->svc, &req->scope, evs, nvalid, results, errs, nerrs, &req->err))
+            return tg_reply_error(req);
+    }
+    jw_obj(&req->jw);
+    jw_end(&req->jw);
+    return 200;
+}
+
+static int h_meter_errors(tg_req *req)
+{
+    const char *meter = NULL;
+    tg_page page;
+    p_str(req, NULL, "meter", NULL, TG_ID_MAX - 1, &meter);
+    if (!p_page(req, &page) || !tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_meter_error *items;
+    size_t n;
+    bool more;
+    if (tg_meter_error_list(req->svc, &req->scope, meter, &page, &req->arena, &items, &n, &more,
+                            &req->err))
+        return tg_reply_error(req);
+    tg_list_begin(req, "/v1/billing/meter_event_errors");
+    for (size_t i = 0; i < n; i++) {
+        tg_jw *w = &req->jw;
+        jw_obj(w);
+        jw_kstr(w, "id", items[i].id);
+        jw_kstr(w, "object", "billing.meter_event_error");
+        jw_kstr(w, "code", items[i].code);
+        jw_kint(w, "error_count", items[i].count);
+        jw_kstr(w, "last_error_message", items[i].last_message);
+        jw_kint(w, "last_seen_at", items[i].last_seen);
+        jw_kbool(w, "livemode", items[i].livemode);
+        jw_kstr(w, "meter", items[i].meter_id[0] ? items[i].meter_id : NULL);
+        jw_end(w);
+    }
+    tg_list_end(req, more);
+    return 200;
+}
+
+static int h_healthz(tg_req *req)
+{
+    tg_param_use_all(req->params);
+    jw_obj(&req->jw);
+    jw_kstr(&req->jw, "status", "ok");
+    jw_end(&req->jw);
+    return 200;
+}
+
+/* ================================================================ the table */
+
+const tg_route tg_routes[] = {
+    {"GET", "/healthz", h_healthz, TG_ROUTE_PUBLIC},
+    {"POST", "/v1/customers", h_customer_create, TG_ROUTE_SECRET},
+    {"GET", "/v1/customers", h_customer_list, TG_ROUTE_SECRET},
+    {"GET", "/v1/customers/:id", h_customer_retrieve, TG_ROUTE_SECRET},
+    {"POST", "/v1/customers/:id", h_customer_update, TG_ROUTE_SECRET},
+    {"DELETE", "/v1/customers/:id", h_customer_delete, TG_ROUTE_SECRET},
+    {"POST", "/v1/billing/meters", h_meter_create, TG_ROUTE_SECRET},
+    {"GET", "/v1/billing/meters", h_meter_list, TG_ROUTE_SECRET},
+    {"GET", "/v1/billing/meters/:id", h_meter_retrieve, TG_ROUTE_SECRET},
+    {"POST", "/v1/billing/meters/:id", h_meter_update, TG_ROUTE_SECRET},
+    {"POST", "/v1/billing/meters/:id/deactivate", h_meter_deactivate, TG_ROUTE_SECRET},
+    {"POST", "/v1/billing/meters/:id/reactivate", h_meter_reactivate, TG_ROUTE_SECRET},
+    {"GET", "/v1/billing/meters/:id/event_summaries", h_summaries, TG_ROUTE_SECRET},
+    {"POST", "/v1/billing/meter_events", h_meter_event_create, TG_ROUTE_SECRET},
+    {"POST", "/v1/billing/meter_event_adjustments", h_adjustment_create, TG_ROUTE_SECRET},
+    {"GET", "/v1/billing/meter_event_errors", h_meter_errors, TG_ROUTE_SECRET},
+    {"POST", "/v2/billing/meter_events", h_v2_meter_event_create, TG_ROUTE_SECRET | TG_ROUTE_JSON},
+    {"POST", "/v2/billing/meter_event_adjustments", h_v2_adjustment_create,
+     TG_ROUTE_SECRET | TG_ROUTE_JSON},
+    {"POST", "/v2/billing/meter_event_session", h_session_create, TG_ROUTE_SECRET | TG_ROUTE_JSON},
+    {"POST", "/v2/billing/meter_event_stream", h_stream, TG_ROUTE_SESSION | TG_ROUTE_JSON},
+};
+const size_t tg_nroutes = sizeof tg_routes / sizeof tg_routes[0];

@@ -1,0 +1,479 @@
+/* server.c -- the HTTP transport: libmicrohttpd in thread-per-connection mode.
+ *
+ * Each connection has its own thread, so a request can block while the writer commits its
+ * batch without stalling other connections; keep-alive connections keep their thread. The
+ * path of a request:
+ *   1. the body is accumulated up to max_body (a larger Content-Length is refused at once,
+ *      a larger chunked body when it crosses the cap: 413);
+ *   2. the route table (http/routes.c) is matched on method and path segments (404/405);
+ *   3. authentication: a secret key (Bearer, or Basic with the key as user name) or, for the
+ *      v2 stream, a meter event session token (401);
+ *   4. parameters: query string, then the body (form for /v1, JSON for /v2 or when the
+ *      Content-Type says JSON) into one tree (400 when malformed);
+ *   5. Idempotency-Key (POST): replay a stored response, refuse a mismatch (400) or a twin in
+ *      flight (409), else run and store the response;
+ *   6. the handler; every response is JSON with Request-Id and Stripe-Version headers.
+ */
+#include "http/server.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "base/ids.h"
+#include "base/log.h"
+
+#define DEFAULT_STRIPE_VERSION "2026-07-29.dahlia"
+#define RESPONSE_CAP (64u << 20)
+
+struct tg_server {
+    struct MHD_Daemon *daemon;
+    tg_service *svc;
+    tg_server_config cfg;
+};
+
+typedef struct conn_state {
+    tg_buf body;
+    bool too_large;
+} conn_state;
+
+/* ---------------------------------------------------------------- routing */
+
+static int split_path(const char *path, tg_arena *a, const char **segs, int max)
+{
+    int n = 0;
+    const char *p = path;
+    while (*p) {
+        while (*p == '/')
+            p++;
+        if (!*p)
+            break;
+        const char *end = strchr(p, '/');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (n == max)
+            return -1;
+        segs[n++] = tg_arena_strndup(a, p, len);
+        p += len;
+    }
+    return n;
+}
+
+static bool pattern_matches(const char *pattern, const char **segs, int nsegs, tg_arena *a)
+{
+    const char *psegs[TG_MAX_SEGS];
+    int np = split_path(pattern, a, psegs, TG_MAX_SEGS);
+    if (np != nsegs)
+        return false;
+    for (int i = 0; i < np; i++)
+        if (psegs[i][0] != ':' && strcmp(psegs[i], segs[i]) != 0)
+            return false;
+    return true;
+}
+
+/* Finds the route; TG_EROUTE when no pattern matches, TG_EMETHOD when only the method differs. */
+static int find_route(tg_req *req, const tg_route **out)
+{
+    bool path_known = false;
+    for (size_t i = 0; i < tg_nroutes; i++) {
+        if (!pattern_matches(tg_routes[i].pattern, req->segs, req->nsegs, &req->arena))
+            continue;
+        path_known = true;
+        if (strcmp(tg_routes[i].method, req->method) == 0) {
+            *out = &tg_routes[i];
+            return TG_OK;
+        }
+    }
+    if (path_known)
+        return tg_err_set(&req->err, TG_EMETHOD, NULL, "Method %s is not allowed for %s.",
+                          req->method, req->path);
+    return tg_err_set(&req->err, TG_EROUTE, NULL, "Unrecognized request URL (%s: %s).",
+                      req->method, req->path);
+}
+
+/* ---------------------------------------------------------------- authentication */
+
+static int base64_decode(const char *in, char *out, size_t outsz)
+{
+    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t n = 0;
+    unsigned acc = 0;
+    int bits = 0;
+    for (const char *p = in; *p && *p != '='; p++) {
+        const char *k = strchr(tbl, *p);
+        if (!k || !*p)
+            return -1;
+        acc = (acc << 6) | (unsigned)(k - tbl);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (n + 1 >= outsz)
+                return -1;
+            out[n++] = (char)((acc >> bits) & 0xff);
+        }
+    }
+    out[n] = '\0';
+    return 0;
+}
+
+/* Extracts the credential from Authorization: "Bearer X" or "Basic base64(X:)". */
+static const char *credential(struct MHD_Connection *c, char *buf, size_t bufsz)
+{
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h)
+        return NULL;
+    if (strncasecmp(h, "Bearer ", 7) == 0) {
+        snprintf(buf, bufsz, "%s", h + 7);
+        return buf;
+    }
+    if (strncasecmp(h, "Basic ", 6) == 0 && base64_decode(h + 6, buf, bufsz) == 0) {
+        char *colon = strchr(buf, ':');
+        if (colon)
+            *colon = '\0';
+        return buf;
+    }
+    return "";
+}
+
+static int authenticate(tg_req *req, struct MHD_Connection *c, int flags)
+{
+    char buf[512];
+    const char *cred = credential(c, buf, sizeof buf);
+    if (!cred)
+        return tg_err_set(&req->err, TG_EAUTHMISSING, NULL,
+                          "You did not provide an API key. You need to provide your API key in "
+                          "the Authorization header, using Bearer auth (e.g. 'Authorization: "
+                          "Bearer YOUR_SECRET_KEY').");
+    if (flags & TG_ROUTE_SESSION)
+        return tg_session_authenticate(req->svc, cred, &req->scope, &req->err);
+    char masked[16];
+    snprintf(masked, sizeof masked, "%.8s", cred);
+    if ((strncmp(cred, "sk_test_", 8) != 0 && strncmp(cred, "sk_live_", 8) != 0) ||
+        tg_key_authenticate(req->svc, cred, &req->scope, &req->err) == TG_EAUTHINVALID) {
+        tg_err_clear(&req->err);
+        return tg_err_set(&req->err, TG_EAUTHINVALID, NULL, "Invalid API Key provided: %s***",
+                          masked);
+    }
+    return req->err.code;
+}
+
+/* ---------------------------------------------------------------- parameters */
+
+typedef struct query_ctx {
+    tg_req *req;
+    int rc;
+} query_ctx;
+
+static enum MHD_Result add_query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    query_ctx *q = cls;
+    (void)kind;
+    if (q->rc)
+        return MHD_NO;
+    q->rc = tg_params_add_pair(q->req->params, key, value ? value : "", &q->req->arena,
+                               &q->req->err);
+    return q->rc ? MHD_NO : MHD_YES;
+}
+
+static int decode_params(tg_req *req, struct MHD_Connection *c, const tg_route *route,
+                         const tg_buf *body)
+{
+    req->params = tg_params_new(&req->arena);
+    if (!req->params)
+        return tg_err_set(&req->err, TG_ENOMEM, NULL, NULL);
+    query_ctx q = {req, 0};
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, add_query_arg, &q);
+    if (q.rc)
+        return q.rc;
+    if (!body->len)
+        return TG_OK;
+    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    bool json = (route->flags & TG_ROUTE_JSON) ||
+                (ct && strncasecmp(ct, "application/json", 16) == 0);
+    if (json)
+        return tg_params_parse_json(req->params, body->data, body->len, &req->arena, &req->err);
+    return tg_params_parse_form(req->params, body->data, body->len, &req->arena, &req->err);
+}
+
+/* ---------------------------------------------------------------- responses */
+
+static enum MHD_Result send_json(struct MHD_Connection *c, int status, const char *body,
+                                 size_t len, const char *request_id, const char *version,
+                                 bool should_retry, const char *idem_key, bool replayed)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(r, "Request-Id", request_id);
+    MHD_add_response_header(r, "Stripe-Version", version);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache, no-store");
+    if (should_retry)
+        MHD_add_response_header(r, "Stripe-Should-Retry", "true");
+    if (idem_key)
+        MHD_add_response_header(r, "Idempotency-Key", idem_key);
+    if (replayed)
+        MHD_add_response_header(r, "Idempotent-Replayed", "true");
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* Errors of parameter validation are not stored under an idempotency key (Stripe stores a
+ * result only once the endpoint's work begins); nor are transient ones a retry should redo. */
+static bool idem_storable(int status, int code)
+{
+    if (status == 200)
+        return true;
+    switch (code) {
+    case TG_EINVAL:
+    case TG_EMISSING:
+    case TG_EUNKNOWN:
+    case TG_EINTEGER:
+    case TG_EEXCLUSIVE:
+    case TG_EMALFORMED:
+    case TG_EBUSY:
+    case TG_ESHUTDOWN:
+    case TG_ESTORE:
+    case TG_ENOMEM:
+        return false;
+    }
+    return status < 500;
+}
+
+static enum MHD_Result handle(tg_server *srv, struct MHD_Connection *c, const char *url,
+                              const char *method, conn_state *st)
+{
+    tg_req req;
+    memset(&req, 0, sizeof req);
+    req.svc = srv->svc;
+    req.cfg = &srv->cfg;
+    req.method = method;
+    req.path = url;
+    tg_arena_init(&req.arena, 64u << 20);
+    tg_buf_init(&req.out, RESPONSE_CAP);
+    jw_init(&req.jw, &req.out);
+
+    char request_id[TG_ID_MAX];
+    tg_id_random(request_id, sizeof request_id, "req_", 14);
+    const char *version = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Stripe-Version");
+    if (!version || strlen(version) > 64)
+        version = DEFAULT_STRIPE_VERSION;
+    const char *idem_key = NULL;
+    char request_hash[65] = "";
+    bool claimed = false, replayed = false;
+    int status = 0;
+    const tg_route *route = NULL;
+
+    req.nsegs = split_path(url, &req.arena, req.segs, TG_MAX_SEGS);
+    if (req.nsegs < 0) {
+        tg_err_set(&req.err, TG_EROUTE, NULL, "Unrecognized request URL (%s: %s).", method, url);
+        goto fail;
+    }
+    if (find_route(&req, &route))
+        goto fail;
+    if (st->too_large) {
+        tg_err_set(&req.err, TG_ETOOLARGE, NULL, "Request body exceeds the maximum of %zu bytes.",
+                   srv->cfg.max_body);
+        goto fail;
+    }
+    if (!(route->flags & TG_ROUTE_PUBLIC) && authenticate(&req, c, route->flags))
+        goto fail;
+    if (decode_params(&req, c, route, &st->body))
+        goto fail;
+
+    idem_key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Idempotency-Key");
+    if (idem_key && strcmp(method, "POST") != 0)
+        idem_key = NULL; /* no effect on GET and DELETE, as in Stripe */
+    if (idem_key) {
+        if (strlen(idem_key) > 255 || !*idem_key) {
+            tg_err_set(&req.err, TG_EINVAL, NULL,
+                       "Invalid Idempotency-Key: must be 1 to 255 characters.");
+            idem_key = NULL;
+            goto fail;
+        }
+        tg_buf h;
+        tg_buf_init(&h, srv->cfg.max_body + 4096);
+        tg_buf_printf(&h, "%s %s\n", method, url);
+        tg_buf_append(&h, st->body.data ? st->body.data : "", st->body.len);
+        tg_sha256_hex(h.data ? h.data : "", h.len, request_hash);
+        tg_buf_free(&h);
+        tg_idem stored;
+        if (tg_idem_claim(srv->svc, &req.scope, idem_key, request_hash, &req.arena, &replayed,
+                          &stored, &req.err))
+            goto fail;
+        if (replayed) {
+            enum MHD_Result r = send_json(c, stored.status, stored.body, stored.body_len,
+                                          request_id, version, false, idem_key, true);
+            tg_buf_free(&req.out);
+            tg_arena_free(&req.arena);
+            return r;
+        }
+        claimed = true;
+    }
+
+    status = route->handler(&req);
+    if (req.out.failed) {
+        tg_err_clear(&req.err);
+        tg_err_set(&req.err, TG_ENOMEM, NULL, "The response is too large.");
+        status = tg_reply_error(&req);
+    }
+    goto send;
+
+fail:
+    status = tg_reply_error(&req);
+send:
+    if (claimed)
+        tg_idem_finish(srv->svc, &req.scope, idem_key, request_hash, status, req.out.data,
+                       req.out.len, idem_storable(status, req.err.code));
+    tg_log(TG_LOG_DEBUG, "%s %s -> %d %s", method, url, status, request_id);
+    enum MHD_Result r = send_json(c, status, req.out.data ? req.out.data : "{}", req.out.len,
+                                  request_id, version, req.should_retry_header, idem_key, false);
+    tg_buf_free(&req.out);
+    tg_arena_free(&req.arena);
+    return r;
+}
+
+/* ---------------------------------------------------------------- libmicrohttpd glue */
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    tg_server *srv = cls;
+    (void)version;
+    conn_state *st = *con_cls;
+    if (!st) {
+        st = calloc(1, sizeof *st);
+        if (!st)
+            return MHD_NO;
+        tg_buf_init(&st->body, srv->cfg.max_body);
+        *con_cls = st;
+        const char *cl =
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoull(cl, NULL, 10) > srv->cfg.max_body) {
+            /* Answer now rather than read a body we will refuse; the connection closes. */
+            st->too_large = true;
+            return handle(srv, c, url, method, st);
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (!st->too_large && tg_buf_append(&st->body, upload_data, *upload_data_size)) {
+            st->too_large = true;
+            tg_buf_free(&st->body);
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    return handle(srv, c, url, method, st);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls, (void)c, (void)toe;
+    conn_state *st = *con_cls;
+    if (st) {
+        tg_buf_free(&st->body);
+        free(st);
+        *con_cls = NULL;
+    }
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    tg_log(TG_LOG_DEBUG, "http: %s", msg);
+}
+
+static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *len)
+{
+    char host[256];
+    const char *colon = strrchr(listen, ':');
+    if (!colon || colon == listen)
+        return -1;
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || port < 0 || port > 65535)
+        return -1;
+    size_t hl = (size_t)(colon - listen);
+    if (hl >= sizeof host)
+        return -1;
+    memcpy(host, listen, hl);
+    host[hl] = '\0';
+    memset(ss, 0, sizeof *ss);
+    if (host[0] == '[' && host[hl - 1] == ']') {
+        host[hl - 1] = '\0';
+        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET6, host + 1, &a6->sin6_addr) != 1)
+            return -1;
+        *len = sizeof *a6;
+        return AF_INET6;
+    }
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons((uint16_t)port);
+    if (strcmp(host, "localhost") == 0)
+        snprintf(host, sizeof host, "127.0.0.1");
+    if (inet_pton(AF_INET, host, &a4->sin_addr) != 1)
+        return -1;
+    *len = sizeof *a4;
+    return AF_INET;
+}
+
+int tg_server_start(tg_server **out, tg_service *svc, const char *listen,
+                    const tg_server_config *cfg, tg_err *err)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    int family = parse_listen(listen, &ss, &sslen);
+    if (family < 0)
+        return tg_err_set(err, TG_EINVAL, "listen", "Invalid listen address '%s' (HOST:PORT).",
+                          listen);
+    tg_server *srv = calloc(1, sizeof *srv);
+    if (!srv)
+        return tg_err_set(err, TG_ENOMEM, NULL, NULL);
+    srv->svc = svc;
+    srv->cfg = *cfg;
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_USE_ERROR_LOG | MHD_USE_POLL;
+    if (family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    srv->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, srv,
+                                   MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+                                   MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+                                   MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096,
+                                   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
+                                   MHD_OPTION_THREAD_STACK_SIZE, (size_t)(1u << 20),
+                                   MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
+                                   MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                                   MHD_OPTION_END);
+    if (!srv->daemon) {
+        free(srv);
+        return tg_err_set(err, TG_EINVAL, "listen", "Cannot listen on %s.", listen);
+    }
+    *out = srv;
+    return TG_OK;
+}
+
+void tg_server_stop(tg_server *srv)
+{
+    if (!srv)
+        return;
+    MHD_stop_daemon(srv->daemon);
+    free(srv);
+}

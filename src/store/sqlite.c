@@ -1,0 +1,1137 @@
+/* sqlite.c -- the embedded storage adapter: one SQLite database in WAL mode.
+ *
+ * Durability: journal_mode=WAL with synchronous=FULL, so a COMMIT returns only after the WAL
+ * is fsync'd; the service acknowledges a write only after its commit returns. Every
+ * connection keeps its prepared statements in a table indexed by an enum, prepared on first
+ * use. Migrations are numbered and applied in one transaction at open, guarded by
+ * PRAGMA user_version, so concurrent opens of a fresh directory are safe (BEGIN IMMEDIATE).
+ *
+ * Layout: objects keep a rowid `seq` that orders lists (newest first = seq DESC) and stays
+ * stable across updates (upserts use ON CONFLICT DO UPDATE, never REPLACE). Decimals are 16-byte
+ * little-endian blobs (see core/decimal.h); string maps use core/metadata.h's encoding. Buckets
+ * and windows are keyed by meter id, which is unique across scopes.
+ */
+#include "store/sqlite.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/metadata.h"
+
+static const char *const migrations[] = {
+    /* 1: the metering foundation */
+    "CREATE TABLE settings(name TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE api_keys(hash TEXT PRIMARY KEY, account TEXT NOT NULL, livemode INT NOT NULL,"
+    "  prefix TEXT NOT NULL, created INT NOT NULL, revoked INT NOT NULL DEFAULT 0);"
+    "CREATE TABLE customers(seq INTEGER PRIMARY KEY, account TEXT NOT NULL, livemode INT NOT NULL,"
+    "  id TEXT NOT NULL, created INT NOT NULL, deleted INT NOT NULL DEFAULT 0, email TEXT,"
+    "  name TEXT, description TEXT, metadata BLOB, UNIQUE(account, livemode, id));"
+    "CREATE TABLE meters(seq INTEGER PRIMARY KEY, account TEXT NOT NULL, livemode INT NOT NULL,"
+    "  id TEXT NOT NULL, created INT NOT NULL, updated INT NOT NULL, active INT NOT NULL,"
+    "  deactivated_at INT NOT NULL, formula INT NOT NULL, event_time_window INT NOT NULL,"
+    "  display_name TEXT NOT NULL, event_name TEXT NOT NULL, customer_key TEXT NOT NULL,"
+    "  value_key TEXT NOT NULL, UNIQUE(account, livemode, id));"
+    "CREATE TABLE events(seq INTEGER PRIMARY KEY, account TEXT NOT NULL, livemode INT NOT NULL,"
+    "  identifier TEXT NOT NULL, event_name TEXT NOT NULL, meter_id TEXT NOT NULL,"
+    "  customer_id TEXT NOT NULL, ts INT NOT NULL, created INT NOT NULL, value BLOB NOT NULL,"
+    "  payload BLOB NOT NULL, state INT NOT NULL DEFAULT 0);"
+    "CREATE UNIQUE INDEX events_identifier ON events(account, livemode, identifier);"
+    "CREATE INDEX events_meter_customer_ts ON events(meter_id, customer_id, ts);"
+    "CREATE TABLE buckets(meter_id TEXT NOT NULL, customer_id TEXT NOT NULL, minute INT NOT NULL,"
+    "  sum BLOB NOT NULL, count INT NOT NULL, last_ts INT NOT NULL, last_seq INT NOT NULL,"
+    "  last_value BLOB NOT NULL, PRIMARY KEY(meter_id, customer_id, minute)) WITHOUT ROWID;"
+    "CREATE TABLE windows(meter_id TEXT NOT NULL, customer_id TEXT NOT NULL, start INT NOT NULL,"
+    "  seq INT NOT NULL, ts INT NOT NULL, PRIMARY KEY(meter_id, customer_id, start)) WITHOUT ROWID;"
+    "CREATE TABLE idempotency(account TEXT NOT NULL, livemode INT NOT NULL, key TEXT NOT NULL,"
+    "  request_hash TEXT NOT NULL, status INT NOT NULL, body BLOB NOT NULL, created INT NOT NULL,"
+    "  PRIMARY KEY(account, livemode, key));"
+    "CREATE INDEX idempotency_created ON idempotency(created);"
+    "CREATE TABLE sessions(token_hash TEXT PRIMARY KEY, account TEXT NOT NULL,"
+    "  livemode INT NOT NULL, id TEXT NOT NULL, created INT NOT NULL, expires_at INT NOT NULL);"
+    "CREATE TABLE meter_errors(seq INTEGER PRIMARY KEY, account TEXT NOT NULL,"
+    "  livemode INT NOT NULL, id TEXT NOT NULL, meter_id TEXT NOT NULL, code TEXT NOT NULL,"
+    "  count INT NOT NULL, last_message TEXT NOT NULL, last_seen INT NOT NULL,"
+    "  UNIQUE(account, livemode, meter_id, code));",
+};
+
+enum {
+    Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_SAVEPOINT, Q_RELEASE, Q_ROLLBACK_TO,
+    Q_SETTING_GET, Q_SETTING_PUT, Q_KEY_INSERT, Q_KEY_LOOKUP,
+    Q_CUSTOMER_PUT, Q_CUSTOMER_GET, Q_CUSTOMER_SEQ,
+    Q_METER_PUT, Q_METER_GET, Q_METER_SEQ, Q_METER_EACH,
+    Q_EVENT_INSERT, Q_EVENT_GET, Q_EVENT_STATE, Q_EVENT_RANGE,
+    Q_BUCKET_GET, Q_BUCKET_PUT, Q_BUCKET_DEL, Q_BUCKET_EACH,
+    Q_WINDOW_GET, Q_WINDOW_PUT,
+    Q_IDEM_GET, Q_IDEM_PUT, Q_SESSION_PUT, Q_SESSION_GET,
+    Q_MERR_ADD, Q_MERR_SEQ, Q_PRUNE_IDEM, Q_PRUNE_SESSIONS,
+    Q_COUNT
+};
+
+static const char *const sql[Q_COUNT] = {
+    [Q_BEGIN] = "BEGIN IMMEDIATE",
+    [Q_COMMIT] = "COMMIT",
+    [Q_ROLLBACK] = "ROLLBACK",
+    [Q_SAVEPOINT] = "SAVEPOINT job",
+    [Q_RELEASE] = "RELEASE job",
+    [Q_ROLLBACK_TO] = "ROLLBACK TO job",
+    [Q_SETTING_GET] = "SELECT value FROM settings WHERE name=?1",
+    [Q_SETTING_PUT] = "INSERT INTO settings(name,value) VALUES(?1,?2)"
+                      " ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+    [Q_KEY_INSERT] = "INSERT INTO api_keys(hash,account,livemode,prefix,created) VALUES(?1,?2,?3,?4,?5)",
+    [Q_KEY_LOOKUP] = "SELECT account, livemode FROM api_keys WHERE hash=?1 AND revoked=0",
+    [Q_CUSTOMER_PUT] =
+        "INSERT INTO customers(account,livemode,id,created,deleted,email,name,description,metadata)"
+        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9) ON CONFLICT(account,livemode,id) DO UPDATE SET"
+        " deleted=excluded.deleted, email=excluded.email, name=excluded.name,"
+        " description=excluded.description, metadata=excluded.metadata",
+    [Q_CUSTOMER_GET] = "SELECT id,created,deleted,email,name,description,metadata FROM customers"
+                       " WHERE account=?1 AND livemode=?2 AND id=?3",
+    [Q_CUSTOMER_SEQ] = "SELECT seq FROM customers WHERE account=?1 AND livemode=?2 AND id=?3",
+    [Q_METER_PUT] =
+        "INSERT INTO meters(account,livemode,id,created,updated,active,deactivated_at,formula,"
+        "event_time_window,display_name,event_name,customer_key,value_key)"
+        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13) ON CONFLICT(account,livemode,id)"
+        " DO UPDATE SET updated=excluded.updated, active=excluded.active,"
+        " deactivated_at=excluded.deactivated_at, display_name=excluded.display_name",
+    [Q_METER_GET] = "SELECT id,created,updated,active,deactivated_at,formula,event_time_window,"
+                    "display_name,event_name,customer_key,value_key,livemode FROM meters"
+                    " WHERE account=?1 AND livemode=?2 AND id=?3",
+    [Q_METER_SEQ] = "SELECT seq FROM meters WHERE account=?1 AND livemode=?2 AND id=?3",
+    [Q_METER_EACH] = "SELECT id,created,updated,active,deactivated_at,formula,event_time_window,"
+                     "display_name,event_name,customer_key,value_key,livemode,account FROM meters"
+                     " ORDER BY seq",
+    [Q_EVENT_INSERT] =
+        "INSERT INTO events(account,livemode,identifier,event_name,meter_id,customer_id,ts,"
+        "created,value,payload) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"
+        " ON CONFLICT(account,livemode,identifier) DO NOTHING",
+    [Q_EVENT_GET] = "SELECT seq,identifier,event_name,meter_id,customer_id,ts,created,value,"
+                    "payload,state FROM events WHERE account=?1 AND livemode=?2 AND identifier=?3",
+    [Q_EVENT_STATE] = "UPDATE events SET state=?2 WHERE seq=?1",
+    [Q_EVENT_RANGE] = "SELECT ts,seq,value FROM events WHERE meter_id=?1 AND customer_id=?2"
+                      " AND ts>=?3 AND ts<?4 AND state=0",
+    [Q_BUCKET_GET] = "SELECT sum,count,last_ts,last_seq,last_value FROM buckets"
+                     " WHERE meter_id=?1 AND customer_id=?2 AND minute=?3",
+    [Q_BUCKET_PUT] = "INSERT INTO buckets(meter_id,customer_id,minute,sum,count,last_ts,last_seq,"
+                     "last_value) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)"
+                     " ON CONFLICT(meter_id,customer_id,minute) DO UPDATE SET sum=excluded.sum,"
+                     " count=excluded.count, last_ts=excluded.last_ts,"
+                     " last_seq=excluded.last_seq, last_value=excluded.last_value",
+    [Q_BUCKET_DEL] = "DELETE FROM buckets WHERE meter_id=?1 AND customer_id=?2 AND minute=?3",
+    [Q_BUCKET_EACH] = "SELECT minute,sum,count,last_ts,last_seq,last_value FROM buckets"
+                      " WHERE meter_id=?1 AND customer_id=?2 AND minute>=?3 AND minute<?4"
+                      " ORDER BY minute DESC",
+    [Q_WINDOW_GET] = "SELECT seq,ts FROM windows WHERE meter_id=?1 AND customer_id=?2 AND start=?3",
+    [Q_WINDOW_PUT] = "INSERT INTO windows(meter_id,customer_id,start,seq,ts) VALUES(?1,?2,?3,?4,?5)"
+                     " ON CONFLICT(meter_id,customer_id,start) DO UPDATE SET seq=excluded.seq,"
+                     " ts=excluded.ts",
+    [Q_IDEM_GET] = "SELECT request_hash,status,body,created FROM idempotency"
+                   " WHERE account=?1 AND livemode=?2 AND key=?3",
+    [Q_IDEM_PUT] = "INSERT INTO idempotency(account,livemode,key,request_hash,status,body,created)"
+                   " VALUES(?1,?2,?3,?4,?5,?6,?7) ON CONFLICT(account,livemode,key) DO UPDATE SET"
+                   " request_hash=excluded.request_hash, status=excluded.status,"
+                   " body=excluded.body, created=excluded.created",
+    [Q_SESSION_PUT] = "INSERT INTO sessions(token_hash,account,livemode,id,created,expires_at)"
+                      " VALUES(?1,?2,?3,?4,?5,?6)",
+    [Q_SESSION_GET] = "SELECT account,livemode,expires_at FROM sessions WHERE token_hash=?1",
+    [Q_MERR_ADD] = "INSERT INTO meter_errors(account,livemode,id,meter_id,code,count,last_message,"
+                   "last_seen) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)"
+                   " ON CONFLICT(account,livemode,meter_id,code) DO UPDATE SET"
+                   " count=count+excluded.count, last_message=excluded.last_message,"
+                   " last_seen=excluded.last_seen",
+    [Q_MERR_SEQ] = "SELECT seq FROM meter_errors WHERE account=?1 AND livemode=?2 AND id=?3",
+    [Q_PRUNE_IDEM] = "DELETE FROM idempotency WHERE created<?1",
+    [Q_PRUNE_SESSIONS] = "DELETE FROM sessions WHERE expires_at<?1",
+};
+
+typedef struct sq_store {
+    tg_store base; /* must be first */
+    sqlite3 *db;
+    sqlite3_stmt *stmts[Q_COUNT];
+} sq_store;
+
+#define SQ(s) ((sq_store *)(s))
+
+static int db_error(sq_store *s, tg_err *err, const char *what)
+{
+    return tg_err_set(err, TG_ESTORE, NULL, "Storage failure (%s): %s", what,
+                      sqlite3_errmsg(s->db));
+}
+
+/* Returns the prepared, reset statement q, or NULL (err set). */
+static sqlite3_stmt *stmt(sq_store *s, int q, tg_err *err)
+{
+    sqlite3_stmt *st = s->stmts[q];
+    if (!st) {
+        if (sqlite3_prepare_v3(s->db, sql[q], -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) !=
+            SQLITE_OK) {
+            db_error(s, err, "prepare");
+            return NULL;
+        }
+        s->stmts[q] = st;
+    } else {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    }
+    return st;
+}
+
+static void bind_scope(sqlite3_stmt *st, const tg_scope *scope)
+{
+    sqlite3_bind_text(st, 1, scope->account, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, scope->livemode);
+}
+
+static void bind_opt_text(sqlite3_stmt *st, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+static void bind_dec(sqlite3_stmt *st, int i, tg_dec d, unsigned char tmp[16])
+{
+    tg_dec_to_bytes(d, tmp);
+    sqlite3_bind_blob(st, i, tmp, 16, SQLITE_STATIC);
+}
+
+static tg_dec column_dec(sqlite3_stmt *st, int i)
+{
+    if (sqlite3_column_bytes(st, i) != 16)
+        return 0;
+    return tg_dec_from_bytes(sqlite3_column_blob(st, i));
+}
+
+static char *column_text(sqlite3_stmt *st, int i, tg_arena *a)
+{
+    if (sqlite3_column_type(st, i) == SQLITE_NULL)
+        return NULL;
+    return tg_arena_strndup(a, (const char *)sqlite3_column_text(st, i),
+                            (size_t)sqlite3_column_bytes(st, i));
+}
+
+static void copy_text(char *dst, size_t dstsz, sqlite3_stmt *st, int i)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    snprintf(dst, dstsz, "%s", t ? (const char *)t : "");
+}
+
+/* Runs a statement that returns no rows. */
+static int exec_done(sq_store *s, sqlite3_stmt *st, tg_err *err, const char *what)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return db_error(s, err, what);
+    return TG_OK;
+}
+
+static int exec_q(tg_store *base, int q, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, q, err);
+    if (!st)
+        return TG_ESTORE;
+    return exec_done(s, st, err, sql[q]);
+}
+
+/* ---------------------------------------------------------------- transactions */
+
+static int sq_begin(tg_store *s, tg_err *err) { return exec_q(s, Q_BEGIN, err); }
+static int sq_commit(tg_store *s, tg_err *err) { return exec_q(s, Q_COMMIT, err); }
+static int sq_savepoint(tg_store *s, tg_err *err) { return exec_q(s, Q_SAVEPOINT, err); }
+static int sq_release(tg_store *s, tg_err *err) { return exec_q(s, Q_RELEASE, err); }
+
+static void sq_rollback(tg_store *s)
+{
+    tg_err ignore = {0};
+    if (sqlite3_get_autocommit(SQ(s)->db) == 0)
+        exec_q(s, Q_ROLLBACK, &ignore);
+}
+
+static void sq_rollback_to(tg_store *s)
+{
+    tg_err ignore = {0};
+    exec_q(s, Q_ROLLBACK_TO, &ignore);
+    exec_q(s, Q_RELEASE, &ignore);
+}
+
+/* ---------------------------------------------------------------- settings and keys */
+
+static int sq_setting_get(tg_store *base, const char *name, tg_arena *a, char **value, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_SETTING_GET, err);
+    if (!st)
+        return TG_ESTORE;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        return tg_err_set(err, TG_ENOTFOUND, NULL, "No such setting: %s", name);
+    if (rc != SQLITE_ROW)
+        return db_error(s, err, "setting_get");
+    *value = column_text(st, 0, a);
+    sqlite3_reset(st);
+    return *value ? TG_OK : TG_ENOMEM;
+}
+
+static int sq_setting_put(tg_store *base, const char *name, const char *value, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_SETTING_PUT, err);
+    if (!st)
+        return TG_ESTORE;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+    return exec_done(s, st, err, "setting_put");
+}
+
+static int sq_key_insert(tg_store *base, const char *hash, const tg_scope *scope,
+                         const char *prefix, int64_t created, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_KEY_INSERT, err);
+    if (!st)
+        return TG_ESTORE;
+    sqlite3_bind_text(st, 1, hash, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, scope->account, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, scope->livemode);
+    sqlite3_bind_text(st, 4, prefix, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, created);
+    return exec_done(s, st, err, "key_insert");
+}
+
+static int sq_key_lookup(tg_store *base, const char *hash, tg_scope *scope_out, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_KEY_LOOKUP, err);
+    if (!st)
+        return TG_ESTORE;
+    sqlite3_bind_text(st, 1, hash, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        sqlite3_reset(st);
+        return tg_err_set(err, TG_EAUTHINVALID, NULL, "Invalid API Key provided.");
+    }
+    if (rc != SQLITE_ROW)
+        return db_error(s, err, "key_lookup");
+    copy_text(scope_out->account, sizeof scope_out->account, st, 0);
+    scope_out->livemode = sqlite3_column_int(st, 1) != 0;
+    sqlite3_reset(st);
+    return TG_OK;
+}
+
+/* ---------------------------------------------------------------- lists */
+
+/* Resolves page cursors to seq bounds: rows with lo < seq < hi. Returns TG_ENOTFOUND (naming
+ * the cursor) when a cursor id is not in scope. */
+static int page_bounds(sq_store *s, int seq_q, const tg_scope *scope, const tg_page *page,
+                       int64_t *lo, int64_t *hi, tg_err *err)
+{
+    *lo = 0;
+    *hi = INT64_MAX;
+    const char *cursor = page->starting_after ? page->starting_after : page->ending_before;
+    if (!cursor)
+        return TG_OK;
+    sqlite3_stmt *st = stmt(s, seq_q, err);
+    if (!st)
+        return TG_ESTORE;
+    bind_scope(st, scope);
+    sqlite3_bind_text(st, 3, cursor, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE)
+            return db_error(s, err, "cursor");
+        const char *p = page->starting_after ? "starting_after" : "ending_before";
+        return tg_err_set(err, TG_ENOTFOUND, p, "No such object: '%s'", cursor);
+    }
+    int64_t seq = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (page->starting_after)
+        *hi = seq;
+    else
+        *lo = seq;
+    return TG_OK;
+}
+
+/* Prepares "SELECT cols FROM table WHERE scope AND extra AND seq in (lo,hi) ORDER .. LIMIT"
+ * for a page: newest first, or oldest first for ending_before (the caller reverses).
+ * Ad-hoc statements are cheap next to the reads they do and keep filters composable. */
+static sqlite3_stmt *page_query(sq_store *s, const char *cols, const char *table,
+                                const char *extra, const tg_scope *scope, const tg_page *page,
+                                int64_t lo, int64_t hi, tg_err *err)
+{
+    char q[1024];
+    bool asc = page->ending_before != NULL;
+    snprintf(q, sizeof q,
+             "SELECT %s FROM %s WHERE account=?1 AND livemode=?2 AND seq>?3 AND seq<?4 %s"
+             " ORDER BY seq %s LIMIT ?5",
+             cols, table, extra, asc ? "ASC" : "DESC");
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, q, -1, &st, NULL) != SQLITE_OK) {
+        db_error(s, err, "list");
+        return NULL;
+    }
+    bind_scope(st, scope);
+    sqlite3_bind_int64(st, 3, lo);
+    sqlite3_bind_int64(st, 4, hi);
+    sqlite3_bind_int(st, 5, page->limit + 1);
+    return st;
+}
+
+/* Reverses n items of size sz in place (ending_before pages are read oldest first). When
+ * more than limit rows came back, the extra one is the farthest from the cursor: for
+ * ending_before it is the last read, i.e. the newest, and the page keeps the `limit` rows
+ * nearest the cursor. */
+static void reverse_items(void *items, size_t n, size_t sz)
+{
+    char tmp[sizeof(tg_meter) > sizeof(tg_customer) ? sizeof(tg_meter) : sizeof(tg_customer)];
+    char *p = items;
+    if (sz > sizeof tmp)
+        return;
+    for (size_t i = 0, j = n ? n - 1 : 0; i < j; i++, j--) {
+        memcpy(tmp, p + i * sz, sz);
+        memcpy(p + i * sz, p + j * sz, sz);
+        memcpy(p + j * sz, tmp, sz);
+    }
+}
+
+/* ---------------------------------------------------------------- customers */
+
+static int sq_customer_put(tg_store *base, const tg_scope *scope, const tg_customer *c,
+                           tg_err *err)
+{
+    sq_store *s = SQ(base);
+    tg_buf md;
+    tg_buf_init(&md, 1 << 20);
+    if (tg_metadata_encode(&c->metadata, &md)) {
+        tg_buf_free(&md);
+        return tg_err_set(err, TG_ENOMEM, NULL, NULL);
+    }
+    sqlite3_stmt *st = stmt(s, Q_CUSTOMER_PUT, err);
+    if (!st) {
+        tg_buf_free(&md);
+        return TG_ESTORE;
+    }
+    bind_scope(st, scope);
+    sqlite3_bind_text(st, 3, c->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, c->created);
+    sqlite3_bind_int(st, 5, c->deleted);
+    bind_opt_text(st, 6, c->email);
+    bind_opt_text(st, 7, c->name);
+    bind_opt_text(st, 8, c->description);
+    sqlite3_bind_blob(st, 9, md.data ? md.data : "", (int)md.len, SQLITE_STATIC);
+    int rc = exec_done(s, st, err, "customer_put");
+    tg_buf_free(&md);
+    return rc;
+}
+
+static int read_customer(sqlite3_stmt *st, const tg_scope *scope, tg_arena *a, tg_customer *c)
+{
+    memset(c, 0, sizeof *c);
+    copy_text(c->id, sizeof c->id, st, 0);
+    c->created = sqlite3_column_int64(st, 1);
+    c->deleted = sqlite3_column_int(st, 2) != 0;
+    c->email = column_text(st, 3, a);
+    c->name = column_text(st, 4, a);
+    c->description = column_text(st, 5, a);
+    c->livemode = scope->livemode;
+    return tg_metadata_decode(sqlite3_column_blob(st, 6), (size_t)sqlite3_column_bytes(st, 6), a,
+                              &c->metadata);
+}
+
+static int sq_customer_get(tg_store *base, const tg_scope *scope, const char *id, tg_arena *a,
+                           tg_customer *out, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_CUSTOMER_GET, err);
+    if (!st)
+        return TG_ESTORE;
+    bind_scope(st, scope);
+    sqlite3_bind_text(st, 3, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        sqlite3_reset(st);
+        return tg_err_set(err, TG_ENOTFOUND, "id", "No such customer: '%s'", id);
+    }
+    if (rc != SQLITE_ROW)
+        return db_error(s, err, "customer_get");
+    rc = read_customer(st, scope, a, out);
+    sqlite3_reset(st);
+    return rc ? tg_err_set(err, TG_ESTORE, NULL, "corrupt customer row") : TG_OK;
+}
+
+static int sq_customer_list(tg_store *base, const tg_scope *scope, const tg_page *page,
+                            tg_arena *a, tg_customer **out, size_t *n, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    int64_t lo, hi;
+    int rc = page_bounds(s, Q_CUSTOMER_SEQ, scope, page, &lo, &hi, err);
+    if (rc)
+        return rc;
+    sqlite3_stmt *st = page_query(s, "id,created,deleted,email,name,description,metadata",
+                                  "customers", "AND deleted=0", scope, page, lo, hi, err);
+    if (!st)
+        return TG_ESTORE;
+    *out = tg_arena_alloc(a, (size_t)(page->limit + 1) * sizeof(tg_customer));
+    *n = 0;
+    if (!*out) {
+        sqlite3_finalize(st);
+        return tg_err_set(err, TG_ENOMEM, NULL, NULL);
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        read_customer(st, scope, a, &(*out)[(*n)++]);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_error(s, err, "customer_list");
+    if (page->ending_before)
+        reverse_items(*out, *n, sizeof(tg_customer));
+    return TG_OK;
+}
+
+/* ---------------------------------------------------------------- meters */
+
+static int sq_meter_put(tg_store *base, const tg_scope *scope, const tg_meter *m, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_METER_PUT, err);
+    if (!st)
+        return TG_ESTORE;
+    bind_scope(st, scope);
+    sqlite3_bind_text(st, 3, m->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, m->created);
+    sqlite3_bind_int64(st, 5, m->updated);
+    sqlite3_bind_int(st, 6, m->active);
+    sqlite3_bind_int64(st, 7, m->deactivated_at);
+    sqlite3_bind_int(st, 8, (int)m->formula);
+    sqlite3_bind_int(st, 9, (int)m->event_time_window);
+    sqlite3_bind_text(st, 10, m->display_name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 11, m->event_name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 12, m->customer_key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 13, m->value_key, -1, SQLITE_STATIC);
+    return exec_done(s, st, err, "meter_put");
+}
+
+static void read_meter(sqlite3_stmt *st, tg_meter *m)
+{
+    memset(m, 0, sizeof *m);
+    copy_text(m->id, sizeof m->id, st, 0);
+    m->created = sqlite3_column_int64(st, 1);
+    m->updated = sqlite3_column_int64(st, 2);
+    m->active = sqlite3_column_int(st, 3) != 0;
+    m->deactivated_at = sqlite3_column_int64(st, 4);
+    m->formula = (tg_formula)sqlite3_column_int(st, 5);
+    m->event_time_window = (tg_window)sqlite3_column_int(st, 6);
+    copy_text(m->display_name, sizeof m->display_name, st, 7);
+    copy_text(m->event_name, sizeof m->event_name, st, 8);
+    copy_text(m->customer_key, sizeof m->customer_key, st, 9);
+    copy_text(m->value_key, sizeof m->value_key, st, 10);
+    m->livemode = sqlite3_column_int(st, 11) != 0;
+}
+
+static int sq_meter_get(tg_store *base, const tg_scope *scope, const char *id, tg_meter *out,
+                        tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_METER_GET, err);
+    if (!st)
+        return TG_ESTORE;
+    bind_scope(st, scope);
+    sqlite3_bind_text(st, 3, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        sqlite3_reset(st);
+        return tg_err_set(err, TG_ENOTFOUND, "id", "No such billing meter: '%s'", id);
+    }
+    if (rc != SQLITE_ROW)
+        return db_error(s, err, "meter_get");
+    read_meter(st, out);
+    sqlite3_reset(st);
+    return TG_OK;
+}
+
+static int sq_meter_list(tg_store *base, const tg_scope *scope, int status, const tg_page *page,
+                         tg_arena *a, tg_meter **out, size_t *n, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    int64_t lo, hi;
+    int rc = page_bounds(s, Q_METER_SEQ, scope, page, &lo, &hi, err);
+    if (rc)
+        return rc;
+    const char *extra = status < 0 ? "" : status ? "AND active=1" : "AND active=0";
+    sqlite3_stmt *st = page_query(s,
+                                  "id,created,updated,active,deactivated_at,formula,"
+                                  "event_time_window,display_name,event_name,customer_key,"
+                                  "value_key,livemode",
+                                  "meters", extra, scope, page, lo, hi, err);
+    if (!st)
+        return TG_ESTORE;
+    *out = tg_arena_alloc(a, (size_t)(page->limit + 1) * sizeof(tg_meter));
+    *n = 0;
+    if (!*out) {
+        sqlite3_finalize(st);
+        return tg_err_set(err, TG_ENOMEM, NULL, NULL);
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        read_meter(st, &(*out)[(*n)++]);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_error(s, err, "meter_list");
+    if (page->ending_before)
+        reverse_items(*out, *n, sizeof(tg_meter));
+    return TG_OK;
+}
+
+static int sq_meter_each(tg_store *base,
+                         int (*fn)(void *ctx, const tg_scope *scope, const tg_meter *m), void *ctx,
+                         tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_METER_EACH, err);
+    if (!st)
+        return TG_ESTORE;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        tg_meter m;
+        tg_scope scope;
+        read_meter(st, &m);
+        copy_text(scope.account, sizeof scope.account, st, 12);
+        scope.livemode = m.livemode;
+        int frc = fn(ctx, &scope, &m);
+        if (frc) {
+            sqlite3_reset(st);
+            return frc;
+        }
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? TG_OK : db_error(s, err, "meter_each");
+}
+
+/* ---------------------------------------------------------------- events */
+
+static int sq_event_insert(tg_store *base, const tg_scope *scope, tg_event *e, bool *dup,
+                           tg_err *err)
+{
+    sq_store *s = SQ(base);
+    unsigned char v[16];
+    char small[512];
+    tg_buf payload;
+    tg_buf_init(&payload, 1 << 20);
+    tg_metadata_encode(&e->payload, &payload);
+    if (payload.failed) {
+        tg_buf_free(&payload);
+        return tg_err_set(err, TG_ENOMEM, NULL, NULL);
+    }
+    (void)small;
+    sqlite3_stmt *st = stmt(s, Q_EVENT_INSERT, err);
+    if (!st) {
+        tg_buf_free(&payload);
+        return TG_ESTORE;
+    }
+    bind_scope(st, scope);
+    sqlite3_bind_text(st, 3, e->identifier, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, e->event_name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, e->meter_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 6, e->customer_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 7, e->timestamp);
+    sqlite3_bind_int64(st, 8, e->created);
+    bind_dec(st, 9, e->value, v);
+    sqlite3_bind_blob(st, 10, payload.data ? payload.data : "", (int)payload.len, SQLITE_STATIC);
+    int rc = exec_done(s, st, err, "event_insert");
+    tg_buf_free(&payload);
+    if (rc)
+        return rc;
+    *dup = sqlite3_changes(s->db) == 0;
+    if (!*dup)
+        e->seq = sqlite3_last_insert_rowid(s->db);
+    return TG_OK;
+}
+
+static int sq_event_get(tg_store *base, const tg_scope *scope, const char *identifier,
+                        tg_arena *a, tg_event *out, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_EVENT_GET, err);
+    if (!st)
+        return TG_ESTORE;
+    bind_scope(st, scope);
+    sqlite3_bind_text(st, 3, identifier, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        sqlite3_reset(st);
+        return tg_err_set(err, TG_ENOTFOUND, "identifier", "No such meter event: '%s'",
+                          identifier);
+    }
+    if (rc != SQLITE_ROW)
+        return db_error(s, err, "event_get");
+    memset(out, 0, sizeof *out);
+    out->seq = sqlite3_column_int64(st, 0);
+    copy_text(out->identifier, sizeof out->identifier, st, 1);
+    copy_text(out->event_name, sizeof out->event_name, st, 2);
+    copy_text(out->meter_id, sizeof out->meter_id, st, 3);
+    copy_text(out->customer_id, sizeof out->customer_id, st, 4);
+    out->timestamp = sqlite3_column_int64(st, 5);
+    out->created = sqlite3_column_int64(st, 6);
+    out->value = column_dec(st, 7);
+    rc = tg_metadata_decode(sqlite3_column_blob(st, 8), (size_t)sqlite3_column_bytes(st, 8), a,
+                            &out->payload);
+    out->state = (tg_event_state)sqlite3_column_int(st, 9);
+    sqlite3_reset(st);
+    return rc ? tg_err_set(err, TG_ESTORE, NULL, "corrupt event row") : TG_OK;
+}
+
+static int sq_event_set_state(tg_store *base, const tg_scope *scope, int64_t seq,
+                              tg_event_state state, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    (void)scope;
+    sqlite3_stmt *st = stmt(s, Q_EVENT_STATE, err);
+    if (!st)
+        return TG_ESTORE;
+    sqlite3_bind_int64(st, 1, seq);
+    sqlite3_bind_int(st, 2, (int)state);
+    return exec_done(s, st, err, "event_set_state");
+}
+
+static int sq_event_each_in_range(tg_store *base, const tg_scope *scope, const char *meter_id,
+                                  const char *customer_id, int64_t from, int64_t to,
+                                  int (*fn)(void *ctx, int64_t ts, int64_t seq, tg_dec value),
+                                  void *ctx, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    (void)scope;
+    sqlite3_stmt *st = stmt(s, Q_EVENT_RANGE, err);
+    if (!st)
+        return TG_ESTORE;
+    sqlite3_bind_text(st, 1, meter_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, customer_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, from);
+    sqlite3_bind_int64(st, 4, to);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int frc = fn(ctx, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
+                     column_dec(st, 2));
+        if (frc) {
+            sqlite3_reset(st);
+            return frc;
+        }
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? TG_OK : db_error(s, err, "event_range");
+}
+
+/* ---------------------------------------------------------------- buckets and windows */
+
+static void read_bucket(sqlite3_stmt *st, int first, tg_bucket *b)
+{
+    b->sum = column_dec(st, first);
+    b->count = sqlite3_column_int64(st, first + 1);
+    b->last_ts = sqlite3_column_int64(st, first + 2);
+    b->last_seq = sqlite3_column_int64(st, first + 3);
+    b->last_value = column_dec(st, first + 4);
+}
+
+static void bind_mc(sqlite3_stmt *st, const char *meter_id, const char *customer_id)
+{
+    sqlite3_bind_text(st, 1, meter_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, customer_id, -1, SQLITE_STATIC);
+}
+
+static int sq_bucket_get(tg_store *base, const tg_scope *scope, const char *meter_id,
+                         const char *customer_id, int64_t minute, tg_bucket *out, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    (void)scope;
+    sqlite3_stmt *st = stmt(s, Q_BUCKET_GET, err);
+    if (!st)
+        return TG_ESTORE;
+    bind_mc(st, meter_id, customer_id);
+    sqlite3_bind_int64(st, 3, minute);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        sqlite3_reset(st);
+        return TG_ENOTFOUND; /* expected: not recorded in err */
+    }
+    if (rc != SQLITE_ROW)
+        return db_error(s, err, "bucket_get");
+    out->minute = minute;
+    read_bucket(st, 0, out);
+    sqlite3_reset(st);
+    return TG_OK;
+}
+
+static int sq_bucket_put(tg_store *base, const tg_scope *scope, const char *meter_id,
+                         const char *customer_id, const tg_bucket *b, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    (void)scope;
+    sqlite3_stmt *st = stmt(s, b->count ? Q_BUCKET_PUT : Q_BUCKET_DEL, err);
+    if (!st)
+        return TG_ESTORE;
+    unsigned char sum[16], last[16];
+    bind_mc(st, meter_id, customer_id);
+    sqlite3_bind_int64(st, 3, b->minute);
+    if (b->count) {
+        bind_dec(st, 4, b->sum, sum);
+        sqlite3_bind_int64(st, 5, b->count);
+        sqlite3_bind_int64(st, 6, b->last_ts);
+        sqlite3_bind_int64(st, 7, b->last_seq);
+        bind_dec(st, 8, b->last_value, last);
+    }
+    return exec_done(s, st, err, "bucket_put");
+}
+
+static int sq_bucket_each(tg_store *base, const tg_scope *scope, const char *meter_id,
+                          const char *customer_id, int64_t from, int64_t to,
+                          int (*fn)(void *ctx, const tg_bucket *b), void *ctx, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    (void)scope;
+    sqlite3_stmt *st = stmt(s, Q_BUCKET_EACH, err);
+    if (!st)
+        return TG_ESTORE;
+    bind_mc(st, meter_id, customer_id);
+    sqlite3_bind_int64(st, 3, from);
+    sqlite3_bind_int64(st, 4, to);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        tg_bucket b;
+        b.minute = sqlite3_column_int64(st, 0);
+        read_bucket(st, 1, &b);
+        int frc = fn(ctx, &b);
+        if (frc) {
+            sqlite3_reset(st);
+            return frc;
+        }
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? TG_OK : db_error(s, err, "bucket_each");
+}
+
+static int sq_window_get(tg_store *base, const tg_scope *scope, const char *meter_id,
+                         const char *customer_id, int64_t start, int64_t *seq_out,
+                         int64_t *ts_out, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    (void)scope;
+    sqlite3_stmt *st = stmt(s, Q_WINDOW_GET, err);
+    if (!st)
+        return TG_ESTORE;
+    bind_mc(st, meter_id, customer_id);
+    sqlite3_bind_int64(st, 3, start);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        sqlite3_reset(st);
+        return TG_ENOTFOUND;
+    }
+    if (rc != SQLITE_ROW)
+        return db_error(s, err, "window_get");
+    *seq_out = sqlite3_column_int64(st, 0);
+    *ts_out = sqlite3_column_int64(st, 1);
+    sqlite3_reset(st);
+    return TG_OK;
+}
+
+static int sq_window_put(tg_store *base, const tg_scope *scope, const char *meter_id,
+                         const char *customer_id, int64_t start, int64_t seq, int64_t ts,
+                         tg_err *err)
+{
+    sq_store *s = SQ(base);
+    (void)scope;
+    sqlite3_stmt *st = stmt(s, Q_WINDOW_PUT, err);
+    if (!st)
+        return TG_ESTORE;
+    bind_mc(st, meter_id, customer_id);
+    sqlite3_bind_int64(st, 3, start);
+    sqlite3_bind_int64(st, 4, seq);
+    sqlite3_bind_int64(st, 5, ts);
+    return exec_done(s, st, err, "window_put");
+}
+
+/* ---------------------------------------------------------------- idempotency, sessions */
+
+static int sq_idem_get(tg_store *base, const tg_scope *scope, const char *key, tg_arena *a,
+                       tg_idem *out, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_IDEM_GET, err);
+    if (!st)
+        return TG_ESTORE;
+    bind_scope(st, scope);
+    sqlite3_bind_text(st, 3, key, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        sqlite3_reset(st);
+        return TG_ENOTFOUND;
+    }
+    if (rc != SQLITE_ROW)
+        return db_error(s, err, "idem_get");
+    copy_text(out->request_hash, sizeof out->request_hash, st, 0);
+    out->status = sqlite3_column_int(st, 1);
+    out->body_len = (size_t)sqlite3_column_bytes(st, 2);
+    out->body = tg_arena_strndup(a, sqlite3_column_blob(st, 2) ? sqlite3_column_blob(st, 2) : "",
+                                 out->body_len);
+    out->created = sqlite3_column_int64(st, 3);
+    sqlite3_reset(st);
+    return out->body ? TG_OK : tg_err_set(err, TG_ENOMEM, NULL, NULL);
+}
+
+static int sq_idem_put(tg_store *base, const tg_scope *scope, const char *key, const tg_idem *rec,
+                       tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_IDEM_PUT, err);
+    if (!st)
+        return TG_ESTORE;
+    bind_scope(st, scope);
+    sqlite3_bind_text(st, 3, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, rec->request_hash, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 5, rec->status);
+    sqlite3_bind_blob(st, 6, rec->body ? rec->body : "", (int)rec->body_len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 7, rec->created);
+    return exec_done(s, st, err, "idem_put");
+}
+
+static int sq_session_put(tg_store *base, const tg_scope *scope, const char *token_hash,
+                          const tg_session *ses, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_SESSION_PUT, err);
+    if (!st)
+        return TG_ESTORE;
+    sqlite3_bind_text(st, 1, token_hash, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, scope->account, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, scope->livemode);
+    sqlite3_bind_text(st, 4, ses->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, ses->created);
+    sqlite3_bind_int64(st, 6, ses->expires_at);
+    return exec_done(s, st, err, "session_put");
+}
+
+static int sq_session_get(tg_store *base, const char *token_hash, tg_scope *scope_out,
+                          int64_t *expires_out, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_SESSION_GET, err);
+    if (!st)
+        return TG_ESTORE;
+    sqlite3_bind_text(st, 1, token_hash, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        sqlite3_reset(st);
+        return TG_ENOTFOUND;
+    }
+    if (rc != SQLITE_ROW)
+        return db_error(s, err, "session_get");
+    copy_text(scope_out->account, sizeof scope_out->account, st, 0);
+    scope_out->livemode = sqlite3_column_int(st, 1) != 0;
+    *expires_out = sqlite3_column_int64(st, 2);
+    sqlite3_reset(st);
+    return TG_OK;
+}
+
+/* ---------------------------------------------------------------- meter errors */
+
+static int sq_meter_error_add(tg_store *base, const tg_scope *scope, const tg_meter_error *e,
+                              tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_MERR_ADD, err);
+    if (!st)
+        return TG_ESTORE;
+    bind_scope(st, scope);
+    sqlite3_bind_text(st, 3, e->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, e->meter_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, e->code, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, e->count);
+    sqlite3_bind_text(st, 7, e->last_message, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 8, e->last_seen);
+    return exec_done(s, st, err, "meter_error_add");
+}
+
+static int sq_meter_error_list(tg_store *base, const tg_scope *scope, const char *meter_id,
+                               const tg_page *page, tg_arena *a, tg_meter_error **out, size_t *n,
+                               tg_err *err)
+{
+    sq_store *s = SQ(base);
+    int64_t lo, hi;
+    int rc = page_bounds(s, Q_MERR_SEQ, scope, page, &lo, &hi, err);
+    if (rc)
+        return rc;
+    sqlite3_stmt *st = page_query(s, "id,meter_id,code,count,last_message,last_seen",
+                                  "meter_errors", meter_id ? "AND meter_id=?6" : "", scope, page,
+                                  lo, hi, err);
+    if (!st)
+        return TG_ESTORE;
+    if (meter_id)
+        sqlite3_bind_text(st, 6, meter_id, -1, SQLITE_STATIC);
+    *out = tg_arena_alloc(a, (size_t)(page->limit + 1) * sizeof(tg_meter_error));
+    *n = 0;
+    if (!*out) {
+        sqlite3_finalize(st);
+        return tg_err_set(err, TG_ENOMEM, NULL, NULL);
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        tg_meter_error *e = &(*out)[(*n)++];
+        memset(e, 0, sizeof *e);
+        copy_text(e->id, sizeof e->id, st, 0);
+        copy_text(e->meter_id, sizeof e->meter_id, st, 1);
+        copy_text(e->code, sizeof e->code, st, 2);
+        e->count = sqlite3_column_int64(st, 3);
+        copy_text(e->last_message, sizeof e->last_message, st, 4);
+        e->last_seen = sqlite3_column_int64(st, 5);
+        e->livemode = scope->livemode;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_error(s, err, "meter_error_list");
+    if (page->ending_before)
+        for (size_t i = 0, j = *n ? *n - 1 : 0; i < j; i++, j--) {
+            tg_meter_error t = (*out)[i];
+            (*out)[i] = (*out)[j];
+            (*out)[j] = t;
+        }
+    return TG_OK;
+}
+
+static int sq_prune(tg_store *base, int64_t idem_before, int64_t session_before, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_PRUNE_IDEM, err);
+    if (!st)
+        return TG_ESTORE;
+    sqlite3_bind_int64(st, 1, idem_before);
+    int rc = exec_done(s, st, err, "prune");
+    if (rc)
+        return rc;
+    st = stmt(s, Q_PRUNE_SESSIONS, err);
+    if (!st)
+        return TG_ESTORE;
+    sqlite3_bind_int64(st, 1, session_before);
+    return exec_done(s, st, err, "prune");
+}
+
+/* ---------------------------------------------------------------- open / close */
+
+static void sq_close(tg_store *base)
+{
+    sq_store *s = SQ(base);
+    if (!s)
+        return;
+    for (int i = 0; i < Q_COUNT; i++)
+        sqlite3_finalize(s->stmts[i]);
+    sqlite3_close_v2(s->db);
+    free(s);
+}
+
+static const tg_store_ops sqlite_ops = {
+    .name = "sqlite",
+    .close = sq_close,
+    .begin = sq_begin,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+    .savepoint = sq_savepoint,
+    .release = sq_release,
+    .rollback_to = sq_rollback_to,
+    .setting_get = sq_setting_get,
+    .setting_put = sq_setting_put,
+    .key_insert = sq_key_insert,
+    .key_lookup = sq_key_lookup,
+    .customer_put = sq_customer_put,
+    .customer_get = sq_customer_get,
+    .customer_list = sq_customer_list,
+    .meter_put = sq_meter_put,
+    .meter_get = sq_meter_get,
+    .meter_list = sq_meter_list,
+    .meter_each = sq_meter_each,
+    .event_insert = sq_event_insert,
+    .event_get = sq_event_get,
+    .event_set_state = sq_event_set_state,
+    .event_each_in_range = sq_event_each_in_range,
+    .bucket_get = sq_bucket_get,
+    .bucket_put = sq_bucket_put,
+    .bucket_each = sq_bucket_each,
+    .window_get = sq_window_get,
+    .window_put = sq_window_put,
+    .idem_get = sq_idem_get,
+    .idem_put = sq_idem_put,
+    .session_put = sq_session_put,
+    .session_get = sq_session_get,
+    .meter_error_add = sq_meter_error_add,
+    .meter_error_list = sq_meter_error_list,
+    .prune = sq_prune,
+};
+
+static int migrate(sq_store *s, tg_err *err)
+{
+    const int latest = (int)(sizeof migrations / sizeof migrations[0]);
+    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return db_error(s, err, "migrate begin");
+    sqlite3_stmt *st;
+    int version = 0;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW)
+            version = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+    }
+    for (int v = version; v < latest; v++) {
+        char pragma[64];
+        snprintf(pragma, sizeof pragma, "PRAGMA user_version=%d", v + 1);
+        if (sqlite3_exec(s->db, migrations[v], NULL, NULL, NULL) != SQLITE_OK ||
+            sqlite3_exec(s->db, pragma, NULL, NULL, NULL) != SQLITE_OK) {
+            int rc = db_error(s, err, "migrate");
+            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+            return rc;
+        }
+    }
+    if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        return db_error(s, err, "migrate commit");
+    return TG_OK;
+}
+
+int tg_store_sqlite_open(const char *dir, tg_store **out, tg_err *err)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tollgate.db", dir);
+    sq_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return tg_err_set(err, TG_ENOMEM, NULL, NULL);
+    s->base.ops = &sqlite_ops;
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(path, &s->db, flags, NULL) != SQLITE_OK) {
+        tg_err_set(err, TG_ESTORE, NULL, "Cannot open %s: %s", path,
+                   s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        sq_close(&s->base);
+        return TG_ESTORE;
+    }
+    sqlite3_busy_timeout(s->db, 10000);
+    sqlite3_extended_result_codes(s->db, 1);
+    const char *setup = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                        " PRAGMA foreign_keys=OFF; PRAGMA cache_size=-65536;"
+                        " PRAGMA temp_store=MEMORY;";
+    int rc = TG_OK;
+    if (sqlite3_exec(s->db, setup, NULL, NULL, NULL) != SQLITE_OK)
+        rc = db_error(s, err, "pragma");
+    if (!rc)
+        rc = migrate(s, err);
+    if (rc) {
+        sq_close(&s->base);
+        return rc;
+    }
+    *out = &s->base;
+    return TG_OK;
+}
+
+static int factory_open(void *arg, tg_store **out, tg_err *err)
+{
+    return tg_store_sqlite_open(arg, out, err);
+}
+
+tg_store_factory tg_store_sqlite_factory(const char *dir)
+{
+    tg_store_factory f = {factory_open, (void *)dir};
+    return f;
+}
