@@ -82,6 +82,7 @@ int tg_event_check_names(const char *event_name, const char *identifier, tg_err 
 int tg_event_check(const tg_meter *m, tg_event *e, int64_t now, tg_err *err)
 {
     char param[TG_NAME_MAX + 16];
+    snprintf(e->meter_id, sizeof e->meter_id, "%s", m->id); /* refusals name the meter too */
     const char *cust = tg_metadata_get(&e->payload, m->customer_key);
     snprintf(param, sizeof param, "payload[%s]", m->customer_key);
     if (!cust || !*cust)
@@ -114,7 +115,6 @@ int tg_event_check(const tg_meter *m, tg_event *e, int64_t now, tg_err *err)
                           "The event timestamp cannot be more than 5 minutes in the future. "
                           "Expected a timestamp less than or equal to %lld.",
                           (long long)(now + TG_EVENT_FUTURE_SLACK));
-    snprintf(e->meter_id, sizeof e->meter_id, "%s", m->id);
     e->window = m->event_time_window;
     return TG_OK;
 }

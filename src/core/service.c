@@ -717,6 +717,7 @@ int tg_events_record(tg_service *svc, const tg_scope *scope, tg_event *events, s
 {
     tg_job job;
     memset(&job, 0, sizeof job);
+    job.report_duplicates = errors != NULL;
     job.scope = scope;
     job.events = events;
     job.nevents = n;
@@ -741,14 +742,15 @@ static int cancel_job(tg_store *s, void *arg, tg_err *err)
     tg_arena a;
     tg_arena_init(&a, 0);
     tg_event e;
-    int rc = s->ops->event_get(s, c->scope, c->identifier, &a, &e, err);
+    tg_err lookup = {0};
+    int rc = s->ops->event_get(s, c->scope, c->identifier, &a, &e, &lookup);
     tg_arena_free(&a);
     if (rc == TG_ENOTFOUND || (rc == TG_OK && strcmp(e.event_name, c->event_name) != 0))
         return tg_err_set(err, TG_ENOTFOUND, "cancel[identifier]",
                           "No meter event with identifier '%s' for event name %s.",
                           c->identifier, c->event_name);
     if (rc)
-        return rc;
+        return tg_err_set(err, rc, NULL, "%s", lookup.msg);
     if (e.state == TG_EVENT_CANCELED)
         return tg_err_set(err, TG_EINVAL, "cancel[identifier]",
                           "The meter event with identifier '%s' is already canceled.",

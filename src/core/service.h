@@ -77,7 +77,9 @@ int tg_meter_list(tg_service *svc, const tg_scope *scope, int status, const tg_p
 int tg_event_prepare(tg_service *svc, const tg_scope *scope, tg_event *e, tg_err *err);
 
 /* Records prepared events durably (group commit) and fills results[i] with TG_OK or
- * TG_EDUPLICATE. errors (may be NULL) are refusal counts written in the same transaction.
+ * TG_EDUPLICATE. errors (may be NULL) are refusal counts written in the same transaction;
+ * when errors is not NULL (asynchronous validation, the v2 stream), duplicates are counted
+ * there too, as `duplicate_meter_event`.
  * Returns TG_OK once committed, TG_EBUSY when the writer is saturated. */
 int tg_events_record(tg_service *svc, const tg_scope *scope, tg_event *events, size_t n,
                      int *results, const tg_meter_error *errors, size_t nerrors, tg_err *err);

@@ -180,8 +180,11 @@ int tg_writer_rebuild_bucket(tg_store *s, const tg_scope *scope, const char *met
 /* An event of a pre-aggregated meter (event_time_window hour/day): within a window only the
  * most recently received event of a customer counts. The previous survivor is marked
  * superseded and both minute buckets are recomputed from raw events. */
+static int report_duplicate(tg_store *s, const tg_scope *scope, const tg_event *e,
+                            const tg_clock *clock, tg_err *err);
+
 static int apply_windowed(tg_writer *w, const tg_scope *scope, tg_event *e, int *result,
-                          tg_err *err)
+                          bool report_duplicates, tg_err *err)
 {
     tg_store *s = w->store;
     int rc = table_flush(w, err);
@@ -193,7 +196,7 @@ static int apply_windowed(tg_writer *w, const tg_scope *scope, tg_event *e, int 
         return rc;
     if (dup) {
         *result = TG_EDUPLICATE;
-        return TG_OK;
+        return report_duplicates ? report_duplicate(s, scope, e, w->clock, err) : TG_OK;
     }
     int64_t start = tg_window_start(e->timestamp, tg_window_seconds(e->window));
     int64_t old_seq, old_ts;
@@ -216,6 +219,24 @@ static int apply_windowed(tg_writer *w, const tg_scope *scope, tg_event *e, int 
     return rc;
 }
 
+/* Counts a repeated identifier of an asynchronously validated event where refusals are
+ * reported, so a client that reuses identifiers by mistake sees it. */
+static int report_duplicate(tg_store *s, const tg_scope *scope, const tg_event *e,
+                            const tg_clock *clock, tg_err *err)
+{
+    tg_meter_error me;
+    memset(&me, 0, sizeof me);
+    if (tg_id_random(me.id, sizeof me.id, "mtrerr_", 24))
+        return tg_err_set(err, TG_ESTORE, NULL, "random generator failed");
+    snprintf(me.meter_id, sizeof me.meter_id, "%s", e->meter_id);
+    snprintf(me.code, sizeof me.code, "%s", tg_err_reason(TG_EDUPLICATE));
+    snprintf(me.last_message, sizeof me.last_message,
+             "An event already exists with identifier %.100s.", e->identifier);
+    me.count = 1;
+    me.last_seen = tg_clock_now(clock);
+    return s->ops->meter_error_add(s, scope, &me, err);
+}
+
 static int apply_events(tg_writer *w, tg_job *j, tg_err *err)
 {
     tg_store *s = w->store;
@@ -223,7 +244,7 @@ static int apply_events(tg_writer *w, tg_job *j, tg_err *err)
         tg_event *e = &j->events[i];
         int rc;
         if (e->window != TG_WINDOW_NONE) {
-            rc = apply_windowed(w, j->scope, e, &j->results[i], err);
+            rc = apply_windowed(w, j->scope, e, &j->results[i], j->report_duplicates, err);
             if (rc)
                 return rc;
             continue;
@@ -234,6 +255,8 @@ static int apply_events(tg_writer *w, tg_job *j, tg_err *err)
             return rc;
         if (dup) {
             j->results[i] = TG_EDUPLICATE;
+            if (j->report_duplicates && (rc = report_duplicate(s, j->scope, e, w->clock, err)))
+                return rc;
             continue;
         }
         tg_bucket *b = NULL;
@@ -426,7 +449,8 @@ static int enqueue_locked(tg_writer *w, tg_job *job)
         return tg_err_set(&job->err, TG_ESHUTDOWN, NULL, "The server is shutting down.");
     /* A job is always admitted into an empty queue, however large, so no request can be
      * refused forever. */
-    if (w->queued_events && w->queued_events + weight > w->cfg.queue_max_events)
+    bool bounded = !job->fn || job->detached;
+    if (bounded && w->queued_events && w->queued_events + weight > w->cfg.queue_max_events)
         return tg_err_set(&job->err, TG_EBUSY, NULL,
                           "Too many events are waiting to be written; retry shortly.");
     job->next = NULL;

@@ -37,6 +37,7 @@ struct tg_job {
     int *results;               /* nevents results, filled by the writer */
     const tg_meter_error *errors; /* refusal counts to add in the same transaction */
     size_t nerrors;
+    bool report_duplicates;     /* count duplicates as duplicate_meter_event errors */
     /* function job (fn != NULL): */
     tg_job_fn fn;
     void (*on_failure)(void *arg); /* called by the writer if the batch does not commit */
@@ -63,7 +64,8 @@ int tg_writer_start(tg_writer **out, tg_store *s, const tg_clock *clock,
 void tg_writer_stop(tg_writer *w);
 
 /* Queues job and waits until its batch is committed (or failed). Returns job->rc; TG_EBUSY
- * without queuing when the queue is full. */
+ * without queuing when the queue is full (event jobs only: a waited-for function job is
+ * bounded by the connections waiting on it, so it is always admitted). */
 int tg_writer_run(tg_writer *w, tg_job *job);
 
 /* Queues a heap-allocated job nobody waits for (job->detached is set; the writer frees job

@@ -250,7 +250,7 @@ bool p_page(tg_req *req, tg_page *out)
     if (tg_req_failed(req))
         return false;
     if (out->starting_after && out->ending_before) {
-        tg_err_set(&req->err, TG_EEXCLUSIVE, "ending_before",
+        tg_err_set(&req->err, TG_EEXCLUSIVE, NULL,
                    "You may only specify one of these parameters: starting_after, ending_before.");
         return false;
     }

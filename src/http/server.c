@@ -357,10 +357,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *con_cls = st;
         const char *cl =
             MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
         if (cl && strtoull(cl, NULL, 10) > srv->cfg.max_body) {
-            /* Answer now rather than read a body we will refuse; the connection closes. */
             st->too_large = true;
-            return handle(srv, c, url, method, st);
+            /* A client that waits for "100 Continue" gets the 413 before sending the body.
+             * Others have started sending: the body is read and dropped, so the client is not
+             * cut off mid-upload and can read the answer. */
+            if (expect && strcasecmp(expect, "100-continue") == 0)
+                return handle(srv, c, url, method, st);
         }
         return MHD_YES;
     }

@@ -1,0 +1,204 @@
+// Durability: kill -9 the server under load, restart it on the same data dir, and check that
+// every acknowledged meter event was persisted and that every event counts exactly once.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import {
+  startServer, rawRequest, stripeClient, nowSec, uniq, createMeter, createCustomer,
+  eventually, floorTo, sleep,
+} from './helpers.mjs';
+
+const N = Number(process.env.TOLLGATE_CRASH_EVENTS || 20000);
+const CONC = 16;
+const KILL_AFTER_MS = 1500;
+
+let srv;
+before(async () => { srv = await startServer(); });
+after(async () => { await srv?.close(); });
+
+function isConnError(e) {
+  return e && (e.code === 'ECONNRESET' || e.code === 'ECONNREFUSED' || e.code === 'EPIPE' ||
+    e.code === 'ECONNABORTED' || /socket hang up|timeout/.test(e.message));
+}
+
+/**
+ * Runs fn(i) for each index with `conc` workers until done or stop() is true.
+ * fn returns 'retry' to put the index back (after a short pause).
+ */
+async function pool(indices, conc, fn, stop = () => false) {
+  const queue = [...indices];
+  async function worker() {
+    while (queue.length && !stop()) {
+      const i = queue.shift();
+      const r = await fn(i);
+      if (r === 'retry') { queue.push(i); await sleep(5); }
+    }
+  }
+  await Promise.all(Array.from({ length: conc }, worker));
+}
+
+async function total(stripe, meterId, customer, start) {
+  const l = await stripe.billing.meters.listEventSummaries(meterId, { customer, start_time: start, end_time: start + 60 });
+  return l.data.length ? l.data[0].aggregated_value : 0;
+}
+
+test(`kill -9 under v1 load (${N} events, ${CONC} keep-alive clients): no acknowledged event lost, none doubled`, async (t) => {
+  const meter = await createMeter(srv.stripe, { formula: 'sum' });
+  const cus = await createCustomer(srv.stripe);
+  const T = floorTo(nowSec() - 7200, 60);
+  const run = uniq('crash');
+  const ident = (i) => `${run}-${i}`;
+  const bodyFor = (i) => `event_name=${meter.event_name}&identifier=${ident(i)}` +
+    `&payload[stripe_customer_id]=${cus.id}&payload[value]=1&timestamp=${T + (i % 60)}`;
+
+  const acked = new Set();
+  const sent = new Set();
+  const unexpected = [];
+  let killed = false;
+  let agent = new http.Agent({ keepAlive: true, maxSockets: CONC });
+  const port = srv.port;
+
+  const t0 = Date.now();
+  const killer = (async () => {
+    while (!killed && Date.now() - t0 < KILL_AFTER_MS && acked.size < N * 0.6) await sleep(10);
+    killed = true;
+    await srv.kill9();
+  })();
+
+  await pool([...Array(N).keys()], CONC, async (i) => {
+    sent.add(i);
+    try {
+      const r = await rawRequest(port, 'POST', '/v1/billing/meter_events', { body: bodyFor(i), auth: srv.key, agent, timeout: 10000 });
+      if (r.status === 200) acked.add(i);
+      else if (r.status === 429) return 'retry';
+      else unexpected.push(`${i}: ${r.status} ${r.text.slice(0, 200)}`);
+    } catch (e) {
+      if (!killed && !isConnError(e)) unexpected.push(`${i}: ${e.message}`);
+    }
+    return undefined;
+  }, () => killed);
+  await killer;
+  agent.destroy();
+  const loadMs = Date.now() - t0;
+  assert.deepEqual(unexpected, [], 'unexpected responses before the kill');
+  assert.ok(acked.size > 0, 'nothing was acknowledged before the kill');
+  t.diagnostic(`phase 1: ${acked.size} acked of ${sent.size} sent in ${loadMs} ms`);
+
+  await srv.restart({ hard: true });
+  assert.notEqual(srv.port, 0);
+
+  // Everything acknowledged is already counted; nothing beyond what was sent.
+  const afterRestart = await total(srv.stripe, meter.id, cus.id, T);
+  assert.ok(afterRestart >= acked.size, `after restart ${afterRestart} < acknowledged ${acked.size}`);
+  assert.ok(afterRestart <= sent.size, `after restart ${afterRestart} > sent ${sent.size}`);
+
+  // Resend every identifier.
+  agent = new http.Agent({ keepAlive: true, maxSockets: CONC });
+  const lost = [];
+  const bad = [];
+  let fresh = 0;
+  let dups = 0;
+  await pool([...Array(N).keys()], CONC, async (i) => {
+    let r;
+    try {
+      r = await rawRequest(srv.port, 'POST', '/v1/billing/meter_events', { body: bodyFor(i), auth: srv.key, agent, timeout: 20000 });
+    } catch (e) {
+      bad.push(`${i}: ${e.message}`);
+      return undefined;
+    }
+    if (r.status === 429) return 'retry';
+    const isDup = r.status === 400 && r.json?.error?.code === 'duplicate_meter_event';
+    if (acked.has(i)) {
+      if (!isDup) lost.push(`${ident(i)}: ${r.status} ${r.text.slice(0, 160)}`);
+    }
+    if (r.status === 200) fresh++;
+    else if (isDup) dups++;
+    else bad.push(`${i}: ${r.status} ${r.text.slice(0, 160)}`);
+    return undefined;
+  });
+  agent.destroy();
+  t.diagnostic(`phase 2: ${fresh} new, ${dups} duplicates`);
+  assert.deepEqual(lost.slice(0, 20), [], `${lost.length} acknowledged events were not persisted`);
+  assert.deepEqual(bad.slice(0, 20), [], `${bad.length} unexpected responses on resend`);
+  assert.equal(fresh + dups, N);
+  assert.equal(dups, afterRestart, 'duplicates on resend = events already stored after restart');
+
+  await eventually(() => total(srv.stripe, meter.id, cus.id, T), N, { timeout: 15000 });
+});
+
+test('kill -9 under v2 stream load: acknowledged batches persisted, each event counted once', async (t) => {
+  const BATCH = 100;
+  const BATCHES = Math.max(20, Math.floor(N / 2 / BATCH));
+  const meter = await createMeter(srv.stripe, { formula: 'sum' });
+  const cus = await createCustomer(srv.stripe);
+  const T = floorTo(nowSec() - 3 * 3600, 60);
+  const run = uniq('scrash');
+  const batch = (b) => ({
+    events: Array.from({ length: BATCH }, (_, j) => ({
+      event_name: meter.event_name,
+      identifier: `${run}-${b}-${j}`,
+      timestamp: new Date((T + j % 60) * 1000).toISOString(),
+      payload: { stripe_customer_id: cus.id, value: '1' },
+    })),
+  });
+  const bodies = Array.from({ length: BATCHES }, (_, b) => JSON.stringify(batch(b)));
+
+  let token = (await srv.stripe.v2.billing.meterEventSession.create()).authentication_token;
+  const acked = new Set();
+  const sent = new Set();
+  const unexpected = [];
+  let killed = false;
+  let agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+  const port = srv.port;
+  const t0 = Date.now();
+  const killer = (async () => {
+    while (!killed && Date.now() - t0 < 1000 && acked.size < BATCHES * 0.5) await sleep(5);
+    killed = true;
+    await srv.kill9();
+  })();
+  await pool([...Array(BATCHES).keys()], 4, async (b) => {
+    sent.add(b);
+    try {
+      const r = await rawRequest(port, 'POST', '/v2/billing/meter_event_stream', {
+        body: bodies[b], auth: token, agent, headers: { 'Content-Type': 'application/json' }, timeout: 10000,
+      });
+      if (r.status === 200) acked.add(b);
+      else if (r.status === 429) return 'retry';
+      else unexpected.push(`${b}: ${r.status} ${r.text.slice(0, 200)}`);
+    } catch (e) {
+      if (!killed && !isConnError(e)) unexpected.push(`${b}: ${e.message}`);
+    }
+    return undefined;
+  }, () => killed);
+  await killer;
+  agent.destroy();
+  assert.deepEqual(unexpected, []);
+  assert.ok(acked.size > 0, 'no batch acknowledged before the kill');
+  t.diagnostic(`stream phase 1: ${acked.size} batches acked of ${sent.size} sent`);
+
+  await srv.restart({ hard: true });
+  const afterRestart = await total(srv.stripe, meter.id, cus.id, T);
+  assert.ok(afterRestart >= acked.size * BATCH, `after restart ${afterRestart} < acknowledged ${acked.size * BATCH}`);
+  assert.ok(afterRestart <= sent.size * BATCH, `after restart ${afterRestart} > sent ${sent.size * BATCH}`);
+
+  // Resend every batch (a new session if the old token did not survive the restart).
+  const client = () => stripeClient(token, srv.port);
+  for (let b = 0; b < BATCHES; b++) {
+    try {
+      await client().v2.billing.meterEventStream.create(JSON.parse(bodies[b]));
+    } catch (e) {
+      if (e.statusCode !== 401) throw e;
+      token = (await srv.stripe.v2.billing.meterEventSession.create()).authentication_token;
+      await client().v2.billing.meterEventStream.create(JSON.parse(bodies[b]));
+    }
+  }
+  await eventually(() => total(srv.stripe, meter.id, cus.id, T), BATCHES * BATCH, { timeout: 20000 });
+});
+
+test('the server still shuts down cleanly after the crash tests', async () => {
+  const r = await rawRequest(srv.port, 'GET', '/healthz');
+  assert.equal(r.status, 200);
+  const info = await srv.stop();
+  assert.deepEqual(info, { code: 0, signal: null });
+});

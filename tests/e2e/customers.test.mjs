@@ -1,0 +1,280 @@
+// Customers through the official stripe client: CRUD, metadata semantics, errors, pagination,
+// and test/live isolation.
+
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, expectStripeError, expectRawError, nowSec } from './helpers.mjs';
+
+let srv;
+let stripe;
+before(async () => {
+  srv = await startServer();
+  stripe = srv.stripe;
+});
+after(async () => { await srv?.close(); });
+
+describe('customer CRUD', () => {
+  test('create returns the customer with every given field', async () => {
+    const t0 = nowSec();
+    const c = await stripe.customers.create({
+      email: 'ada@example.com',
+      name: 'Ada Lovelace',
+      description: 'first programmer',
+      metadata: { plan: 'pro', region: 'eu' },
+    });
+    assert.match(c.id, /^cus_[A-Za-z0-9]+$/);
+    assert.equal(c.object, 'customer');
+    assert.equal(c.email, 'ada@example.com');
+    assert.equal(c.name, 'Ada Lovelace');
+    assert.equal(c.description, 'first programmer');
+    assert.deepEqual(c.metadata, { plan: 'pro', region: 'eu' });
+    assert.equal(c.livemode, false);
+    assert.ok(Number.isInteger(c.created), `created ${c.created}`);
+    assert.ok(c.created >= t0 - 2 && c.created <= nowSec() + 2, `created ${c.created}`);
+    assert.ok(c.lastResponse.requestId.startsWith('req_'));
+    assert.equal(c.lastResponse.statusCode, 200);
+  });
+
+  test('create with no params gives null optional fields and empty metadata', async () => {
+    const c = await stripe.customers.create();
+    assert.match(c.id, /^cus_/);
+    assert.equal(c.email, null);
+    assert.equal(c.name, null);
+    assert.equal(c.description, null);
+    assert.deepEqual(c.metadata, {});
+  });
+
+  test('retrieve returns the same object as create', async () => {
+    const c = await stripe.customers.create({ email: 'r@example.com', metadata: { a: '1' } });
+    const r = await stripe.customers.retrieve(c.id);
+    assert.deepStrictEqual({ ...r }, { ...c });
+  });
+
+  test('update changes given fields, unsets with empty string, edits metadata per key', async () => {
+    const c = await stripe.customers.create({
+      email: 'u@example.com', name: 'Before', description: 'desc',
+      metadata: { keep: 'k', drop: 'd', change: 'old' },
+    });
+    const u = await stripe.customers.update(c.id, {
+      name: 'After',
+      description: '',
+      metadata: { drop: '', change: 'new', added: 'x' },
+    });
+    assert.equal(u.id, c.id);
+    assert.equal(u.name, 'After');
+    assert.equal(u.email, 'u@example.com');
+    assert.equal(u.description, null);
+    assert.deepEqual(u.metadata, { keep: 'k', change: 'new', added: 'x' });
+    const r = await stripe.customers.retrieve(c.id);
+    assert.deepStrictEqual({ ...r }, { ...u });
+  });
+
+  test("metadata '' clears every key", async () => {
+    const c = await stripe.customers.create({ metadata: { a: '1', b: '2' } });
+    const u = await stripe.customers.update(c.id, { metadata: '' });
+    assert.deepEqual(u.metadata, {});
+    const r = await stripe.customers.retrieve(c.id);
+    assert.deepEqual(r.metadata, {});
+  });
+
+  test('delete returns the deleted stub; the customer leaves the list', async () => {
+    const c = await stripe.customers.create({ name: 'to delete' });
+    const d = await stripe.customers.del(c.id);
+    assert.deepStrictEqual({ ...d }, { id: c.id, object: 'customer', deleted: true });
+    const list = await stripe.customers.list({ limit: 100 });
+    assert.ok(!list.data.some((x) => x.id === c.id), 'deleted customer still listed');
+    // Stripe answers a retrieve of a deleted customer with the deleted stub; a 404 is also a
+    // defensible choice for a clone. Either way it must not come back as a live customer.
+    let r;
+    try {
+      r = await stripe.customers.retrieve(c.id);
+    } catch (e) {
+      assert.equal(e.statusCode, 404);
+      assert.equal(e.code, 'resource_missing');
+      return;
+    }
+    assert.equal(r.id, c.id);
+    assert.equal(r.deleted, true);
+    assert.equal(r.object, 'customer');
+  });
+
+  test('deleting an unknown customer is 404', async () => {
+    await expectStripeError(stripe.customers.del('cus_doesnotexist'), {
+      status: 404, code: 'resource_missing', param: 'id',
+      message: "No such customer: 'cus_doesnotexist'",
+    });
+  });
+
+  test('unknown id is 404 resource_missing', async () => {
+    await expectStripeError(stripe.customers.retrieve('cus_doesnotexist'), {
+      status: 404, code: 'resource_missing', param: 'id', cls: 'StripeInvalidRequestError',
+      message: "No such customer: 'cus_doesnotexist'",
+    });
+    await expectStripeError(stripe.customers.update('cus_doesnotexist', { name: 'x' }), {
+      status: 404, code: 'resource_missing', param: 'id',
+    });
+  });
+
+  test('unknown parameter is 400 parameter_unknown naming it', async () => {
+    await expectStripeError(stripe.customers.create({ name: 'x', favourite_colour: 'blue' }), {
+      status: 400, code: 'parameter_unknown', param: 'favourite_colour',
+      message: /Received unknown parameter: favourite_colour/,
+    });
+    const c = await stripe.customers.create({ name: 'y' });
+    await expectStripeError(stripe.customers.update(c.id, { shoe_size: '42' }), {
+      status: 400, code: 'parameter_unknown', param: 'shoe_size',
+      message: /Received unknown parameter: shoe_size/,
+    });
+  });
+
+  test('metadata values and keys are limited', async () => {
+    await expectStripeError(stripe.customers.create({ metadata: { ['k'.repeat(41)]: 'v' } }), {
+      status: 400, code: 'parameter_invalid',
+    });
+    await expectStripeError(stripe.customers.create({ metadata: { k: 'v'.repeat(501) } }), {
+      status: 400, code: 'parameter_invalid',
+    });
+    const ok = await stripe.customers.create({ metadata: { ['k'.repeat(40)]: 'v'.repeat(500) } });
+    assert.equal(ok.metadata['k'.repeat(40)], 'v'.repeat(500));
+  });
+});
+
+describe('customer list pagination', () => {
+  // A server of its own, so the list holds exactly the 25 customers made here.
+  let p;
+  let ps;
+  let ids; // newest first
+  before(async () => {
+    p = await startServer();
+    ps = p.stripe;
+    const created = [];
+    for (let i = 0; i < 25; i++) {
+      created.push((await ps.customers.create({ name: `c${i}` })).id);
+    }
+    ids = created.reverse();
+  });
+  after(async () => { await p?.close(); });
+
+  test('default page: 10 newest first, has_more, list envelope', async () => {
+    const l = await ps.customers.list();
+    assert.equal(l.object, 'list');
+    assert.equal(l.url, '/v1/customers');
+    assert.equal(l.has_more, true);
+    assert.deepEqual(l.data.map((c) => c.id), ids.slice(0, 10));
+    assert.equal(l.data[0].name, 'c24');
+  });
+
+  test('limit', async () => {
+    const l3 = await ps.customers.list({ limit: 3 });
+    assert.deepEqual(l3.data.map((c) => c.id), ids.slice(0, 3));
+    assert.equal(l3.has_more, true);
+    const l25 = await ps.customers.list({ limit: 25 });
+    assert.deepEqual(l25.data.map((c) => c.id), ids);
+    assert.equal(l25.has_more, false);
+    const l24 = await ps.customers.list({ limit: 24 });
+    assert.equal(l24.has_more, true);
+    const l100 = await ps.customers.list({ limit: 100 });
+    assert.deepEqual(l100.data.map((c) => c.id), ids);
+    assert.equal(l100.has_more, false);
+  });
+
+  test('starting_after gives the next older page', async () => {
+    const l = await ps.customers.list({ limit: 5, starting_after: ids[4] });
+    assert.deepEqual(l.data.map((c) => c.id), ids.slice(5, 10));
+    assert.equal(l.has_more, true);
+    const tail = await ps.customers.list({ limit: 5, starting_after: ids[19] });
+    assert.deepEqual(tail.data.map((c) => c.id), ids.slice(20, 25));
+    assert.equal(tail.has_more, false);
+    const none = await ps.customers.list({ limit: 5, starting_after: ids[24] });
+    assert.deepEqual(none.data, []);
+    assert.equal(none.has_more, false);
+  });
+
+  test('ending_before gives the adjacent newer page, still newest first', async () => {
+    const l = await ps.customers.list({ limit: 3, ending_before: ids[10] });
+    assert.deepEqual(l.data.map((c) => c.id), ids.slice(7, 10));
+    assert.equal(l.has_more, true);
+    const head = await ps.customers.list({ limit: 5, ending_before: ids[3] });
+    assert.deepEqual(head.data.map((c) => c.id), ids.slice(0, 3));
+    assert.equal(head.has_more, false);
+    const none = await ps.customers.list({ limit: 5, ending_before: ids[0] });
+    assert.deepEqual(none.data, []);
+    assert.equal(none.has_more, false);
+  });
+
+  test('auto-pagination walks all 25 exactly once, in order', async () => {
+    const seen = [];
+    for await (const c of ps.customers.list({ limit: 3 })) seen.push(c.id);
+    assert.deepEqual(seen, ids);
+    const viaArray = await ps.customers.list({ limit: 7 }).autoPagingToArray({ limit: 1000 });
+    assert.deepEqual(viaArray.map((c) => c.id), ids);
+  });
+
+  test('auto-pagination backwards with ending_before', async () => {
+    const seen = [];
+    for await (const c of ps.customers.list({ limit: 4, ending_before: ids[20] })) seen.push(c.id);
+    // stripe-node walks towards newer objects, yielding each page from its end.
+    assert.deepEqual(seen, ids.slice(0, 20).reverse());
+  });
+
+  test('limit out of range is 400 parameter_invalid', async () => {
+    for (const limit of [0, 101, -1]) {
+      await expectStripeError(ps.customers.list({ limit }), {
+        status: 400, code: 'parameter_invalid', param: 'limit',
+      });
+    }
+  });
+
+  test('non-integer limit is 400 parameter_invalid_integer', async () => {
+    const r = await p.raw('GET', '/v1/customers?limit=abc');
+    expectRawError(r, { status: 400, code: 'parameter_invalid_integer', param: 'limit' });
+  });
+
+  test('starting_after with ending_before is 400 parameters_exclusive', async () => {
+    await expectStripeError(ps.customers.list({ starting_after: ids[3], ending_before: ids[1] }), {
+      status: 400, code: 'parameters_exclusive', param: null,
+    });
+  });
+
+  test('delete removes exactly one from the list', async () => {
+    const victim = ids[12];
+    await ps.customers.del(victim);
+    const l = await ps.customers.list({ limit: 100 });
+    assert.deepEqual(l.data.map((c) => c.id), ids.filter((id) => id !== victim));
+    ids = ids.filter((id) => id !== victim);
+  });
+});
+
+describe('test and live modes are disjoint', () => {
+  test('livemode follows the key and objects do not cross modes', async () => {
+    const lc = await srv.liveStripe.customers.create({ name: 'live one', email: 'live@example.com' });
+    assert.match(lc.id, /^cus_/);
+    assert.equal(lc.livemode, true);
+    const tc = await stripe.customers.create({ name: 'test one' });
+    assert.equal(tc.livemode, false);
+
+    await expectStripeError(stripe.customers.retrieve(lc.id), {
+      status: 404, code: 'resource_missing', param: 'id',
+    });
+    await expectStripeError(srv.liveStripe.customers.retrieve(tc.id), {
+      status: 404, code: 'resource_missing', param: 'id',
+    });
+    await expectStripeError(stripe.customers.update(lc.id, { name: 'hijack' }), {
+      status: 404, code: 'resource_missing', param: 'id',
+    });
+    await expectStripeError(stripe.customers.del(lc.id), {
+      status: 404, code: 'resource_missing', param: 'id',
+    });
+
+    const liveList = await srv.liveStripe.customers.list({ limit: 100 });
+    assert.deepEqual(liveList.data.map((c) => c.id), [lc.id]);
+    assert.ok(liveList.data.every((c) => c.livemode === true));
+    const testList = await stripe.customers.list({ limit: 100 });
+    assert.ok(!testList.data.some((c) => c.id === lc.id));
+    assert.ok(testList.data.some((c) => c.id === tc.id));
+    assert.ok(testList.data.every((c) => c.livemode === false));
+
+    const still = await srv.liveStripe.customers.retrieve(lc.id);
+    assert.equal(still.name, 'live one');
+  });
+});

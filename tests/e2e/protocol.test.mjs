@@ -1,0 +1,477 @@
+// Wire protocol over raw HTTP: auth, envelopes, routing, body decoding, limits, idempotency,
+// clean shutdown.
+
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import {
+  startServer, rawRequest, stripeClient, expectRawError, nowSec, uniq, createMeter, createCustomer, sleep,
+} from './helpers.mjs';
+
+let srv;
+let meter;
+let cus;
+before(async () => {
+  srv = await startServer();
+  meter = await createMeter(srv.stripe);
+  cus = await createCustomer(srv.stripe);
+});
+after(async () => { await srv?.close(); });
+
+function checkCommonHeaders(r) {
+  assert.match(String(r.headers['request-id']), /^req_[A-Za-z0-9]+$/, `Request-Id on ${r.status}`);
+  assert.match(String(r.headers['content-type']), /^application\/json/, `Content-Type on ${r.status}`);
+  assert.ok(r.headers['stripe-version'], `Stripe-Version on ${r.status}`);
+  assert.ok(r.json !== null, `body is JSON: ${r.text.slice(0, 200)}`);
+}
+
+describe('authentication', () => {
+  test('missing Authorization is 401 api_key_missing', async () => {
+    const r = await srv.raw('GET', '/v1/customers', { auth: null });
+    checkCommonHeaders(r);
+    expectRawError(r, { status: 401, code: 'api_key_missing' });
+  });
+
+  test('unknown key is 401 api_key_invalid', async () => {
+    for (const key of ['sk_test_nottherealkey', 'sk_live_nottherealkey', 'garbage']) {
+      const r = await srv.raw('GET', '/v1/customers', { auth: key });
+      checkCommonHeaders(r);
+      expectRawError(r, { status: 401, code: 'api_key_invalid' });
+    }
+    const r = await srv.raw('GET', '/v1/customers', { auth: null, headers: { Authorization: 'Bearer' } });
+    assert.equal(r.status, 401);
+    const r2 = await srv.raw('GET', '/v1/customers', { auth: null, headers: { Authorization: 'Token abc' } });
+    assert.equal(r2.status, 401);
+  });
+
+  test('Basic auth with the key as user name works', async () => {
+    const basic = (k) => `Basic ${Buffer.from(`${k}:`).toString('base64')}`;
+    const r = await srv.raw('GET', '/v1/customers', { auth: null, headers: { Authorization: basic(srv.key) } });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.object, 'list');
+    const created = await srv.raw('POST', '/v1/customers', {
+      auth: null, headers: { Authorization: basic(srv.liveKey) }, body: 'name=basic-live',
+    });
+    assert.equal(created.status, 200, created.text);
+    assert.equal(created.json.livemode, true);
+    const bad = await srv.raw('GET', '/v1/customers', { auth: null, headers: { Authorization: basic('sk_test_wrong') } });
+    expectRawError(bad, { status: 401, code: 'api_key_invalid' });
+  });
+
+  test('the key is also accepted without trailing colon in Basic', async () => {
+    const r = await srv.raw('GET', '/v1/customers', {
+      auth: null, headers: { Authorization: `Basic ${Buffer.from(srv.key).toString('base64')}` },
+    });
+    assert.equal(r.status, 200, r.text);
+  });
+});
+
+describe('routing and envelopes', () => {
+  test('every response carries Request-Id, Stripe-Version and JSON', async () => {
+    const rs = [
+      await srv.raw('GET', '/v1/customers'),
+      await srv.raw('POST', '/v1/customers', { body: 'name=x' }),
+      await srv.raw('GET', '/v1/customers/cus_missing'),
+      await srv.raw('GET', '/v1/nope'),
+      await srv.raw('DELETE', '/v1/billing/meters'),
+      await srv.raw('POST', '/v1/customers', { body: 'a=%zz' }),
+      await srv.raw('GET', '/v1/customers', { auth: null }),
+      await srv.raw('POST', '/v2/billing/meter_events', { body: '{nope', headers: { 'Content-Type': 'application/json' } }),
+    ];
+    const ids = new Set();
+    for (const r of rs) {
+      checkCommonHeaders(r);
+      ids.add(r.headers['request-id']);
+    }
+    assert.equal(ids.size, rs.length, 'request ids are unique');
+  });
+
+  test('unknown path is 404 unrecognized_request_url', async () => {
+    for (const path of ['/v1/nope', '/v1/customers/cus_x/bogus', '/v3/customers', '/']) {
+      const r = await srv.raw('GET', path);
+      expectRawError(r, { status: 404, code: 'unrecognized_request_url', param: null });
+    }
+  });
+
+  test('wrong method on a known path is 405 method_not_allowed', async () => {
+    const r = await srv.raw('DELETE', '/v1/billing/meters');
+    expectRawError(r, { status: 405, code: 'method_not_allowed', param: null });
+    const r2 = await srv.raw('PUT', '/v1/customers');
+    expectRawError(r2, { status: 405, code: 'method_not_allowed' });
+    const r3 = await srv.raw('GET', '/v1/billing/meter_events');
+    expectRawError(r3, { status: 405, code: 'method_not_allowed' });
+  });
+
+  test('healthz needs no key', async () => {
+    const r = await srv.raw('GET', '/healthz', { auth: null });
+    assert.equal(r.status, 200);
+  });
+});
+
+describe('body decoding', () => {
+  test('malformed percent-encoding is 400 body_malformed', async () => {
+    for (const body of ['a=%zz', 'name=%', 'name=%4', '%zz=1']) {
+      const r = await srv.raw('POST', '/v1/customers', { body });
+      expectRawError(r, { status: 400, code: 'body_malformed' });
+    }
+  });
+
+  test('deep bracket nesting is 400 and never a crash', async () => {
+    const deep = `metadata${'[a]'.repeat(20)}=1`;
+    const r = await srv.raw('POST', '/v1/customers', { body: deep });
+    expectRawError(r, { status: 400, code: 'body_malformed' });
+    const veryDeep = `x${'['.repeat(5000)}=1`;
+    const r2 = await srv.raw('POST', '/v1/customers', { body: veryDeep });
+    assert.equal(r2.status, 400, r2.text);
+    const r3 = await srv.raw('POST', '/v1/customers', { body: `x${'[0]'.repeat(10000)}=1` });
+    assert.equal(r3.status, 400, r3.text);
+    const r4 = await srv.raw('POST', '/v2/billing/meter_events', {
+      body: `${'['.repeat(10000)}${']'.repeat(10000)}`, headers: { 'Content-Type': 'application/json' },
+    });
+    assert.equal(r4.status, 400, r4.text);
+    const h = await srv.raw('GET', '/healthz');
+    assert.equal(h.status, 200);
+  });
+
+  test('unbalanced brackets and odd keys are 400, not a crash', async () => {
+    for (const body of ['payload[value=1', 'payload]=1', '[]=1', 'a[b]]=1', '&&&', '=1', 'name']) {
+      const r = await srv.raw('POST', '/v1/customers', { body });
+      assert.ok(r.status === 400 || r.status === 200, `${body}: ${r.status} ${r.text}`);
+      assert.ok(r.json, `${body}: not JSON`);
+    }
+    assert.equal((await srv.raw('GET', '/healthz')).status, 200);
+  });
+
+  test('percent-encoded brackets work like raw ones', async () => {
+    const id = uniq('pct');
+    const body = `event_name=${meter.event_name}&identifier=${id}` +
+      `&payload%5Bstripe_customer_id%5D=${cus.id}&payload%5Bvalue%5D=3`;
+    const r = await srv.raw('POST', '/v1/billing/meter_events', { body });
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(r.json.payload, { stripe_customer_id: cus.id, value: '3' });
+    const mixed = `name=a%20b%2Bc&metadata%5Bk%5D=v%26w&metadata[z]=%E2%82%AC+sign`;
+    const c = await srv.raw('POST', '/v1/customers', { body: mixed });
+    assert.equal(c.status, 200, c.text);
+    assert.equal(c.json.name, 'a b+c');
+    assert.deepEqual(c.json.metadata, { k: 'v&w', z: '€ sign' });
+  });
+
+  test('expand[]= and expand[0]= are both accepted', async () => {
+    const a = await srv.raw('GET', `/v1/customers/${cus.id}?expand[]=test_clock`);
+    assert.equal(a.status, 200, a.text);
+    const b = await srv.raw('GET', `/v1/customers/${cus.id}?expand%5B0%5D=test_clock`);
+    assert.equal(b.status, 200, b.text);
+    const c = await srv.raw('POST', '/v1/customers', { body: 'name=exp&expand[0]=test_clock' });
+    assert.equal(c.status, 200, c.text);
+    const d = await srv.raw('POST', `/v1/billing/meters/${meter.id}`, { body: 'expand[]=' });
+    assert.equal(d.status, 200, d.text);
+    const e = await srv.raw('GET', '/v1/customers?limit=1&expand[0]=data.test_clock&expand[1]=data.test_clock');
+    assert.equal(e.status, 200, e.text);
+  });
+
+  test('GET takes parameters from the query string', async () => {
+    const r = await srv.raw('GET', '/v1/customers?limit=2');
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.data.length, 2);
+    const r2 = await srv.raw('GET', '/v1/customers?limit=1&starting_after=' + r.json.data[0].id);
+    assert.equal(r2.status, 200, r2.text);
+    assert.equal(r2.json.data[0].id, r.json.data[1].id);
+    const r3 = await srv.raw('GET', '/v1/customers?bogus=1');
+    expectRawError(r3, { status: 400, code: 'parameter_unknown', param: 'bogus' });
+  });
+
+  test('DELETE takes parameters from the query string', async () => {
+    const c = await createCustomer(srv.stripe);
+    const r = await srv.raw('DELETE', `/v1/customers/${c.id}?bogus=1`);
+    expectRawError(r, { status: 400, code: 'parameter_unknown', param: 'bogus' });
+    const ok = await srv.raw('DELETE', `/v1/customers/${c.id}`);
+    assert.equal(ok.status, 200, ok.text);
+    assert.deepEqual(ok.json, { id: c.id, object: 'customer', deleted: true });
+  });
+
+  test('a JSON body is accepted on /v1', async () => {
+    const r = await srv.raw('POST', '/v1/customers', {
+      body: JSON.stringify({ name: 'json', metadata: { a: '1' } }),
+      headers: { 'Content-Type': 'application/json' },
+    });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.name, 'json');
+    assert.deepEqual(r.json.metadata, { a: '1' });
+  });
+
+  test('invalid JSON to /v2 is 400 body_malformed', async () => {
+    for (const body of ['{nope', '', '[1,2]', '"str"', '{"event_name": "x",}']) {
+      const r = await srv.raw('POST', '/v2/billing/meter_events', {
+        body, headers: { 'Content-Type': 'application/json' },
+      });
+      assert.equal(r.status, 400, `${JSON.stringify(body)} -> ${r.status} ${r.text}`);
+      assert.ok(r.json && r.json.error, r.text);
+      if (body === '{nope') assert.equal(r.json.error.code, 'body_malformed');
+    }
+  });
+
+  test('body over 1 MiB is 413 request_too_large', async () => {
+    const body = `name=${'a'.repeat(1024 * 1024 + 100)}`;
+    // With "Expect: 100-continue" the server must answer 413 before the body is sent.
+    const r = await srv.raw('POST', '/v1/customers', { body, expectContinue: true });
+    expectRawError(r, { status: 413, code: 'request_too_large', param: null });
+    checkCommonHeaders(r);
+    // Without it, a client still writing the body may see the 413 or lose the connection
+    // (if the server closes without draining); the server must survive either way.
+    try {
+      const r2 = await srv.raw('POST', '/v1/customers', { body });
+      expectRawError(r2, { status: 413, code: 'request_too_large' });
+    } catch (e) {
+      assert.match(e.code ?? '', /EPIPE|ECONNRESET/, e.message);
+    }
+    // A chunked body (no Content-Length) over the limit is refused as well.
+    const chunked = await new Promise((res, rej) => {
+      const req = http.request({
+        host: '127.0.0.1', port: srv.port, method: 'POST', path: '/v1/customers',
+        headers: { Authorization: `Bearer ${srv.key}`, 'Content-Type': 'application/x-www-form-urlencoded' },
+      }, (resp) => { resp.resume(); resp.on('end', () => res(resp.statusCode)); });
+      req.on('error', (e) => res(e.code));
+      const chunk = 'a'.repeat(64 * 1024);
+      req.write('name=');
+      let sent = 0;
+      const pump = () => {
+        while (sent < 20) {
+          sent++;
+          if (!req.write(chunk)) { req.once('drain', pump); return; }
+        }
+        req.end();
+      };
+      pump();
+      setTimeout(() => rej(new Error('chunked upload got no answer')), 15000).unref();
+    });
+    assert.ok([413, 'EPIPE', 'ECONNRESET'].includes(chunked), `chunked over the limit: ${chunked}`);
+    // a body well under the limit is fine
+    const ok = await srv.raw('POST', '/v1/customers', {
+      body: `name=ok&metadata[a]=${'x'.repeat(500)}&metadata[b]=${'y'.repeat(500)}`,
+    });
+    assert.equal(ok.status, 200, ok.text);
+    assert.equal((await srv.raw('GET', '/healthz')).status, 200);
+  });
+
+  test('--max-body lowers the limit', async () => {
+    const small = await startServer({ args: ['--max-body', '2048'] });
+    try {
+      const r = await small.raw('POST', '/v1/customers', { body: `name=${'b'.repeat(3000)}`, expectContinue: true });
+      expectRawError(r, { status: 413, code: 'request_too_large' });
+      const plain = await small.raw('POST', '/v1/customers', { body: `name=${'b'.repeat(3000)}` });
+      expectRawError(plain, { status: 413, code: 'request_too_large' });
+      const ok = await small.raw('POST', '/v1/customers', {
+        body: `name=ok&metadata[a]=${'x'.repeat(500)}&metadata[b]=${'y'.repeat(500)}`,
+      });
+      assert.equal(ok.status, 200, ok.text);
+      const v2 = await small.raw('POST', '/v2/billing/meter_events', {
+        body: JSON.stringify({ event_name: 'x', payload: { pad: 'p'.repeat(3000) } }), expectContinue: true,
+      });
+      expectRawError(v2, { status: 413, code: 'request_too_large' });
+    } finally {
+      await small.close();
+    }
+  });
+});
+
+describe('idempotency', () => {
+  test('same key and body replays the stored response', async () => {
+    const key = uniq('idk');
+    const body = 'name=idem&email=i@example.com';
+    const first = await srv.raw('POST', '/v1/customers', { body, headers: { 'Idempotency-Key': key } });
+    assert.equal(first.status, 200, first.text);
+    assert.notEqual(first.headers['idempotent-replayed'], 'true');
+    const second = await srv.raw('POST', '/v1/customers', { body, headers: { 'Idempotency-Key': key } });
+    assert.equal(second.status, 200);
+    assert.equal(second.headers['idempotent-replayed'], 'true');
+    assert.deepEqual(second.json, first.json);
+    assert.notEqual(second.headers['request-id'], first.headers['request-id']);
+    const list = await srv.stripe.customers.list({ limit: 100 });
+    assert.equal(list.data.filter((c) => c.name === 'idem').length, 1);
+  });
+
+  test('same key with a different body is 400 idempotency_error', async () => {
+    const key = uniq('idk');
+    const first = await srv.raw('POST', '/v1/customers', { body: 'name=one', headers: { 'Idempotency-Key': key } });
+    assert.equal(first.status, 200);
+    const r = await srv.raw('POST', '/v1/customers', { body: 'name=two', headers: { 'Idempotency-Key': key } });
+    expectRawError(r, { status: 400, type: 'idempotency_error', code: 'idempotency_key_mismatch' });
+    const r2 = await srv.raw('POST', `/v1/customers/${first.json.id}`, { body: 'name=one', headers: { 'Idempotency-Key': key } });
+    expectRawError(r2, { status: 400, type: 'idempotency_error', code: 'idempotency_key_mismatch' });
+  });
+
+  test('keys are per key: the same Idempotency-Key under another API key is independent', async () => {
+    const key = uniq('idk');
+    const a = await srv.raw('POST', '/v1/customers', { body: 'name=k', headers: { 'Idempotency-Key': key } });
+    const b = await srv.raw('POST', '/v1/customers', { body: 'name=k', headers: { 'Idempotency-Key': key }, auth: srv.liveKey });
+    assert.equal(a.status, 200);
+    assert.equal(b.status, 200, b.text);
+    assert.notEqual(b.headers['idempotent-replayed'], 'true');
+    assert.equal(b.json.livemode, true);
+    assert.notEqual(a.json.id, b.json.id);
+  });
+
+  test('an error from the handler is replayed too (meter event refusal)', async () => {
+    const key = uniq('idk');
+    const body = `event_name=${meter.event_name}&payload[stripe_customer_id]=cus_nope&payload[value]=1`;
+    const a = await srv.raw('POST', '/v1/billing/meter_events', { body, headers: { 'Idempotency-Key': key } });
+    expectRawError(a, { status: 400, code: 'meter_event_customer_not_found' });
+    const b = await srv.raw('POST', '/v1/billing/meter_events', { body, headers: { 'Idempotency-Key': key } });
+    assert.equal(b.status, 400);
+    assert.deepEqual(b.json, a.json);
+  });
+
+  test('requests that fail before the handler are not stored', async () => {
+    const key = uniq('idk');
+    const bad = await srv.raw('POST', '/v1/customers', { body: 'name=%zz', headers: { 'Idempotency-Key': key } });
+    assert.equal(bad.status, 400);
+    const unauth = await srv.raw('POST', '/v1/customers', { body: 'name=ok', auth: null, headers: { 'Idempotency-Key': key } });
+    assert.equal(unauth.status, 401);
+    const good = await srv.raw('POST', '/v1/customers', { body: 'name=ok', headers: { 'Idempotency-Key': key } });
+    assert.equal(good.status, 200, good.text);
+    assert.notEqual(good.headers['idempotent-replayed'], 'true');
+  });
+
+  test('a meter event replay does not count twice', async () => {
+    const c = await createCustomer(srv.stripe);
+    const key = uniq('idk');
+    const ts = Math.floor(nowSec() / 3600) * 3600 - 3600;
+    const body = `event_name=${meter.event_name}&payload[stripe_customer_id]=${c.id}&payload[value]=5&timestamp=${ts + 60}`;
+    const a = await srv.raw('POST', '/v1/billing/meter_events', { body, headers: { 'Idempotency-Key': key } });
+    assert.equal(a.status, 200, a.text);
+    const b = await srv.raw('POST', '/v1/billing/meter_events', { body, headers: { 'Idempotency-Key': key } });
+    assert.equal(b.status, 200, b.text);
+    assert.equal(b.headers['idempotent-replayed'], 'true');
+    assert.deepEqual(b.json, a.json);
+    const s = await srv.stripe.billing.meters.listEventSummaries(meter.id, {
+      customer: c.id, start_time: ts, end_time: ts + 3600,
+    });
+    assert.equal(s.data[0].aggregated_value, 5);
+  });
+
+  test('concurrent use of one key: never two distinct successes', async () => {
+    const c = await createCustomer(srv.stripe);
+    const agent = new (await import('node:http')).Agent({ keepAlive: true, maxSockets: 8 });
+    let inUse = 0;
+    let replays = 0;
+    try {
+      for (let round = 0; round < 25; round++) {
+        const key = uniq('race');
+        const body = `event_name=${meter.event_name}&payload[stripe_customer_id]=${c.id}&payload[value]=1&identifier=${uniq('ri')}`;
+        const rs = await Promise.all([0, 1, 2].map(() => rawRequest(srv.port, 'POST', '/v1/billing/meter_events', {
+          body, auth: srv.key, agent, headers: { 'Idempotency-Key': key },
+        })));
+        const fresh = rs.filter((r) => r.status === 200 && r.headers['idempotent-replayed'] !== 'true');
+        assert.equal(fresh.length, 1, `round ${round}: ${rs.map((r) => `${r.status} ${r.text}`).join(' | ')}`);
+        for (const r of rs) {
+          if (r === fresh[0]) continue;
+          if (r.status === 409) {
+            expectRawError(r, { status: 409, type: 'idempotency_error', code: 'idempotency_key_in_use' });
+            inUse++;
+          } else {
+            assert.equal(r.status, 200, `round ${round}: ${r.status} ${r.text}`);
+            assert.equal(r.headers['idempotent-replayed'], 'true');
+            assert.deepEqual(r.json, fresh[0].json);
+            replays++;
+          }
+        }
+      }
+    } finally {
+      agent.destroy();
+    }
+    assert.equal(inUse + replays, 50);
+  });
+
+  test('a stored response survives a restart', async () => {
+    const key = uniq('idk');
+    const body = 'name=durable-idem';
+    const first = await srv.raw('POST', '/v1/customers', { body, headers: { 'Idempotency-Key': key } });
+    assert.equal(first.status, 200);
+    await srv.restart();
+    const second = await srv.raw('POST', '/v1/customers', { body, headers: { 'Idempotency-Key': key } });
+    assert.equal(second.status, 200, second.text);
+    assert.equal(second.headers['idempotent-replayed'], 'true');
+    assert.deepEqual(second.json, first.json);
+    const mism = await srv.raw('POST', '/v1/customers', { body: 'name=other', headers: { 'Idempotency-Key': key } });
+    expectRawError(mism, { status: 400, type: 'idempotency_error' });
+  });
+
+  test('an over-long Idempotency-Key is refused', async () => {
+    const r = await srv.raw('POST', '/v1/customers', { body: 'name=x', headers: { 'Idempotency-Key': 'k'.repeat(256) } });
+    assert.equal(r.status, 400, r.text);
+    assert.ok(r.json && r.json.error);
+    const ok = await srv.raw('POST', '/v1/customers', { body: 'name=x', headers: { 'Idempotency-Key': uniq('k').padEnd(255, 'k') } });
+    assert.equal(ok.status, 200, ok.text);
+  });
+});
+
+describe('back-pressure', () => {
+  test('a saturated event writer answers 429 rate_limit with Stripe-Should-Retry, and counts nothing for it', async () => {
+    const own = await startServer({ args: ['--queue-events', '8', '--batch-events', '1'] });
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+    try {
+      const m = await createMeter(own.stripe);
+      const c = await createCustomer(own.stripe);
+      const T = Math.floor(nowSec() / 60) * 60 - 600;
+      const body = (i, extra = '') => `event_name=${m.event_name}&identifier=bp-${i}` +
+        `&payload[stripe_customer_id]=${c.id}&payload[value]=1&timestamp=${T}${extra}`;
+      const rs = await Promise.all(Array.from({ length: 200 }, (_, i) => rawRequest(own.port, 'POST', '/v1/billing/meter_events', {
+        auth: own.key, agent, body: body(i), headers: { 'Idempotency-Key': `bp-key-${i}` },
+      })));
+      const ok = rs.filter((r) => r.status === 200).length;
+      const limited = rs.filter((r) => r.status === 429);
+      assert.equal(ok + limited.length, 200, rs.filter((r) => r.status !== 200 && r.status !== 429).map((r) => r.text).join('\n'));
+      assert.ok(limited.length > 0, 'no 429 with an 8-event queue and 200 concurrent events');
+      for (const r of limited) {
+        expectRawError(r, { status: 429, type: 'rate_limit_error', code: 'rate_limit', param: null });
+        assert.equal(r.headers['stripe-should-retry'], 'true');
+        checkCommonHeaders(r);
+      }
+      const summary = async () => (await own.stripe.billing.meters.listEventSummaries(m.id, {
+        customer: c.id, start_time: T, end_time: T + 60,
+      })).data[0]?.aggregated_value ?? 0;
+      assert.equal(await summary(), ok);
+      // A 429 is not stored under its Idempotency-Key: the same request later goes through.
+      const i = rs.findIndex((r) => r.status === 429);
+      const again = await rawRequest(own.port, 'POST', '/v1/billing/meter_events', {
+        auth: own.key, body: body(i), headers: { 'Idempotency-Key': `bp-key-${i}` },
+      });
+      assert.equal(again.status, 200, again.text);
+      assert.notEqual(again.headers['idempotent-replayed'], 'true');
+      assert.equal(await summary(), ok + 1);
+      // stripe-node retries on Stripe-Should-Retry: true; every event lands exactly once.
+      const retrying = stripeClient(own.key, own.port, { maxNetworkRetries: 8 });
+      const made = await Promise.all(Array.from({ length: 40 }, (_, j) => retrying.billing.meterEvents.create({
+        event_name: m.event_name, identifier: `bp-sdk-${j}`, timestamp: T,
+        payload: { stripe_customer_id: c.id, value: '1' },
+      })));
+      assert.equal(made.length, 40);
+      assert.equal(await summary(), ok + 1 + 40);
+    } finally {
+      agent.destroy();
+      await own.close();
+    }
+  });
+});
+
+describe('shutdown', () => {
+  test('SIGTERM exits 0 and data survives', async () => {
+    const own = await startServer();
+    const c = await createCustomer(own.stripe, { name: 'persisted' });
+    // an idle keep-alive connection must not block shutdown
+    const agent = new (await import('node:http')).Agent({ keepAlive: true });
+    await rawRequest(own.port, 'GET', '/healthz', { agent });
+    const t0 = Date.now();
+    const info = await own.stop();
+    agent.destroy();
+    assert.deepEqual(info, { code: 0, signal: null }, own.output().slice(-2000));
+    assert.ok(Date.now() - t0 < 5000, 'shutdown took too long');
+    await own.restart();
+    const again = await own.stripe.customers.retrieve(c.id);
+    assert.equal(again.name, 'persisted');
+    const info2 = await own.stop();
+    assert.deepEqual(info2, { code: 0, signal: null });
+    await own.close();
+    await sleep(10);
+  });
+});
