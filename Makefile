@@ -65,7 +65,7 @@ check:
 	@scripts/check-layers.sh
 
 unit: $(UNIT_BIN)
-	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+	@fail=0; for t in $(UNIT_BIN); do echo "== $$t"; $$t || fail=1; done; exit $$fail
 
 e2e: $(BUILD)/tollgate
 	@cd tests/e2e && { [ -d node_modules/stripe ] || npm ci --no-audit --no-fund --silent; }

@@ -758,9 +758,9 @@ static int cancel_job(tg_store *s, void *arg, tg_err *err)
     if (tg_service_now(c->svc) - e.created > TG_CANCEL_WINDOW)
         return tg_err_set(err, TG_EINVAL, "cancel[identifier]",
                           "You can only cancel events within 24 hours of receiving them.");
-    bool was_counted = e.state == TG_EVENT_COUNTED;
-    rc = s->ops->event_set_state(s, c->scope, e.seq, TG_EVENT_CANCELED, err);
-    if (!rc && was_counted)
+    bool was_counted = e.state == TG_EVENT_COUNTED, changed = false;
+    rc = s->ops->event_set_state(s, c->scope, e.seq, e.state, TG_EVENT_CANCELED, &changed, err);
+    if (!rc && was_counted && changed)
         rc = tg_writer_rebuild_bucket(s, c->scope, e.meter_id, e.customer_id,
                                       tg_window_start(e.timestamp, 60), err);
     return rc;
@@ -1145,12 +1145,14 @@ void tg_idem_finish(tg_service *svc, const tg_scope *scope, const char *key,
         e->status = status;
         e->body = copy;
         e->body_len = body_len;
+        copy = NULL;
     } else if (e) {
         *link = e->next;
         free(e->body);
         free(e);
     }
     pthread_mutex_unlock(&svc->idem_mu);
+    free(copy); /* not kept in memory: there was no claim */
     if (store && tg_writer_post(svc->writer, job)) {
         /* The writer is saturated: keep the answer only in memory (a retry after a restart
          * would run again, and meter events would then meet their identifier). */

@@ -63,8 +63,9 @@ typedef struct tg_store_ops {
     int (*event_insert)(tg_store *s, const tg_scope *scope, tg_event *e, bool *dup, tg_err *err);
     int (*event_get)(tg_store *s, const tg_scope *scope, const char *identifier, tg_arena *a,
                      tg_event *out, tg_err *err);
-    int (*event_set_state)(tg_store *s, const tg_scope *scope, int64_t seq, tg_event_state st,
-                           tg_err *err);
+    /* Moves event seq from state `from` to `to`; *changed tells whether it was in `from`. */
+    int (*event_set_state)(tg_store *s, const tg_scope *scope, int64_t seq, tg_event_state from,
+                           tg_event_state to, bool *changed, tg_err *err);
     /* Counted events of (meter, customer) with from <= timestamp < to, any order. */
     int (*event_each_in_range)(tg_store *s, const tg_scope *scope, const char *meter_id,
                                const char *customer_id, int64_t from, int64_t to,

@@ -202,8 +202,11 @@ static int apply_windowed(tg_writer *w, const tg_scope *scope, tg_event *e, int 
     int64_t old_seq, old_ts;
     rc = s->ops->window_get(s, scope, e->meter_id, e->customer_id, start, &old_seq, &old_ts, err);
     if (rc == TG_OK) {
-        rc = s->ops->event_set_state(s, scope, old_seq, TG_EVENT_SUPERSEDED, err);
-        if (!rc)
+        /* Only a survivor that still counts is superseded: a canceled one stays canceled. */
+        bool changed = false;
+        rc = s->ops->event_set_state(s, scope, old_seq, TG_EVENT_COUNTED, TG_EVENT_SUPERSEDED,
+                                     &changed, err);
+        if (!rc && changed)
             rc = bucket_rebuild(s, scope, e->meter_id, e->customer_id,
                                 tg_window_start(old_ts, 60), err);
     } else if (rc == TG_ENOTFOUND) {

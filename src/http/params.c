@@ -215,7 +215,7 @@ static int add_decoded(tg_param *root, const char *key, const char *value, tg_ar
         const char *close = strchr(p, ']');
         if (!close)
             return tg_err_set(err, TG_EMALFORMED, key, "Invalid parameter name '%s'.", key);
-        if (nsegs > TG_PARAMS_MAX_DEPTH)
+        if (nsegs >= TG_PARAMS_MAX_DEPTH)
             return tg_err_set(err, TG_EMALFORMED, key,
                               "Invalid parameter name '%.64s': nested deeper than %d levels.",
                               key, TG_PARAMS_MAX_DEPTH);

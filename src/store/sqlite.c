@@ -108,7 +108,7 @@ static const char *const sql[Q_COUNT] = {
         " ON CONFLICT(account,livemode,identifier) DO NOTHING",
     [Q_EVENT_GET] = "SELECT seq,identifier,event_name,meter_id,customer_id,ts,created,value,"
                     "payload,state FROM events WHERE account=?1 AND livemode=?2 AND identifier=?3",
-    [Q_EVENT_STATE] = "UPDATE events SET state=?2 WHERE seq=?1",
+    [Q_EVENT_STATE] = "UPDATE events SET state=?3 WHERE seq=?1 AND state=?2",
     [Q_EVENT_RANGE] = "SELECT ts,seq,value FROM events WHERE meter_id=?1 AND customer_id=?2"
                       " AND ts>=?3 AND ts<?4 AND state=0",
     [Q_BUCKET_GET] = "SELECT sum,count,last_ts,last_seq,last_value FROM buckets"
@@ -684,7 +684,7 @@ static int sq_event_get(tg_store *base, const tg_scope *scope, const char *ident
 }
 
 static int sq_event_set_state(tg_store *base, const tg_scope *scope, int64_t seq,
-                              tg_event_state state, tg_err *err)
+                              tg_event_state from, tg_event_state to, bool *changed, tg_err *err)
 {
     sq_store *s = SQ(base);
     (void)scope;
@@ -692,8 +692,12 @@ static int sq_event_set_state(tg_store *base, const tg_scope *scope, int64_t seq
     if (!st)
         return TG_ESTORE;
     sqlite3_bind_int64(st, 1, seq);
-    sqlite3_bind_int(st, 2, (int)state);
-    return exec_done(s, st, err, "event_set_state");
+    sqlite3_bind_int(st, 2, (int)from);
+    sqlite3_bind_int(st, 3, (int)to);
+    int rc = exec_done(s, st, err, "event_set_state");
+    if (!rc)
+        *changed = sqlite3_changes(s->db) > 0;
+    return rc;
 }
 
 static int sq_event_each_in_range(tg_store *base, const tg_scope *scope, const char *meter_id,

@@ -1,0 +1,294 @@
+/* test_jsonw.c -- unit tests for http/jsonw.h.
+ *
+ * Every response body is produced by this streaming writer, which tracks commas per nesting
+ * level by hand and escapes strings itself. A misplaced comma or a raw control character makes
+ * a response unparseable for Stripe's SDKs, so each case compares the output byte for byte with
+ * the expected text and also checks that jansson parses it to an equal document.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "http/jsonw.h"
+
+typedef void (*write_fn)(tg_jw *w);
+
+/* Runs fn into a fresh buffer and checks the exact text and that it is valid JSON equal to
+ * the expected document. */
+static void check(write_fn fn, const char *want)
+{
+    tg_buf b;
+    tg_buf_init(&b, 1 << 16);
+    tg_jw w;
+    jw_init(&w, &b);
+    fn(&w);
+    assert_false(b.failed);
+    assert_non_null(b.data);
+    if (strcmp(b.data, want) != 0)
+        fail_msg("jsonw output\n  got  %s\n  want %s", b.data, want);
+    assert_int_equal(b.len, strlen(want));
+    assert_int_equal(w.depth, 0);
+
+    json_error_t e1, e2;
+    json_t *got = json_loads(b.data, JSON_DECODE_ANY, &e1);
+    if (!got)
+        fail_msg("jansson cannot parse %s: %s", b.data, e1.text);
+    json_t *exp = json_loads(want, JSON_DECODE_ANY, &e2);
+    assert_non_null(exp);
+    assert_true(json_equal(got, exp));
+    json_decref(got);
+    json_decref(exp);
+    tg_buf_free(&b);
+}
+
+static void w_empty_obj(tg_jw *w)
+{
+    jw_obj(w);
+    jw_end(w);
+}
+
+static void w_empty_arr(tg_jw *w)
+{
+    jw_arr(w);
+    jw_aend(w);
+}
+
+static void w_flat(tg_jw *w)
+{
+    jw_obj(w);
+    jw_kstr(w, "id", "cus_1");
+    jw_kstr(w, "object", "customer");
+    jw_kint(w, "created", 1717243200);
+    jw_kbool(w, "livemode", false);
+    jw_knull(w, "email");
+    jw_end(w);
+}
+
+static void w_nested(tg_jw *w)
+{
+    jw_obj(w);
+    jw_kstr(w, "object", "list");
+    jw_key(w, "data");
+    jw_arr(w);
+    jw_obj(w);
+    jw_kint(w, "n", 1);
+    jw_key(w, "inner");
+    jw_obj(w);
+    jw_end(w);
+    jw_end(w);
+    jw_obj(w);
+    jw_end(w);
+    jw_int(w, 3);
+    jw_arr(w);
+    jw_aend(w);
+    jw_aend(w);
+    jw_kbool(w, "has_more", true);
+    jw_key(w, "meta");
+    jw_obj(w);
+    jw_key(w, "deep");
+    jw_arr(w);
+    jw_arr(w);
+    jw_int(w, 1);
+    jw_int(w, 2);
+    jw_aend(w);
+    jw_arr(w);
+    jw_aend(w);
+    jw_arr(w);
+    jw_arr(w);
+    jw_int(w, 3);
+    jw_aend(w);
+    jw_aend(w);
+    jw_aend(w);
+    jw_end(w);
+    jw_kstr(w, "url", "/v1/customers");
+    jw_end(w);
+}
+
+static void w_scalars_array(tg_jw *w)
+{
+    jw_arr(w);
+    jw_str(w, NULL);
+    jw_str(w, "");
+    jw_null(w);
+    jw_bool(w, true);
+    jw_bool(w, false);
+    jw_int(w, 0);
+    jw_int(w, -1);
+    jw_int(w, INT64_MAX);
+    jw_int(w, INT64_MIN);
+    jw_raw(w, "0.3");
+    jw_raw(w, "-12");
+    jw_raw(w, "170141183460469231731687303.715884105727");
+    jw_aend(w);
+}
+
+static void w_raw_values(tg_jw *w)
+{
+    jw_obj(w);
+    jw_key(w, "aggregated_value");
+    jw_raw(w, "0.3");
+    jw_key(w, "value");
+    jw_raw(w, "5.000001");
+    jw_kint_or_null(w, "deactivated_at", 0);
+    jw_kint_or_null(w, "updated", 1717243200);
+    jw_kint_or_null(w, "neg", -5);
+    jw_end(w);
+}
+
+static void w_escapes(tg_jw *w)
+{
+    jw_obj(w);
+    jw_kstr(w, "q", "say \"hi\"");
+    jw_kstr(w, "bs", "C:\\dir\\");
+    jw_kstr(w, "nl", "a\nb\r\tc");
+    jw_kstr(w, "ctl", "\x01\x1f\x08\x0c");
+    jw_kstr(w, "utf8", "\xC3\xA9t\xC3\xA9 \xF0\x9F\x98\x80 /</");
+    jw_kstr(w, "key \"with\" quote\n", "v");
+    jw_end(w);
+}
+
+static void w_iso_times(tg_jw *w)
+{
+    jw_arr(w);
+    jw_iso_time(w, 0);
+    jw_iso_time(w, 1717243200);
+    jw_iso_time(w, 1717243199);
+    jw_iso_time(w, -1);
+    jw_iso_time(w, 951782400); /* 2000-02-29 */
+    jw_aend(w);
+}
+
+static void w_obj_in_obj(tg_jw *w)
+{
+    jw_obj(w);
+    jw_key(w, "a");
+    jw_obj(w);
+    jw_key(w, "b");
+    jw_obj(w);
+    jw_kint(w, "c", 1);
+    jw_end(w);
+    jw_kint(w, "d", 2);
+    jw_end(w);
+    jw_kint(w, "e", 3);
+    jw_end(w);
+}
+
+static void test_structures(void **state)
+{
+    (void)state;
+    const struct {
+        write_fn fn;
+        const char *want;
+    } cases[] = {
+        {w_empty_obj, "{}"},
+        {w_empty_arr, "[]"},
+        {w_flat,
+         "{\"id\":\"cus_1\",\"object\":\"customer\",\"created\":1717243200,\"livemode\":false,"
+         "\"email\":null}"},
+        {w_nested,
+         "{\"object\":\"list\",\"data\":[{\"n\":1,\"inner\":{}},{},3,[]],\"has_more\":true,"
+         "\"meta\":{\"deep\":[[1,2],[],[[3]]]},\"url\":\"/v1/customers\"}"},
+        {w_scalars_array,
+         "[null,\"\",null,true,false,0,-1,9223372036854775807,-9223372036854775808,0.3,-12,"
+         "170141183460469231731687303.715884105727]"},
+        {w_raw_values,
+         "{\"aggregated_value\":0.3,\"value\":5.000001,\"deactivated_at\":null,"
+         "\"updated\":1717243200,\"neg\":-5}"},
+        {w_obj_in_obj, "{\"a\":{\"b\":{\"c\":1},\"d\":2},\"e\":3}"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check(cases[i].fn, cases[i].want);
+}
+
+static void test_escaping(void **state)
+{
+    (void)state;
+    const char *want = "{\"q\":\"say \\\"hi\\\"\",\"bs\":\"C:\\\\dir\\\\\","
+                       "\"nl\":\"a\\nb\\r\\tc\",\"ctl\":\"\\u0001\\u001f\\u0008\\u000c\","
+                       "\"utf8\":\"\xC3\xA9t\xC3\xA9 \xF0\x9F\x98\x80 /</\","
+                       "\"key \\\"with\\\" quote\\n\":\"v\"}";
+    check(w_escapes, want);
+
+    /* the decoded strings equal the originals */
+    tg_buf b;
+    tg_buf_init(&b, 1 << 16);
+    tg_jw w;
+    jw_init(&w, &b);
+    w_escapes(&w);
+    json_t *doc = json_loads(b.data, 0, NULL);
+    assert_non_null(doc);
+    assert_string_equal(json_string_value(json_object_get(doc, "q")), "say \"hi\"");
+    assert_string_equal(json_string_value(json_object_get(doc, "bs")), "C:\\dir\\");
+    assert_string_equal(json_string_value(json_object_get(doc, "nl")), "a\nb\r\tc");
+    assert_string_equal(json_string_value(json_object_get(doc, "ctl")), "\x01\x1f\x08\x0c");
+    assert_non_null(json_object_get(doc, "key \"with\" quote\n"));
+    json_decref(doc);
+    tg_buf_free(&b);
+}
+
+static void test_iso_time(void **state)
+{
+    (void)state;
+    check(w_iso_times, "[\"1970-01-01T00:00:00.000Z\",\"2024-06-01T12:00:00.000Z\","
+                       "\"2024-06-01T11:59:59.000Z\",\"1969-12-31T23:59:59.000Z\","
+                       "\"2000-02-29T00:00:00.000Z\"]");
+
+    /* jw_iso_time(0) alone */
+    tg_buf b;
+    tg_buf_init(&b, 256);
+    tg_jw w;
+    jw_init(&w, &b);
+    jw_iso_time(&w, 0);
+    assert_string_equal(b.data, "\"1970-01-01T00:00:00.000Z\"");
+    tg_buf_free(&b);
+}
+
+/* Output beyond the buffer's cap fails stickily instead of being truncated silently. */
+static void test_cap_is_sticky(void **state)
+{
+    (void)state;
+    tg_buf b;
+    tg_buf_init(&b, 8);
+    tg_jw w;
+    jw_init(&w, &b);
+    jw_obj(&w);
+    jw_kstr(&w, "long_key", "a value that does not fit");
+    assert_true(b.failed);
+    jw_end(&w);
+    assert_true(b.failed);
+    assert_true(b.len <= 8);
+    tg_buf_free(&b);
+}
+
+static void test_depth_overflow_fails(void **state)
+{
+    (void)state;
+    tg_buf b;
+    tg_buf_init(&b, 1 << 16);
+    tg_jw w;
+    jw_init(&w, &b);
+    for (int i = 0; i < TG_JW_MAX_DEPTH - 1; i++)
+        jw_arr(&w);
+    assert_false(b.failed); /* 31 levels fit */
+    jw_arr(&w);
+    assert_true(b.failed);
+    tg_buf_free(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_structures),
+        cmocka_unit_test(test_escaping),
+        cmocka_unit_test(test_iso_time),
+        cmocka_unit_test(test_cap_is_sticky),
+        cmocka_unit_test(test_depth_overflow_fails),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

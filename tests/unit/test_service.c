@@ -1,0 +1,804 @@
+/* test_service.c -- use-case tests for core/service.h over the SQLite store.
+ *
+ * These run the real service (writer thread, group commit, reader pool, meter registry) on a
+ * fresh mkdtemp directory with a fake clock the test moves by hand, so time rules (24-hour
+ * cancellation, event timestamps) are exact and repeatable. They check what a customer is
+ * billed: exact decimal sums, duplicate identifiers, pre-aggregation windows keeping the most
+ * recently received event, cancellations, hourly summaries with their cursors, one active meter
+ * per event name, idempotency claims, and that everything survives a close and reopen.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "core/metering.h"
+#include "core/service.h"
+#include "store/sqlite.h"
+
+#define T0 INT64_C(1717243200)  /* 2024-06-01T12:00:00Z, hour aligned */
+#define DAY0 INT64_C(1717200000) /* 2024-06-01T00:00:00Z */
+#define HOUR INT64_C(3600)
+
+typedef struct fixture {
+    char dir[64];
+    int64_t now; /* read by the writer thread too: accessed atomically */
+    tg_clock clock;
+    tg_service *svc;
+    tg_scope scope;
+    char customer[TG_ID_MAX];
+    tg_arena a;
+} fixture;
+
+static int64_t fake_now(void *ctx)
+{
+    return __atomic_load_n((int64_t *)ctx, __ATOMIC_SEQ_CST);
+}
+
+static void set_now(fixture *f, int64_t t)
+{
+    __atomic_store_n(&f->now, t, __ATOMIC_SEQ_CST);
+}
+
+static void rm_dir(const char *dir)
+{
+    const char *names[] = {"tollgate.db", "tollgate.db-wal", "tollgate.db-shm",
+                           "tollgate.db-journal"};
+    char path[256];
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
+static int open_service(fixture *f)
+{
+    tg_service_config cfg = {0, 0, 2};
+    tg_err err = {0};
+    int rc = tg_service_open(&f->svc, tg_store_sqlite_factory(f->dir), &f->clock, &cfg, &err);
+    if (rc)
+        fprintf(stderr, "tg_service_open: %d %s\n", rc, err.msg);
+    return rc;
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    snprintf(f->dir, sizeof f->dir, "/tmp/tg-service-XXXXXX");
+    if (!mkdtemp(f->dir)) {
+        free(f);
+        return -1;
+    }
+    f->now = T0;
+    f->clock.now = fake_now;
+    f->clock.ctx = &f->now;
+    tg_arena_init(&f->a, 0);
+    if (open_service(f)) {
+        rm_dir(f->dir);
+        free(f);
+        return -1;
+    }
+    /* The scope comes from a real key, as the HTTP layer would get it. */
+    char secret[TG_ID_MAX];
+    tg_err err = {0};
+    if (tg_key_create(f->svc, false, secret, &err) ||
+        tg_key_authenticate(f->svc, secret, &f->scope, &err)) {
+        fprintf(stderr, "key: %s\n", err.msg);
+        return -1;
+    }
+    tg_customer_patch p;
+    memset(&p, 0, sizeof p);
+    tg_customer c;
+    if (tg_customer_create(f->svc, &f->scope, &p, &f->a, &c, &err)) {
+        fprintf(stderr, "customer: %s\n", err.msg);
+        return -1;
+    }
+    snprintf(f->customer, sizeof f->customer, "%s", c.id);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    tg_service_close(f->svc);
+    tg_arena_free(&f->a);
+    rm_dir(f->dir);
+    free(f);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+#define assert_dec_equal(a, b)                                                                \
+    do {                                                                                      \
+        char buf_a_[TG_DEC_STR_MAX], buf_b_[TG_DEC_STR_MAX];                                  \
+        tg_dec_format((a), buf_a_);                                                           \
+        tg_dec_format((b), buf_b_);                                                           \
+        assert_string_equal(buf_a_, buf_b_);                                                  \
+    } while (0)
+
+static tg_dec D(const char *s)
+{
+    tg_dec d = 0;
+    if (tg_dec_parse(s, strlen(s), &d))
+        fail_msg("bad decimal literal in test: %s", s);
+    return d;
+}
+
+static tg_meter create_meter(fixture *f, const char *event_name, tg_formula formula,
+                             tg_window window)
+{
+    tg_meter spec, out;
+    memset(&spec, 0, sizeof spec);
+    memset(&out, 0, sizeof out);
+    snprintf(spec.display_name, sizeof spec.display_name, "Meter %s", event_name);
+    snprintf(spec.event_name, sizeof spec.event_name, "%s", event_name);
+    snprintf(spec.customer_key, sizeof spec.customer_key, "stripe_customer_id");
+    snprintf(spec.value_key, sizeof spec.value_key, "value");
+    spec.formula = formula;
+    spec.event_time_window = window;
+    tg_err err = {0};
+    int rc = tg_meter_create(f->svc, &f->scope, &spec, &out, &err);
+    if (rc)
+        fail_msg("tg_meter_create(%s): %d %s", event_name, rc, err.msg);
+    assert_true(out.active);
+    assert_int_equal(strncmp(out.id, "mtr_", 4), 0);
+    return out;
+}
+
+/* An event being built: the payload lives next to it. */
+typedef struct ev {
+    tg_kv kv[2];
+    tg_event e;
+} ev;
+
+static void ev_init(ev *x, const char *event_name, const char *identifier, const char *customer,
+                    const char *value, int64_t ts)
+{
+    memset(x, 0, sizeof *x);
+    x->kv[0] = (tg_kv){"stripe_customer_id", customer};
+    x->kv[1] = (tg_kv){"value", value};
+    x->e.payload.items = x->kv;
+    x->e.payload.n = value ? 2 : 1;
+    snprintf(x->e.event_name, sizeof x->e.event_name, "%s", event_name);
+    snprintf(x->e.identifier, sizeof x->e.identifier, "%s", identifier ? identifier : "");
+    x->e.timestamp = ts;
+}
+
+/* Prepares and records one event; returns the prepare error, or the per-event result. */
+static int record1(fixture *f, const char *event_name, const char *identifier, const char *value,
+                   int64_t ts)
+{
+    ev x;
+    ev_init(&x, event_name, identifier, f->customer, value, ts);
+    tg_err err = {0};
+    int rc = tg_event_prepare(f->svc, &f->scope, &x.e, &err);
+    if (rc)
+        return rc;
+    int result = 12345;
+    rc = tg_events_record(f->svc, &f->scope, &x.e, 1, &result, NULL, 0, &err);
+    if (rc)
+        fail_msg("tg_events_record: %d %s", rc, err.msg);
+    return result;
+}
+
+static tg_dec total(fixture *f, const char *meter_id, int64_t start, int64_t end)
+{
+    tg_summary *rows = NULL;
+    size_t n = 0;
+    bool more = true;
+    tg_err err = {0};
+    int rc = tg_summary_list(f->svc, &f->scope, meter_id, f->customer, start, end,
+                             TG_WINDOW_NONE, 10, 0, 0, &f->a, &rows, &n, &more, &err);
+    if (rc)
+        fail_msg("tg_summary_list: %d %s", rc, err.msg);
+    assert_int_equal(n, 1);
+    assert_false(more);
+    assert_int_equal(rows[0].start, start);
+    assert_int_equal(rows[0].end, end);
+    return rows[0].value;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static void test_exact_sum_and_duplicates(void **state)
+{
+    fixture *f = *state;
+    tg_meter m = create_meter(f, "api_call", TG_FORMULA_SUM, TG_WINDOW_NONE);
+
+    /* nothing recorded yet: exactly one zero summary */
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), 0);
+
+    /* two events in one record call */
+    ev x[2];
+    ev_init(&x[0], "api_call", "ev-1", f->customer, "0.1", T0 - 600);
+    ev_init(&x[1], "api_call", "ev-2", f->customer, "0.2", T0 - 300);
+    tg_err err = {0};
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(tg_event_prepare(f->svc, &f->scope, &x[i].e, &err), TG_OK);
+    assert_string_equal(x[0].e.meter_id, m.id);
+    assert_string_equal(x[0].e.customer_id, f->customer);
+    assert_int_equal(x[0].e.created, T0);
+    tg_event events[2] = {x[0].e, x[1].e};
+    int results[2] = {99, 99};
+    assert_int_equal(tg_events_record(f->svc, &f->scope, events, 2, results, NULL, 0, &err),
+                     TG_OK);
+    assert_int_equal(results[0], TG_OK);
+    assert_int_equal(results[1], TG_OK);
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), D("0.3"));
+
+    /* the same identifier again: a duplicate, nothing changes */
+    assert_int_equal(record1(f, "api_call", "ev-1", "100", T0 - 60), TG_EDUPLICATE);
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), D("0.3"));
+
+    /* duplicates within one batch: the first wins */
+    ev y[2];
+    ev_init(&y[0], "api_call", "ev-3", f->customer, "1", T0 - 120);
+    ev_init(&y[1], "api_call", "ev-3", f->customer, "1000", T0 - 120);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(tg_event_prepare(f->svc, &f->scope, &y[i].e, &err), TG_OK);
+    tg_event ev2[2] = {y[0].e, y[1].e};
+    assert_int_equal(tg_events_record(f->svc, &f->scope, ev2, 2, results, NULL, 0, &err), TG_OK);
+    assert_int_equal(results[0], TG_OK);
+    assert_int_equal(results[1], TG_EDUPLICATE);
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), D("1.3"));
+
+    /* an empty identifier gets a generated one */
+    ev z;
+    ev_init(&z, "api_call", "", f->customer, "0.7", T0);
+    assert_int_equal(tg_event_prepare(f->svc, &f->scope, &z.e, &err), TG_OK);
+    assert_true(strlen(z.e.identifier) > 0);
+    int r = 99;
+    assert_int_equal(tg_events_record(f->svc, &f->scope, &z.e, 1, &r, NULL, 0, &err), TG_OK);
+    assert_int_equal(r, TG_OK);
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), D("2"));
+
+    /* the range is [start, end): an event at T0 is outside [DAY0, T0) */
+    assert_dec_equal(total(f, m.id, DAY0, T0), D("1.3"));
+}
+
+static void test_prepare_refusals(void **state)
+{
+    fixture *f = *state;
+    create_meter(f, "api_call", TG_FORMULA_SUM, TG_WINDOW_NONE);
+    const struct {
+        const char *event_name, *customer, *value;
+        int64_t ts;
+        int code;
+    } cases[] = {
+        {"unknown_event", NULL, "1", T0, TG_ENOMETER},
+        {"api_call", "cus_doesnotexist", "1", T0, TG_ECUSTOMER},
+        {"api_call", NULL, NULL, T0, TG_ENOVALUE},
+        {"api_call", NULL, "1.2.3", T0, TG_EBADVALUE},
+        {"api_call", NULL, "1", T0 - 35 * 86400 - 1, TG_ETOOOLD},
+        {"api_call", NULL, "1", T0 + 301, TG_EFUTURE},
+        {"api_call", NULL, "1", T0 - 35 * 86400, TG_OK},
+        {"api_call", NULL, "1", T0 + 300, TG_OK},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ev x;
+        ev_init(&x, cases[i].event_name, "id", cases[i].customer ? cases[i].customer : f->customer,
+                cases[i].value, cases[i].ts);
+        tg_err err = {0};
+        int rc = tg_event_prepare(f->svc, &f->scope, &x.e, &err);
+        if (rc != cases[i].code)
+            fail_msg("case %zu: rc %d, want %d (%s)", i, rc, cases[i].code, err.msg);
+    }
+    /* a deleted customer is no customer */
+    tg_err err = {0};
+    assert_int_equal(tg_customer_delete(f->svc, &f->scope, f->customer, &err), TG_OK);
+    ev x;
+    ev_init(&x, "api_call", "id", f->customer, "1", T0);
+    tg_err e2 = {0};
+    assert_int_equal(tg_event_prepare(f->svc, &f->scope, &x.e, &e2), TG_ECUSTOMER);
+    assert_string_equal(e2.param, "payload[stripe_customer_id]");
+}
+
+static void test_hour_window_keeps_latest_received(void **state)
+{
+    fixture *f = *state;
+    tg_meter m = create_meter(f, "tokens", TG_FORMULA_SUM, TG_WINDOW_HOUR);
+    int64_t h1 = T0 - 3 * HOUR, h2 = T0 - 2 * HOUR;
+
+    /* separate record calls: the later received wins even with an older timestamp */
+    assert_int_equal(record1(f, "tokens", "a", "5", h1 + 1800), TG_OK);
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), D("5"));
+    assert_int_equal(record1(f, "tokens", "b", "7", h1 + 60), TG_OK);
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), D("7"));
+    assert_int_equal(record1(f, "tokens", "c", "2", h1 + 3599), TG_OK);
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), D("2"));
+    /* a duplicate of a superseded event changes nothing */
+    assert_int_equal(record1(f, "tokens", "a", "100", h1 + 10), TG_EDUPLICATE);
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), D("2"));
+
+    /* two events of another hour in one record call: the second wins */
+    ev x[2];
+    ev_init(&x[0], "tokens", "d", f->customer, "11", h2 + 10);
+    ev_init(&x[1], "tokens", "e", f->customer, "13", h2 + 20);
+    tg_err err = {0};
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(tg_event_prepare(f->svc, &f->scope, &x[i].e, &err), TG_OK);
+    tg_event events[2] = {x[0].e, x[1].e};
+    int results[2] = {99, 99};
+    assert_int_equal(tg_events_record(f->svc, &f->scope, events, 2, results, NULL, 0, &err),
+                     TG_OK);
+    assert_int_equal(results[0], TG_OK);
+    assert_int_equal(results[1], TG_OK);
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), D("15"));
+
+    /* hourly grouping shows one survivor per hour */
+    tg_summary *rows = NULL;
+    size_t n = 0;
+    bool more = true;
+    assert_int_equal(tg_summary_list(f->svc, &f->scope, m.id, f->customer, DAY0, DAY0 + 86400,
+                                     TG_WINDOW_HOUR, 10, 0, 0, &f->a, &rows, &n, &more, &err),
+                     TG_OK);
+    assert_int_equal(n, 2);
+    assert_false(more);
+    assert_int_equal(rows[0].start, h2);
+    assert_dec_equal(rows[0].value, D("13"));
+    assert_int_equal(rows[1].start, h1);
+    assert_dec_equal(rows[1].value, D("2"));
+}
+
+static void test_cancel(void **state)
+{
+    fixture *f = *state;
+    tg_meter m = create_meter(f, "api_call", TG_FORMULA_SUM, TG_WINDOW_NONE);
+    tg_meter other = create_meter(f, "other_event", TG_FORMULA_SUM, TG_WINDOW_NONE);
+    (void)other;
+    assert_int_equal(record1(f, "api_call", "ev-1", "0.1", T0 - 30), TG_OK);
+    assert_int_equal(record1(f, "api_call", "ev-2", "0.2", T0 - 20), TG_OK); /* same minute */
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), D("0.3"));
+
+    tg_err err = {0};
+    assert_int_equal(tg_event_cancel(f->svc, &f->scope, "api_call", "ev-1", &err), TG_OK);
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), D("0.2"));
+
+    /* a second cancel is an error and changes nothing */
+    tg_err e2 = {0};
+    assert_int_equal(tg_event_cancel(f->svc, &f->scope, "api_call", "ev-1", &e2), TG_EINVAL);
+    assert_string_equal(e2.param, "cancel[identifier]");
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), D("0.2"));
+
+    /* unknown identifier, or the identifier under another event name */
+    tg_err e3 = {0};
+    assert_int_equal(tg_event_cancel(f->svc, &f->scope, "api_call", "ev-none", &e3),
+                     TG_ENOTFOUND);
+    tg_err e4 = {0};
+    assert_int_equal(tg_event_cancel(f->svc, &f->scope, "other_event", "ev-2", &e4),
+                     TG_ENOTFOUND);
+    tg_err e5 = {0};
+    assert_int_equal(tg_event_cancel(f->svc, &f->scope, "api_call", "", &e5), TG_EMISSING);
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), D("0.2"));
+
+    /* the identifier stays taken after a cancel */
+    assert_int_equal(record1(f, "api_call", "ev-1", "5", T0), TG_EDUPLICATE);
+
+    /* 24 hours after receipt is the last moment to cancel */
+    assert_int_equal(record1(f, "api_call", "ev-3", "3", T0 - 10), TG_OK);
+    assert_int_equal(record1(f, "api_call", "ev-4", "4", T0 - 10), TG_OK);
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), D("7.2"));
+    set_now(f, T0 + 86400);
+    tg_err e6 = {0};
+    assert_int_equal(tg_event_cancel(f->svc, &f->scope, "api_call", "ev-4", &e6), TG_OK);
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), D("3.2"));
+    set_now(f, T0 + 86401);
+    tg_err e7 = {0};
+    assert_int_equal(tg_event_cancel(f->svc, &f->scope, "api_call", "ev-3", &e7), TG_EINVAL);
+    assert_string_equal(e7.param, "cancel[identifier]");
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), D("3.2"));
+}
+
+static void test_cancel_windowed_survivor(void **state)
+{
+    fixture *f = *state;
+    tg_meter m = create_meter(f, "tokens", TG_FORMULA_SUM, TG_WINDOW_HOUR);
+    int64_t h = T0 - HOUR;
+    assert_int_equal(record1(f, "tokens", "a", "5", h + 10), TG_OK);
+    assert_int_equal(record1(f, "tokens", "b", "7", h + 20), TG_OK);
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), D("7"));
+    tg_err err = {0};
+    assert_int_equal(tg_event_cancel(f->svc, &f->scope, "tokens", "b", &err), TG_OK);
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), D("0"));
+    /* canceling the superseded one does not resurrect anything */
+    assert_int_equal(tg_event_cancel(f->svc, &f->scope, "tokens", "a", &err), TG_OK);
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), D("0"));
+
+    /* a new event in the window counts again */
+    assert_int_equal(record1(f, "tokens", "c", "3", h + 30), TG_OK);
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), D("3"));
+}
+
+/* A canceled survivor of a window that a newer event then supersedes must stay canceled: a
+ * second cancel of it is "already canceled" (TG_EINVAL), as for any other event. */
+static void test_canceled_survivor_stays_canceled(void **state)
+{
+    fixture *f = *state;
+    tg_meter m = create_meter(f, "tokens", TG_FORMULA_SUM, TG_WINDOW_HOUR);
+    int64_t h = T0 - HOUR;
+    assert_int_equal(record1(f, "tokens", "b", "7", h + 20), TG_OK);
+    tg_err err = {0};
+    assert_int_equal(tg_event_cancel(f->svc, &f->scope, "tokens", "b", &err), TG_OK);
+    assert_int_equal(record1(f, "tokens", "c", "3", h + 30), TG_OK);
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), D("3"));
+    tg_err e2 = {0};
+    int rc = tg_event_cancel(f->svc, &f->scope, "tokens", "b", &e2);
+    if (rc != TG_EINVAL)
+        fail_msg("second cancel of a canceled (then superseded) event: rc %d, want TG_EINVAL "
+                 "(%d)", rc, TG_EINVAL);
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), D("3"));
+}
+
+typedef struct want_row {
+    int64_t start;
+    const char *value;
+} want_row;
+
+static void check_page(fixture *f, const char *meter_id, tg_window g, int limit, int64_t after,
+                       int64_t before, const want_row *want, size_t nwant, bool want_more)
+{
+    tg_summary *rows = NULL;
+    size_t n = 99;
+    bool more = !want_more;
+    tg_err err = {0};
+    int rc = tg_summary_list(f->svc, &f->scope, meter_id, f->customer, DAY0, DAY0 + 86400, g,
+                             limit, after, before, &f->a, &rows, &n, &more, &err);
+    if (rc)
+        fail_msg("summary (limit %d after %lld before %lld): %d %s", limit, (long long)after,
+                 (long long)before, rc, err.msg);
+    if (n != nwant)
+        fail_msg("summary (limit %d after %lld before %lld): %zu rows, want %zu", limit,
+                 (long long)after, (long long)before, n, nwant);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(rows[i].start, want[i].start);
+        assert_int_equal(rows[i].end, want[i].start + tg_window_seconds(g));
+        assert_dec_equal(rows[i].value, D(want[i].value));
+    }
+    if (more != want_more)
+        fail_msg("summary (limit %d after %lld before %lld): has_more %d", limit,
+                 (long long)after, (long long)before, more);
+}
+
+static void test_hourly_grouping_and_cursors(void **state)
+{
+    fixture *f = *state;
+    tg_meter m = create_meter(f, "api_call", TG_FORMULA_SUM, TG_WINDOW_NONE);
+    tg_meter c = create_meter(f, "api_count", TG_FORMULA_COUNT, TG_WINDOW_NONE);
+    tg_meter l = create_meter(f, "api_last", TG_FORMULA_LAST, TG_WINDOW_NONE);
+    int64_t h0 = T0 - 4 * HOUR, h1 = T0 - 3 * HOUR, h3 = T0 - HOUR; /* h2 has no events */
+    const struct {
+        const char *id;
+        int64_t ts;
+        const char *v;
+    } evs[] = {
+        {"a", h0 + 10, "1.5"},   {"b", h0 + 3599, "0.5"}, {"c", h1 + 60, "10"},
+        {"d", h1 + 1800, "0.01"}, {"e", h3, "100"},       {"f", h3 + 120, "0.001"},
+        {"g", h1 + 5, "3"},
+    };
+    for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++) {
+        char id[16];
+        assert_int_equal(record1(f, "api_call", evs[i].id, evs[i].v, evs[i].ts), TG_OK);
+        snprintf(id, sizeof id, "c-%s", evs[i].id);
+        assert_int_equal(record1(f, "api_count", id, NULL, evs[i].ts), TG_OK);
+        snprintf(id, sizeof id, "l-%s", evs[i].id);
+        assert_int_equal(record1(f, "api_last", id, evs[i].v, evs[i].ts), TG_OK);
+    }
+
+    const want_row all[] = {{h3, "100.001"}, {h1, "13.01"}, {h0, "2"}};
+    check_page(f, m.id, TG_WINDOW_HOUR, 10, 0, 0, all, 3, false);
+    check_page(f, m.id, TG_WINDOW_HOUR, 3, 0, 0, all, 3, false);
+    check_page(f, m.id, TG_WINDOW_HOUR, 2, 0, 0, all, 2, true);
+    check_page(f, m.id, TG_WINDOW_HOUR, 1, 0, 0, all, 1, true);
+    /* after_start: older windows */
+    check_page(f, m.id, TG_WINDOW_HOUR, 2, h1, 0, &all[2], 1, false);
+    check_page(f, m.id, TG_WINDOW_HOUR, 1, h3, 0, &all[1], 1, true);
+    check_page(f, m.id, TG_WINDOW_HOUR, 5, h0, 0, NULL, 0, false);
+    /* before_start: newer windows, the ones nearest the cursor */
+    check_page(f, m.id, TG_WINDOW_HOUR, 1, 0, h0, &all[1], 1, true);
+    check_page(f, m.id, TG_WINDOW_HOUR, 5, 0, h0, all, 2, false);
+    check_page(f, m.id, TG_WINDOW_HOUR, 5, 0, h3, NULL, 0, false);
+
+    /* day grouping: one window */
+    const want_row day[] = {{DAY0, "115.011"}};
+    check_page(f, m.id, TG_WINDOW_DAY, 10, 0, 0, day, 1, false);
+
+    /* count and last per hour */
+    const want_row counts[] = {{h3, "2"}, {h1, "3"}, {h0, "2"}};
+    check_page(f, c.id, TG_WINDOW_HOUR, 10, 0, 0, counts, 3, false);
+    const want_row lasts[] = {{h3, "0.001"}, {h1, "0.01"}, {h0, "0.5"}};
+    check_page(f, l.id, TG_WINDOW_HOUR, 10, 0, 0, lasts, 3, false);
+    assert_dec_equal(total(f, l.id, DAY0, DAY0 + 86400), D("0.001"));
+    assert_dec_equal(total(f, c.id, DAY0, DAY0 + 86400), D("7"));
+
+    /* misaligned range and unknown meter */
+    tg_summary *rows = NULL;
+    size_t n = 0;
+    bool more = false;
+    tg_err err = {0};
+    assert_int_equal(tg_summary_list(f->svc, &f->scope, m.id, f->customer, DAY0 + 60,
+                                     DAY0 + 86400, TG_WINDOW_HOUR, 10, 0, 0, &f->a, &rows, &n,
+                                     &more, &err),
+                     TG_EINVAL);
+    tg_err e2 = {0};
+    assert_int_equal(tg_summary_list(f->svc, &f->scope, "mtr_nope", f->customer, DAY0,
+                                     DAY0 + 86400, TG_WINDOW_NONE, 10, 0, 0, &f->a, &rows, &n,
+                                     &more, &e2),
+                     TG_ENOTFOUND);
+}
+
+static void test_one_active_meter_per_event_name(void **state)
+{
+    fixture *f = *state;
+    tg_meter m1 = create_meter(f, "api_call", TG_FORMULA_SUM, TG_WINDOW_NONE);
+
+    tg_meter spec, out;
+    memset(&spec, 0, sizeof spec);
+    snprintf(spec.display_name, sizeof spec.display_name, "Second");
+    snprintf(spec.event_name, sizeof spec.event_name, "api_call");
+    snprintf(spec.customer_key, sizeof spec.customer_key, "stripe_customer_id");
+    snprintf(spec.value_key, sizeof spec.value_key, "value");
+    tg_err err = {0};
+    assert_int_equal(tg_meter_create(f->svc, &f->scope, &spec, &out, &err), TG_EEXISTS);
+    assert_string_equal(err.param, "event_name");
+
+    assert_int_equal(record1(f, "api_call", "ev-1", "1", T0), TG_OK);
+
+    tg_err e2 = {0};
+    assert_int_equal(tg_meter_set_active(f->svc, &f->scope, m1.id, false, &out, &e2), TG_OK);
+    assert_false(out.active);
+    assert_int_equal(out.deactivated_at, T0);
+    tg_meter got;
+    assert_int_equal(tg_meter_retrieve(f->svc, &f->scope, m1.id, &got, &e2), TG_OK);
+    assert_false(got.active);
+
+    assert_int_equal(record1(f, "api_call", "ev-2", "1", T0), TG_EARCHIVED);
+
+    /* a new meter may take the name now, and events go to it */
+    tg_meter m2 = create_meter(f, "api_call", TG_FORMULA_SUM, TG_WINDOW_NONE);
+    assert_string_not_equal(m1.id, m2.id);
+    ev x;
+    ev_init(&x, "api_call", "ev-3", f->customer, "2", T0);
+    tg_err e3 = {0};
+    assert_int_equal(tg_event_prepare(f->svc, &f->scope, &x.e, &e3), TG_OK);
+    assert_string_equal(x.e.meter_id, m2.id);
+
+    /* and the old one cannot be reactivated while m2 is active */
+    tg_err e4 = {0};
+    assert_int_equal(tg_meter_set_active(f->svc, &f->scope, m1.id, true, &out, &e4),
+                     TG_EEXISTS);
+}
+
+static void test_scopes_and_customer_pages(void **state)
+{
+    fixture *f = *state;
+    create_meter(f, "api_call", TG_FORMULA_SUM, TG_WINDOW_NONE);
+
+    /* the live mode of the same account sees neither the meter nor the customer */
+    tg_scope live = f->scope;
+    live.livemode = true;
+    ev x;
+    ev_init(&x, "api_call", "ev-1", f->customer, "1", T0);
+    tg_err err = {0};
+    assert_int_equal(tg_event_prepare(f->svc, &live, &x.e, &err), TG_ENOMETER);
+    tg_customer c;
+    tg_err e2 = {0};
+    assert_int_equal(tg_customer_retrieve(f->svc, &live, f->customer, &f->a, &c, &e2),
+                     TG_ENOTFOUND);
+
+    /* customers list newest first with has_more and both cursors */
+    char ids[5][TG_ID_MAX];
+    snprintf(ids[0], sizeof ids[0], "%s", f->customer);
+    for (int i = 1; i < 5; i++) {
+        tg_customer_patch p;
+        memset(&p, 0, sizeof p);
+        assert_int_equal(tg_customer_create(f->svc, &f->scope, &p, &f->a, &c, &err), TG_OK);
+        snprintf(ids[i], sizeof ids[i], "%s", c.id);
+    }
+    const struct {
+        int limit;
+        int after, before; /* index into ids, -1 = none */
+        int want[5];
+        size_t nwant;
+        bool more;
+    } cases[] = {
+        {10, -1, -1, {4, 3, 2, 1, 0}, 5, false},
+        {2, -1, -1, {4, 3}, 2, true},
+        {2, 3, -1, {2, 1}, 2, true},
+        {2, 1, -1, {0}, 1, false},
+        {2, -1, 0, {2, 1}, 2, true},
+        {2, -1, 2, {4, 3}, 2, false},
+        {10, -1, 4, {0}, 0, false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        tg_page page = {cases[i].limit, cases[i].after >= 0 ? ids[cases[i].after] : NULL,
+                        cases[i].before >= 0 ? ids[cases[i].before] : NULL};
+        tg_customer *rows = NULL;
+        size_t n = 99;
+        bool more = !cases[i].more;
+        assert_int_equal(
+            tg_customer_list(f->svc, &f->scope, &page, &f->a, &rows, &n, &more, &err), TG_OK);
+        if (n != cases[i].nwant || more != cases[i].more)
+            fail_msg("customer page %zu: %zu rows has_more %d", i, n, more);
+        for (size_t k = 0; k < n; k++)
+            assert_string_equal(rows[k].id, ids[cases[i].want[k]]);
+    }
+}
+
+typedef struct claim_arg {
+    fixture *f;
+    const char *key, *hash;
+    int rc;
+    bool replay;
+} claim_arg;
+
+static void *claim_thread(void *p)
+{
+    claim_arg *c = p;
+    tg_arena a;
+    tg_arena_init(&a, 0);
+    tg_idem stored;
+    memset(&stored, 0, sizeof stored);
+    tg_err err = {0};
+    c->rc = tg_idem_claim(c->f->svc, &c->f->scope, c->key, c->hash, &a, &c->replay, &stored,
+                          &err);
+    tg_arena_free(&a);
+    return NULL;
+}
+
+static void test_idempotency_claims(void **state)
+{
+    fixture *f = *state;
+    char h1[65], h2[65];
+    tg_sha256_hex("request one", 11, h1);
+    tg_sha256_hex("request two", 11, h2);
+    tg_idem stored;
+    memset(&stored, 0, sizeof stored);
+    bool replay = true;
+    tg_err err = {0};
+
+    assert_int_equal(tg_idem_claim(f->svc, &f->scope, "key-1", h1, &f->a, &replay, &stored, &err),
+                     TG_OK);
+    assert_false(replay);
+
+    /* a concurrent twin while the first runs */
+    claim_arg twin = {f, "key-1", h1, 99, true};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, claim_thread, &twin), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(twin.rc, TG_EIDEMBUSY);
+
+    const char *body = "{\"id\":\"cus_x\"}";
+    tg_idem_finish(f->svc, &f->scope, "key-1", h1, 200, body, strlen(body), true);
+
+    replay = false;
+    tg_err e2 = {0};
+    assert_int_equal(tg_idem_claim(f->svc, &f->scope, "key-1", h1, &f->a, &replay, &stored, &e2),
+                     TG_OK);
+    assert_true(replay);
+    assert_int_equal(stored.status, 200);
+    assert_int_equal(stored.body_len, strlen(body));
+    assert_memory_equal(stored.body, body, strlen(body));
+
+    tg_err e3 = {0};
+    replay = true;
+    assert_int_equal(tg_idem_claim(f->svc, &f->scope, "key-1", h2, &f->a, &replay, &stored, &e3),
+                     TG_EIDEMMISMATCH);
+    assert_false(replay);
+
+    /* the same key in another mode is another key */
+    tg_scope live = f->scope;
+    live.livemode = true;
+    tg_err e4 = {0};
+    assert_int_equal(tg_idem_claim(f->svc, &live, "key-1", h2, &f->a, &replay, &stored, &e4),
+                     TG_OK);
+    assert_false(replay);
+    tg_idem_finish(f->svc, &live, "key-1", h2, 0, NULL, 0, false);
+
+    /* a claim released without storing lets the next request run */
+    tg_err e5 = {0};
+    assert_int_equal(tg_idem_claim(f->svc, &f->scope, "key-2", h1, &f->a, &replay, &stored, &e5),
+                     TG_OK);
+    assert_false(replay);
+    tg_idem_finish(f->svc, &f->scope, "key-2", h1, 400, "{}", 2, false);
+    tg_err e6 = {0};
+    replay = true;
+    assert_int_equal(tg_idem_claim(f->svc, &f->scope, "key-2", h2, &f->a, &replay, &stored, &e6),
+                     TG_OK);
+    assert_false(replay);
+    tg_idem_finish(f->svc, &f->scope, "key-2", h2, 0, NULL, 0, false);
+}
+
+static void test_reopen_persists(void **state)
+{
+    fixture *f = *state;
+    tg_meter m = create_meter(f, "api_call", TG_FORMULA_SUM, TG_WINDOW_NONE);
+    assert_int_equal(record1(f, "api_call", "ev-1", "0.1", T0 - 600), TG_OK);
+    assert_int_equal(record1(f, "api_call", "ev-2", "0.2", T0 - 300), TG_OK);
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), D("0.3"));
+
+    char h1[65];
+    tg_sha256_hex("r", 1, h1);
+    tg_idem stored;
+    memset(&stored, 0, sizeof stored);
+    bool replay = true;
+    tg_err err = {0};
+    assert_int_equal(tg_idem_claim(f->svc, &f->scope, "key-p", h1, &f->a, &replay, &stored, &err),
+                     TG_OK);
+    tg_idem_finish(f->svc, &f->scope, "key-p", h1, 201, "{\"ok\":true}", 11, true);
+
+    char secret[TG_ID_MAX];
+    assert_int_equal(tg_key_create(f->svc, true, secret, &err), TG_OK);
+    assert_int_equal(strncmp(secret, "sk_live_", 8), 0);
+
+    /* close drains the writer; reopen on the same directory */
+    tg_service_close(f->svc);
+    f->svc = NULL;
+    set_now(f, T0 + 60);
+    assert_int_equal(open_service(f), TG_OK);
+
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), D("0.3"));
+    tg_meter got;
+    assert_int_equal(tg_meter_retrieve(f->svc, &f->scope, m.id, &got, &err), TG_OK);
+    assert_true(got.active);
+    assert_string_equal(got.event_name, "api_call");
+    /* the registry is reloaded: events still validate, identifiers are still taken */
+    assert_int_equal(record1(f, "api_call", "ev-1", "5", T0), TG_EDUPLICATE);
+    assert_int_equal(record1(f, "api_call", "ev-3", "0.4", T0), TG_OK);
+    assert_dec_equal(total(f, m.id, DAY0, DAY0 + 86400), D("0.7"));
+
+    /* the stored idempotent response replays from storage */
+    replay = false;
+    tg_err e2 = {0};
+    assert_int_equal(tg_idem_claim(f->svc, &f->scope, "key-p", h1, &f->a, &replay, &stored, &e2),
+                     TG_OK);
+    assert_true(replay);
+    assert_int_equal(stored.status, 201);
+    assert_int_equal(stored.body_len, 11);
+    assert_memory_equal(stored.body, "{\"ok\":true}", 11);
+    char h2[65];
+    tg_sha256_hex("other", 5, h2);
+    tg_err e3 = {0};
+    assert_int_equal(tg_idem_claim(f->svc, &f->scope, "key-p", h2, &f->a, &replay, &stored, &e3),
+                     TG_EIDEMMISMATCH);
+
+    /* keys and customers survive too */
+    tg_scope live;
+    assert_int_equal(tg_key_authenticate(f->svc, secret, &live, &err), TG_OK);
+    assert_true(live.livemode);
+    assert_string_equal(live.account, f->scope.account);
+    tg_customer c;
+    assert_int_equal(tg_customer_retrieve(f->svc, &f->scope, f->customer, &f->a, &c, &err),
+                     TG_OK);
+    tg_err e4 = {0};
+    assert_int_equal(tg_key_authenticate(f->svc, "sk_test_nope", &live, &e4), TG_EAUTHINVALID);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_exact_sum_and_duplicates, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prepare_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hour_window_keeps_latest_received, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_windowed_survivor, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_canceled_survivor_stays_canceled, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hourly_grouping_and_cursors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_one_active_meter_per_event_name, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scopes_and_customer_pages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idempotency_claims, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_persists, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
