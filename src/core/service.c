@@ -325,6 +325,15 @@ void tg_service_close(tg_service *svc)
     free(svc);
 }
 
+/* Queues job on the writer, waits for its commit and passes its error on. */
+static int run_job(tg_service *svc, tg_job *job, tg_err *err)
+{
+    int rc = tg_writer_run(svc->writer, job);
+    if (rc)
+        tg_err_set(err, rc, job->err.param, "%s", job->err.msg);
+    return rc;
+}
+
 /* Runs fn(store, arg) as a function job on the writer and waits for its commit. */
 static int write_job(tg_service *svc, tg_job_fn fn, void *arg, void (*on_failure)(void *),
                      tg_err *err)
@@ -334,10 +343,7 @@ static int write_job(tg_service *svc, tg_job_fn fn, void *arg, void (*on_failure
     job.fn = fn;
     job.arg = arg;
     job.on_failure = on_failure;
-    int rc = tg_writer_run(svc->writer, &job);
-    if (rc)
-        tg_err_set(err, rc, job.err.param, "%s", job.err.msg);
-    return rc;
+    return run_job(svc, &job, err);
 }
 
 /* ---------------------------------------------------------------- keys */
@@ -724,10 +730,7 @@ int tg_events_record(tg_service *svc, const tg_scope *scope, tg_event *events, s
     job.results = results;
     job.errors = errors;
     job.nerrors = nerrors;
-    int rc = tg_writer_run(svc->writer, &job);
-    if (rc)
-        tg_err_set(err, rc, job.err.param, "%s", job.err.msg);
-    return rc;
+    return run_job(svc, &job, err);
 }
 
 typedef struct cancel_arg {

@@ -237,6 +237,18 @@ static int exec_q(tg_store *base, int q, tg_err *err)
     return exec_done(s, st, err, sql[q]);
 }
 
+/* Steps a lookup that returns at most one row: TG_OK with the row current (the caller reads
+ * it, then resets st), TG_ENOTFOUND with st reset (nothing recorded in err: callers decide
+ * whether absence is an error), or TG_ESTORE. */
+static int step_row(sq_store *s, sqlite3_stmt *st, tg_err *err, const char *what)
+{
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        return TG_OK;
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? TG_ENOTFOUND : db_error(s, err, what);
+}
+
 /* ---------------------------------------------------------------- transactions */
 
 static int sq_begin(tg_store *s, tg_err *err) { return exec_q(s, Q_BEGIN, err); }
@@ -310,13 +322,11 @@ static int sq_key_lookup(tg_store *base, const char *hash, tg_scope *scope_out, 
     if (!st)
         return TG_ESTORE;
     sqlite3_bind_text(st, 1, hash, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) {
-        sqlite3_reset(st);
+    int rc = step_row(s, st, err, "key_lookup");
+    if (rc == TG_ENOTFOUND)
         return tg_err_set(err, TG_EAUTHINVALID, NULL, "Invalid API Key provided.");
-    }
-    if (rc != SQLITE_ROW)
-        return db_error(s, err, "key_lookup");
+    if (rc)
+        return rc;
     copy_text(scope_out->account, sizeof scope_out->account, st, 0);
     scope_out->livemode = sqlite3_column_int(st, 1) != 0;
     sqlite3_reset(st);
@@ -452,13 +462,11 @@ static int sq_customer_get(tg_store *base, const tg_scope *scope, const char *id
         return TG_ESTORE;
     bind_scope(st, scope);
     sqlite3_bind_text(st, 3, id, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) {
-        sqlite3_reset(st);
+    int rc = step_row(s, st, err, "customer_get");
+    if (rc == TG_ENOTFOUND)
         return tg_err_set(err, TG_ENOTFOUND, "id", "No such customer: '%s'", id);
-    }
-    if (rc != SQLITE_ROW)
-        return db_error(s, err, "customer_get");
+    if (rc)
+        return rc;
     rc = read_customer(st, scope, a, out);
     sqlite3_reset(st);
     return rc ? tg_err_set(err, TG_ESTORE, NULL, "corrupt customer row") : TG_OK;
@@ -541,13 +549,11 @@ static int sq_meter_get(tg_store *base, const tg_scope *scope, const char *id, t
         return TG_ESTORE;
     bind_scope(st, scope);
     sqlite3_bind_text(st, 3, id, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) {
-        sqlite3_reset(st);
+    int rc = step_row(s, st, err, "meter_get");
+    if (rc == TG_ENOTFOUND)
         return tg_err_set(err, TG_ENOTFOUND, "id", "No such billing meter: '%s'", id);
-    }
-    if (rc != SQLITE_ROW)
-        return db_error(s, err, "meter_get");
+    if (rc)
+        return rc;
     read_meter(st, out);
     sqlite3_reset(st);
     return TG_OK;
@@ -754,13 +760,9 @@ static int sq_bucket_get(tg_store *base, const tg_scope *scope, const char *mete
         return TG_ESTORE;
     bind_mc(st, meter_id, customer_id);
     sqlite3_bind_int64(st, 3, minute);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) {
-        sqlite3_reset(st);
-        return TG_ENOTFOUND; /* expected: not recorded in err */
-    }
-    if (rc != SQLITE_ROW)
-        return db_error(s, err, "bucket_get");
+    int rc = step_row(s, st, err, "bucket_get");
+    if (rc)
+        return rc;
     out->minute = minute;
     read_bucket(st, 0, out);
     sqlite3_reset(st);
@@ -826,13 +828,9 @@ static int sq_window_get(tg_store *base, const tg_scope *scope, const char *mete
         return TG_ESTORE;
     bind_mc(st, meter_id, customer_id);
     sqlite3_bind_int64(st, 3, start);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) {
-        sqlite3_reset(st);
-        return TG_ENOTFOUND;
-    }
-    if (rc != SQLITE_ROW)
-        return db_error(s, err, "window_get");
+    int rc = step_row(s, st, err, "window_get");
+    if (rc)
+        return rc;
     *seq_out = sqlite3_column_int64(st, 0);
     *ts_out = sqlite3_column_int64(st, 1);
     sqlite3_reset(st);
@@ -866,13 +864,9 @@ static int sq_idem_get(tg_store *base, const tg_scope *scope, const char *key, t
         return TG_ESTORE;
     bind_scope(st, scope);
     sqlite3_bind_text(st, 3, key, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) {
-        sqlite3_reset(st);
-        return TG_ENOTFOUND;
-    }
-    if (rc != SQLITE_ROW)
-        return db_error(s, err, "idem_get");
+    int rc = step_row(s, st, err, "idem_get");
+    if (rc)
+        return rc;
     copy_text(out->request_hash, sizeof out->request_hash, st, 0);
     out->status = sqlite3_column_int(st, 1);
     out->body_len = (size_t)sqlite3_column_bytes(st, 2);
@@ -923,13 +917,9 @@ static int sq_session_get(tg_store *base, const char *token_hash, tg_scope *scop
     if (!st)
         return TG_ESTORE;
     sqlite3_bind_text(st, 1, token_hash, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) {
-        sqlite3_reset(st);
-        return TG_ENOTFOUND;
-    }
-    if (rc != SQLITE_ROW)
-        return db_error(s, err, "session_get");
+    int rc = step_row(s, st, err, "session_get");
+    if (rc)
+        return rc;
     copy_text(scope_out->account, sizeof scope_out->account, st, 0);
     scope_out->livemode = sqlite3_column_int(st, 1) != 0;
     *expires_out = sqlite3_column_int64(st, 2);
