@@ -1,0 +1,513 @@
+/* loadgen.c -- a load generator for Tollgate's meter event endpoints.
+ *
+ *   loadgen setup --port P --key K --customers N --meters M --out FILE
+ *       creates M sum meters and N customers through the API and writes their ids to FILE.
+ *   loadgen run --port P --key K --setup FILE --scenario v1|v2 [--batch N] [--conns C]
+ *               [--threads T] [--seconds S | --events E] [--spread-days D] [--run-id ID]
+ *       sends meter events with unique identifiers over C keep-alive connections (split over T
+ *       epoll threads, one request in flight per connection) and prints one JSON line:
+ *       acknowledged events per second, p50/p99/p99.9 acknowledgement latency, and counts.
+ *
+ * Only 200 responses count as acknowledged. Events cycle over the customers and meters with
+ * decimal values ("12.345"); with --spread-days D their timestamps are spread evenly over the
+ * last D days (at most 34), otherwise they carry the current time. The HTTP client is minimal
+ * and strict: it parses the status line and Content-Length and treats anything else as an
+ * error. Written for loopback benchmarking only.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_IDS 100000
+
+typedef struct setup {
+    char **customers, **meters; /* meters: event names */
+    int ncustomers, nmeters;
+} setup;
+
+typedef struct options {
+    int port, conns, threads, batch, spread_days;
+    const char *key, *setup_file, *scenario, *run_id;
+    double seconds;
+    long long events;
+} options;
+
+static options opt = {12111, 64, 1, 100, 0, NULL, NULL, "v2", "r", 10, 0};
+static setup st;
+static char session_token[256];
+static volatile int stop_flag;
+static long long events_budget; /* remaining events to send when --events is given */
+static pthread_mutex_t budget_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "loadgen: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(1);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---------------------------------------------------------------- blocking HTTP for setup */
+
+static int connect_to(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a))
+        die("connect: %s", strerror(errno));
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+/* Sends one request on a fresh connection and returns the body (malloc'd); *status set. */
+static char *http_call(const char *method, const char *path, const char *ctype, const char *body,
+                       const char *bearer, int *status)
+{
+    int fd = connect_to(opt.port);
+    char *req;
+    int n = asprintf(&req,
+                     "%s %s HTTP/1.1\r\nHost: loadgen\r\nAuthorization: Bearer %s\r\n"
+                     "Content-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     method, path, bearer, ctype, strlen(body), body);
+    if (n < 0 || write(fd, req, (size_t)n) != n)
+        die("write failed");
+    free(req);
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    ssize_t r;
+    while ((r = read(fd, buf + len, cap - len - 1)) > 0) {
+        len += (size_t)r;
+        if (len + 1 == cap)
+            buf = realloc(buf, cap *= 2);
+    }
+    close(fd);
+    buf[len] = '\0';
+    *status = atoi(buf + 9);
+    char *b = strstr(buf, "\r\n\r\n");
+    char *out = strdup(b ? b + 4 : "");
+    free(buf);
+    return out;
+}
+
+/* Extracts "id":"…" from a JSON object (the first occurrence). */
+static char *json_id(const char *body, const char *field)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":\"", field);
+    const char *p = strstr(body, pat);
+    if (!p)
+        die("no %s in %s", field, body);
+    p += strlen(pat);
+    const char *e = strchr(p, '"');
+    return strndup(p, (size_t)(e - p));
+}
+
+static void cmd_setup(int ncustomers, int nmeters, const char *out)
+{
+    FILE *f = fopen(out, "w");
+    if (!f)
+        die("cannot write %s", out);
+    for (int i = 0; i < nmeters; i++) {
+        char body[256];
+        int status;
+        snprintf(body, sizeof body,
+                 "display_name=Bench%%20%d&event_name=bench_%s_%d&default_aggregation[formula]=sum",
+                 i, opt.run_id, i);
+        char *r = http_call("POST", "/v1/billing/meters", "application/x-www-form-urlencoded",
+                            body, opt.key, &status);
+        if (status != 200)
+            die("meter create: %d %s", status, r);
+        char *name = json_id(r, "event_name");
+        fprintf(f, "meter %s\n", name);
+        free(name);
+        free(r);
+    }
+    for (int i = 0; i < ncustomers; i++) {
+        char body[128];
+        int status;
+        snprintf(body, sizeof body, "name=bench-%d", i);
+        char *r = http_call("POST", "/v1/customers", "application/x-www-form-urlencoded", body,
+                            opt.key, &status);
+        if (status != 200)
+            die("customer create: %d %s", status, r);
+        char *id = json_id(r, "id");
+        fprintf(f, "customer %s\n", id);
+        free(id);
+        free(r);
+    }
+    fclose(f);
+}
+
+static void load_setup(const char *file)
+{
+    FILE *f = fopen(file, "r");
+    if (!f)
+        die("cannot read %s", file);
+    st.customers = calloc(MAX_IDS, sizeof(char *));
+    st.meters = calloc(64, sizeof(char *));
+    char kind[32], id[256];
+    while (fscanf(f, "%31s %255s", kind, id) == 2) {
+        if (strcmp(kind, "meter") == 0 && st.nmeters < 64)
+            st.meters[st.nmeters++] = strdup(id);
+        else if (strcmp(kind, "customer") == 0 && st.ncustomers < MAX_IDS)
+            st.customers[st.ncustomers++] = strdup(id);
+    }
+    fclose(f);
+    if (!st.ncustomers || !st.nmeters)
+        die("setup file %s has no customers or meters", file);
+}
+
+/* ---------------------------------------------------------------- the load */
+
+typedef struct conn {
+    int fd;
+    char *out;
+    size_t out_len, out_off;
+    char in[8192];
+    size_t in_len;
+    long body_left; /* -1 while reading headers */
+    int status;
+    int events_in_request;
+    double t0;
+} conn;
+
+typedef struct worker {
+    int id;
+    pthread_t thread;
+    conn *conns;
+    int nconns;
+    unsigned long long seq;
+    long long acked, failed, requests;
+    long long status_counts[6];
+    uint32_t *lat_us;
+    size_t nlat, caplat;
+    char *scratch;
+    size_t scratch_cap;
+} worker;
+
+static int64_t wall_now(void)
+{
+    return (int64_t)time(NULL);
+}
+
+static int take_budget(int want)
+{
+    if (!opt.events)
+        return want;
+    pthread_mutex_lock(&budget_mu);
+    int got = events_budget >= want ? want : (int)events_budget;
+    events_budget -= got;
+    pthread_mutex_unlock(&budget_mu);
+    return got;
+}
+
+static void event_fields(worker *w, unsigned long long k, const char **meter, const char **cust,
+                         char *value, int64_t *ts)
+{
+    *meter = st.meters[k % (unsigned)st.nmeters];
+    *cust = st.customers[(k / (unsigned)st.nmeters) % (unsigned)st.ncustomers];
+    snprintf(value, 32, "%llu.%03llu", k % 97, (k * 7) % 1000);
+    int64_t now = wall_now();
+    if (opt.spread_days > 0) {
+        int64_t span = (int64_t)opt.spread_days * 86400;
+        *ts = now - 120 - (int64_t)((k * 2654435761ULL) % (unsigned long long)span);
+    } else {
+        *ts = now;
+    }
+    (void)w;
+}
+
+/* Builds the next request into c->out; returns false when the event budget is spent. */
+static bool build_request(worker *w, conn *c)
+{
+    int n = take_budget(strcmp(opt.scenario, "v1") == 0 ? 1 : opt.batch);
+    if (n <= 0)
+        return false;
+    size_t need = (size_t)n * 400 + 1024;
+    if (w->scratch_cap < need) {
+        w->scratch = realloc(w->scratch, need);
+        w->scratch_cap = need;
+    }
+    char *b = w->scratch;
+    size_t len = 0;
+    const char *meter, *cust;
+    char value[32];
+    int64_t ts;
+    if (strcmp(opt.scenario, "v1") == 0) {
+        unsigned long long k = w->seq++;
+        event_fields(w, k, &meter, &cust, value, &ts);
+        len = (size_t)sprintf(b,
+                              "event_name=%s&identifier=%s-%d-%llu&payload[stripe_customer_id]=%s"
+                              "&payload[value]=%s&timestamp=%lld",
+                              meter, opt.run_id, w->id, k, cust, value, (long long)ts);
+    } else {
+        len = (size_t)sprintf(b, "{\"events\":[");
+        for (int i = 0; i < n; i++) {
+            unsigned long long k = w->seq++;
+            event_fields(w, k, &meter, &cust, value, &ts);
+            struct tm tm;
+            time_t tt = (time_t)ts;
+            gmtime_r(&tt, &tm);
+            char iso[32];
+            strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%SZ", &tm);
+            len += (size_t)sprintf(b + len,
+                                   "%s{\"event_name\":\"%s\",\"identifier\":\"%s-%d-%llu\","
+                                   "\"payload\":{\"stripe_customer_id\":\"%s\",\"value\":\"%s\"},"
+                                   "\"timestamp\":\"%s\"}",
+                                   i ? "," : "", meter, opt.run_id, w->id, k, cust, value, iso);
+        }
+        len += (size_t)sprintf(b + len, "]}");
+    }
+    bool v1 = strcmp(opt.scenario, "v1") == 0;
+    free(c->out);
+    int hl = asprintf(&c->out,
+                      "POST %s HTTP/1.1\r\nHost: loadgen\r\nAuthorization: Bearer %s\r\n"
+                      "Content-Type: %s\r\nStripe-Version: 2026-07-29.dahlia\r\n"
+                      "Content-Length: %zu\r\n\r\n",
+                      v1 ? "/v1/billing/meter_events" : "/v2/billing/meter_event_stream",
+                      v1 ? opt.key : session_token,
+                      v1 ? "application/x-www-form-urlencoded" : "application/json", len);
+    c->out = realloc(c->out, (size_t)hl + len);
+    memcpy(c->out + hl, b, len);
+    c->out_len = (size_t)hl + len;
+    c->out_off = 0;
+    c->in_len = 0;
+    c->body_left = -1;
+    c->events_in_request = n;
+    c->t0 = now_s();
+    return true;
+}
+
+static void record(worker *w, conn *c)
+{
+    double us = (now_s() - c->t0) * 1e6;
+    if (w->nlat == w->caplat) {
+        w->caplat = w->caplat ? w->caplat * 2 : 1 << 16;
+        w->lat_us = realloc(w->lat_us, w->caplat * sizeof *w->lat_us);
+    }
+    w->lat_us[w->nlat++] = (uint32_t)(us > 4e9 ? 4e9 : us);
+    w->requests++;
+    int cls = c->status / 100;
+    if (cls >= 0 && cls < 6)
+        w->status_counts[cls]++;
+    if (c->status == 200)
+        w->acked += c->events_in_request;
+    else
+        w->failed += c->events_in_request;
+}
+
+/* Parses what has arrived; returns true when a whole response is in. */
+static bool parse_response(conn *c)
+{
+    if (c->body_left < 0) {
+        c->in[c->in_len < sizeof c->in ? c->in_len : sizeof c->in - 1] = '\0';
+        char *end = strstr(c->in, "\r\n\r\n");
+        if (!end)
+            return false;
+        c->status = atoi(c->in + 9);
+        char *cl = strcasestr(c->in, "\r\nContent-Length:");
+        long body = cl ? strtol(cl + 17, NULL, 10) : 0;
+        size_t header_len = (size_t)(end + 4 - c->in);
+        size_t have = c->in_len - header_len;
+        c->body_left = body - (long)have;
+        c->in_len = 0;
+    }
+    return c->body_left <= 0;
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    int ep = epoll_create1(0);
+    for (int i = 0; i < w->nconns; i++) {
+        conn *c = &w->conns[i];
+        c->fd = connect_to(opt.port);
+        fcntl(c->fd, F_SETFL, O_NONBLOCK);
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
+        epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+        if (!build_request(w, c))
+            c->fd = -c->fd - 1; /* nothing to send */
+    }
+    int active = w->nconns;
+    struct epoll_event evs[256];
+    while (active > 0) {
+        int n = epoll_wait(ep, evs, 256, 100);
+        for (int i = 0; i < n; i++) {
+            conn *c = evs[i].data.ptr;
+            if (c->fd < 0)
+                continue;
+            if (c->out_off < c->out_len && (evs[i].events & EPOLLOUT)) {
+                ssize_t r = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
+                if (r > 0)
+                    c->out_off += (size_t)r;
+                else if (r < 0 && errno != EAGAIN)
+                    die("write: %s", strerror(errno));
+                if (c->out_off == c->out_len) {
+                    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+                    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+                }
+            }
+            if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+                for (;;) {
+                    ssize_t r;
+                    if (c->body_left < 0) {
+                        r = read(c->fd, c->in + c->in_len, sizeof c->in - 1 - c->in_len);
+                        if (r > 0)
+                            c->in_len += (size_t)r;
+                    } else {
+                        char sink[8192];
+                        r = read(c->fd, sink, sizeof sink);
+                        if (r > 0)
+                            c->body_left -= r;
+                    }
+                    if (r == 0)
+                        die("server closed a connection");
+                    if (r < 0) {
+                        if (errno == EAGAIN)
+                            break;
+                        die("read: %s", strerror(errno));
+                    }
+                    if (parse_response(c)) {
+                        record(w, c);
+                        if (stop_flag || !build_request(w, c)) {
+                            epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+                            close(c->fd);
+                            c->fd = -1;
+                            active--;
+                        } else {
+                            struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
+                            epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    close(ep);
+    return NULL;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void cmd_run(void)
+{
+    load_setup(opt.setup_file);
+    if (strcmp(opt.scenario, "v1") != 0) {
+        int status;
+        char *r = http_call("POST", "/v2/billing/meter_event_session", "application/json", "{}",
+                            opt.key, &status);
+        if (status != 200)
+            die("session: %d %s", status, r);
+        char *tok = json_id(r, "authentication_token");
+        snprintf(session_token, sizeof session_token, "%s", tok);
+        free(tok);
+        free(r);
+    }
+    events_budget = opt.events;
+    worker *ws = calloc((size_t)opt.threads, sizeof *ws);
+    int per = opt.conns / opt.threads;
+    double t0 = now_s();
+    for (int i = 0; i < opt.threads; i++) {
+        ws[i].id = i;
+        ws[i].nconns = per + (i < opt.conns % opt.threads);
+        ws[i].conns = calloc((size_t)ws[i].nconns, sizeof(conn));
+        pthread_create(&ws[i].thread, NULL, worker_main, &ws[i]);
+    }
+    if (!opt.events) {
+        while (now_s() - t0 < opt.seconds)
+            usleep(10000);
+        stop_flag = 1;
+    }
+    long long acked = 0, failed = 0, reqs = 0, st2 = 0, st4 = 0, st5 = 0;
+    size_t nlat = 0;
+    for (int i = 0; i < opt.threads; i++) {
+        pthread_join(ws[i].thread, NULL);
+        acked += ws[i].acked, failed += ws[i].failed, reqs += ws[i].requests;
+        st2 += ws[i].status_counts[2], st4 += ws[i].status_counts[4], st5 += ws[i].status_counts[5];
+        nlat += ws[i].nlat;
+    }
+    double elapsed = now_s() - t0;
+    uint32_t *all = malloc((nlat ? nlat : 1) * sizeof *all);
+    size_t k = 0;
+    for (int i = 0; i < opt.threads; i++) {
+        memcpy(all + k, ws[i].lat_us, ws[i].nlat * sizeof *all);
+        k += ws[i].nlat;
+    }
+    qsort(all, nlat, sizeof *all, cmp_u32);
+#define PCT(p) (nlat ? all[(size_t)((double)(nlat - 1) * (p))] / 1000.0 : 0.0)
+    printf("{\"scenario\":\"%s\",\"batch\":%d,\"conns\":%d,\"seconds\":%.3f,\"requests\":%lld,"
+           "\"acked_events\":%lld,\"failed_events\":%lld,\"events_per_sec\":%.0f,"
+           "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"status_2xx\":%lld,"
+           "\"status_4xx\":%lld,\"status_5xx\":%lld}\n",
+           opt.scenario, strcmp(opt.scenario, "v1") == 0 ? 1 : opt.batch, opt.conns, elapsed,
+           reqs, acked, failed, (double)acked / elapsed, PCT(0.50), PCT(0.99), PCT(0.999), st2,
+           st4, st5);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        die("usage: loadgen setup|run [options] (see the comment at the top of loadgen.c)");
+    int ncustomers = 3000, nmeters = 3;
+    const char *out = "setup.txt";
+    for (int i = 2; i + 1 < argc; i += 2) {
+        const char *a = argv[i], *v = argv[i + 1];
+        if (!strcmp(a, "--port")) opt.port = atoi(v);
+        else if (!strcmp(a, "--key")) opt.key = v;
+        else if (!strcmp(a, "--setup")) opt.setup_file = v;
+        else if (!strcmp(a, "--scenario")) opt.scenario = v;
+        else if (!strcmp(a, "--batch")) opt.batch = atoi(v);
+        else if (!strcmp(a, "--conns")) opt.conns = atoi(v);
+        else if (!strcmp(a, "--threads")) opt.threads = atoi(v);
+        else if (!strcmp(a, "--seconds")) opt.seconds = atof(v);
+        else if (!strcmp(a, "--events")) opt.events = atoll(v);
+        else if (!strcmp(a, "--spread-days")) opt.spread_days = atoi(v);
+        else if (!strcmp(a, "--run-id")) opt.run_id = v;
+        else if (!strcmp(a, "--customers")) ncustomers = atoi(v);
+        else if (!strcmp(a, "--meters")) nmeters = atoi(v);
+        else if (!strcmp(a, "--out")) out = v;
+        else die("unknown option %s", a);
+    }
+    if (!opt.key)
+        die("--key is required");
+    if (opt.conns < opt.threads)
+        opt.conns = opt.threads;
+    if (!strcmp(argv[1], "setup"))
+        cmd_setup(ncustomers, nmeters, out);
+    else if (!strcmp(argv[1], "run"))
+        cmd_run();
+    else
+        die("unknown command %s", argv[1]);
+    return 0;
+}
