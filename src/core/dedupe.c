@@ -1,0 +1,151 @@
+/* dedupe.c -- partitioned open-addressing index of identifier hashes (see dedupe.h).
+ *
+ * Hash bits: the top 8 choose the partition, bits 0..31 are the tag, and the tag (times a
+ * constant, so nearby tags spread) chooses the home slot. A slot is tag << 32 | locator; 0 is
+ * empty, which is why locators start at 1.
+ */
+#include "core/dedupe.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define PARTITIONS 256
+#define LOAD_NUM 85 /* grow past 85% full */
+
+typedef struct partition {
+    uint64_t *slots;
+    size_t mask; /* size - 1 */
+    size_t used;
+} partition;
+
+struct tg_dedupe {
+    partition parts[PARTITIONS];
+    size_t count, bytes;
+};
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+uint64_t tg_dedupe_hash(uint64_t seed, const char *account, int livemode, const char *identifier)
+{
+    /* A keyed multiply-mix over 8-byte words: cheap, and with a per-directory seed an
+     * outsider cannot aim collisions at it. Exactness never depends on it (see dedupe.h). */
+    uint64_t h = mix(seed ^ 0x9E3779B97F4A7C15ULL ^ (uint64_t)livemode);
+    const char *parts[2] = {account, identifier};
+    for (int p = 0; p < 2; p++) {
+        const unsigned char *s = (const unsigned char *)parts[p];
+        size_t n = strlen(parts[p]);
+        while (n >= 8) {
+            uint64_t w;
+            memcpy(&w, s, 8);
+            h = mix(h ^ w) * 0x9E3779B97F4A7C15ULL;
+            s += 8;
+            n -= 8;
+        }
+        uint64_t w = 0;
+        memcpy(&w, s, n);
+        h = mix(h ^ w ^ ((uint64_t)n << 56)) * 0x9E3779B97F4A7C15ULL;
+    }
+    return mix(h);
+}
+
+static size_t home(uint64_t tag, size_t mask)
+{
+    return (size_t)((tag * 0x9E3779B97F4A7C15ULL) >> 20) & mask;
+}
+
+tg_dedupe *tg_dedupe_new(void)
+{
+    tg_dedupe *d = calloc(1, sizeof *d);
+    if (!d)
+        return NULL;
+    for (int i = 0; i < PARTITIONS; i++) {
+        d->parts[i].slots = calloc(64, sizeof(uint64_t));
+        d->parts[i].mask = 63;
+        if (!d->parts[i].slots) {
+            tg_dedupe_free(d);
+            return NULL;
+        }
+        d->bytes += 64 * sizeof(uint64_t);
+    }
+    return d;
+}
+
+void tg_dedupe_free(tg_dedupe *d)
+{
+    if (!d)
+        return;
+    for (int i = 0; i < PARTITIONS; i++)
+        free(d->parts[i].slots);
+    free(d);
+}
+
+int tg_dedupe_find(const tg_dedupe *d, uint64_t h, uint64_t *out, int max)
+{
+    const partition *p = &d->parts[h >> 56];
+    uint64_t tag = h & 0xFFFFFFFFULL;
+    int n = 0;
+    for (size_t i = home(tag, p->mask);; i = (i + 1) & p->mask) {
+        uint64_t s = p->slots[i];
+        if (!s)
+            return n;
+        if ((s >> 32) == tag && n < max)
+            out[n++] = s & 0xFFFFFFFFULL;
+    }
+}
+
+static void place(partition *p, uint64_t v)
+{
+    size_t i = home(v >> 32, p->mask);
+    while (p->slots[i])
+        i = (i + 1) & p->mask;
+    p->slots[i] = v;
+}
+
+static int grow(tg_dedupe *d, partition *p)
+{
+    size_t oldsize = p->mask + 1, size = oldsize * 2;
+    uint64_t *old = p->slots;
+    p->slots = calloc(size, sizeof(uint64_t));
+    if (!p->slots) {
+        p->slots = old;
+        return -1;
+    }
+    p->mask = size - 1;
+    for (size_t i = 0; i < oldsize; i++)
+        if (old[i])
+            place(p, old[i]);
+    free(old);
+    d->bytes += oldsize * sizeof(uint64_t);
+    return 0;
+}
+
+int tg_dedupe_insert(tg_dedupe *d, uint64_t h, uint64_t locator)
+{
+    if (locator == 0 || locator > TG_DEDUPE_ROW)
+        return -1;
+    partition *p = &d->parts[h >> 56];
+    if ((p->used + 1) * 100 > (p->mask + 1) * LOAD_NUM && grow(d, p))
+        return -1;
+    place(p, (h & 0xFFFFFFFFULL) << 32 | locator);
+    p->used++;
+    d->count++;
+    return 0;
+}
+
+size_t tg_dedupe_count(const tg_dedupe *d)
+{
+    return d->count;
+}
+
+size_t tg_dedupe_bytes(const tg_dedupe *d)
+{
+    return d->bytes;
+}

@@ -1,0 +1,43 @@
+/* dedupe.h -- the in-memory index of meter event identifiers.
+ *
+ * Every stored event is entered under a 64-bit keyed hash of (account, mode, identifier).
+ * A slot is 8 bytes: a 32-bit tag taken from the hash and a 32-bit locator saying where the
+ * event is stored (a block sequence number, or TG_DEDUPE_ROW for events kept one per row).
+ * A lookup returns the locators whose tag matches; the caller confirms each candidate against
+ * the stored identifier, so the answer is exact: a tag match that is not the same identifier
+ * (with 30 million entries, about one lookup in 40,000) costs one read, never a wrong refusal.
+ *
+ * The table is split into 256 partitions chosen by the top 8 hash bits, each an
+ * open-addressing array with linear probing whose home slot comes from the tag, so a partition
+ * can be rehashed from its slots alone. Each partition doubles on its own at 85% load: growth
+ * never needs twice the memory of the whole index. Not thread-safe: the writer thread owns it.
+ */
+#ifndef TG_DEDUPE_H
+#define TG_DEDUPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TG_DEDUPE_ROW ((uint64_t)0xFFFFFFFFULL) /* stored as a row: look it up by identifier */
+#define TG_DEDUPE_MAX_CANDIDATES 8
+
+typedef struct tg_dedupe tg_dedupe;
+
+/* Returns a new empty index, or NULL when out of memory. */
+tg_dedupe *tg_dedupe_new(void);
+void tg_dedupe_free(tg_dedupe *d);
+
+/* The keyed hash of an identifier in a scope. seed is per data directory. */
+uint64_t tg_dedupe_hash(uint64_t seed, const char *account, int livemode, const char *identifier);
+
+/* Writes up to max locators whose tag matches h into out; returns how many. */
+int tg_dedupe_find(const tg_dedupe *d, uint64_t h, uint64_t *out, int max);
+
+/* Adds h -> locator (1 <= locator <= TG_DEDUPE_ROW). Returns 0, or -1 when out of memory. */
+int tg_dedupe_insert(tg_dedupe *d, uint64_t h, uint64_t locator);
+
+/* Number of entries, and bytes of slot memory (for metrics). */
+size_t tg_dedupe_count(const tg_dedupe *d);
+size_t tg_dedupe_bytes(const tg_dedupe *d);
+
+#endif

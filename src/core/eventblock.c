@@ -1,0 +1,190 @@
+/* eventblock.c -- encoding and decoding of event blocks (see eventblock.h). The decoder
+ * checks every length against the end of the block, so a corrupt block is reported, never
+ * read past. */
+#include "core/eventblock.h"
+
+#include <string.h>
+
+static void put_varint(tg_buf *b, unsigned __int128 v)
+{
+    unsigned char tmp[19];
+    size_t n = 0;
+    do {
+        unsigned char byte = (unsigned char)(v & 0x7f);
+        v >>= 7;
+        tmp[n++] = byte | (v ? 0x80 : 0);
+    } while (v);
+    tg_buf_append(b, tmp, n);
+}
+
+static unsigned __int128 zigzag(__int128 v)
+{
+    return v < 0 ? ((unsigned __int128)(-(v + 1)) << 1) | 1 : (unsigned __int128)v << 1;
+}
+
+static __int128 unzigzag(unsigned __int128 u)
+{
+    return (u & 1) ? -(__int128)(u >> 1) - 1 : (__int128)(u >> 1);
+}
+
+static int get_varint(tg_block_reader *r, unsigned __int128 *out)
+{
+    unsigned __int128 v = 0;
+    for (int shift = 0; shift < 133; shift += 7) {
+        if (r->p >= r->end)
+            return -1;
+        unsigned char byte = *r->p++;
+        v |= (unsigned __int128)(byte & 0x7f) << shift;
+        if (!(byte & 0x80)) {
+            *out = v;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int get_u64(tg_block_reader *r, uint64_t *out)
+{
+    unsigned __int128 v;
+    if (get_varint(r, &v) || v > UINT64_MAX)
+        return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+static int get_bytes(tg_block_reader *r, const unsigned char **p, size_t *len)
+{
+    uint64_t n;
+    if (get_u64(r, &n) || n > (uint64_t)(r->end - r->p))
+        return -1;
+    *p = r->p;
+    *len = (size_t)n;
+    r->p += n;
+    return 0;
+}
+
+void tg_block_init(tg_block *b, size_t cap)
+{
+    tg_buf_init(&b->body, cap);
+    b->count = 0;
+    b->base_ts = 0;
+}
+
+void tg_block_free(tg_block *b)
+{
+    tg_buf_free(&b->body);
+}
+
+static void put_string(tg_buf *b, const char *s, size_t n)
+{
+    put_varint(b, n);
+    tg_buf_append(b, s, n);
+}
+
+int tg_block_add(tg_block *b, const char *identifier, uint64_t meter_seq, uint64_t customer_seq,
+                 int64_t timestamp, tg_dec value, const tg_metadata *extras)
+{
+    if (b->count == 0)
+        b->base_ts = timestamp;
+    size_t mark = b->body.len;
+    put_string(&b->body, identifier, strlen(identifier));
+    put_varint(&b->body, meter_seq);
+    put_varint(&b->body, customer_seq);
+    put_varint(&b->body, zigzag((__int128)timestamp - b->base_ts));
+    /* Drop trailing zeros: "12.5" is mantissa 125, scale 1 (three bytes in all). */
+    int scale = TG_DEC_SCALE_DIGITS;
+    tg_dec m = value;
+    while (scale > 0 && m % 10 == 0) {
+        m /= 10;
+        scale--;
+    }
+    unsigned char sc = (unsigned char)scale;
+    tg_buf_append(&b->body, &sc, 1);
+    put_varint(&b->body, zigzag(m));
+    size_t n = extras ? extras->n : 0;
+    put_varint(&b->body, n);
+    for (size_t i = 0; i < n; i++) {
+        const char *v = extras->items[i].value ? extras->items[i].value : "";
+        put_string(&b->body, extras->items[i].key, strlen(extras->items[i].key));
+        put_string(&b->body, v, strlen(v));
+    }
+    if (b->body.failed) {
+        b->body.failed = false;
+        b->body.len = mark;
+        return -1;
+    }
+    b->count++;
+    return 0;
+}
+
+int tg_block_finish(const tg_block *b, tg_buf *out)
+{
+    unsigned char version = 1;
+    tg_buf_append(out, &version, 1);
+    put_varint(out, b->count);
+    put_varint(out, zigzag(b->base_ts));
+    tg_buf_append(out, b->body.data ? b->body.data : "", b->body.len);
+    return out->failed ? -1 : 0;
+}
+
+int tg_block_open(tg_block_reader *r, const void *data, size_t len)
+{
+    r->p = data;
+    r->end = r->p + len;
+    unsigned __int128 v;
+    uint64_t count;
+    if (len < 1 || *r->p++ != 1 || get_u64(r, &count) || get_varint(r, &v))
+        return -1;
+    r->remaining = (size_t)count;
+    r->base_ts = (int64_t)unzigzag(v);
+    return 0;
+}
+
+int tg_block_next(tg_block_reader *r, tg_block_event *e)
+{
+    if (r->remaining == 0)
+        return r->p == r->end ? 0 : -1;
+    const unsigned char *id;
+    unsigned __int128 v;
+    if (get_bytes(r, &id, &e->identifier_len) || get_u64(r, &e->meter_seq) ||
+        get_u64(r, &e->customer_seq) || get_varint(r, &v))
+        return -1;
+    e->identifier = (const char *)id;
+    e->timestamp = r->base_ts + (int64_t)unzigzag(v);
+    if (r->p >= r->end || *r->p > TG_DEC_SCALE_DIGITS)
+        return -1;
+    int scale = *r->p++;
+    if (get_varint(r, &v))
+        return -1;
+    tg_dec m = (tg_dec)unzigzag(v);
+    for (int i = scale; i < TG_DEC_SCALE_DIGITS; i++)
+        m *= 10;
+    e->value = m;
+    uint64_t n;
+    if (get_u64(r, &n))
+        return -1;
+    e->nextra = (size_t)n;
+    e->extra = r->p;
+    e->extra_end = r->end;
+    for (uint64_t i = 0; i < 2 * n; i++) {
+        const unsigned char *s;
+        size_t l;
+        if (get_bytes(r, &s, &l))
+            return -1;
+    }
+    r->remaining--;
+    return 1;
+}
+
+int tg_block_extra(const tg_block_event *e, size_t i, const char **key, size_t *klen,
+                   const char **value, size_t *vlen)
+{
+    tg_block_reader r = {e->extra, e->extra_end, 0, 0};
+    const unsigned char *k = NULL, *v = NULL;
+    for (size_t j = 0; j <= i; j++)
+        if (get_bytes(&r, &k, klen) || get_bytes(&r, &v, vlen))
+            return -1;
+    *key = (const char *)k;
+    *value = (const char *)v;
+    return i < e->nextra ? 0 : -1;
+}

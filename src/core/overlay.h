@@ -1,0 +1,59 @@
+/* overlay.h -- live usage: the aggregate deltas committed since the last checkpoint.
+ *
+ * Events of additive meters (sum and count, no pre-aggregation window) are stored in blocks
+ * and their effect on the minute buckets is kept here, in memory, until the writer folds it
+ * into the stored buckets at a checkpoint (about every second). A reader adds the overlay to
+ * the stored buckets, so a summary is current to the last acknowledged event. After a crash the
+ * overlay is rebuilt by replaying the blocks and cancellations written after the last
+ * checkpoint: it is derived state, never the only copy.
+ *
+ * Layout: (meter, customer) pairs in a hash table split into shards, each with its own rwlock;
+ * a pair holds its minute deltas sorted by minute. Only the writer thread changes the overlay;
+ * readers take a shard's read lock for the time of one lookup.
+ */
+#ifndef TG_OVERLAY_H
+#define TG_OVERLAY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/decimal.h"
+
+typedef struct tg_overlay tg_overlay;
+
+typedef struct tg_delta {
+    int64_t minute;
+    tg_dec sum;
+    int64_t count;
+} tg_delta;
+
+tg_overlay *tg_overlay_new(void);
+void tg_overlay_free(tg_overlay *o);
+
+/* Adds a delta to (meter, customer, minute). Writer thread only. Returns 0, or -1 when out of
+ * memory or the sum would overflow (nothing changed). */
+int tg_overlay_add(tg_overlay *o, uint64_t meter_seq, uint64_t customer_seq, int64_t minute,
+                   tg_dec sum, int64_t count);
+
+/* Copies the deltas of (meter, customer) with from <= minute < to into out (malloc'd, newest
+ * first; free it) and returns how many, or -1 on allocation failure. Any thread. */
+long tg_overlay_read(tg_overlay *o, uint64_t meter_seq, uint64_t customer_seq, int64_t from,
+                     int64_t to, tg_delta **out);
+
+/* Calls fn for every delta (writer thread, for checkpoints). Stops at fn's first non-zero
+ * return and returns it. */
+int tg_overlay_each(tg_overlay *o,
+                    int (*fn)(void *ctx, uint64_t meter_seq, uint64_t customer_seq,
+                              const tg_delta *d),
+                    void *ctx);
+
+/* Takes every shard's write lock (so no reader sees a half-applied checkpoint), and releases
+ * them; clear() empties the overlay and must be called between lock_all and unlock_all. */
+void tg_overlay_lock_all(tg_overlay *o);
+void tg_overlay_clear_locked(tg_overlay *o);
+void tg_overlay_unlock_all(tg_overlay *o);
+
+/* Number of (pair, minute) deltas held. */
+size_t tg_overlay_size(tg_overlay *o);
+
+#endif
