@@ -56,6 +56,7 @@ typedef struct tg_page {
 
 typedef struct tg_customer {
     char id[TG_ID_MAX];
+    int64_t seq; /* the store's row number: events refer to customers by it */
     int64_t created;
     bool livemode, deleted;
     const char *email, *name, *description; /* NULL = null */
@@ -75,6 +76,7 @@ typedef enum { TG_WINDOW_NONE, TG_WINDOW_HOUR, TG_WINDOW_DAY } tg_window;
 
 typedef struct tg_meter {
     char id[TG_ID_MAX];
+    int64_t seq; /* the store's row number */
     int64_t created, updated;
     bool livemode, active;
     int64_t deactivated_at; /* 0 = null */
@@ -99,10 +101,14 @@ typedef struct tg_event {
     int64_t created;   /* receive time */
     tg_dec value;
     tg_metadata payload; /* every payload key, as received */
-    /* Filled by the store on insert / read: */
+    /* Filled by validation: */
+    int64_t meter_seq, customer_seq;
+    tg_window window;    /* the meter's event_time_window */
+    bool additive;       /* sum or count without a window: stored in blocks, see writer.c */
+    tg_metadata extras;  /* payload keys the meter does not interpret */
+    /* Filled by the store on insert / read (row-stored events): */
     int64_t seq;         /* receive order, unique per store */
     tg_event_state state;
-    tg_window window;    /* the meter's event_time_window, copied at validation */
 } tg_event;
 
 /* The pre-aggregate of one (meter, customer, minute): enough to answer sum, count and last

@@ -166,6 +166,18 @@ out:
     return rc;
 }
 
+void *tg_overlay_rdlock(tg_overlay *o, uint64_t meter_seq, uint64_t customer_seq)
+{
+    shard *s = &o->shards[pair_hash(meter_seq, customer_seq) & (SHARDS - 1)];
+    pthread_rwlock_rdlock(&s->lock);
+    return &s->lock;
+}
+
+void tg_overlay_unlock(void *lock)
+{
+    pthread_rwlock_unlock(lock);
+}
+
 long tg_overlay_read(tg_overlay *o, uint64_t meter_seq, uint64_t customer_seq, int64_t from,
                      int64_t to, tg_delta **out)
 {
@@ -173,7 +185,6 @@ long tg_overlay_read(tg_overlay *o, uint64_t meter_seq, uint64_t customer_seq, i
     shard *s = &o->shards[h & (SHARDS - 1)];
     long n = 0;
     *out = NULL;
-    pthread_rwlock_rdlock(&s->lock);
     pair *p = find_pair(s, h, meter_seq, customer_seq);
     if (p) {
         size_t lo = lower_bound(p, from), hi = lower_bound(p, to);
@@ -187,7 +198,6 @@ long tg_overlay_read(tg_overlay *o, uint64_t meter_seq, uint64_t customer_seq, i
             }
         }
     }
-    pthread_rwlock_unlock(&s->lock);
     return n;
 }
 

@@ -35,8 +35,15 @@ void tg_overlay_free(tg_overlay *o);
 int tg_overlay_add(tg_overlay *o, uint64_t meter_seq, uint64_t customer_seq, int64_t minute,
                    tg_dec sum, int64_t count);
 
+/* Read access for one pair: tg_overlay_rdlock takes the read lock of the pair's shard and
+ * returns it; while it is held the pair's deltas and the stored buckets are consistent (a
+ * checkpoint commits only while holding every shard). Release with tg_overlay_unlock. */
+void *tg_overlay_rdlock(tg_overlay *o, uint64_t meter_seq, uint64_t customer_seq);
+void tg_overlay_unlock(void *lock);
+
 /* Copies the deltas of (meter, customer) with from <= minute < to into out (malloc'd, newest
- * first; free it) and returns how many, or -1 on allocation failure. Any thread. */
+ * first; free it) and returns how many, or -1 on allocation failure. The caller holds the
+ * pair's read lock. */
 long tg_overlay_read(tg_overlay *o, uint64_t meter_seq, uint64_t customer_seq, int64_t from,
                      int64_t to, tg_delta **out);
 

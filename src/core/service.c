@@ -22,6 +22,7 @@
 #include "base/log.h"
 #include "core/metadata.h"
 #include "core/metering.h"
+#include "core/overlay.h"
 #include "core/writer.h"
 
 #define REGISTRY_BUCKETS 1024
@@ -32,6 +33,17 @@ typedef struct meter_node {
     tg_meter m;
     struct meter_node *next;
 } meter_node;
+
+/* A customer known to the registry: events are validated against it without a read. */
+typedef struct customer_node {
+    tg_scope scope;
+    char id[TG_ID_MAX];
+    int64_t seq;
+    bool deleted;
+    struct customer_node *next;
+} customer_node;
+
+#define CUSTOMER_BUCKETS 65536
 
 typedef struct idem_entry {
     char key[512]; /* account \x1f mode \x1f idempotency key */
@@ -59,6 +71,8 @@ struct tg_service {
 
     pthread_rwlock_t reg_lock;
     meter_node *reg[REGISTRY_BUCKETS];
+    customer_node *customers[CUSTOMER_BUCKETS];
+    tg_overlay *overlay;
 
     pthread_mutex_t idem_mu;
     idem_entry *idem[IDEM_BUCKETS];
@@ -215,17 +229,138 @@ static void reg_reload_after_failure(void *arg)
         tg_log(TG_LOG_ERROR, "cannot reload the meter registry: %s", err.msg);
 }
 
+/* ---------------------------------------------------------------- customer registry */
+
+static size_t cust_slot(const tg_scope *scope, const char *id)
+{
+    uint64_t h = fnv(scope->account, 1469598103934665603ULL);
+    h = (h ^ (uint64_t)scope->livemode) * 1099511628211ULL;
+    return fnv(id, h) & (CUSTOMER_BUCKETS - 1);
+}
+
+/* Records a customer (or its deletion). Caller holds reg_lock for writing. */
+static int cust_put_locked(tg_service *svc, const tg_scope *scope, int64_t seq, const char *id,
+                           bool deleted)
+{
+    size_t k = cust_slot(scope, id);
+    for (customer_node *n = svc->customers[k]; n; n = n->next)
+        if (n->seq == seq) {
+            n->deleted = deleted;
+            return TG_OK;
+        }
+    customer_node *n = malloc(sizeof *n);
+    if (!n)
+        return TG_ENOMEM;
+    n->scope = *scope;
+    snprintf(n->id, sizeof n->id, "%s", id);
+    n->seq = seq;
+    n->deleted = deleted;
+    n->next = svc->customers[k];
+    svc->customers[k] = n;
+    return TG_OK;
+}
+
+static int cust_put(tg_service *svc, const tg_scope *scope, const tg_customer *c)
+{
+    pthread_rwlock_wrlock(&svc->reg_lock);
+    int rc = cust_put_locked(svc, scope, c->seq, c->id, c->deleted);
+    pthread_rwlock_unlock(&svc->reg_lock);
+    return rc;
+}
+
+/* The row number of a live customer, or 0. */
+static int64_t cust_find(tg_service *svc, const tg_scope *scope, const char *id)
+{
+    int64_t seq = 0;
+    pthread_rwlock_rdlock(&svc->reg_lock);
+    for (customer_node *n = svc->customers[cust_slot(scope, id)]; n; n = n->next)
+        if (!n->deleted && strcmp(n->id, id) == 0 && same_scope(&n->scope, scope)) {
+            seq = n->seq;
+            break;
+        }
+    pthread_rwlock_unlock(&svc->reg_lock);
+    return seq;
+}
+
+/* The row number of a customer, deleted or not, or 0 (summaries of past usage). */
+static int64_t cust_find_any(tg_service *svc, const tg_scope *scope, const char *id)
+{
+    int64_t seq = 0;
+    pthread_rwlock_rdlock(&svc->reg_lock);
+    for (customer_node *n = svc->customers[cust_slot(scope, id)]; n; n = n->next)
+        if (strcmp(n->id, id) == 0 && same_scope(&n->scope, scope)) {
+            seq = n->seq;
+            break;
+        }
+    pthread_rwlock_unlock(&svc->reg_lock);
+    return seq;
+}
+
+static void cust_clear_locked(tg_service *svc)
+{
+    for (size_t i = 0; i < CUSTOMER_BUCKETS; i++) {
+        customer_node *n = svc->customers[i];
+        while (n) {
+            customer_node *next = n->next;
+            free(n);
+            n = next;
+        }
+        svc->customers[i] = NULL;
+    }
+}
+
+static int cust_load_one(void *ctx, const tg_scope *scope, int64_t seq, const char *id,
+                         bool deleted)
+{
+    return cust_put_locked(ctx, scope, seq, id, deleted);
+}
+
+static int cust_reload(tg_service *svc, tg_store *s, tg_err *err)
+{
+    pthread_rwlock_wrlock(&svc->reg_lock);
+    cust_clear_locked(svc);
+    int rc = s->ops->customer_each(s, cust_load_one, svc, err);
+    pthread_rwlock_unlock(&svc->reg_lock);
+    return rc;
+}
+
+static void cust_reload_after_failure(void *arg)
+{
+    tg_service *svc = *(tg_service **)arg; /* every customer job's arg starts so */
+    tg_err err = {0};
+    if (cust_reload(svc, svc->wstore, &err))
+        tg_log(TG_LOG_ERROR, "cannot reload the customer registry: %s", err.msg);
+}
+
+/* The event name of the meter with row number seq in scope ("" when unknown). */
+static void meter_name_by_seq(tg_service *svc, const tg_scope *scope, int64_t seq, char *out,
+                              size_t size)
+{
+    out[0] = '\0';
+    pthread_rwlock_rdlock(&svc->reg_lock);
+    for (size_t i = 0; i < REGISTRY_BUCKETS && !out[0]; i++)
+        for (meter_node *n = svc->reg[i]; n; n = n->next)
+            if (n->m.seq == seq && same_scope(&n->scope, scope)) {
+                snprintf(out, size, "%s", n->m.event_name);
+                break;
+            }
+    pthread_rwlock_unlock(&svc->reg_lock);
+}
+
 /* ---------------------------------------------------------------- open / close */
 
-static int ensure_account(tg_store *s, char *account, size_t size, tg_err *err)
+/* Reads a setting created once per data directory (the account id, the identifier hash
+ * seed), creating it with a random value (prefix + 16 base62 characters) the first time. */
+static int ensure_setting(tg_store *s, const char *name, const char *prefix, char *out,
+                          size_t size, tg_err *err)
 {
     tg_arena a;
     tg_arena_init(&a, 0);
     char *value = NULL;
     tg_err ignore = {0};
-    int rc = s->ops->setting_get(s, "account_id", &a, &value, &ignore);
+    int rc = s->ops->setting_get(s, name, &a, &value, &ignore);
     if (rc == TG_OK) {
-        snprintf(account, size, "%s", value);
+        snprintf(out, size, "%s", value);
         tg_arena_free(&a);
         return TG_OK;
     }
@@ -233,14 +368,14 @@ static int ensure_account(tg_store *s, char *account, size_t size, tg_err *err)
     if (rc != TG_ENOTFOUND)
         return tg_err_set(err, rc, NULL, "%s", ignore.msg);
     char id[TG_ID_MAX];
-    if (tg_id_random(id, sizeof id, "acct_", 16))
+    if (tg_id_random(id, sizeof id, prefix, 16))
         return tg_err_set(err, TG_ESTORE, NULL, "random generator failed");
     rc = s->ops->begin(s, err);
     if (!rc) {
         /* Another process may have won the race: keep whatever is stored first. */
-        rc = s->ops->setting_get(s, "account_id", &a, &value, &ignore);
+        rc = s->ops->setting_get(s, name, &a, &value, &ignore);
         if (rc == TG_ENOTFOUND)
-            rc = s->ops->setting_put(s, "account_id", id, err);
+            rc = s->ops->setting_put(s, name, id, err);
         else if (rc == TG_OK)
             snprintf(id, sizeof id, "%s", value);
         tg_arena_free(&a);
@@ -250,7 +385,7 @@ static int ensure_account(tg_store *s, char *account, size_t size, tg_err *err)
             s->ops->rollback(s);
     }
     if (!rc)
-        snprintf(account, size, "%.39s", id);
+        snprintf(out, size, "%.39s", id);
     return rc;
 }
 
@@ -279,14 +414,26 @@ int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *
         tg_service_close(svc);
         return tg_err_set(err, TG_ENOMEM, NULL, NULL);
     }
+    svc->overlay = tg_overlay_new();
+    if (!svc->overlay) {
+        tg_service_close(svc);
+        return tg_err_set(err, TG_ENOMEM, NULL, NULL);
+    }
+    char seed[40] = "";
     int rc = factory.open(factory.arg, &svc->wstore, err);
     if (!rc)
-        rc = ensure_account(svc->wstore, svc->account, sizeof svc->account, err);
+        rc = ensure_setting(svc->wstore, "account_id", "acct_", svc->account, sizeof svc->account,
+                            err);
+    if (!rc)
+        rc = ensure_setting(svc->wstore, "identifier_seed", "", seed, sizeof seed, err);
     if (!rc)
         rc = reg_reload(svc, svc->wstore, err);
+    if (!rc)
+        rc = cust_reload(svc, svc->wstore, err);
     if (!rc) {
-        tg_writer_config wc = {svc->cfg.queue_max_events, svc->cfg.batch_max_events};
-        rc = tg_writer_start(&svc->writer, svc->wstore, clock, &wc, err);
+        tg_writer_config wc = {svc->cfg.queue_max_events, svc->cfg.batch_max_events, 1000};
+        uint64_t h = fnv(seed, 1469598103934665603ULL);
+        rc = tg_writer_start(&svc->writer, svc->wstore, clock, &wc, svc->overlay, h, err);
     }
     if (rc) {
         if (svc->wstore && !svc->writer)
@@ -309,6 +456,8 @@ void tg_service_close(tg_service *svc)
     free(svc->pool);
     free(svc->pool_busy);
     reg_clear_locked(svc);
+    cust_clear_locked(svc);
+    tg_overlay_free(svc->overlay);
     for (size_t i = 0; i < IDEM_BUCKETS; i++) {
         idem_entry *e = svc->idem[i];
         while (e) {
@@ -460,6 +609,8 @@ static int customer_write_job(tg_store *s, void *arg, tg_err *err)
         cur.metadata = merged;
     }
     int rc = s->ops->customer_put(s, c->scope, &cur, err);
+    if (!rc)
+        rc = cust_put(c->svc, c->scope, &cur);
     if (!rc && c->out)
         *c->out = cur;
     return rc;
@@ -472,7 +623,7 @@ int tg_customer_create(tg_service *svc, const tg_scope *scope, const tg_customer
     if (rc)
         return rc;
     customer_arg c = {svc, scope, NULL, p, false, a, out};
-    return write_job(svc, customer_write_job, &c, NULL, err);
+    return write_job(svc, customer_write_job, &c, cust_reload_after_failure, err);
 }
 
 int tg_customer_update(tg_service *svc, const tg_scope *scope, const char *id,
@@ -482,7 +633,7 @@ int tg_customer_update(tg_service *svc, const tg_scope *scope, const char *id,
     if (rc)
         return rc;
     customer_arg c = {svc, scope, id, p, false, a, out};
-    return write_job(svc, customer_write_job, &c, NULL, err);
+    return write_job(svc, customer_write_job, &c, cust_reload_after_failure, err);
 }
 
 int tg_customer_delete(tg_service *svc, const tg_scope *scope, const char *id, tg_err *err)
@@ -490,7 +641,7 @@ int tg_customer_delete(tg_service *svc, const tg_scope *scope, const char *id, t
     tg_arena a;
     tg_arena_init(&a, 0);
     customer_arg c = {svc, scope, id, NULL, true, &a, NULL};
-    int rc = write_job(svc, customer_write_job, &c, NULL, err);
+    int rc = write_job(svc, customer_write_job, &c, cust_reload_after_failure, err);
     tg_arena_free(&a);
     return rc;
 }
@@ -694,24 +845,30 @@ int tg_event_prepare(tg_service *svc, const tg_scope *scope, tg_event *e, tg_err
     rc = tg_event_check(&m, e, tg_service_now(svc), err);
     if (rc)
         return rc;
-    tg_store *s;
-    rc = reader_get(svc, &s, err);
-    if (rc)
-        return rc;
-    tg_arena a;
-    tg_arena_init(&a, 0);
-    tg_customer c;
-    tg_err lookup = {0};
-    rc = s->ops->customer_get(s, scope, e->customer_id, &a, &c, &lookup);
-    reader_put(svc, s);
-    tg_arena_free(&a);
-    if (rc == TG_ENOTFOUND || (rc == TG_OK && c.deleted)) {
+    e->customer_seq = cust_find(svc, scope, e->customer_id);
+    if (!e->customer_seq) {
         char param[TG_NAME_MAX + 16];
         snprintf(param, sizeof param, "payload[%s]", m.customer_key);
         return tg_err_set(err, TG_ECUSTOMER, param, "No such customer: '%s'", e->customer_id);
     }
-    if (rc)
-        return tg_err_set(err, rc, NULL, "%s", lookup.msg);
+    e->meter_seq = m.seq;
+    e->additive = m.formula != TG_FORMULA_LAST && m.event_time_window == TG_WINDOW_NONE;
+    /* Keep what the meter does not interpret (dimensions such as agent_id) with the event:
+     * the interpreted keys move to the front of the payload (at most two moves) and the rest
+     * is the extras range. */
+    size_t front = 0;
+    for (size_t i = 0; i < e->payload.n; i++) {
+        const char *k = e->payload.items[i].key;
+        if (strcmp(k, m.customer_key) != 0 &&
+            (m.formula == TG_FORMULA_COUNT || strcmp(k, m.value_key) != 0))
+            continue;
+        tg_kv kv = e->payload.items[i];
+        memmove(&e->payload.items[front + 1], &e->payload.items[front],
+                (i - front) * sizeof kv);
+        e->payload.items[front++] = kv;
+    }
+    e->extras.items = e->payload.items + front;
+    e->extras.n = e->payload.n - front;
     if (!e->identifier[0] && tg_id_random(e->identifier, sizeof e->identifier, "", 32))
         return tg_err_set(err, TG_ESTORE, NULL, "random generator failed");
     e->created = tg_service_now(svc);
@@ -742,30 +899,31 @@ typedef struct cancel_arg {
 static int cancel_job(tg_store *s, void *arg, tg_err *err)
 {
     cancel_arg *c = arg;
+    (void)s;
     tg_arena a;
     tg_arena_init(&a, 0);
-    tg_event e;
+    tg_found f;
     tg_err lookup = {0};
-    int rc = s->ops->event_get(s, c->scope, c->identifier, &a, &e, &lookup);
+    char name[TG_NAME_MAX + 1] = "";
+    int rc = tg_writer_lookup(c->svc->writer, c->scope, c->identifier, &a, &f, &lookup);
+    if (rc == TG_OK) {
+        if (f.in_block)
+            meter_name_by_seq(c->svc, c->scope, f.ev.meter_seq, name, sizeof name);
+        else
+            snprintf(name, sizeof name, "%s", f.ev.event_name);
+    }
+    if (rc == TG_ENOTFOUND || (rc == TG_OK && strcmp(name, c->event_name) != 0))
+        rc = tg_err_set(err, TG_ENOTFOUND, "cancel[identifier]",
+                        "No meter event with identifier '%s' for event name %s.", c->identifier,
+                        c->event_name);
+    else if (rc)
+        rc = tg_err_set(err, rc, NULL, "%s", lookup.msg);
+    else if (tg_service_now(c->svc) - f.created > TG_CANCEL_WINDOW)
+        rc = tg_err_set(err, TG_EINVAL, "cancel[identifier]",
+                        "You can only cancel events within 24 hours of receiving them.");
+    else
+        rc = tg_writer_cancel(c->svc->writer, c->scope, &f, err);
     tg_arena_free(&a);
-    if (rc == TG_ENOTFOUND || (rc == TG_OK && strcmp(e.event_name, c->event_name) != 0))
-        return tg_err_set(err, TG_ENOTFOUND, "cancel[identifier]",
-                          "No meter event with identifier '%s' for event name %s.",
-                          c->identifier, c->event_name);
-    if (rc)
-        return tg_err_set(err, rc, NULL, "%s", lookup.msg);
-    if (e.state == TG_EVENT_CANCELED)
-        return tg_err_set(err, TG_EINVAL, "cancel[identifier]",
-                          "The meter event with identifier '%s' is already canceled.",
-                          c->identifier);
-    if (tg_service_now(c->svc) - e.created > TG_CANCEL_WINDOW)
-        return tg_err_set(err, TG_EINVAL, "cancel[identifier]",
-                          "You can only cancel events within 24 hours of receiving them.");
-    bool was_counted = e.state == TG_EVENT_COUNTED, changed = false;
-    rc = s->ops->event_set_state(s, c->scope, e.seq, e.state, TG_EVENT_CANCELED, &changed, err);
-    if (!rc && was_counted && changed)
-        rc = tg_writer_rebuild_bucket(s, c->scope, e.meter_id, e.customer_id,
-                                      tg_window_start(e.timestamp, 60), err);
     return rc;
 }
 
@@ -840,6 +998,75 @@ static int summary_add(void *ctx, const tg_bucket *b)
     return tg_bucket_merge(&c->acc, b) ? TG_EINVAL : TG_OK;
 }
 
+typedef struct bucket_vec {
+    tg_bucket *b;
+    size_t n, cap;
+} bucket_vec;
+
+static int collect_bucket(void *ctx, const tg_bucket *b)
+{
+    bucket_vec *v = ctx;
+    if (v->n == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 256;
+        tg_bucket *p = realloc(v->b, cap * sizeof *p);
+        if (!p)
+            return TG_ENOMEM;
+        v->b = p;
+        v->cap = cap;
+    }
+    v->b[v->n++] = *b;
+    return TG_OK;
+}
+
+/* Reads the minute buckets of (meter, customer) in [from, to), newest first, with the live
+ * overlay added for additive meters: stored buckets and overlay are read under the pair's
+ * overlay lock, so a concurrent checkpoint is seen entirely or not at all. */
+static int read_buckets(tg_service *svc, tg_store *s, const tg_meter *m, int64_t customer_seq,
+                        int64_t from, int64_t to, bucket_vec *out, tg_err *err)
+{
+    bool additive = m->formula != TG_FORMULA_LAST && m->event_time_window == TG_WINDOW_NONE;
+    void *lock = additive ? tg_overlay_rdlock(svc->overlay, (uint64_t)m->seq,
+                                              (uint64_t)customer_seq)
+                          : NULL;
+    bucket_vec stored = {0};
+    tg_delta *live = NULL;
+    long nlive = 0;
+    int rc = s->ops->bucket_each(s, m->seq, customer_seq, from, to, collect_bucket, &stored, err);
+    if (!rc && lock)
+        nlive = tg_overlay_read(svc->overlay, (uint64_t)m->seq, (uint64_t)customer_seq, from, to,
+                                &live);
+    if (lock)
+        tg_overlay_unlock(lock);
+    if (!rc && nlive < 0)
+        rc = TG_ENOMEM;
+    /* Merge two newest-first sequences. */
+    size_t i = 0, k = 0;
+    while (!rc && (i < stored.n || k < (size_t)nlive)) {
+        tg_bucket b;
+        if (k == (size_t)nlive || (i < stored.n && stored.b[i].minute > live[k].minute)) {
+            b = stored.b[i++];
+        } else {
+            memset(&b, 0, sizeof b);
+            if (i < stored.n && stored.b[i].minute == live[k].minute)
+                b = stored.b[i++];
+            b.minute = live[k].minute;
+            if (tg_dec_add(b.sum, live[k].sum, &b.sum))
+                rc = TG_EINVAL;
+            b.count += live[k].count;
+            k++;
+        }
+        if (!rc && b.count)
+            rc = collect_bucket(out, &b);
+    }
+    free(stored.b);
+    free(live);
+    if (rc == TG_ENOMEM)
+        return tg_err_set(err, rc, NULL, NULL);
+    if (rc == TG_EINVAL)
+        return tg_err_set(err, TG_ESTORE, NULL, "Aggregate overflow.");
+    return rc;
+}
+
 int tg_summary_list(tg_service *svc, const tg_scope *scope, const char *meter_id,
                     const char *customer_id, int64_t start, int64_t end, tg_window grouping,
                     int limit, int64_t after_start, int64_t before_start, tg_arena *a,
@@ -854,6 +1081,7 @@ int tg_summary_list(tg_service *svc, const tg_scope *scope, const char *meter_id
         return rc;
     tg_meter m;
     rc = s->ops->meter_get(s, scope, meter_id, &m, err);
+    int64_t customer_seq = rc ? 0 : cust_find_any(svc, scope, customer_id);
     summary_ctx c;
     memset(&c, 0, sizeof c);
     c.grain = grouping == TG_WINDOW_NONE ? 0 : tg_window_seconds(grouping);
@@ -871,14 +1099,21 @@ int tg_summary_list(tg_service *svc, const tg_scope *scope, const char *meter_id
     } else if (after_start || before_start) {
         from = to; /* the only window is the cursor itself: nothing before or after it */
     }
-    if (!rc && from < to) {
-        rc = s->ops->bucket_each(s, scope, meter_id, customer_id, from, to, summary_add, &c, err);
-        if (rc == 1)
-            rc = TG_OK;
-        else if (!rc)
-            rc = summary_emit(&c);
-    }
+    bucket_vec buckets = {0};
+    if (!rc && customer_seq && from < to)
+        rc = read_buckets(svc, s, &m, customer_seq, from, to, &buckets, err);
     reader_put(svc, s);
+    for (size_t i = 0; !rc && i < buckets.n; i++) {
+        rc = summary_add(&c, &buckets.b[i]);
+        if (rc == 1) {
+            rc = TG_OK;
+            c.have = false; /* the open window is past the page */
+            break;
+        }
+    }
+    free(buckets.b);
+    if (!rc)
+        rc = summary_emit(&c);
     if (!rc && !c.grain && c.n == 0 && !after_start && !before_start) {
         /* Without grouping there is always exactly one summary, zero when nothing was used. */
         c.have = true;

@@ -41,15 +41,22 @@ typedef struct tg_store_ops {
                       int64_t created, tg_err *err);
     int (*key_lookup)(tg_store *s, const char *hash, tg_scope *scope_out, tg_err *err);
 
-    /* Customers. customer_put inserts or replaces the whole row. */
-    int (*customer_put)(tg_store *s, const tg_scope *scope, const tg_customer *c, tg_err *err);
+    /* Customers. customer_put inserts (setting c->seq) or replaces the whole row. */
+    int (*customer_put)(tg_store *s, const tg_scope *scope, tg_customer *c, tg_err *err);
     int (*customer_get)(tg_store *s, const tg_scope *scope, const char *id, tg_arena *a,
                         tg_customer *out, tg_err *err);
     int (*customer_list)(tg_store *s, const tg_scope *scope, const tg_page *page, tg_arena *a,
                          tg_customer **out, size_t *n, tg_err *err);
 
-    /* Meters. meter_put inserts or replaces. status: -1 any, 0 inactive, 1 active. */
-    int (*meter_put)(tg_store *s, const tg_scope *scope, const tg_meter *m, tg_err *err);
+    /* Calls fn for every customer of every scope (start-up registry load). */
+    int (*customer_each)(tg_store *s,
+                         int (*fn)(void *ctx, const tg_scope *scope, int64_t seq, const char *id,
+                                   bool deleted),
+                         void *ctx, tg_err *err);
+
+    /* Meters. meter_put inserts (setting m->seq) or replaces. status: -1 any, 0 inactive,
+     * 1 active. */
+    int (*meter_put)(tg_store *s, const tg_scope *scope, tg_meter *m, tg_err *err);
     int (*meter_get)(tg_store *s, const tg_scope *scope, const char *id, tg_meter *out,
                      tg_err *err);
     int (*meter_list)(tg_store *s, const tg_scope *scope, int status, const tg_page *page,
@@ -58,37 +65,61 @@ typedef struct tg_store_ops {
     int (*meter_each)(tg_store *s, int (*fn)(void *ctx, const tg_scope *scope, const tg_meter *m),
                       void *ctx, tg_err *err);
 
-    /* Raw events. event_insert sets *dup (and writes nothing) when the identifier exists in
-     * scope, else stores the event and sets e->seq. */
+    /* Row-stored events (meters with formula last or an event_time_window; see writer.c).
+     * event_insert sets *dup (and writes nothing) when the identifier exists in scope, else
+     * stores the event and sets e->seq. */
     int (*event_insert)(tg_store *s, const tg_scope *scope, tg_event *e, bool *dup, tg_err *err);
     int (*event_get)(tg_store *s, const tg_scope *scope, const char *identifier, tg_arena *a,
                      tg_event *out, tg_err *err);
     /* Moves event seq from state `from` to `to`; *changed tells whether it was in `from`. */
     int (*event_set_state)(tg_store *s, const tg_scope *scope, int64_t seq, tg_event_state from,
                            tg_event_state to, bool *changed, tg_err *err);
-    /* Counted events of (meter, customer) with from <= timestamp < to, any order. */
-    int (*event_each_in_range)(tg_store *s, const tg_scope *scope, const char *meter_id,
-                               const char *customer_id, int64_t from, int64_t to,
+    /* Calls fn with the scope and identifier of every row-stored event (start-up). */
+    int (*event_each_identifier)(tg_store *s,
+                                 int (*fn)(void *ctx, const tg_scope *scope,
+                                           const char *identifier),
+                                 void *ctx, tg_err *err);
+    /* Counted row-stored events of (meter, customer) with from <= timestamp < to. */
+    int (*event_each_in_range)(tg_store *s, int64_t meter_seq, int64_t customer_seq, int64_t from,
+                               int64_t to,
                                int (*fn)(void *ctx, int64_t ts, int64_t seq, tg_dec value),
                                void *ctx, tg_err *err);
 
-    /* Minute buckets. bucket_get: TG_ENOTFOUND when absent. bucket_put with count 0 deletes. */
-    int (*bucket_get)(tg_store *s, const tg_scope *scope, const char *meter_id,
-                      const char *customer_id, int64_t minute, tg_bucket *out, tg_err *err);
-    int (*bucket_put)(tg_store *s, const tg_scope *scope, const char *meter_id,
-                      const char *customer_id, const tg_bucket *b, tg_err *err);
+    /* Event blocks (the events of additive meters, a batch a row; core/eventblock.h).
+     * block_append sets *seq; block_each visits blocks with seq > after in order. */
+    int (*block_append)(tg_store *s, const tg_scope *scope, int64_t created, size_t count,
+                        const void *data, size_t len, int64_t *seq, tg_err *err);
+    int (*block_get)(tg_store *s, int64_t seq, tg_arena *a, tg_scope *scope, int64_t *created,
+                     const void **data, size_t *len, tg_err *err);
+    int (*block_each)(tg_store *s, int64_t after,
+                      int (*fn)(void *ctx, int64_t seq, const tg_scope *scope, int64_t created,
+                                const void *data, size_t len),
+                      void *ctx, tg_err *err);
+
+    /* Cancellations of block-stored events, by (block, index in block). cancel_put sets *id
+     * (increasing) or *dup when already canceled; cancel_each visits ids > after in order. */
+    int (*cancel_put)(tg_store *s, int64_t block, int64_t index, int64_t created, int64_t *id,
+                      bool *dup, tg_err *err);
+    int (*cancel_each)(tg_store *s, int64_t after,
+                       int (*fn)(void *ctx, int64_t id, int64_t block, int64_t index),
+                       void *ctx, tg_err *err);
+
+    /* Minute buckets by (meter, customer) row numbers. bucket_get: TG_ENOTFOUND when absent
+     * (not recorded in err). bucket_put with count 0 deletes. */
+    int (*bucket_get)(tg_store *s, int64_t meter_seq, int64_t customer_seq, int64_t minute,
+                      tg_bucket *out, tg_err *err);
+    int (*bucket_put)(tg_store *s, int64_t meter_seq, int64_t customer_seq, const tg_bucket *b,
+                      tg_err *err);
     /* Buckets with from <= minute < to, newest first. */
-    int (*bucket_each)(tg_store *s, const tg_scope *scope, const char *meter_id,
-                       const char *customer_id, int64_t from, int64_t to,
-                       int (*fn)(void *ctx, const tg_bucket *b), void *ctx, tg_err *err);
+    int (*bucket_each)(tg_store *s, int64_t meter_seq, int64_t customer_seq, int64_t from,
+                       int64_t to, int (*fn)(void *ctx, const tg_bucket *b), void *ctx,
+                       tg_err *err);
 
     /* The surviving event of a pre-aggregation window (event_time_window meters). */
-    int (*window_get)(tg_store *s, const tg_scope *scope, const char *meter_id,
-                      const char *customer_id, int64_t window_start, int64_t *seq_out,
-                      int64_t *ts_out, tg_err *err);
-    int (*window_put)(tg_store *s, const tg_scope *scope, const char *meter_id,
-                      const char *customer_id, int64_t window_start, int64_t seq, int64_t ts,
-                      tg_err *err);
+    int (*window_get)(tg_store *s, int64_t meter_seq, int64_t customer_seq, int64_t window_start,
+                      int64_t *seq_out, int64_t *ts_out, tg_err *err);
+    int (*window_put)(tg_store *s, int64_t meter_seq, int64_t customer_seq, int64_t window_start,
+                      int64_t seq, int64_t ts, tg_err *err);
 
     /* Idempotency records. */
     int (*idem_get)(tg_store *s, const tg_scope *scope, const char *key, tg_arena *a,

@@ -1,148 +1,352 @@
-/* writer.c -- the single writer thread with group commit (see writer.h).
+/* writer.c -- the single writer thread (see writer.h).
  *
  * Queue: a singly linked FIFO under one mutex. Submitters wait on `done_cv`, which the writer
  * broadcasts after each batch; each submitter checks its own job->done.
  *
- * Batch: the writer detaches the whole queue (up to batch_max_events events), opens one
- * transaction, and runs the jobs in order. Event jobs fold their events into an in-memory
- * table of the minute buckets the batch touches, so a bucket hit by many events of a batch is
- * read once and written once. Anything that must see buckets as stored (function jobs, events
- * of pre-aggregated meters) first flushes that table.
+ * A batch, in order:
+ *   1. BEGIN; run the jobs. Fast-path events: look the identifier up in the batch's own set,
+ *      then in the identifier index (confirming candidates against stored blocks), append to
+ *      the scope's block and add (value, 1) to the batch's delta table. Row events: insert
+ *      with the table's unique index (and the identifier index, for block-stored twins), then
+ *      recompute their minute bucket. Function jobs run in savepoints; a cancellation adds a
+ *      negative delta.
+ *   2. Write one block row per scope; COMMIT.
+ *   3. Only now: add the identifiers to the index, merge the batch's deltas into the overlay,
+ *      and wake the submitters. A failed commit discards the batch's blocks, deltas and
+ *      identifiers, so nothing uncommitted is ever visible or acknowledged.
+ * Between batches, a checkpoint folds the overlay into stored buckets in one transaction that
+ * also records the last block and cancellation it covers; it commits while holding every
+ * overlay shard, so readers see either the old buckets plus the overlay or the new buckets.
  */
 #include "core/writer.h"
 
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/log.h"
+#include "core/dedupe.h"
+#include "core/eventblock.h"
 #include "core/metering.h"
 
-typedef struct bucket_slot {
-    char meter_id[TG_ID_MAX];
-    char customer_id[TG_ID_MAX];
-    uint64_t hash;
+#define MAX_SCOPES 8      /* distinct scopes in one batch; more wait for the next batch */
+#define BLOCK_CACHE 64    /* recent blocks kept to confirm retried identifiers */
+#define BLOCK_CAP (256u << 20)
+
+typedef struct delta_slot {
+    int64_t meter_seq, customer_seq, minute;
+    tg_dec sum;
+    int64_t count;
     bool used;
-    tg_bucket b;
-} bucket_slot;
+} delta_slot;
+
+typedef struct seen_slot {
+    uint64_t h;
+    const char *identifier;
+    const tg_scope *scope;
+} seen_slot;
+
+typedef struct pending_id {
+    uint64_t h;
+    int scope_index; /* -1: row-stored */
+} pending_id;
+
+typedef struct batch_scope {
+    tg_scope scope;
+    tg_block block;
+    int64_t created;
+    int64_t seq; /* after writing */
+} batch_scope;
+
+typedef struct cached_block {
+    int64_t seq;
+    tg_scope scope;
+    int64_t created;
+    unsigned char *data;
+    size_t len;
+} cached_block;
 
 struct tg_writer {
     tg_store *store;
     const tg_clock *clock;
     tg_writer_config cfg;
+    tg_overlay *overlay;
+    tg_dedupe *index;
+    uint64_t seed;
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t work_cv, done_cv;
     tg_job *head, *tail;
     size_t queued_events;
     bool stopping;
-    /* batch bucket table (writer thread only) */
-    bucket_slot *slots;
-    size_t nslots, nused;
-    int64_t last_prune;
+
+    /* batch state (writer thread only) */
+    delta_slot *deltas;
+    size_t ndelta_slots, ndeltas;
+    seen_slot *seen;
+    size_t nseen_slots, nseen;
+    pending_id *pending;
+    size_t npending, cap_pending;
+    batch_scope scopes[MAX_SCOPES];
+    int nscopes;
+
+    cached_block cache[BLOCK_CACHE];
+    size_t cache_next;
+    int64_t last_block, last_cancel;       /* highest committed */
+    int64_t folded_block, folded_cancel;   /* covered by the stored buckets */
+    int64_t last_checkpoint_ms, last_prune;
 };
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static size_t job_weight(const tg_job *j)
 {
     return j->fn ? 1 : j->nevents + j->nerrors;
 }
 
-/* ---------------------------------------------------------------- bucket table */
-
-static uint64_t bucket_hash(const char *meter_id, const char *customer_id, int64_t minute)
+static uint64_t mix3(int64_t a, int64_t b, int64_t c)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (const char *p = meter_id; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-    h = (h ^ 0xff) * 1099511628211ULL;
-    for (const char *p = customer_id; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-    h ^= (uint64_t)minute * 0x9E3779B97F4A7C15ULL;
-    return h ^ (h >> 29);
+    uint64_t h = (uint64_t)a * 0x9E3779B97F4A7C15ULL;
+    h ^= (uint64_t)b + 0x632BE59BD9B4E019ULL + (h << 6) + (h >> 2);
+    h ^= (uint64_t)c * 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 29;
+    return h * 0x94d049bb133111ebULL;
 }
 
-static int table_grow(tg_writer *w)
+/* ================================================================ batch delta table */
+
+static int delta_add(tg_writer *w, int64_t m, int64_t c, int64_t minute, tg_dec sum,
+                     int64_t count)
 {
-    size_t n = w->nslots ? w->nslots * 2 : 1024;
-    bucket_slot *slots = calloc(n, sizeof *slots);
-    if (!slots)
-        return TG_ENOMEM;
-    for (size_t i = 0; i < w->nslots; i++) {
-        if (!w->slots[i].used)
-            continue;
-        size_t k = w->slots[i].hash & (n - 1);
-        while (slots[k].used)
-            k = (k + 1) & (n - 1);
-        slots[k] = w->slots[i];
+    if ((w->ndeltas + 1) * 2 > w->ndelta_slots) {
+        size_t n = w->ndelta_slots ? w->ndelta_slots * 2 : 4096;
+        delta_slot *t = calloc(n, sizeof *t);
+        if (!t)
+            return TG_ENOMEM;
+        for (size_t i = 0; i < w->ndelta_slots; i++) {
+            if (!w->deltas[i].used)
+                continue;
+            delta_slot *d = &w->deltas[i];
+            size_t k = mix3(d->meter_seq, d->customer_seq, d->minute) & (n - 1);
+            while (t[k].used)
+                k = (k + 1) & (n - 1);
+            t[k] = *d;
+        }
+        free(w->deltas);
+        w->deltas = t;
+        w->ndelta_slots = n;
     }
-    free(w->slots);
-    w->slots = slots;
-    w->nslots = n;
-    return TG_OK;
-}
-
-/* Returns the batch's copy of a bucket, loading it from the store on first touch. */
-static int table_bucket(tg_writer *w, const tg_scope *scope, const char *meter_id,
-                        const char *customer_id, int64_t minute, tg_bucket **out, tg_err *err)
-{
-    if ((w->nused + 1) * 2 > w->nslots && table_grow(w))
-        return tg_err_set(err, TG_ENOMEM, NULL, NULL);
-    uint64_t h = bucket_hash(meter_id, customer_id, minute);
-    size_t k = h & (w->nslots - 1);
-    for (; w->slots[k].used; k = (k + 1) & (w->nslots - 1)) {
-        bucket_slot *s = &w->slots[k];
-        if (s->hash == h && s->b.minute == minute && strcmp(s->meter_id, meter_id) == 0 &&
-            strcmp(s->customer_id, customer_id) == 0) {
-            *out = &s->b;
+    size_t mask = w->ndelta_slots - 1;
+    size_t k = mix3(m, c, minute) & mask;
+    for (; w->deltas[k].used; k = (k + 1) & mask) {
+        delta_slot *d = &w->deltas[k];
+        if (d->meter_seq == m && d->customer_seq == c && d->minute == minute) {
+            if (tg_dec_add(d->sum, sum, &d->sum))
+                return TG_EINVAL;
+            d->count += count;
             return TG_OK;
         }
     }
-    bucket_slot *s = &w->slots[k];
-    memset(&s->b, 0, sizeof s->b);
-    int rc = w->store->ops->bucket_get(w->store, scope, meter_id, customer_id, minute, &s->b, err);
-    if (rc == TG_ENOTFOUND) {
-        memset(&s->b, 0, sizeof s->b);
-        rc = TG_OK;
-    }
-    if (rc)
-        return rc;
-    s->b.minute = minute;
-    s->used = true;
-    s->hash = h;
-    snprintf(s->meter_id, sizeof s->meter_id, "%s", meter_id);
-    snprintf(s->customer_id, sizeof s->customer_id, "%s", customer_id);
-    w->nused++;
-    *out = &s->b;
+    delta_slot *d = &w->deltas[k];
+    d->used = true;
+    d->meter_seq = m;
+    d->customer_seq = c;
+    d->minute = minute;
+    d->sum = sum;
+    d->count = count;
+    w->ndeltas++;
     return TG_OK;
 }
 
-/* Writes every touched bucket and empties the table. Scope is unused by bucket_put's key
- * (meter ids are unique), so any scope does. */
-static int table_flush(tg_writer *w, tg_err *err)
+/* ================================================================ identifiers */
+
+/* Clears the batch's identifier set, sized for n more events. */
+static int seen_reset(tg_writer *w, size_t n)
 {
-    int rc = TG_OK;
-    static const tg_scope any = {"", false};
-    for (size_t i = 0; i < w->nslots && w->nused; i++) {
-        bucket_slot *s = &w->slots[i];
-        if (!s->used)
-            continue;
-        if (!rc)
-            rc = w->store->ops->bucket_put(w->store, &any, s->meter_id, s->customer_id, &s->b, err);
-        s->used = false;
-        w->nused--;
+    size_t want = 1024;
+    while (want < n * 2)
+        want *= 2;
+    if (want > w->nseen_slots) {
+        free(w->seen);
+        w->seen = calloc(want, sizeof *w->seen);
+        if (!w->seen) {
+            w->nseen_slots = 0;
+            return TG_ENOMEM;
+        }
+        w->nseen_slots = want;
+    } else if (w->nseen) {
+        memset(w->seen, 0, w->nseen_slots * sizeof *w->seen);
     }
-    w->nused = 0;
+    w->nseen = 0;
+    return TG_OK;
+}
+
+static bool same_scope(const tg_scope *a, const tg_scope *b)
+{
+    return a->livemode == b->livemode && strcmp(a->account, b->account) == 0;
+}
+
+/* True when the identifier was already taken in this batch; otherwise records it. */
+static bool seen_check_add(tg_writer *w, uint64_t h, const tg_scope *scope, const char *id)
+{
+    size_t mask = w->nseen_slots - 1;
+    size_t k = (size_t)h & mask;
+    for (; w->seen[k].identifier; k = (k + 1) & mask)
+        if (w->seen[k].h == h && same_scope(w->seen[k].scope, scope) &&
+            strcmp(w->seen[k].identifier, id) == 0)
+            return true;
+    w->seen[k].h = h;
+    w->seen[k].identifier = id;
+    w->seen[k].scope = scope;
+    w->nseen++;
+    return false;
+}
+
+static int pending_add(tg_writer *w, uint64_t h, int scope_index)
+{
+    if (w->npending == w->cap_pending) {
+        size_t cap = w->cap_pending ? w->cap_pending * 2 : 4096;
+        pending_id *p = realloc(w->pending, cap * sizeof *p);
+        if (!p)
+            return TG_ENOMEM;
+        w->pending = p;
+        w->cap_pending = cap;
+    }
+    w->pending[w->npending].h = h;
+    w->pending[w->npending].scope_index = scope_index;
+    w->npending++;
+    return TG_OK;
+}
+
+/* Finds a block: from the cache of recent blocks, else the store (copied into a). */
+static int block_load(tg_writer *w, int64_t seq, tg_arena *a, tg_scope *scope, int64_t *created,
+                      const void **data, size_t *len, tg_err *err)
+{
+    for (size_t i = 0; i < BLOCK_CACHE; i++)
+        if (w->cache[i].data && w->cache[i].seq == seq) {
+            *scope = w->cache[i].scope;
+            *created = w->cache[i].created;
+            *data = w->cache[i].data;
+            *len = w->cache[i].len;
+            return TG_OK;
+        }
+    return w->store->ops->block_get(w->store, seq, a, scope, created, data, len, err);
+}
+
+static void cache_put(tg_writer *w, int64_t seq, const tg_scope *scope, int64_t created,
+                      const void *data, size_t len)
+{
+    cached_block *c = &w->cache[w->cache_next++ % BLOCK_CACHE];
+    unsigned char *copy = malloc(len ? len : 1);
+    if (!copy)
+        return;
+    free(c->data);
+    memcpy(copy, data, len);
+    c->seq = seq;
+    c->scope = *scope;
+    c->created = created;
+    c->data = copy;
+    c->len = len;
+}
+
+/* Looks for identifier in a stored block of the same scope. 1: found (index and event set). */
+static int block_find(const void *data, size_t len, const char *identifier, int64_t *index,
+                      tg_block_event *ev)
+{
+    tg_block_reader r;
+    if (tg_block_open(&r, data, len))
+        return -1;
+    size_t n = strlen(identifier);
+    int rc;
+    int64_t i = 0;
+    while ((rc = tg_block_next(&r, ev)) == 1) {
+        if (ev->identifier_len == n && memcmp(ev->identifier, identifier, n) == 0) {
+            *index = i;
+            return 1;
+        }
+        i++;
+    }
     return rc;
 }
 
-static void table_discard(tg_writer *w)
+int tg_writer_lookup(tg_writer *w, const tg_scope *scope, const char *identifier, tg_arena *a,
+                     tg_found *out, tg_err *err)
 {
-    if (w->slots)
-        memset(w->slots, 0, w->nslots * sizeof *w->slots);
-    w->nused = 0;
+    uint64_t h = tg_dedupe_hash(w->seed, scope->account, scope->livemode, identifier);
+    uint64_t cands[TG_DEDUPE_MAX_CANDIDATES];
+    int n = tg_dedupe_find(w->index, h, cands, TG_DEDUPE_MAX_CANDIDATES);
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < n; i++) {
+        if (cands[i] == TG_DEDUPE_ROW) {
+            tg_err lookup = {0};
+            int rc = w->store->ops->event_get(w->store, scope, identifier, a, &out->ev, &lookup);
+            if (rc == TG_ENOTFOUND)
+                continue;
+            if (rc)
+                return tg_err_set(err, rc, NULL, "%s", lookup.msg);
+            out->in_block = false;
+            out->created = out->ev.created;
+            return TG_OK;
+        }
+        tg_scope bscope;
+        int64_t created;
+        const void *data;
+        size_t len;
+        int rc = block_load(w, (int64_t)cands[i], a, &bscope, &created, &data, &len, err);
+        if (rc)
+            return rc;
+        if (!same_scope(&bscope, scope))
+            continue;
+        tg_block_event ev;
+        int64_t index;
+        rc = block_find(data, len, identifier, &index, &ev);
+        if (rc < 0)
+            return tg_err_set(err, TG_ESTORE, NULL, "Corrupt event block %lld.",
+                              (long long)cands[i]);
+        if (rc == 1) {
+            out->in_block = true;
+            out->block = (int64_t)cands[i];
+            out->index = index;
+            out->created = created;
+            out->ev.meter_seq = (int64_t)ev.meter_seq;
+            out->ev.customer_seq = (int64_t)ev.customer_seq;
+            out->ev.timestamp = ev.timestamp;
+            out->ev.value = ev.value;
+            out->ev.created = created;
+            snprintf(out->ev.identifier, sizeof out->ev.identifier, "%s", identifier);
+            return TG_OK;
+        }
+    }
+    return TG_ENOTFOUND;
 }
 
-/* ---------------------------------------------------------------- bucket rebuild */
+/* True when this identifier is already stored (or taken earlier in the batch). */
+static int is_duplicate(tg_writer *w, const tg_scope *scope, const char *identifier, uint64_t h,
+                        bool *dup, tg_err *err)
+{
+    *dup = seen_check_add(w, h, scope, identifier);
+    if (*dup)
+        return TG_OK;
+    uint64_t cands[1];
+    if (tg_dedupe_find(w->index, h, cands, 1) == 0)
+        return TG_OK; /* the common case: no tag matches, no read */
+    tg_arena a;
+    tg_arena_init(&a, 0);
+    tg_found f;
+    int rc = tg_writer_lookup(w, scope, identifier, &a, &f, err);
+    tg_arena_free(&a);
+    if (rc == TG_OK)
+        *dup = true;
+    return rc == TG_ENOTFOUND ? TG_OK : rc;
+}
+
+/* ================================================================ row-stored events */
 
 typedef struct rebuild_ctx {
     tg_bucket b;
@@ -154,78 +358,64 @@ static int rebuild_add(void *ctx, int64_t ts, int64_t seq, tg_dec value)
     return tg_bucket_add(&r->b, ts, seq, value);
 }
 
-/* Recomputes one minute bucket from the counted raw events (after a cancellation or a
- * superseded pre-aggregated event). */
-static int bucket_rebuild(tg_store *s, const tg_scope *scope, const char *meter_id,
-                          const char *customer_id, int64_t minute, tg_err *err)
+/* Recomputes one minute bucket of a row-stored meter from its counted events. */
+static int bucket_rebuild(tg_store *s, int64_t meter_seq, int64_t customer_seq, int64_t minute,
+                          tg_err *err)
 {
     rebuild_ctx r;
     memset(&r, 0, sizeof r);
-    int rc = s->ops->event_each_in_range(s, scope, meter_id, customer_id, minute, minute + 60,
+    int rc = s->ops->event_each_in_range(s, meter_seq, customer_seq, minute, minute + 60,
                                          rebuild_add, &r, err);
     if (rc)
         return rc == TG_EINVAL ? tg_err_set(err, TG_ESTORE, NULL, "bucket overflow") : rc;
     r.b.minute = minute;
-    return s->ops->bucket_put(s, scope, meter_id, customer_id, &r.b, err);
+    return s->ops->bucket_put(s, meter_seq, customer_seq, &r.b, err);
 }
 
-int tg_writer_rebuild_bucket(tg_store *s, const tg_scope *scope, const char *meter_id,
-                             const char *customer_id, int64_t minute, tg_err *err)
-{
-    return bucket_rebuild(s, scope, meter_id, customer_id, minute, err);
-}
-
-/* ---------------------------------------------------------------- event jobs */
-
-/* An event of a pre-aggregated meter (event_time_window hour/day): within a window only the
- * most recently received event of a customer counts. The previous survivor is marked
- * superseded and both minute buckets are recomputed from raw events. */
-static int report_duplicate(tg_store *s, const tg_scope *scope, const tg_event *e,
-                            const tg_clock *clock, tg_err *err);
-
-static int apply_windowed(tg_writer *w, const tg_scope *scope, tg_event *e, int *result,
-                          bool report_duplicates, tg_err *err)
+/* A row-stored event: meters with formula last, or with a pre-aggregation window, where
+ * within a window only the most recently received event of a customer counts. The previous
+ * survivor is superseded and both minute buckets are recomputed from the rows. */
+static int apply_row_event(tg_writer *w, const tg_scope *scope, tg_event *e, int *result,
+                           tg_err *err)
 {
     tg_store *s = w->store;
-    int rc = table_flush(w, err);
-    if (rc)
-        return rc;
     bool dup = false;
-    rc = s->ops->event_insert(s, scope, e, &dup, err);
-    if (rc)
+    int rc = s->ops->event_insert(s, scope, e, &dup, err);
+    if (rc || dup) {
+        *result = dup ? TG_EDUPLICATE : rc;
         return rc;
-    if (dup) {
-        *result = TG_EDUPLICATE;
-        return report_duplicates ? report_duplicate(s, scope, e, w->clock, err) : TG_OK;
     }
-    int64_t start = tg_window_start(e->timestamp, tg_window_seconds(e->window));
-    int64_t old_seq, old_ts;
-    rc = s->ops->window_get(s, scope, e->meter_id, e->customer_id, start, &old_seq, &old_ts, err);
-    if (rc == TG_OK) {
-        /* Only a survivor that still counts is superseded: a canceled one stays canceled. */
-        bool changed = false;
-        rc = s->ops->event_set_state(s, scope, old_seq, TG_EVENT_COUNTED, TG_EVENT_SUPERSEDED,
-                                     &changed, err);
-        if (!rc && changed)
-            rc = bucket_rebuild(s, scope, e->meter_id, e->customer_id,
-                                tg_window_start(old_ts, 60), err);
-    } else if (rc == TG_ENOTFOUND) {
-        rc = TG_OK;
+    if (e->window != TG_WINDOW_NONE) {
+        int64_t start = tg_window_start(e->timestamp, tg_window_seconds(e->window));
+        int64_t old_seq, old_ts;
+        rc = s->ops->window_get(s, e->meter_seq, e->customer_seq, start, &old_seq, &old_ts, err);
+        if (rc == TG_OK) {
+            /* Only a survivor that still counts is superseded: a canceled one stays so. */
+            bool changed = false;
+            rc = s->ops->event_set_state(s, scope, old_seq, TG_EVENT_COUNTED, TG_EVENT_SUPERSEDED,
+                                         &changed, err);
+            if (!rc && changed)
+                rc = bucket_rebuild(s, e->meter_seq, e->customer_seq,
+                                    tg_window_start(old_ts, 60), err);
+        } else if (rc == TG_ENOTFOUND) {
+            rc = TG_OK;
+        }
+        if (!rc)
+            rc = s->ops->window_put(s, e->meter_seq, e->customer_seq, start, e->seq,
+                                    e->timestamp, err);
     }
     if (!rc)
-        rc = s->ops->window_put(s, scope, e->meter_id, e->customer_id, start, e->seq,
-                                e->timestamp, err);
-    if (!rc)
-        rc = bucket_rebuild(s, scope, e->meter_id, e->customer_id,
-                            tg_window_start(e->timestamp, 60), err);
+        rc = bucket_rebuild(s, e->meter_seq, e->customer_seq, tg_window_start(e->timestamp, 60),
+                            err);
     *result = rc;
     return rc;
 }
 
+/* ================================================================ event jobs */
+
 /* Counts a repeated identifier of an asynchronously validated event where refusals are
  * reported, so a client that reuses identifiers by mistake sees it. */
-static int report_duplicate(tg_store *s, const tg_scope *scope, const tg_event *e,
-                            const tg_clock *clock, tg_err *err)
+static int report_duplicate(tg_writer *w, const tg_scope *scope, const tg_event *e, tg_err *err)
 {
     tg_meter_error me;
     memset(&me, 0, sizeof me);
@@ -236,69 +426,178 @@ static int report_duplicate(tg_store *s, const tg_scope *scope, const tg_event *
     snprintf(me.last_message, sizeof me.last_message,
              "An event already exists with identifier %.100s.", e->identifier);
     me.count = 1;
-    me.last_seen = tg_clock_now(clock);
-    return s->ops->meter_error_add(s, scope, &me, err);
+    me.last_seen = tg_clock_now(w->clock);
+    return w->store->ops->meter_error_add(w->store, scope, &me, err);
+}
+
+static int scope_index(tg_writer *w, const tg_scope *scope, int64_t created)
+{
+    for (int i = 0; i < w->nscopes; i++)
+        if (same_scope(&w->scopes[i].scope, scope))
+            return i;
+    if (w->nscopes == MAX_SCOPES)
+        return -1;
+    batch_scope *b = &w->scopes[w->nscopes];
+    b->scope = *scope;
+    b->created = created;
+    b->seq = 0;
+    tg_buf_reset(&b->block.body);
+    b->block.count = 0;
+    return w->nscopes++;
 }
 
 static int apply_events(tg_writer *w, tg_job *j, tg_err *err)
 {
-    tg_store *s = w->store;
     for (size_t i = 0; i < j->nevents; i++) {
         tg_event *e = &j->events[i];
-        int rc;
-        if (e->window != TG_WINDOW_NONE) {
-            rc = apply_windowed(w, j->scope, e, &j->results[i], j->report_duplicates, err);
-            if (rc)
-                return rc;
-            continue;
-        }
+        uint64_t h = tg_dedupe_hash(w->seed, j->scope->account, j->scope->livemode,
+                                    e->identifier);
         bool dup = false;
-        rc = s->ops->event_insert(s, j->scope, e, &dup, err);
+        int rc = is_duplicate(w, j->scope, e->identifier, h, &dup, err);
         if (rc)
             return rc;
         if (dup) {
             j->results[i] = TG_EDUPLICATE;
-            if (j->report_duplicates && (rc = report_duplicate(s, j->scope, e, w->clock, err)))
+            if (j->report_duplicates && (rc = report_duplicate(w, j->scope, e, err)))
                 return rc;
             continue;
         }
-        tg_bucket *b = NULL;
-        rc = table_bucket(w, j->scope, e->meter_id, e->customer_id,
-                          tg_window_start(e->timestamp, 60), &b, err);
-        if (rc)
-            return rc;
-        if (tg_bucket_add(b, e->timestamp, e->seq, e->value))
-            return tg_err_set(err, TG_ESTORE, NULL, "Aggregate overflow for meter %s.",
-                              e->meter_id);
+        if (!e->additive) {
+            rc = apply_row_event(w, j->scope, e, &j->results[i], err);
+            if (rc)
+                return rc;
+            if (j->results[i] == TG_EDUPLICATE) {
+                if (j->report_duplicates && (rc = report_duplicate(w, j->scope, e, err)))
+                    return rc;
+                continue;
+            }
+            if ((rc = pending_add(w, h, -1)))
+                return tg_err_set(err, rc, NULL, NULL);
+            continue;
+        }
+        int si = scope_index(w, j->scope, e->created);
+        if (si < 0)
+            return tg_err_set(err, TG_EBUSY, NULL, "Too many scopes in one batch.");
+        batch_scope *b = &w->scopes[si];
+        if (e->created > b->created)
+            b->created = e->created;
+        if (tg_block_add(&b->block, e->identifier, (uint64_t)e->meter_seq,
+                         (uint64_t)e->customer_seq, e->timestamp, e->value, &e->extras))
+            return tg_err_set(err, TG_ENOMEM, NULL, "Event block full.");
+        if ((rc = pending_add(w, h, si)) ||
+            (rc = delta_add(w, e->meter_seq, e->customer_seq, tg_window_start(e->timestamp, 60),
+                            e->value, 1)))
+            return tg_err_set(err, rc == TG_EINVAL ? TG_ESTORE : rc, NULL,
+                              rc == TG_EINVAL ? "Aggregate overflow." : NULL);
         j->results[i] = TG_OK;
     }
     for (size_t i = 0; i < j->nerrors; i++) {
-        int rc = s->ops->meter_error_add(s, j->scope, &j->errors[i], err);
+        int rc = w->store->ops->meter_error_add(w->store, j->scope, &j->errors[i], err);
         if (rc)
             return rc;
     }
     return TG_OK;
 }
 
-/* ---------------------------------------------------------------- the batch loop */
+int tg_writer_cancel(tg_writer *w, const tg_scope *scope, const tg_found *f, tg_err *err)
+{
+    tg_store *s = w->store;
+    if (!f->in_block) {
+        bool changed = false;
+        if (f->ev.state == TG_EVENT_CANCELED)
+            return tg_err_set(err, TG_EINVAL, "cancel[identifier]",
+                              "The meter event with identifier '%s' is already canceled.",
+                              f->ev.identifier);
+        bool counted = f->ev.state == TG_EVENT_COUNTED;
+        int rc = s->ops->event_set_state(s, scope, f->ev.seq, f->ev.state, TG_EVENT_CANCELED,
+                                         &changed, err);
+        if (!rc && counted && changed)
+            rc = bucket_rebuild(s, f->ev.meter_seq, f->ev.customer_seq,
+                                tg_window_start(f->ev.timestamp, 60), err);
+        return rc;
+    }
+    int64_t id;
+    bool dup;
+    int rc = s->ops->cancel_put(s, f->block, f->index, tg_clock_now(w->clock), &id, &dup, err);
+    if (rc)
+        return rc;
+    if (dup)
+        return tg_err_set(err, TG_EINVAL, "cancel[identifier]",
+                          "The meter event with identifier '%s' is already canceled.",
+                          f->ev.identifier);
+    if (id > w->last_cancel)
+        w->last_cancel = id;
+    rc = delta_add(w, f->ev.meter_seq, f->ev.customer_seq, tg_window_start(f->ev.timestamp, 60),
+                   -f->ev.value, -1);
+    return rc ? tg_err_set(err, TG_ENOMEM, NULL, NULL) : TG_OK;
+}
+
+/* ================================================================ batches */
+
+static void batch_reset(tg_writer *w)
+{
+    if (w->ndeltas)
+        memset(w->deltas, 0, w->ndelta_slots * sizeof *w->deltas);
+    w->ndeltas = 0;
+    w->npending = 0;
+    w->nscopes = 0;
+}
+
+/* Writes one block row per scope. */
+static int write_blocks(tg_writer *w, tg_err *err)
+{
+    for (int i = 0; i < w->nscopes; i++) {
+        batch_scope *b = &w->scopes[i];
+        if (!b->block.count)
+            continue;
+        tg_buf out;
+        tg_buf_init(&out, BLOCK_CAP);
+        int rc = tg_block_finish(&b->block, &out) ? TG_ENOMEM : TG_OK;
+        if (!rc)
+            rc = w->store->ops->block_append(w->store, &b->scope, b->created, b->block.count,
+                                             out.data, out.len, &b->seq, err);
+        if (!rc) {
+            cache_put(w, b->seq, &b->scope, b->created, out.data, out.len);
+            if (b->seq > w->last_block)
+                w->last_block = b->seq;
+        }
+        tg_buf_free(&out);
+        if (rc)
+            return rc == TG_ENOMEM ? tg_err_set(err, rc, NULL, NULL) : rc;
+    }
+    return TG_OK;
+}
+
+/* After a commit: the batch's identifiers and deltas become visible. */
+static void publish_batch(tg_writer *w)
+{
+    for (size_t i = 0; i < w->npending; i++) {
+        int si = w->pending[i].scope_index;
+        uint64_t loc = si < 0 ? TG_DEDUPE_ROW : (uint64_t)w->scopes[si].seq;
+        if (tg_dedupe_insert(w->index, w->pending[i].h, loc))
+            tg_log(TG_LOG_ERROR, "identifier index: out of memory; retries may be recounted");
+    }
+    for (size_t i = 0; i < w->ndelta_slots && w->ndeltas; i++) {
+        delta_slot *d = &w->deltas[i];
+        if (d->used && tg_overlay_add(w->overlay, (uint64_t)d->meter_seq,
+                                      (uint64_t)d->customer_seq, d->minute, d->sum, d->count))
+            tg_log(TG_LOG_ERROR, "overlay: cannot add a delta (out of memory or overflow)");
+    }
+}
 
 static void run_function_job(tg_writer *w, tg_job *j)
 {
     tg_store *s = w->store;
-    tg_err flush_err = {0};
-    j->rc = table_flush(w, &flush_err);
-    if (j->rc) {
-        j->err = flush_err;
-        return;
-    }
     j->rc = s->ops->savepoint(s, &j->err);
     if (j->rc)
         return;
+    size_t mark_pending = w->npending;
     j->rc = j->fn(s, j->arg, &j->err);
     if (j->rc) {
         if (!j->err.code)
             tg_err_set(&j->err, j->rc, NULL, NULL);
         s->ops->rollback_to(s);
+        w->npending = mark_pending;
     } else {
         j->rc = s->ops->release(s, &j->err);
     }
@@ -316,11 +615,15 @@ static void fail_batch(tg_job *batch, const tg_err *err)
     }
 }
 
-static void run_batch(tg_writer *w, tg_job *batch)
+static void run_batch(tg_writer *w, tg_job *batch, size_t events)
 {
     tg_store *s = w->store;
     tg_err err = {0};
-    int rc = s->ops->begin(s, &err);
+    int64_t last_block = w->last_block, last_cancel = w->last_cancel;
+    batch_reset(w);
+    int rc = seen_reset(w, events + 1);
+    if (!rc)
+        rc = s->ops->begin(s, &err);
     for (tg_job *j = batch; j && !rc; j = j->next) {
         if (j->fn) {
             run_function_job(w, j);
@@ -332,15 +635,89 @@ static void run_batch(tg_writer *w, tg_job *batch)
         }
     }
     if (!rc)
-        rc = table_flush(w, &err);
+        rc = write_blocks(w, &err);
     if (!rc)
         rc = s->ops->commit(s, &err);
     if (rc) {
         s->ops->rollback(s);
-        table_discard(w);
+        w->last_block = last_block;
+        w->last_cancel = last_cancel;
+        if (!err.code)
+            tg_err_set(&err, rc, NULL, NULL);
         tg_log(TG_LOG_ERROR, "writer: batch failed, nothing acknowledged: %s", err.msg);
         fail_batch(batch, &err);
+        return;
     }
+    publish_batch(w);
+}
+
+/* ================================================================ checkpoints */
+
+static int fold_delta(void *ctx, uint64_t meter_seq, uint64_t customer_seq, const tg_delta *d)
+{
+    void **args = ctx;
+    tg_writer *w = args[0];
+    tg_err *err = args[1];
+    tg_bucket b;
+    memset(&b, 0, sizeof b);
+    int rc = w->store->ops->bucket_get(w->store, (int64_t)meter_seq, (int64_t)customer_seq,
+                                       d->minute, &b, err);
+    if (rc == TG_ENOTFOUND) {
+        memset(&b, 0, sizeof b);
+        rc = TG_OK;
+    }
+    if (rc)
+        return rc;
+    b.minute = d->minute;
+    if (tg_dec_add(b.sum, d->sum, &b.sum))
+        return tg_err_set(err, TG_ESTORE, NULL, "Aggregate overflow.");
+    b.count += d->count;
+    if (b.count == 0 && b.sum != 0)
+        b.count = 0; /* unreachable: every delta carries its count */
+    return w->store->ops->bucket_put(w->store, (int64_t)meter_seq, (int64_t)customer_seq, &b, err);
+}
+
+static int put_mark(tg_store *s, const char *name, int64_t v, tg_err *err)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lld", (long long)v);
+    return s->ops->setting_put(s, name, buf, err);
+}
+
+/* Folds the overlay into the stored buckets (see the file comment). */
+static void checkpoint(tg_writer *w)
+{
+    w->last_checkpoint_ms = mono_ms();
+    if (tg_overlay_size(w->overlay) == 0 && w->folded_block == w->last_block &&
+        w->folded_cancel == w->last_cancel)
+        return;
+    tg_store *s = w->store;
+    tg_err err = {0};
+    void *args[2] = {w, &err};
+    int rc = s->ops->begin(s, &err);
+    if (!rc)
+        rc = tg_overlay_each(w->overlay, fold_delta, args);
+    if (!rc)
+        rc = put_mark(s, "folded_block", w->last_block, &err);
+    if (!rc)
+        rc = put_mark(s, "folded_cancel", w->last_cancel, &err);
+    if (rc) {
+        s->ops->rollback(s);
+        tg_log(TG_LOG_ERROR, "checkpoint failed (will retry): %s", err.msg);
+        return;
+    }
+    tg_overlay_lock_all(w->overlay);
+    rc = s->ops->commit(s, &err);
+    if (!rc)
+        tg_overlay_clear_locked(w->overlay);
+    tg_overlay_unlock_all(w->overlay);
+    if (rc) {
+        s->ops->rollback(s);
+        tg_log(TG_LOG_ERROR, "checkpoint commit failed (will retry): %s", err.msg);
+        return;
+    }
+    w->folded_block = w->last_block;
+    w->folded_cancel = w->last_cancel;
 }
 
 static void prune_if_due(tg_writer *w)
@@ -350,19 +727,29 @@ static void prune_if_due(tg_writer *w)
         return;
     w->last_prune = now;
     tg_err err = {0};
-    tg_store *s = w->store;
     /* Idempotency keys are kept 48 hours (Stripe promises 24); expired sessions a day. */
-    if (s->ops->prune(s, now - 48 * 3600, now - 86400, &err))
+    if (w->store->ops->prune(w->store, now - 48 * 3600, now - 86400, &err))
         tg_log(TG_LOG_WARN, "writer: prune failed: %s", err.msg);
 }
+
+/* ================================================================ the thread */
 
 static void *writer_main(void *arg)
 {
     tg_writer *w = arg;
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        while (!w->head && !w->stopping)
-            pthread_cond_wait(&w->work_cv, &w->mu);
+        while (!w->head && !w->stopping) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += 1;
+            pthread_cond_timedwait(&w->work_cv, &w->mu, &until);
+            if (!w->head && tg_overlay_size(w->overlay)) {
+                pthread_mutex_unlock(&w->mu);
+                checkpoint(w); /* idle: fold now rather than later */
+                pthread_mutex_lock(&w->mu);
+            }
+        }
         if (!w->head && w->stopping)
             break;
         /* Detach up to batch_max_events events' worth of jobs. */
@@ -378,8 +765,7 @@ static void *writer_main(void *arg)
         last->next = NULL;
         pthread_mutex_unlock(&w->mu);
 
-        run_batch(w, batch);
-        prune_if_due(w);
+        run_batch(w, batch, weight);
 
         pthread_mutex_lock(&w->mu);
         w->queued_events -= weight;
@@ -397,15 +783,141 @@ static void *writer_main(void *arg)
             }
         }
         pthread_cond_broadcast(&w->done_cv);
+        pthread_mutex_unlock(&w->mu);
+
+        if (mono_ms() - w->last_checkpoint_ms >= w->cfg.checkpoint_ms ||
+            tg_overlay_size(w->overlay) > 1000000)
+            checkpoint(w);
+        prune_if_due(w);
+        pthread_mutex_lock(&w->mu);
     }
     pthread_mutex_unlock(&w->mu);
+    checkpoint(w);
     return NULL;
 }
 
-/* ---------------------------------------------------------------- public */
+/* ================================================================ recovery */
+
+typedef struct recover_ctx {
+    tg_writer *w;
+    tg_err *err;
+    size_t events, replayed;
+} recover_ctx;
+
+static int recover_block(void *ctx, int64_t seq, const tg_scope *scope, int64_t created,
+                         const void *data, size_t len)
+{
+    recover_ctx *r = ctx;
+    tg_writer *w = r->w;
+    tg_block_reader rd;
+    tg_block_event ev;
+    if (tg_block_open(&rd, data, len))
+        return tg_err_set(r->err, TG_ESTORE, NULL, "Corrupt event block %lld.", (long long)seq);
+    bool replay = seq > w->folded_block;
+    char id[TG_NAME_MAX + 1];
+    int rc;
+    while ((rc = tg_block_next(&rd, &ev)) == 1) {
+        size_t n = ev.identifier_len < TG_NAME_MAX ? ev.identifier_len : TG_NAME_MAX;
+        memcpy(id, ev.identifier, n);
+        id[n] = '\0';
+        if (tg_dedupe_insert(w->index, tg_dedupe_hash(w->seed, scope->account, scope->livemode, id),
+                             (uint64_t)seq))
+            return tg_err_set(r->err, TG_ENOMEM, NULL, "identifier index: out of memory");
+        if (replay && tg_overlay_add(w->overlay, ev.meter_seq, ev.customer_seq,
+                                     tg_window_start(ev.timestamp, 60), ev.value, 1))
+            return tg_err_set(r->err, TG_ENOMEM, NULL, "overlay: out of memory");
+        r->events++;
+        r->replayed += replay;
+    }
+    if (rc < 0)
+        return tg_err_set(r->err, TG_ESTORE, NULL, "Corrupt event block %lld.", (long long)seq);
+    if (seq > w->last_block)
+        w->last_block = seq;
+    (void)created;
+    return TG_OK;
+}
+
+static int recover_row(void *ctx, const tg_scope *scope, const char *identifier)
+{
+    recover_ctx *r = ctx;
+    if (tg_dedupe_insert(r->w->index,
+                         tg_dedupe_hash(r->w->seed, scope->account, scope->livemode, identifier),
+                         TG_DEDUPE_ROW))
+        return tg_err_set(r->err, TG_ENOMEM, NULL, "identifier index: out of memory");
+    return TG_OK;
+}
+
+static int recover_cancel(void *ctx, int64_t id, int64_t block, int64_t index)
+{
+    recover_ctx *r = ctx;
+    tg_writer *w = r->w;
+    if (id > w->last_cancel)
+        w->last_cancel = id;
+    if (id <= w->folded_cancel)
+        return TG_OK;
+    tg_arena a;
+    tg_arena_init(&a, 0);
+    tg_scope scope;
+    int64_t created;
+    const void *data;
+    size_t len;
+    int rc = w->store->ops->block_get(w->store, block, &a, &scope, &created, &data, &len, r->err);
+    tg_block_reader rd;
+    tg_block_event ev;
+    if (!rc && tg_block_open(&rd, data, len))
+        rc = TG_ESTORE;
+    for (int64_t i = 0; !rc && i <= index; i++)
+        if (tg_block_next(&rd, &ev) != 1)
+            rc = TG_ESTORE;
+    if (!rc && tg_overlay_add(w->overlay, ev.meter_seq, ev.customer_seq,
+                              tg_window_start(ev.timestamp, 60), -ev.value, -1))
+        rc = TG_ENOMEM;
+    tg_arena_free(&a);
+    if (rc && !r->err->code)
+        tg_err_set(r->err, rc, NULL, "Cannot replay cancellation %lld.", (long long)id);
+    return rc;
+}
+
+static int64_t get_mark(tg_store *s, const char *name)
+{
+    tg_arena a;
+    tg_arena_init(&a, 0);
+    char *v = NULL;
+    tg_err ignore = {0};
+    int64_t n = 0;
+    if (s->ops->setting_get(s, name, &a, &v, &ignore) == TG_OK && v)
+        n = strtoll(v, NULL, 10);
+    tg_arena_free(&a);
+    return n;
+}
+
+static int recover(tg_writer *w, tg_err *err)
+{
+    w->folded_block = get_mark(w->store, "folded_block");
+    w->folded_cancel = get_mark(w->store, "folded_cancel");
+    w->last_block = w->folded_block;
+    w->last_cancel = w->folded_cancel;
+    recover_ctx r = {w, err, 0, 0};
+    int64_t t0 = mono_ms();
+    int rc = w->store->ops->block_each(w->store, 0, recover_block, &r, err);
+    if (!rc)
+        rc = w->store->ops->event_each_identifier(w->store, recover_row, &r, err);
+    if (!rc)
+        rc = w->store->ops->cancel_each(w->store, 0, recover_cancel, &r, err);
+    if (rc)
+        return rc;
+    tg_log(TG_LOG_INFO,
+           "recovered %zu stored events (%zu replayed after the last checkpoint) in %lld ms; "
+           "identifier index %zu MiB",
+           r.events, r.replayed, (long long)(mono_ms() - t0),
+           tg_dedupe_bytes(w->index) >> 20);
+    return TG_OK;
+}
+
+/* ================================================================ public */
 
 int tg_writer_start(tg_writer **out, tg_store *s, const tg_clock *clock,
-                    const tg_writer_config *cfg, tg_err *err)
+                    const tg_writer_config *cfg, tg_overlay *overlay, uint64_t seed, tg_err *err)
 {
     tg_writer *w = calloc(1, sizeof *w);
     if (!w)
@@ -413,15 +925,30 @@ int tg_writer_start(tg_writer **out, tg_store *s, const tg_clock *clock,
     w->store = s;
     w->clock = clock;
     w->cfg = *cfg;
+    w->overlay = overlay;
+    w->seed = seed;
     if (w->cfg.batch_max_events == 0)
         w->cfg.batch_max_events = 1;
-    w->last_prune = 0;
-    pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->work_cv, NULL);
-    pthread_cond_init(&w->done_cv, NULL);
-    if (pthread_create(&w->thread, NULL, writer_main, w)) {
+    if (w->cfg.checkpoint_ms <= 0)
+        w->cfg.checkpoint_ms = 1000;
+    for (int i = 0; i < MAX_SCOPES; i++)
+        tg_block_init(&w->scopes[i].block, BLOCK_CAP);
+    w->index = tg_dedupe_new();
+    int rc = w->index ? recover(w, err) : tg_err_set(err, TG_ENOMEM, NULL, NULL);
+    if (!rc) {
+        w->last_checkpoint_ms = mono_ms();
+        pthread_mutex_init(&w->mu, NULL);
+        pthread_cond_init(&w->work_cv, NULL);
+        pthread_cond_init(&w->done_cv, NULL);
+        if (pthread_create(&w->thread, NULL, writer_main, w))
+            rc = tg_err_set(err, TG_ENOMEM, NULL, "cannot start the writer thread");
+    }
+    if (rc) {
+        tg_dedupe_free(w->index);
+        for (int i = 0; i < MAX_SCOPES; i++)
+            tg_block_free(&w->scopes[i].block);
         free(w);
-        return tg_err_set(err, TG_ENOMEM, NULL, "cannot start the writer thread");
+        return rc;
     }
     *out = w;
     return TG_OK;
@@ -440,7 +967,14 @@ void tg_writer_stop(tg_writer *w)
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->work_cv);
     pthread_cond_destroy(&w->done_cv);
-    free(w->slots);
+    free(w->deltas);
+    free(w->seen);
+    free(w->pending);
+    for (int i = 0; i < MAX_SCOPES; i++)
+        tg_block_free(&w->scopes[i].block);
+    for (size_t i = 0; i < BLOCK_CACHE; i++)
+        free(w->cache[i].data);
+    tg_dedupe_free(w->index);
     free(w);
 }
 

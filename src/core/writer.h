@@ -1,19 +1,23 @@
-/* writer.h -- the single writer thread and its group commit.
+/* writer.h -- the single writer thread: group commit, event blocks, live aggregates.
  *
  * Every write of the server goes through one thread that owns the only writing store
  * connection. Requests submit jobs to a bounded queue and wait; the writer takes everything
  * queued (up to a batch limit), runs it in ONE transaction, commits, and only then wakes the
- * submitters. The cost of a commit (an fsync) is shared by every job in the batch, which is
- * what makes durable acknowledgement fast. When the queue is full, submission fails at once
- * with TG_EBUSY (the HTTP layer answers 429 with Stripe-Should-Retry: true): memory stays
- * bounded.
+ * submitters. The cost of a commit (an fsync) is shared by every job in the batch. When the
+ * queue is full, event submission fails at once with TG_EBUSY (HTTP 429 with
+ * Stripe-Should-Retry: true): memory stays bounded.
  *
- * Two kinds of jobs:
- *   - event jobs: meter events to insert (deduplicated by identifier) and fold into minute
- *     buckets; each event gets its own result (TG_OK or TG_EDUPLICATE);
- *   - function jobs: any other write, run inside a savepoint so that its failure undoes
- *     only itself.
- * A failed commit fails every job of the batch: nothing of it is acknowledged.
+ * Events of additive meters (sum, count; no event_time_window) take the fast path: each batch
+ * writes them as one compact block per scope (core/eventblock.h), checks identifiers against
+ * the in-memory identifier index (core/dedupe.h) instead of a table index, and after the commit
+ * adds their minute deltas to the live overlay (core/overlay.h). About once a second the writer
+ * folds the overlay into the stored minute buckets (a checkpoint) and records how far it got;
+ * at start-up it rebuilds the identifier index from the stored blocks and replays what came
+ * after the last checkpoint. Events of other meters (formula last, or pre-aggregated windows)
+ * are stored one per row with exact bucket recomputation; they are rare and need it.
+ *
+ * Function jobs run any other write inside a savepoint so that their failure undoes only
+ * themselves. A failed commit fails every job of the batch: nothing of it is acknowledged.
  */
 #ifndef TG_WRITER_H
 #define TG_WRITER_H
@@ -22,6 +26,7 @@
 #include <stdbool.h>
 
 #include "core/clock.h"
+#include "core/overlay.h"
 #include "core/store.h"
 
 typedef struct tg_writer tg_writer;
@@ -34,10 +39,10 @@ struct tg_job {
     const tg_scope *scope;
     tg_event *events;
     size_t nevents;
-    int *results;               /* nevents results, filled by the writer */
+    int *results;                 /* nevents results, filled by the writer */
     const tg_meter_error *errors; /* refusal counts to add in the same transaction */
     size_t nerrors;
-    bool report_duplicates;     /* count duplicates as duplicate_meter_event errors */
+    bool report_duplicates;       /* count duplicates as duplicate_meter_event errors */
     /* function job (fn != NULL): */
     tg_job_fn fn;
     void (*on_failure)(void *arg); /* called by the writer if the batch does not commit */
@@ -54,13 +59,23 @@ struct tg_job {
 typedef struct tg_writer_config {
     size_t queue_max_events; /* events admitted but not yet committed */
     size_t batch_max_events; /* events per transaction */
+    int checkpoint_ms;       /* how often live aggregates are folded into buckets */
 } tg_writer_config;
 
-/* Starts the writer thread on store s (the writer takes ownership of s). */
-int tg_writer_start(tg_writer **out, tg_store *s, const tg_clock *clock,
-                    const tg_writer_config *cfg, tg_err *err);
+/* Where a stored event lives, as found by tg_writer_lookup. */
+typedef struct tg_found {
+    bool in_block;         /* block-stored (else row-stored) */
+    int64_t block, index;  /* block-stored: its block and position */
+    int64_t created;       /* receive time */
+    tg_event ev;           /* meter_seq, customer_seq, timestamp, value; row: also the rest */
+} tg_found;
 
-/* Finishes every queued job, stops the thread, closes the store. NULL is a no-op. */
+/* Recovers (identifier index, overlay replay) and starts the writer thread on store s (the
+ * writer takes ownership of s). overlay is shared with readers; seed keys identifier hashes. */
+int tg_writer_start(tg_writer **out, tg_store *s, const tg_clock *clock,
+                    const tg_writer_config *cfg, tg_overlay *overlay, uint64_t seed, tg_err *err);
+
+/* Finishes every queued job, checkpoints, stops the thread, closes the store. NULL: no-op. */
 void tg_writer_stop(tg_writer *w);
 
 /* Queues job and waits until its batch is committed (or failed). Returns job->rc; TG_EBUSY
@@ -72,10 +87,15 @@ int tg_writer_run(tg_writer *w, tg_job *job);
  * and job->arg). Returns TG_EBUSY (and frees nothing) when the queue is full. */
 int tg_writer_post(tg_writer *w, tg_job *job);
 
-/* Recomputes the (meter, customer, minute) bucket from the counted raw events. For use inside
- * function jobs (cancellations), which run after the batch's bucket table is flushed. */
-int tg_writer_rebuild_bucket(tg_store *s, const tg_scope *scope, const char *meter_id,
-                             const char *customer_id, int64_t minute, tg_err *err);
+/* ---- for function jobs only (they run on the writer thread) ---- */
+
+/* Finds the stored event with this identifier in scope: TG_ENOTFOUND when there is none. */
+int tg_writer_lookup(tg_writer *w, const tg_scope *scope, const char *identifier,
+                     tg_arena *a, tg_found *out, tg_err *err);
+
+/* Cancels a found event: it stops counting from this transaction on. TG_EINVAL when it is
+ * already canceled. */
+int tg_writer_cancel(tg_writer *w, const tg_scope *scope, const tg_found *f, tg_err *err);
 
 /* Number of events waiting in the queue (for metrics). */
 size_t tg_writer_backlog(tg_writer *w);

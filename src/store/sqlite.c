@@ -35,15 +35,21 @@ static const char *const migrations[] = {
     "  value_key TEXT NOT NULL, UNIQUE(account, livemode, id));"
     "CREATE TABLE events(seq INTEGER PRIMARY KEY, account TEXT NOT NULL, livemode INT NOT NULL,"
     "  identifier TEXT NOT NULL, event_name TEXT NOT NULL, meter_id TEXT NOT NULL,"
-    "  customer_id TEXT NOT NULL, ts INT NOT NULL, created INT NOT NULL, value BLOB NOT NULL,"
+    "  customer_id TEXT NOT NULL, meter_seq INT NOT NULL, customer_seq INT NOT NULL,"
+    "  ts INT NOT NULL, created INT NOT NULL, value BLOB NOT NULL,"
     "  payload BLOB NOT NULL, state INT NOT NULL DEFAULT 0);"
     "CREATE UNIQUE INDEX events_identifier ON events(account, livemode, identifier);"
-    "CREATE INDEX events_meter_customer_ts ON events(meter_id, customer_id, ts);"
-    "CREATE TABLE buckets(meter_id TEXT NOT NULL, customer_id TEXT NOT NULL, minute INT NOT NULL,"
+    "CREATE INDEX events_meter_customer_ts ON events(meter_seq, customer_seq, ts);"
+    "CREATE TABLE event_blocks(seq INTEGER PRIMARY KEY, account TEXT NOT NULL,"
+    "  livemode INT NOT NULL, created INT NOT NULL, count INT NOT NULL, data BLOB NOT NULL);"
+    "CREATE TABLE cancellations(id INTEGER PRIMARY KEY, block INT NOT NULL, idx INT NOT NULL,"
+    "  created INT NOT NULL, UNIQUE(block, idx));"
+    "CREATE TABLE buckets(meter_seq INT NOT NULL, customer_seq INT NOT NULL, minute INT NOT NULL,"
     "  sum BLOB NOT NULL, count INT NOT NULL, last_ts INT NOT NULL, last_seq INT NOT NULL,"
-    "  last_value BLOB NOT NULL, PRIMARY KEY(meter_id, customer_id, minute)) WITHOUT ROWID;"
-    "CREATE TABLE windows(meter_id TEXT NOT NULL, customer_id TEXT NOT NULL, start INT NOT NULL,"
-    "  seq INT NOT NULL, ts INT NOT NULL, PRIMARY KEY(meter_id, customer_id, start)) WITHOUT ROWID;"
+    "  last_value BLOB NOT NULL, PRIMARY KEY(meter_seq, customer_seq, minute)) WITHOUT ROWID;"
+    "CREATE TABLE windows(meter_seq INT NOT NULL, customer_seq INT NOT NULL, start INT NOT NULL,"
+    "  seq INT NOT NULL, ts INT NOT NULL, PRIMARY KEY(meter_seq, customer_seq, start))"
+    "  WITHOUT ROWID;"
     "CREATE TABLE idempotency(account TEXT NOT NULL, livemode INT NOT NULL, key TEXT NOT NULL,"
     "  request_hash TEXT NOT NULL, status INT NOT NULL, body BLOB NOT NULL, created INT NOT NULL,"
     "  PRIMARY KEY(account, livemode, key));"
@@ -59,9 +65,10 @@ static const char *const migrations[] = {
 enum {
     Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_SAVEPOINT, Q_RELEASE, Q_ROLLBACK_TO,
     Q_SETTING_GET, Q_SETTING_PUT, Q_KEY_INSERT, Q_KEY_LOOKUP,
-    Q_CUSTOMER_PUT, Q_CUSTOMER_GET, Q_CUSTOMER_SEQ,
+    Q_CUSTOMER_PUT, Q_CUSTOMER_GET, Q_CUSTOMER_SEQ, Q_CUSTOMER_EACH,
     Q_METER_PUT, Q_METER_GET, Q_METER_SEQ, Q_METER_EACH,
     Q_EVENT_INSERT, Q_EVENT_GET, Q_EVENT_STATE, Q_EVENT_RANGE,
+    Q_EVENT_IDENTS, Q_BLOCK_APPEND, Q_BLOCK_GET, Q_BLOCK_EACH, Q_CANCEL_PUT, Q_CANCEL_EACH,
     Q_BUCKET_GET, Q_BUCKET_PUT, Q_BUCKET_DEL, Q_BUCKET_EACH,
     Q_WINDOW_GET, Q_WINDOW_PUT,
     Q_IDEM_GET, Q_IDEM_PUT, Q_SESSION_PUT, Q_SESSION_GET,
@@ -86,9 +93,10 @@ static const char *const sql[Q_COUNT] = {
         " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9) ON CONFLICT(account,livemode,id) DO UPDATE SET"
         " deleted=excluded.deleted, email=excluded.email, name=excluded.name,"
         " description=excluded.description, metadata=excluded.metadata",
-    [Q_CUSTOMER_GET] = "SELECT id,created,deleted,email,name,description,metadata FROM customers"
+    [Q_CUSTOMER_GET] = "SELECT id,created,deleted,email,name,description,metadata,seq FROM customers"
                        " WHERE account=?1 AND livemode=?2 AND id=?3",
     [Q_CUSTOMER_SEQ] = "SELECT seq FROM customers WHERE account=?1 AND livemode=?2 AND id=?3",
+    [Q_CUSTOMER_EACH] = "SELECT account, livemode, seq, id, deleted FROM customers ORDER BY seq",
     [Q_METER_PUT] =
         "INSERT INTO meters(account,livemode,id,created,updated,active,deactivated_at,formula,"
         "event_time_window,display_name,event_name,customer_key,value_key)"
@@ -96,35 +104,49 @@ static const char *const sql[Q_COUNT] = {
         " DO UPDATE SET updated=excluded.updated, active=excluded.active,"
         " deactivated_at=excluded.deactivated_at, display_name=excluded.display_name",
     [Q_METER_GET] = "SELECT id,created,updated,active,deactivated_at,formula,event_time_window,"
-                    "display_name,event_name,customer_key,value_key,livemode FROM meters"
+                    "display_name,event_name,customer_key,value_key,livemode,seq FROM meters"
                     " WHERE account=?1 AND livemode=?2 AND id=?3",
     [Q_METER_SEQ] = "SELECT seq FROM meters WHERE account=?1 AND livemode=?2 AND id=?3",
     [Q_METER_EACH] = "SELECT id,created,updated,active,deactivated_at,formula,event_time_window,"
-                     "display_name,event_name,customer_key,value_key,livemode,account FROM meters"
+                     "display_name,event_name,customer_key,value_key,livemode,seq,account"
+                     " FROM meters"
                      " ORDER BY seq",
     [Q_EVENT_INSERT] =
         "INSERT INTO events(account,livemode,identifier,event_name,meter_id,customer_id,ts,"
-        "created,value,payload) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"
+        "created,value,payload,meter_seq,customer_seq)"
+        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"
         " ON CONFLICT(account,livemode,identifier) DO NOTHING",
     [Q_EVENT_GET] = "SELECT seq,identifier,event_name,meter_id,customer_id,ts,created,value,"
-                    "payload,state FROM events WHERE account=?1 AND livemode=?2 AND identifier=?3",
+                    "payload,state,meter_seq,customer_seq FROM events"
+                    " WHERE account=?1 AND livemode=?2 AND identifier=?3",
     [Q_EVENT_STATE] = "UPDATE events SET state=?3 WHERE seq=?1 AND state=?2",
-    [Q_EVENT_RANGE] = "SELECT ts,seq,value FROM events WHERE meter_id=?1 AND customer_id=?2"
+    [Q_EVENT_RANGE] = "SELECT ts,seq,value FROM events WHERE meter_seq=?1 AND customer_seq=?2"
                       " AND ts>=?3 AND ts<?4 AND state=0",
+    [Q_EVENT_IDENTS] = "SELECT account,livemode,identifier FROM events",
+    [Q_BLOCK_APPEND] = "INSERT INTO event_blocks(account,livemode,created,count,data)"
+                       " VALUES(?1,?2,?3,?4,?5)",
+    [Q_BLOCK_GET] = "SELECT account,livemode,created,data FROM event_blocks WHERE seq=?1",
+    [Q_BLOCK_EACH] = "SELECT seq,account,livemode,created,data FROM event_blocks WHERE seq>?1"
+                     " ORDER BY seq",
+    [Q_CANCEL_PUT] = "INSERT INTO cancellations(block,idx,created) VALUES(?1,?2,?3)"
+                     " ON CONFLICT(block,idx) DO NOTHING",
+    [Q_CANCEL_EACH] = "SELECT id,block,idx FROM cancellations WHERE id>?1 ORDER BY id",
     [Q_BUCKET_GET] = "SELECT sum,count,last_ts,last_seq,last_value FROM buckets"
-                     " WHERE meter_id=?1 AND customer_id=?2 AND minute=?3",
-    [Q_BUCKET_PUT] = "INSERT INTO buckets(meter_id,customer_id,minute,sum,count,last_ts,last_seq,"
+                     " WHERE meter_seq=?1 AND customer_seq=?2 AND minute=?3",
+    [Q_BUCKET_PUT] = "INSERT INTO buckets(meter_seq,customer_seq,minute,sum,count,last_ts,last_seq,"
                      "last_value) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)"
-                     " ON CONFLICT(meter_id,customer_id,minute) DO UPDATE SET sum=excluded.sum,"
+                     " ON CONFLICT(meter_seq,customer_seq,minute) DO UPDATE SET sum=excluded.sum,"
                      " count=excluded.count, last_ts=excluded.last_ts,"
                      " last_seq=excluded.last_seq, last_value=excluded.last_value",
-    [Q_BUCKET_DEL] = "DELETE FROM buckets WHERE meter_id=?1 AND customer_id=?2 AND minute=?3",
+    [Q_BUCKET_DEL] = "DELETE FROM buckets WHERE meter_seq=?1 AND customer_seq=?2 AND minute=?3",
     [Q_BUCKET_EACH] = "SELECT minute,sum,count,last_ts,last_seq,last_value FROM buckets"
-                      " WHERE meter_id=?1 AND customer_id=?2 AND minute>=?3 AND minute<?4"
+                      " WHERE meter_seq=?1 AND customer_seq=?2 AND minute>=?3 AND minute<?4"
                       " ORDER BY minute DESC",
-    [Q_WINDOW_GET] = "SELECT seq,ts FROM windows WHERE meter_id=?1 AND customer_id=?2 AND start=?3",
-    [Q_WINDOW_PUT] = "INSERT INTO windows(meter_id,customer_id,start,seq,ts) VALUES(?1,?2,?3,?4,?5)"
-                     " ON CONFLICT(meter_id,customer_id,start) DO UPDATE SET seq=excluded.seq,"
+    [Q_WINDOW_GET] = "SELECT seq,ts FROM windows WHERE meter_seq=?1 AND customer_seq=?2"
+                     " AND start=?3",
+    [Q_WINDOW_PUT] = "INSERT INTO windows(meter_seq,customer_seq,start,seq,ts)"
+                     " VALUES(?1,?2,?3,?4,?5)"
+                     " ON CONFLICT(meter_seq,customer_seq,start) DO UPDATE SET seq=excluded.seq,"
                      " ts=excluded.ts",
     [Q_IDEM_GET] = "SELECT request_hash,status,body,created FROM idempotency"
                    " WHERE account=?1 AND livemode=?2 AND key=?3",
@@ -411,8 +433,7 @@ static void reverse_items(void *items, size_t n, size_t sz)
 
 /* ---------------------------------------------------------------- customers */
 
-static int sq_customer_put(tg_store *base, const tg_scope *scope, const tg_customer *c,
-                           tg_err *err)
+static int sq_customer_put(tg_store *base, const tg_scope *scope, tg_customer *c, tg_err *err)
 {
     sq_store *s = SQ(base);
     tg_buf md;
@@ -436,6 +457,8 @@ static int sq_customer_put(tg_store *base, const tg_scope *scope, const tg_custo
     sqlite3_bind_blob(st, 9, md.data ? md.data : "", (int)md.len, SQLITE_STATIC);
     int rc = exec_done(s, st, err, "customer_put");
     tg_buf_free(&md);
+    if (!rc && !c->seq)
+        c->seq = sqlite3_last_insert_rowid(s->db);
     return rc;
 }
 
@@ -449,6 +472,7 @@ static int read_customer(sqlite3_stmt *st, const tg_scope *scope, tg_arena *a, t
     c->name = column_text(st, 4, a);
     c->description = column_text(st, 5, a);
     c->livemode = scope->livemode;
+    c->seq = sqlite3_column_int64(st, 7);
     return tg_metadata_decode(sqlite3_column_blob(st, 6), (size_t)sqlite3_column_bytes(st, 6), a,
                               &c->metadata);
 }
@@ -480,7 +504,7 @@ static int sq_customer_list(tg_store *base, const tg_scope *scope, const tg_page
     int rc = page_bounds(s, Q_CUSTOMER_SEQ, scope, page, &lo, &hi, err);
     if (rc)
         return rc;
-    sqlite3_stmt *st = page_query(s, "id,created,deleted,email,name,description,metadata",
+    sqlite3_stmt *st = page_query(s, "id,created,deleted,email,name,description,metadata,seq",
                                   "customers", "AND deleted=0", scope, page, lo, hi, err);
     if (!st)
         return TG_ESTORE;
@@ -502,7 +526,7 @@ static int sq_customer_list(tg_store *base, const tg_scope *scope, const tg_page
 
 /* ---------------------------------------------------------------- meters */
 
-static int sq_meter_put(tg_store *base, const tg_scope *scope, const tg_meter *m, tg_err *err)
+static int sq_meter_put(tg_store *base, const tg_scope *scope, tg_meter *m, tg_err *err)
 {
     sq_store *s = SQ(base);
     sqlite3_stmt *st = stmt(s, Q_METER_PUT, err);
@@ -520,7 +544,10 @@ static int sq_meter_put(tg_store *base, const tg_scope *scope, const tg_meter *m
     sqlite3_bind_text(st, 11, m->event_name, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 12, m->customer_key, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 13, m->value_key, -1, SQLITE_STATIC);
-    return exec_done(s, st, err, "meter_put");
+    int rc = exec_done(s, st, err, "meter_put");
+    if (!rc && !m->seq)
+        m->seq = sqlite3_last_insert_rowid(s->db);
+    return rc;
 }
 
 static void read_meter(sqlite3_stmt *st, tg_meter *m)
@@ -538,6 +565,7 @@ static void read_meter(sqlite3_stmt *st, tg_meter *m)
     copy_text(m->customer_key, sizeof m->customer_key, st, 9);
     copy_text(m->value_key, sizeof m->value_key, st, 10);
     m->livemode = sqlite3_column_int(st, 11) != 0;
+    m->seq = sqlite3_column_int64(st, 12);
 }
 
 static int sq_meter_get(tg_store *base, const tg_scope *scope, const char *id, tg_meter *out,
@@ -571,7 +599,7 @@ static int sq_meter_list(tg_store *base, const tg_scope *scope, int status, cons
     sqlite3_stmt *st = page_query(s,
                                   "id,created,updated,active,deactivated_at,formula,"
                                   "event_time_window,display_name,event_name,customer_key,"
-                                  "value_key,livemode",
+                                  "value_key,livemode,seq",
                                   "meters", extra, scope, page, lo, hi, err);
     if (!st)
         return TG_ESTORE;
@@ -604,7 +632,7 @@ static int sq_meter_each(tg_store *base,
         tg_meter m;
         tg_scope scope;
         read_meter(st, &m);
-        copy_text(scope.account, sizeof scope.account, st, 12);
+        copy_text(scope.account, sizeof scope.account, st, 13);
         scope.livemode = m.livemode;
         int frc = fn(ctx, &scope, &m);
         if (frc) {
@@ -623,7 +651,6 @@ static int sq_event_insert(tg_store *base, const tg_scope *scope, tg_event *e, b
 {
     sq_store *s = SQ(base);
     unsigned char v[16];
-    char small[512];
     tg_buf payload;
     tg_buf_init(&payload, 1 << 20);
     tg_metadata_encode(&e->payload, &payload);
@@ -631,7 +658,6 @@ static int sq_event_insert(tg_store *base, const tg_scope *scope, tg_event *e, b
         tg_buf_free(&payload);
         return tg_err_set(err, TG_ENOMEM, NULL, NULL);
     }
-    (void)small;
     sqlite3_stmt *st = stmt(s, Q_EVENT_INSERT, err);
     if (!st) {
         tg_buf_free(&payload);
@@ -646,6 +672,8 @@ static int sq_event_insert(tg_store *base, const tg_scope *scope, tg_event *e, b
     sqlite3_bind_int64(st, 8, e->created);
     bind_dec(st, 9, e->value, v);
     sqlite3_bind_blob(st, 10, payload.data ? payload.data : "", (int)payload.len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 11, e->meter_seq);
+    sqlite3_bind_int64(st, 12, e->customer_seq);
     int rc = exec_done(s, st, err, "event_insert");
     tg_buf_free(&payload);
     if (rc)
@@ -685,6 +713,8 @@ static int sq_event_get(tg_store *base, const tg_scope *scope, const char *ident
     rc = tg_metadata_decode(sqlite3_column_blob(st, 8), (size_t)sqlite3_column_bytes(st, 8), a,
                             &out->payload);
     out->state = (tg_event_state)sqlite3_column_int(st, 9);
+    out->meter_seq = sqlite3_column_int64(st, 10);
+    out->customer_seq = sqlite3_column_int64(st, 11);
     sqlite3_reset(st);
     return rc ? tg_err_set(err, TG_ESTORE, NULL, "corrupt event row") : TG_OK;
 }
@@ -706,18 +736,17 @@ static int sq_event_set_state(tg_store *base, const tg_scope *scope, int64_t seq
     return rc;
 }
 
-static int sq_event_each_in_range(tg_store *base, const tg_scope *scope, const char *meter_id,
-                                  const char *customer_id, int64_t from, int64_t to,
+static int sq_event_each_in_range(tg_store *base, int64_t meter_seq, int64_t customer_seq,
+                                  int64_t from, int64_t to,
                                   int (*fn)(void *ctx, int64_t ts, int64_t seq, tg_dec value),
                                   void *ctx, tg_err *err)
 {
     sq_store *s = SQ(base);
-    (void)scope;
     sqlite3_stmt *st = stmt(s, Q_EVENT_RANGE, err);
     if (!st)
         return TG_ESTORE;
-    sqlite3_bind_text(st, 1, meter_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, customer_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 1, meter_seq);
+    sqlite3_bind_int64(st, 2, customer_seq);
     sqlite3_bind_int64(st, 3, from);
     sqlite3_bind_int64(st, 4, to);
     int rc;
@@ -733,6 +762,163 @@ static int sq_event_each_in_range(tg_store *base, const tg_scope *scope, const c
     return rc == SQLITE_DONE ? TG_OK : db_error(s, err, "event_range");
 }
 
+static int sq_customer_each(tg_store *base,
+                            int (*fn)(void *ctx, const tg_scope *scope, int64_t seq,
+                                      const char *id, bool deleted),
+                            void *ctx, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_CUSTOMER_EACH, err);
+    if (!st)
+        return TG_ESTORE;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        tg_scope scope;
+        copy_text(scope.account, sizeof scope.account, st, 0);
+        scope.livemode = sqlite3_column_int(st, 1) != 0;
+        int frc = fn(ctx, &scope, sqlite3_column_int64(st, 2),
+                     (const char *)sqlite3_column_text(st, 3), sqlite3_column_int(st, 4) != 0);
+        if (frc) {
+            sqlite3_reset(st);
+            return frc;
+        }
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? TG_OK : db_error(s, err, "customer_each");
+}
+
+static int sq_event_each_identifier(tg_store *base,
+                                    int (*fn)(void *ctx, const tg_scope *scope,
+                                              const char *identifier),
+                                    void *ctx, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_EVENT_IDENTS, err);
+    if (!st)
+        return TG_ESTORE;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        tg_scope scope;
+        copy_text(scope.account, sizeof scope.account, st, 0);
+        scope.livemode = sqlite3_column_int(st, 1) != 0;
+        int frc = fn(ctx, &scope, (const char *)sqlite3_column_text(st, 2));
+        if (frc) {
+            sqlite3_reset(st);
+            return frc;
+        }
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? TG_OK : db_error(s, err, "event_each_identifier");
+}
+
+/* ---------------------------------------------------------------- event blocks */
+
+static int sq_block_append(tg_store *base, const tg_scope *scope, int64_t created, size_t count,
+                           const void *data, size_t len, int64_t *seq, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_BLOCK_APPEND, err);
+    if (!st)
+        return TG_ESTORE;
+    bind_scope(st, scope);
+    sqlite3_bind_int64(st, 3, created);
+    sqlite3_bind_int64(st, 4, (int64_t)count);
+    sqlite3_bind_blob(st, 5, data, (int)len, SQLITE_STATIC);
+    int rc = exec_done(s, st, err, "block_append");
+    if (!rc)
+        *seq = sqlite3_last_insert_rowid(s->db);
+    return rc;
+}
+
+static int sq_block_get(tg_store *base, int64_t seq, tg_arena *a, tg_scope *scope,
+                        int64_t *created, const void **data, size_t *len, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_BLOCK_GET, err);
+    if (!st)
+        return TG_ESTORE;
+    sqlite3_bind_int64(st, 1, seq);
+    int rc = step_row(s, st, err, "block_get");
+    if (rc)
+        return rc;
+    copy_text(scope->account, sizeof scope->account, st, 0);
+    scope->livemode = sqlite3_column_int(st, 1) != 0;
+    *created = sqlite3_column_int64(st, 2);
+    *len = (size_t)sqlite3_column_bytes(st, 3);
+    void *copy = tg_arena_alloc(a, *len ? *len : 1);
+    if (copy && *len)
+        memcpy(copy, sqlite3_column_blob(st, 3), *len);
+    *data = copy;
+    sqlite3_reset(st);
+    return copy ? TG_OK : tg_err_set(err, TG_ENOMEM, NULL, NULL);
+}
+
+static int sq_block_each(tg_store *base, int64_t after,
+                         int (*fn)(void *ctx, int64_t seq, const tg_scope *scope, int64_t created,
+                                   const void *data, size_t len),
+                         void *ctx, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_BLOCK_EACH, err);
+    if (!st)
+        return TG_ESTORE;
+    sqlite3_bind_int64(st, 1, after);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        tg_scope scope;
+        copy_text(scope.account, sizeof scope.account, st, 1);
+        scope.livemode = sqlite3_column_int(st, 2) != 0;
+        int frc = fn(ctx, sqlite3_column_int64(st, 0), &scope, sqlite3_column_int64(st, 3),
+                     sqlite3_column_blob(st, 4), (size_t)sqlite3_column_bytes(st, 4));
+        if (frc) {
+            sqlite3_reset(st);
+            return frc;
+        }
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? TG_OK : db_error(s, err, "block_each");
+}
+
+static int sq_cancel_put(tg_store *base, int64_t block, int64_t index, int64_t created,
+                         int64_t *id, bool *dup, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_CANCEL_PUT, err);
+    if (!st)
+        return TG_ESTORE;
+    sqlite3_bind_int64(st, 1, block);
+    sqlite3_bind_int64(st, 2, index);
+    sqlite3_bind_int64(st, 3, created);
+    int rc = exec_done(s, st, err, "cancel_put");
+    if (rc)
+        return rc;
+    *dup = sqlite3_changes(s->db) == 0;
+    *id = *dup ? 0 : sqlite3_last_insert_rowid(s->db);
+    return TG_OK;
+}
+
+static int sq_cancel_each(tg_store *base, int64_t after,
+                          int (*fn)(void *ctx, int64_t id, int64_t block, int64_t index),
+                          void *ctx, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_CANCEL_EACH, err);
+    if (!st)
+        return TG_ESTORE;
+    sqlite3_bind_int64(st, 1, after);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int frc = fn(ctx, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
+                     sqlite3_column_int64(st, 2));
+        if (frc) {
+            sqlite3_reset(st);
+            return frc;
+        }
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? TG_OK : db_error(s, err, "cancel_each");
+}
+
 /* ---------------------------------------------------------------- buckets and windows */
 
 static void read_bucket(sqlite3_stmt *st, int first, tg_bucket *b)
@@ -744,17 +930,16 @@ static void read_bucket(sqlite3_stmt *st, int first, tg_bucket *b)
     b->last_value = column_dec(st, first + 4);
 }
 
-static void bind_mc(sqlite3_stmt *st, const char *meter_id, const char *customer_id)
+static void bind_mc(sqlite3_stmt *st, int64_t meter_seq, int64_t customer_seq)
 {
-    sqlite3_bind_text(st, 1, meter_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, customer_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 1, meter_seq);
+    sqlite3_bind_int64(st, 2, customer_seq);
 }
 
-static int sq_bucket_get(tg_store *base, const tg_scope *scope, const char *meter_id,
-                         const char *customer_id, int64_t minute, tg_bucket *out, tg_err *err)
+static int sq_bucket_get(tg_store *base, int64_t meter_id, int64_t customer_id, int64_t minute,
+                         tg_bucket *out, tg_err *err)
 {
     sq_store *s = SQ(base);
-    (void)scope;
     sqlite3_stmt *st = stmt(s, Q_BUCKET_GET, err);
     if (!st)
         return TG_ESTORE;
@@ -769,11 +954,10 @@ static int sq_bucket_get(tg_store *base, const tg_scope *scope, const char *mete
     return TG_OK;
 }
 
-static int sq_bucket_put(tg_store *base, const tg_scope *scope, const char *meter_id,
-                         const char *customer_id, const tg_bucket *b, tg_err *err)
+static int sq_bucket_put(tg_store *base, int64_t meter_id, int64_t customer_id,
+                         const tg_bucket *b, tg_err *err)
 {
     sq_store *s = SQ(base);
-    (void)scope;
     sqlite3_stmt *st = stmt(s, b->count ? Q_BUCKET_PUT : Q_BUCKET_DEL, err);
     if (!st)
         return TG_ESTORE;
@@ -790,12 +974,11 @@ static int sq_bucket_put(tg_store *base, const tg_scope *scope, const char *mete
     return exec_done(s, st, err, "bucket_put");
 }
 
-static int sq_bucket_each(tg_store *base, const tg_scope *scope, const char *meter_id,
-                          const char *customer_id, int64_t from, int64_t to,
-                          int (*fn)(void *ctx, const tg_bucket *b), void *ctx, tg_err *err)
+static int sq_bucket_each(tg_store *base, int64_t meter_id, int64_t customer_id, int64_t from,
+                          int64_t to, int (*fn)(void *ctx, const tg_bucket *b), void *ctx,
+                          tg_err *err)
 {
     sq_store *s = SQ(base);
-    (void)scope;
     sqlite3_stmt *st = stmt(s, Q_BUCKET_EACH, err);
     if (!st)
         return TG_ESTORE;
@@ -817,12 +1000,10 @@ static int sq_bucket_each(tg_store *base, const tg_scope *scope, const char *met
     return rc == SQLITE_DONE ? TG_OK : db_error(s, err, "bucket_each");
 }
 
-static int sq_window_get(tg_store *base, const tg_scope *scope, const char *meter_id,
-                         const char *customer_id, int64_t start, int64_t *seq_out,
-                         int64_t *ts_out, tg_err *err)
+static int sq_window_get(tg_store *base, int64_t meter_id, int64_t customer_id, int64_t start,
+                         int64_t *seq_out, int64_t *ts_out, tg_err *err)
 {
     sq_store *s = SQ(base);
-    (void)scope;
     sqlite3_stmt *st = stmt(s, Q_WINDOW_GET, err);
     if (!st)
         return TG_ESTORE;
@@ -837,12 +1018,10 @@ static int sq_window_get(tg_store *base, const tg_scope *scope, const char *mete
     return TG_OK;
 }
 
-static int sq_window_put(tg_store *base, const tg_scope *scope, const char *meter_id,
-                         const char *customer_id, int64_t start, int64_t seq, int64_t ts,
-                         tg_err *err)
+static int sq_window_put(tg_store *base, int64_t meter_id, int64_t customer_id, int64_t start,
+                         int64_t seq, int64_t ts, tg_err *err)
 {
     sq_store *s = SQ(base);
-    (void)scope;
     sqlite3_stmt *st = stmt(s, Q_WINDOW_PUT, err);
     if (!st)
         return TG_ESTORE;
@@ -1037,6 +1216,7 @@ static const tg_store_ops sqlite_ops = {
     .customer_put = sq_customer_put,
     .customer_get = sq_customer_get,
     .customer_list = sq_customer_list,
+    .customer_each = sq_customer_each,
     .meter_put = sq_meter_put,
     .meter_get = sq_meter_get,
     .meter_list = sq_meter_list,
@@ -1045,6 +1225,12 @@ static const tg_store_ops sqlite_ops = {
     .event_get = sq_event_get,
     .event_set_state = sq_event_set_state,
     .event_each_in_range = sq_event_each_in_range,
+    .event_each_identifier = sq_event_each_identifier,
+    .block_append = sq_block_append,
+    .block_get = sq_block_get,
+    .block_each = sq_block_each,
+    .cancel_put = sq_cancel_put,
+    .cancel_each = sq_cancel_each,
     .bucket_get = sq_bucket_get,
     .bucket_put = sq_bucket_put,
     .bucket_each = sq_bucket_each,

@@ -322,6 +322,8 @@ static tg_event make_event(const char *identifier, int64_t ts, const char *value
     snprintf(e.event_name, sizeof e.event_name, "api_call");
     snprintf(e.meter_id, sizeof e.meter_id, "mtr_1");
     snprintf(e.customer_id, sizeof e.customer_id, "cus_1");
+    e.meter_seq = 1;
+    e.customer_seq = 1;
     e.timestamp = ts;
     e.created = ts + 5;
     tg_dec_parse(value, strlen(value), &e.value);
@@ -438,7 +440,7 @@ static void test_event_each_in_range(void **state)
                      TG_OK);
     assert_true(changed);
     range_acc r = {0, 0};
-    assert_int_equal(f->s->ops->event_each_in_range(f->s, &TEST, "mtr_1", "cus_1", 1717243200,
+    assert_int_equal(f->s->ops->event_each_in_range(f->s, 1, 1, 1717243200,
                                                     1717243260, range_add, &r, &err),
                      TG_OK);
     assert_int_equal(r.n, 2);
@@ -484,19 +486,19 @@ static void test_buckets(void **state)
     fixture *f = *state;
     tg_err err = {0};
     tg_bucket got;
-    assert_int_equal(f->s->ops->bucket_get(f->s, &TEST, "mtr_1", "cus_1", 60, &got, &err),
+    assert_int_equal(f->s->ops->bucket_get(f->s, 1, 1, 60, &got, &err),
                      TG_ENOTFOUND);
 
     for (int64_t m = 60; m <= 300; m += 60) {
         tg_bucket b = bucket(m, m / 60, 1);
-        assert_int_equal(f->s->ops->bucket_put(f->s, &TEST, "mtr_1", "cus_1", &b, &err), TG_OK);
+        assert_int_equal(f->s->ops->bucket_put(f->s, 1, 1, &b, &err), TG_OK);
     }
     tg_bucket other = bucket(120, 99, 1);
-    assert_int_equal(f->s->ops->bucket_put(f->s, &TEST, "mtr_1", "cus_2", &other, &err), TG_OK);
-    assert_int_equal(f->s->ops->bucket_put(f->s, &TEST, "mtr_2", "cus_1", &other, &err), TG_OK);
+    assert_int_equal(f->s->ops->bucket_put(f->s, 1, 2, &other, &err), TG_OK);
+    assert_int_equal(f->s->ops->bucket_put(f->s, 2, 1, &other, &err), TG_OK);
 
     /* get returns every field */
-    assert_int_equal(f->s->ops->bucket_get(f->s, &TEST, "mtr_1", "cus_1", 180, &got, &err),
+    assert_int_equal(f->s->ops->bucket_get(f->s, 1, 1, 180, &got, &err),
                      TG_OK);
     assert_int_equal(got.minute, 180);
     assert_true(got.sum == (tg_dec)3 * TG_DEC_ONE);
@@ -507,8 +509,8 @@ static void test_buckets(void **state)
 
     /* upsert */
     tg_bucket upd = bucket(180, 30, 4);
-    assert_int_equal(f->s->ops->bucket_put(f->s, &TEST, "mtr_1", "cus_1", &upd, &err), TG_OK);
-    assert_int_equal(f->s->ops->bucket_get(f->s, &TEST, "mtr_1", "cus_1", 180, &got, &err),
+    assert_int_equal(f->s->ops->bucket_put(f->s, 1, 1, &upd, &err), TG_OK);
+    assert_int_equal(f->s->ops->bucket_get(f->s, 1, 1, 180, &got, &err),
                      TG_OK);
     assert_int_equal(got.count, 4);
     assert_true(got.sum == (tg_dec)30 * TG_DEC_ONE);
@@ -516,7 +518,7 @@ static void test_buckets(void **state)
     /* each: [from, to), newest first, only this meter and customer */
     minutes_acc acc;
     memset(&acc, 0, sizeof acc);
-    assert_int_equal(f->s->ops->bucket_each(f->s, &TEST, "mtr_1", "cus_1", 120, 300, minutes_add,
+    assert_int_equal(f->s->ops->bucket_each(f->s, 1, 1, 120, 300, minutes_add,
                                             &acc, &err),
                      TG_OK);
     assert_int_equal(acc.n, 3);
@@ -527,11 +529,11 @@ static void test_buckets(void **state)
 
     /* count 0 deletes */
     tg_bucket zero = bucket(180, 0, 0);
-    assert_int_equal(f->s->ops->bucket_put(f->s, &TEST, "mtr_1", "cus_1", &zero, &err), TG_OK);
-    assert_int_equal(f->s->ops->bucket_get(f->s, &TEST, "mtr_1", "cus_1", 180, &got, &err),
+    assert_int_equal(f->s->ops->bucket_put(f->s, 1, 1, &zero, &err), TG_OK);
+    assert_int_equal(f->s->ops->bucket_get(f->s, 1, 1, 180, &got, &err),
                      TG_ENOTFOUND);
     memset(&acc, 0, sizeof acc);
-    assert_int_equal(f->s->ops->bucket_each(f->s, &TEST, "mtr_1", "cus_1", 0, 1000, minutes_add,
+    assert_int_equal(f->s->ops->bucket_each(f->s, 1, 1, 0, 1000, minutes_add,
                                             &acc, &err),
                      TG_OK);
     assert_int_equal(acc.n, 4);
@@ -541,7 +543,7 @@ static void test_buckets(void **state)
     assert_int_equal(acc.minutes[3], 60);
     /* deleting an absent bucket is fine */
     tg_bucket zero2 = bucket(9999960, 0, 0);
-    assert_int_equal(f->s->ops->bucket_put(f->s, &TEST, "mtr_1", "cus_1", &zero2, &err), TG_OK);
+    assert_int_equal(f->s->ops->bucket_put(f->s, 1, 1, &zero2, &err), TG_OK);
 }
 
 static void test_windows(void **state)
@@ -550,14 +552,14 @@ static void test_windows(void **state)
     tg_err err = {0};
     int64_t seq = 0, ts = 0;
     assert_int_equal(
-        f->s->ops->window_get(f->s, &TEST, "mtr_1", "cus_1", 3600, &seq, &ts, &err),
+        f->s->ops->window_get(f->s, 1, 1, 3600, &seq, &ts, &err),
         TG_ENOTFOUND);
-    assert_int_equal(f->s->ops->window_put(f->s, &TEST, "mtr_1", "cus_1", 3600, 5, 3700, &err),
+    assert_int_equal(f->s->ops->window_put(f->s, 1, 1, 3600, 5, 3700, &err),
                      TG_OK);
-    assert_int_equal(f->s->ops->window_put(f->s, &TEST, "mtr_1", "cus_1", 3600, 8, 3650, &err),
+    assert_int_equal(f->s->ops->window_put(f->s, 1, 1, 3600, 8, 3650, &err),
                      TG_OK);
     assert_int_equal(
-        f->s->ops->window_get(f->s, &TEST, "mtr_1", "cus_1", 3600, &seq, &ts, &err), TG_OK);
+        f->s->ops->window_get(f->s, 1, 1, 3600, &seq, &ts, &err), TG_OK);
     assert_int_equal(seq, 8);
     assert_int_equal(ts, 3650);
 }
