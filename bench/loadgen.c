@@ -1,16 +1,25 @@
 /* loadgen.c -- a load generator for Tollgate's meter event endpoints.
  *
  *   loadgen setup --port P --key K --customers N --meters M --out FILE
- *       creates M sum meters and N customers through the API and writes their ids to FILE.
+ *       creates M sum meters and N customers through the API and writes them to FILE, one a
+ *       line: "meter EVENT_NAME", "meterid mtr_… EVENT_NAME", "customer cus_…".
  *   loadgen run --port P --key K --setup FILE --scenario v1|v2 [--batch N] [--conns C]
  *               [--threads T] [--seconds S | --events E] [--spread-days D] [--run-id ID]
  *       sends meter events with unique identifiers over C keep-alive connections (split over T
  *       epoll threads, one request in flight per connection) and prints one JSON line:
  *       acknowledged events per second, p50/p99/p99.9 acknowledgement latency, and counts.
+ *   loadgen query --port P --key K --setup FILE [--reps N] [--customer-index I] [--meter-index M]
+ *       times N repetitions (after 3 untimed warm-ups, one keep-alive connection) of
+ *       GET /v1/billing/meters/{id}/event_summaries for one customer (setup line I) and meter
+ *       (meter M) over the last 30 days -- end_time the next hour boundary, start_time 30 days
+ *       earlier, so both are hour- and minute-aligned -- once without grouping and once with
+ *       value_grouping_window=hour. Each query pages with limit=100 and starting_after until
+ *       has_more is false; the whole walk counts as one query. Prints p50/p99 ms as one JSON line.
  *
  * Only 200 responses count as acknowledged. Events cycle over the customers and meters with
  * decimal values ("12.345"); with --spread-days D their timestamps are spread evenly over the
- * last D days (at most 34), otherwise they carry the current time. The HTTP client is minimal
+ * last D days (at most 34; a hash of run id, thread and sequence number picks the second),
+ * otherwise they carry the current time. The HTTP client is minimal
  * and strict: it parses the status line and Content-Length and treats anything else as an
  * error. Written for loopback benchmarking only.
  */
@@ -36,17 +45,18 @@
 
 typedef struct setup {
     char **customers, **meters; /* meters: event names */
+    char **meter_ids;           /* mtr_… ids, parallel to meters (from "meterid" lines) */
     int ncustomers, nmeters;
 } setup;
 
 typedef struct options {
-    int port, conns, threads, batch, spread_days;
+    int port, conns, threads, batch, spread_days, reps, customer_index, meter_index;
     const char *key, *setup_file, *scenario, *run_id;
     double seconds;
     long long events;
 } options;
 
-static options opt = {12111, 64, 1, 100, 0, NULL, NULL, "v2", "r", 10, 0};
+static options opt = {12111, 64, 1, 100, 0, 200, 0, 0, NULL, NULL, "v2", "r", 10, 0};
 static setup st;
 static char session_token[256];
 static volatile int stop_flag;
@@ -62,6 +72,24 @@ static void die(const char *fmt, ...)
     fprintf(stderr, "\n");
     va_end(ap);
     exit(1);
+}
+
+/* splitmix64's finaliser: spreads timestamps evenly whatever the run id, thread and sequence. */
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+static uint64_t run_hash(void)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a of the run id */
+    for (const char *c = opt.run_id; *c; c++)
+        h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+    return h;
 }
 
 static double now_s(void)
@@ -143,9 +171,10 @@ static void cmd_setup(int ncustomers, int nmeters, const char *out)
                             body, opt.key, &status);
         if (status != 200)
             die("meter create: %d %s", status, r);
-        char *name = json_id(r, "event_name");
-        fprintf(f, "meter %s\n", name);
+        char *name = json_id(r, "event_name"), *id = json_id(r, "id");
+        fprintf(f, "meter %s\nmeterid %s %s\n", name, id, name);
         free(name);
+        free(id);
         free(r);
     }
     for (int i = 0; i < ncustomers; i++) {
@@ -171,12 +200,21 @@ static void load_setup(const char *file)
         die("cannot read %s", file);
     st.customers = calloc(MAX_IDS, sizeof(char *));
     st.meters = calloc(64, sizeof(char *));
-    char kind[32], id[256];
-    while (fscanf(f, "%31s %255s", kind, id) == 2) {
-        if (strcmp(kind, "meter") == 0 && st.nmeters < 64)
+    st.meter_ids = calloc(64, sizeof(char *));
+    char line[512], kind[32], id[256], name[256];
+    while (fgets(line, sizeof line, f)) {
+        int n = sscanf(line, "%31s %255s %255s", kind, id, name);
+        if (n < 2)
+            continue;
+        if (strcmp(kind, "meter") == 0 && st.nmeters < 64) {
             st.meters[st.nmeters++] = strdup(id);
-        else if (strcmp(kind, "customer") == 0 && st.ncustomers < MAX_IDS)
+        } else if (strcmp(kind, "meterid") == 0 && n == 3) {
+            for (int i = 0; i < st.nmeters; i++)
+                if (strcmp(st.meters[i], name) == 0)
+                    st.meter_ids[i] = strdup(id);
+        } else if (strcmp(kind, "customer") == 0 && st.ncustomers < MAX_IDS) {
             st.customers[st.ncustomers++] = strdup(id);
+        }
     }
     fclose(f);
     if (!st.ncustomers || !st.nmeters)
@@ -236,11 +274,11 @@ static void event_fields(worker *w, unsigned long long k, const char **meter, co
     int64_t now = wall_now();
     if (opt.spread_days > 0) {
         int64_t span = (int64_t)opt.spread_days * 86400;
-        *ts = now - 120 - (int64_t)((k * 2654435761ULL) % (unsigned long long)span);
+        uint64_t h = mix64(run_hash() ^ ((uint64_t)w->id << 40) ^ k);
+        *ts = now - 120 - (int64_t)(h % (uint64_t)span);
     } else {
         *ts = now;
     }
-    (void)w;
 }
 
 /* Builds the next request into c->out; returns false when the event budget is spent. */
@@ -475,10 +513,123 @@ static void cmd_run(void)
            st4, st5);
 }
 
+/* ---------------------------------------------------------------- summary queries */
+
+/* One GET on a keep-alive connection; returns the body (in *buf, grown as needed) and status. */
+static int http_get_keepalive(int fd, const char *path, char **buf, size_t *cap, size_t *body_len)
+{
+    char req[1024];
+    int n = snprintf(req, sizeof req,
+                     "GET %s HTTP/1.1\r\nHost: loadgen\r\nAuthorization: Bearer %s\r\n"
+                     "Stripe-Version: 2026-07-29.dahlia\r\n\r\n",
+                     path, opt.key);
+    if (n >= (int)sizeof req || write(fd, req, (size_t)n) != n)
+        die("query write failed");
+    size_t len = 0, header_len = 0;
+    long content_length = -1;
+    for (;;) {
+        if (len + 1 >= *cap)
+            *buf = realloc(*buf, *cap *= 2);
+        ssize_t r = read(fd, *buf + len, *cap - len - 1);
+        if (r == 0)
+            die("server closed the query connection");
+        if (r < 0)
+            die("query read: %s", strerror(errno));
+        len += (size_t)r;
+        (*buf)[len] = '\0';
+        if (content_length < 0) {
+            char *end = strstr(*buf, "\r\n\r\n");
+            if (!end)
+                continue;
+            header_len = (size_t)(end + 4 - *buf);
+            char *cl = strcasestr(*buf, "\r\nContent-Length:");
+            if (!cl || cl > end)
+                die("query response without Content-Length");
+            content_length = strtol(cl + 17, NULL, 10);
+        }
+        if (len >= header_len + (size_t)content_length)
+            break;
+    }
+    int status = atoi(*buf + 9);
+    memmove(*buf, *buf + header_len, (size_t)content_length);
+    (*buf)[content_length] = '\0';
+    *body_len = (size_t)content_length;
+    return status;
+}
+
+/* Walks every page of one summary query; returns the number of summary objects. */
+static int summary_walk(int fd, const char *meter_id, const char *customer, int64_t start,
+                        int64_t end, bool hourly, char **buf, size_t *cap)
+{
+    char after[128] = "", path[768];
+    int objects = 0;
+    for (;;) {
+        snprintf(path, sizeof path,
+                 "/v1/billing/meters/%s/event_summaries?customer=%s&start_time=%lld"
+                 "&end_time=%lld&limit=100%s%s%s",
+                 meter_id, customer, (long long)start, (long long)end,
+                 hourly ? "&value_grouping_window=hour" : "", after[0] ? "&starting_after=" : "",
+                 after);
+        size_t len;
+        int status = http_get_keepalive(fd, path, buf, cap, &len);
+        if (status != 200)
+            die("summary query: %d %s", status, *buf);
+        const char *p = *buf, *last = NULL;
+        while ((p = strstr(p, "\"id\":\"mtrusg_")) != NULL) {
+            last = p + 6;
+            objects++;
+            p += 6;
+        }
+        if (!strstr(*buf, "\"has_more\":true"))
+            return objects;
+        if (!last)
+            die("has_more without objects: %s", *buf);
+        const char *e = strchr(last, '"');
+        snprintf(after, sizeof after, "%.*s", (int)(e - last), last);
+    }
+}
+
+static int cmp_dbl(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void cmd_query(void)
+{
+    load_setup(opt.setup_file);
+    int mi = opt.meter_index % st.nmeters;
+    const char *meter_id = st.meter_ids[mi];
+    const char *customer = st.customers[opt.customer_index % st.ncustomers];
+    if (!meter_id)
+        die("setup file has no meterid line for %s (rerun loadgen setup)", st.meters[mi]);
+    int64_t end = ((int64_t)time(NULL) / 3600 + 1) * 3600, start = end - 30 * 86400;
+    int fd = connect_to(opt.port);
+    size_t cap = 1 << 16;
+    char *buf = malloc(cap);
+    double *ms[2] = {calloc((size_t)opt.reps, sizeof(double)),
+                     calloc((size_t)opt.reps, sizeof(double))};
+    int objects[2] = {0, 0};
+    for (int g = 0; g < 2; g++) {
+        for (int i = -3; i < opt.reps; i++) { /* three untimed warm-ups */
+            double t0 = now_s();
+            objects[g] = summary_walk(fd, meter_id, customer, start, end, g == 1, &buf, &cap);
+            if (i >= 0)
+                ms[g][i] = (now_s() - t0) * 1e3;
+        }
+        qsort(ms[g], (size_t)opt.reps, sizeof(double), cmp_dbl);
+    }
+    close(fd);
+#define QP(g, p) (ms[g][(int)((double)(opt.reps - 1) * (p))])
+    printf("{\"mode\":\"query\",\"reps\":%d,\"plain_p50_ms\":%.3f,\"plain_p99_ms\":%.3f,"
+           "\"hourly_p50_ms\":%.3f,\"hourly_p99_ms\":%.3f,\"hourly_rows\":%d}\n",
+           opt.reps, QP(0, 0.50), QP(0, 0.99), QP(1, 0.50), QP(1, 0.99), objects[1]);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
-        die("usage: loadgen setup|run [options] (see the comment at the top of loadgen.c)");
+        die("usage: loadgen setup|run|query [options] (see the comment at the top of loadgen.c)");
     int ncustomers = 3000, nmeters = 3;
     const char *out = "setup.txt";
     for (int i = 2; i + 1 < argc; i += 2) {
@@ -497,6 +648,9 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--customers")) ncustomers = atoi(v);
         else if (!strcmp(a, "--meters")) nmeters = atoi(v);
         else if (!strcmp(a, "--out")) out = v;
+        else if (!strcmp(a, "--reps")) opt.reps = atoi(v);
+        else if (!strcmp(a, "--customer-index")) opt.customer_index = atoi(v);
+        else if (!strcmp(a, "--meter-index")) opt.meter_index = atoi(v);
         else die("unknown option %s", a);
     }
     if (!opt.key)
@@ -507,6 +661,8 @@ int main(int argc, char **argv)
         cmd_setup(ncustomers, nmeters, out);
     else if (!strcmp(argv[1], "run"))
         cmd_run();
+    else if (!strcmp(argv[1], "query"))
+        cmd_query();
     else
         die("unknown command %s", argv[1]);
     return 0;

@@ -315,80 +315,96 @@ static int h_summaries(tg_req *req)
 
 /* ================================================================ meter events */
 
-/* Parses an ISO-8601 UTC time ("2024-06-01T12:00:00Z", fraction and offsets allowed). */
+/* Reads n decimal digits at *p into *out; false when any is not a digit. */
+static bool digits(const char **p, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        char c = (*p)[i];
+        if (c < '0' || c > '9')
+            return false;
+        v = v * 10 + (c - '0');
+    }
+    *p += n;
+    *out = v;
+    return true;
+}
+
+/* Parses an ISO-8601 time "YYYY-MM-DDTHH:MM:SS[.fff][Z|±HH:MM]" (v2 timestamps) to Unix
+ * seconds; the fraction is dropped. By hand: this runs once per streamed event. */
 static bool parse_iso_time(const char *s, int64_t *out)
 {
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    int n = 0;
-    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
-               &tm.tm_min, &tm.tm_sec, &n) != 6 ||
-        n != 19)
+    int y, mo, d, h, mi, sec;
+    const char *p = s;
+    if (!digits(&p, 4, &y) || *p++ != '-' || !digits(&p, 2, &mo) || *p++ != '-' ||
+        !digits(&p, 2, &d))
         return false;
-    if (tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 ||
-        tm.tm_min > 59 || tm.tm_sec > 60)
+    if (*p != 'T' && *p != 't')
         return false;
-    const char *p = s + 19;
+    p++;
+    if (!digits(&p, 2, &h) || *p++ != ':' || !digits(&p, 2, &mi) || *p++ != ':' ||
+        !digits(&p, 2, &sec))
+        return false;
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || sec > 60)
+        return false;
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (mo == 2 && d == 29 && !leap)
+        return false;
     if (*p == '.') {
         p++;
-        if (!(*p >= '0' && *p <= '9'))
+        if (*p < '0' || *p > '9')
             return false;
         while (*p >= '0' && *p <= '9')
             p++;
     }
     int64_t offset = 0;
-    if (*p == 'Z') {
+    if (*p == 'Z' || *p == 'z') {
         p++;
-    } else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
-        int hh, mm;
-        if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2 || hh > 23 || mm > 59)
+    } else if (*p == '+' || *p == '-') {
+        int oh, om;
+        int sign = *p++ == '+' ? 1 : -1;
+        if (!digits(&p, 2, &oh) || *p++ != ':' || !digits(&p, 2, &om) || oh > 23 || om > 59)
             return false;
-        offset = (hh * 3600 + mm * 60) * (*p == '+' ? 1 : -1);
-        p += 6;
+        offset = sign * (oh * 3600 + om * 60);
     } else {
         return false;
     }
     if (*p)
         return false;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    *out = (int64_t)timegm(&tm) - offset;
+    /* Days from the civil date (proleptic Gregorian), after Howard Hinnant's algorithm. */
+    int64_t yy = y - (mo <= 2);
+    int64_t era = (yy >= 0 ? yy : yy - 399) / 400;
+    int64_t yoe = yy - era * 400;
+    int64_t doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    int64_t days = era * 146097 + doe - 719468;
+    *out = days * 86400 + h * 3600 + mi * 60 + sec - offset;
     return true;
 }
 
-/* Reads one event's parameters from hash `ev` (v2: iso_time) into e. */
-static bool read_event(tg_req *req, tg_param *ev, bool iso_time, const char *prefix, tg_event *e)
+/* Reads one event's parameters from hash `ev` (v2: ISO-8601 times) into e. Parameter names
+ * in errors are relative to ev; the stream prefixes them with the element. */
+static bool read_event(tg_req *req, tg_param *ev, bool iso_time, tg_event *e)
 {
-    char path[64];
     const char *event_name = NULL, *identifier = NULL;
     memset(e, 0, sizeof *e);
-    snprintf(path, sizeof path, "%sevent_name", prefix);
-    p_str_required(req, ev, "event_name", path, 0, &event_name);
-    snprintf(path, sizeof path, "%sidentifier", prefix);
-    p_str(req, ev, "identifier", path, 0, &identifier);
-    snprintf(path, sizeof path, "%spayload", prefix);
+    p_str_required(req, ev, "event_name", NULL, 0, &event_name);
+    p_str(req, ev, "identifier", NULL, 0, &identifier);
     if (!p_string_map(req, ev, "payload", false, &e->payload, NULL) && !tg_req_failed(req))
-        tg_err_set(&req->err, TG_EMISSING, path, "Missing required param: %s.", path);
-    snprintf(path, sizeof path, "%stimestamp", prefix);
+        tg_err_set(&req->err, TG_EMISSING, "payload", "Missing required param: payload.");
     e->timestamp = tg_service_now(req->svc);
     if (iso_time) {
         const char *ts;
-        if (p_str(req, ev, "timestamp", path, 64, &ts) && !parse_iso_time(ts, &e->timestamp))
-            tg_err_set(&req->err, TG_EINVAL, path,
-                       "Invalid %s: must be an ISO-8601 time such as 2024-06-01T12:00:00Z.", path);
+        if (p_str(req, ev, "timestamp", NULL, 64, &ts) && !parse_iso_time(ts, &e->timestamp))
+            tg_err_set(&req->err, TG_EINVAL, "timestamp",
+                       "Invalid timestamp: must be an ISO-8601 time such as "
+                       "2024-06-01T12:00:00Z.");
     } else {
-        p_int(req, ev, "timestamp", path, INT64_MIN / 2, INT64_MAX / 2, &e->timestamp);
+        p_int(req, ev, "timestamp", NULL, INT64_MIN / 2, INT64_MAX / 2, &e->timestamp);
     }
-    if (tg_req_failed(req))
+    if (tg_req_failed(req) || tg_event_check_names(event_name, identifier, &req->err))
         return false;
-    if (tg_event_check_names(event_name, identifier, &req->err)) {
-        if (*prefix) { /* name the element in stream errors */
-            char p2[sizeof req->err.param];
-            snprintf(p2, sizeof p2, "%.20s%.120s", prefix, req->err.param);
-            snprintf(req->err.param, sizeof req->err.param, "%s", p2);
-        }
-        return false;
-    }
     snprintf(e->event_name, sizeof e->event_name, "%s", event_name);
     snprintf(e->identifier, sizeof e->identifier, "%s", identifier ? identifier : "");
     return true;
@@ -413,7 +429,7 @@ static int record_one(tg_req *req, tg_event *e)
 static int h_meter_event_create(tg_req *req)
 {
     tg_event e;
-    bool ok = read_event(req, req->params, false, "", &e);
+    bool ok = read_event(req, req->params, false, &e);
     p_expand(req);
     if (!ok || !tg_req_params_done(req))
         return tg_reply_error(req);
@@ -437,7 +453,7 @@ static int h_meter_event_create(tg_req *req)
 static int h_v2_meter_event_create(tg_req *req)
 {
     tg_event e;
-    if (!read_event(req, req->params, true, "", &e) || !tg_req_params_done(req))
+    if (!read_event(req, req->params, true, &e) || !tg_req_params_done(req))
         return tg_reply_error(req);
     int status = record_one(req, &e);
     if (status)
@@ -607,7 +623,7 @@ static int h_stream(tg_req *req)
             tg_err_set(&req->err, TG_EINVAL, "events", "Invalid events[%zu]: must be an object.", i);
             return tg_reply_error(req);
         }
-        if (!read_event(req, ev, true, "", &evs[i])) {
+        if (!read_event(req, ev, true, &evs[i])) {
             /* name the element: the getters saw only the inner key */
             char p2[sizeof req->err.param];
             snprintf(p2, sizeof p2, "events[%zu][%.120s]", i, req->err.param);
