@@ -2,6 +2,7 @@
  *
  *   tollgate serve [--data DIR] [--listen HOST:PORT] [--max-body BYTES]
  *                  [--max-stream-events N] [--batch-events N] [--queue-events N]
+ *                  [--http-threads N]
  *   tollgate keys create [--data DIR] [--live]
  *
  * The CLI and the server both call core/service.h; neither goes through the other. Exit codes:
@@ -33,7 +34,7 @@ static const tg_clock real_clock = {real_now, NULL};
 typedef struct options {
     const char *data, *listen;
     bool live;
-    size_t max_body, max_stream_events, batch_events, queue_events;
+    size_t max_body, max_stream_events, batch_events, queue_events, http_threads;
 } options;
 
 static int usage(void)
@@ -41,6 +42,7 @@ static int usage(void)
     fprintf(stderr,
             "usage: tollgate serve [--data DIR] [--listen HOST:PORT] [--max-body BYTES]\n"
             "                      [--max-stream-events N] [--batch-events N] [--queue-events N]\n"
+            "                      [--http-threads N]\n"
             "       tollgate keys create [--data DIR] [--live]\n");
     return 2;
 }
@@ -78,6 +80,9 @@ static int parse_options(int argc, char **argv, int first, options *o)
         else if (strcmp(a, "--batch-events") == 0 && parse_size(v, &o->batch_events))
             ;
         else if (strcmp(a, "--queue-events") == 0 && parse_size(v, &o->queue_events))
+            ;
+        else if (strcmp(a, "--http-threads") == 0 && parse_size(v, &o->http_threads) &&
+                 o->http_threads <= 64)
             ;
         else
             return usage();
@@ -130,7 +135,7 @@ static int cmd_serve(const options *o)
     tg_service *svc;
     if (open_service(o, &svc))
         return 1;
-    tg_server_config cfg = {o->max_body, o->max_stream_events};
+    tg_server_config cfg = {o->max_body, o->max_stream_events, (unsigned)o->http_threads};
     tg_server *srv;
     tg_err err = {0};
     if (tg_server_start(&srv, svc, o->listen, &cfg, &err)) {
@@ -156,7 +161,7 @@ int main(int argc, char **argv)
                          : strcmp(lvl, "warn") == 0 ? TG_LOG_WARN
                          : strcmp(lvl, "error") == 0 ? TG_LOG_ERROR
                                                      : TG_LOG_INFO);
-    options o = {"./data", "127.0.0.1:12111", false, 1u << 20, 100, 10000, 200000};
+    options o = {"./data", "127.0.0.1:12111", false, 1u << 20, 100, 10000, 200000, 2};
     if (argc >= 2 && strcmp(argv[1], "serve") == 0) {
         if (parse_options(argc, argv, 2, &o))
             return 2;

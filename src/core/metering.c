@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/str.h"
 #include "core/metadata.h"
 
 int tg_formula_parse(const char *s, tg_formula *out)
@@ -82,20 +83,22 @@ int tg_event_check_names(const char *event_name, const char *identifier, tg_err 
 int tg_event_check(const tg_meter *m, tg_event *e, int64_t now, tg_err *err)
 {
     char param[TG_NAME_MAX + 16];
-    snprintf(e->meter_id, sizeof e->meter_id, "%s", m->id); /* refusals name the meter too */
+    tg_strlcpy(e->meter_id, m->id, sizeof e->meter_id); /* refusals name the meter too */
     const char *cust = tg_metadata_get(&e->payload, m->customer_key);
-    snprintf(param, sizeof param, "payload[%s]", m->customer_key);
-    if (!cust || !*cust)
+    if (!cust || !*cust || strlen(cust) >= sizeof e->customer_id) {
+        snprintf(param, sizeof param, "payload[%s]", m->customer_key);
+        if (cust && *cust)
+            return tg_err_set(err, TG_ECUSTOMER, param, "No such customer: '%s'", cust);
         return tg_err_set(err, TG_ENOCUSTKEY, param,
                           "Customer mapping key %s not found in payload.", m->customer_key);
-    if (strlen(cust) >= sizeof e->customer_id)
-        return tg_err_set(err, TG_ECUSTOMER, param, "No such customer: '%s'", cust);
-    snprintf(e->customer_id, sizeof e->customer_id, "%s", cust);
+    }
+    tg_strlcpy(e->customer_id, cust, sizeof e->customer_id);
 
     e->value = TG_DEC_ONE;
     if (m->formula != TG_FORMULA_COUNT) {
         const char *v = tg_metadata_get(&e->payload, m->value_key);
-        snprintf(param, sizeof param, "payload[%s]", m->value_key);
+        if (!v || tg_dec_parse(v, strlen(v), &e->value))
+            snprintf(param, sizeof param, "payload[%s]", m->value_key);
         if (!v)
             return tg_err_set(err, TG_ENOVALUE, param, "Value key %s not found in payload.",
                               m->value_key);

@@ -26,6 +26,7 @@
 #include "core/writer.h"
 
 #define REGISTRY_BUCKETS 1024
+#define KEY_CACHE_SLOTS 256
 #define IDEM_BUCKETS 1024
 
 typedef struct meter_node {
@@ -76,6 +77,14 @@ struct tg_service {
 
     pthread_mutex_t idem_mu;
     idem_entry *idem[IDEM_BUCKETS];
+
+    /* Resolved API keys (SHA-256 -> scope), so a request costs no read for its key. Keys are
+     * never revoked yet; a revocation will have to clear this. */
+    pthread_rwlock_t key_lock;
+    struct key_cache_entry {
+        char hash[65];
+        tg_scope scope;
+    } key_cache[KEY_CACHE_SLOTS];
 };
 
 static uint64_t fnv(const char *s, uint64_t h)
@@ -408,6 +417,7 @@ int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *
     pthread_cond_init(&svc->pool_cv, NULL);
     pthread_rwlock_init(&svc->reg_lock, NULL);
     pthread_mutex_init(&svc->idem_mu, NULL);
+    pthread_rwlock_init(&svc->key_lock, NULL);
     svc->pool = calloc((size_t)svc->cfg.readers, sizeof *svc->pool);
     svc->pool_busy = calloc((size_t)svc->cfg.readers, sizeof *svc->pool_busy);
     if (!svc->pool || !svc->pool_busy) {
@@ -431,7 +441,10 @@ int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *
     if (!rc)
         rc = cust_reload(svc, svc->wstore, err);
     if (!rc) {
-        tg_writer_config wc = {svc->cfg.queue_max_events, svc->cfg.batch_max_events, 1000};
+        /* Checkpoint cost grows with distinct (meter, customer, minute) buckets, not events:
+         * folding every 10 s writes each busy bucket once per 10 s. Recovery replays at most
+         * the blocks of the last 10 s. */
+        tg_writer_config wc = {svc->cfg.queue_max_events, svc->cfg.batch_max_events, 10000};
         uint64_t h = fnv(seed, 1469598103934665603ULL);
         rc = tg_writer_start(&svc->writer, svc->wstore, clock, &wc, svc->overlay, h, err);
     }
@@ -471,6 +484,7 @@ void tg_service_close(tg_service *svc)
     pthread_cond_destroy(&svc->pool_cv);
     pthread_rwlock_destroy(&svc->reg_lock);
     pthread_mutex_destroy(&svc->idem_mu);
+    pthread_rwlock_destroy(&svc->key_lock);
     free(svc);
 }
 
@@ -527,12 +541,27 @@ int tg_key_authenticate(tg_service *svc, const char *secret, tg_scope *scope, tg
 {
     char hash[65];
     tg_sha256_hex(secret, strlen(secret), hash);
+    struct key_cache_entry *slot = &svc->key_cache[fnv(hash, 1469598103934665603ULL) %
+                                                   KEY_CACHE_SLOTS];
+    pthread_rwlock_rdlock(&svc->key_lock);
+    bool hit = strcmp(slot->hash, hash) == 0;
+    if (hit)
+        *scope = slot->scope;
+    pthread_rwlock_unlock(&svc->key_lock);
+    if (hit)
+        return TG_OK;
     tg_store *s;
     int rc = reader_get(svc, &s, err);
     if (rc)
         return rc;
     rc = s->ops->key_lookup(s, hash, scope, err);
     reader_put(svc, s);
+    if (!rc) {
+        pthread_rwlock_wrlock(&svc->key_lock);
+        memcpy(slot->hash, hash, sizeof slot->hash);
+        slot->scope = *scope;
+        pthread_rwlock_unlock(&svc->key_lock);
+    }
     return rc;
 }
 
@@ -888,6 +917,50 @@ int tg_events_record(tg_service *svc, const tg_scope *scope, tg_event *events, s
     job.errors = errors;
     job.nerrors = nerrors;
     return run_job(svc, &job, err);
+}
+
+/* The job and its callback, inside the caller's opaque handle. */
+typedef struct record_state {
+    tg_job job;
+    void (*done)(void *arg, int rc);
+    void *arg;
+} record_state;
+
+_Static_assert(sizeof(record_state) <= sizeof(tg_record_handle), "tg_record_handle is too small");
+
+static void record_complete(tg_job *job)
+{
+    record_state *st = (record_state *)job; /* job is the first member */
+    st->done(st->arg, job->rc);
+}
+
+int tg_events_submit(tg_service *svc, const tg_scope *scope, tg_event *events, size_t n,
+                     int *results, const tg_meter_error *errors, size_t nerrors,
+                     tg_record_handle *handle, void (*done)(void *arg, int rc), void *arg,
+                     tg_err *err)
+{
+    record_state *st = (record_state *)handle->opaque;
+    memset(st, 0, sizeof *st);
+    st->job.report_duplicates = errors != NULL;
+    st->job.scope = scope;
+    st->job.events = events;
+    st->job.nevents = n;
+    st->job.results = results;
+    st->job.errors = errors;
+    st->job.nerrors = nerrors;
+    st->job.on_complete = record_complete;
+    st->done = done;
+    st->arg = arg;
+    int rc = tg_writer_submit(svc->writer, &st->job);
+    if (rc)
+        tg_err_set(err, rc, st->job.err.param, "%s", st->job.err.msg);
+    return rc;
+}
+
+void tg_events_submit_error(const tg_record_handle *handle, tg_err *err)
+{
+    const record_state *st = (const record_state *)handle->opaque;
+    tg_err_set(err, st->job.rc, st->job.err.param, "%s", st->job.err.msg);
 }
 
 typedef struct cancel_arg {

@@ -9,6 +9,8 @@
 #ifndef TG_SERVICE_H
 #define TG_SERVICE_H
 
+#include <stddef.h>
+
 #include "base/arena.h"
 #include "base/err.h"
 #include "core/clock.h"
@@ -83,6 +85,21 @@ int tg_event_prepare(tg_service *svc, const tg_scope *scope, tg_event *e, tg_err
  * Returns TG_OK once committed, TG_EBUSY when the writer is saturated. */
 int tg_events_record(tg_service *svc, const tg_scope *scope, tg_event *events, size_t n,
                      int *results, const tg_meter_error *errors, size_t nerrors, tg_err *err);
+
+/* The asynchronous form of tg_events_record, for an event-driven transport: queues the events
+ * and returns at once (TG_EBUSY when the writer is saturated). done(arg, rc) is called from
+ * the writer thread once they are committed (rc TG_OK, results filled) or failed; it must not
+ * block. The events, results, errors and handle must stay valid until then. */
+typedef struct tg_record_handle {
+    _Alignas(max_align_t) unsigned char opaque[1024];
+} tg_record_handle;
+int tg_events_submit(tg_service *svc, const tg_scope *scope, tg_event *events, size_t n,
+                     int *results, const tg_meter_error *errors, size_t nerrors,
+                     tg_record_handle *handle, void (*done)(void *arg, int rc), void *arg,
+                     tg_err *err);
+
+/* After done(): the error of a failed submission (for the response). */
+void tg_events_submit_error(const tg_record_handle *handle, tg_err *err);
 
 /* Cancels the event with this identifier (received in the last 24 hours). */
 int tg_event_cancel(tg_service *svc, const tg_scope *scope, const char *event_name,

@@ -1,7 +1,8 @@
 /* writer.c -- the single writer thread (see writer.h).
  *
- * Queue: a singly linked FIFO under one mutex. Submitters wait on `done_cv`, which the writer
- * broadcasts after each batch; each submitter checks its own job->done.
+ * Queue: a singly linked FIFO under one mutex. Each submitter waits on its own job's
+ * semaphore, which the writer posts when the batch is finished: no shared wake-up, so a batch
+ * of many jobs does not make every waiter fight for the queue's mutex.
  *
  * A batch, in order:
  *   1. BEGIN; run the jobs. Fast-path events: look the identifier up in the batch's own set,
@@ -20,6 +21,7 @@
  */
 #include "core/writer.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,17 +36,20 @@
 #define BLOCK_CACHE 64    /* recent blocks kept to confirm retried identifiers */
 #define BLOCK_CAP (256u << 20)
 
+/* Batch tables are cleared by moving to a new generation, not by memset: a slot is in use
+ * only when its gen equals the table's, so a small batch after a large one costs nothing. */
 typedef struct delta_slot {
     int64_t meter_seq, customer_seq, minute;
     tg_dec sum;
     int64_t count;
-    bool used;
+    uint32_t gen;
 } delta_slot;
 
 typedef struct seen_slot {
     uint64_t h;
     const char *identifier;
     const tg_scope *scope;
+    uint32_t gen;
 } seen_slot;
 
 typedef struct pending_id {
@@ -76,7 +81,7 @@ struct tg_writer {
     uint64_t seed;
     pthread_t thread;
     pthread_mutex_t mu;
-    pthread_cond_t work_cv, done_cv;
+    pthread_cond_t work_cv;
     tg_job *head, *tail;
     size_t queued_events;
     bool stopping;
@@ -84,8 +89,10 @@ struct tg_writer {
     /* batch state (writer thread only) */
     delta_slot *deltas;
     size_t ndelta_slots, ndeltas;
+    uint32_t delta_gen;
     seen_slot *seen;
-    size_t nseen_slots, nseen;
+    size_t nseen_slots, seen_mask;
+    uint32_t seen_gen;
     pending_id *pending;
     size_t npending, cap_pending;
     batch_scope scopes[MAX_SCOPES];
@@ -130,11 +137,11 @@ static int delta_add(tg_writer *w, int64_t m, int64_t c, int64_t minute, tg_dec 
         if (!t)
             return TG_ENOMEM;
         for (size_t i = 0; i < w->ndelta_slots; i++) {
-            if (!w->deltas[i].used)
+            if (w->deltas[i].gen != w->delta_gen)
                 continue;
             delta_slot *d = &w->deltas[i];
             size_t k = mix3(d->meter_seq, d->customer_seq, d->minute) & (n - 1);
-            while (t[k].used)
+            while (t[k].gen == w->delta_gen)
                 k = (k + 1) & (n - 1);
             t[k] = *d;
         }
@@ -144,7 +151,7 @@ static int delta_add(tg_writer *w, int64_t m, int64_t c, int64_t minute, tg_dec 
     }
     size_t mask = w->ndelta_slots - 1;
     size_t k = mix3(m, c, minute) & mask;
-    for (; w->deltas[k].used; k = (k + 1) & mask) {
+    for (; w->deltas[k].gen == w->delta_gen; k = (k + 1) & mask) {
         delta_slot *d = &w->deltas[k];
         if (d->meter_seq == m && d->customer_seq == c && d->minute == minute) {
             if (tg_dec_add(d->sum, sum, &d->sum))
@@ -154,7 +161,7 @@ static int delta_add(tg_writer *w, int64_t m, int64_t c, int64_t minute, tg_dec 
         }
     }
     delta_slot *d = &w->deltas[k];
-    d->used = true;
+    d->gen = w->delta_gen;
     d->meter_seq = m;
     d->customer_seq = c;
     d->minute = minute;
@@ -166,7 +173,8 @@ static int delta_add(tg_writer *w, int64_t m, int64_t c, int64_t minute, tg_dec 
 
 /* ================================================================ identifiers */
 
-/* Clears the batch's identifier set, sized for n more events. */
+/* Starts the batch's identifier set, for up to n events: a new generation over the first
+ * `want` slots of the table (grown when needed). */
 static int seen_reset(tg_writer *w, size_t n)
 {
     size_t want = 1024;
@@ -180,10 +188,13 @@ static int seen_reset(tg_writer *w, size_t n)
             return TG_ENOMEM;
         }
         w->nseen_slots = want;
-    } else if (w->nseen) {
-        memset(w->seen, 0, w->nseen_slots * sizeof *w->seen);
+        w->seen_gen = 0;
     }
-    w->nseen = 0;
+    if (++w->seen_gen == 0) { /* wrapped: old generations could look current */
+        memset(w->seen, 0, w->nseen_slots * sizeof *w->seen);
+        w->seen_gen = 1;
+    }
+    w->seen_mask = want - 1;
     return TG_OK;
 }
 
@@ -195,16 +206,16 @@ static bool same_scope(const tg_scope *a, const tg_scope *b)
 /* True when the identifier was already taken in this batch; otherwise records it. */
 static bool seen_check_add(tg_writer *w, uint64_t h, const tg_scope *scope, const char *id)
 {
-    size_t mask = w->nseen_slots - 1;
+    size_t mask = w->seen_mask;
     size_t k = (size_t)h & mask;
-    for (; w->seen[k].identifier; k = (k + 1) & mask)
+    for (; w->seen[k].gen == w->seen_gen; k = (k + 1) & mask)
         if (w->seen[k].h == h && same_scope(w->seen[k].scope, scope) &&
             strcmp(w->seen[k].identifier, id) == 0)
             return true;
     w->seen[k].h = h;
     w->seen[k].identifier = id;
     w->seen[k].scope = scope;
-    w->nseen++;
+    w->seen[k].gen = w->seen_gen;
     return false;
 }
 
@@ -536,8 +547,11 @@ int tg_writer_cancel(tg_writer *w, const tg_scope *scope, const tg_found *f, tg_
 
 static void batch_reset(tg_writer *w)
 {
-    if (w->ndeltas)
-        memset(w->deltas, 0, w->ndelta_slots * sizeof *w->deltas);
+    if (++w->delta_gen == 0) { /* wrapped: old generations could look current */
+        if (w->deltas)
+            memset(w->deltas, 0, w->ndelta_slots * sizeof *w->deltas);
+        w->delta_gen = 1;
+    }
     w->ndeltas = 0;
     w->npending = 0;
     w->nscopes = 0;
@@ -579,7 +593,7 @@ static void publish_batch(tg_writer *w)
     }
     for (size_t i = 0; i < w->ndelta_slots && w->ndeltas; i++) {
         delta_slot *d = &w->deltas[i];
-        if (d->used && tg_overlay_add(w->overlay, (uint64_t)d->meter_seq,
+        if (d->gen == w->delta_gen && tg_overlay_add(w->overlay, (uint64_t)d->meter_seq,
                                       (uint64_t)d->customer_seq, d->minute, d->sum, d->count))
             tg_log(TG_LOG_ERROR, "overlay: cannot add a delta (out of memory or overflow)");
     }
@@ -778,11 +792,12 @@ static void *writer_main(void *arg)
                     j->on_done(j->arg, j->rc);
                 free(j->arg);
                 free(j);
+            } else if (j->on_complete) {
+                j->on_complete(j);
             } else {
-                j->done = true;
+                sem_post(&j->done);
             }
         }
-        pthread_cond_broadcast(&w->done_cv);
         pthread_mutex_unlock(&w->mu);
 
         if (mono_ms() - w->last_checkpoint_ms >= w->cfg.checkpoint_ms ||
@@ -939,7 +954,6 @@ int tg_writer_start(tg_writer **out, tg_store *s, const tg_clock *clock,
         w->last_checkpoint_ms = mono_ms();
         pthread_mutex_init(&w->mu, NULL);
         pthread_cond_init(&w->work_cv, NULL);
-        pthread_cond_init(&w->done_cv, NULL);
         if (pthread_create(&w->thread, NULL, writer_main, w))
             rc = tg_err_set(err, TG_ENOMEM, NULL, "cannot start the writer thread");
     }
@@ -966,7 +980,6 @@ void tg_writer_stop(tg_writer *w)
     w->store->ops->close(w->store);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->work_cv);
-    pthread_cond_destroy(&w->done_cv);
     free(w->deltas);
     free(w->seen);
     free(w->pending);
@@ -991,7 +1004,6 @@ static int enqueue_locked(tg_writer *w, tg_job *job)
         return tg_err_set(&job->err, TG_EBUSY, NULL,
                           "Too many events are waiting to be written; retry shortly.");
     job->next = NULL;
-    job->done = false;
     job->rc = TG_OK;
     if (w->tail)
         w->tail->next = job;
@@ -1006,16 +1018,27 @@ static int enqueue_locked(tg_writer *w, tg_job *job)
 int tg_writer_run(tg_writer *w, tg_job *job)
 {
     job->detached = false;
+    job->on_complete = NULL;
+    sem_init(&job->done, 0, 0);
     pthread_mutex_lock(&w->mu);
     int rc = enqueue_locked(w, job);
-    if (rc) {
-        pthread_mutex_unlock(&w->mu);
-        return rc;
-    }
-    while (!job->done)
-        pthread_cond_wait(&w->done_cv, &w->mu);
     pthread_mutex_unlock(&w->mu);
-    return job->rc;
+    if (!rc) {
+        while (sem_wait(&job->done) && errno == EINTR)
+            ;
+        rc = job->rc;
+    }
+    sem_destroy(&job->done);
+    return rc;
+}
+
+int tg_writer_submit(tg_writer *w, tg_job *job)
+{
+    job->detached = false;
+    pthread_mutex_lock(&w->mu);
+    int rc = enqueue_locked(w, job);
+    pthread_mutex_unlock(&w->mu);
+    return rc;
 }
 
 int tg_writer_post(tg_writer *w, tg_job *job)

@@ -23,6 +23,7 @@
 #define TG_WRITER_H
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdbool.h>
 
 #include "core/clock.h"
@@ -50,7 +51,10 @@ struct tg_job {
     /* completion: */
     bool detached; /* nobody waits: the writer calls on_done, then frees the job and arg */
     void (*on_done)(void *arg, int rc);
-    bool done;
+    /* tg_writer_submit: the writer calls on_complete when the batch is finished (from the
+     * writer thread; it must not block) and never frees the job. */
+    void (*on_complete)(tg_job *job);
+    sem_t done; /* posted by the writer when the job's batch is finished */
     int rc;
     tg_err err;
     tg_job *next;
@@ -82,6 +86,11 @@ void tg_writer_stop(tg_writer *w);
  * without queuing when the queue is full (event jobs only: a waited-for function job is
  * bounded by the connections waiting on it, so it is always admitted). */
 int tg_writer_run(tg_writer *w, tg_job *job);
+
+/* Queues job and returns at once; job->on_complete(job) is called from the writer thread when
+ * its batch is committed or failed (job->rc and results are then set). Returns TG_EBUSY
+ * without queuing when the queue is full. */
+int tg_writer_submit(tg_writer *w, tg_job *job);
 
 /* Queues a heap-allocated job nobody waits for (job->detached is set; the writer frees job
  * and job->arg). Returns TG_EBUSY (and frees nothing) when the queue is full. */

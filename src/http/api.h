@@ -25,9 +25,18 @@
 typedef struct tg_server_config {
     size_t max_body;          /* bytes; 413 beyond (default 1 MiB) */
     size_t max_stream_events; /* events per /v2/billing/meter_event_stream request */
+    unsigned threads;         /* event-loop threads (default 2) */
 } tg_server_config;
 
-typedef struct tg_req {
+/* A handler returns an HTTP status, or TG_HTTP_DEFERRED after tg_req_record_events: the
+ * transport then parks the connection and calls the continuation when the events are
+ * committed, without a thread waiting. */
+#define TG_HTTP_DEFERRED 0
+
+typedef struct tg_req tg_req;
+typedef int (*tg_continuation)(tg_req *req);
+
+struct tg_req {
     tg_service *svc;
     const tg_server_config *cfg;
     tg_arena arena;
@@ -42,9 +51,18 @@ typedef struct tg_req {
     tg_buf out;
     tg_jw jw;
     bool should_retry_header; /* send Stripe-Should-Retry: true */
-} tg_req;
+    /* deferred recording (see tg_req_record_events) */
+    tg_continuation resume;
+    void *state;                         /* the handler's, for its continuation */
+    tg_record_handle record;
+    int record_rc;
+    void (*park)(void *ctx);             /* set by the transport */
+    void (*wake)(void *ctx, int rc);     /* set by the transport; any thread */
+    void *transport_ctx;
+};
 
 typedef int (*tg_handler)(tg_req *req);
+
 
 /* Route flags. */
 enum {
@@ -90,6 +108,14 @@ bool p_string_map(tg_req *req, tg_param *parent, const char *name, bool allow_re
 void p_expand(tg_req *req);
 /* limit, starting_after, ending_before. */
 bool p_page(tg_req *req, tg_page *out);
+
+/* Records events without blocking: parks the connection, queues the events, and returns
+ * TG_HTTP_DEFERRED; `then` runs when they are committed (or failed) and writes the response.
+ * In `then`, tg_req_record_failed() tells whether recording failed (req->err is then set).
+ * events, results and errors must live in req->arena. */
+int tg_req_record_events(tg_req *req, tg_event *events, size_t n, int *results,
+                         const tg_meter_error *errors, size_t nerrors, tg_continuation then);
+bool tg_req_record_failed(tg_req *req);
 
 /* Refuses parameters no getter read; returns true when the request may proceed. */
 bool tg_req_params_done(tg_req *req);

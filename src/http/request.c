@@ -270,6 +270,31 @@ bool tg_req_params_done(tg_req *req)
     return true;
 }
 
+/* ---------------------------------------------------------------- deferred recording */
+
+int tg_req_record_events(tg_req *req, tg_event *events, size_t n, int *results,
+                         const tg_meter_error *errors, size_t nerrors, tg_continuation then)
+{
+    req->resume = then;
+    req->record_rc = TG_OK;
+    /* Park first: the writer may finish before tg_events_submit even returns. */
+    req->park(req->transport_ctx);
+    int rc = tg_events_submit(req->svc, &req->scope, events, n, results, errors, nerrors,
+                              &req->record, req->wake, req->transport_ctx, &req->err);
+    if (rc)
+        req->wake(req->transport_ctx, rc); /* refused at once (queue full): answer now */
+    return TG_HTTP_DEFERRED;
+}
+
+bool tg_req_record_failed(tg_req *req)
+{
+    if (!req->record_rc)
+        return false;
+    if (!req->err.code)
+        tg_events_submit_error(&req->record, &req->err);
+    return true;
+}
+
 /* ---------------------------------------------------------------- lists */
 
 void tg_list_begin(tg_req *req, const char *url)

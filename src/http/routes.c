@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "base/log.h"
+#include "base/str.h"
 #include "core/metering.h"
 #include "http/api.h"
 
@@ -405,73 +406,110 @@ static bool read_event(tg_req *req, tg_param *ev, bool iso_time, tg_event *e)
     }
     if (tg_req_failed(req) || tg_event_check_names(event_name, identifier, &req->err))
         return false;
-    snprintf(e->event_name, sizeof e->event_name, "%s", event_name);
-    snprintf(e->identifier, sizeof e->identifier, "%s", identifier ? identifier : "");
+    tg_strlcpy(e->event_name, event_name, sizeof e->event_name);
+    tg_strlcpy(e->identifier, identifier ? identifier : "", sizeof e->identifier);
     return true;
 }
 
-/* Records one synchronously validated event; returns 0 or an error status. */
-static int record_one(tg_req *req, tg_event *e)
+/* One synchronously validated event, recorded without blocking; `then` writes the answer. */
+typedef struct single_event {
+    tg_event e;
+    int result;
+} single_event;
+
+static single_event *new_single_event(tg_req *req)
 {
-    if (tg_event_prepare(req->svc, &req->scope, e, &req->err))
+    single_event *se = tg_arena_alloc(&req->arena, sizeof *se);
+    if (!se)
+        tg_err_set(&req->err, TG_ENOMEM, NULL, NULL);
+    req->state = se;
+    return se;
+}
+
+static int record_one(tg_req *req, tg_continuation then)
+{
+    single_event *se = req->state;
+    if (tg_event_prepare(req->svc, &req->scope, &se->e, &req->err))
         return tg_reply_error(req);
-    int result = TG_OK;
-    if (tg_events_record(req->svc, &req->scope, e, 1, &result, NULL, 0, &req->err))
-        return tg_reply_error(req);
-    if (result == TG_EDUPLICATE) {
+    return tg_req_record_events(req, &se->e, 1, &se->result, NULL, 0, then);
+}
+
+/* The recorded event, or NULL (req->err set) when it was refused or recording failed. */
+static single_event *recorded_event(tg_req *req)
+{
+    single_event *se = req->state;
+    if (tg_req_record_failed(req))
+        return NULL;
+    if (se->result == TG_EDUPLICATE) {
         tg_err_set(&req->err, TG_EDUPLICATE, "identifier",
-                   "An event already exists with identifier %s.", e->identifier);
-        return tg_reply_error(req);
+                   "An event already exists with identifier %s.", se->e.identifier);
+        return NULL;
     }
-    return 0;
+    return se;
+}
+
+static int v1_event_done(tg_req *req)
+{
+    single_event *se = recorded_event(req);
+    if (!se)
+        return tg_reply_error(req);
+    tg_event *e = &se->e;
+    tg_jw *w = &req->jw;
+    jw_obj(w);
+    jw_kstr(w, "object", "billing.meter_event");
+    jw_kint(w, "created", e->created);
+    jw_kstr(w, "event_name", e->event_name);
+    jw_kstr(w, "identifier", e->identifier);
+    jw_kbool(w, "livemode", req->scope.livemode);
+    jw_key(w, "payload");
+    tg_render_metadata(w, &e->payload);
+    jw_kint(w, "timestamp", e->timestamp);
+    jw_end(w);
+    return 200;
 }
 
 static int h_meter_event_create(tg_req *req)
 {
-    tg_event e;
-    bool ok = read_event(req, req->params, false, &e);
+    single_event *se = new_single_event(req);
+    if (!se)
+        return tg_reply_error(req);
+    bool ok = read_event(req, req->params, false, &se->e);
     p_expand(req);
     if (!ok || !tg_req_params_done(req))
         return tg_reply_error(req);
-    int status = record_one(req, &e);
-    if (status)
-        return status;
+    return record_one(req, v1_event_done);
+}
+
+static int v2_event_done(tg_req *req)
+{
+    single_event *se = recorded_event(req);
+    if (!se)
+        return tg_reply_error(req);
+    tg_event *e = &se->e;
     tg_jw *w = &req->jw;
     jw_obj(w);
-    jw_kstr(w, "object", "billing.meter_event");
-    jw_kint(w, "created", e.created);
-    jw_kstr(w, "event_name", e.event_name);
-    jw_kstr(w, "identifier", e.identifier);
+    jw_kstr(w, "object", "v2.billing.meter_event");
+    jw_key(w, "created");
+    jw_iso_time(w, e->created);
+    jw_kstr(w, "event_name", e->event_name);
+    jw_kstr(w, "identifier", e->identifier);
     jw_kbool(w, "livemode", req->scope.livemode);
     jw_key(w, "payload");
-    tg_render_metadata(w, &e.payload);
-    jw_kint(w, "timestamp", e.timestamp);
+    tg_render_metadata(w, &e->payload);
+    jw_key(w, "timestamp");
+    jw_iso_time(w, e->timestamp);
     jw_end(w);
     return 200;
 }
 
 static int h_v2_meter_event_create(tg_req *req)
 {
-    tg_event e;
-    if (!read_event(req, req->params, true, &e) || !tg_req_params_done(req))
+    single_event *se = new_single_event(req);
+    if (!se)
         return tg_reply_error(req);
-    int status = record_one(req, &e);
-    if (status)
-        return status;
-    tg_jw *w = &req->jw;
-    jw_obj(w);
-    jw_kstr(w, "object", "v2.billing.meter_event");
-    jw_key(w, "created");
-    jw_iso_time(w, e.created);
-    jw_kstr(w, "event_name", e.event_name);
-    jw_kstr(w, "identifier", e.identifier);
-    jw_kbool(w, "livemode", req->scope.livemode);
-    jw_key(w, "payload");
-    tg_render_metadata(w, &e.payload);
-    jw_key(w, "timestamp");
-    jw_iso_time(w, e.timestamp);
-    jw_end(w);
-    return 200;
+    if (!read_event(req, req->params, true, &se->e) || !tg_req_params_done(req))
+        return tg_reply_error(req);
+    return record_one(req, v2_event_done);
 }
 
 /* Reads {event_name, type: cancel, cancel: {identifier}}; returns the identifier or NULL. */
@@ -594,6 +632,17 @@ static void tally(tg_meter_error *errs, size_t *n, size_t cap, const tg_event *e
              e->identifier[0] ? e->identifier : "none");
 }
 
+/* The stream answers {} once its valid events are committed (duplicates and refusals are
+ * reported in meter_event_errors, not in the answer, as Stripe validates asynchronously). */
+static int stream_done(tg_req *req)
+{
+    if (tg_req_record_failed(req))
+        return tg_reply_error(req);
+    jw_obj(&req->jw);
+    jw_end(&req->jw);
+    return 200;
+}
+
 static int h_stream(tg_req *req)
 {
     tg_param *events = tg_param_get(req->params, "events");
@@ -658,13 +707,9 @@ static int h_stream(tg_req *req)
             tg_log(TG_LOG_WARN, "meter_event_stream: %" PRId64 " event(s) refused: %s (meter %s): %s",
                    errs[k].count, errs[k].code, errs[k].meter_id[0] ? errs[k].meter_id : "none",
                    errs[k].last_message);
-    if (nvalid || nerrs) {
-        if (tg_events_record(req->svc, &req->scope, evs, nvalid, results, errs, nerrs, &req->err))
-            return tg_reply_error(req);
-    }
-    jw_obj(&req->jw);
-    jw_end(&req->jw);
-    return 200;
+    if (nvalid || nerrs)
+        return tg_req_record_events(req, evs, nvalid, results, errs, nerrs, stream_done);
+    return stream_done(req);
 }
 
 static int h_meter_errors(tg_req *req)
