@@ -16,7 +16,8 @@
  *       value_grouping_window=hour. Each query pages with limit=100 and starting_after until
  *       has_more is false; the whole walk counts as one query. Prints p50/p99 ms as one JSON line.
  *
- * Only 200 responses count as acknowledged. Events cycle over the customers and meters with
+ * Only 200 responses count as acknowledged. A connection the server closes is counted
+ * ("conn_closed"), its request in flight counts as failed, and it is reopened. Events cycle over the customers and meters with
  * decimal values ("12.345"); with --spread-days D their timestamps are spread evenly over the
  * last D days (at most 34; a hash of run id, thread and sequence number picks the second),
  * otherwise they carry the current time. The HTTP client is minimal
@@ -30,6 +31,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -114,8 +116,27 @@ static int connect_to(int port)
 }
 
 /* Sends one request on a fresh connection and returns the body (malloc'd); *status set. */
+static char *http_call_once(const char *method, const char *path, const char *ctype,
+                            const char *body, const char *bearer, int *status);
+
+/* One blocking request; retried (at most 5 times, reported on stderr) only when the server
+ * closed the connection without sending a byte. */
 static char *http_call(const char *method, const char *path, const char *ctype, const char *body,
                        const char *bearer, int *status)
+{
+    for (int attempt = 1;; attempt++) {
+        char *r = http_call_once(method, path, ctype, body, bearer, status);
+        if (*status != 0 || attempt == 5)
+            return r;
+        fprintf(stderr, "loadgen: %s %s: connection closed without a response, retrying\n",
+                method, path);
+        free(r);
+        usleep(100000);
+    }
+}
+
+static char *http_call_once(const char *method, const char *path, const char *ctype,
+                            const char *body, const char *bearer, int *status)
 {
     int fd = connect_to(opt.port);
     char *req;
@@ -136,7 +157,7 @@ static char *http_call(const char *method, const char *path, const char *ctype, 
     }
     close(fd);
     buf[len] = '\0';
-    *status = atoi(buf + 9);
+    *status = len > 12 ? atoi(buf + 9) : 0;
     char *b = strstr(buf, "\r\n\r\n");
     char *out = strdup(b ? b + 4 : "");
     free(buf);
@@ -241,7 +262,7 @@ typedef struct worker {
     conn *conns;
     int nconns;
     unsigned long long seq;
-    long long acked, failed, requests;
+    long long acked, failed, requests, closed;
     long long status_counts[6];
     uint32_t *lat_us;
     size_t nlat, caplat;
@@ -379,6 +400,33 @@ static bool parse_response(conn *c)
     return c->body_left <= 0;
 }
 
+/* The server closed (or reset) a connection: the request in flight is not acknowledged, so its
+ * events count as failed; the connection is reopened and the load goes on. Reported as
+ * "conn_closed" in the JSON line and, for the first few, on stderr. */
+static bool reopen(worker *w, conn *c, int ep, const char *why)
+{
+    w->closed++;
+    w->failed += c->events_in_request;
+    if (w->closed <= 5)
+        fprintf(stderr,
+                "loadgen: connection closed by the server (%s) with a request of %d events in "
+                "flight, %zu of %zu request bytes sent, %s\n",
+                why, c->events_in_request, c->out_off, c->out_len,
+                c->body_left >= 0 ? "inside the response body" : "before a whole response header");
+    epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = connect_to(opt.port);
+    fcntl(c->fd, F_SETFL, O_NONBLOCK);
+    if (stop_flag || !build_request(w, c)) {
+        close(c->fd);
+        c->fd = -1;
+        return false;
+    }
+    struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
+    epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+    return true;
+}
+
 static void *worker_main(void *arg)
 {
     worker *w = arg;
@@ -389,10 +437,18 @@ static void *worker_main(void *arg)
         fcntl(c->fd, F_SETFL, O_NONBLOCK);
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
         epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
-        if (!build_request(w, c))
-            c->fd = -c->fd - 1; /* nothing to send */
     }
     int active = w->nconns;
+    for (int i = 0; i < w->nconns; i++) {
+        conn *c = &w->conns[i];
+        if (!build_request(w, c)) { /* nothing left to send (an --events budget smaller than
+                                       one request per connection) */
+            epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+            close(c->fd);
+            c->fd = -1;
+            active--;
+        }
+    }
     struct epoll_event evs[256];
     while (active > 0) {
         int n = epoll_wait(ep, evs, 256, 100);
@@ -402,10 +458,13 @@ static void *worker_main(void *arg)
                 continue;
             if (c->out_off < c->out_len && (evs[i].events & EPOLLOUT)) {
                 ssize_t r = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
-                if (r > 0)
+                if (r > 0) {
                     c->out_off += (size_t)r;
-                else if (r < 0 && errno != EAGAIN)
-                    die("write: %s", strerror(errno));
+                } else if (r < 0 && errno != EAGAIN) {
+                    if (!reopen(w, c, ep, strerror(errno)))
+                        active--;
+                    continue;
+                }
                 if (c->out_off == c->out_len) {
                     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
                     epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
@@ -424,13 +483,13 @@ static void *worker_main(void *arg)
                         if (r > 0)
                             c->body_left -= r;
                     }
-                    if (r == 0)
-                        die("server closed a connection");
-                    if (r < 0) {
-                        if (errno == EAGAIN)
-                            break;
-                        die("read: %s", strerror(errno));
+                    if (r == 0 || (r < 0 && errno != EAGAIN)) {
+                        if (!reopen(w, c, ep, r == 0 ? "EOF" : strerror(errno)))
+                            active--;
+                        break;
                     }
+                    if (r < 0)
+                        break; /* EAGAIN */
                     if (parse_response(c)) {
                         record(w, c);
                         if (stop_flag || !build_request(w, c)) {
@@ -487,11 +546,12 @@ static void cmd_run(void)
             usleep(10000);
         stop_flag = 1;
     }
-    long long acked = 0, failed = 0, reqs = 0, st2 = 0, st4 = 0, st5 = 0;
+    long long acked = 0, failed = 0, reqs = 0, st2 = 0, st4 = 0, st5 = 0, closed = 0;
     size_t nlat = 0;
     for (int i = 0; i < opt.threads; i++) {
         pthread_join(ws[i].thread, NULL);
         acked += ws[i].acked, failed += ws[i].failed, reqs += ws[i].requests;
+        closed += ws[i].closed;
         st2 += ws[i].status_counts[2], st4 += ws[i].status_counts[4], st5 += ws[i].status_counts[5];
         nlat += ws[i].nlat;
     }
@@ -507,10 +567,10 @@ static void cmd_run(void)
     printf("{\"scenario\":\"%s\",\"batch\":%d,\"conns\":%d,\"seconds\":%.3f,\"requests\":%lld,"
            "\"acked_events\":%lld,\"failed_events\":%lld,\"events_per_sec\":%.0f,"
            "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"status_2xx\":%lld,"
-           "\"status_4xx\":%lld,\"status_5xx\":%lld}\n",
+           "\"status_4xx\":%lld,\"status_5xx\":%lld,\"conn_closed\":%lld}\n",
            opt.scenario, strcmp(opt.scenario, "v1") == 0 ? 1 : opt.batch, opt.conns, elapsed,
            reqs, acked, failed, (double)acked / elapsed, PCT(0.50), PCT(0.99), PCT(0.999), st2,
-           st4, st5);
+           st4, st5, closed);
 }
 
 /* ---------------------------------------------------------------- summary queries */
@@ -628,6 +688,7 @@ static void cmd_query(void)
 
 int main(int argc, char **argv)
 {
+    signal(SIGPIPE, SIG_IGN);
     if (argc < 2)
         die("usage: loadgen setup|run|query [options] (see the comment at the top of loadgen.c)");
     int ncustomers = 3000, nmeters = 3;

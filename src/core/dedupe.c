@@ -101,6 +101,12 @@ int tg_dedupe_find(const tg_dedupe *d, uint64_t h, uint64_t *out, int max)
     }
 }
 
+void tg_dedupe_prefetch(const tg_dedupe *d, uint64_t h)
+{
+    const partition *p = &d->parts[h >> 56];
+    __builtin_prefetch(&p->slots[home(h & 0xFFFFFFFFULL, p->mask)]);
+}
+
 static void place(partition *p, uint64_t v)
 {
     size_t i = home(v >> 32, p->mask);

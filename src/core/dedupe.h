@@ -33,6 +33,9 @@ uint64_t tg_dedupe_hash(uint64_t seed, const char *account, int livemode, const 
 /* Writes up to max locators whose tag matches h into out; returns how many. */
 int tg_dedupe_find(const tg_dedupe *d, uint64_t h, uint64_t *out, int max);
 
+/* Starts loading the memory a lookup of h will read (call a few lookups ahead). */
+void tg_dedupe_prefetch(const tg_dedupe *d, uint64_t h);
+
 /* Adds h -> locator (1 <= locator <= TG_DEDUPE_ROW). Returns 0, or -1 when out of memory. */
 int tg_dedupe_insert(tg_dedupe *d, uint64_t h, uint64_t locator);
 

@@ -457,56 +457,81 @@ static int scope_index(tg_writer *w, const tg_scope *scope, int64_t created)
     return w->nscopes++;
 }
 
+/* Hashes are computed a few events ahead and their index slots prefetched: with millions of
+ * identifiers every lookup misses the cache, and overlapping the misses hides most of it. */
+#define PREFETCH_AHEAD 8
+
+static int apply_event(tg_writer *w, tg_job *j, size_t i, uint64_t h, tg_err *err);
+
 static int apply_events(tg_writer *w, tg_job *j, tg_err *err)
 {
-    for (size_t i = 0; i < j->nevents; i++) {
-        tg_event *e = &j->events[i];
-        uint64_t h = tg_dedupe_hash(w->seed, j->scope->account, j->scope->livemode,
-                                    e->identifier);
-        bool dup = false;
-        int rc = is_duplicate(w, j->scope, e->identifier, h, &dup, err);
+    uint64_t ring[PREFETCH_AHEAD];
+    for (size_t i = 0; i < j->nevents + PREFETCH_AHEAD; i++) {
+        if (i < j->nevents) {
+            uint64_t ah = tg_dedupe_hash(w->seed, j->scope->account, j->scope->livemode,
+                                         j->events[i].identifier);
+            ring[i % PREFETCH_AHEAD] = ah;
+            tg_dedupe_prefetch(w->index, ah);
+        }
+        if (i < PREFETCH_AHEAD)
+            continue;
+        size_t at = i - PREFETCH_AHEAD;
+        if (at >= j->nevents)
+            continue;
+        int rc = apply_event(w, j, at, ring[at % PREFETCH_AHEAD], err);
         if (rc)
             return rc;
-        if (dup) {
-            j->results[i] = TG_EDUPLICATE;
-            if (j->report_duplicates && (rc = report_duplicate(w, j->scope, e, err)))
-                return rc;
-            continue;
-        }
-        if (!e->additive) {
-            rc = apply_row_event(w, j->scope, e, &j->results[i], err);
-            if (rc)
-                return rc;
-            if (j->results[i] == TG_EDUPLICATE) {
-                if (j->report_duplicates && (rc = report_duplicate(w, j->scope, e, err)))
-                    return rc;
-                continue;
-            }
-            if ((rc = pending_add(w, h, -1)))
-                return tg_err_set(err, rc, NULL, NULL);
-            continue;
-        }
-        int si = scope_index(w, j->scope, e->created);
-        if (si < 0)
-            return tg_err_set(err, TG_EBUSY, NULL, "Too many scopes in one batch.");
-        batch_scope *b = &w->scopes[si];
-        if (e->created > b->created)
-            b->created = e->created;
-        if (tg_block_add(&b->block, e->identifier, (uint64_t)e->meter_seq,
-                         (uint64_t)e->customer_seq, e->timestamp, e->value, &e->extras))
-            return tg_err_set(err, TG_ENOMEM, NULL, "Event block full.");
-        if ((rc = pending_add(w, h, si)) ||
-            (rc = delta_add(w, e->meter_seq, e->customer_seq, tg_window_start(e->timestamp, 60),
-                            e->value, 1)))
-            return tg_err_set(err, rc == TG_EINVAL ? TG_ESTORE : rc, NULL,
-                              rc == TG_EINVAL ? "Aggregate overflow." : NULL);
-        j->results[i] = TG_OK;
     }
     for (size_t i = 0; i < j->nerrors; i++) {
         int rc = w->store->ops->meter_error_add(w->store, j->scope, &j->errors[i], err);
         if (rc)
             return rc;
     }
+    return TG_OK;
+}
+
+/* Stores event i of job j (h: its identifier hash). */
+static int apply_event(tg_writer *w, tg_job *j, size_t i, uint64_t h, tg_err *err)
+{
+    tg_event *e = &j->events[i];
+    bool dup = false;
+    int rc = is_duplicate(w, j->scope, e->identifier, h, &dup, err);
+    if (rc)
+        return rc;
+    if (dup) {
+        j->results[i] = TG_EDUPLICATE;
+        if (j->report_duplicates && (rc = report_duplicate(w, j->scope, e, err)))
+            return rc;
+        return TG_OK;
+    }
+    if (!e->additive) {
+        rc = apply_row_event(w, j->scope, e, &j->results[i], err);
+        if (rc)
+            return rc;
+        if (j->results[i] == TG_EDUPLICATE) {
+            if (j->report_duplicates && (rc = report_duplicate(w, j->scope, e, err)))
+                return rc;
+            return TG_OK;
+        }
+        if ((rc = pending_add(w, h, -1)))
+            return tg_err_set(err, rc, NULL, NULL);
+        return TG_OK;
+    }
+    int si = scope_index(w, j->scope, e->created);
+    if (si < 0)
+        return tg_err_set(err, TG_EBUSY, NULL, "Too many scopes in one batch.");
+    batch_scope *b = &w->scopes[si];
+    if (e->created > b->created)
+        b->created = e->created;
+    if (tg_block_add(&b->block, e->identifier, (uint64_t)e->meter_seq,
+                     (uint64_t)e->customer_seq, e->timestamp, e->value, &e->extras))
+        return tg_err_set(err, TG_ENOMEM, NULL, "Event block full.");
+    if ((rc = pending_add(w, h, si)) ||
+        (rc = delta_add(w, e->meter_seq, e->customer_seq, tg_window_start(e->timestamp, 60),
+                        e->value, 1)))
+        return tg_err_set(err, rc == TG_EINVAL ? TG_ESTORE : rc, NULL,
+                          rc == TG_EINVAL ? "Aggregate overflow." : NULL);
+    j->results[i] = TG_OK;
     return TG_OK;
 }
 

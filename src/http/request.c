@@ -215,9 +215,9 @@ bool p_string_map(tg_req *req, tg_param *parent, const char *name, bool allow_re
         return false;
     }
     for (tg_param *c = p->first; c; c = c->next) {
-        char path[200];
-        snprintf(path, sizeof path, "%s[%s]", name, c->key);
         if (c->kind != TG_PARAM_STRING) {
+            char path[200];
+            snprintf(path, sizeof path, "%s[%s]", name, c->key);
             tg_err_set(&req->err, TG_EINVAL, path, "Invalid %s: must be a string.", path);
             return false;
         }
