@@ -1,8 +1,12 @@
 /* dedupe.c -- partitioned open-addressing index of identifier hashes (see dedupe.h).
  *
- * Hash bits: the top 8 choose the partition, bits 0..31 are the tag, and the tag (times a
- * constant, so nearby tags spread) chooses the home slot. A slot is tag << 32 | locator; 0 is
- * empty, which is why locators start at 1.
+ * Hash bits: the top 8 choose the partition, bits 0..31 are the tag, and the tag chooses the
+ * home slot by multiply-shift over the partition's size (any size, not only powers of two).
+ * A slot is tag << 32 | locator; 0 is empty, which is why locators start at 1.
+ *
+ * Memory: a partition grows by a quarter when it passes 85% full, so the index stays between
+ * 68% and 85% full (8 bytes a slot: about 10.5 bytes an identifier on average), and growing
+ * one partition needs at most 1/256 of the index again.
  */
 #include "core/dedupe.h"
 
@@ -14,7 +18,7 @@
 
 typedef struct partition {
     uint64_t *slots;
-    size_t mask; /* size - 1 */
+    size_t size;
     size_t used;
 } partition;
 
@@ -56,9 +60,11 @@ uint64_t tg_dedupe_hash(uint64_t seed, const char *account, int livemode, const 
     return mix(h);
 }
 
-static size_t home(uint64_t tag, size_t mask)
+static size_t home(uint64_t tag, size_t size)
 {
-    return (size_t)((tag * 0x9E3779B97F4A7C15ULL) >> 20) & mask;
+    /* Scramble the tag (nearby tags must not cluster), then map it onto [0, size). */
+    uint32_t x = (uint32_t)((tag * 0x9E3779B97F4A7C15ULL) >> 32);
+    return (size_t)(((uint64_t)x * size) >> 32);
 }
 
 tg_dedupe *tg_dedupe_new(void)
@@ -68,7 +74,7 @@ tg_dedupe *tg_dedupe_new(void)
         return NULL;
     for (int i = 0; i < PARTITIONS; i++) {
         d->parts[i].slots = calloc(64, sizeof(uint64_t));
-        d->parts[i].mask = 63;
+        d->parts[i].size = 64;
         if (!d->parts[i].slots) {
             tg_dedupe_free(d);
             return NULL;
@@ -92,7 +98,7 @@ int tg_dedupe_find(const tg_dedupe *d, uint64_t h, uint64_t *out, int max)
     const partition *p = &d->parts[h >> 56];
     uint64_t tag = h & 0xFFFFFFFFULL;
     int n = 0;
-    for (size_t i = home(tag, p->mask);; i = (i + 1) & p->mask) {
+    for (size_t i = home(tag, p->size);; i = i + 1 == p->size ? 0 : i + 1) {
         uint64_t s = p->slots[i];
         if (!s)
             return n;
@@ -104,32 +110,32 @@ int tg_dedupe_find(const tg_dedupe *d, uint64_t h, uint64_t *out, int max)
 void tg_dedupe_prefetch(const tg_dedupe *d, uint64_t h)
 {
     const partition *p = &d->parts[h >> 56];
-    __builtin_prefetch(&p->slots[home(h & 0xFFFFFFFFULL, p->mask)]);
+    __builtin_prefetch(&p->slots[home(h & 0xFFFFFFFFULL, p->size)]);
 }
 
 static void place(partition *p, uint64_t v)
 {
-    size_t i = home(v >> 32, p->mask);
+    size_t i = home(v >> 32, p->size);
     while (p->slots[i])
-        i = (i + 1) & p->mask;
+        i = i + 1 == p->size ? 0 : i + 1;
     p->slots[i] = v;
 }
 
 static int grow(tg_dedupe *d, partition *p)
 {
-    size_t oldsize = p->mask + 1, size = oldsize * 2;
+    size_t oldsize = p->size, size = oldsize + oldsize / 4;
     uint64_t *old = p->slots;
     p->slots = calloc(size, sizeof(uint64_t));
     if (!p->slots) {
         p->slots = old;
         return -1;
     }
-    p->mask = size - 1;
+    p->size = size;
     for (size_t i = 0; i < oldsize; i++)
         if (old[i])
             place(p, old[i]);
     free(old);
-    d->bytes += oldsize * sizeof(uint64_t);
+    d->bytes += (size - oldsize) * sizeof(uint64_t);
     return 0;
 }
 
@@ -138,7 +144,7 @@ int tg_dedupe_insert(tg_dedupe *d, uint64_t h, uint64_t locator)
     if (locator == 0 || locator > TG_DEDUPE_ROW)
         return -1;
     partition *p = &d->parts[h >> 56];
-    if ((p->used + 1) * 100 > (p->mask + 1) * LOAD_NUM && grow(d, p))
+    if ((p->used + 1) * 100 > p->size * LOAD_NUM && grow(d, p))
         return -1;
     place(p, (h & 0xFFFFFFFFULL) << 32 | locator);
     p->used++;

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "core/daypage.h"
 #include "core/metadata.h"
 #include "core/metering.h"
 #include "core/overlay.h"
@@ -1091,9 +1092,36 @@ static int collect_bucket(void *ctx, const tg_bucket *b)
     return TG_OK;
 }
 
-/* Reads the minute buckets of (meter, customer) in [from, to), newest first, with the live
- * overlay added for additive meters: stored buckets and overlay are read under the pair's
- * overlay lock, so a concurrent checkpoint is seen entirely or not at all. */
+typedef struct day_read_ctx {
+    int64_t from, to;
+    bucket_vec *out;
+} day_read_ctx;
+
+/* Collects a day page's minutes within [from, to) (ascending). */
+static int collect_day(void *ctx, int64_t day, const void *data, size_t len)
+{
+    day_read_ctx *c = ctx;
+    tg_daypage_reader r;
+    tg_delta d;
+    int rc;
+    tg_daypage_open(&r, day, data, len);
+    while ((rc = tg_daypage_next(&r, &d)) == 1) {
+        if (d.minute < c->from || d.minute >= c->to)
+            continue;
+        tg_bucket b;
+        memset(&b, 0, sizeof b);
+        b.minute = d.minute;
+        b.sum = d.sum;
+        b.count = d.count;
+        if (collect_bucket(c->out, &b))
+            return TG_ENOMEM;
+    }
+    return rc < 0 ? TG_ESTORE : TG_OK;
+}
+
+/* Reads the minute buckets of (meter, customer) in [from, to), newest first. Additive meters
+ * read their day pages plus the live overlay, under the pair's overlay lock, so a concurrent
+ * checkpoint is seen entirely or not at all; other meters read their minute buckets. */
 static int read_buckets(tg_service *svc, tg_store *s, const tg_meter *m, int64_t customer_seq,
                         int64_t from, int64_t to, bucket_vec *out, tg_err *err)
 {
@@ -1104,7 +1132,22 @@ static int read_buckets(tg_service *svc, tg_store *s, const tg_meter *m, int64_t
     bucket_vec stored = {0};
     tg_delta *live = NULL;
     long nlive = 0;
-    int rc = s->ops->bucket_each(s, m->seq, customer_seq, from, to, collect_bucket, &stored, err);
+    int rc;
+    if (additive) {
+        day_read_ctx dc = {from, to, &stored};
+        rc = s->ops->day_each(s, m->seq, customer_seq, tg_window_start(from, 86400), to,
+                              collect_day, &dc, err);
+        if (rc == TG_ESTORE && !err->code)
+            tg_err_set(err, rc, NULL, "Corrupt day page.");
+        /* newest first, like bucket_each */
+        for (size_t i = 0, j = stored.n ? stored.n - 1 : 0; i < j; i++, j--) {
+            tg_bucket t = stored.b[i];
+            stored.b[i] = stored.b[j];
+            stored.b[j] = t;
+        }
+    } else {
+        rc = s->ops->bucket_each(s, m->seq, customer_seq, from, to, collect_bucket, &stored, err);
+    }
     if (!rc && lock)
         nlive = tg_overlay_read(svc->overlay, (uint64_t)m->seq, (uint64_t)customer_seq, from, to,
                                 &live);

@@ -115,6 +115,18 @@ typedef struct tg_store_ops {
                        int64_t to, int (*fn)(void *ctx, const tg_bucket *b), void *ctx,
                        tg_err *err);
 
+    /* Day pages of additive meters (core/daypage.h): one row per (meter, customer, UTC day).
+     * day_get: TG_ENOTFOUND when absent (not recorded in err), data in a. day_put with len 0
+     * deletes. day_each visits days with from_day <= day < to_day in ascending order. */
+    int (*day_get)(tg_store *s, int64_t meter_seq, int64_t customer_seq, int64_t day,
+                   tg_arena *a, const void **data, size_t *len, tg_err *err);
+    int (*day_put)(tg_store *s, int64_t meter_seq, int64_t customer_seq, int64_t day,
+                   const void *data, size_t len, tg_err *err);
+    int (*day_each)(tg_store *s, int64_t meter_seq, int64_t customer_seq, int64_t from_day,
+                    int64_t to_day,
+                    int (*fn)(void *ctx, int64_t day, const void *data, size_t len), void *ctx,
+                    tg_err *err);
+
     /* The surviving event of a pre-aggregation window (event_time_window meters). */
     int (*window_get)(tg_store *s, int64_t meter_seq, int64_t customer_seq, int64_t window_start,
                       int64_t *seq_out, int64_t *ts_out, tg_err *err);

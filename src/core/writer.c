@@ -28,6 +28,7 @@
 #include <time.h>
 
 #include "base/log.h"
+#include "core/daypage.h"
 #include "core/dedupe.h"
 #include "core/eventblock.h"
 #include "core/metering.h"
@@ -692,28 +693,66 @@ static void run_batch(tg_writer *w, tg_job *batch, size_t events)
 
 /* ================================================================ checkpoints */
 
+/* A checkpoint folds the overlay one (pair, day) at a time: the overlay hands out each pair's
+ * deltas in minute order, so consecutive deltas of one day are collected and merged into that
+ * day's page with one read and one write. */
+typedef struct fold_ctx {
+    tg_writer *w;
+    tg_err *err;
+    uint64_t meter_seq, customer_seq;
+    int64_t day;
+    tg_delta *d;
+    size_t n, cap;
+    tg_buf page;
+} fold_ctx;
+
+static int fold_flush(fold_ctx *f)
+{
+    if (!f->n)
+        return TG_OK;
+    tg_store *s = f->w->store;
+    tg_arena a;
+    tg_arena_init(&a, 0);
+    const void *old = NULL;
+    size_t oldlen = 0;
+    int rc = s->ops->day_get(s, (int64_t)f->meter_seq, (int64_t)f->customer_seq, f->day, &a,
+                             &old, &oldlen, f->err);
+    if (rc == TG_ENOTFOUND)
+        rc = TG_OK;
+    tg_buf_reset(&f->page);
+    if (!rc && tg_daypage_merge(f->day, old, oldlen, f->d, f->n, &f->page))
+        rc = tg_err_set(f->err, TG_ESTORE, NULL, "Cannot merge the day page of meter %llu.",
+                        (unsigned long long)f->meter_seq);
+    if (!rc)
+        rc = s->ops->day_put(s, (int64_t)f->meter_seq, (int64_t)f->customer_seq, f->day,
+                             f->page.data, f->page.len, f->err);
+    tg_arena_free(&a);
+    f->n = 0;
+    return rc;
+}
+
 static int fold_delta(void *ctx, uint64_t meter_seq, uint64_t customer_seq, const tg_delta *d)
 {
-    void **args = ctx;
-    tg_writer *w = args[0];
-    tg_err *err = args[1];
-    tg_bucket b;
-    memset(&b, 0, sizeof b);
-    int rc = w->store->ops->bucket_get(w->store, (int64_t)meter_seq, (int64_t)customer_seq,
-                                       d->minute, &b, err);
-    if (rc == TG_ENOTFOUND) {
-        memset(&b, 0, sizeof b);
-        rc = TG_OK;
+    fold_ctx *f = ctx;
+    int64_t day = tg_window_start(d->minute, 86400);
+    if (f->n && (meter_seq != f->meter_seq || customer_seq != f->customer_seq || day != f->day)) {
+        int rc = fold_flush(f);
+        if (rc)
+            return rc;
     }
-    if (rc)
-        return rc;
-    b.minute = d->minute;
-    if (tg_dec_add(b.sum, d->sum, &b.sum))
-        return tg_err_set(err, TG_ESTORE, NULL, "Aggregate overflow.");
-    b.count += d->count;
-    if (b.count == 0 && b.sum != 0)
-        b.count = 0; /* unreachable: every delta carries its count */
-    return w->store->ops->bucket_put(w->store, (int64_t)meter_seq, (int64_t)customer_seq, &b, err);
+    if (f->n == f->cap) {
+        size_t cap = f->cap ? f->cap * 2 : 256;
+        tg_delta *p = realloc(f->d, cap * sizeof *p);
+        if (!p)
+            return tg_err_set(f->err, TG_ENOMEM, NULL, NULL);
+        f->d = p;
+        f->cap = cap;
+    }
+    f->meter_seq = meter_seq;
+    f->customer_seq = customer_seq;
+    f->day = day;
+    f->d[f->n++] = *d;
+    return TG_OK;
 }
 
 static int put_mark(tg_store *s, const char *name, int64_t v, tg_err *err)
@@ -732,10 +771,18 @@ static void checkpoint(tg_writer *w)
         return;
     tg_store *s = w->store;
     tg_err err = {0};
-    void *args[2] = {w, &err};
+    fold_ctx f;
+    memset(&f, 0, sizeof f);
+    f.w = w;
+    f.err = &err;
+    tg_buf_init(&f.page, 64u << 20);
     int rc = s->ops->begin(s, &err);
     if (!rc)
-        rc = tg_overlay_each(w->overlay, fold_delta, args);
+        rc = tg_overlay_each(w->overlay, fold_delta, &f);
+    if (!rc)
+        rc = fold_flush(&f);
+    free(f.d);
+    tg_buf_free(&f.page);
     if (!rc)
         rc = put_mark(s, "folded_block", w->last_block, &err);
     if (!rc)

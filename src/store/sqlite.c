@@ -47,6 +47,8 @@ static const char *const migrations[] = {
     "CREATE TABLE buckets(meter_seq INT NOT NULL, customer_seq INT NOT NULL, minute INT NOT NULL,"
     "  sum BLOB NOT NULL, count INT NOT NULL, last_ts INT NOT NULL, last_seq INT NOT NULL,"
     "  last_value BLOB NOT NULL, PRIMARY KEY(meter_seq, customer_seq, minute)) WITHOUT ROWID;"
+    "CREATE TABLE day_pages(meter_seq INT NOT NULL, customer_seq INT NOT NULL, day INT NOT NULL,"
+    "  data BLOB NOT NULL, PRIMARY KEY(meter_seq, customer_seq, day)) WITHOUT ROWID;"
     "CREATE TABLE windows(meter_seq INT NOT NULL, customer_seq INT NOT NULL, start INT NOT NULL,"
     "  seq INT NOT NULL, ts INT NOT NULL, PRIMARY KEY(meter_seq, customer_seq, start))"
     "  WITHOUT ROWID;"
@@ -70,7 +72,7 @@ enum {
     Q_EVENT_INSERT, Q_EVENT_GET, Q_EVENT_STATE, Q_EVENT_RANGE,
     Q_EVENT_IDENTS, Q_BLOCK_APPEND, Q_BLOCK_GET, Q_BLOCK_EACH, Q_CANCEL_PUT, Q_CANCEL_EACH,
     Q_BUCKET_GET, Q_BUCKET_PUT, Q_BUCKET_DEL, Q_BUCKET_EACH,
-    Q_WINDOW_GET, Q_WINDOW_PUT,
+    Q_WINDOW_GET, Q_WINDOW_PUT, Q_DAY_GET, Q_DAY_PUT, Q_DAY_DEL, Q_DAY_EACH,
     Q_IDEM_GET, Q_IDEM_PUT, Q_SESSION_PUT, Q_SESSION_GET,
     Q_MERR_ADD, Q_MERR_SEQ, Q_PRUNE_IDEM, Q_PRUNE_SESSIONS,
     Q_COUNT
@@ -142,6 +144,12 @@ static const char *const sql[Q_COUNT] = {
     [Q_BUCKET_EACH] = "SELECT minute,sum,count,last_ts,last_seq,last_value FROM buckets"
                       " WHERE meter_seq=?1 AND customer_seq=?2 AND minute>=?3 AND minute<?4"
                       " ORDER BY minute DESC",
+    [Q_DAY_GET] = "SELECT data FROM day_pages WHERE meter_seq=?1 AND customer_seq=?2 AND day=?3",
+    [Q_DAY_PUT] = "INSERT INTO day_pages(meter_seq,customer_seq,day,data) VALUES(?1,?2,?3,?4)"
+                  " ON CONFLICT(meter_seq,customer_seq,day) DO UPDATE SET data=excluded.data",
+    [Q_DAY_DEL] = "DELETE FROM day_pages WHERE meter_seq=?1 AND customer_seq=?2 AND day=?3",
+    [Q_DAY_EACH] = "SELECT day,data FROM day_pages WHERE meter_seq=?1 AND customer_seq=?2"
+                   " AND day>=?3 AND day<?4 ORDER BY day",
     [Q_WINDOW_GET] = "SELECT seq,ts FROM windows WHERE meter_seq=?1 AND customer_seq=?2"
                      " AND start=?3",
     [Q_WINDOW_PUT] = "INSERT INTO windows(meter_seq,customer_seq,start,seq,ts)"
@@ -1032,6 +1040,68 @@ static int sq_window_put(tg_store *base, int64_t meter_id, int64_t customer_id, 
     return exec_done(s, st, err, "window_put");
 }
 
+/* ---------------------------------------------------------------- day pages */
+
+static int sq_day_get(tg_store *base, int64_t meter_seq, int64_t customer_seq, int64_t day,
+                      tg_arena *a, const void **data, size_t *len, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_DAY_GET, err);
+    if (!st)
+        return TG_ESTORE;
+    bind_mc(st, meter_seq, customer_seq);
+    sqlite3_bind_int64(st, 3, day);
+    int rc = step_row(s, st, err, "day_get");
+    if (rc)
+        return rc;
+    *len = (size_t)sqlite3_column_bytes(st, 0);
+    void *copy = tg_arena_alloc(a, *len ? *len : 1);
+    if (copy && *len)
+        memcpy(copy, sqlite3_column_blob(st, 0), *len);
+    *data = copy;
+    sqlite3_reset(st);
+    return copy ? TG_OK : tg_err_set(err, TG_ENOMEM, NULL, NULL);
+}
+
+static int sq_day_put(tg_store *base, int64_t meter_seq, int64_t customer_seq, int64_t day,
+                      const void *data, size_t len, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, len ? Q_DAY_PUT : Q_DAY_DEL, err);
+    if (!st)
+        return TG_ESTORE;
+    bind_mc(st, meter_seq, customer_seq);
+    sqlite3_bind_int64(st, 3, day);
+    if (len)
+        sqlite3_bind_blob(st, 4, data, (int)len, SQLITE_STATIC);
+    return exec_done(s, st, err, "day_put");
+}
+
+static int sq_day_each(tg_store *base, int64_t meter_seq, int64_t customer_seq, int64_t from_day,
+                       int64_t to_day,
+                       int (*fn)(void *ctx, int64_t day, const void *data, size_t len),
+                       void *ctx, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_DAY_EACH, err);
+    if (!st)
+        return TG_ESTORE;
+    bind_mc(st, meter_seq, customer_seq);
+    sqlite3_bind_int64(st, 3, from_day);
+    sqlite3_bind_int64(st, 4, to_day);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int frc = fn(ctx, sqlite3_column_int64(st, 0), sqlite3_column_blob(st, 1),
+                     (size_t)sqlite3_column_bytes(st, 1));
+        if (frc) {
+            sqlite3_reset(st);
+            return frc;
+        }
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? TG_OK : db_error(s, err, "day_each");
+}
+
 /* ---------------------------------------------------------------- idempotency, sessions */
 
 static int sq_idem_get(tg_store *base, const tg_scope *scope, const char *key, tg_arena *a,
@@ -1234,6 +1304,9 @@ static const tg_store_ops sqlite_ops = {
     .bucket_get = sq_bucket_get,
     .bucket_put = sq_bucket_put,
     .bucket_each = sq_bucket_each,
+    .day_get = sq_day_get,
+    .day_put = sq_day_put,
+    .day_each = sq_day_each,
     .window_get = sq_window_get,
     .window_put = sq_window_put,
     .idem_get = sq_idem_get,
@@ -1289,8 +1362,11 @@ int tg_store_sqlite_open(const char *dir, tg_store **out, tg_err *err)
     }
     sqlite3_busy_timeout(s->db, 10000);
     sqlite3_extended_result_codes(s->db, 1);
+    /* 16 MiB of page cache a connection: the writer keeps the bucket and block pages it
+     * touches hot; readers mostly read recent buckets. Bounded so the many connections of a
+     * server stay within its memory budget. */
     const char *setup = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                        " PRAGMA foreign_keys=OFF; PRAGMA cache_size=-65536;"
+                        " PRAGMA foreign_keys=OFF; PRAGMA cache_size=-16384;"
                         " PRAGMA temp_store=MEMORY;";
     int rc = TG_OK;
     if (sqlite3_exec(s->db, setup, NULL, NULL, NULL) != SQLITE_OK)

@@ -1,0 +1,35 @@
+/* daypage.h -- the stored usage of one (meter, customer) for one UTC day.
+ *
+ * Additive meters (sum, count) keep their stored minute buckets as one row per pair and day:
+ * a compact list of the minutes that have usage, each with its exact sum and event count.
+ * A checkpoint rewrites a day's row once however many events it folds in, and a month's
+ * summary reads about 31 rows. Entries are sorted by minute; each is a varint minute offset
+ * from the previous entry (the first from the start of the day), the sum as scale byte plus
+ * zigzag mantissa (as in event blocks), and the count as a zigzag varint.
+ */
+#ifndef TG_DAYPAGE_H
+#define TG_DAYPAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/buf.h"
+#include "core/overlay.h"
+
+/* Merges deltas (minute ascending, all within [day, day + 86400)) into the page old[0..oldlen)
+ * (may be empty) and writes the new page to out. Entries whose count falls to 0 are dropped.
+ * Returns 0, or -1 when old is corrupt, a sum overflows, or out is full. */
+int tg_daypage_merge(int64_t day, const void *old, size_t oldlen, const tg_delta *deltas,
+                     size_t n, tg_buf *out);
+
+typedef struct tg_daypage_reader {
+    const unsigned char *p, *end;
+    int64_t minute; /* of the last entry read */
+} tg_daypage_reader;
+
+void tg_daypage_open(tg_daypage_reader *r, int64_t day, const void *data, size_t len);
+
+/* Reads the next entry: 1 when read, 0 at the end, -1 when the page is corrupt. */
+int tg_daypage_next(tg_daypage_reader *r, tg_delta *out);
+
+#endif
