@@ -62,7 +62,8 @@ int tg_daypage_next(tg_daypage_reader *r, tg_delta *out)
     r->minute += (int64_t)off * 60;
     tg_dec sum = (tg_dec)unzigzag(m);
     for (int i = scale; i < TG_DEC_SCALE_DIGITS; i++)
-        sum *= 10;
+        if (__builtin_mul_overflow(sum, 10, &sum))
+            return -1;
     out->minute = r->minute;
     out->sum = sum;
     out->count = (int64_t)unzigzag(c);

@@ -150,7 +150,10 @@ int tg_block_next(tg_block_reader *r, tg_block_event *e)
         get_u64(r, &e->customer_seq) || get_varint(r, &v))
         return -1;
     e->identifier = (const char *)id;
-    e->timestamp = r->base_ts + (int64_t)unzigzag(v);
+    __int128 ts = (__int128)r->base_ts + unzigzag(v);
+    if (ts < INT64_MIN || ts > INT64_MAX)
+        return -1;
+    e->timestamp = (int64_t)ts;
     if (r->p >= r->end || *r->p > TG_DEC_SCALE_DIGITS)
         return -1;
     int scale = *r->p++;
@@ -158,7 +161,8 @@ int tg_block_next(tg_block_reader *r, tg_block_event *e)
         return -1;
     tg_dec m = (tg_dec)unzigzag(v);
     for (int i = scale; i < TG_DEC_SCALE_DIGITS; i++)
-        m *= 10;
+        if (__builtin_mul_overflow(m, 10, &m))
+            return -1;
     e->value = m;
     uint64_t n;
     if (get_u64(r, &n))

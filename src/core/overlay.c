@@ -140,9 +140,12 @@ int tg_overlay_add(tg_overlay *o, uint64_t meter_seq, uint64_t customer_seq, int
     }
     size_t i = lower_bound(p, minute);
     if (i < p->n && p->d[i].minute == minute) {
-        if (tg_dec_add(p->d[i].sum, sum, &p->d[i].sum) ||
-            __builtin_add_overflow(p->d[i].count, count, &p->d[i].count))
-            goto out;
+        tg_dec s2;
+        int64_t c2;
+        if (tg_dec_add(p->d[i].sum, sum, &s2) || __builtin_add_overflow(p->d[i].count, count, &c2))
+            goto out; /* nothing changed */
+        p->d[i].sum = s2;
+        p->d[i].count = c2;
         rc = 0;
         goto out;
     }

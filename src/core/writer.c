@@ -468,20 +468,20 @@ static int apply_events(tg_writer *w, tg_job *j, tg_err *err)
 {
     uint64_t ring[PREFETCH_AHEAD];
     for (size_t i = 0; i < j->nevents + PREFETCH_AHEAD; i++) {
+        /* Event i - AHEAD uses ring slot i % AHEAD, which event i then takes over: apply
+         * before hashing. */
+        if (i >= PREFETCH_AHEAD) {
+            size_t at = i - PREFETCH_AHEAD;
+            int rc = apply_event(w, j, at, ring[at % PREFETCH_AHEAD], err);
+            if (rc)
+                return rc;
+        }
         if (i < j->nevents) {
             uint64_t ah = tg_dedupe_hash(w->seed, j->scope->account, j->scope->livemode,
                                          j->events[i].identifier);
             ring[i % PREFETCH_AHEAD] = ah;
             tg_dedupe_prefetch(w->index, ah);
         }
-        if (i < PREFETCH_AHEAD)
-            continue;
-        size_t at = i - PREFETCH_AHEAD;
-        if (at >= j->nevents)
-            continue;
-        int rc = apply_event(w, j, at, ring[at % PREFETCH_AHEAD], err);
-        if (rc)
-            return rc;
     }
     for (size_t i = 0; i < j->nerrors; i++) {
         int rc = w->store->ops->meter_error_add(w->store, j->scope, &j->errors[i], err);

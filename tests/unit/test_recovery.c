@@ -1,0 +1,508 @@
+/* test_recovery.c -- restart tests for the ingest fast path, through core/service.h over the
+ * SQLite store.
+ *
+ * Additive events (sum and count meters without a window) are stored in event blocks, their
+ * identifiers live only in the in-memory index and their usage in the live overlay until a
+ * checkpoint. All three are rebuilt when the service opens. If that goes wrong a restart
+ * either loses usage (under-billing), double counts it, or forgets identifiers so that a
+ * client's retry after a restart is billed twice. These tests record thousands of events,
+ * close and reopen the service on the same directory (with a fake clock, as test_service.c),
+ * and check the exact totals, that every identifier is still a duplicate, and that a
+ * cancellation survives the restart -- after a clean close, and after a process that dies
+ * without closing (in a forked child) having acknowledged events both before and after a
+ * checkpoint, so recovery must replay exactly the blocks and cancellations written since.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "core/service.h"
+#include "store/sqlite.h"
+
+#define T0 INT64_C(1717243200)   /* 2024-06-01T12:00:00Z */
+#define DAY0 INT64_C(1717200000) /* 2024-06-01T00:00:00Z */
+#define NEVENTS 5000
+#define BATCH 1000
+
+typedef struct fixture {
+    char dir[64];
+    int64_t now; /* read by the writer thread too: accessed atomically */
+    tg_clock clock;
+    tg_service *svc;
+    tg_scope scope;
+    char customer[TG_ID_MAX];
+    tg_meter meter;
+    tg_arena a;
+} fixture;
+
+static int64_t fake_now(void *ctx)
+{
+    return __atomic_load_n((int64_t *)ctx, __ATOMIC_SEQ_CST);
+}
+
+static void rm_dir(const char *dir)
+{
+    const char *names[] = {"tollgate.db", "tollgate.db-wal", "tollgate.db-shm",
+                           "tollgate.db-journal"};
+    char path[256];
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
+static int open_service(fixture *f)
+{
+    tg_service_config cfg = {0, 0, 2};
+    tg_err err = {0};
+    int rc = tg_service_open(&f->svc, tg_store_sqlite_factory(f->dir), &f->clock, &cfg, &err);
+    if (rc)
+        fprintf(stderr, "tg_service_open: %d %s\n", rc, err.msg);
+    return rc;
+}
+
+/* Closes the service (draining the writer) and opens it again on the same directory. */
+static void reopen(fixture *f)
+{
+    tg_service_close(f->svc);
+    f->svc = NULL;
+    __atomic_store_n(&f->now, __atomic_load_n(&f->now, __ATOMIC_SEQ_CST) + 60, __ATOMIC_SEQ_CST);
+    assert_int_equal(open_service(f), TG_OK);
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    snprintf(f->dir, sizeof f->dir, "/tmp/tg-recovery-XXXXXX");
+    if (!mkdtemp(f->dir)) {
+        free(f);
+        return -1;
+    }
+    f->now = T0;
+    f->clock.now = fake_now;
+    f->clock.ctx = &f->now;
+    tg_arena_init(&f->a, 0);
+    if (open_service(f)) {
+        rm_dir(f->dir);
+        free(f);
+        return -1;
+    }
+    char secret[TG_ID_MAX];
+    tg_err err = {0};
+    if (tg_key_create(f->svc, false, secret, &err) ||
+        tg_key_authenticate(f->svc, secret, &f->scope, &err)) {
+        fprintf(stderr, "key: %s\n", err.msg);
+        return -1;
+    }
+    tg_customer_patch p;
+    memset(&p, 0, sizeof p);
+    tg_customer c;
+    if (tg_customer_create(f->svc, &f->scope, &p, &f->a, &c, &err)) {
+        fprintf(stderr, "customer: %s\n", err.msg);
+        return -1;
+    }
+    snprintf(f->customer, sizeof f->customer, "%s", c.id);
+
+    tg_meter spec;
+    memset(&spec, 0, sizeof spec);
+    snprintf(spec.display_name, sizeof spec.display_name, "API calls");
+    snprintf(spec.event_name, sizeof spec.event_name, "api_call");
+    snprintf(spec.customer_key, sizeof spec.customer_key, "stripe_customer_id");
+    snprintf(spec.value_key, sizeof spec.value_key, "value");
+    spec.formula = TG_FORMULA_SUM;
+    spec.event_time_window = TG_WINDOW_NONE;
+    if (tg_meter_create(f->svc, &f->scope, &spec, &f->meter, &err)) {
+        fprintf(stderr, "meter: %s\n", err.msg);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    tg_service_close(f->svc);
+    tg_arena_free(&f->a);
+    rm_dir(f->dir);
+    free(f);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+#define assert_dec_equal(a, b)                                                                \
+    do {                                                                                      \
+        char buf_a_[TG_DEC_STR_MAX], buf_b_[TG_DEC_STR_MAX];                                  \
+        tg_dec_format((a), buf_a_);                                                           \
+        tg_dec_format((b), buf_b_);                                                           \
+        assert_string_equal(buf_a_, buf_b_);                                                  \
+    } while (0)
+
+/* One event being built, with its payload and value text next to it. */
+typedef struct ev {
+    tg_kv kv[3];
+    char value[32];
+    tg_event e;
+} ev;
+
+/* The value of event i: varied, with up to 12 fraction digits, some negative-free. */
+static void value_of(size_t i, char *buf, size_t n)
+{
+    switch (i % 4) {
+    case 0:
+        snprintf(buf, n, "%zu", i % 97);
+        break;
+    case 1:
+        snprintf(buf, n, "%zu.%03zu", i % 13, i % 1000);
+        break;
+    case 2:
+        snprintf(buf, n, "0.%012zu", (size_t)(i * 7919 % 1000000000000ULL));
+        break;
+    default:
+        snprintf(buf, n, "123456789.5");
+        break;
+    }
+}
+
+static tg_dec value_dec(size_t i)
+{
+    char buf[32];
+    value_of(i, buf, sizeof buf);
+    tg_dec d = 0;
+    if (tg_dec_parse(buf, strlen(buf), &d))
+        fail_msg("bad value %s", buf);
+    return d;
+}
+
+static void ev_init(ev *x, const fixture *f, const char *prefix, size_t i)
+{
+    memset(x, 0, sizeof *x);
+    value_of(i, x->value, sizeof x->value);
+    x->kv[0] = (tg_kv){"stripe_customer_id", f->customer};
+    x->kv[1] = (tg_kv){"value", x->value};
+    x->kv[2] = (tg_kv){"region", i % 2 ? "eu" : ""}; /* an extra key, stored in the block */
+    x->e.payload.items = x->kv;
+    x->e.payload.n = 3;
+    snprintf(x->e.event_name, sizeof x->e.event_name, "api_call");
+    snprintf(x->e.identifier, sizeof x->e.identifier, "%s-%zu", prefix, i);
+    x->e.timestamp = T0 - (int64_t)(i % 7200); /* the last two hours */
+}
+
+/* Prepares and records events [from, from + n) with the identifier prefix, in batches.
+ * Returns how many results equal want, or -1 (with a message on stderr) when a call failed.
+ * Uses no cmocka assertions, so a forked child can run it. */
+static long record_core(fixture *f, const char *prefix, size_t from, size_t n, int want)
+{
+    ev *xs = calloc(BATCH, sizeof *xs);
+    tg_event *events = calloc(BATCH, sizeof *events);
+    int *results = calloc(BATCH, sizeof *results);
+    long matched = -1;
+    if (!xs || !events || !results) {
+        fprintf(stderr, "  out of memory\n");
+        goto out;
+    }
+    matched = 0;
+    for (size_t done = 0; done < n;) {
+        size_t k = n - done < BATCH ? n - done : BATCH;
+        for (size_t j = 0; j < k; j++) {
+            ev_init(&xs[j], f, prefix, from + done + j);
+            tg_err err = {0};
+            int rc = tg_event_prepare(f->svc, &f->scope, &xs[j].e, &err);
+            if (rc) {
+                fprintf(stderr, "  prepare %s-%zu: %d %s\n", prefix, from + done + j, rc,
+                        err.msg);
+                matched = -1;
+                goto out;
+            }
+            events[j] = xs[j].e;
+            results[j] = 12345;
+        }
+        tg_err err = {0};
+        int rc = tg_events_record(f->svc, &f->scope, events, k, results, NULL, 0, &err);
+        if (rc) {
+            fprintf(stderr, "  tg_events_record: %d %s\n", rc, err.msg);
+            matched = -1;
+            goto out;
+        }
+        for (size_t j = 0; j < k; j++)
+            if (results[j] == want)
+                matched++;
+            else if ((size_t)matched + 5 > done + j) /* report the first few */
+                fprintf(stderr, "  %s-%zu: result %d, want %d\n", prefix, from + done + j,
+                        results[j], want);
+        done += k;
+    }
+out:
+    free(xs);
+    free(events);
+    free(results);
+    return matched;
+}
+
+static size_t record_range(fixture *f, const char *prefix, size_t from, size_t n, int want)
+{
+    long matched = record_core(f, prefix, from, n, want);
+    if (matched < 0)
+        fail_msg("recording %s-%zu.. failed (see above)", prefix, from);
+    return (size_t)matched;
+}
+
+static tg_dec total(fixture *f)
+{
+    tg_summary *rows = NULL;
+    size_t n = 0;
+    bool more = true;
+    tg_err err = {0};
+    int rc = tg_summary_list(f->svc, &f->scope, f->meter.id, f->customer, DAY0, DAY0 + 86400,
+                             TG_WINDOW_NONE, 10, 0, 0, &f->a, &rows, &n, &more, &err);
+    if (rc)
+        fail_msg("tg_summary_list: %d %s", rc, err.msg);
+    assert_int_equal(n, 1);
+    assert_false(more);
+    return rows[0].value;
+}
+
+static tg_dec expected_total(size_t from, size_t n)
+{
+    tg_dec sum = 0;
+    for (size_t i = from; i < from + n; i++)
+        assert_int_equal(tg_dec_add(sum, value_dec(i), &sum), 0);
+    return sum;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static void test_reopen_rebuilds_totals_and_identifiers(void **state)
+{
+    fixture *f = *state;
+    tg_dec want = expected_total(0, NEVENTS);
+    assert_int_equal(record_range(f, "evt", 0, NEVENTS, TG_OK), NEVENTS);
+    assert_dec_equal(total(f), want);
+
+    reopen(f);
+    assert_dec_equal(total(f), want);
+    /* every identifier is still taken: the index was rebuilt from the stored blocks */
+    assert_int_equal(record_range(f, "evt", 0, NEVENTS, TG_EDUPLICATE), NEVENTS);
+    assert_dec_equal(total(f), want);
+
+    /* new identifiers are still accepted, and survive a second restart with the old ones */
+    assert_int_equal(record_range(f, "more", 0, 500, TG_OK), 500);
+    tg_dec want2 = want;
+    assert_int_equal(tg_dec_add(want2, expected_total(0, 500), &want2), 0);
+    assert_dec_equal(total(f), want2);
+
+    reopen(f);
+    assert_dec_equal(total(f), want2);
+    assert_int_equal(record_range(f, "more", 0, 500, TG_EDUPLICATE), 500);
+    assert_int_equal(record_range(f, "evt", 0, NEVENTS, TG_EDUPLICATE), NEVENTS);
+    assert_dec_equal(total(f), want2);
+}
+
+static void test_cancel_survives_reopen(void **state)
+{
+    fixture *f = *state;
+    const size_t n = 1000, canceled = 421;
+    tg_dec want = expected_total(0, n);
+    assert_int_equal(record_range(f, "evt", 0, n, TG_OK), n);
+    assert_dec_equal(total(f), want);
+
+    tg_err err = {0};
+    char id[64];
+    snprintf(id, sizeof id, "evt-%zu", canceled);
+    int rc = tg_event_cancel(f->svc, &f->scope, "api_call", id, &err);
+    if (rc)
+        fail_msg("tg_event_cancel(%s): %d %s", id, rc, err.msg);
+    assert_int_equal(tg_dec_sub(want, value_dec(canceled), &want), 0);
+    assert_dec_equal(total(f), want);
+
+    reopen(f);
+    assert_dec_equal(total(f), want);
+    /* the event is still known as canceled: a second cancel is refused, as before the restart */
+    tg_err e2 = {0};
+    assert_int_equal(tg_event_cancel(f->svc, &f->scope, "api_call", id, &e2), TG_EINVAL);
+    assert_dec_equal(total(f), want);
+    /* the canceled identifier is not free for reuse either: nothing is counted twice */
+    assert_int_equal(record_range(f, "evt", 0, n, TG_EDUPLICATE), n);
+    assert_dec_equal(total(f), want);
+
+    /* a second restart does not apply the cancellation twice */
+    reopen(f);
+    assert_dec_equal(total(f), want);
+}
+
+/* The child of test_crash_replays: records, lets the writer checkpoint while idle, records
+ * more and cancels one event of each part, then exits without closing anything (the
+ * acknowledged writes are durable; the overlay and the index die with the process). */
+static int crash_child(fixture *f)
+{
+    if (open_service(f))
+        return 1;
+    if (record_core(f, "a", 0, 2000, TG_OK) != 2000)
+        return 2;
+    usleep(1600 * 1000); /* the idle writer folds the overlay into the stored buckets */
+    if (record_core(f, "b", 0, 1000, TG_OK) != 1000)
+        return 3;
+    const char *cancel[] = {"a-1500", "b-300"};
+    for (int i = 0; i < 2; i++) {
+        tg_err err = {0};
+        int rc = tg_event_cancel(f->svc, &f->scope, "api_call", cancel[i], &err);
+        if (rc) {
+            fprintf(stderr, "  child: cancel %s: %d %s\n", cancel[i], rc, err.msg);
+            return 4;
+        }
+    }
+    return 0;
+}
+
+/* Records ids[0..n) as one tg_events_record call (one batch); results into results. */
+static void record_batch(fixture *f, const char *const *ids, size_t n, int *results)
+{
+    ev *xs = calloc(n, sizeof *xs);
+    tg_event *events = calloc(n, sizeof *events);
+    assert_true(xs && events);
+    for (size_t j = 0; j < n; j++) {
+        ev_init(&xs[j], f, "unused", j);
+        snprintf(xs[j].e.identifier, sizeof xs[j].e.identifier, "%s", ids[j]);
+        tg_err err = {0};
+        assert_int_equal(tg_event_prepare(f->svc, &f->scope, &xs[j].e, &err), TG_OK);
+        events[j] = xs[j].e;
+        results[j] = 12345;
+    }
+    tg_err err = {0};
+    int rc = tg_events_record(f->svc, &f->scope, events, n, results, NULL, 0, &err);
+    free(xs);
+    free(events);
+    if (rc)
+        fail_msg("tg_events_record: %d %s", rc, err.msg);
+}
+
+/* Every position of a batch is indexed under its own identifier: a retry of any event of a
+ * 20-event batch (alone, or the same identifier later in the same batch) is a duplicate, and
+ * any of them can be canceled. Positions 0..7 matter: the writer hashes a few events ahead to
+ * prefetch index slots, and must not mix up whose hash is whose. */
+static void test_every_batch_position_indexed(void **state)
+{
+    fixture *f = *state;
+    enum { N = 20 };
+    char names[N][16];
+    const char *ids[N];
+    for (size_t i = 0; i < N; i++) {
+        snprintf(names[i], sizeof names[i], "pos-%zu", i);
+        ids[i] = names[i];
+    }
+    int results[N];
+    record_batch(f, ids, N, results);
+    tg_dec want = expected_total(0, N);
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(results[i], TG_OK);
+    assert_dec_equal(total(f), want);
+
+    /* canceling the first positions (the ones at risk) finds them */
+    int bad = 0;
+    for (size_t i = 0; i < 4; i++) {
+        tg_err err = {0};
+        int rc = tg_event_cancel(f->svc, &f->scope, "api_call", ids[i], &err);
+        if (rc) {
+            fprintf(stderr, "  cancel %s (batch position %zu): %d %s\n", ids[i], i, rc, err.msg);
+            bad++;
+        } else {
+            assert_int_equal(tg_dec_sub(want, value_dec(i), &want), 0);
+        }
+    }
+    assert_dec_equal(total(f), want);
+
+    /* retries of single events, canceled or not */
+    for (size_t i = 0; i < N; i++) {
+        int r;
+        record_batch(f, &ids[i], 1, &r);
+        if (r != TG_EDUPLICATE) {
+            fprintf(stderr, "  retry of %s (batch position %zu) alone: result %d, want %d\n",
+                    ids[i], i, r, TG_EDUPLICATE);
+            bad++;
+            /* it was counted again: keep the expected total in step for the checks below */
+            assert_int_equal(tg_dec_add(want, value_dec(i), &want), 0);
+        }
+    }
+
+    /* a new batch where identifier 0 comes again at position 10 */
+    const char *again[N];
+    char fresh[N][16];
+    for (size_t i = 0; i < N; i++) {
+        snprintf(fresh[i], sizeof fresh[i], "new-%zu", i);
+        again[i] = fresh[i];
+    }
+    again[10] = again[0];
+    record_batch(f, again, N, results);
+    for (size_t i = 0; i < N; i++) {
+        int w = i == 10 ? TG_EDUPLICATE : TG_OK;
+        if (results[i] != w) {
+            fprintf(stderr, "  batch with %s at positions 0 and 10: result[%zu] %d, want %d\n",
+                    again[0], i, results[i], w);
+            bad++;
+        }
+    }
+
+    if (bad)
+        fail_msg("%d identifier checks failed (see above)", bad);
+}
+
+static void test_crash_replays(void **state)
+{
+    fixture *f = *state;
+    tg_service_close(f->svc);
+    f->svc = NULL;
+
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(crash_child(f)); /* no close, no atexit handlers: a crash after the acks */
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("crash child failed (status %#x)", status);
+
+    tg_dec want = expected_total(0, 2000);
+    assert_int_equal(tg_dec_add(want, expected_total(0, 1000), &want), 0);
+    assert_int_equal(tg_dec_sub(want, value_dec(1500), &want), 0);
+    assert_int_equal(tg_dec_sub(want, value_dec(300), &want), 0);
+
+    assert_int_equal(open_service(f), TG_OK);
+    assert_dec_equal(total(f), want);
+    assert_int_equal(record_range(f, "a", 0, 2000, TG_EDUPLICATE), 2000);
+    assert_int_equal(record_range(f, "b", 0, 1000, TG_EDUPLICATE), 1000);
+    assert_dec_equal(total(f), want);
+    tg_err err = {0};
+    assert_int_equal(tg_event_cancel(f->svc, &f->scope, "api_call", "a-1500", &err), TG_EINVAL);
+    tg_err e2 = {0};
+    assert_int_equal(tg_event_cancel(f->svc, &f->scope, "api_call", "b-300", &e2), TG_EINVAL);
+
+    /* a clean restart after the replay counts nothing twice */
+    reopen(f);
+    assert_dec_equal(total(f), want);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_reopen_rebuilds_totals_and_identifiers, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_survives_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_replays, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_every_batch_position_indexed, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
