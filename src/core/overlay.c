@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SHARDS 64
+#define SHARDS TG_OVERLAY_SHARDS
 
 typedef struct pair {
     uint64_t meter_seq, customer_seq;
@@ -18,6 +18,7 @@ typedef struct shard {
     pthread_rwlock_t lock;
     pair **buckets;
     size_t nbuckets, npairs;
+    size_t ndeltas;
 } shard;
 
 struct tg_overlay {
@@ -163,6 +164,7 @@ int tg_overlay_add(tg_overlay *o, uint64_t meter_seq, uint64_t customer_seq, int
     p->d[i].count = count;
     p->n++;
     o->size++;
+    s->ndeltas++;
     rc = 0;
 out:
     pthread_rwlock_unlock(&s->lock);
@@ -204,41 +206,43 @@ long tg_overlay_read(tg_overlay *o, uint64_t meter_seq, uint64_t customer_seq, i
     return n;
 }
 
-int tg_overlay_each(tg_overlay *o,
-                    int (*fn)(void *ctx, uint64_t meter_seq, uint64_t customer_seq,
-                              const tg_delta *d),
-                    void *ctx)
+int tg_overlay_each_in_shard(tg_overlay *o, int shard_index,
+                             int (*fn)(void *ctx, uint64_t meter_seq, uint64_t customer_seq,
+                                       const tg_delta *d),
+                             void *ctx)
 {
-    for (int i = 0; i < SHARDS; i++) {
-        shard *s = &o->shards[i];
-        for (size_t b = 0; b < s->nbuckets; b++)
-            for (pair *p = s->buckets[b]; p; p = p->next)
-                for (size_t k = 0; k < p->n; k++) {
-                    int rc = fn(ctx, p->meter_seq, p->customer_seq, &p->d[k]);
-                    if (rc)
-                        return rc;
-                }
-    }
+    shard *s = &o->shards[shard_index];
+    for (size_t b = 0; b < s->nbuckets; b++)
+        for (pair *p = s->buckets[b]; p; p = p->next)
+            for (size_t k = 0; k < p->n; k++) {
+                int rc = fn(ctx, p->meter_seq, p->customer_seq, &p->d[k]);
+                if (rc)
+                    return rc;
+            }
     return 0;
 }
 
-void tg_overlay_lock_all(tg_overlay *o)
+size_t tg_overlay_shard_size(tg_overlay *o, int shard_index)
 {
-    for (int i = 0; i < SHARDS; i++)
-        pthread_rwlock_wrlock(&o->shards[i].lock);
+    return o->shards[shard_index].ndeltas;
 }
 
-void tg_overlay_clear_locked(tg_overlay *o)
+void tg_overlay_lock_shard(tg_overlay *o, int shard_index)
 {
-    for (int i = 0; i < SHARDS; i++)
-        shard_clear(&o->shards[i]);
-    o->size = 0;
+    pthread_rwlock_wrlock(&o->shards[shard_index].lock);
 }
 
-void tg_overlay_unlock_all(tg_overlay *o)
+void tg_overlay_clear_shard_locked(tg_overlay *o, int shard_index)
 {
-    for (int i = SHARDS - 1; i >= 0; i--)
-        pthread_rwlock_unlock(&o->shards[i].lock);
+    shard *s = &o->shards[shard_index];
+    o->size -= s->ndeltas;
+    s->ndeltas = 0;
+    shard_clear(s);
+}
+
+void tg_overlay_unlock_shard(tg_overlay *o, int shard_index)
+{
+    pthread_rwlock_unlock(&o->shards[shard_index].lock);
 }
 
 size_t tg_overlay_size(tg_overlay *o)

@@ -54,11 +54,20 @@ int tg_overlay_each(tg_overlay *o,
                               const tg_delta *d),
                     void *ctx);
 
-/* Takes every shard's write lock (so no reader sees a half-applied checkpoint), and releases
- * them; clear() empties the overlay and must be called between lock_all and unlock_all. */
-void tg_overlay_lock_all(tg_overlay *o);
-void tg_overlay_clear_locked(tg_overlay *o);
-void tg_overlay_unlock_all(tg_overlay *o);
+/* The overlay is folded shard by shard. TG_OVERLAY_SHARDS shards; tg_overlay_each_in_shard
+ * visits one shard's deltas (each pair's in minute order; writer thread). To fold, the writer
+ * takes the shard's write lock before committing the stored pages, empties the shard once
+ * the commit succeeded, and unlocks: no reader sees a pair both folded and still in the
+ * overlay. */
+#define TG_OVERLAY_SHARDS 64
+int tg_overlay_each_in_shard(tg_overlay *o, int shard,
+                             int (*fn)(void *ctx, uint64_t meter_seq, uint64_t customer_seq,
+                                       const tg_delta *d),
+                             void *ctx);
+size_t tg_overlay_shard_size(tg_overlay *o, int shard);
+void tg_overlay_lock_shard(tg_overlay *o, int shard);
+void tg_overlay_clear_shard_locked(tg_overlay *o, int shard);
+void tg_overlay_unlock_shard(tg_overlay *o, int shard);
 
 /* Number of (pair, minute) deltas held. */
 size_t tg_overlay_size(tg_overlay *o);

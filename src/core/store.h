@@ -115,13 +115,20 @@ typedef struct tg_store_ops {
                        int64_t to, int (*fn)(void *ctx, const tg_bucket *b), void *ctx,
                        tg_err *err);
 
-    /* Day pages of additive meters (core/daypage.h): one row per (meter, customer, UTC day).
+    /* Day pages of additive meters (core/daypage.h): one row per (meter, customer, UTC day),
+     * with the last block and cancellation whose effect it includes (its marks).
      * day_get: TG_ENOTFOUND when absent (not recorded in err), data in a. day_put with len 0
-     * deletes. day_each visits days with from_day <= day < to_day in ascending order. */
+     * deletes. day_each visits days with from_day <= day < to_day in ascending order;
+     * day_marks_each visits every page's marks (start-up replay). */
     int (*day_get)(tg_store *s, int64_t meter_seq, int64_t customer_seq, int64_t day,
                    tg_arena *a, const void **data, size_t *len, tg_err *err);
     int (*day_put)(tg_store *s, int64_t meter_seq, int64_t customer_seq, int64_t day,
-                   const void *data, size_t len, tg_err *err);
+                   const void *data, size_t len, int64_t through_block, int64_t through_cancel,
+                   tg_err *err);
+    int (*day_marks_each)(tg_store *s,
+                          int (*fn)(void *ctx, int64_t meter_seq, int64_t customer_seq,
+                                    int64_t day, int64_t through_block, int64_t through_cancel),
+                          void *ctx, tg_err *err);
     int (*day_each)(tg_store *s, int64_t meter_seq, int64_t customer_seq, int64_t from_day,
                     int64_t to_day,
                     int (*fn)(void *ctx, int64_t day, const void *data, size_t len), void *ctx,

@@ -15,9 +15,13 @@
  *   3. Only now: add the identifiers to the index, merge the batch's deltas into the overlay,
  *      and wake the submitters. A failed commit discards the batch's blocks, deltas and
  *      identifiers, so nothing uncommitted is ever visible or acknowledged.
- * Between batches, a checkpoint folds the overlay into stored buckets in one transaction that
- * also records the last block and cancellation it covers; it commits while holding every
- * overlay shard, so readers see either the old buckets plus the overlay or the new buckets.
+ * Folding: each batch's transaction also folds the overlay shards that are due (round-robin,
+ * so the whole overlay is folded about every cfg.checkpoint_ms) into the stored day pages,
+ * and each page records the last block and cancellation it includes. The batch commits while
+ * holding those shards' write locks and empties them once committed, so readers see a pair
+ * either in the overlay or in its pages, never both. There is no stop-the-world checkpoint:
+ * the work is spread over the batches. At start-up an event is replayed into the overlay only
+ * if its block is newer than its page's mark (likewise cancellations).
  */
 #include "core/writer.h"
 
@@ -101,9 +105,12 @@ struct tg_writer {
 
     cached_block cache[BLOCK_CACHE];
     size_t cache_next;
-    int64_t last_block, last_cancel;       /* highest committed */
-    int64_t folded_block, folded_cancel;   /* covered by the stored buckets */
-    int64_t last_checkpoint_ms, last_prune;
+    int64_t last_block, last_cancel; /* highest committed */
+    /* folding: shards are folded round-robin so that the whole overlay is folded about once
+     * per cfg.checkpoint_ms; `credit` accumulates shards due since the last fold */
+    double fold_credit;
+    int next_shard;
+    int64_t last_fold_ms, last_prune;
 };
 
 static int64_t mono_ms(void)
@@ -569,6 +576,155 @@ int tg_writer_cancel(tg_writer *w, const tg_scope *scope, const tg_found *f, tg_
     return rc ? tg_err_set(err, TG_ENOMEM, NULL, NULL) : TG_OK;
 }
 
+/* ================================================================ folding */
+
+/* A checkpoint folds the overlay one (pair, day) at a time: the overlay hands out each pair's
+ * deltas in minute order, so consecutive deltas of one day are collected and merged into that
+ * day's page with one read and one write. */
+typedef struct fold_ctx {
+    tg_writer *w;
+    tg_err *err;
+    int64_t through_block, through_cancel; /* the marks written on every page folded */
+    uint64_t meter_seq, customer_seq;
+    int64_t day;
+    tg_delta *d;
+    size_t n, cap;
+    tg_buf page;
+} fold_ctx;
+
+static int fold_flush(fold_ctx *f)
+{
+    if (!f->n)
+        return TG_OK;
+    tg_store *s = f->w->store;
+    tg_arena a;
+    tg_arena_init(&a, 0);
+    const void *old = NULL;
+    size_t oldlen = 0;
+    int rc = s->ops->day_get(s, (int64_t)f->meter_seq, (int64_t)f->customer_seq, f->day, &a,
+                             &old, &oldlen, f->err);
+    if (rc == TG_ENOTFOUND)
+        rc = TG_OK;
+    tg_buf_reset(&f->page);
+    if (!rc && tg_daypage_merge(f->day, old, oldlen, f->d, f->n, &f->page))
+        rc = tg_err_set(f->err, TG_ESTORE, NULL, "Cannot merge the day page of meter %llu.",
+                        (unsigned long long)f->meter_seq);
+    if (!rc)
+        rc = s->ops->day_put(s, (int64_t)f->meter_seq, (int64_t)f->customer_seq, f->day,
+                             f->page.data, f->page.len, f->through_block, f->through_cancel,
+                             f->err);
+    tg_arena_free(&a);
+    f->n = 0;
+    return rc;
+}
+
+static int fold_delta(void *ctx, uint64_t meter_seq, uint64_t customer_seq, const tg_delta *d)
+{
+    fold_ctx *f = ctx;
+    int64_t day = tg_window_start(d->minute, 86400);
+    if (f->n && (meter_seq != f->meter_seq || customer_seq != f->customer_seq || day != f->day)) {
+        int rc = fold_flush(f);
+        if (rc)
+            return rc;
+    }
+    if (f->n == f->cap) {
+        size_t cap = f->cap ? f->cap * 2 : 256;
+        tg_delta *p = realloc(f->d, cap * sizeof *p);
+        if (!p)
+            return tg_err_set(f->err, TG_ENOMEM, NULL, NULL);
+        f->d = p;
+        f->cap = cap;
+    }
+    f->meter_seq = meter_seq;
+    f->customer_seq = customer_seq;
+    f->day = day;
+    f->d[f->n++] = *d;
+    return TG_OK;
+}
+
+/* Folds shards [first, first + n) (mod TG_OVERLAY_SHARDS) into day pages inside the current
+ * transaction, marking the pages with the given block and cancellation. */
+static int fold_shards(tg_writer *w, int first, int n, int64_t through_block,
+                       int64_t through_cancel, tg_err *err)
+{
+    fold_ctx f;
+    memset(&f, 0, sizeof f);
+    f.w = w;
+    f.err = err;
+    f.through_block = through_block;
+    f.through_cancel = through_cancel;
+    tg_buf_init(&f.page, 64u << 20);
+    int rc = TG_OK;
+    for (int i = 0; i < n && !rc; i++) {
+        int shard = (first + i) % TG_OVERLAY_SHARDS;
+        rc = tg_overlay_each_in_shard(w->overlay, shard, fold_delta, &f);
+        if (!rc)
+            rc = fold_flush(&f);
+    }
+    free(f.d);
+    tg_buf_free(&f.page);
+    return rc;
+}
+
+/* How many shards are due for folding now (0..TG_OVERLAY_SHARDS). */
+static int shards_due(tg_writer *w)
+{
+    int64_t now = mono_ms();
+    w->fold_credit += (double)TG_OVERLAY_SHARDS * (double)(now - w->last_fold_ms) /
+                      (double)w->cfg.checkpoint_ms;
+    w->last_fold_ms = now;
+    if (w->fold_credit > TG_OVERLAY_SHARDS)
+        w->fold_credit = TG_OVERLAY_SHARDS;
+    /* Memory bound: past 500,000 deltas (about 40 MB; a backfill spread over many days makes
+     * one delta per event) the overlay is folded at least four times faster. */
+    if (tg_overlay_size(w->overlay) > 500000 && w->fold_credit < 0.04 * TG_OVERLAY_SHARDS * 4)
+        w->fold_credit += (double)TG_OVERLAY_SHARDS / 16;
+    return (int)w->fold_credit;
+}
+
+/* Commits the current transaction; shards [first, first + n) were folded into it, so they are
+ * locked across the commit and emptied once it succeeded. */
+static int commit_folded(tg_writer *w, int first, int n, tg_err *err)
+{
+    for (int i = 0; i < n; i++)
+        tg_overlay_lock_shard(w->overlay, (first + i) % TG_OVERLAY_SHARDS);
+    int rc = w->store->ops->commit(w->store, err);
+    for (int i = 0; i < n; i++) {
+        int shard = (first + i) % TG_OVERLAY_SHARDS;
+        if (!rc)
+            tg_overlay_clear_shard_locked(w->overlay, shard);
+        tg_overlay_unlock_shard(w->overlay, shard);
+    }
+    if (!rc) {
+        w->next_shard = (first + n) % TG_OVERLAY_SHARDS;
+        w->fold_credit -= n;
+        if (w->fold_credit < 0)
+            w->fold_credit = 0;
+    }
+    return rc;
+}
+
+/* Folds the due shards (all of them when `all`) in a transaction of their own: when idle, and
+ * at shutdown. */
+static void fold_now(tg_writer *w, bool all)
+{
+    int n = all ? TG_OVERLAY_SHARDS : shards_due(w);
+    if (n <= 0 || tg_overlay_size(w->overlay) == 0)
+        return;
+    tg_store *s = w->store;
+    tg_err err = {0};
+    int first = w->next_shard;
+    int rc = s->ops->begin(s, &err);
+    if (!rc)
+        rc = fold_shards(w, first, n, w->last_block, w->last_cancel, &err);
+    if (!rc)
+        rc = commit_folded(w, first, n, &err);
+    if (rc) {
+        s->ops->rollback(s);
+        tg_log(TG_LOG_ERROR, "folding live usage failed (will retry): %s", err.msg);
+    }
+}
+
 /* ================================================================ batches */
 
 static void batch_reset(tg_writer *w)
@@ -674,10 +830,18 @@ static void run_batch(tg_writer *w, tg_job *batch, size_t events)
             j->rc = rc;
         }
     }
+    /* Fold the due overlay shards in this same transaction. Their deltas come from blocks
+     * committed before this batch: the pages are marked with the batch's starting marks. */
+    int fold_first = w->next_shard, fold_n = 0;
+    if (!rc && tg_overlay_size(w->overlay)) {
+        fold_n = shards_due(w);
+        if (fold_n)
+            rc = fold_shards(w, fold_first, fold_n, last_block, last_cancel, &err);
+    }
     if (!rc)
         rc = write_blocks(w, &err);
     if (!rc)
-        rc = s->ops->commit(s, &err);
+        rc = commit_folded(w, fold_first, fold_n, &err);
     if (rc) {
         s->ops->rollback(s);
         w->last_block = last_block;
@@ -689,121 +853,6 @@ static void run_batch(tg_writer *w, tg_job *batch, size_t events)
         return;
     }
     publish_batch(w);
-}
-
-/* ================================================================ checkpoints */
-
-/* A checkpoint folds the overlay one (pair, day) at a time: the overlay hands out each pair's
- * deltas in minute order, so consecutive deltas of one day are collected and merged into that
- * day's page with one read and one write. */
-typedef struct fold_ctx {
-    tg_writer *w;
-    tg_err *err;
-    uint64_t meter_seq, customer_seq;
-    int64_t day;
-    tg_delta *d;
-    size_t n, cap;
-    tg_buf page;
-} fold_ctx;
-
-static int fold_flush(fold_ctx *f)
-{
-    if (!f->n)
-        return TG_OK;
-    tg_store *s = f->w->store;
-    tg_arena a;
-    tg_arena_init(&a, 0);
-    const void *old = NULL;
-    size_t oldlen = 0;
-    int rc = s->ops->day_get(s, (int64_t)f->meter_seq, (int64_t)f->customer_seq, f->day, &a,
-                             &old, &oldlen, f->err);
-    if (rc == TG_ENOTFOUND)
-        rc = TG_OK;
-    tg_buf_reset(&f->page);
-    if (!rc && tg_daypage_merge(f->day, old, oldlen, f->d, f->n, &f->page))
-        rc = tg_err_set(f->err, TG_ESTORE, NULL, "Cannot merge the day page of meter %llu.",
-                        (unsigned long long)f->meter_seq);
-    if (!rc)
-        rc = s->ops->day_put(s, (int64_t)f->meter_seq, (int64_t)f->customer_seq, f->day,
-                             f->page.data, f->page.len, f->err);
-    tg_arena_free(&a);
-    f->n = 0;
-    return rc;
-}
-
-static int fold_delta(void *ctx, uint64_t meter_seq, uint64_t customer_seq, const tg_delta *d)
-{
-    fold_ctx *f = ctx;
-    int64_t day = tg_window_start(d->minute, 86400);
-    if (f->n && (meter_seq != f->meter_seq || customer_seq != f->customer_seq || day != f->day)) {
-        int rc = fold_flush(f);
-        if (rc)
-            return rc;
-    }
-    if (f->n == f->cap) {
-        size_t cap = f->cap ? f->cap * 2 : 256;
-        tg_delta *p = realloc(f->d, cap * sizeof *p);
-        if (!p)
-            return tg_err_set(f->err, TG_ENOMEM, NULL, NULL);
-        f->d = p;
-        f->cap = cap;
-    }
-    f->meter_seq = meter_seq;
-    f->customer_seq = customer_seq;
-    f->day = day;
-    f->d[f->n++] = *d;
-    return TG_OK;
-}
-
-static int put_mark(tg_store *s, const char *name, int64_t v, tg_err *err)
-{
-    char buf[32];
-    snprintf(buf, sizeof buf, "%lld", (long long)v);
-    return s->ops->setting_put(s, name, buf, err);
-}
-
-/* Folds the overlay into the stored buckets (see the file comment). */
-static void checkpoint(tg_writer *w)
-{
-    w->last_checkpoint_ms = mono_ms();
-    if (tg_overlay_size(w->overlay) == 0 && w->folded_block == w->last_block &&
-        w->folded_cancel == w->last_cancel)
-        return;
-    tg_store *s = w->store;
-    tg_err err = {0};
-    fold_ctx f;
-    memset(&f, 0, sizeof f);
-    f.w = w;
-    f.err = &err;
-    tg_buf_init(&f.page, 64u << 20);
-    int rc = s->ops->begin(s, &err);
-    if (!rc)
-        rc = tg_overlay_each(w->overlay, fold_delta, &f);
-    if (!rc)
-        rc = fold_flush(&f);
-    free(f.d);
-    tg_buf_free(&f.page);
-    if (!rc)
-        rc = put_mark(s, "folded_block", w->last_block, &err);
-    if (!rc)
-        rc = put_mark(s, "folded_cancel", w->last_cancel, &err);
-    if (rc) {
-        s->ops->rollback(s);
-        tg_log(TG_LOG_ERROR, "checkpoint failed (will retry): %s", err.msg);
-        return;
-    }
-    tg_overlay_lock_all(w->overlay);
-    rc = s->ops->commit(s, &err);
-    if (!rc)
-        tg_overlay_clear_locked(w->overlay);
-    tg_overlay_unlock_all(w->overlay);
-    if (rc) {
-        s->ops->rollback(s);
-        tg_log(TG_LOG_ERROR, "checkpoint commit failed (will retry): %s", err.msg);
-        return;
-    }
-    w->folded_block = w->last_block;
-    w->folded_cancel = w->last_cancel;
 }
 
 static void prune_if_due(tg_writer *w)
@@ -832,7 +881,7 @@ static void *writer_main(void *arg)
             pthread_cond_timedwait(&w->work_cv, &w->mu, &until);
             if (!w->head && tg_overlay_size(w->overlay)) {
                 pthread_mutex_unlock(&w->mu);
-                checkpoint(w); /* idle: fold now rather than later */
+                fold_now(w, false); /* idle: keep folding on schedule */
                 pthread_mutex_lock(&w->mu);
             }
         }
@@ -872,24 +921,74 @@ static void *writer_main(void *arg)
         }
         pthread_mutex_unlock(&w->mu);
 
-        if (mono_ms() - w->last_checkpoint_ms >= w->cfg.checkpoint_ms ||
-            tg_overlay_size(w->overlay) > 1000000)
-            checkpoint(w);
         prune_if_due(w);
         pthread_mutex_lock(&w->mu);
     }
     pthread_mutex_unlock(&w->mu);
-    checkpoint(w);
+    fold_now(w, true);
     return NULL;
 }
 
 /* ================================================================ recovery */
 
+/* The marks of every stored day page, for start-up replay: an event is replayed into the
+ * overlay only when its page has not absorbed its block (likewise cancellations). */
+typedef struct page_mark {
+    int64_t meter_seq, customer_seq, day;
+    int64_t through_block, through_cancel;
+    bool used;
+} page_mark;
+
 typedef struct recover_ctx {
     tg_writer *w;
     tg_err *err;
     size_t events, replayed;
+    page_mark *marks;
+    size_t nmarks, cap; /* cap: a power of two */
 } recover_ctx;
+
+static page_mark *mark_slot(recover_ctx *r, int64_t m, int64_t c, int64_t day)
+{
+    size_t mask = r->cap - 1;
+    for (size_t k = mix3(m, c, day) & mask;; k = (k + 1) & mask)
+        if (!r->marks[k].used || (r->marks[k].meter_seq == m && r->marks[k].customer_seq == c &&
+                                  r->marks[k].day == day))
+            return &r->marks[k];
+}
+
+static int add_mark(void *ctx, int64_t m, int64_t c, int64_t day, int64_t tb, int64_t tc)
+{
+    recover_ctx *r = ctx;
+    if ((r->nmarks + 1) * 2 > r->cap) {
+        size_t oldcap = r->cap;
+        page_mark *old = r->marks;
+        r->cap = oldcap ? oldcap * 2 : 4096;
+        r->marks = calloc(r->cap, sizeof *r->marks);
+        if (!r->marks)
+            return tg_err_set(r->err, TG_ENOMEM, NULL, NULL);
+        for (size_t i = 0; i < oldcap; i++)
+            if (old[i].used)
+                *mark_slot(r, old[i].meter_seq, old[i].customer_seq, old[i].day) = old[i];
+        free(old);
+    }
+    page_mark *p = mark_slot(r, m, c, day);
+    p->used = true;
+    p->meter_seq = m;
+    p->customer_seq = c;
+    p->day = day;
+    p->through_block = tb;
+    p->through_cancel = tc;
+    r->nmarks++;
+    return TG_OK;
+}
+
+static const page_mark *find_mark(recover_ctx *r, int64_t m, int64_t c, int64_t minute)
+{
+    if (!r->cap)
+        return NULL;
+    page_mark *p = mark_slot(r, m, c, tg_window_start(minute, 86400));
+    return p->used ? p : NULL;
+}
 
 static int recover_block(void *ctx, int64_t seq, const tg_scope *scope, int64_t created,
                          const void *data, size_t len)
@@ -898,9 +997,9 @@ static int recover_block(void *ctx, int64_t seq, const tg_scope *scope, int64_t 
     tg_writer *w = r->w;
     tg_block_reader rd;
     tg_block_event ev;
+    (void)created;
     if (tg_block_open(&rd, data, len))
         return tg_err_set(r->err, TG_ESTORE, NULL, "Corrupt event block %lld.", (long long)seq);
-    bool replay = seq > w->folded_block;
     char id[TG_NAME_MAX + 1];
     int rc;
     while ((rc = tg_block_next(&rd, &ev)) == 1) {
@@ -910,17 +1009,19 @@ static int recover_block(void *ctx, int64_t seq, const tg_scope *scope, int64_t 
         if (tg_dedupe_insert(w->index, tg_dedupe_hash(w->seed, scope->account, scope->livemode, id),
                              (uint64_t)seq))
             return tg_err_set(r->err, TG_ENOMEM, NULL, "identifier index: out of memory");
-        if (replay && tg_overlay_add(w->overlay, ev.meter_seq, ev.customer_seq,
-                                     tg_window_start(ev.timestamp, 60), ev.value, 1))
-            return tg_err_set(r->err, TG_ENOMEM, NULL, "overlay: out of memory");
+        int64_t minute = tg_window_start(ev.timestamp, 60);
+        const page_mark *pm = find_mark(r, (int64_t)ev.meter_seq, (int64_t)ev.customer_seq, minute);
+        if (!pm || seq > pm->through_block) {
+            if (tg_overlay_add(w->overlay, ev.meter_seq, ev.customer_seq, minute, ev.value, 1))
+                return tg_err_set(r->err, TG_ENOMEM, NULL, "overlay: out of memory");
+            r->replayed++;
+        }
         r->events++;
-        r->replayed += replay;
     }
     if (rc < 0)
         return tg_err_set(r->err, TG_ESTORE, NULL, "Corrupt event block %lld.", (long long)seq);
     if (seq > w->last_block)
         w->last_block = seq;
-    (void)created;
     return TG_OK;
 }
 
@@ -940,8 +1041,6 @@ static int recover_cancel(void *ctx, int64_t id, int64_t block, int64_t index)
     tg_writer *w = r->w;
     if (id > w->last_cancel)
         w->last_cancel = id;
-    if (id <= w->folded_cancel)
-        return TG_OK;
     tg_arena a;
     tg_arena_init(&a, 0);
     tg_scope scope;
@@ -956,48 +1055,42 @@ static int recover_cancel(void *ctx, int64_t id, int64_t block, int64_t index)
     for (int64_t i = 0; !rc && i <= index; i++)
         if (tg_block_next(&rd, &ev) != 1)
             rc = TG_ESTORE;
-    if (!rc && tg_overlay_add(w->overlay, ev.meter_seq, ev.customer_seq,
-                              tg_window_start(ev.timestamp, 60), -ev.value, -1))
-        rc = TG_ENOMEM;
+    if (!rc) {
+        int64_t minute = tg_window_start(ev.timestamp, 60);
+        const page_mark *pm = find_mark(r, (int64_t)ev.meter_seq, (int64_t)ev.customer_seq, minute);
+        if ((!pm || id > pm->through_cancel) &&
+            tg_overlay_add(w->overlay, ev.meter_seq, ev.customer_seq, minute, -ev.value, -1))
+            rc = TG_ENOMEM;
+    }
     tg_arena_free(&a);
     if (rc && !r->err->code)
         tg_err_set(r->err, rc, NULL, "Cannot replay cancellation %lld.", (long long)id);
     return rc;
 }
 
-static int64_t get_mark(tg_store *s, const char *name)
-{
-    tg_arena a;
-    tg_arena_init(&a, 0);
-    char *v = NULL;
-    tg_err ignore = {0};
-    int64_t n = 0;
-    if (s->ops->setting_get(s, name, &a, &v, &ignore) == TG_OK && v)
-        n = strtoll(v, NULL, 10);
-    tg_arena_free(&a);
-    return n;
-}
-
 static int recover(tg_writer *w, tg_err *err)
 {
-    w->folded_block = get_mark(w->store, "folded_block");
-    w->folded_cancel = get_mark(w->store, "folded_cancel");
-    w->last_block = w->folded_block;
-    w->last_cancel = w->folded_cancel;
-    recover_ctx r = {w, err, 0, 0};
+    w->last_block = 0;
+    w->last_cancel = 0;
+    recover_ctx r;
+    memset(&r, 0, sizeof r);
+    r.w = w;
+    r.err = err;
     int64_t t0 = mono_ms();
-    int rc = w->store->ops->block_each(w->store, 0, recover_block, &r, err);
+    int rc = w->store->ops->day_marks_each(w->store, add_mark, &r, err);
+    if (!rc)
+        rc = w->store->ops->block_each(w->store, 0, recover_block, &r, err);
     if (!rc)
         rc = w->store->ops->event_each_identifier(w->store, recover_row, &r, err);
     if (!rc)
         rc = w->store->ops->cancel_each(w->store, 0, recover_cancel, &r, err);
+    free(r.marks);
     if (rc)
         return rc;
     tg_log(TG_LOG_INFO,
-           "recovered %zu stored events (%zu replayed after the last checkpoint) in %lld ms; "
+           "recovered %zu stored events (%zu replayed into live usage) in %lld ms; "
            "identifier index %zu MiB",
-           r.events, r.replayed, (long long)(mono_ms() - t0),
-           tg_dedupe_bytes(w->index) >> 20);
+           r.events, r.replayed, (long long)(mono_ms() - t0), tg_dedupe_bytes(w->index) >> 20);
     return TG_OK;
 }
 
@@ -1017,13 +1110,13 @@ int tg_writer_start(tg_writer **out, tg_store *s, const tg_clock *clock,
     if (w->cfg.batch_max_events == 0)
         w->cfg.batch_max_events = 1;
     if (w->cfg.checkpoint_ms <= 0)
-        w->cfg.checkpoint_ms = 1000;
+        w->cfg.checkpoint_ms = 10000;
     for (int i = 0; i < MAX_SCOPES; i++)
         tg_block_init(&w->scopes[i].block, BLOCK_CAP);
     w->index = tg_dedupe_new();
     int rc = w->index ? recover(w, err) : tg_err_set(err, TG_ENOMEM, NULL, NULL);
     if (!rc) {
-        w->last_checkpoint_ms = mono_ms();
+        w->last_fold_ms = mono_ms();
         pthread_mutex_init(&w->mu, NULL);
         pthread_cond_init(&w->work_cv, NULL);
         if (pthread_create(&w->thread, NULL, writer_main, w))

@@ -10,10 +10,10 @@
  * Events of additive meters (sum, count; no event_time_window) take the fast path: each batch
  * writes them as one compact block per scope (core/eventblock.h), checks identifiers against
  * the in-memory identifier index (core/dedupe.h) instead of a table index, and after the commit
- * adds their minute deltas to the live overlay (core/overlay.h). About once a second the writer
- * folds the overlay into the stored minute buckets (a checkpoint) and records how far it got;
- * at start-up it rebuilds the identifier index from the stored blocks and replays what came
- * after the last checkpoint. Events of other meters (formula last, or pre-aggregated windows)
+ * adds their minute deltas to the live overlay (core/overlay.h). The overlay is folded into
+ * stored day pages a few shards per batch, each page recording the blocks it includes; at
+ * start-up the identifier index is rebuilt from the stored blocks and whatever no page has
+ * absorbed yet is replayed. Events of other meters (formula last, or pre-aggregated windows)
  * are stored one per row with exact bucket recomputation; they are rare and need it.
  *
  * Function jobs run any other write inside a savepoint so that their failure undoes only
@@ -63,7 +63,7 @@ struct tg_job {
 typedef struct tg_writer_config {
     size_t queue_max_events; /* events admitted but not yet committed */
     size_t batch_max_events; /* events per transaction */
-    int checkpoint_ms;       /* how often live aggregates are folded into buckets */
+    int checkpoint_ms;       /* live usage is folded into stored pages about this often */
 } tg_writer_config;
 
 /* Where a stored event lives, as found by tg_writer_lookup. */

@@ -48,7 +48,8 @@ static const char *const migrations[] = {
     "  sum BLOB NOT NULL, count INT NOT NULL, last_ts INT NOT NULL, last_seq INT NOT NULL,"
     "  last_value BLOB NOT NULL, PRIMARY KEY(meter_seq, customer_seq, minute)) WITHOUT ROWID;"
     "CREATE TABLE day_pages(meter_seq INT NOT NULL, customer_seq INT NOT NULL, day INT NOT NULL,"
-    "  data BLOB NOT NULL, PRIMARY KEY(meter_seq, customer_seq, day)) WITHOUT ROWID;"
+    "  through_block INT NOT NULL, through_cancel INT NOT NULL, data BLOB NOT NULL,"
+    "  PRIMARY KEY(meter_seq, customer_seq, day)) WITHOUT ROWID;"
     "CREATE TABLE windows(meter_seq INT NOT NULL, customer_seq INT NOT NULL, start INT NOT NULL,"
     "  seq INT NOT NULL, ts INT NOT NULL, PRIMARY KEY(meter_seq, customer_seq, start))"
     "  WITHOUT ROWID;"
@@ -72,7 +73,7 @@ enum {
     Q_EVENT_INSERT, Q_EVENT_GET, Q_EVENT_STATE, Q_EVENT_RANGE,
     Q_EVENT_IDENTS, Q_BLOCK_APPEND, Q_BLOCK_GET, Q_BLOCK_EACH, Q_CANCEL_PUT, Q_CANCEL_EACH,
     Q_BUCKET_GET, Q_BUCKET_PUT, Q_BUCKET_DEL, Q_BUCKET_EACH,
-    Q_WINDOW_GET, Q_WINDOW_PUT, Q_DAY_GET, Q_DAY_PUT, Q_DAY_DEL, Q_DAY_EACH,
+    Q_WINDOW_GET, Q_WINDOW_PUT, Q_DAY_GET, Q_DAY_PUT, Q_DAY_EACH, Q_DAY_MARKS,
     Q_IDEM_GET, Q_IDEM_PUT, Q_SESSION_PUT, Q_SESSION_GET,
     Q_MERR_ADD, Q_MERR_SEQ, Q_PRUNE_IDEM, Q_PRUNE_SESSIONS,
     Q_COUNT
@@ -145,9 +146,11 @@ static const char *const sql[Q_COUNT] = {
                       " WHERE meter_seq=?1 AND customer_seq=?2 AND minute>=?3 AND minute<?4"
                       " ORDER BY minute DESC",
     [Q_DAY_GET] = "SELECT data FROM day_pages WHERE meter_seq=?1 AND customer_seq=?2 AND day=?3",
-    [Q_DAY_PUT] = "INSERT INTO day_pages(meter_seq,customer_seq,day,data) VALUES(?1,?2,?3,?4)"
-                  " ON CONFLICT(meter_seq,customer_seq,day) DO UPDATE SET data=excluded.data",
-    [Q_DAY_DEL] = "DELETE FROM day_pages WHERE meter_seq=?1 AND customer_seq=?2 AND day=?3",
+    [Q_DAY_PUT] = "INSERT INTO day_pages(meter_seq,customer_seq,day,through_block,through_cancel,"
+                  "data) VALUES(?1,?2,?3,?4,?5,?6) ON CONFLICT(meter_seq,customer_seq,day)"
+                  " DO UPDATE SET data=excluded.data, through_block=excluded.through_block,"
+                  " through_cancel=excluded.through_cancel",
+    [Q_DAY_MARKS] = "SELECT meter_seq,customer_seq,day,through_block,through_cancel FROM day_pages",
     [Q_DAY_EACH] = "SELECT day,data FROM day_pages WHERE meter_seq=?1 AND customer_seq=?2"
                    " AND day>=?3 AND day<?4 ORDER BY day",
     [Q_WINDOW_GET] = "SELECT seq,ts FROM windows WHERE meter_seq=?1 AND customer_seq=?2"
@@ -1063,18 +1066,46 @@ static int sq_day_get(tg_store *base, int64_t meter_seq, int64_t customer_seq, i
     return copy ? TG_OK : tg_err_set(err, TG_ENOMEM, NULL, NULL);
 }
 
+/* An emptied page is kept (with no entries) rather than deleted: its marks still say which
+ * blocks it has already absorbed. */
 static int sq_day_put(tg_store *base, int64_t meter_seq, int64_t customer_seq, int64_t day,
-                      const void *data, size_t len, tg_err *err)
+                      const void *data, size_t len, int64_t through_block,
+                      int64_t through_cancel, tg_err *err)
 {
     sq_store *s = SQ(base);
-    sqlite3_stmt *st = stmt(s, len ? Q_DAY_PUT : Q_DAY_DEL, err);
+    sqlite3_stmt *st = stmt(s, Q_DAY_PUT, err);
     if (!st)
         return TG_ESTORE;
     bind_mc(st, meter_seq, customer_seq);
     sqlite3_bind_int64(st, 3, day);
-    if (len)
-        sqlite3_bind_blob(st, 4, data, (int)len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, through_block);
+    sqlite3_bind_int64(st, 5, through_cancel);
+    sqlite3_bind_blob(st, 6, len ? data : "", (int)len, SQLITE_STATIC);
     return exec_done(s, st, err, "day_put");
+}
+
+static int sq_day_marks_each(tg_store *base,
+                             int (*fn)(void *ctx, int64_t meter_seq, int64_t customer_seq,
+                                       int64_t day, int64_t through_block,
+                                       int64_t through_cancel),
+                             void *ctx, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_DAY_MARKS, err);
+    if (!st)
+        return TG_ESTORE;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int frc = fn(ctx, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
+                     sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3),
+                     sqlite3_column_int64(st, 4));
+        if (frc) {
+            sqlite3_reset(st);
+            return frc;
+        }
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? TG_OK : db_error(s, err, "day_marks_each");
 }
 
 static int sq_day_each(tg_store *base, int64_t meter_seq, int64_t customer_seq, int64_t from_day,
@@ -1307,6 +1338,7 @@ static const tg_store_ops sqlite_ops = {
     .day_get = sq_day_get,
     .day_put = sq_day_put,
     .day_each = sq_day_each,
+    .day_marks_each = sq_day_marks_each,
     .window_get = sq_window_get,
     .window_put = sq_window_put,
     .idem_get = sq_idem_get,

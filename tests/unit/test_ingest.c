@@ -1058,6 +1058,28 @@ typedef struct each_ctx {
     size_t visits, stop_after;
 } each_ctx;
 
+/* The overlay is visited and emptied shard by shard; these walk all shards. */
+static int overlay_each_all(tg_overlay *o,
+                            int (*fn)(void *ctx, uint64_t m, uint64_t c, const tg_delta *d),
+                            void *ctx)
+{
+    for (int i = 0; i < TG_OVERLAY_SHARDS; i++) {
+        int rc = tg_overlay_each_in_shard(o, i, fn, ctx);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static void overlay_clear_all(tg_overlay *o)
+{
+    for (int i = 0; i < TG_OVERLAY_SHARDS; i++) {
+        tg_overlay_lock_shard(o, i);
+        tg_overlay_clear_shard_locked(o, i);
+        tg_overlay_unlock_shard(o, i);
+    }
+}
+
 static int each_visit(void *ctx, uint64_t m, uint64_t c, const tg_delta *d)
 {
     each_ctx *x = ctx;
@@ -1083,7 +1105,7 @@ static void test_overlay_each_and_clear(void **state)
     model *md = build_overlay(o);
 
     each_ctx x = {md, 0, 0};
-    assert_int_equal(tg_overlay_each(o, each_visit, &x), 0);
+    assert_int_equal(overlay_each_all(o, each_visit, &x), 0);
     assert_int_equal(x.visits, md->n);
     for (size_t i = 0; i < md->n; i++)
         if (md->cell[i].visits != 1)
@@ -1093,15 +1115,13 @@ static void test_overlay_each_and_clear(void **state)
 
     /* the first non-zero return stops the walk and is returned */
     each_ctx y = {md, 0, 4};
-    assert_int_equal(tg_overlay_each(o, each_visit, &y), 77);
+    assert_int_equal(overlay_each_all(o, each_visit, &y), 77);
     assert_int_equal(y.visits, 4);
 
-    tg_overlay_lock_all(o);
-    tg_overlay_clear_locked(o);
-    tg_overlay_unlock_all(o);
+    overlay_clear_all(o);
     assert_int_equal(tg_overlay_size(o), 0);
     each_ctx z = {md, 0, 0};
-    assert_int_equal(tg_overlay_each(o, each_visit, &z), 0);
+    assert_int_equal(overlay_each_all(o, each_visit, &z), 0);
     assert_int_equal(z.visits, 0);
     model empty;
     memset(&empty, 0, sizeof empty);
@@ -1111,10 +1131,8 @@ static void test_overlay_each_and_clear(void **state)
     free(md);
     md = build_overlay(o);
     check_all_reads(o, md);
-    tg_overlay_lock_all(o);
-    tg_overlay_clear_locked(o);
-    tg_overlay_clear_locked(o);
-    tg_overlay_unlock_all(o);
+    overlay_clear_all(o);
+    overlay_clear_all(o);
     assert_int_equal(tg_overlay_size(o), 0);
     free(md);
     tg_overlay_free(o);
