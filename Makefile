@@ -75,6 +75,11 @@ test: deps
 	@$(MAKE) --no-print-directory check all unit
 	@$(MAKE) --no-print-directory e2e
 
+# Ingest and query benchmark against a PostgreSQL baseline (see BENCHMARKS.md); QUICK=1 is a
+# smoke run of under a minute. Not part of `make test`.
+bench: all
+	QUICK=$(QUICK) bench/bench.sh
+
 clean:
 	rm -rf build build-sanitize
 
