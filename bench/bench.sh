@@ -71,10 +71,10 @@ die() { log "FATAL: $*"; exit 1; }
 jget() { sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p" <<<"$1"; }
 calc() { awk "BEGIN { printf \"%.6g\", $* }"; }
 
-free_port() {
+free_port() { # below the kernel's ephemeral range (32768+), where client ports cannot collide
   local p
   for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 30000))
+    p=$((20000 + RANDOM % 12700))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
   done
   die "no free port"

@@ -2,7 +2,7 @@
  *
  * Additive meters (sum, count) keep their stored minute buckets as one row per pair and day:
  * a compact list of the minutes that have usage, each with its exact sum and event count.
- * A checkpoint rewrites a day's row once however many events it folds in, and a month's
+ * Folding rewrites a day's row once however many events it takes in, and a month's
  * summary reads about 31 rows. Entries are sorted by minute; each is a varint minute offset
  * from the previous entry (the first from the start of the day), the sum as scale byte plus
  * zigzag mantissa (as in event blocks), and the count as a zigzag varint.

@@ -1,11 +1,11 @@
-/* overlay.h -- live usage: the aggregate deltas committed since the last checkpoint.
+/* overlay.h -- live usage: the aggregate deltas committed but not yet folded into storage.
  *
  * Events of additive meters (sum and count, no pre-aggregation window) are stored in blocks
  * and their effect on the minute buckets is kept here, in memory, until the writer folds it
- * into the stored buckets at a checkpoint (about every second). A reader adds the overlay to
+ * into the stored day pages, a few shards at a time (core/writer.c). A reader adds the overlay to
  * the stored buckets, so a summary is current to the last acknowledged event. After a crash the
  * overlay is rebuilt by replaying the blocks and cancellations written after the last
- * checkpoint: it is derived state, never the only copy.
+ * fold: it is derived state, never the only copy.
  *
  * Layout: (meter, customer) pairs in a hash table split into shards, each with its own rwlock;
  * a pair holds its minute deltas sorted by minute. Only the writer thread changes the overlay;
@@ -37,7 +37,8 @@ int tg_overlay_add(tg_overlay *o, uint64_t meter_seq, uint64_t customer_seq, int
 
 /* Read access for one pair: tg_overlay_rdlock takes the read lock of the pair's shard and
  * returns it; while it is held the pair's deltas and the stored buckets are consistent (a
- * checkpoint commits only while holding every shard). Release with tg_overlay_unlock. */
+ * fold of the pair's shard commits only while holding its write lock). Release with
+ * tg_overlay_unlock. */
 void *tg_overlay_rdlock(tg_overlay *o, uint64_t meter_seq, uint64_t customer_seq);
 void tg_overlay_unlock(void *lock);
 
@@ -46,13 +47,6 @@ void tg_overlay_unlock(void *lock);
  * pair's read lock. */
 long tg_overlay_read(tg_overlay *o, uint64_t meter_seq, uint64_t customer_seq, int64_t from,
                      int64_t to, tg_delta **out);
-
-/* Calls fn for every delta (writer thread, for checkpoints). Stops at fn's first non-zero
- * return and returns it. */
-int tg_overlay_each(tg_overlay *o,
-                    int (*fn)(void *ctx, uint64_t meter_seq, uint64_t customer_seq,
-                              const tg_delta *d),
-                    void *ctx);
 
 /* The overlay is folded shard by shard. TG_OVERLAY_SHARDS shards; tg_overlay_each_in_shard
  * visits one shard's deltas (each pair's in minute order; writer thread). To fold, the writer

@@ -1121,7 +1121,7 @@ static int collect_day(void *ctx, int64_t day, const void *data, size_t len)
 
 /* Reads the minute buckets of (meter, customer) in [from, to), newest first. Additive meters
  * read their day pages plus the live overlay, under the pair's overlay lock, so a concurrent
- * checkpoint is seen entirely or not at all; other meters read their minute buckets. */
+ * fold is seen entirely or not at all; other meters read their minute buckets. */
 static int read_buckets(tg_service *svc, tg_store *s, const tg_meter *m, int64_t customer_seq,
                         int64_t from, int64_t to, bucket_vec *out, tg_err *err)
 {

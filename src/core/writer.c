@@ -578,7 +578,7 @@ int tg_writer_cancel(tg_writer *w, const tg_scope *scope, const tg_found *f, tg_
 
 /* ================================================================ folding */
 
-/* A checkpoint folds the overlay one (pair, day) at a time: the overlay hands out each pair's
+/* Folding proceeds one (pair, day) at a time: the overlay hands out each pair's
  * deltas in minute order, so consecutive deltas of one day are collected and merged into that
  * day's page with one read and one write. */
 typedef struct fold_ctx {

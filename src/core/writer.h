@@ -79,7 +79,8 @@ typedef struct tg_found {
 int tg_writer_start(tg_writer **out, tg_store *s, const tg_clock *clock,
                     const tg_writer_config *cfg, tg_overlay *overlay, uint64_t seed, tg_err *err);
 
-/* Finishes every queued job, checkpoints, stops the thread, closes the store. NULL: no-op. */
+/* Finishes every queued job, folds all live usage, stops the thread, closes the store.
+ * NULL is a no-op. */
 void tg_writer_stop(tg_writer *w);
 
 /* Queues job and waits until its batch is committed (or failed). Returns job->rc; TG_EBUSY

@@ -524,6 +524,7 @@ int tg_server_start(tg_server **out, tg_service *svc, const char *listen,
                                    MHD_OPTION_THREAD_POOL_SIZE, threads,
                                    MHD_OPTION_THREAD_STACK_SIZE, (size_t)(1u << 20),
                                    MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
+                                   MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
                                    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                                    MHD_OPTION_END);
     if (!srv->daemon) {
