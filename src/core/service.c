@@ -1094,16 +1094,24 @@ static int collect_bucket(void *ctx, const tg_bucket *b)
 
 typedef struct day_read_ctx {
     int64_t from, to;
-    bucket_vec *out;
+    int64_t grain;          /* window length for max_windows (0: no early stop) */
+    size_t max_windows;     /* stop once more windows than this are complete */
+    size_t windows;
+    int64_t last_window;
+    int64_t stopped_at_day; /* the oldest day read when stopping early, else 0 */
+    bucket_vec *out;        /* newest first */
 } day_read_ctx;
 
-/* Collects a day page's minutes within [from, to) (ascending). */
+/* Collects a day page's minutes within [from, to). Days come newest first and a day's
+ * entries oldest first, so each day's entries are appended in reverse. Windows (hours, days)
+ * never straddle UTC days, so after a whole day every window seen is complete. */
 static int collect_day(void *ctx, int64_t day, const void *data, size_t len)
 {
     day_read_ctx *c = ctx;
     tg_daypage_reader r;
     tg_delta d;
     int rc;
+    size_t first = c->out->n;
     tg_daypage_open(&r, day, data, len);
     while ((rc = tg_daypage_next(&r, &d)) == 1) {
         if (d.minute < c->from || d.minute >= c->to)
@@ -1116,14 +1124,36 @@ static int collect_day(void *ctx, int64_t day, const void *data, size_t len)
         if (collect_bucket(c->out, &b))
             return TG_ENOMEM;
     }
-    return rc < 0 ? TG_ESTORE : TG_OK;
+    if (rc < 0)
+        return TG_ESTORE;
+    for (size_t i = first, j = c->out->n ? c->out->n - 1 : 0; i < j; i++, j--) {
+        tg_bucket t = c->out->b[i];
+        c->out->b[i] = c->out->b[j];
+        c->out->b[j] = t;
+    }
+    if (c->grain) {
+        for (size_t i = first; i < c->out->n; i++) {
+            int64_t wstart = tg_window_start(c->out->b[i].minute, c->grain);
+            if (c->windows == 0 || wstart != c->last_window) {
+                c->windows++;
+                c->last_window = wstart;
+            }
+        }
+        if (c->windows > c->max_windows) {
+            c->stopped_at_day = day;
+            return 1; /* enough: the caller needs only the newest windows */
+        }
+    }
+    return TG_OK;
 }
 
 /* Reads the minute buckets of (meter, customer) in [from, to), newest first. Additive meters
  * read their day pages plus the live overlay, under the pair's overlay lock, so a concurrent
- * fold is seen entirely or not at all; other meters read their minute buckets. */
+ * fold is seen entirely or not at all; other meters read their minute buckets. With
+ * max_windows, reading may stop once more than that many windows of `grain` are complete. */
 static int read_buckets(tg_service *svc, tg_store *s, const tg_meter *m, int64_t customer_seq,
-                        int64_t from, int64_t to, bucket_vec *out, tg_err *err)
+                        int64_t from, int64_t to, int64_t grain, size_t max_windows,
+                        bucket_vec *out, tg_err *err)
 {
     bool additive = m->formula != TG_FORMULA_LAST && m->event_time_window == TG_WINDOW_NONE;
     void *lock = additive ? tg_overlay_rdlock(svc->overlay, (uint64_t)m->seq,
@@ -1134,17 +1164,21 @@ static int read_buckets(tg_service *svc, tg_store *s, const tg_meter *m, int64_t
     long nlive = 0;
     int rc;
     if (additive) {
-        day_read_ctx dc = {from, to, &stored};
+        day_read_ctx dc;
+        memset(&dc, 0, sizeof dc);
+        dc.from = from;
+        dc.to = to;
+        dc.grain = max_windows ? grain : 0;
+        dc.max_windows = max_windows;
+        dc.out = &stored;
         rc = s->ops->day_each(s, m->seq, customer_seq, tg_window_start(from, 86400), to,
                               collect_day, &dc, err);
+        if (rc == 1) {
+            rc = TG_OK;
+            from = dc.stopped_at_day; /* older live deltas belong to windows not read */
+        }
         if (rc == TG_ESTORE && !err->code)
             tg_err_set(err, rc, NULL, "Corrupt day page.");
-        /* newest first, like bucket_each */
-        for (size_t i = 0, j = stored.n ? stored.n - 1 : 0; i < j; i++, j--) {
-            tg_bucket t = stored.b[i];
-            stored.b[i] = stored.b[j];
-            stored.b[j] = t;
-        }
     } else {
         rc = s->ops->bucket_each(s, m->seq, customer_seq, from, to, collect_bucket, &stored, err);
     }
@@ -1217,7 +1251,8 @@ int tg_summary_list(tg_service *svc, const tg_scope *scope, const char *meter_id
     }
     bucket_vec buckets = {0};
     if (!rc && customer_seq && from < to)
-        rc = read_buckets(svc, s, &m, customer_seq, from, to, &buckets, err);
+        rc = read_buckets(svc, s, &m, customer_seq, from, to, c.grain, c.stop_at, &buckets,
+                          err);
     reader_put(svc, s);
     for (size_t i = 0; !rc && i < buckets.n; i++) {
         rc = summary_add(&c, &buckets.b[i]);

@@ -118,8 +118,8 @@ typedef struct tg_store_ops {
     /* Day pages of additive meters (core/daypage.h): one row per (meter, customer, UTC day),
      * with the last block and cancellation whose effect it includes (its marks).
      * day_get: TG_ENOTFOUND when absent (not recorded in err), data in a. day_put with len 0
-     * deletes. day_each visits days with from_day <= day < to_day in ascending order;
-     * day_marks_each visits every page's marks (start-up replay). */
+     * deletes. day_each visits days with from_day <= day < to_day, newest first, until fn
+     * returns non-zero (returned); day_marks_each visits every page's marks (start-up replay). */
     int (*day_get)(tg_store *s, int64_t meter_seq, int64_t customer_seq, int64_t day,
                    tg_arena *a, const void **data, size_t *len, tg_err *err);
     int (*day_put)(tg_store *s, int64_t meter_seq, int64_t customer_seq, int64_t day,

@@ -152,7 +152,7 @@ static const char *const sql[Q_COUNT] = {
                   " through_cancel=excluded.through_cancel",
     [Q_DAY_MARKS] = "SELECT meter_seq,customer_seq,day,through_block,through_cancel FROM day_pages",
     [Q_DAY_EACH] = "SELECT day,data FROM day_pages WHERE meter_seq=?1 AND customer_seq=?2"
-                   " AND day>=?3 AND day<?4 ORDER BY day",
+                   " AND day>=?3 AND day<?4 ORDER BY day DESC",
     [Q_WINDOW_GET] = "SELECT seq,ts FROM windows WHERE meter_seq=?1 AND customer_seq=?2"
                      " AND start=?3",
     [Q_WINDOW_PUT] = "INSERT INTO windows(meter_seq,customer_seq,start,seq,ts)"
