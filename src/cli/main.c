@@ -11,6 +11,7 @@
  * finish, drains the writer (every queued write commits) and exits 0.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +126,10 @@ static int cmd_keys_create(const options *o)
 
 static int cmd_serve(const options *o)
 {
+    /* glibc gives each thread its own malloc arena, and each keeps the memory of the large
+     * request bodies it once held; two arenas bound that retained memory (measured: peak RSS
+     * of a 30M-event run above 512 MiB without it). */
+    mallopt(M_ARENA_MAX, 2);
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);

@@ -22,8 +22,8 @@
 typedef struct tg_overlay tg_overlay;
 
 typedef struct tg_delta {
+    tg_dec sum; /* first: the 16-byte alignment of tg_dec would pad minute to 16 bytes */
     int64_t minute;
-    tg_dec sum;
     int64_t count;
 } tg_delta;
 

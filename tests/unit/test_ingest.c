@@ -925,7 +925,7 @@ static void model_add(model *md, uint64_t m, uint64_t c, int64_t minute, tg_dec 
     assert_true(md->n < MODEL_MAX);
     md->cell[md->n].m = m;
     md->cell[md->n].c = c;
-    md->cell[md->n].d = (tg_delta){minute, sum, count};
+    md->cell[md->n].d = (tg_delta){.minute = minute, .sum = sum, .count = count};
     md->n++;
 }
 
