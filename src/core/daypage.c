@@ -4,42 +4,11 @@
 
 #include <string.h>
 
-static void put_varint(tg_buf *b, unsigned __int128 v)
-{
-    unsigned char tmp[19];
-    size_t n = 0;
-    do {
-        unsigned char byte = (unsigned char)(v & 0x7f);
-        v >>= 7;
-        tmp[n++] = byte | (v ? 0x80 : 0);
-    } while (v);
-    tg_buf_append(b, tmp, n);
-}
-
-static unsigned __int128 zigzag(__int128 v)
-{
-    return v < 0 ? ((unsigned __int128)(-(v + 1)) << 1) | 1 : (unsigned __int128)v << 1;
-}
-
-static __int128 unzigzag(unsigned __int128 u)
-{
-    return (u & 1) ? -(__int128)(u >> 1) - 1 : (__int128)(u >> 1);
-}
+#include "core/varint.h"
 
 static int get_varint(tg_daypage_reader *r, unsigned __int128 *out)
 {
-    unsigned __int128 v = 0;
-    for (int shift = 0; shift < 133; shift += 7) {
-        if (r->p >= r->end)
-            return -1;
-        unsigned char byte = *r->p++;
-        v |= (unsigned __int128)(byte & 0x7f) << shift;
-        if (!(byte & 0x80)) {
-            *out = v;
-            return 0;
-        }
-    }
-    return -1;
+    return tg_varint_get(&r->p, r->end, out);
 }
 
 void tg_daypage_open(tg_daypage_reader *r, int64_t day, const void *data, size_t len)
@@ -53,37 +22,24 @@ int tg_daypage_next(tg_daypage_reader *r, tg_delta *out)
 {
     if (r->p == r->end)
         return 0;
-    unsigned __int128 off, m, c;
-    if (get_varint(r, &off) || off == 0 || off > 1440 || r->p >= r->end)
-        return -1;
-    int scale = *r->p++;
-    if (scale > TG_DEC_SCALE_DIGITS || get_varint(r, &m) || get_varint(r, &c))
+    unsigned __int128 off, c;
+    tg_dec sum;
+    if (get_varint(r, &off) || off == 0 || off > 1440 ||
+        tg_dec_get_compact(&r->p, r->end, &sum) || get_varint(r, &c))
         return -1;
     r->minute += (int64_t)off * 60;
-    tg_dec sum = (tg_dec)unzigzag(m);
-    for (int i = scale; i < TG_DEC_SCALE_DIGITS; i++)
-        if (__builtin_mul_overflow(sum, 10, &sum))
-            return -1;
     out->minute = r->minute;
     out->sum = sum;
-    out->count = (int64_t)unzigzag(c);
+    out->count = (int64_t)tg_unzigzag(c);
     return 1;
 }
 
 static void put_entry(tg_buf *out, int64_t *prev, const tg_delta *d)
 {
-    put_varint(out, (unsigned __int128)((d->minute - *prev) / 60));
+    tg_varint_put(out, (unsigned __int128)((d->minute - *prev) / 60));
     *prev = d->minute;
-    int scale = TG_DEC_SCALE_DIGITS;
-    tg_dec m = d->sum;
-    while (scale > 0 && m % 10 == 0) {
-        m /= 10;
-        scale--;
-    }
-    unsigned char sc = (unsigned char)scale;
-    tg_buf_append(out, &sc, 1);
-    put_varint(out, zigzag(m));
-    put_varint(out, zigzag(d->count));
+    tg_dec_put_compact(out, d->sum);
+    tg_varint_put(out, tg_zigzag(d->count));
 }
 
 int tg_daypage_merge(int64_t day, const void *old, size_t oldlen, const tg_delta *deltas,

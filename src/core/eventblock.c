@@ -5,42 +5,11 @@
 
 #include <string.h>
 
-static void put_varint(tg_buf *b, unsigned __int128 v)
-{
-    unsigned char tmp[19];
-    size_t n = 0;
-    do {
-        unsigned char byte = (unsigned char)(v & 0x7f);
-        v >>= 7;
-        tmp[n++] = byte | (v ? 0x80 : 0);
-    } while (v);
-    tg_buf_append(b, tmp, n);
-}
-
-static unsigned __int128 zigzag(__int128 v)
-{
-    return v < 0 ? ((unsigned __int128)(-(v + 1)) << 1) | 1 : (unsigned __int128)v << 1;
-}
-
-static __int128 unzigzag(unsigned __int128 u)
-{
-    return (u & 1) ? -(__int128)(u >> 1) - 1 : (__int128)(u >> 1);
-}
+#include "core/varint.h"
 
 static int get_varint(tg_block_reader *r, unsigned __int128 *out)
 {
-    unsigned __int128 v = 0;
-    for (int shift = 0; shift < 133; shift += 7) {
-        if (r->p >= r->end)
-            return -1;
-        unsigned char byte = *r->p++;
-        v |= (unsigned __int128)(byte & 0x7f) << shift;
-        if (!(byte & 0x80)) {
-            *out = v;
-            return 0;
-        }
-    }
-    return -1;
+    return tg_varint_get(&r->p, r->end, out);
 }
 
 static int get_u64(tg_block_reader *r, uint64_t *out)
@@ -77,7 +46,7 @@ void tg_block_free(tg_block *b)
 
 static void put_string(tg_buf *b, const char *s, size_t n)
 {
-    put_varint(b, n);
+    tg_varint_put(b, n);
     tg_buf_append(b, s, n);
 }
 
@@ -88,21 +57,12 @@ int tg_block_add(tg_block *b, const char *identifier, uint64_t meter_seq, uint64
         b->base_ts = timestamp;
     size_t mark = b->body.len;
     put_string(&b->body, identifier, strlen(identifier));
-    put_varint(&b->body, meter_seq);
-    put_varint(&b->body, customer_seq);
-    put_varint(&b->body, zigzag((__int128)timestamp - b->base_ts));
-    /* Drop trailing zeros: "12.5" is mantissa 125, scale 1 (three bytes in all). */
-    int scale = TG_DEC_SCALE_DIGITS;
-    tg_dec m = value;
-    while (scale > 0 && m % 10 == 0) {
-        m /= 10;
-        scale--;
-    }
-    unsigned char sc = (unsigned char)scale;
-    tg_buf_append(&b->body, &sc, 1);
-    put_varint(&b->body, zigzag(m));
+    tg_varint_put(&b->body, meter_seq);
+    tg_varint_put(&b->body, customer_seq);
+    tg_varint_put(&b->body, tg_zigzag((__int128)timestamp - b->base_ts));
+    tg_dec_put_compact(&b->body, value);
     size_t n = extras ? extras->n : 0;
-    put_varint(&b->body, n);
+    tg_varint_put(&b->body, n);
     for (size_t i = 0; i < n; i++) {
         const char *v = extras->items[i].value ? extras->items[i].value : "";
         put_string(&b->body, extras->items[i].key, strlen(extras->items[i].key));
@@ -121,8 +81,8 @@ int tg_block_finish(const tg_block *b, tg_buf *out)
 {
     unsigned char version = 1;
     tg_buf_append(out, &version, 1);
-    put_varint(out, b->count);
-    put_varint(out, zigzag(b->base_ts));
+    tg_varint_put(out, b->count);
+    tg_varint_put(out, tg_zigzag(b->base_ts));
     tg_buf_append(out, b->body.data ? b->body.data : "", b->body.len);
     return out->failed ? -1 : 0;
 }
@@ -136,7 +96,7 @@ int tg_block_open(tg_block_reader *r, const void *data, size_t len)
     if (len < 1 || *r->p++ != 1 || get_u64(r, &count) || get_varint(r, &v))
         return -1;
     r->remaining = (size_t)count;
-    r->base_ts = (int64_t)unzigzag(v);
+    r->base_ts = (int64_t)tg_unzigzag(v);
     return 0;
 }
 
@@ -150,20 +110,12 @@ int tg_block_next(tg_block_reader *r, tg_block_event *e)
         get_u64(r, &e->customer_seq) || get_varint(r, &v))
         return -1;
     e->identifier = (const char *)id;
-    __int128 ts = (__int128)r->base_ts + unzigzag(v);
+    __int128 ts = (__int128)r->base_ts + tg_unzigzag(v);
     if (ts < INT64_MIN || ts > INT64_MAX)
         return -1;
     e->timestamp = (int64_t)ts;
-    if (r->p >= r->end || *r->p > TG_DEC_SCALE_DIGITS)
+    if (tg_dec_get_compact(&r->p, r->end, &e->value))
         return -1;
-    int scale = *r->p++;
-    if (get_varint(r, &v))
-        return -1;
-    tg_dec m = (tg_dec)unzigzag(v);
-    for (int i = scale; i < TG_DEC_SCALE_DIGITS; i++)
-        if (__builtin_mul_overflow(m, 10, &m))
-            return -1;
-    e->value = m;
     uint64_t n;
     if (get_u64(r, &n))
         return -1;

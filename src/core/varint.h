@@ -1,0 +1,84 @@
+/* varint.h -- the integer and decimal encodings shared by event blocks and day pages.
+ *
+ * Unsigned integers are LEB128 varints (7 bits a byte, high bit = more), signed ones are
+ * zigzag-encoded first so small magnitudes stay short. An exact decimal is stored as a scale
+ * byte (0..12 fractional digits) and the zigzag mantissa with trailing zeros dropped: "12.5"
+ * is scale 1, mantissa 125. Readers check every byte against the end and refuse values that
+ * would overflow instead of wrapping.
+ */
+#ifndef TG_VARINT_H
+#define TG_VARINT_H
+
+#include "base/buf.h"
+#include "core/decimal.h"
+
+static inline void tg_varint_put(tg_buf *b, unsigned __int128 v)
+{
+    unsigned char tmp[19];
+    size_t n = 0;
+    do {
+        unsigned char byte = (unsigned char)(v & 0x7f);
+        v >>= 7;
+        tmp[n++] = byte | (v ? 0x80 : 0);
+    } while (v);
+    tg_buf_append(b, tmp, n);
+}
+
+/* Reads a varint at *p (advanced past it); 0, or -1 when truncated or longer than 128 bits. */
+static inline int tg_varint_get(const unsigned char **p, const unsigned char *end,
+                                unsigned __int128 *out)
+{
+    unsigned __int128 v = 0;
+    for (int shift = 0; shift < 133; shift += 7) {
+        if (*p >= end)
+            return -1;
+        unsigned char byte = *(*p)++;
+        v |= (unsigned __int128)(byte & 0x7f) << shift;
+        if (!(byte & 0x80)) {
+            *out = v;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static inline unsigned __int128 tg_zigzag(__int128 v)
+{
+    return v < 0 ? ((unsigned __int128)(-(v + 1)) << 1) | 1 : (unsigned __int128)v << 1;
+}
+
+static inline __int128 tg_unzigzag(unsigned __int128 u)
+{
+    return (u & 1) ? -(__int128)(u >> 1) - 1 : (__int128)(u >> 1);
+}
+
+static inline void tg_dec_put_compact(tg_buf *b, tg_dec d)
+{
+    int scale = TG_DEC_SCALE_DIGITS;
+    while (scale > 0 && d % 10 == 0) {
+        d /= 10;
+        scale--;
+    }
+    unsigned char sc = (unsigned char)scale;
+    tg_buf_append(b, &sc, 1);
+    tg_varint_put(b, tg_zigzag(d));
+}
+
+static inline int tg_dec_get_compact(const unsigned char **p, const unsigned char *end,
+                                     tg_dec *out)
+{
+    if (*p >= end || **p > TG_DEC_SCALE_DIGITS)
+        return -1;
+    int scale = *(*p)++;
+    unsigned __int128 v;
+    if (tg_varint_get(p, end, &v))
+        return -1;
+    tg_dec m = (tg_dec)tg_unzigzag(v);
+    for (int i = scale; i < TG_DEC_SCALE_DIGITS; i++)
+        if (__builtin_mul_overflow(m, 10, &m))
+            return -1;
+    *out = m;
+    return 0;
+}
+
+#endif
