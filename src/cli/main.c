@@ -109,14 +109,14 @@ static int open_service(const options *o, tg_service **svc)
 
 static int cmd_keys_create(const options *o)
 {
-    tg_service *svc;
-    if (open_service(o, &svc))
+    if (mkdir(o->data, 0700) && errno != EEXIST) {
+        fprintf(stderr, "tollgate: cannot create %s: %s\n", o->data, strerror(errno));
         return 1;
+    }
     char secret[TG_ID_MAX];
     tg_err err = {0};
-    int rc = tg_key_create(svc, o->live, secret, &err);
-    tg_service_close(svc);
-    if (rc) {
+    if (tg_key_create_offline(tg_store_sqlite_factory(o->data), &real_clock, o->live, secret,
+                              &err)) {
         fprintf(stderr, "tollgate: %s\n", err.msg);
         return 1;
     }

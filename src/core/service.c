@@ -525,17 +525,50 @@ static int key_insert_job(tg_store *s, void *arg, tg_err *err)
     return s->ops->key_insert(s, k->hash, &k->scope, k->prefix, k->now, err);
 }
 
+/* Fills k with a new secret for account (written to secret) and its digest. */
+static int key_new(key_arg *k, const char *account, bool live, int64_t now, char *secret,
+                   tg_err *err)
+{
+    k->prefix = live ? "sk_live_" : "sk_test_";
+    if (tg_id_random(secret, TG_ID_MAX, k->prefix, 32))
+        return tg_err_set(err, TG_ESTORE, NULL, "random generator failed");
+    tg_sha256_hex(secret, strlen(secret), k->hash);
+    snprintf(k->scope.account, sizeof k->scope.account, "%s", account);
+    k->scope.livemode = live;
+    k->now = now;
+    return TG_OK;
+}
+
 int tg_key_create(tg_service *svc, bool live, char *secret, tg_err *err)
 {
     key_arg k;
-    k.prefix = live ? "sk_live_" : "sk_test_";
-    if (tg_id_random(secret, TG_ID_MAX, k.prefix, 32))
-        return tg_err_set(err, TG_ESTORE, NULL, "random generator failed");
-    tg_sha256_hex(secret, strlen(secret), k.hash);
-    snprintf(k.scope.account, sizeof k.scope.account, "%s", svc->account);
-    k.scope.livemode = live;
-    k.now = tg_service_now(svc);
-    return write_job(svc, key_insert_job, &k, NULL, err);
+    int rc = key_new(&k, svc->account, live, tg_service_now(svc), secret, err);
+    return rc ? rc : write_job(svc, key_insert_job, &k, NULL, err);
+}
+
+int tg_key_create_offline(tg_store_factory factory, const tg_clock *clock, bool live,
+                          char *secret, tg_err *err)
+{
+    tg_store *s = NULL;
+    char account[40];
+    key_arg k;
+    int rc = factory.open(factory.arg, &s, err);
+    if (!rc)
+        rc = ensure_setting(s, "account_id", "acct_", account, sizeof account, err);
+    if (!rc)
+        rc = key_new(&k, account, live, tg_clock_now(clock), secret, err);
+    if (!rc)
+        rc = s->ops->begin(s, err);
+    if (!rc) {
+        rc = key_insert_job(s, &k, err);
+        if (!rc)
+            rc = s->ops->commit(s, err);
+        else
+            s->ops->rollback(s);
+    }
+    if (s)
+        s->ops->close(s);
+    return rc;
 }
 
 int tg_key_authenticate(tg_service *svc, const char *secret, tg_scope *scope, tg_err *err)

@@ -39,6 +39,12 @@ int64_t tg_service_now(const tg_service *svc);
  * secret (size >= TG_ID_MAX). Only its SHA-256 is stored. */
 int tg_key_create(tg_service *svc, bool live, char *secret, tg_err *err);
 
+/* The same without a running service (the CLI): opens one store connection, creates the
+ * account on a new data directory, stores the key. Does not load events, so it is instant on
+ * any data directory. */
+int tg_key_create_offline(tg_store_factory factory, const tg_clock *clock, bool live,
+                          char *secret, tg_err *err);
+
 /* Resolves a secret key to its scope. TG_EAUTHINVALID when unknown. */
 int tg_key_authenticate(tg_service *svc, const char *secret, tg_scope *scope, tg_err *err);
 
