@@ -32,7 +32,6 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -42,6 +41,8 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "common.h"
 
 #define MAX_IDS 100000
 
@@ -64,44 +65,7 @@ static char session_token[256];
 static volatile int stop_flag;
 static long long events_budget; /* remaining events to send when --events is given */
 static pthread_mutex_t budget_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "loadgen: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    exit(1);
-}
-
-/* splitmix64's finaliser: spreads timestamps evenly whatever the run id, thread and sequence. */
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
-static uint64_t run_hash(void)
-{
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a of the run id */
-    for (const char *c = opt.run_id; *c; c++)
-        h = (h ^ (unsigned char)*c) * 1099511628211ULL;
-    return h;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* ---------------------------------------------------------------- blocking HTTP for setup */
+static uint64_t run_h; /* run_hash_of(opt.run_id), once options are read */
 
 static int connect_to(int port)
 {
@@ -289,17 +253,11 @@ static int take_budget(int want)
 static void event_fields(worker *w, unsigned long long k, const char **meter, const char **cust,
                          char *value, int64_t *ts)
 {
-    *meter = st.meters[k % (unsigned)st.nmeters];
-    *cust = st.customers[(k / (unsigned)st.nmeters) % (unsigned)st.ncustomers];
-    snprintf(value, 32, "%llu.%03llu", k % 97, (k * 7) % 1000);
-    int64_t now = wall_now();
-    if (opt.spread_days > 0) {
-        int64_t span = (int64_t)opt.spread_days * 86400;
-        uint64_t h = mix64(run_hash() ^ ((uint64_t)w->id << 40) ^ k);
-        *ts = now - 120 - (int64_t)(h % (uint64_t)span);
-    } else {
-        *ts = now;
-    }
+    int m, c;
+    bench_event(run_h, w->id, k, st.nmeters, st.ncustomers, opt.spread_days, wall_now(), &m, &c,
+                value, ts);
+    *meter = st.meters[m];
+    *cust = st.customers[c];
 }
 
 /* Builds the next request into c->out; returns false when the event budget is spent. */
@@ -511,12 +469,6 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static void cmd_run(void)
 {
     load_setup(opt.setup_file);
@@ -649,12 +601,6 @@ static int summary_walk(int fd, const char *meter_id, const char *customer, int6
     }
 }
 
-static int cmp_dbl(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static void cmd_query(void)
 {
     load_setup(opt.setup_file);
@@ -688,6 +634,7 @@ static void cmd_query(void)
 
 int main(int argc, char **argv)
 {
+    bench_prog = "loadgen";
     signal(SIGPIPE, SIG_IGN);
     if (argc < 2)
         die("usage: loadgen setup|run|query [options] (see the comment at the top of loadgen.c)");
@@ -716,6 +663,7 @@ int main(int argc, char **argv)
     }
     if (!opt.key)
         die("--key is required");
+    run_h = run_hash_of(opt.run_id);
     if (opt.conns < opt.threads)
         opt.conns = opt.threads;
     if (!strcmp(argv[1], "setup"))

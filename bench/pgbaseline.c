@@ -31,13 +31,14 @@
 #define _GNU_SOURCE
 #include <libpq-fe.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "common.h"
 
 #define MAX_IDS 100000
 
@@ -54,42 +55,7 @@ static int ncustomers, nmeters;
 static volatile int stop_flag;
 static long long events_budget;
 static pthread_mutex_t budget_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "pgbaseline: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    exit(1);
-}
-
-/* splitmix64's finaliser: spreads timestamps evenly whatever the run id, thread and sequence. */
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
-static uint64_t run_hash(void)
-{
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a of the run id */
-    for (const char *c = opt.run_id; *c; c++)
-        h = (h ^ (unsigned char)*c) * 1099511628211ULL;
-    return h;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+static uint64_t run_h; /* run_hash_of(opt.run_id), once options are read */
 
 static PGconn *connect_db(void)
 {
@@ -208,16 +174,15 @@ static void *worker_main(void *arg)
             const char **v = vals + i * 5;
             v[0] = p;
             p += sprintf(p, "%s-%d-%llu", opt.run_id, w->id, k) + 1;
-            v[1] = meters[k % (unsigned)nmeters];
-            v[2] = customers[(k / (unsigned)nmeters) % (unsigned)ncustomers];
+            int mi, ci;
+            int64_t ts;
+            char value[32];
+            bench_event(run_h, w->id, k, nmeters, ncustomers, opt.spread_days, now, &mi, &ci,
+                        value, &ts);
+            v[1] = meters[mi];
+            v[2] = customers[ci];
             v[3] = p;
-            p += sprintf(p, "%llu.%03llu", k % 97, (k * 7) % 1000) + 1;
-            int64_t ts = now;
-            if (opt.spread_days > 0) {
-                int64_t span = (int64_t)opt.spread_days * 86400;
-                uint64_t h = mix64(run_hash() ^ ((uint64_t)w->id << 40) ^ k);
-                ts = now - 120 - (int64_t)(h % (uint64_t)span);
-            }
+            p += sprintf(p, "%s", value) + 1;
             struct tm tm;
             time_t tt = (time_t)ts;
             gmtime_r(&tt, &tm);
@@ -253,12 +218,6 @@ static void *worker_main(void *arg)
     free(vals);
     free(store);
     return NULL;
-}
-
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
 }
 
 static void cmd_run(void)
@@ -306,12 +265,6 @@ static void cmd_run(void)
 static double pct(double *v, int n, double p)
 {
     return n ? v[(int)((double)(n - 1) * p)] : 0.0;
-}
-
-static int cmp_dbl(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
 }
 
 /* Times reps executions of a prepared statement; returns the row count of the last one. */
@@ -375,6 +328,7 @@ static void cmd_query(void)
 
 int main(int argc, char **argv)
 {
+    bench_prog = "pgbaseline";
     if (argc < 2)
         die("usage: pgbaseline init|run|query [options] (see the comment at the top of pgbaseline.c)");
     for (int i = 2; i + 1 < argc; i += 2) {
@@ -394,6 +348,7 @@ int main(int argc, char **argv)
     }
     if (!opt.conninfo)
         die("--conn is required");
+    run_h = run_hash_of(opt.run_id);
     if (opt.batch < 1 || opt.batch > 10000 || opt.conns < 1 || opt.reps < 1)
         die("bad --batch, --conns or --reps");
     if (!strcmp(argv[1], "init"))

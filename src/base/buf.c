@@ -90,12 +90,3 @@ void tg_buf_free(tg_buf *b)
     tg_buf_init(b, cap);
 }
 
-char *tg_buf_steal(tg_buf *b, size_t *len_out)
-{
-    char *p = b->data;
-    if (len_out)
-        *len_out = b->len;
-    size_t cap = b->cap;
-    tg_buf_init(b, cap);
-    return p;
-}

@@ -34,7 +34,4 @@ void tg_buf_reset(tg_buf *b);
 /* Releases the memory; the buffer is empty and reusable. */
 void tg_buf_free(tg_buf *b);
 
-/* Hands the heap block to the caller (free() it) and leaves the buffer empty. */
-char *tg_buf_steal(tg_buf *b, size_t *len_out);
-
 #endif

@@ -222,11 +222,6 @@ int tg_overlay_each_in_shard(tg_overlay *o, int shard_index,
     return 0;
 }
 
-size_t tg_overlay_shard_size(tg_overlay *o, int shard_index)
-{
-    return o->shards[shard_index].ndeltas;
-}
-
 void tg_overlay_lock_shard(tg_overlay *o, int shard_index)
 {
     pthread_rwlock_wrlock(&o->shards[shard_index].lock);

@@ -58,7 +58,6 @@ int tg_overlay_each_in_shard(tg_overlay *o, int shard,
                              int (*fn)(void *ctx, uint64_t meter_seq, uint64_t customer_seq,
                                        const tg_delta *d),
                              void *ctx);
-size_t tg_overlay_shard_size(tg_overlay *o, int shard);
 void tg_overlay_lock_shard(tg_overlay *o, int shard);
 void tg_overlay_clear_shard_locked(tg_overlay *o, int shard);
 void tg_overlay_unlock_shard(tg_overlay *o, int shard);

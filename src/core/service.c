@@ -278,27 +278,16 @@ static int cust_put(tg_service *svc, const tg_scope *scope, const tg_customer *c
     return rc;
 }
 
-/* The row number of a live customer, or 0. */
-static int64_t cust_find(tg_service *svc, const tg_scope *scope, const char *id)
+/* The row number of a customer in scope, or 0. A deleted customer is found only with
+ * include_deleted (summaries of past usage); events need a live one. */
+static int64_t cust_find(tg_service *svc, const tg_scope *scope, const char *id,
+                         bool include_deleted)
 {
     int64_t seq = 0;
     pthread_rwlock_rdlock(&svc->reg_lock);
     for (customer_node *n = svc->customers[cust_slot(scope, id)]; n; n = n->next)
-        if (!n->deleted && strcmp(n->id, id) == 0 && same_scope(&n->scope, scope)) {
-            seq = n->seq;
-            break;
-        }
-    pthread_rwlock_unlock(&svc->reg_lock);
-    return seq;
-}
-
-/* The row number of a customer, deleted or not, or 0 (summaries of past usage). */
-static int64_t cust_find_any(tg_service *svc, const tg_scope *scope, const char *id)
-{
-    int64_t seq = 0;
-    pthread_rwlock_rdlock(&svc->reg_lock);
-    for (customer_node *n = svc->customers[cust_slot(scope, id)]; n; n = n->next)
-        if (strcmp(n->id, id) == 0 && same_scope(&n->scope, scope)) {
+        if ((include_deleted || !n->deleted) && strcmp(n->id, id) == 0 &&
+            same_scope(&n->scope, scope)) {
             seq = n->seq;
             break;
         }
@@ -721,12 +710,17 @@ int tg_customer_retrieve(tg_service *svc, const tg_scope *scope, const char *id,
     return rc;
 }
 
-/* Trims a list read with limit+1 rows to limit, setting has_more. */
-static void trim_page(size_t *n, int limit, bool *has_more)
+/* Finishes a list page read with up to limit+1 rows: for ending_before the store read oldest
+ * first from the cursor and reversed, so the extra row is the first (the newest) and is
+ * dropped; otherwise it is the last. Sets has_more and trims n to limit. */
+static void page_finish(void *items, size_t size, size_t *n, const tg_page *page, bool *has_more)
 {
-    *has_more = *n > (size_t)limit;
-    if (*has_more)
-        *n = (size_t)limit;
+    *has_more = *n > (size_t)page->limit;
+    if (!*has_more)
+        return;
+    if (page->ending_before)
+        memmove(items, (char *)items + size, (size_t)page->limit * size);
+    *n = (size_t)page->limit;
 }
 
 int tg_customer_list(tg_service *svc, const tg_scope *scope, const tg_page *page, tg_arena *a,
@@ -740,11 +734,7 @@ int tg_customer_list(tg_service *svc, const tg_scope *scope, const tg_page *page
     reader_put(svc, s);
     if (rc)
         return rc;
-    if (page->ending_before && *n > (size_t)page->limit) {
-        /* Read oldest-first from the cursor: the extra row is the newest; drop it. */
-        memmove(*out, *out + 1, (size_t)page->limit * sizeof **out);
-    }
-    trim_page(n, page->limit, has_more);
+    page_finish(*out, sizeof **out, n, page, has_more);
     return TG_OK;
 }
 
@@ -883,9 +873,7 @@ int tg_meter_list(tg_service *svc, const tg_scope *scope, int status, const tg_p
     reader_put(svc, s);
     if (rc)
         return rc;
-    if (page->ending_before && *n > (size_t)page->limit)
-        memmove(*out, *out + 1, (size_t)page->limit * sizeof **out);
-    trim_page(n, page->limit, has_more);
+    page_finish(*out, sizeof **out, n, page, has_more);
     return TG_OK;
 }
 
@@ -908,7 +896,7 @@ int tg_event_prepare(tg_service *svc, const tg_scope *scope, tg_event *e, tg_err
     rc = tg_event_check(&m, e, tg_service_now(svc), err);
     if (rc)
         return rc;
-    e->customer_seq = cust_find(svc, scope, e->customer_id);
+    e->customer_seq = cust_find(svc, scope, e->customer_id, false);
     if (!e->customer_seq) {
         char param[TG_NAME_MAX + 16];
         snprintf(param, sizeof param, "payload[%s]", m.customer_key);
@@ -938,18 +926,26 @@ int tg_event_prepare(tg_service *svc, const tg_scope *scope, tg_event *e, tg_err
     return TG_OK;
 }
 
+/* Fills an event job (see writer.h); refusal counts imply asynchronous validation, where
+ * duplicates are reported too. */
+static void event_job_init(tg_job *job, const tg_scope *scope, tg_event *events, size_t n,
+                           int *results, const tg_meter_error *errors, size_t nerrors)
+{
+    memset(job, 0, sizeof *job);
+    job->report_duplicates = errors != NULL;
+    job->scope = scope;
+    job->events = events;
+    job->nevents = n;
+    job->results = results;
+    job->errors = errors;
+    job->nerrors = nerrors;
+}
+
 int tg_events_record(tg_service *svc, const tg_scope *scope, tg_event *events, size_t n,
                      int *results, const tg_meter_error *errors, size_t nerrors, tg_err *err)
 {
     tg_job job;
-    memset(&job, 0, sizeof job);
-    job.report_duplicates = errors != NULL;
-    job.scope = scope;
-    job.events = events;
-    job.nevents = n;
-    job.results = results;
-    job.errors = errors;
-    job.nerrors = nerrors;
+    event_job_init(&job, scope, events, n, results, errors, nerrors);
     return run_job(svc, &job, err);
 }
 
@@ -974,14 +970,7 @@ int tg_events_submit(tg_service *svc, const tg_scope *scope, tg_event *events, s
                      tg_err *err)
 {
     record_state *st = (record_state *)handle->opaque;
-    memset(st, 0, sizeof *st);
-    st->job.report_duplicates = errors != NULL;
-    st->job.scope = scope;
-    st->job.events = events;
-    st->job.nevents = n;
-    st->job.results = results;
-    st->job.errors = errors;
-    st->job.nerrors = nerrors;
+    event_job_init(&st->job, scope, events, n, results, errors, nerrors);
     st->job.on_complete = record_complete;
     st->done = done;
     st->arg = arg;
@@ -1264,7 +1253,7 @@ int tg_summary_list(tg_service *svc, const tg_scope *scope, const char *meter_id
         return rc;
     tg_meter m;
     rc = s->ops->meter_get(s, scope, meter_id, &m, err);
-    int64_t customer_seq = rc ? 0 : cust_find_any(svc, scope, customer_id);
+    int64_t customer_seq = rc ? 0 : cust_find(svc, scope, customer_id, true);
     summary_ctx c;
     memset(&c, 0, sizeof c);
     c.grain = grouping == TG_WINDOW_NONE ? 0 : tg_window_seconds(grouping);
@@ -1389,9 +1378,7 @@ int tg_meter_error_list(tg_service *svc, const tg_scope *scope, const char *mete
     reader_put(svc, s);
     if (rc)
         return rc;
-    if (page->ending_before && *n > (size_t)page->limit)
-        memmove(*out, *out + 1, (size_t)page->limit * sizeof **out);
-    trim_page(n, page->limit, has_more);
+    page_finish(*out, sizeof **out, n, page, has_more);
     return TG_OK;
 }
 

@@ -1214,11 +1214,3 @@ int tg_writer_post(tg_writer *w, tg_job *job)
     pthread_mutex_unlock(&w->mu);
     return rc;
 }
-
-size_t tg_writer_backlog(tg_writer *w)
-{
-    pthread_mutex_lock(&w->mu);
-    size_t n = w->queued_events;
-    pthread_mutex_unlock(&w->mu);
-    return n;
-}

@@ -107,7 +107,4 @@ int tg_writer_lookup(tg_writer *w, const tg_scope *scope, const char *identifier
  * already canceled. */
 int tg_writer_cancel(tg_writer *w, const tg_scope *scope, const tg_found *f, tg_err *err);
 
-/* Number of events waiting in the queue (for metrics). */
-size_t tg_writer_backlog(tg_writer *w);
-
 #endif
