@@ -40,7 +40,9 @@
     X(ESESSION, -26, "billing_meter_event_session_expired", "meter event session expired") \
     X(EROUTE, -27, "unrecognized_request_url", "unrecognized request URL")               \
     X(EMETHOD, -28, "method_not_allowed", "method not allowed")                          \
-    X(ESHUTDOWN, -29, "internal_error", "server is shutting down")
+    X(ESHUTDOWN, -29, "internal_error", "server is shutting down")                       \
+    X(ESTATE, -30, "resource_state_invalid", "the object's state does not allow this")  \
+    X(EPRICEMETER, -31, "price_meter_inactive", "the price's meter is inactive")
 
 enum {
     TG_OK = 0,

@@ -23,6 +23,7 @@
 #define TG_EVENT_FUTURE_SLACK 300         /* and 5 minutes ahead (clock drift) */
 #define TG_CANCEL_WINDOW 86400            /* adjustments reach events received in 24 h */
 #define TG_LIST_MAX 100
+#define TG_TIME_NOW INT64_MIN /* an event timestamp not given: the customer's current time */
 
 typedef struct tg_scope {
     char account[40];
@@ -60,11 +61,14 @@ typedef struct tg_customer {
     int64_t created;
     bool livemode, deleted;
     const char *email, *name, *description; /* NULL = null */
+    const char *default_payment_method;     /* invoice_settings[default_payment_method] */
+    char test_clock[TG_ID_MAX];             /* "" = none; set at creation only */
     tg_metadata metadata;
 } tg_customer;
 
 typedef struct tg_customer_patch {
-    tg_opt_str email, name, description;
+    tg_opt_str email, name, description, default_payment_method;
+    const char *test_clock; /* create only */
     bool metadata_clear; /* drop every key first */
     tg_metadata metadata; /* keys to set (value) or remove (NULL) */
 } tg_customer_patch;

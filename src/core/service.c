@@ -20,10 +20,12 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "base/str.h"
 #include "core/daypage.h"
 #include "core/metadata.h"
 #include "core/metering.h"
 #include "core/overlay.h"
+#include "core/service_internal.h"
 #include "core/writer.h"
 
 #define REGISTRY_BUCKETS 1024
@@ -36,12 +38,21 @@ typedef struct meter_node {
     struct meter_node *next;
 } meter_node;
 
+/* A test clock as the event path needs it: its frozen time (INT64_MIN until read). */
+typedef struct clock_node {
+    tg_scope scope;
+    char id[TG_ID_MAX];
+    int64_t frozen;
+    struct clock_node *next;
+} clock_node;
+
 /* A customer known to the registry: events are validated against it without a read. */
 typedef struct customer_node {
     tg_scope scope;
     char id[TG_ID_MAX];
     int64_t seq;
     bool deleted;
+    clock_node *clock; /* NULL: the server's clock */
     struct customer_node *next;
 } customer_node;
 
@@ -74,10 +85,13 @@ struct tg_service {
     pthread_rwlock_t reg_lock;
     meter_node *reg[REGISTRY_BUCKETS];
     customer_node *customers[CUSTOMER_BUCKETS];
+    clock_node *clocks; /* few: a list */
     tg_overlay *overlay;
 
     pthread_mutex_t idem_mu;
     idem_entry *idem[IDEM_BUCKETS];
+
+    struct tg_billing *billing; /* billing.c's scheduler and settings */
 
     /* Resolved API keys (SHA-256 -> scope), so a request costs no read for its key. Keys are
      * never revoked yet; a revocation will have to clear this. */
@@ -248,10 +262,48 @@ static size_t cust_slot(const tg_scope *scope, const char *id)
     return fnv(id, h) & (CUSTOMER_BUCKETS - 1);
 }
 
+/* The registry's node for a clock, created (time unknown) when absent. Caller holds reg_lock
+ * for writing. */
+static clock_node *clock_node_get_locked(tg_service *svc, const tg_scope *scope, const char *id)
+{
+    for (clock_node *c = svc->clocks; c; c = c->next)
+        if (strcmp(c->id, id) == 0 && same_scope(&c->scope, scope))
+            return c;
+    clock_node *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->scope = *scope;
+    snprintf(c->id, sizeof c->id, "%s", id);
+    c->frozen = INT64_MIN;
+    c->next = svc->clocks;
+    svc->clocks = c;
+    return c;
+}
+
+void tg_clock_registry_set(tg_service *svc, const tg_scope *scope, const char *id,
+                           int64_t frozen_time)
+{
+    pthread_rwlock_wrlock(&svc->reg_lock);
+    clock_node *c = clock_node_get_locked(svc, scope, id);
+    if (c)
+        c->frozen = frozen_time;
+    pthread_rwlock_unlock(&svc->reg_lock);
+}
+
+void tg_clock_registry_remove(tg_service *svc, const tg_scope *scope, const char *id)
+{
+    /* Customers of a deleted clock are deleted in the same job; the node stays (customers
+     * may point at it) but forgets its time. */
+    tg_clock_registry_set(svc, scope, id, INT64_MIN);
+}
+
 /* Records a customer (or its deletion). Caller holds reg_lock for writing. */
 static int cust_put_locked(tg_service *svc, const tg_scope *scope, int64_t seq, const char *id,
-                           bool deleted)
+                           bool deleted, const char *clock)
 {
+    clock_node *cn = NULL;
+    if (clock && *clock && !(cn = clock_node_get_locked(svc, scope, clock)))
+        return TG_ENOMEM;
     size_t k = cust_slot(scope, id);
     for (customer_node *n = svc->customers[k]; n; n = n->next)
         if (n->seq == seq) {
@@ -265,38 +317,83 @@ static int cust_put_locked(tg_service *svc, const tg_scope *scope, int64_t seq, 
     snprintf(n->id, sizeof n->id, "%s", id);
     n->seq = seq;
     n->deleted = deleted;
+    n->clock = cn;
     n->next = svc->customers[k];
     svc->customers[k] = n;
     return TG_OK;
 }
 
-static int cust_put(tg_service *svc, const tg_scope *scope, const tg_customer *c)
+int tg_customer_registry_put(tg_service *svc, const tg_scope *scope, const tg_customer *c)
 {
     pthread_rwlock_wrlock(&svc->reg_lock);
-    int rc = cust_put_locked(svc, scope, c->seq, c->id, c->deleted);
+    int rc = cust_put_locked(svc, scope, c->seq, c->id, c->deleted, c->test_clock);
     pthread_rwlock_unlock(&svc->reg_lock);
     return rc;
 }
 
-/* The row number of a customer in scope, or 0. A deleted customer is found only with
- * include_deleted (summaries of past usage); events need a live one. */
-static int64_t cust_find(tg_service *svc, const tg_scope *scope, const char *id,
-                         bool include_deleted)
+/* Reads a clock's frozen time into the registry (it was unknown). */
+static int64_t clock_load(tg_service *svc, const tg_scope *scope, const char *id)
 {
-    int64_t seq = 0;
+    tg_store *s;
+    tg_err err = {0};
+    int64_t frozen = INT64_MIN;
+    if (reader_get(svc, &s, &err))
+        return INT64_MIN;
+    if (tg_test_clock_time(svc, s, scope, id, &frozen, &err) == TG_OK)
+        tg_clock_registry_set(svc, scope, id, frozen);
+    reader_put(svc, s);
+    return frozen;
+}
+
+/* The row number of a customer in scope, or 0. A deleted customer is found only with
+ * include_deleted (summaries of past usage); events need a live one. *now (when not NULL)
+ * is replaced by the time of the customer's world when it is on a test clock. */
+static int64_t cust_find_at(tg_service *svc, const tg_scope *scope, const char *id,
+                            bool include_deleted, int64_t *now)
+{
+    int64_t seq = 0, frozen = INT64_MIN;
+    char clock[TG_ID_MAX] = "";
     pthread_rwlock_rdlock(&svc->reg_lock);
     for (customer_node *n = svc->customers[cust_slot(scope, id)]; n; n = n->next)
         if ((include_deleted || !n->deleted) && strcmp(n->id, id) == 0 &&
             same_scope(&n->scope, scope)) {
             seq = n->seq;
+            if (n->clock) {
+                frozen = n->clock->frozen;
+                memcpy(clock, n->clock->id, sizeof clock);
+            }
             break;
         }
     pthread_rwlock_unlock(&svc->reg_lock);
+    if (now && clock[0]) {
+        if (frozen == INT64_MIN)
+            frozen = clock_load(svc, scope, clock);
+        if (frozen != INT64_MIN)
+            *now = frozen;
+    }
     return seq;
+}
+
+static int64_t cust_find(tg_service *svc, const tg_scope *scope, const char *id,
+                         bool include_deleted)
+{
+    return cust_find_at(svc, scope, id, include_deleted, NULL);
+}
+
+int64_t tg_customer_now(tg_service *svc, const tg_scope *scope, const char *customer_id)
+{
+    int64_t now = tg_service_now(svc);
+    cust_find_at(svc, scope, customer_id, true, &now);
+    return now;
 }
 
 static void cust_clear_locked(tg_service *svc)
 {
+    while (svc->clocks) {
+        clock_node *next = svc->clocks->next;
+        free(svc->clocks);
+        svc->clocks = next;
+    }
     for (size_t i = 0; i < CUSTOMER_BUCKETS; i++) {
         customer_node *n = svc->customers[i];
         while (n) {
@@ -309,9 +406,9 @@ static void cust_clear_locked(tg_service *svc)
 }
 
 static int cust_load_one(void *ctx, const tg_scope *scope, int64_t seq, const char *id,
-                         bool deleted)
+                         bool deleted, const char *clock)
 {
-    return cust_put_locked(ctx, scope, seq, id, deleted);
+    return cust_put_locked(ctx, scope, seq, id, deleted, clock);
 }
 
 static int cust_reload(tg_service *svc, tg_store *s, tg_err *err)
@@ -438,6 +535,8 @@ int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *
         uint64_t h = fnv(seed, 1469598103934665603ULL);
         rc = tg_writer_start(&svc->writer, svc->wstore, clock, &wc, svc->overlay, h, err);
     }
+    if (!rc && tg_billing_start(svc))
+        rc = tg_err_set(err, TG_ENOMEM, NULL, "cannot start the billing scheduler");
     if (rc) {
         if (svc->wstore && !svc->writer)
             svc->wstore->ops->close(svc->wstore);
@@ -453,6 +552,7 @@ void tg_service_close(tg_service *svc)
 {
     if (!svc)
         return;
+    tg_billing_stop(svc);
     tg_writer_stop(svc->writer); /* closes wstore */
     for (int i = 0; i < svc->pool_n; i++)
         svc->pool[i]->ops->close(svc->pool[i]);
@@ -497,6 +597,27 @@ static int write_job(tg_service *svc, tg_job_fn fn, void *arg, void (*on_failure
     job.arg = arg;
     job.on_failure = on_failure;
     return run_job(svc, &job, err);
+}
+
+int tg_service_read(tg_service *svc, tg_job_fn fn, void *arg, tg_err *err)
+{
+    tg_store *s;
+    int rc = reader_get(svc, &s, err);
+    if (rc)
+        return rc;
+    rc = fn(s, arg, err);
+    reader_put(svc, s);
+    return rc;
+}
+
+struct tg_billing **tg_service_billing(tg_service *svc)
+{
+    return &svc->billing;
+}
+
+int tg_service_write(tg_service *svc, tg_job_fn fn, void *arg, tg_err *err)
+{
+    return write_job(svc, fn, arg, cust_reload_after_failure, err);
 }
 
 /* ---------------------------------------------------------------- keys */
@@ -600,6 +721,8 @@ static int customer_validate(const tg_customer_patch *p, tg_err *err)
         {"email", 512, offsetof(tg_customer_patch, email)},
         {"name", 256, offsetof(tg_customer_patch, name)},
         {"description", 350, offsetof(tg_customer_patch, description)},
+        {"invoice_settings[default_payment_method]", 255,
+         offsetof(tg_customer_patch, default_payment_method)},
     };
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         const tg_opt_str *o = (const tg_opt_str *)((const char *)p + fields[i].off);
@@ -641,8 +764,16 @@ static int customer_write_job(tg_store *s, void *arg, tg_err *err)
         memset(&cur, 0, sizeof cur);
         if (tg_id_random(cur.id, sizeof cur.id, "cus_", 14))
             return tg_err_set(err, TG_ESTORE, NULL, "random generator failed");
-        cur.created = tg_service_now(c->svc);
         cur.livemode = c->scope->livemode;
+        cur.created = tg_service_now(c->svc);
+        if (c->patch->test_clock) {
+            int64_t frozen;
+            int rc = tg_test_clock_time(c->svc, s, c->scope, c->patch->test_clock, &frozen, err);
+            if (rc)
+                return rc;
+            tg_strlcpy(cur.test_clock, c->patch->test_clock, sizeof cur.test_clock);
+            cur.created = frozen;
+        }
     }
     if (c->delete) {
         cur.deleted = true;
@@ -650,6 +781,7 @@ static int customer_write_job(tg_store *s, void *arg, tg_err *err)
         apply_opt(&cur.email, &c->patch->email);
         apply_opt(&cur.name, &c->patch->name);
         apply_opt(&cur.description, &c->patch->description);
+        apply_opt(&cur.default_payment_method, &c->patch->default_payment_method);
         tg_metadata merged;
         if (tg_metadata_apply(&cur.metadata, c->patch->metadata_clear, &c->patch->metadata, c->a,
                               &merged))
@@ -662,7 +794,7 @@ static int customer_write_job(tg_store *s, void *arg, tg_err *err)
     }
     int rc = s->ops->customer_put(s, c->scope, &cur, err);
     if (!rc)
-        rc = cust_put(c->svc, c->scope, &cur);
+        rc = tg_customer_registry_put(c->svc, c->scope, &cur);
     if (!rc && c->out)
         *c->out = cur;
     return rc;
@@ -723,14 +855,15 @@ static void page_finish(void *items, size_t size, size_t *n, const tg_page *page
     *n = (size_t)page->limit;
 }
 
-int tg_customer_list(tg_service *svc, const tg_scope *scope, const tg_page *page, tg_arena *a,
-                     tg_customer **out, size_t *n, bool *has_more, tg_err *err)
+int tg_customer_list(tg_service *svc, const tg_scope *scope, const char *test_clock,
+                     const tg_page *page, tg_arena *a, tg_customer **out, size_t *n,
+                     bool *has_more, tg_err *err)
 {
     tg_store *s;
     int rc = reader_get(svc, &s, err);
     if (rc)
         return rc;
-    rc = s->ops->customer_list(s, scope, page, a, out, n, err);
+    rc = s->ops->customer_list(s, scope, test_clock, page, a, out, n, err);
     reader_put(svc, s);
     if (rc)
         return rc;
@@ -893,10 +1026,17 @@ int tg_event_prepare(tg_service *svc, const tg_scope *scope, tg_event *e, tg_err
         return tg_err_set(err, TG_ENOMETER, "event_name",
                           "No active meter found for event name %s.", e->event_name);
     }
-    rc = tg_event_check(&m, e, tg_service_now(svc), err);
+    /* The time window is that of the customer's world: a test clock's customer reports
+     * usage in the clock's time. */
+    int64_t now = tg_service_now(svc);
+    const char *cust = tg_metadata_get(&e->payload, m.customer_key);
+    int64_t customer_seq = cust ? cust_find_at(svc, scope, cust, false, &now) : 0;
+    if (e->timestamp == TG_TIME_NOW)
+        e->timestamp = now;
+    rc = tg_event_check(&m, e, now, err);
     if (rc)
         return rc;
-    e->customer_seq = cust_find(svc, scope, e->customer_id, false);
+    e->customer_seq = customer_seq;
     if (!e->customer_seq) {
         char param[TG_NAME_MAX + 16];
         snprintf(param, sizeof param, "payload[%s]", m.customer_key);
@@ -1315,6 +1455,47 @@ int tg_summary_list(tg_service *svc, const tg_scope *scope, const char *meter_id
         memcpy(*out, c.out + first, *n * sizeof(tg_summary));
     free(c.out);
     return TG_OK;
+}
+
+int tg_usage_between(tg_service *svc, tg_store *s, const tg_scope *scope, const char *meter_id,
+                     const char *customer_id, int64_t from, int64_t to, tg_dec *out,
+                     int64_t *count, tg_err *err)
+{
+    *out = 0;
+    if (count)
+        *count = 0;
+    from = tg_window_start(from, 60);
+    to = tg_window_start(to, 60);
+    if (from >= to)
+        return TG_OK;
+    tg_meter m;
+    tg_err ignore = {0};
+    if (s->ops->meter_get(s, scope, meter_id, &m, &ignore))
+        return TG_ENOTFOUND;
+    int64_t customer_seq = cust_find(svc, scope, customer_id, true);
+    if (!customer_seq)
+        return TG_OK;
+    bucket_vec buckets = {0};
+    int rc = read_buckets(svc, s, &m, customer_seq, from, to, 0, 0, &buckets, err);
+    summary_ctx c;
+    memset(&c, 0, sizeof c);
+    c.range_start = from;
+    c.range_end = to;
+    c.formula = m.formula;
+    for (size_t i = 0; !rc && i < buckets.n; i++)
+        rc = summary_add(&c, &buckets.b[i]);
+    free(buckets.b);
+    if (!rc)
+        rc = summary_emit(&c);
+    if (!rc && c.n) {
+        *out = c.out[0].value;
+        if (count)
+            *count = c.acc.count;
+    }
+    free(c.out);
+    if (rc == TG_EINVAL)
+        return tg_err_set(err, TG_ESTORE, NULL, "Aggregate overflow.");
+    return rc == TG_ENOMEM ? tg_err_set(err, TG_ENOMEM, NULL, NULL) : rc;
 }
 
 /* ---------------------------------------------------------------- sessions, errors */

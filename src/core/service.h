@@ -57,8 +57,10 @@ int tg_customer_retrieve(tg_service *svc, const tg_scope *scope, const char *id,
 int tg_customer_update(tg_service *svc, const tg_scope *scope, const char *id,
                        const tg_customer_patch *p, tg_arena *a, tg_customer *out, tg_err *err);
 int tg_customer_delete(tg_service *svc, const tg_scope *scope, const char *id, tg_err *err);
-int tg_customer_list(tg_service *svc, const tg_scope *scope, const tg_page *page, tg_arena *a,
-                     tg_customer **out, size_t *n, bool *has_more, tg_err *err);
+/* test_clock NULL: customers on no test clock (Stripe's default); else that clock's. */
+int tg_customer_list(tg_service *svc, const tg_scope *scope, const char *test_clock,
+                     const tg_page *page, tg_arena *a, tg_customer **out, size_t *n,
+                     bool *has_more, tg_err *err);
 
 /* ---- meters ---- */
 
@@ -81,7 +83,8 @@ int tg_meter_list(tg_service *svc, const tg_scope *scope, int status, const tg_p
 
 /* Validates one event synchronously: names, meter by event name (active), customer existence,
  * value, timestamp. e must carry event_name, identifier ("" = generate one), timestamp
- * (0 = now) and payload; on success the meter, customer and value are filled in. */
+ * (TG_TIME_NOW = the customer's current time: its test clock's when it has one) and payload;
+ * on success the meter, customer and value are filled in. */
 int tg_event_prepare(tg_service *svc, const tg_scope *scope, tg_event *e, tg_err *err);
 
 /* Records prepared events durably (group commit) and fills results[i] with TG_OK or

@@ -19,6 +19,29 @@
 
 typedef struct tg_store tg_store;
 
+/* One stored billing object. Index columns are NULL when they do not apply. */
+typedef struct tg_obj {
+    tg_scope scope; /* filled by reads */
+    const char *kind;
+    char id[TG_ID_MAX];
+    int64_t created;
+    const char *customer, *parent, *lookup, *clock;
+    bool active;
+    int64_t due; /* when the scheduler must look at it next; 0 = never */
+    const void *body;
+    size_t len;
+} tg_obj;
+
+/* List filters: NULL fields and active -1 match anything; lookup_any matches any of n keys. */
+typedef struct tg_obj_filter {
+    const char *customer, *parent, *clock;
+    bool no_clock;          /* only objects on no test clock */
+    int active;
+    const char *const *lookup_any;
+    size_t nlookup;
+    const char *lookup_prefix; /* lookup LIKE 'prefix%' */
+} tg_obj_filter;
+
 typedef struct tg_store_ops {
     const char *name;
     void (*close)(tg_store *s);
@@ -45,13 +68,15 @@ typedef struct tg_store_ops {
     int (*customer_put)(tg_store *s, const tg_scope *scope, tg_customer *c, tg_err *err);
     int (*customer_get)(tg_store *s, const tg_scope *scope, const char *id, tg_arena *a,
                         tg_customer *out, tg_err *err);
-    int (*customer_list)(tg_store *s, const tg_scope *scope, const tg_page *page, tg_arena *a,
-                         tg_customer **out, size_t *n, tg_err *err);
+    /* test_clock NULL: customers on no test clock (Stripe's default), else that clock's. */
+    int (*customer_list)(tg_store *s, const tg_scope *scope, const char *test_clock,
+                         const tg_page *page, tg_arena *a, tg_customer **out, size_t *n,
+                         tg_err *err);
 
     /* Calls fn for every customer of every scope (start-up registry load). */
     int (*customer_each)(tg_store *s,
                          int (*fn)(void *ctx, const tg_scope *scope, int64_t seq, const char *id,
-                                   bool deleted),
+                                   bool deleted, const char *test_clock),
                          void *ctx, tg_err *err);
 
     /* Meters. meter_put inserts (setting m->seq) or replaces. status: -1 any, 0 inactive,
@@ -158,6 +183,21 @@ typedef struct tg_store_ops {
     int (*meter_error_list)(tg_store *s, const tg_scope *scope, const char *meter_id,
                             const tg_page *page, tg_arena *a, tg_meter_error **out, size_t *n,
                             tg_err *err);
+
+    /* Billing objects (core/billing.c): a record blob plus the columns lists filter on.
+     * obj_put inserts or replaces by (scope, kind, id), keeping the row's list position.
+     * obj_get: TG_ENOTFOUND when absent (not recorded in err). obj_list: newest first, like
+     * every list, filtered. obj_due: objects with 0 < due <= before, earliest due first,
+     * across scopes when clock is NULL (objects on no clock) or of one test clock. */
+    int (*obj_put)(tg_store *s, const tg_scope *scope, const tg_obj *o, tg_err *err);
+    int (*obj_get)(tg_store *s, const tg_scope *scope, const char *kind, const char *id,
+                   tg_arena *a, tg_obj *out, tg_err *err);
+    int (*obj_list)(tg_store *s, const tg_scope *scope, const char *kind, const tg_obj_filter *f,
+                    const tg_page *page, tg_arena *a, tg_obj **out, size_t *n, tg_err *err);
+    int (*obj_delete)(tg_store *s, const tg_scope *scope, const char *kind, const char *id,
+                      tg_err *err);
+    int (*obj_due)(tg_store *s, const char *clock, int64_t before, int limit, tg_arena *a,
+                   tg_obj **out, size_t *n, tg_err *err);
 
     /* Deletes idempotency records and sessions created before `before`. */
     int (*prune)(tg_store *s, int64_t idem_before, int64_t session_before, tg_err *err);

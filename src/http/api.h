@@ -81,6 +81,8 @@ typedef struct tg_route {
 
 extern const tg_route tg_routes[];
 extern const size_t tg_nroutes;
+extern const tg_route tg_billing_routes[]; /* billing_routes.c */
+extern const size_t tg_nbilling_routes;
 
 /* ---- parameters: each returns true when present and valid; on invalid input it records the
  * error in req->err and returns false. A missing optional parameter returns false with no

@@ -354,7 +354,7 @@ void tg_render_customer(tg_jw *w, const tg_customer *c)
     jw_key(w, "invoice_settings");
     jw_obj(w);
     jw_knull(w, "custom_fields");
-    jw_knull(w, "default_payment_method");
+    jw_kstr(w, "default_payment_method", c->default_payment_method);
     jw_knull(w, "footer");
     jw_knull(w, "rendering_options");
     jw_end(w);
@@ -368,7 +368,7 @@ void tg_render_customer(tg_jw *w, const tg_customer *c)
     jw_aend(w);
     jw_knull(w, "shipping");
     jw_kstr(w, "tax_exempt", "none");
-    jw_knull(w, "test_clock");
+    jw_kstr(w, "test_clock", c->test_clock[0] ? c->test_clock : NULL);
     jw_end(w);
 }
 

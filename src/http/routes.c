@@ -25,6 +25,14 @@ static bool customer_patch(tg_req *req, tg_customer_patch *p)
     p_opt_str(req, NULL, "name", 256, &p->name);
     p_opt_str(req, NULL, "description", 350, &p->description);
     p_string_map(req, NULL, "metadata", true, &p->metadata, &p->metadata_clear);
+    tg_param *is = tg_param_get(req->params, "invoice_settings");
+    if (is && !tg_req_failed(req)) {
+        if (is->kind != TG_PARAM_HASH)
+            tg_err_set(&req->err, TG_EINVAL, "invoice_settings",
+                       "Invalid invoice_settings: must be a hash.");
+        else
+            p_opt_str(req, is, "default_payment_method", 255, &p->default_payment_method);
+    }
     p_expand(req);
     return tg_req_params_done(req);
 }
@@ -41,8 +49,11 @@ static int h_customer_create(tg_req *req)
 {
     tg_customer_patch p;
     tg_customer c;
+    const char *clock = NULL;
+    p_str(req, NULL, "test_clock", NULL, 255, &clock);
     if (!customer_patch(req, &p))
         return tg_reply_error(req);
+    p.test_clock = clock;
     /* On create, an empty value means "not given", so nothing is removed from nothing. */
     int rc = tg_customer_create(req->svc, &req->scope, &p, &req->arena, &c, &req->err);
     return customer_reply(req, rc, &c);
@@ -88,12 +99,17 @@ static int h_customer_delete(tg_req *req)
 static int h_customer_list(tg_req *req)
 {
     tg_page page;
-    if (!p_page(req, &page) || !tg_req_params_done(req))
+    const char *clock = NULL;
+    if (!p_page(req, &page))
+        return tg_reply_error(req);
+    p_str(req, NULL, "test_clock", NULL, 255, &clock);
+    if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_customer *items;
     size_t n;
     bool more;
-    if (tg_customer_list(req->svc, &req->scope, &page, &req->arena, &items, &n, &more, &req->err))
+    if (tg_customer_list(req->svc, &req->scope, clock, &page, &req->arena, &items, &n, &more,
+                         &req->err))
         return tg_reply_error(req);
     tg_list_begin(req, "/v1/customers");
     for (size_t i = 0; i < n; i++)
@@ -394,7 +410,7 @@ static bool read_event(tg_req *req, tg_param *ev, bool iso_time, tg_event *e)
     p_str(req, ev, "identifier", NULL, 0, &identifier);
     if (!p_string_map(req, ev, "payload", false, &e->payload, NULL) && !tg_req_failed(req))
         tg_err_set(&req->err, TG_EMISSING, "payload", "Missing required param: payload.");
-    e->timestamp = tg_service_now(req->svc);
+    e->timestamp = TG_TIME_NOW;
     if (iso_time) {
         const char *ts;
         if (p_str(req, ev, "timestamp", NULL, 64, &ts) && !parse_iso_time(ts, &e->timestamp))

@@ -93,16 +93,22 @@ static bool pattern_matches(const char *pattern, const char **segs, int nsegs, t
 /* Finds the route; TG_EROUTE when no pattern matches, TG_EMETHOD when only the method differs. */
 static int find_route(tg_req *req, const tg_route **out)
 {
+    const struct {
+        const tg_route *routes;
+        size_t n;
+    } tables[] = {{tg_routes, tg_nroutes}, {tg_billing_routes, tg_nbilling_routes}};
     bool path_known = false;
-    for (size_t i = 0; i < tg_nroutes; i++) {
-        if (!pattern_matches(tg_routes[i].pattern, req->segs, req->nsegs, &req->arena))
-            continue;
-        path_known = true;
-        if (strcmp(tg_routes[i].method, req->method) == 0) {
-            *out = &tg_routes[i];
-            return TG_OK;
+    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
+        for (size_t i = 0; i < tables[t].n; i++) {
+            const tg_route *r = &tables[t].routes[i];
+            if (!pattern_matches(r->pattern, req->segs, req->nsegs, &req->arena))
+                continue;
+            path_known = true;
+            if (strcmp(r->method, req->method) == 0) {
+                *out = r;
+                return TG_OK;
+            }
         }
-    }
     if (path_known)
         return tg_err_set(&req->err, TG_EMETHOD, NULL, "Method %s is not allowed for %s.",
                           req->method, req->path);

@@ -63,6 +63,19 @@ static const char *const migrations[] = {
     "  livemode INT NOT NULL, id TEXT NOT NULL, meter_id TEXT NOT NULL, code TEXT NOT NULL,"
     "  count INT NOT NULL, last_message TEXT NOT NULL, last_seen INT NOT NULL,"
     "  UNIQUE(account, livemode, meter_id, code));",
+    /* 2: billing objects; customers gain a test clock and a default payment method */
+    "ALTER TABLE customers ADD COLUMN test_clock TEXT;"
+    "ALTER TABLE customers ADD COLUMN default_payment_method TEXT;"
+    "CREATE TABLE objects(seq INTEGER PRIMARY KEY, account TEXT NOT NULL, livemode INT NOT NULL,"
+    "  kind TEXT NOT NULL, id TEXT NOT NULL, created INT NOT NULL, customer TEXT, parent TEXT,"
+    "  lookup TEXT, clock TEXT, active INT NOT NULL, due INT NOT NULL, body BLOB NOT NULL,"
+    "  UNIQUE(account, livemode, kind, id));"
+    "CREATE INDEX objects_kind ON objects(account, livemode, kind, seq);"
+    "CREATE INDEX objects_customer ON objects(account, livemode, kind, customer, seq)"
+    "  WHERE customer IS NOT NULL;"
+    "CREATE INDEX objects_parent ON objects(account, livemode, kind, parent, seq)"
+    "  WHERE parent IS NOT NULL;"
+    "CREATE INDEX objects_due ON objects(clock, due) WHERE due > 0;",
 };
 
 enum {
@@ -76,8 +89,13 @@ enum {
     Q_WINDOW_GET, Q_WINDOW_PUT, Q_DAY_GET, Q_DAY_PUT, Q_DAY_EACH, Q_DAY_MARKS,
     Q_IDEM_GET, Q_IDEM_PUT, Q_SESSION_PUT, Q_SESSION_GET,
     Q_MERR_ADD, Q_MERR_SEQ, Q_PRUNE_IDEM, Q_PRUNE_SESSIONS,
+    Q_OBJ_PUT, Q_OBJ_GET, Q_OBJ_DELETE, Q_OBJ_DUE, Q_OBJ_DUE_CLOCK,
     Q_COUNT
 };
+
+#define CUSTOMER_COLS \
+    "id,created,deleted,email,name,description,metadata,seq,test_clock,default_payment_method"
+#define OBJ_COLS "account,livemode,kind,id,created,customer,parent,lookup,clock,active,due,body,seq"
 
 static const char *const sql[Q_COUNT] = {
     [Q_BEGIN] = "BEGIN IMMEDIATE",
@@ -92,14 +110,17 @@ static const char *const sql[Q_COUNT] = {
     [Q_KEY_INSERT] = "INSERT INTO api_keys(hash,account,livemode,prefix,created) VALUES(?1,?2,?3,?4,?5)",
     [Q_KEY_LOOKUP] = "SELECT account, livemode FROM api_keys WHERE hash=?1 AND revoked=0",
     [Q_CUSTOMER_PUT] =
-        "INSERT INTO customers(account,livemode,id,created,deleted,email,name,description,metadata)"
-        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9) ON CONFLICT(account,livemode,id) DO UPDATE SET"
+        "INSERT INTO customers(account,livemode,id,created,deleted,email,name,description,metadata,"
+        "test_clock,default_payment_method) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"
+        " ON CONFLICT(account,livemode,id) DO UPDATE SET"
         " deleted=excluded.deleted, email=excluded.email, name=excluded.name,"
-        " description=excluded.description, metadata=excluded.metadata",
-    [Q_CUSTOMER_GET] = "SELECT id,created,deleted,email,name,description,metadata,seq FROM customers"
+        " description=excluded.description, metadata=excluded.metadata,"
+        " default_payment_method=excluded.default_payment_method",
+    [Q_CUSTOMER_GET] = "SELECT " CUSTOMER_COLS " FROM customers"
                        " WHERE account=?1 AND livemode=?2 AND id=?3",
     [Q_CUSTOMER_SEQ] = "SELECT seq FROM customers WHERE account=?1 AND livemode=?2 AND id=?3",
-    [Q_CUSTOMER_EACH] = "SELECT account, livemode, seq, id, deleted FROM customers ORDER BY seq",
+    [Q_CUSTOMER_EACH] = "SELECT account, livemode, seq, id, deleted, test_clock FROM customers"
+                        " ORDER BY seq",
     [Q_METER_PUT] =
         "INSERT INTO meters(account,livemode,id,created,updated,active,deactivated_at,formula,"
         "event_time_window,display_name,event_name,customer_key,value_key)"
@@ -176,6 +197,18 @@ static const char *const sql[Q_COUNT] = {
     [Q_MERR_SEQ] = "SELECT seq FROM meter_errors WHERE account=?1 AND livemode=?2 AND id=?3",
     [Q_PRUNE_IDEM] = "DELETE FROM idempotency WHERE created<?1",
     [Q_PRUNE_SESSIONS] = "DELETE FROM sessions WHERE expires_at<?1",
+    [Q_OBJ_PUT] = "INSERT INTO objects(account,livemode,kind,id,created,customer,parent,lookup,"
+                  "clock,active,due,body) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"
+                  " ON CONFLICT(account,livemode,kind,id) DO UPDATE SET customer=excluded.customer,"
+                  " parent=excluded.parent, lookup=excluded.lookup, clock=excluded.clock,"
+                  " active=excluded.active, due=excluded.due, body=excluded.body",
+    [Q_OBJ_GET] = "SELECT " OBJ_COLS " FROM objects WHERE account=?1 AND livemode=?2 AND kind=?3"
+                  " AND id=?4",
+    [Q_OBJ_DELETE] = "DELETE FROM objects WHERE account=?1 AND livemode=?2 AND kind=?3 AND id=?4",
+    [Q_OBJ_DUE] = "SELECT " OBJ_COLS " FROM objects WHERE clock IS NULL AND due>0 AND due<=?1"
+                  " ORDER BY due, seq LIMIT ?2",
+    [Q_OBJ_DUE_CLOCK] = "SELECT " OBJ_COLS " FROM objects WHERE clock=?3 AND due>0 AND due<=?1"
+                        " ORDER BY due, seq LIMIT ?2",
 };
 
 typedef struct sq_store {
@@ -466,6 +499,8 @@ static int sq_customer_put(tg_store *base, const tg_scope *scope, tg_customer *c
     bind_opt_text(st, 7, c->name);
     bind_opt_text(st, 8, c->description);
     sqlite3_bind_blob(st, 9, md.data ? md.data : "", (int)md.len, SQLITE_STATIC);
+    bind_opt_text(st, 10, c->test_clock[0] ? c->test_clock : NULL);
+    bind_opt_text(st, 11, c->default_payment_method);
     int rc = exec_done(s, st, err, "customer_put");
     tg_buf_free(&md);
     if (!rc && !c->seq)
@@ -484,6 +519,8 @@ static int read_customer(sqlite3_stmt *st, const tg_scope *scope, tg_arena *a, t
     c->description = column_text(st, 5, a);
     c->livemode = scope->livemode;
     c->seq = sqlite3_column_int64(st, 7);
+    copy_text(c->test_clock, sizeof c->test_clock, st, 8);
+    c->default_payment_method = column_text(st, 9, a);
     return tg_metadata_decode(sqlite3_column_blob(st, 6), (size_t)sqlite3_column_bytes(st, 6), a,
                               &c->metadata);
 }
@@ -507,18 +544,23 @@ static int sq_customer_get(tg_store *base, const tg_scope *scope, const char *id
     return rc ? tg_err_set(err, TG_ESTORE, NULL, "corrupt customer row") : TG_OK;
 }
 
-static int sq_customer_list(tg_store *base, const tg_scope *scope, const tg_page *page,
-                            tg_arena *a, tg_customer **out, size_t *n, tg_err *err)
+static int sq_customer_list(tg_store *base, const tg_scope *scope, const char *test_clock,
+                            const tg_page *page, tg_arena *a, tg_customer **out, size_t *n,
+                            tg_err *err)
 {
     sq_store *s = SQ(base);
     int64_t lo, hi;
     int rc = page_bounds(s, Q_CUSTOMER_SEQ, scope, page, &lo, &hi, err);
     if (rc)
         return rc;
-    sqlite3_stmt *st = page_query(s, "id,created,deleted,email,name,description,metadata,seq",
-                                  "customers", "AND deleted=0", scope, page, lo, hi, err);
+    sqlite3_stmt *st = page_query(s, CUSTOMER_COLS, "customers",
+                                  test_clock ? "AND deleted=0 AND test_clock=?6"
+                                             : "AND deleted=0 AND test_clock IS NULL",
+                                  scope, page, lo, hi, err);
     if (!st)
         return TG_ESTORE;
+    if (test_clock)
+        sqlite3_bind_text(st, 6, test_clock, -1, SQLITE_TRANSIENT);
     *out = tg_arena_alloc(a, (size_t)(page->limit + 1) * sizeof(tg_customer));
     *n = 0;
     if (!*out) {
@@ -775,7 +817,7 @@ static int sq_event_each_in_range(tg_store *base, int64_t meter_seq, int64_t cus
 
 static int sq_customer_each(tg_store *base,
                             int (*fn)(void *ctx, const tg_scope *scope, int64_t seq,
-                                      const char *id, bool deleted),
+                                      const char *id, bool deleted, const char *test_clock),
                             void *ctx, tg_err *err)
 {
     sq_store *s = SQ(base);
@@ -788,7 +830,8 @@ static int sq_customer_each(tg_store *base,
         copy_text(scope.account, sizeof scope.account, st, 0);
         scope.livemode = sqlite3_column_int(st, 1) != 0;
         int frc = fn(ctx, &scope, sqlite3_column_int64(st, 2),
-                     (const char *)sqlite3_column_text(st, 3), sqlite3_column_int(st, 4) != 0);
+                     (const char *)sqlite3_column_text(st, 3), sqlite3_column_int(st, 4) != 0,
+                     (const char *)sqlite3_column_text(st, 5));
         if (frc) {
             sqlite3_reset(st);
             return frc;
@@ -1288,6 +1331,197 @@ static int sq_prune(tg_store *base, int64_t idem_before, int64_t session_before,
     return exec_done(s, st, err, "prune");
 }
 
+/* ---------------------------------------------------------------- billing objects */
+
+static int sq_obj_put(tg_store *base, const tg_scope *scope, const tg_obj *o, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_OBJ_PUT, err);
+    if (!st)
+        return TG_ESTORE;
+    bind_scope(st, scope);
+    sqlite3_bind_text(st, 3, o->kind, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, o->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, o->created);
+    bind_opt_text(st, 6, o->customer);
+    bind_opt_text(st, 7, o->parent);
+    bind_opt_text(st, 8, o->lookup);
+    bind_opt_text(st, 9, o->clock);
+    sqlite3_bind_int(st, 10, o->active);
+    sqlite3_bind_int64(st, 11, o->due);
+    sqlite3_bind_blob(st, 12, o->len ? o->body : "", (int)o->len, SQLITE_STATIC);
+    return exec_done(s, st, err, "obj_put");
+}
+
+/* Reads a row of OBJ_COLS; strings and the body are copied into a. */
+static int read_obj(sqlite3_stmt *st, tg_arena *a, tg_obj *o)
+{
+    memset(o, 0, sizeof *o);
+    copy_text(o->scope.account, sizeof o->scope.account, st, 0);
+    o->scope.livemode = sqlite3_column_int(st, 1) != 0;
+    o->kind = column_text(st, 2, a);
+    copy_text(o->id, sizeof o->id, st, 3);
+    o->created = sqlite3_column_int64(st, 4);
+    o->customer = column_text(st, 5, a);
+    o->parent = column_text(st, 6, a);
+    o->lookup = column_text(st, 7, a);
+    o->clock = column_text(st, 8, a);
+    o->active = sqlite3_column_int(st, 9) != 0;
+    o->due = sqlite3_column_int64(st, 10);
+    o->len = (size_t)sqlite3_column_bytes(st, 11);
+    void *body = tg_arena_alloc(a, o->len ? o->len : 1);
+    if (!body || !o->kind)
+        return TG_ENOMEM;
+    if (o->len)
+        memcpy(body, sqlite3_column_blob(st, 11), o->len);
+    o->body = body;
+    return TG_OK;
+}
+
+static int obj_lookup(sq_store *s, const tg_scope *scope, const char *kind, const char *id,
+                      tg_arena *a, tg_obj *out, int64_t *seq, tg_err *err)
+{
+    sqlite3_stmt *st = stmt(s, Q_OBJ_GET, err);
+    if (!st)
+        return TG_ESTORE;
+    bind_scope(st, scope);
+    sqlite3_bind_text(st, 3, kind, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, id, -1, SQLITE_STATIC);
+    int rc = step_row(s, st, err, "obj_get");
+    if (rc)
+        return rc;
+    if (seq)
+        *seq = sqlite3_column_int64(st, 12);
+    rc = out ? read_obj(st, a, out) : TG_OK;
+    sqlite3_reset(st);
+    return rc ? tg_err_set(err, rc, NULL, NULL) : TG_OK;
+}
+
+static int sq_obj_get(tg_store *base, const tg_scope *scope, const char *kind, const char *id,
+                      tg_arena *a, tg_obj *out, tg_err *err)
+{
+    return obj_lookup(SQ(base), scope, kind, id, a, out, NULL, err);
+}
+
+static int sq_obj_delete(tg_store *base, const tg_scope *scope, const char *kind, const char *id,
+                         tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_OBJ_DELETE, err);
+    if (!st)
+        return TG_ESTORE;
+    bind_scope(st, scope);
+    sqlite3_bind_text(st, 3, kind, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, id, -1, SQLITE_STATIC);
+    return exec_done(s, st, err, "obj_delete");
+}
+
+/* Runs a prepared query of OBJ_COLS rows into an array of at most max rows. */
+static int obj_rows(sq_store *s, sqlite3_stmt *st, size_t max, tg_arena *a, tg_obj **out,
+                    size_t *n, tg_err *err)
+{
+    *out = tg_arena_alloc(a, (max ? max : 1) * sizeof(tg_obj));
+    *n = 0;
+    if (!*out)
+        return tg_err_set(err, TG_ENOMEM, NULL, NULL);
+    int rc;
+    while (*n < max && (rc = sqlite3_step(st)) == SQLITE_ROW)
+        if (read_obj(st, a, &(*out)[(*n)++]))
+            return tg_err_set(err, TG_ENOMEM, NULL, NULL);
+    if (*n < max && rc != SQLITE_DONE)
+        return db_error(s, err, "objects");
+    return TG_OK;
+}
+
+static int sq_obj_list(tg_store *base, const tg_scope *scope, const char *kind,
+                       const tg_obj_filter *f, const tg_page *page, tg_arena *a, tg_obj **out,
+                       size_t *n, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    int64_t lo = 0, hi = INT64_MAX;
+    const char *cursor = page->starting_after ? page->starting_after : page->ending_before;
+    if (cursor) {
+        int64_t seq;
+        int rc = obj_lookup(s, scope, kind, cursor, NULL, NULL, &seq, err);
+        if (rc == TG_ENOTFOUND)
+            return tg_err_set(err, TG_ENOTFOUND,
+                              page->starting_after ? "starting_after" : "ending_before",
+                              "No such object: '%s'", cursor);
+        if (rc)
+            return rc;
+        if (page->starting_after)
+            hi = seq;
+        else
+            lo = seq;
+    }
+    /* Filters become "AND col=?N" terms; parameters 6.. are bound in the same order. */
+    char extra[1024];
+    size_t len = (size_t)snprintf(extra, sizeof extra, "AND kind=?6");
+    const char *binds[40];
+    int nb = 0;
+    binds[nb++] = kind;
+#define TERM(fmt, v)                                                                          \
+    do {                                                                                      \
+        len += (size_t)snprintf(extra + len, sizeof extra - len, fmt, nb + 6);                \
+        binds[nb++] = (v);                                                                    \
+    } while (0)
+    if (f->customer)
+        TERM(" AND customer=?%d", f->customer);
+    if (f->parent)
+        TERM(" AND parent=?%d", f->parent);
+    if (f->clock)
+        TERM(" AND clock=?%d", f->clock);
+#undef TERM
+    if (f->lookup_prefix) {
+        len += (size_t)snprintf(extra + len, sizeof extra - len,
+                                " AND substr(lookup,1,length(?%d))=?%d", nb + 6, nb + 6);
+        binds[nb++] = f->lookup_prefix;
+    }
+    if (f->no_clock)
+        len += (size_t)snprintf(extra + len, sizeof extra - len, " AND clock IS NULL");
+    if (f->active >= 0)
+        len += (size_t)snprintf(extra + len, sizeof extra - len, " AND active=%d", f->active);
+    if (f->nlookup && f->nlookup <= 10) {
+        len += (size_t)snprintf(extra + len, sizeof extra - len, " AND lookup IN (");
+        for (size_t i = 0; i < f->nlookup; i++) {
+            len += (size_t)snprintf(extra + len, sizeof extra - len, "%s?%d", i ? "," : "",
+                                    nb + 6);
+            binds[nb++] = f->lookup_any[i];
+        }
+        len += (size_t)snprintf(extra + len, sizeof extra - len, ")");
+    }
+    sqlite3_stmt *st = page_query(s, OBJ_COLS, "objects", extra, scope, page, lo, hi, err);
+    if (!st)
+        return TG_ESTORE;
+    for (int i = 0; i < nb; i++)
+        sqlite3_bind_text(st, i + 6, binds[i], -1, SQLITE_TRANSIENT);
+    int rc = obj_rows(s, st, (size_t)page->limit + 1, a, out, n, err);
+    sqlite3_finalize(st);
+    if (!rc && page->ending_before)
+        for (size_t i = 0, j = *n ? *n - 1 : 0; i < j; i++, j--) {
+            tg_obj t = (*out)[i];
+            (*out)[i] = (*out)[j];
+            (*out)[j] = t;
+        }
+    return rc;
+}
+
+static int sq_obj_due(tg_store *base, const char *clock, int64_t before, int limit, tg_arena *a,
+                      tg_obj **out, size_t *n, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, clock ? Q_OBJ_DUE_CLOCK : Q_OBJ_DUE, err);
+    if (!st)
+        return TG_ESTORE;
+    sqlite3_bind_int64(st, 1, before);
+    sqlite3_bind_int(st, 2, limit);
+    if (clock)
+        sqlite3_bind_text(st, 3, clock, -1, SQLITE_STATIC);
+    int rc = obj_rows(s, st, (size_t)limit, a, out, n, err);
+    sqlite3_reset(st);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- open / close */
 
 static void sq_close(tg_store *base)
@@ -1348,6 +1582,11 @@ static const tg_store_ops sqlite_ops = {
     .meter_error_add = sq_meter_error_add,
     .meter_error_list = sq_meter_error_list,
     .prune = sq_prune,
+    .obj_put = sq_obj_put,
+    .obj_get = sq_obj_get,
+    .obj_list = sq_obj_list,
+    .obj_delete = sq_obj_delete,
+    .obj_due = sq_obj_due,
 };
 
 static int migrate(sq_store *s, tg_err *err)

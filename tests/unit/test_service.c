@@ -628,7 +628,7 @@ static void test_scopes_and_customer_pages(void **state)
         size_t n = 99;
         bool more = !cases[i].more;
         assert_int_equal(
-            tg_customer_list(f->svc, &f->scope, &page, &f->a, &rows, &n, &more, &err), TG_OK);
+            tg_customer_list(f->svc, &f->scope, NULL, &page, &f->a, &rows, &n, &more, &err), TG_OK);
         if (n != cases[i].nwant || more != cases[i].more)
             fail_msg("customer page %zu: %zu rows has_more %d", i, n, more);
         for (size_t k = 0; k < n; k++)

@@ -272,7 +272,7 @@ static void test_customer_list_pages(void **state)
         tg_customer *rows = NULL;
         size_t n = 99;
         tg_err e = {0};
-        int rc = f->s->ops->customer_list(f->s, &TEST, &page, &f->a, &rows, &n, &e);
+        int rc = f->s->ops->customer_list(f->s, &TEST, NULL, &page, &f->a, &rows, &n, &e);
         if (rc != TG_OK)
             fail_msg("list case %zu: rc %d (%s)", i, rc, e.msg);
         char got[256];
@@ -297,7 +297,7 @@ static void test_customer_list_pages(void **state)
         tg_customer *rows = NULL;
         size_t n = 0;
         tg_err e = {0};
-        assert_int_equal(f->s->ops->customer_list(f->s, &TEST, &page, &f->a, &rows, &n, &e),
+        assert_int_equal(f->s->ops->customer_list(f->s, &TEST, NULL, &page, &f->a, &rows, &n, &e),
                          TG_ENOTFOUND);
         assert_string_equal(e.param, bad[i].param);
     }
@@ -306,7 +306,7 @@ static void test_customer_list_pages(void **state)
     tg_page page = {10, NULL, NULL};
     tg_customer *rows = NULL;
     size_t n = 0;
-    assert_int_equal(f->s->ops->customer_list(f->s, &LIVE, &page, &f->a, &rows, &n, &err), TG_OK);
+    assert_int_equal(f->s->ops->customer_list(f->s, &LIVE, NULL, &page, &f->a, &rows, &n, &err), TG_OK);
     assert_int_equal(n, 1);
     assert_string_equal(rows[0].id, "cus_live");
     assert_true(rows[0].livemode);

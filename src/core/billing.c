@@ -1,0 +1,1619 @@
+/* billing.c -- subscriptions, invoices and the engine that moves them through time.
+ *
+ * A subscription is due at its next step: the trial reminder (3 days before the trial ends),
+ * the end of its period (a renewal, the trial's end, or its cancellation), or a cancel_at
+ * inside the period. A draft invoice is due at its automatic finalization. The object row's
+ * `due` column holds that time, so the scheduler and test clocks find work with one indexed
+ * read, and each step runs in the writer's transaction together with the invoice and events
+ * it creates: a crash leaves a step done or not done, never half done, and running a step
+ * twice is impossible because the step moves `due` forward in the same commit.
+ *
+ * Money: each line is priced exactly (pricing.c) and rounded once to the currency's minor
+ * unit; prorations multiply the exact charge by (seconds remaining / seconds in the period)
+ * before that one rounding. Invoice totals are sums of rounded lines.
+ *
+ * Metered usage is billed in arrears. An item remembers `usage_from` (when its usage starts
+ * counting: the start, the trial's end, a resume) and `billed` (what invoices have charged).
+ * A renewal's metered line is usage[usage_from, period end) - billed, taken again when the
+ * draft finalizes, so usage that arrives during the grace period is included and usage that
+ * arrives later (for an already invoiced period) is carried into the next invoice instead of
+ * being lost. Meters with the `last` formula bill the period's last value instead.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/log.h"
+#include "base/str.h"
+#include "core/billing_internal.h"
+#include "core/metadata.h"
+#include "core/money.h"
+
+struct tg_billing {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stop, started;
+    int64_t grace;
+};
+
+static int64_t grace_of(tg_service *svc)
+{
+    struct tg_billing *b = *tg_service_billing(svc);
+    return b ? b->grace : TG_GRACE_DEFAULT;
+}
+
+void tg_billing_set_grace(tg_service *svc, int64_t seconds)
+{
+    struct tg_billing *b = *tg_service_billing(svc);
+    if (b && seconds >= 0 && seconds <= TG_GRACE_MAX)
+        b->grace = seconds;
+}
+
+static int decode_sub(const void *d, size_t n, tg_arena *a, void *out)
+{
+    return tg_subscription_decode(d, n, a, out);
+}
+static int decode_invoice(const void *d, size_t n, tg_arena *a, void *out)
+{
+    return tg_invoice_decode(d, n, a, out);
+}
+
+static int load_sub(bctx *c, const char *id, const char *param, tg_subscription *out)
+{
+    return bill_load(c, KIND_SUB, id, param, decode_sub, out);
+}
+
+static int load_invoice(bctx *c, const char *id, const char *param, tg_invoice *out)
+{
+    return bill_load(c, KIND_INVOICE, id, param, decode_invoice, out);
+}
+
+static int64_t interval_seconds(tg_interval unit, int count)
+{
+    static const int64_t unit_s[] = {86400, 7 * 86400, 31 * 86400, 366 * 86400};
+    return unit_s[unit] * count;
+}
+
+/* ---------------------------------------------------------------- saving and due times */
+
+static bool sub_live(const tg_subscription *s)
+{
+    return s->status != TG_SUB_CANCELED;
+}
+
+/* The next time the engine must look at s (0: never). */
+static int64_t sub_due(const tg_subscription *s)
+{
+    if (!sub_live(s) || s->status == TG_SUB_PAUSED)
+        return 0;
+    int64_t due = s->period_end;
+    if (s->status == TG_SUB_TRIALING && !s->trial_reminded) {
+        int64_t remind = s->trial_end - TG_TRIAL_REMINDER;
+        due = remind < due ? remind : due;
+    }
+    if (s->cancel_at && s->cancel_at < due)
+        due = s->cancel_at;
+    return due;
+}
+
+static int save_sub(bctx *c, const tg_subscription *s)
+{
+    tg_buf b;
+    tg_buf_init(&b, TG_RECORD_MAX);
+    tg_subscription_encode(&b, s);
+    static const char *const status_words[] = {"trialing", "active", "past_due", "canceled",
+                                               "paused"};
+    tg_obj o = {.kind = KIND_SUB, .created = s->created, .active = sub_live(s),
+                .customer = s->customer, .lookup = status_words[s->status],
+                .clock = s->test_clock[0] ? s->test_clock : NULL, .due = sub_due(s)};
+    tg_strlcpy(o.id, s->id, sizeof o.id);
+    return bill_save(c, &o, &b);
+}
+
+static int save_invoice(bctx *c, const tg_invoice *v)
+{
+    tg_buf b;
+    tg_buf_init(&b, TG_RECORD_MAX);
+    tg_invoice_encode(&b, v);
+    static const char *const status_words[] = {"draft", "open", "paid", "uncollectible", "void"};
+    tg_obj o = {.kind = KIND_INVOICE, .created = v->created, .active = true,
+                .customer = v->customer, .parent = v->subscription[0] ? v->subscription : NULL,
+                .lookup = status_words[v->status],
+                .clock = v->test_clock[0] ? v->test_clock : NULL,
+                .due = v->status == TG_INV_DRAFT && v->auto_advance
+                           ? v->automatically_finalizes_at : 0};
+    tg_strlcpy(o.id, v->id, sizeof o.id);
+    return bill_save(c, &o, &b);
+}
+
+/* ---------------------------------------------------------------- periods */
+
+static int64_t next_boundary(const tg_subscription *s, int64_t t)
+{
+    int64_t start, end;
+    tg_period_containing(s->billing_cycle_anchor, s->interval, s->interval_count, s->anchor_day,
+                         t, &start, &end);
+    return end;
+}
+
+/* ---------------------------------------------------------------- lines */
+
+/* The product's name for line descriptions ("" when it is gone). */
+static const char *product_name(bctx *c, const char *product)
+{
+    tg_product p;
+    tg_err ignore = {0};
+    tg_err *saved = c->err;
+    c->err = &ignore;
+    int rc = bill_load_product(c, product, NULL, &p);
+    c->err = saved;
+    return rc || !p.name ? "" : p.name;
+}
+
+static int new_line(bctx *c, tg_invoice *v, tg_invoice_line **out)
+{
+    tg_invoice_line *lines = tg_arena_alloc(c->a, (v->nlines + 1) * sizeof *lines);
+    if (!lines)
+        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+    if (v->nlines)
+        memcpy(lines, v->lines, v->nlines * sizeof *lines);
+    v->lines = lines;
+    *out = &lines[v->nlines++];
+    memset(*out, 0, sizeof **out);
+    return bill_new_id(c, (*out)->id, "il_");
+}
+
+static void line_from_price(tg_invoice_line *l, const tg_sub_item *it)
+{
+    tg_strlcpy(l->price, it->price.id, sizeof l->price);
+    tg_strlcpy(l->product, it->price.product, sizeof l->product);
+    tg_strlcpy(l->subscription_item, it->id, sizeof l->subscription_item);
+    l->unit_amount_set = it->price.pricing.scheme == TG_SCHEME_PER_UNIT;
+    l->unit_amount = it->price.pricing.unit_amount;
+}
+
+/* The charge of a price for quantity q over part of its period: num/den of the full
+ * amount (1/1 for a whole period), rounded once. */
+static int price_amount(bctx *c, const tg_price *p, tg_dec q, int64_t num, int64_t den,
+                        int64_t *amount)
+{
+    tg_dec tq;
+    tg_money_acc acc = tg_money_acc_zero();
+    if (tg_pricing_quantity(&p->pricing, q, &tq) || tg_pricing_charge(&p->pricing, tq, &acc) ||
+        tg_money_acc_mul_int(&acc, num) || tg_money_acc_round(&acc, den, amount))
+        return tg_err_set(c->err, TG_EINVAL, NULL,
+                          "The amount for price %s overflows.", p->id);
+    return TG_OK;
+}
+
+/* A licensed line for [from, to) within the period [pstart, pend): prorated when it covers
+ * part of it. trial: the line is free ("Trial period for ..."). */
+static int licensed_line(bctx *c, tg_invoice *v, const tg_sub_item *it, int64_t from, int64_t to,
+                         int64_t pstart, int64_t pend, bool trial)
+{
+    tg_invoice_line *l;
+    int rc = new_line(c, v, &l);
+    if (rc)
+        return rc;
+    line_from_price(l, it);
+    l->quantity = tg_dec_from_int(it->quantity);
+    l->period_start = from;
+    l->period_end = to;
+    const char *name = product_name(c, it->price.product);
+    char desc[400];
+    if (trial) {
+        snprintf(desc, sizeof desc, "Trial period for %s", name);
+    } else {
+        int64_t num = to - from, den = pend - pstart;
+        if (num <= 0 || den <= 0)
+            num = den = 1;
+        rc = price_amount(c, &it->price, l->quantity, num, den, &l->amount);
+        if (rc)
+            return rc;
+        snprintf(desc, sizeof desc, "%s%lld × %s", num < den ? "Remaining time on " : "",
+                 (long long)it->quantity, name);
+    }
+    l->description = tg_arena_strdup(c->a, desc);
+    return l->description ? TG_OK : tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+}
+
+/* Usage of a metered item billable on a line for the period [pstart, pend): for additive
+ * meters what is unbilled since usage_from, for `last` meters the period's last value. */
+static int metered_quantity(bctx *c, const tg_subscription *s, const tg_sub_item *it,
+                            int64_t pstart, int64_t pend, tg_dec billed, tg_dec *q)
+{
+    tg_meter m;
+    tg_err ignore = {0};
+    if (c->s->ops->meter_get(c->s, c->scope, it->price.meter, &m, &ignore)) {
+        *q = 0; /* the meter is gone: nothing more can be measured */
+        return TG_OK;
+    }
+    bool additive = m.formula != TG_FORMULA_LAST;
+    int64_t from = additive ? it->usage_from : (pstart > it->usage_from ? pstart : it->usage_from);
+    int rc = tg_usage_between(c->svc, c->s, c->scope, it->price.meter, s->customer, from, pend, q,
+                              NULL, c->err);
+    if (rc == TG_ENOTFOUND) {
+        *q = 0;
+        return TG_OK;
+    }
+    if (rc)
+        return rc;
+    if (additive && tg_dec_sub(*q, billed, q))
+        return tg_err_set(c->err, TG_EINVAL, NULL, "Usage overflows.");
+    if (*q < 0)
+        *q = 0; /* negative usage is billed as 0 (and stays owed against later usage) */
+    return TG_OK;
+}
+
+static int metered_line_price(bctx *c, tg_invoice_line *l, const tg_price *p)
+{
+    int rc = price_amount(c, p, l->quantity, 1, 1, &l->amount);
+    if (rc)
+        return rc;
+    char desc[400];
+    snprintf(desc, sizeof desc, "Usage of %s", product_name(c, p->product));
+    l->description = tg_arena_strdup(c->a, desc);
+    return l->description ? TG_OK : tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+}
+
+static int metered_line(bctx *c, tg_invoice *v, const tg_subscription *s, const tg_sub_item *it,
+                        int64_t pstart, int64_t pend)
+{
+    tg_invoice_line *l;
+    int rc = new_line(c, v, &l);
+    if (rc)
+        return rc;
+    line_from_price(l, it);
+    l->metered = true;
+    l->usage_before = it->billed;
+    l->period_start = pstart;
+    l->period_end = pend;
+    rc = metered_quantity(c, s, it, pstart, pend, it->billed, &l->quantity);
+    return rc ? rc : metered_line_price(c, l, &it->price);
+}
+
+static int pending_lines(bctx *c, tg_invoice *v, tg_subscription *s)
+{
+    for (size_t i = 0; i < s->npending; i++) {
+        const tg_pending_line *p = &s->pending[i];
+        tg_invoice_line *l;
+        int rc = new_line(c, v, &l);
+        if (rc)
+            return rc;
+        tg_strlcpy(l->price, p->price, sizeof l->price);
+        tg_strlcpy(l->subscription_item, p->item, sizeof l->subscription_item);
+        for (size_t k = 0; k < s->nitems; k++)
+            if (strcmp(s->items[k].price.id, p->price) == 0)
+                tg_strlcpy(l->product, s->items[k].price.product, sizeof l->product);
+        l->amount = p->amount;
+        l->quantity = tg_dec_from_int(p->quantity);
+        l->period_start = p->period_start;
+        l->period_end = p->period_end;
+        l->proration = true;
+        l->description = p->description;
+    }
+    s->npending = 0;
+    return TG_OK;
+}
+
+static void invoice_totals(tg_invoice *v)
+{
+    int64_t sum = 0;
+    for (size_t i = 0; i < v->nlines; i++)
+        sum += v->lines[i].amount;
+    v->subtotal = v->total = sum;
+    /* A negative total (credits) is not owed; Tollgate keeps no customer balance, so the
+     * credit is not carried. */
+    v->amount_due = sum > 0 ? sum : 0;
+    v->amount_remaining = v->amount_due - v->amount_paid;
+}
+
+/* ---------------------------------------------------------------- invoices */
+
+static int invoice_new(bctx *c, const tg_subscription *s, tg_billing_reason reason,
+                       int64_t pstart, int64_t pend, tg_invoice *v)
+{
+    memset(v, 0, sizeof *v);
+    int rc = bill_new_id(c, v->id, "in_");
+    if (rc)
+        return rc;
+    tg_strlcpy(v->customer, s->customer, sizeof v->customer);
+    tg_strlcpy(v->subscription, s->id, sizeof v->subscription);
+    tg_strlcpy(v->currency, s->currency, sizeof v->currency);
+    tg_strlcpy(v->test_clock, s->test_clock, sizeof v->test_clock);
+    v->livemode = c->scope->livemode;
+    v->status = TG_INV_DRAFT;
+    v->billing_reason = reason;
+    v->created = c->now;
+    v->period_start = pstart;
+    v->period_end = pend;
+    v->auto_advance = true;
+    v->automatically_finalizes_at = c->now + grace_of(c->svc);
+    v->send_invoice = s->send_invoice;
+    return TG_OK;
+}
+
+static bool customer_has_payment_method(bctx *c, const tg_subscription *s)
+{
+    if (s->default_payment_method)
+        return true;
+    tg_customer cu;
+    tg_err ignore = {0};
+    if (c->s->ops->customer_get(c->s, c->scope, s->customer, c->a, &cu, &ignore))
+        return false;
+    return cu.default_payment_method != NULL;
+}
+
+static int next_invoice_number(bctx *c, char *out, size_t cap)
+{
+    char name[80], *value = NULL;
+    snprintf(name, sizeof name, "invoice_number:%s:%d", c->scope->account, c->scope->livemode);
+    tg_err ignore = {0};
+    int64_t n = 0;
+    if (c->s->ops->setting_get(c->s, name, c->a, &value, &ignore) == TG_OK && value)
+        n = strtoll(value, NULL, 10);
+    char next[24];
+    snprintf(next, sizeof next, "%lld", (long long)(n + 1));
+    int rc = c->s->ops->setting_put(c->s, name, next, c->err);
+    snprintf(out, cap, "TG-%06lld", (long long)(n + 1));
+    return rc;
+}
+
+static int sub_set_status(bctx *c, tg_subscription *s, tg_sub_status status)
+{
+    if (s->status == status)
+        return TG_OK;
+    s->status = status;
+    return bill_emit(c, "customer.subscription.updated", TG_OBJ_SUBSCRIPTION, s);
+}
+
+static int invoice_mark_paid(bctx *c, tg_invoice *v)
+{
+    v->status = TG_INV_PAID;
+    v->paid_at = c->now;
+    v->amount_paid = v->amount_due;
+    v->amount_remaining = 0;
+    v->auto_advance = false;
+    return bill_emit(c, "invoice.paid", TG_OBJ_INVOICE, v);
+}
+
+/* Finalizes a draft: metered lines take the usage received meanwhile, items record what is
+ * now billed, the invoice gets its number and is open (or paid when nothing is due).
+ * s is the invoice's subscription (loaded by the caller, saved by the caller), or NULL. */
+static int invoice_finalize(bctx *c, tg_invoice *v, tg_subscription *s)
+{
+    for (size_t i = 0; s && i < v->nlines; i++) {
+        tg_invoice_line *l = &v->lines[i];
+        if (!l->metered)
+            continue;
+        tg_sub_item *it = NULL;
+        for (size_t k = 0; k < s->nitems; k++)
+            if (strcmp(s->items[k].id, l->subscription_item) == 0)
+                it = &s->items[k];
+        if (!it)
+            continue; /* the item is gone: its line keeps the draft's quantity */
+        int rc = metered_quantity(c, s, it, l->period_start, l->period_end, l->usage_before,
+                                  &l->quantity);
+        if (!rc)
+            rc = metered_line_price(c, l, &it->price);
+        if (rc)
+            return rc;
+        tg_dec billed;
+        if (tg_dec_add(l->usage_before, l->quantity, &billed))
+            return tg_err_set(c->err, TG_EINVAL, NULL, "Usage overflows.");
+        if (billed > it->billed)
+            it->billed = billed;
+    }
+    invoice_totals(v);
+    int rc = next_invoice_number(c, v->number, sizeof v->number);
+    if (rc)
+        return rc;
+    v->status = TG_INV_OPEN;
+    v->finalized_at = c->now;
+    v->automatically_finalizes_at = 0;
+    if (v->send_invoice)
+        v->due_date = c->now + (s ? s->days_until_due : 30) * 86400;
+    if ((rc = bill_emit(c, "invoice.finalized", TG_OBJ_INVOICE, v)))
+        return rc;
+    if (v->amount_due == 0)
+        return invoice_mark_paid(c, v);
+    /* Payment is collected outside Tollgate. A subscription charged automatically whose
+     * customer has no payment method cannot be charged: it is past due until paid. */
+    if (s && !v->send_invoice && s->status == TG_SUB_ACTIVE && !customer_has_payment_method(c, s))
+        return sub_set_status(c, s, TG_SUB_PAST_DUE);
+    return TG_OK;
+}
+
+static int invoice_created(bctx *c, tg_invoice *v, tg_subscription *s)
+{
+    invoice_totals(v);
+    tg_strlcpy(s->latest_invoice, v->id, sizeof s->latest_invoice);
+    return bill_emit(c, "invoice.created", TG_OBJ_INVOICE, v);
+}
+
+/* Finalizes the subscription's latest invoice if it is still a draft (before the next one). */
+static int finalize_previous_draft(bctx *c, tg_subscription *s)
+{
+    if (!s->latest_invoice[0])
+        return TG_OK;
+    tg_invoice v;
+    int rc = load_invoice(c, s->latest_invoice, NULL, &v);
+    if (rc || v.status != TG_INV_DRAFT)
+        return rc;
+    rc = invoice_finalize(c, &v, s);
+    return rc ? rc : save_invoice(c, &v);
+}
+
+/* ---------------------------------------------------------------- the engine */
+
+static bool has_metered(const tg_subscription *s)
+{
+    for (size_t i = 0; i < s->nitems; i++)
+        if (s->items[i].price.metered)
+            return true;
+    return false;
+}
+
+/* Ends the subscription at t; final_invoice bills its unbilled usage and pending lines. */
+static int sub_end(bctx *c, tg_subscription *s, int64_t t, bool final_invoice)
+{
+    int rc = finalize_previous_draft(c, s);
+    if (rc)
+        return rc;
+    if (final_invoice && s->status != TG_SUB_TRIALING && (has_metered(s) || s->npending)) {
+        tg_invoice v;
+        if ((rc = invoice_new(c, s, TG_REASON_SUBSCRIPTION_CYCLE, s->period_start, t, &v)))
+            return rc;
+        for (size_t i = 0; !rc && i < s->nitems; i++)
+            if (s->items[i].price.metered)
+                rc = metered_line(c, &v, s, &s->items[i], s->period_start, t);
+        if (!rc)
+            rc = pending_lines(c, &v, s);
+        if (!rc)
+            rc = invoice_created(c, &v, s);
+        /* The subscription is over: its last invoice finalizes at once. */
+        if (!rc)
+            rc = invoice_finalize(c, &v, s);
+        if (!rc)
+            rc = save_invoice(c, &v);
+        if (rc)
+            return rc;
+    }
+    s->status = TG_SUB_CANCELED;
+    s->ended_at = t;
+    if (!s->canceled_at)
+        s->canceled_at = t;
+    s->period_end = s->period_end > t ? t : s->period_end;
+    return bill_emit(c, "customer.subscription.deleted", TG_OBJ_SUBSCRIPTION, s);
+}
+
+/* Replaces the items with the next phase's (a schedule's phase starting now). */
+static int apply_next_phase(bctx *c, tg_subscription *s, int64_t t)
+{
+    tg_sub_item *items = tg_arena_alloc(c->a, s->next_phase.nitems * sizeof *items);
+    if (!items)
+        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+    for (size_t i = 0; i < s->next_phase.nitems; i++) {
+        tg_sub_item *it = &items[i];
+        memset(it, 0, sizeof *it);
+        int rc = bill_load_price(c, s->next_phase.items[i].price, NULL, &it->price);
+        if (!rc)
+            rc = bill_new_id(c, it->id, "si_");
+        if (rc)
+            return rc;
+        /* The same price keeps its item (and what it has billed). */
+        for (size_t k = 0; k < s->nitems; k++)
+            if (strcmp(s->items[k].price.id, it->price.id) == 0) {
+                tg_strlcpy(it->id, s->items[k].id, sizeof it->id);
+                it->billed = s->items[k].billed;
+                it->usage_from = s->items[k].usage_from;
+                it->created = s->items[k].created;
+                it->metadata = s->items[k].metadata;
+            }
+        if (!it->created) {
+            it->created = t;
+            it->usage_from = t;
+        }
+        it->quantity = it->price.metered ? 0 : s->next_phase.items[i].quantity;
+    }
+    s->items = items;
+    s->nitems = s->next_phase.nitems;
+    s->next_phase.set = false;
+    s->next_phase.nitems = 0;
+    return TG_OK;
+}
+
+/* A new period starts at t: bill the one that ended (metered usage, pending prorations) and
+ * the one that starts (licensed items, in advance). */
+static int sub_renew(bctx *c, tg_subscription *s, int64_t t, bool after_trial)
+{
+    int rc = finalize_previous_draft(c, s);
+    if (rc)
+        return rc;
+    tg_invoice v;
+    int64_t old_start = s->period_start;
+    int64_t end = next_boundary(s, t);
+    if ((rc = invoice_new(c, s, TG_REASON_SUBSCRIPTION_CYCLE, old_start, t, &v)))
+        return rc;
+    for (size_t i = 0; !rc && i < s->nitems; i++)
+        if (s->items[i].price.metered && !after_trial)
+            rc = metered_line(c, &v, s, &s->items[i], old_start, t);
+    if (!rc)
+        rc = pending_lines(c, &v, s);
+    if (!rc && s->next_phase.set && s->next_phase.start <= t) {
+        rc = apply_next_phase(c, s, t);
+        if (!rc)
+            end = next_boundary(s, t);
+    }
+    for (size_t i = 0; !rc && i < s->nitems; i++) {
+        if (s->items[i].price.metered) {
+            if (after_trial) /* usage counts from the trial's end */
+                s->items[i].usage_from = t, s->items[i].billed = 0;
+        } else {
+            rc = licensed_line(c, &v, &s->items[i], t, end, t, end, false);
+        }
+    }
+    if (rc)
+        return rc;
+    s->period_start = t;
+    s->period_end = end;
+    if ((rc = invoice_created(c, &v, s)) || (rc = save_invoice(c, &v)))
+        return rc;
+    return bill_emit(c, "customer.subscription.updated", TG_OBJ_SUBSCRIPTION, s);
+}
+
+/* The trial ends at t. */
+static int sub_trial_end(bctx *c, tg_subscription *s, int64_t t)
+{
+    if (!customer_has_payment_method(c, s)) {
+        if (s->trial_end_behavior == TG_TRIAL_END_CANCEL)
+            return sub_end(c, s, t, false);
+        if (s->trial_end_behavior == TG_TRIAL_END_PAUSE) {
+            s->status = TG_SUB_PAUSED;
+            s->paused_at = t;
+            s->period_start = s->period_end = t;
+            return bill_emit(c, "customer.subscription.paused", TG_OBJ_SUBSCRIPTION, s);
+        }
+    }
+    s->status = TG_SUB_ACTIVE;
+    return sub_renew(c, s, t, true);
+}
+
+/* Runs the subscription's next step if it is due by `until`; *did tells whether it did. */
+static int sub_step(bctx *c, tg_subscription *s, int64_t until, bool *did)
+{
+    int64_t due = sub_due(s);
+    *did = false;
+    if (!due || due > until)
+        return TG_OK;
+    *did = true;
+    c->now = due;
+    if (s->status == TG_SUB_TRIALING && !s->trial_reminded &&
+        due == s->trial_end - TG_TRIAL_REMINDER && due < s->period_end) {
+        s->trial_reminded = true;
+        return bill_emit(c, "customer.subscription.trial_will_end", TG_OBJ_SUBSCRIPTION, s);
+    }
+    if (s->cancel_at && due == s->cancel_at)
+        return sub_end(c, s, due, true);
+    if (s->cancel_at_period_end)
+        return sub_end(c, s, due, true);
+    if (s->status == TG_SUB_TRIALING)
+        return sub_trial_end(c, s, due);
+    return sub_renew(c, s, due, false);
+}
+
+/* Runs every step of s due by until, then saves it. */
+static int sub_advance(bctx *c, tg_subscription *s, int64_t until)
+{
+    bool did = true;
+    int rc = TG_OK;
+    for (int guard = 0; !rc && did && guard < 10000; guard++)
+        rc = sub_step(c, s, until, &did);
+    return rc ? rc : save_sub(c, s);
+}
+
+/* Runs one due object (a subscription or a draft invoice) at its due time. */
+static int run_due_object(bctx *c, const tg_obj *o, int64_t until)
+{
+    if (strcmp(o->kind, KIND_SUB) == 0) {
+        tg_subscription s;
+        if (tg_subscription_decode(o->body, o->len, c->a, &s) < 0)
+            return tg_err_set(c->err, TG_ESTORE, NULL, "Corrupt subscription %s.", o->id);
+        bool did;
+        int rc = sub_step(c, &s, until, &did);
+        return rc ? rc : save_sub(c, &s);
+    }
+    tg_invoice v;
+    if (tg_invoice_decode(o->body, o->len, c->a, &v) < 0)
+        return tg_err_set(c->err, TG_ESTORE, NULL, "Corrupt invoice %s.", o->id);
+    c->now = o->due;
+    tg_subscription s, *sp = NULL;
+    if (v.subscription[0] && load_sub(c, v.subscription, NULL, &s) == TG_OK)
+        sp = &s;
+    int rc = invoice_finalize(c, &v, sp);
+    if (!rc)
+        rc = save_invoice(c, &v);
+    if (!rc && sp)
+        rc = save_sub(c, sp);
+    return rc;
+}
+
+/* Runs what is due on a clock (NULL: the real one) up to until, earliest first, one object
+ * step at a time so that steps of different objects interleave in time order. */
+static int run_due(bctx *c, const char *clock, int64_t until, int *count)
+{
+    for (;;) {
+        tg_obj *rows;
+        size_t n;
+        int rc = c->s->ops->obj_due(c->s, clock, until, 1, c->a, &rows, &n, c->err);
+        if (rc || !n)
+            return rc;
+        tg_scope scope = rows[0].scope;
+        const tg_scope *saved = c->scope;
+        c->scope = &scope;
+        rc = run_due_object(c, &rows[0], until);
+        c->scope = saved;
+        if (rc)
+            return rc;
+        (*count)++;
+    }
+}
+
+int bill_run_clock(bctx *c, const char *clock, int64_t until)
+{
+    int count = 0;
+    return run_due(c, clock, until, &count);
+}
+
+int bill_clock_shortest_interval(bctx *c, const char *clock, int64_t *seconds)
+{
+    *seconds = 0;
+    tg_page page = {.limit = 100};
+    tg_obj_filter f = {.clock = clock, .active = 1};
+    for (;;) {
+        tg_subscription *subs;
+        size_t n;
+        bool more;
+        int rc = bill_list(c, KIND_SUB, &f, &page, decode_sub, sizeof *subs, (void **)&subs, &n,
+                           &more);
+        if (rc)
+            return rc;
+        for (size_t i = 0; i < n; i++) {
+            int64_t len = interval_seconds(subs[i].interval, subs[i].interval_count);
+            if (!*seconds || len < *seconds)
+                *seconds = len;
+        }
+        if (!more || !n)
+            return TG_OK;
+        page.starting_after = tg_arena_strdup(c->a, subs[n - 1].id);
+    }
+}
+
+int bill_cancel_clock_subscriptions(bctx *c, const char *clock)
+{
+    tg_page page = {.limit = 100};
+    tg_obj_filter f = {.clock = clock, .active = 1};
+    for (;;) {
+        tg_subscription *subs;
+        size_t n;
+        bool more;
+        int rc = bill_list(c, KIND_SUB, &f, &page, decode_sub, sizeof *subs, (void **)&subs, &n,
+                           &more);
+        if (rc || !n)
+            return rc;
+        for (size_t i = 0; i < n; i++) {
+            c->now = subs[i].period_start > c->now ? subs[i].period_start : c->now;
+            if ((rc = sub_end(c, &subs[i], c->now, false)) || (rc = save_sub(c, &subs[i])))
+                return rc;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- the scheduler */
+
+typedef struct due_args {
+    int64_t now;
+    int count;
+} due_args;
+
+static int run_due_fn(bctx *c, void *arg)
+{
+    due_args *d = arg;
+    return run_due(c, NULL, d->now, &d->count);
+}
+
+int tg_billing_run_due(tg_service *svc, int64_t now, tg_err *err)
+{
+    tg_arena a;
+    tg_arena_init(&a, 0);
+    tg_scope none = {{0}, false};
+    due_args d = {now, 0};
+    int rc = bill_write(svc, &none, &a, run_due_fn, &d, err);
+    tg_arena_free(&a);
+    return rc ? rc : d.count;
+}
+
+static void *scheduler_main(void *arg)
+{
+    tg_service *svc = arg;
+    struct tg_billing *b = *tg_service_billing(svc);
+    pthread_mutex_lock(&b->mu);
+    while (!b->stop) {
+        pthread_mutex_unlock(&b->mu);
+        tg_err err = {0};
+        int rc = tg_billing_run_due(svc, tg_service_now(svc), &err);
+        if (rc < 0 && rc != TG_ESHUTDOWN)
+            tg_log(TG_LOG_ERROR, "billing scheduler: %s", err.msg);
+        pthread_mutex_lock(&b->mu);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        if (!b->stop)
+            pthread_cond_timedwait(&b->cv, &b->mu, &until);
+    }
+    pthread_mutex_unlock(&b->mu);
+    return NULL;
+}
+
+int tg_billing_start(tg_service *svc)
+{
+    struct tg_billing *b = calloc(1, sizeof *b);
+    if (!b)
+        return TG_ENOMEM;
+    b->grace = TG_GRACE_DEFAULT;
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->cv, NULL);
+    *tg_service_billing(svc) = b;
+    if (pthread_create(&b->thread, NULL, scheduler_main, svc))
+        return TG_ENOMEM;
+    b->started = true;
+    return TG_OK;
+}
+
+void tg_billing_stop(tg_service *svc)
+{
+    struct tg_billing *b = *tg_service_billing(svc);
+    if (!b)
+        return;
+    if (b->started) {
+        pthread_mutex_lock(&b->mu);
+        b->stop = true;
+        pthread_cond_signal(&b->cv);
+        pthread_mutex_unlock(&b->mu);
+        pthread_join(b->thread, NULL);
+    }
+    pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->cv);
+    free(b);
+    *tg_service_billing(svc) = NULL;
+}
+
+/* ---------------------------------------------------------------- subscriptions */
+
+typedef struct sub_args {
+    const char *id;
+    const tg_sub_params *p;
+    tg_subscription *out;
+    bool invoice_now;
+    const char *reason;
+    const tg_sub_next_phase *phase;
+    tg_invoice *invoice;
+} sub_args;
+
+/* Moves c->now to the customer's world (its test clock) and fills *cu. */
+static int enter_customer(bctx *c, const char *id, const char *param, tg_customer *cu)
+{
+    tg_err ignore = {0};
+    int rc = c->s->ops->customer_get(c->s, c->scope, id, c->a, cu, &ignore);
+    if (rc == TG_ENOTFOUND || (!rc && cu->deleted))
+        return tg_err_set(c->err, TG_ENOTFOUND, param, "No such customer: '%s'", id);
+    if (rc)
+        return tg_err_set(c->err, rc, NULL, "%s", ignore.msg);
+    if (cu->test_clock[0])
+        return tg_test_clock_time(c->svc, c->s, c->scope, cu->test_clock, &c->now, c->err);
+    return TG_OK;
+}
+
+/* Checks that price fits subscription s (currency, interval) and is usable. */
+static int check_item_price(bctx *c, const tg_subscription *s, const tg_price *p,
+                            const char *param)
+{
+    if (!p->active)
+        return tg_err_set(c->err, TG_EINVAL, param, "The price %s is inactive.", p->id);
+    if (!p->recurring)
+        return tg_err_set(c->err, TG_EINVAL, param,
+                          "The price %s is not recurring; subscriptions need recurring prices.",
+                          p->id);
+    if (s->currency[0] && strcmp(s->currency, p->currency) != 0)
+        return tg_err_set(c->err, TG_EINVAL, param,
+                          "All prices of a subscription must have the same currency (%s).",
+                          s->currency);
+    if (s->interval_count && (s->interval != p->interval || s->interval_count != p->interval_count))
+        return tg_err_set(c->err, TG_EINVAL, param,
+                          "All prices of a subscription must have the same billing interval.");
+    return TG_OK;
+}
+
+static int item_new(bctx *c, tg_subscription *s, const tg_sub_item_spec *spec, size_t index,
+                    tg_sub_item *it)
+{
+    char param[48];
+    memset(it, 0, sizeof *it);
+    snprintf(param, sizeof param, "items[%zu][price]", index);
+    int rc = bill_load_price(c, spec->price, param, &it->price);
+    if (!rc)
+        rc = check_item_price(c, s, &it->price, param);
+    if (rc)
+        return rc;
+    if (!s->currency[0]) {
+        tg_strlcpy(s->currency, it->price.currency, sizeof s->currency);
+        s->interval = it->price.interval;
+        s->interval_count = it->price.interval_count;
+    }
+    for (size_t k = 0; k < s->nitems; k++)
+        if (strcmp(s->items[k].price.id, it->price.id) == 0)
+            return tg_err_set(c->err, TG_EINVAL, param,
+                              "The price %s is already on this subscription.", it->price.id);
+    if (it->price.metered && spec->has_quantity) {
+        snprintf(param, sizeof param, "items[%zu][quantity]", index);
+        return tg_err_set(c->err, TG_EINVAL, param,
+                          "Quantity is not allowed for a metered price: usage is measured.");
+    }
+    it->quantity = it->price.metered ? 0 : spec->has_quantity ? spec->quantity : 1;
+    it->created = c->now;
+    it->usage_from = c->now;
+    tg_metadata md;
+    tg_metadata none = {0};
+    if (tg_metadata_apply(&none, false, &spec->metadata, c->a, &md))
+        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+    it->metadata = md;
+    return bill_new_id(c, it->id, "si_");
+}
+
+static int items_alloc(bctx *c, tg_subscription *s, size_t cap)
+{
+    tg_sub_item *items = tg_arena_alloc(c->a, (cap ? cap : 1) * sizeof *items);
+    if (!items)
+        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+    if (s->nitems)
+        memcpy(items, s->items, s->nitems * sizeof *items);
+    s->items = items;
+    return TG_OK;
+}
+
+static int metadata_merge(bctx *c, tg_metadata *md, bool clear, const tg_metadata *patch)
+{
+    tg_metadata merged;
+    if (tg_metadata_apply(md, clear, patch, c->a, &merged))
+        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+    if (merged.n > TG_METADATA_KEYS_MAX)
+        return tg_err_set(c->err, TG_EINVAL, "metadata",
+                          "Invalid metadata: at most %d keys are allowed.", TG_METADATA_KEYS_MAX);
+    *md = merged;
+    return TG_OK;
+}
+
+/* The length of the full period that [start, end) belongs to (a first period shortened by a
+ * future anchor is prorated against a whole one). */
+static int64_t full_period(const tg_subscription *s, int64_t start, int64_t end)
+{
+    if (start >= s->billing_cycle_anchor)
+        return end - start;
+    return tg_period_boundary(s->billing_cycle_anchor, s->interval, s->interval_count,
+                              s->anchor_day, 1) -
+           s->billing_cycle_anchor;
+}
+
+static int sub_create_fn(bctx *c, void *arg)
+{
+    sub_args *sa = arg;
+    const tg_sub_params *p = sa->p;
+    tg_subscription *s = sa->out;
+    memset(s, 0, sizeof *s);
+    tg_customer cu;
+    int rc = enter_customer(c, p->customer, "customer", &cu);
+    if (rc)
+        return rc;
+    int64_t now = c->now;
+    if ((rc = bill_new_id(c, s->id, "sub_")))
+        return rc;
+    tg_strlcpy(s->customer, cu.id, sizeof s->customer);
+    tg_strlcpy(s->test_clock, cu.test_clock, sizeof s->test_clock);
+    s->livemode = c->scope->livemode;
+    s->created = s->start_date = now;
+    if ((rc = items_alloc(c, s, p->nitems)))
+        return rc;
+    for (size_t i = 0; i < p->nitems; i++) {
+        if ((rc = item_new(c, s, &p->items[i], i, &s->items[s->nitems])))
+            return rc;
+        s->nitems++;
+    }
+    /* Trial. */
+    int64_t trial_end = 0;
+    if (p->trial_end && !p->trial_end_now)
+        trial_end = p->trial_end;
+    else if (p->trial_period_days)
+        trial_end = now + p->trial_period_days * 86400;
+    else if (p->trial_from_plan && !p->trial_end_now)
+        for (size_t i = 0; i < s->nitems; i++)
+            if (s->items[i].price.trial_period_days)
+                trial_end = now + s->items[i].price.trial_period_days * 86400;
+    if (trial_end && trial_end <= now)
+        return tg_err_set(c->err, TG_EINVAL, "trial_end",
+                          "The trial end must be in the future (after %lld).", (long long)now);
+    if (trial_end > now + 730 * 86400)
+        return tg_err_set(c->err, TG_EINVAL, "trial_end",
+                          "The trial can last at most two years.");
+    s->trial_end_behavior = p->trial_end_behavior >= 0 ? (tg_trial_end)p->trial_end_behavior
+                                                       : TG_TRIAL_END_CREATE_INVOICE;
+    /* Billing cycle anchor. */
+    int64_t start = trial_end ? trial_end : now;
+    s->anchor_day = p->anchor_day > 0 ? p->anchor_day : 0;
+    if (p->billing_cycle_anchor) {
+        if (p->billing_cycle_anchor < now)
+            return tg_err_set(c->err, TG_EINVAL, "billing_cycle_anchor",
+                              "The billing cycle anchor cannot be in the past.");
+        s->billing_cycle_anchor = p->billing_cycle_anchor;
+    } else if (p->anchor_day > 0) {
+        tg_civil at = tg_civil_from_unix(start);
+        s->billing_cycle_anchor = tg_anchor_from_config(
+            start - 1, p->anchor_day, p->anchor_month > 0 ? p->anchor_month : 0,
+            p->anchor_hour >= 0 ? p->anchor_hour : at.hour,
+            p->anchor_minute >= 0 ? p->anchor_minute : at.minute,
+            p->anchor_second >= 0 ? p->anchor_second : at.second);
+    } else {
+        s->billing_cycle_anchor = start;
+    }
+    if (s->billing_cycle_anchor > start + interval_seconds(s->interval, s->interval_count))
+        return tg_err_set(c->err, TG_EINVAL, "billing_cycle_anchor",
+                          "The billing cycle anchor cannot be later than the next natural "
+                          "billing date.");
+    s->anchor_month = p->anchor_month;
+    s->anchor_hour = p->anchor_hour;
+    s->anchor_minute = p->anchor_minute;
+    s->anchor_second = p->anchor_second;
+    s->cancel_at_period_end = p->cancel_at_period_end == 1;
+    s->cancel_at = p->cancel_at_set ? p->cancel_at : 0;
+    if (s->cancel_at && s->cancel_at <= now)
+        return tg_err_set(c->err, TG_EINVAL, "cancel_at", "cancel_at must be in the future.");
+    s->send_invoice = p->send_invoice == 1;
+    s->days_until_due = p->days_until_due ? p->days_until_due : 30;
+    s->default_payment_method = p->default_payment_method.value;
+    s->description = p->description.value;
+    if ((rc = metadata_merge(c, &s->metadata, false, &p->metadata)))
+        return rc;
+    /* The first period. */
+    s->period_start = now;
+    if (trial_end) {
+        s->status = TG_SUB_TRIALING;
+        s->trial_start = now;
+        s->trial_end = s->period_end = trial_end;
+        for (size_t i = 0; i < s->nitems; i++)
+            s->items[i].usage_from = trial_end;
+    } else {
+        s->status = TG_SUB_ACTIVE;
+        s->period_end = now < s->billing_cycle_anchor ? s->billing_cycle_anchor
+                                                      : next_boundary(s, now);
+    }
+    if ((rc = bill_emit(c, "customer.subscription.created", TG_OBJ_SUBSCRIPTION, s)))
+        return rc;
+    if (trial_end && trial_end - TG_TRIAL_REMINDER <= now) {
+        s->trial_reminded = true;
+        if ((rc = bill_emit(c, "customer.subscription.trial_will_end", TG_OBJ_SUBSCRIPTION, s)))
+            return rc;
+    }
+    /* The first invoice: licensed items for the first period (free during a trial), and it
+     * finalizes at once. */
+    tg_invoice v;
+    if ((rc = invoice_new(c, s, TG_REASON_SUBSCRIPTION_CREATE, s->period_start, s->period_end,
+                          &v)))
+        return rc;
+    int64_t full = full_period(s, s->period_start, s->period_end);
+    bool free_first = trial_end || (p->proration == TG_PRORATE_NONE &&
+                                    s->period_end - s->period_start < full);
+    for (size_t i = 0; !rc && i < s->nitems; i++)
+        if (!s->items[i].price.metered)
+            rc = licensed_line(c, &v, &s->items[i], s->period_start, s->period_end,
+                               s->period_end - full, s->period_end, free_first);
+    if (rc || (rc = invoice_created(c, &v, s)))
+        return rc;
+    tg_sub_status before = s->status;
+    rc = invoice_finalize(c, &v, s);
+    s->status = before; /* the first invoice does not make a new subscription past due */
+    if (!rc)
+        rc = save_invoice(c, &v);
+    return rc ? rc : save_sub(c, s);
+}
+
+int tg_subscription_create(tg_service *svc, const tg_scope *scope, const tg_sub_params *p,
+                           tg_arena *a, tg_subscription *out, tg_err *err)
+{
+    if (!p->customer)
+        return tg_err_set(err, TG_EMISSING, "customer", "Missing required param: customer.");
+    if (!p->nitems)
+        return tg_err_set(err, TG_EMISSING, "items", "Missing required param: items.");
+    for (size_t i = 0; i < p->nitems; i++)
+        if (!p->items[i].price) {
+            char param[32];
+            snprintf(param, sizeof param, "items[%zu][price]", i);
+            return tg_err_set(err, TG_EMISSING, param, "Missing required param: %s.", param);
+        }
+    int rc = tg_metadata_validate(&p->metadata, "metadata", err);
+    if (rc)
+        return rc;
+    sub_args sa = {.p = p, .out = out};
+    return bill_write(svc, scope, a, sub_create_fn, &sa, err);
+}
+
+/* Loads a subscription for a change at the customer's time, running what is due first. */
+static int sub_enter(bctx *c, const char *id, tg_subscription *s)
+{
+    int rc = load_sub(c, id, "id", s);
+    tg_customer cu;
+    if (!rc && (rc = enter_customer(c, s->customer, "customer", &cu)) == TG_ENOTFOUND) {
+        tg_err_clear(c->err);
+        rc = TG_OK; /* a deleted customer's subscription can still be read and canceled */
+    }
+    return rc;
+}
+
+/* The same, with what is due run first, for a change that needs a live subscription. */
+static int sub_enter_live(bctx *c, const char *id, tg_subscription *s)
+{
+    int rc = sub_enter(c, id, s);
+    if (!rc)
+        rc = sub_advance(c, s, c->now);
+    if (!rc && !sub_live(s))
+        rc = tg_err_set(c->err, TG_ESTATE, NULL, "The subscription %s is canceled.", s->id);
+    return rc;
+}
+
+/* A proration for item it changing from (old_price, old_qty) to (new_price, new_qty) at
+ * c->now: a credit for the unused time of the old and a charge for the rest of the new. */
+static int prorate(bctx *c, tg_subscription *s, const tg_sub_item *it, const tg_price *old_price,
+                   int64_t old_qty, const tg_price *new_price, int64_t new_qty)
+{
+    int64_t remaining = s->period_end - c->now, len = full_period(s, s->period_start,
+                                                                  s->period_end);
+    if (remaining <= 0 || len <= 0 || s->status == TG_SUB_TRIALING)
+        return TG_OK;
+    tg_pending_line *p = tg_arena_alloc(c->a, (s->npending + 2) * sizeof *p);
+    if (!p)
+        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+    if (s->npending)
+        memcpy(p, s->pending, s->npending * sizeof *p);
+    s->pending = p;
+    const char *name = product_name(c, it->price.product);
+    for (int k = 0; k < 2; k++) {
+        const tg_price *price = k ? new_price : old_price;
+        int64_t qty = k ? new_qty : old_qty;
+        if (!price || price->metered)
+            continue;
+        tg_pending_line *l = &s->pending[s->npending];
+        memset(l, 0, sizeof *l);
+        int rc = price_amount(c, price, tg_dec_from_int(qty), remaining, len, &l->amount);
+        if (rc)
+            return rc;
+        if (!k)
+            l->amount = -l->amount;
+        tg_strlcpy(l->price, price->id, sizeof l->price);
+        tg_strlcpy(l->item, it->id, sizeof l->item);
+        l->quantity = qty;
+        l->period_start = c->now;
+        l->period_end = s->period_end;
+        char desc[400];
+        snprintf(desc, sizeof desc, "%s time on %lld × %s", k ? "Remaining" : "Unused",
+                 (long long)qty, name);
+        if (!(l->description = tg_arena_strdup(c->a, desc)))
+            return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+        s->npending++;
+    }
+    return TG_OK;
+}
+
+static int sub_update_items(bctx *c, tg_subscription *s, const tg_sub_params *p, bool *prorated)
+{
+    int rc = items_alloc(c, s, s->nitems + p->nitems);
+    bool proration = p->proration != TG_PRORATE_NONE;
+    for (size_t i = 0; !rc && i < p->nitems; i++) {
+        const tg_sub_item_spec *spec = &p->items[i];
+        char param[48];
+        if (!spec->id) {
+            if (!spec->price) {
+                snprintf(param, sizeof param, "items[%zu][price]", i);
+                return tg_err_set(c->err, TG_EMISSING, param, "Missing required param: %s.",
+                                  param);
+            }
+            if (s->nitems >= TG_SUB_ITEMS_MAX)
+                return tg_err_set(c->err, TG_EINVAL, "items",
+                                  "A subscription can have at most %d items.", TG_SUB_ITEMS_MAX);
+            tg_sub_item *it = &s->items[s->nitems];
+            if ((rc = item_new(c, s, spec, i, it)))
+                return rc;
+            s->nitems++;
+            if (proration)
+                rc = prorate(c, s, it, NULL, 0, &it->price, it->quantity);
+            *prorated = true;
+            continue;
+        }
+        size_t k = 0;
+        while (k < s->nitems && strcmp(s->items[k].id, spec->id) != 0)
+            k++;
+        if (k == s->nitems) {
+            snprintf(param, sizeof param, "items[%zu][id]", i);
+            return tg_err_set(c->err, TG_ENOTFOUND, param, "No such subscription item: '%s'",
+                              spec->id);
+        }
+        tg_sub_item *it = &s->items[k];
+        tg_price old_price = it->price;
+        int64_t old_qty = it->quantity;
+        if (spec->deleted) {
+            if (proration)
+                rc = prorate(c, s, it, &old_price, old_qty, NULL, 0);
+            memmove(&s->items[k], &s->items[k + 1], (s->nitems - k - 1) * sizeof *it);
+            s->nitems--;
+            *prorated = true;
+            continue;
+        }
+        if (spec->price && strcmp(spec->price, it->price.id) != 0) {
+            snprintf(param, sizeof param, "items[%zu][price]", i);
+            tg_price np;
+            if ((rc = bill_load_price(c, spec->price, param, &np)) ||
+                (rc = check_item_price(c, s, &np, param)))
+                return rc;
+            if (np.metered != old_price.metered)
+                return tg_err_set(c->err, TG_EINVAL, param,
+                                  "An item cannot change between a licensed and a metered "
+                                  "price; add a new item instead.");
+            it->price = np;
+        }
+        if (spec->has_quantity) {
+            if (it->price.metered) {
+                snprintf(param, sizeof param, "items[%zu][quantity]", i);
+                return tg_err_set(c->err, TG_EINVAL, param,
+                                  "Quantity is not allowed for a metered price.");
+            }
+            it->quantity = spec->quantity;
+        }
+        if ((rc = metadata_merge(c, &it->metadata, spec->metadata_clear, &spec->metadata)))
+            return rc;
+        if (old_qty != it->quantity || strcmp(old_price.id, it->price.id) != 0) {
+            *prorated = true;
+            if (proration)
+                rc = prorate(c, s, it, &old_price, old_qty, &it->price, it->quantity);
+        }
+    }
+    if (!rc && !s->nitems)
+        return tg_err_set(c->err, TG_EINVAL, "items",
+                          "A subscription must keep at least one item; cancel it instead.");
+    return rc;
+}
+
+static int sub_update_fn(bctx *c, void *arg)
+{
+    sub_args *sa = arg;
+    const tg_sub_params *p = sa->p;
+    tg_subscription *s = sa->out;
+    int rc = sub_enter(c, sa->id, s);
+    if (!rc && (rc = sub_advance(c, s, c->now)))
+        return rc;
+    if (rc)
+        return rc;
+    if (!sub_live(s) && (p->has_items || p->cancel_at_period_end >= 0 || p->cancel_at_set ||
+                         p->trial_end || p->trial_end_now))
+        return tg_err_set(c->err, TG_ESTATE, NULL,
+                          "A canceled subscription can only update its metadata.");
+    if (p->cancel_at_period_end >= 0) {
+        s->cancel_at_period_end = p->cancel_at_period_end;
+        if (s->cancel_at_period_end)
+            s->cancel_at = 0;
+        s->canceled_at = s->cancel_at_period_end ? c->now : 0;
+    }
+    if (p->cancel_at_set) {
+        if (p->cancel_at && p->cancel_at <= c->now)
+            return tg_err_set(c->err, TG_EINVAL, "cancel_at", "cancel_at must be in the future.");
+        s->cancel_at = p->cancel_at;
+        if (s->cancel_at)
+            s->cancel_at_period_end = false;
+    }
+    if (p->trial_end || p->trial_end_now) {
+        if (s->status != TG_SUB_TRIALING)
+            return tg_err_set(c->err, TG_ESTATE, "trial_end",
+                              "Only a trialing subscription can change its trial end.");
+        int64_t t = p->trial_end_now ? c->now : p->trial_end;
+        if (t < c->now)
+            return tg_err_set(c->err, TG_EINVAL, "trial_end", "The trial end must be in the future.");
+        s->trial_end = s->period_end = t;
+        s->trial_reminded = t - TG_TRIAL_REMINDER < c->now && t > c->now;
+        for (size_t i = 0; i < s->nitems; i++)
+            s->items[i].usage_from = t;
+        if (s->billing_cycle_anchor < t && !p->anchor_day)
+            s->billing_cycle_anchor = t;
+    }
+    if (p->send_invoice >= 0)
+        s->send_invoice = p->send_invoice;
+    if (p->days_until_due)
+        s->days_until_due = p->days_until_due;
+    if (p->default_payment_method.set)
+        s->default_payment_method = p->default_payment_method.value;
+    if (p->description.set)
+        s->description = p->description.value;
+    if ((rc = metadata_merge(c, &s->metadata, p->metadata_clear, &p->metadata)))
+        return rc;
+    bool prorated = false;
+    if (p->has_items && (rc = sub_update_items(c, s, p, &prorated)))
+        return rc;
+    if ((rc = bill_emit(c, "customer.subscription.updated", TG_OBJ_SUBSCRIPTION, s)))
+        return rc;
+    if (prorated && p->proration == TG_PRORATE_ALWAYS_INVOICE && s->npending) {
+        tg_invoice v;
+        if ((rc = invoice_new(c, s, TG_REASON_SUBSCRIPTION_UPDATE, c->now, s->period_end, &v)) ||
+            (rc = pending_lines(c, &v, s)) || (rc = invoice_created(c, &v, s)) ||
+            (rc = invoice_finalize(c, &v, s)) || (rc = save_invoice(c, &v)))
+            return rc;
+    }
+    /* A trial ended "now" runs at once. */
+    if ((rc = sub_advance(c, s, c->now)))
+        return rc;
+    return TG_OK;
+}
+
+int tg_subscription_update(tg_service *svc, const tg_scope *scope, const char *id,
+                           const tg_sub_params *p, tg_arena *a, tg_subscription *out,
+                           tg_err *err)
+{
+    int rc = tg_metadata_validate(&p->metadata, "metadata", err);
+    if (rc)
+        return rc;
+    sub_args sa = {.id = id, .p = p, .out = out};
+    return bill_write(svc, scope, a, sub_update_fn, &sa, err);
+}
+
+/* Item prices are copies: a read shows the catalog's current price fields. */
+static void refresh_prices(bctx *c, tg_subscription *s)
+{
+    tg_err ignore = {0}, *saved = c->err;
+    c->err = &ignore;
+    for (size_t i = 0; i < s->nitems; i++) {
+        tg_price p;
+        if (bill_load_price(c, s->items[i].price.id, NULL, &p) == TG_OK)
+            s->items[i].price = p;
+    }
+    c->err = saved;
+}
+
+static int sub_get_fn(bctx *c, void *arg)
+{
+    sub_args *sa = arg;
+    int rc = load_sub(c, sa->id, "id", sa->out);
+    if (!rc)
+        refresh_prices(c, sa->out);
+    return rc;
+}
+
+int tg_subscription_retrieve(tg_service *svc, const tg_scope *scope, const char *id,
+                             tg_arena *a, tg_subscription *out, tg_err *err)
+{
+    sub_args sa = {.id = id, .out = out};
+    return bill_read(svc, scope, a, sub_get_fn, &sa, err);
+}
+
+typedef struct sub_list_args {
+    const tg_sub_filter *f;
+    const tg_page *page;
+    tg_subscription **out;
+    size_t *n;
+    bool *has_more;
+} sub_list_args;
+
+static int sub_list_fn(bctx *c, void *arg)
+{
+    sub_list_args *l = arg;
+    static const char *const status_words[] = {"trialing", "active", "past_due", "canceled",
+                                               "paused"};
+    tg_obj_filter f = {.customer = l->f->customer, .clock = l->f->test_clock, .active = -1};
+    const char *status = NULL;
+    if (l->f->status == -1)
+        f.active = 1;
+    else if (l->f->status >= 0) {
+        status = status_words[l->f->status];
+        f.lookup_any = &status;
+        f.nlookup = 1;
+    }
+    int rc = bill_list(c, KIND_SUB, &f, l->page, decode_sub, sizeof **l->out, (void **)l->out,
+                       l->n, l->has_more);
+    size_t k = 0;
+    for (size_t i = 0; !rc && i < *l->n; i++) {
+        tg_subscription *s = &(*l->out)[i];
+        bool keep = !l->f->price;
+        for (size_t j = 0; !keep && j < s->nitems; j++)
+            keep = strcmp(s->items[j].price.id, l->f->price) == 0;
+        if (keep) {
+            refresh_prices(c, s);
+            (*l->out)[k++] = *s;
+        }
+    }
+    *l->n = k;
+    return rc;
+}
+
+int tg_subscription_list(tg_service *svc, const tg_scope *scope, const tg_sub_filter *f,
+                         const tg_page *page, tg_arena *a, tg_subscription **out, size_t *n,
+                         bool *has_more, tg_err *err)
+{
+    sub_list_args l = {f, page, out, n, has_more};
+    return bill_read(svc, scope, a, sub_list_fn, &l, err);
+}
+
+static int sub_cancel_fn(bctx *c, void *arg)
+{
+    sub_args *sa = arg;
+    tg_subscription *s = sa->out;
+    int rc = sub_enter_live(c, sa->id, s);
+    if (rc)
+        return rc;
+    s->canceled_at = c->now;
+    s->cancellation_reason = sa->reason;
+    if ((rc = sub_end(c, s, c->now, sa->invoice_now)))
+        return rc;
+    return save_sub(c, s);
+}
+
+int tg_subscription_cancel(tg_service *svc, const tg_scope *scope, const char *id,
+                           bool invoice_now, const char *reason, tg_arena *a,
+                           tg_subscription *out, tg_err *err)
+{
+    sub_args sa = {.id = id, .out = out, .invoice_now = invoice_now, .reason = reason};
+    return bill_write(svc, scope, a, sub_cancel_fn, &sa, err);
+}
+
+static int sub_resume_fn(bctx *c, void *arg)
+{
+    sub_args *sa = arg;
+    tg_subscription *s = sa->out;
+    int rc = sub_enter(c, sa->id, s);
+    if (rc)
+        return rc;
+    if (s->status != TG_SUB_PAUSED)
+        return tg_err_set(c->err, TG_ESTATE, NULL, "Only a paused subscription can be resumed.");
+    /* A new cycle starts now; usage sent while paused is not billed. */
+    s->billing_cycle_anchor = c->now;
+    s->anchor_day = 0;
+    s->status = TG_SUB_ACTIVE;
+    s->paused_at = 0;
+    s->period_start = s->period_end = c->now;
+    for (size_t i = 0; i < s->nitems; i++) {
+        s->items[i].usage_from = c->now;
+        s->items[i].billed = 0;
+    }
+    if ((rc = bill_emit(c, "customer.subscription.resumed", TG_OBJ_SUBSCRIPTION, s)))
+        return rc;
+    if ((rc = sub_renew(c, s, c->now, true)))
+        return rc;
+    return save_sub(c, s);
+}
+
+int tg_subscription_resume(tg_service *svc, const tg_scope *scope, const char *id, tg_arena *a,
+                           tg_subscription *out, tg_err *err)
+{
+    sub_args sa = {.id = id, .out = out};
+    return bill_write(svc, scope, a, sub_resume_fn, &sa, err);
+}
+
+static int sub_phase_fn(bctx *c, void *arg)
+{
+    sub_args *sa = arg;
+    tg_subscription *s = sa->out;
+    int rc = sub_enter_live(c, sa->id, s);
+    if (rc)
+        return rc;
+    if (sa->phase->set) {
+        tg_subscription probe = *s; /* same currency and interval as now */
+        for (size_t i = 0; i < sa->phase->nitems; i++) {
+            char param[48];
+            snprintf(param, sizeof param, "phases[1][items][%zu][price]", i);
+            tg_price p;
+            if ((rc = bill_load_price(c, sa->phase->items[i].price, param, &p)) ||
+                (rc = check_item_price(c, &probe, &p, param)))
+                return rc;
+        }
+        s->next_phase = *sa->phase;
+        s->next_phase.start = s->period_end;
+    } else {
+        s->next_phase.set = false;
+        s->next_phase.nitems = 0;
+    }
+    if ((rc = bill_emit(c, "customer.subscription.updated", TG_OBJ_SUBSCRIPTION, s)))
+        return rc;
+    return save_sub(c, s);
+}
+
+int tg_subscription_set_next_phase(tg_service *svc, const tg_scope *scope, const char *id,
+                                   const tg_sub_next_phase *phase, tg_arena *a,
+                                   tg_subscription *out, tg_err *err)
+{
+    sub_args sa = {.id = id, .out = out, .phase = phase};
+    return bill_write(svc, scope, a, sub_phase_fn, &sa, err);
+}
+
+/* ---------------------------------------------------------------- invoices */
+
+typedef struct inv_args {
+    const char *id;
+    tg_inv_action act;
+    bool paid_out_of_band;
+    tg_invoice *out;
+} inv_args;
+
+static int invoice_get_fn(bctx *c, void *arg)
+{
+    inv_args *ia = arg;
+    return load_invoice(c, ia->id, "id", ia->out);
+}
+
+int tg_invoice_retrieve(tg_service *svc, const tg_scope *scope, const char *id, tg_arena *a,
+                        tg_invoice *out, tg_err *err)
+{
+    inv_args ia = {.id = id, .out = out};
+    return bill_read(svc, scope, a, invoice_get_fn, &ia, err);
+}
+
+typedef struct inv_list_args {
+    tg_obj_filter f;
+    const tg_page *page;
+    tg_invoice **out;
+    size_t *n;
+    bool *has_more;
+} inv_list_args;
+
+static int invoice_list_fn(bctx *c, void *arg)
+{
+    inv_list_args *l = arg;
+    return bill_list(c, KIND_INVOICE, &l->f, l->page, decode_invoice, sizeof **l->out,
+                     (void **)l->out, l->n, l->has_more);
+}
+
+int tg_invoice_list(tg_service *svc, const tg_scope *scope, const tg_invoice_filter *f,
+                    const tg_page *page, tg_arena *a, tg_invoice **out, size_t *n,
+                    bool *has_more, tg_err *err)
+{
+    static const char *const status_words[] = {"draft", "open", "paid", "uncollectible", "void"};
+    inv_list_args l = {{.customer = f->customer, .parent = f->subscription, .active = -1},
+                       page, out, n, has_more};
+    if (f->status >= 0) {
+        l.f.lookup_any = &status_words[f->status];
+        l.f.nlookup = 1;
+    }
+    return bill_read(svc, scope, a, invoice_list_fn, &l, err);
+}
+
+static int invoice_act_fn(bctx *c, void *arg)
+{
+    inv_args *ia = arg;
+    tg_invoice *v = ia->out;
+    int rc = load_invoice(c, ia->id, "id", v);
+    tg_customer cu;
+    if (!rc && (rc = enter_customer(c, v->customer, "customer", &cu)) == TG_ENOTFOUND) {
+        tg_err_clear(c->err);
+        rc = TG_OK;
+    }
+    if (rc)
+        return rc;
+    static const char *const status_words[] = {"draft", "open", "paid", "uncollectible", "void"};
+    tg_subscription s, *sp = NULL;
+    if (v->subscription[0] && load_sub(c, v->subscription, NULL, &s) == TG_OK)
+        sp = &s;
+    switch (ia->act) {
+    case TG_INV_FINALIZE:
+        if (v->status != TG_INV_DRAFT)
+            return tg_err_set(c->err, TG_ESTATE, NULL, "This invoice is already finalized (%s).",
+                              status_words[v->status]);
+        rc = invoice_finalize(c, v, sp);
+        break;
+    case TG_INV_PAY:
+        if (!ia->paid_out_of_band)
+            return tg_err_set(c->err, TG_EINVAL, "paid_out_of_band",
+                              "Tollgate collects no payments: record a payment made elsewhere "
+                              "with paid_out_of_band=true.");
+        if (v->status == TG_INV_DRAFT && (rc = invoice_finalize(c, v, sp)))
+            return rc;
+        if (v->status == TG_INV_PAID)
+            return tg_err_set(c->err, TG_ESTATE, NULL, "This invoice is already paid.");
+        if (v->status != TG_INV_OPEN && v->status != TG_INV_UNCOLLECTIBLE)
+            return tg_err_set(c->err, TG_ESTATE, NULL, "A %s invoice cannot be paid.",
+                              status_words[v->status]);
+        v->paid_out_of_band = true;
+        rc = invoice_mark_paid(c, v);
+        if (!rc && sp && sp->status == TG_SUB_PAST_DUE)
+            rc = sub_set_status(c, sp, TG_SUB_ACTIVE);
+        break;
+    case TG_INV_VOID_IT:
+        if (v->status != TG_INV_OPEN && v->status != TG_INV_UNCOLLECTIBLE)
+            return tg_err_set(c->err, TG_ESTATE, NULL, "A %s invoice cannot be voided.",
+                              status_words[v->status]);
+        v->status = TG_INV_VOID;
+        v->voided_at = c->now;
+        v->amount_remaining = 0;
+        rc = bill_emit(c, "invoice.voided", TG_OBJ_INVOICE, v);
+        break;
+    case TG_INV_UNCOLLECT:
+        if (v->status != TG_INV_OPEN)
+            return tg_err_set(c->err, TG_ESTATE, NULL,
+                              "A %s invoice cannot be marked uncollectible.",
+                              status_words[v->status]);
+        v->status = TG_INV_UNCOLLECTIBLE;
+        v->marked_uncollectible_at = c->now;
+        rc = bill_emit(c, "invoice.marked_uncollectible", TG_OBJ_INVOICE, v);
+        break;
+    }
+    if (!rc)
+        rc = save_invoice(c, v);
+    if (!rc && sp)
+        rc = save_sub(c, sp);
+    return rc;
+}
+
+int tg_invoice_act(tg_service *svc, const tg_scope *scope, const char *id, tg_inv_action act,
+                   bool paid_out_of_band, tg_arena *a, tg_invoice *out, tg_err *err)
+{
+    inv_args ia = {id, act, paid_out_of_band, out};
+    return bill_write(svc, scope, a, invoice_act_fn, &ia, err);
+}
+
+/* The invoice the subscription's period end will create, with the usage so far. Nothing is
+ * saved or recorded. */
+static int invoice_preview_fn(bctx *c, void *arg)
+{
+    sub_args *sa = arg;
+    tg_subscription s;
+    tg_invoice *v = sa->invoice;
+    int rc = load_sub(c, sa->id, "subscription", &s);
+    tg_customer cu;
+    if (!rc)
+        rc = enter_customer(c, s.customer, "customer", &cu);
+    if (rc)
+        return rc;
+    if (!sub_live(&s) || s.status == TG_SUB_PAUSED)
+        return tg_err_set(c->err, TG_ESTATE, "subscription",
+                          "The subscription %s has no upcoming invoice (%s).", s.id,
+                          s.status == TG_SUB_PAUSED ? "paused" : "canceled");
+    refresh_prices(c, &s);
+    int64_t t = s.period_end;
+    bool after_trial = s.status == TG_SUB_TRIALING;
+    if ((rc = invoice_new(c, &s, TG_REASON_UPCOMING, s.period_start, t, v)))
+        return rc;
+    memcpy(v->id, "upcoming_", 9);
+    if ((rc = bill_new_id(c, v->id + 9, "in_")))
+        return rc;
+    v->automatically_finalizes_at = t + grace_of(c->svc);
+    for (size_t i = 0; !rc && i < s.nitems; i++)
+        if (s.items[i].price.metered && !after_trial)
+            rc = metered_line(c, v, &s, &s.items[i], s.period_start, t);
+    if (!rc)
+        rc = pending_lines(c, v, &s);
+    if (!rc && s.next_phase.set && !s.cancel_at_period_end)
+        rc = apply_next_phase(c, &s, t);
+    int64_t end = next_boundary(&s, t);
+    for (size_t i = 0; !rc && !s.cancel_at_period_end && i < s.nitems; i++)
+        if (!s.items[i].price.metered)
+            rc = licensed_line(c, v, &s.items[i], t, end, t, end, false);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < v->nlines; i++)
+        memcpy(v->lines[i].id, "il_tmp_", 7);
+    invoice_totals(v);
+    return TG_OK;
+}
+
+int tg_invoice_preview(tg_service *svc, const tg_scope *scope, const char *subscription,
+                       tg_arena *a, tg_invoice *out, tg_err *err)
+{
+    if (!subscription)
+        return tg_err_set(err, TG_EMISSING, "subscription",
+                          "Missing required param: subscription.");
+    sub_args sa = {.id = subscription, .invoice = out};
+    return bill_read(svc, scope, a, invoice_preview_fn, &sa, err);
+}

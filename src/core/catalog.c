@@ -1,0 +1,787 @@
+/* catalog.c -- products, prices and test clocks, and what every billing use case shares:
+ * loading and saving objects through the store's object table and recording events.
+ *
+ * Writes run as writer jobs (a check and its write are atomic: a lookup key moves from one
+ * price to another in one transaction); reads use a reader connection. Objects are stored as
+ * records (billing_records.c); the object row's index columns carry what lists filter on:
+ * a price's product (parent) and lookup key, a customer-owned object's customer and test
+ * clock, and `active`.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/str.h"
+#include "core/billing_internal.h"
+#include "core/metadata.h"
+#include "core/money.h"
+
+/* ---------------------------------------------------------------- shared helpers */
+
+int bill_new_id(bctx *c, char *out, const char *prefix)
+{
+    if (tg_id_random(out, TG_ID_MAX, prefix, 24))
+        return tg_err_set(c->err, TG_ESTORE, NULL, "random generator failed");
+    return TG_OK;
+}
+
+int bill_load(bctx *c, const char *kind, const char *id, const char *param, tg_decode_fn decode,
+              void *out)
+{
+    tg_obj o;
+    tg_err ignore = {0};
+    int rc = c->s->ops->obj_get(c->s, c->scope, kind, id, c->a, &o, &ignore);
+    if (rc == TG_ENOTFOUND)
+        return tg_err_set(c->err, TG_ENOTFOUND, param, "No such %s: '%s'",
+                          strcmp(kind, KIND_CLOCK) == 0 ? "test clock" : kind, id);
+    if (rc)
+        return tg_err_set(c->err, rc, NULL, "%s", ignore.msg);
+    if (decode(o.body, o.len, c->a, out) < 0)
+        return tg_err_set(c->err, TG_ESTORE, NULL, "Corrupt %s record '%s'.", kind, id);
+    return TG_OK;
+}
+
+int bill_save(bctx *c, tg_obj *o, tg_buf *body)
+{
+    if (body->failed) {
+        tg_buf_free(body);
+        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+    }
+    o->body = body->data ? body->data : "";
+    o->len = body->len;
+    int rc = c->s->ops->obj_put(c->s, c->scope, o, c->err);
+    tg_buf_free(body);
+    return rc;
+}
+
+static int decode_product(const void *d, size_t n, tg_arena *a, void *out)
+{
+    return tg_product_decode(d, n, a, out);
+}
+static int decode_price(const void *d, size_t n, tg_arena *a, void *out)
+{
+    return tg_price_decode(d, n, a, out);
+}
+static int decode_clock(const void *d, size_t n, tg_arena *a, void *out)
+{
+    return tg_test_clock_decode(d, n, a, out);
+}
+static int decode_event(const void *d, size_t n, tg_arena *a, void *out)
+{
+    return tg_billing_event_decode(d, n, a, out);
+}
+
+int bill_load_product(bctx *c, const char *id, const char *param, tg_product *out)
+{
+    int rc = bill_load(c, KIND_PRODUCT, id, param, decode_product, out);
+    if (!rc && out->deleted)
+        return tg_err_set(c->err, TG_ENOTFOUND, param, "No such product: '%s'", id);
+    return rc;
+}
+
+int bill_load_price(bctx *c, const char *id, const char *param, tg_price *out)
+{
+    return bill_load(c, KIND_PRICE, id, param, decode_price, out);
+}
+
+int bill_load_clock(bctx *c, const char *id, tg_test_clock *out)
+{
+    return bill_load(c, KIND_CLOCK, id, "test_clock", decode_clock, out);
+}
+
+int bill_save_product(bctx *c, const tg_product *p)
+{
+    tg_buf b;
+    tg_buf_init(&b, TG_RECORD_MAX);
+    tg_product_encode(&b, p);
+    tg_obj o = {.kind = KIND_PRODUCT, .created = p->created, .active = p->active};
+    tg_strlcpy(o.id, p->id, sizeof o.id);
+    return bill_save(c, &o, &b);
+}
+
+int bill_save_price(bctx *c, const tg_price *p)
+{
+    tg_buf b;
+    tg_buf_init(&b, TG_RECORD_MAX);
+    tg_price_encode(&b, p);
+    tg_obj o = {.kind = KIND_PRICE, .created = p->created, .active = p->active,
+                .parent = p->product, .lookup = p->lookup_key};
+    tg_strlcpy(o.id, p->id, sizeof o.id);
+    return bill_save(c, &o, &b);
+}
+
+int bill_save_clock(bctx *c, const tg_test_clock *k)
+{
+    tg_buf b;
+    tg_buf_init(&b, TG_RECORD_MAX);
+    tg_test_clock_encode(&b, k);
+    tg_obj o = {.kind = KIND_CLOCK, .created = k->created, .active = !k->deleted};
+    tg_strlcpy(o.id, k->id, sizeof o.id);
+    return bill_save(c, &o, &b);
+}
+
+int bill_emit(bctx *c, const char *type, tg_obj_kind kind, const void *obj)
+{
+    tg_billing_event *e = tg_arena_alloc(c->a, sizeof *e);
+    if (!e)
+        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+    memset(e, 0, sizeof *e);
+    int rc = bill_new_id(c, e->id, "evt_");
+    if (rc)
+        return rc;
+    e->type = type;
+    e->created = c->now;
+    e->livemode = c->scope->livemode;
+    e->kind = kind;
+    switch (kind) {
+    case TG_OBJ_PRODUCT: e->object.product = *(const tg_product *)obj; break;
+    case TG_OBJ_PRICE: e->object.price = *(const tg_price *)obj; break;
+    case TG_OBJ_TEST_CLOCK: e->object.clock = *(const tg_test_clock *)obj; break;
+    case TG_OBJ_SUBSCRIPTION: e->object.sub = *(const tg_subscription *)obj; break;
+    case TG_OBJ_INVOICE: e->object.invoice = *(const tg_invoice *)obj; break;
+    default: break;
+    }
+    tg_buf b;
+    tg_buf_init(&b, TG_RECORD_MAX);
+    tg_billing_event_encode(&b, e);
+    /* Events are listed newest first by row order: an event's row is written when it
+     * happens, so the order is the order of happening even on a test clock. */
+    tg_obj o = {.kind = KIND_EVENT, .created = c->now, .active = true, .lookup = type};
+    tg_strlcpy(o.id, e->id, sizeof o.id);
+    return bill_save(c, &o, &b);
+}
+
+int bill_list(bctx *c, const char *kind, const tg_obj_filter *f, const tg_page *page,
+              tg_decode_fn decode, size_t size, void **out, size_t *n, bool *has_more)
+{
+    tg_obj *rows;
+    size_t nrows;
+    int rc = c->s->ops->obj_list(c->s, c->scope, kind, f, page, c->a, &rows, &nrows, c->err);
+    if (rc)
+        return rc;
+    *has_more = nrows > (size_t)page->limit;
+    size_t first = *has_more && page->ending_before ? 1 : 0;
+    *n = *has_more ? (size_t)page->limit : nrows;
+    char *items = tg_arena_alloc(c->a, (*n ? *n : 1) * size);
+    if (!items)
+        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+    for (size_t i = 0; i < *n; i++)
+        if (decode(rows[first + i].body, rows[first + i].len, c->a, items + i * size) < 0)
+            return tg_err_set(c->err, TG_ESTORE, NULL, "Corrupt %s record.", kind);
+    *out = items;
+    return TG_OK;
+}
+
+typedef struct bill_call {
+    bctx c;
+    bill_fn fn;
+    void *arg;
+} bill_call;
+
+static int bill_call_job(tg_store *s, void *arg, tg_err *err)
+{
+    bill_call *call = arg;
+    call->c.s = s;
+    call->c.err = err;
+    call->c.now = tg_service_now(call->c.svc);
+    return call->fn(&call->c, call->arg);
+}
+
+int bill_read(tg_service *svc, const tg_scope *scope, tg_arena *a, bill_fn fn, void *arg,
+              tg_err *err)
+{
+    bill_call call = {{svc, NULL, scope, a, 0, err}, fn, arg};
+    return tg_service_read(svc, bill_call_job, &call, err);
+}
+
+/* A writer job: the service pointer comes first (tg_service_write's convention). */
+typedef struct bill_write_call {
+    tg_service *svc;
+    bill_call call;
+} bill_write_call;
+
+static int bill_write_job(tg_store *s, void *arg, tg_err *err)
+{
+    return bill_call_job(s, &((bill_write_call *)arg)->call, err);
+}
+
+int bill_write(tg_service *svc, const tg_scope *scope, tg_arena *a, bill_fn fn, void *arg,
+               tg_err *err)
+{
+    bill_write_call w = {svc, {{svc, NULL, scope, a, 0, err}, fn, arg}};
+    return tg_service_write(svc, bill_write_job, &w, err);
+}
+
+/* ---------------------------------------------------------------- products */
+
+typedef struct product_args {
+    const char *id;
+    const tg_product_patch *patch;
+    bool delete;
+    tg_product *out;
+} product_args;
+
+static int product_apply(bctx *c, tg_product *p, const tg_product_patch *patch)
+{
+    if (patch->name.set) {
+        if (!patch->name.value || !*patch->name.value)
+            return tg_err_set(c->err, TG_EINVAL, "name", "The product name cannot be empty.");
+        p->name = patch->name.value;
+    }
+    if (patch->description.set)
+        p->description = patch->description.value;
+    if (patch->active >= 0)
+        p->active = patch->active;
+    tg_metadata merged;
+    if (tg_metadata_apply(&p->metadata, patch->metadata_clear, &patch->metadata, c->a, &merged))
+        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+    if (merged.n > TG_METADATA_KEYS_MAX)
+        return tg_err_set(c->err, TG_EINVAL, "metadata",
+                          "Invalid metadata: at most %d keys are allowed.", TG_METADATA_KEYS_MAX);
+    p->metadata = merged;
+    p->updated = c->now;
+    return TG_OK;
+}
+
+static int product_create_fn(bctx *c, void *arg)
+{
+    product_args *pa = arg;
+    tg_product *p = pa->out;
+    memset(p, 0, sizeof *p);
+    if (pa->patch->id) {
+        tg_obj existing;
+        tg_err ignore = {0};
+        int rc = c->s->ops->obj_get(c->s, c->scope, KIND_PRODUCT, pa->patch->id, c->a, &existing,
+                                    &ignore);
+        if (rc == TG_OK)
+            return tg_err_set(c->err, TG_EEXISTS, "id", "Product already exists.");
+        if (rc != TG_ENOTFOUND)
+            return tg_err_set(c->err, rc, NULL, "%s", ignore.msg);
+        tg_strlcpy(p->id, pa->patch->id, sizeof p->id);
+    } else {
+        int rc = bill_new_id(c, p->id, "prod_");
+        if (rc)
+            return rc;
+    }
+    p->created = c->now;
+    p->livemode = c->scope->livemode;
+    p->active = true;
+    int rc = product_apply(c, p, pa->patch);
+    if (!rc)
+        rc = bill_save_product(c, p);
+    if (!rc)
+        rc = bill_emit(c, "product.created", TG_OBJ_PRODUCT, p);
+    return rc;
+}
+
+int tg_product_create(tg_service *svc, const tg_scope *scope, const tg_product_patch *p,
+                      tg_arena *a, tg_product *out, tg_err *err)
+{
+    if (!p->name.set || !p->name.value)
+        return tg_err_set(err, TG_EMISSING, "name", "Missing required param: name.");
+    if (p->id && (strlen(p->id) < 1 || strlen(p->id) > 60 || strchr(p->id, '/')))
+        return tg_err_set(err, TG_EINVAL, "id", "Invalid id: 1 to 60 characters, no '/'.");
+    int rc = tg_metadata_validate(&p->metadata, "metadata", err);
+    if (rc)
+        return rc;
+    product_args pa = {NULL, p, false, out};
+    return bill_write(svc, scope, a, product_create_fn, &pa, err);
+}
+
+static int product_change_fn(bctx *c, void *arg)
+{
+    product_args *pa = arg;
+    int rc = bill_load_product(c, pa->id, "id", pa->out);
+    if (rc)
+        return rc;
+    if (pa->delete) {
+        tg_obj *rows;
+        size_t n;
+        tg_page page = {.limit = 1};
+        tg_obj_filter f = {.parent = pa->id, .active = -1};
+        rc = c->s->ops->obj_list(c->s, c->scope, KIND_PRICE, &f, &page, c->a, &rows, &n, c->err);
+        if (rc)
+            return rc;
+        if (n)
+            return tg_err_set(c->err, TG_ESTATE, NULL,
+                              "This product cannot be deleted because it has one or more "
+                              "user-created prices.");
+        pa->out->deleted = true;
+        pa->out->active = false;
+        rc = bill_save_product(c, pa->out);
+        return rc ? rc : bill_emit(c, "product.deleted", TG_OBJ_PRODUCT, pa->out);
+    }
+    rc = product_apply(c, pa->out, pa->patch);
+    if (!rc)
+        rc = bill_save_product(c, pa->out);
+    return rc ? rc : bill_emit(c, "product.updated", TG_OBJ_PRODUCT, pa->out);
+}
+
+int tg_product_update(tg_service *svc, const tg_scope *scope, const char *id,
+                      const tg_product_patch *p, tg_arena *a, tg_product *out, tg_err *err)
+{
+    int rc = tg_metadata_validate(&p->metadata, "metadata", err);
+    if (rc)
+        return rc;
+    product_args pa = {id, p, false, out};
+    return bill_write(svc, scope, a, product_change_fn, &pa, err);
+}
+
+int tg_product_delete(tg_service *svc, const tg_scope *scope, const char *id, tg_err *err)
+{
+    tg_arena a;
+    tg_arena_init(&a, 0);
+    tg_product p;
+    product_args pa = {id, NULL, true, &p};
+    int rc = bill_write(svc, scope, &a, product_change_fn, &pa, err);
+    tg_arena_free(&a);
+    return rc;
+}
+
+typedef struct get_args {
+    const char *id;
+    void *out;
+} get_args;
+
+static int product_get_fn(bctx *c, void *arg)
+{
+    get_args *g = arg;
+    return bill_load_product(c, g->id, "id", g->out);
+}
+
+int tg_product_retrieve(tg_service *svc, const tg_scope *scope, const char *id, tg_arena *a,
+                        tg_product *out, tg_err *err)
+{
+    get_args g = {id, out};
+    return bill_read(svc, scope, a, product_get_fn, &g, err);
+}
+
+typedef struct list_args {
+    const char *kind;
+    tg_obj_filter f;
+    const tg_page *page;
+    tg_decode_fn decode;
+    size_t size;
+    void **out;
+    size_t *n;
+    bool *has_more;
+} list_args;
+
+static int list_fn(bctx *c, void *arg)
+{
+    list_args *l = arg;
+    return bill_list(c, l->kind, &l->f, l->page, l->decode, l->size, l->out, l->n, l->has_more);
+}
+
+int tg_product_list(tg_service *svc, const tg_scope *scope, const tg_catalog_filter *f,
+                    const tg_page *page, tg_arena *a, tg_product **out, size_t *n,
+                    bool *has_more, tg_err *err)
+{
+    /* Deleted products are inactive rows; they are never listed. */
+    list_args l = {KIND_PRODUCT, {.active = f->active}, page, decode_product, sizeof **out,
+                   (void **)out, n, has_more};
+    int rc = bill_read(svc, scope, a, list_fn, &l, err);
+    if (rc || f->active >= 0)
+        return rc;
+    size_t k = 0;
+    for (size_t i = 0; i < *n; i++)
+        if (!(*out)[i].deleted)
+            (*out)[k++] = (*out)[i];
+    *n = k;
+    return TG_OK;
+}
+
+/* ---------------------------------------------------------------- prices */
+
+typedef struct price_args {
+    const tg_price *spec;
+    const char *product_name;
+    bool transfer_lookup_key;
+    const char *id;
+    const tg_price_patch *patch;
+    tg_price *out;
+} price_args;
+
+/* Takes lookup_key away from the active price holding it (transfer_lookup_key), or refuses. */
+static int lookup_key_claim(bctx *c, const char *key, const char *self, bool transfer)
+{
+    tg_obj *rows;
+    size_t n;
+    tg_page page = {.limit = 5};
+    const char *keys[1] = {key};
+    tg_obj_filter f = {.active = -1, .lookup_any = keys, .nlookup = 1};
+    int rc = c->s->ops->obj_list(c->s, c->scope, KIND_PRICE, &f, &page, c->a, &rows, &n, c->err);
+    for (size_t i = 0; !rc && i < n; i++) {
+        if (strcmp(rows[i].id, self) == 0)
+            continue;
+        if (!transfer)
+            return tg_err_set(c->err, TG_EEXISTS, "lookup_key",
+                              "A price (%s) already uses that lookup key.", rows[i].id);
+        tg_price other;
+        if (tg_price_decode(rows[i].body, rows[i].len, c->a, &other) < 0)
+            return tg_err_set(c->err, TG_ESTORE, NULL, "Corrupt price record.");
+        other.lookup_key = NULL;
+        rc = bill_save_price(c, &other);
+        if (!rc)
+            rc = bill_emit(c, "price.updated", TG_OBJ_PRICE, &other);
+    }
+    return rc;
+}
+
+static int price_create_fn(bctx *c, void *arg)
+{
+    price_args *pa = arg;
+    tg_price *p = pa->out;
+    *p = *pa->spec;
+    int rc = bill_new_id(c, p->id, "price_");
+    if (rc)
+        return rc;
+    p->created = c->now;
+    p->livemode = c->scope->livemode;
+    if (p->product[0]) {
+        tg_product prod;
+        if ((rc = bill_load_product(c, p->product, "product", &prod)))
+            return rc;
+    } else {
+        tg_product_patch np = {.name = {true, pa->product_name}, .active = -1};
+        product_args cpa = {NULL, &np, false, tg_arena_alloc(c->a, sizeof(tg_product))};
+        if (!cpa.out)
+            return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+        if ((rc = product_create_fn(c, &cpa)))
+            return rc;
+        tg_strlcpy(p->product, cpa.out->id, sizeof p->product);
+    }
+    if (p->metered) {
+        tg_meter m;
+        tg_err ignore = {0};
+        rc = c->s->ops->meter_get(c->s, c->scope, p->meter, &m, &ignore);
+        if (rc == TG_ENOTFOUND)
+            return tg_err_set(c->err, TG_ENOTFOUND, "recurring[meter]", "No such meter: '%s'",
+                              p->meter);
+        if (rc)
+            return tg_err_set(c->err, rc, NULL, "%s", ignore.msg);
+        if (!m.active)
+            return tg_err_set(c->err, TG_EPRICEMETER, "recurring[meter]",
+                              "The meter %s is inactive; prices can only use active meters.",
+                              p->meter);
+    }
+    if (p->lookup_key && (rc = lookup_key_claim(c, p->lookup_key, p->id, pa->transfer_lookup_key)))
+        return rc;
+    rc = bill_save_price(c, p);
+    return rc ? rc : bill_emit(c, "price.created", TG_OBJ_PRICE, p);
+}
+
+int tg_price_create(tg_service *svc, const tg_scope *scope, const tg_price *spec,
+                    const char *product_name, bool transfer_lookup_key, tg_arena *a,
+                    tg_price *out, tg_err *err)
+{
+    if (!tg_currency_known(spec->currency))
+        return tg_err_set(err, TG_EINVAL, "currency", "Invalid currency: %s.", spec->currency);
+    if (!spec->product[0] && !product_name)
+        return tg_err_set(err, TG_EMISSING, "product",
+                          "Missing required param: product (or product_data[name]).");
+    if (spec->pricing.scheme == TG_SCHEME_TIERED) {
+        int bad;
+        char msg[200];
+        if (tg_pricing_check_tiers(spec->pricing.tiers, spec->pricing.ntiers, &bad, msg,
+                                   sizeof msg)) {
+            char param[32] = "tiers";
+            if (bad >= 0)
+                snprintf(param, sizeof param, "tiers[%d]", bad);
+            return tg_err_set(err, TG_EINVAL, param, "%s", msg);
+        }
+    }
+    int rc = tg_metadata_validate(&spec->metadata, "metadata", err);
+    if (rc)
+        return rc;
+    price_args pa = {spec, product_name, transfer_lookup_key, NULL, NULL, out};
+    return bill_write(svc, scope, a, price_create_fn, &pa, err);
+}
+
+static int price_update_fn(bctx *c, void *arg)
+{
+    price_args *pa = arg;
+    tg_price *p = pa->out;
+    int rc = bill_load_price(c, pa->id, "id", p);
+    if (rc)
+        return rc;
+    const tg_price_patch *u = pa->patch;
+    if (u->active >= 0)
+        p->active = u->active;
+    if (u->nickname.set)
+        p->nickname = u->nickname.value;
+    if (u->lookup_key.set) {
+        p->lookup_key = u->lookup_key.value;
+        if (p->lookup_key &&
+            (rc = lookup_key_claim(c, p->lookup_key, p->id, u->transfer_lookup_key)))
+            return rc;
+    }
+    tg_metadata merged;
+    if (tg_metadata_apply(&p->metadata, u->metadata_clear, &u->metadata, c->a, &merged))
+        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+    if (merged.n > TG_METADATA_KEYS_MAX)
+        return tg_err_set(c->err, TG_EINVAL, "metadata",
+                          "Invalid metadata: at most %d keys are allowed.", TG_METADATA_KEYS_MAX);
+    p->metadata = merged;
+    rc = bill_save_price(c, p);
+    return rc ? rc : bill_emit(c, "price.updated", TG_OBJ_PRICE, p);
+}
+
+int tg_price_update(tg_service *svc, const tg_scope *scope, const char *id,
+                    const tg_price_patch *p, tg_arena *a, tg_price *out, tg_err *err)
+{
+    int rc = tg_metadata_validate(&p->metadata, "metadata", err);
+    if (rc)
+        return rc;
+    price_args pa = {NULL, NULL, false, id, p, out};
+    return bill_write(svc, scope, a, price_update_fn, &pa, err);
+}
+
+static int price_get_fn(bctx *c, void *arg)
+{
+    get_args *g = arg;
+    return bill_load_price(c, g->id, "id", g->out);
+}
+
+int tg_price_retrieve(tg_service *svc, const tg_scope *scope, const char *id, tg_arena *a,
+                      tg_price *out, tg_err *err)
+{
+    get_args g = {id, out};
+    return bill_read(svc, scope, a, price_get_fn, &g, err);
+}
+
+int tg_price_list(tg_service *svc, const tg_scope *scope, const tg_catalog_filter *f,
+                  const tg_page *page, tg_arena *a, tg_price **out, size_t *n, bool *has_more,
+                  tg_err *err)
+{
+    if (f->nlookup_keys > 10)
+        return tg_err_set(err, TG_EINVAL, "lookup_keys", "At most 10 lookup keys.");
+    list_args l = {KIND_PRICE,
+                   {.active = f->active, .parent = f->product, .lookup_any = f->lookup_keys,
+                    .nlookup = f->nlookup_keys},
+                   page, decode_price, sizeof **out, (void **)out, n, has_more};
+    int rc = bill_read(svc, scope, a, list_fn, &l, err);
+    if (rc || (!f->currency && f->recurring < 0))
+        return rc;
+    /* currency and type are filtered on the page read (they are not index columns): a page
+     * may then hold fewer than `limit` prices while has_more stays exact. */
+    size_t k = 0;
+    for (size_t i = 0; i < *n; i++) {
+        const tg_price *p = &(*out)[i];
+        if ((f->currency && strcmp(p->currency, f->currency) != 0) ||
+            (f->recurring >= 0 && p->recurring != (f->recurring == 1)))
+            continue;
+        (*out)[k++] = *p;
+    }
+    *n = k;
+    return TG_OK;
+}
+
+/* ---------------------------------------------------------------- test clocks */
+
+#define CLOCK_LIFETIME (30 * 86400) /* Stripe deletes test clocks 30 days after creation */
+
+int tg_test_clock_time(tg_service *svc, tg_store *s, const tg_scope *scope, const char *id,
+                       int64_t *frozen, tg_err *err)
+{
+    tg_arena a;
+    tg_arena_init(&a, 0);
+    bctx c = {svc, s, scope, &a, 0, err};
+    tg_test_clock k;
+    int rc = bill_load_clock(&c, id, &k);
+    if (!rc && k.deleted)
+        rc = tg_err_set(err, TG_ENOTFOUND, "test_clock", "No such test clock: '%s'", id);
+    if (!rc)
+        *frozen = k.frozen_time;
+    tg_arena_free(&a);
+    return rc;
+}
+
+typedef struct clock_args {
+    const char *id;
+    int64_t frozen_time;
+    const char *name;
+    tg_test_clock *out;
+} clock_args;
+
+static int clock_create_fn(bctx *c, void *arg)
+{
+    clock_args *ca = arg;
+    tg_test_clock *k = ca->out;
+    memset(k, 0, sizeof *k);
+    int rc = bill_new_id(c, k->id, "clock_");
+    if (rc)
+        return rc;
+    k->created = c->now;
+    k->deletes_after = c->now + CLOCK_LIFETIME;
+    k->frozen_time = ca->frozen_time;
+    k->name = ca->name;
+    k->status = TG_CLOCK_READY;
+    rc = bill_save_clock(c, k);
+    if (!rc)
+        rc = bill_emit(c, "test_helpers.test_clock.created", TG_OBJ_TEST_CLOCK, k);
+    if (!rc)
+        tg_clock_registry_set(c->svc, c->scope, k->id, k->frozen_time);
+    return rc;
+}
+
+int tg_test_clock_create(tg_service *svc, const tg_scope *scope, int64_t frozen_time,
+                         const char *name, tg_arena *a, tg_test_clock *out, tg_err *err)
+{
+    if (scope->livemode)
+        return tg_err_set(err, TG_EINVAL, NULL, "Test clocks exist only in test mode.");
+    if (name && strlen(name) > 300)
+        return tg_err_set(err, TG_EINVAL, "name", "Invalid name: at most 300 characters.");
+    clock_args ca = {NULL, frozen_time, name, out};
+    return bill_write(svc, scope, a, clock_create_fn, &ca, err);
+}
+
+static int clock_get_fn(bctx *c, void *arg)
+{
+    clock_args *ca = arg;
+    int rc = bill_load_clock(c, ca->id, ca->out);
+    if (!rc && ca->out->deleted)
+        return tg_err_set(c->err, TG_ENOTFOUND, "test_clock", "No such test clock: '%s'", ca->id);
+    return rc;
+}
+
+int tg_test_clock_retrieve(tg_service *svc, const tg_scope *scope, const char *id, tg_arena *a,
+                           tg_test_clock *out, tg_err *err)
+{
+    clock_args ca = {id, 0, NULL, out};
+    return bill_read(svc, scope, a, clock_get_fn, &ca, err);
+}
+
+int tg_test_clock_list(tg_service *svc, const tg_scope *scope, const tg_page *page, tg_arena *a,
+                       tg_test_clock **out, size_t *n, bool *has_more, tg_err *err)
+{
+    list_args l = {KIND_CLOCK, {.active = 1}, page, decode_clock, sizeof **out, (void **)out, n,
+                   has_more};
+    return bill_read(svc, scope, a, list_fn, &l, err);
+}
+
+static int clock_advance_fn(bctx *c, void *arg)
+{
+    clock_args *ca = arg;
+    tg_test_clock *k = ca->out;
+    int rc = clock_get_fn(c, ca);
+    if (rc)
+        return rc;
+    if (ca->frozen_time <= k->frozen_time)
+        return tg_err_set(c->err, TG_EINVAL, "frozen_time",
+                          "The frozen time must be after the test clock's current frozen time "
+                          "(%lld).", (long long)k->frozen_time);
+    int64_t shortest;
+    if ((rc = bill_clock_shortest_interval(c, k->id, &shortest)))
+        return rc;
+    int64_t limit = shortest ? 2 * shortest : 2 * 366 * 86400;
+    if (ca->frozen_time - k->frozen_time > limit)
+        return tg_err_set(c->err, TG_EINVAL, "frozen_time",
+                          "Cannot advance more than %s in one step (to at most %lld).",
+                          shortest ? "two intervals of the shortest subscription on this clock"
+                                   : "two years",
+                          (long long)(k->frozen_time + limit));
+    if ((rc = bill_run_clock(c, k->id, ca->frozen_time)))
+        return rc;
+    k->frozen_time = ca->frozen_time;
+    k->status = TG_CLOCK_READY;
+    c->now = k->frozen_time;
+    rc = bill_save_clock(c, k);
+    if (!rc)
+        rc = bill_emit(c, "test_helpers.test_clock.ready", TG_OBJ_TEST_CLOCK, k);
+    if (!rc)
+        tg_clock_registry_set(c->svc, c->scope, k->id, k->frozen_time);
+    return rc;
+}
+
+int tg_test_clock_advance(tg_service *svc, const tg_scope *scope, const char *id,
+                          int64_t frozen_time, tg_arena *a, tg_test_clock *out, tg_err *err)
+{
+    clock_args ca = {id, frozen_time, NULL, out};
+    int rc = bill_write(svc, scope, a, clock_advance_fn, &ca, err);
+    if (rc) /* the registry may have seen intermediate times of a job that rolled back */
+        tg_clock_registry_remove(svc, scope, id);
+    return rc;
+}
+
+static int clock_delete_fn(bctx *c, void *arg)
+{
+    clock_args *ca = arg;
+    int rc = clock_get_fn(c, ca);
+    if (rc)
+        return rc;
+    if ((rc = bill_cancel_clock_subscriptions(c, ca->id)))
+        return rc;
+    /* Its customers are deleted with it. */
+    for (;;) {
+        tg_customer *cs;
+        size_t n;
+        tg_page page = {.limit = 100};
+        rc = c->s->ops->customer_list(c->s, c->scope, ca->id, &page, c->a, &cs, &n, c->err);
+        if (rc || !n)
+            break;
+        for (size_t i = 0; !rc && i < n; i++) {
+            cs[i].deleted = true;
+            rc = c->s->ops->customer_put(c->s, c->scope, &cs[i], c->err);
+            if (!rc)
+                rc = tg_customer_registry_put(c->svc, c->scope, &cs[i]);
+        }
+        if (rc)
+            break;
+    }
+    if (rc)
+        return rc;
+    ca->out->deleted = true;
+    rc = bill_save_clock(c, ca->out);
+    if (!rc)
+        rc = bill_emit(c, "test_helpers.test_clock.deleted", TG_OBJ_TEST_CLOCK, ca->out);
+    if (!rc)
+        tg_clock_registry_remove(c->svc, c->scope, ca->id);
+    return rc;
+}
+
+int tg_test_clock_delete(tg_service *svc, const tg_scope *scope, const char *id, tg_err *err)
+{
+    tg_arena a;
+    tg_arena_init(&a, 0);
+    tg_test_clock k;
+    clock_args ca = {id, 0, NULL, &k};
+    int rc = bill_write(svc, scope, &a, clock_delete_fn, &ca, err);
+    tg_arena_free(&a);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- events */
+
+static int event_get_fn(bctx *c, void *arg)
+{
+    get_args *g = arg;
+    return bill_load(c, KIND_EVENT, g->id, "id", decode_event, g->out);
+}
+
+int tg_billing_event_retrieve(tg_service *svc, const tg_scope *scope, const char *id,
+                              tg_arena *a, tg_billing_event *out, tg_err *err)
+{
+    get_args g = {id, out};
+    return bill_read(svc, scope, a, event_get_fn, &g, err);
+}
+
+int tg_billing_event_list(tg_service *svc, const tg_scope *scope, const char *type,
+                          const tg_page *page, tg_arena *a, tg_billing_event **out, size_t *n,
+                          bool *has_more, tg_err *err)
+{
+    list_args l = {KIND_EVENT, {.active = -1}, page, decode_event, sizeof **out, (void **)out, n,
+                   has_more};
+    char *prefix = NULL;
+    size_t len = type ? strlen(type) : 0;
+    if (len >= 2 && strcmp(type + len - 2, ".*") == 0) {
+        prefix = tg_arena_strndup(a, type, len - 1); /* keep the dot */
+        if (!prefix)
+            return tg_err_set(err, TG_ENOMEM, NULL, NULL);
+        l.f.lookup_prefix = prefix;
+    } else if (type) {
+        l.f.lookup_any = &type;
+        l.f.nlookup = 1;
+    }
+    return bill_read(svc, scope, a, list_fn, &l, err);
+}

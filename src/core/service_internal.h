@@ -1,0 +1,52 @@
+/* service_internal.h -- what service.c shares with the service's other use-case files
+ * (billing.c): running store work on a reader or on the writer, metered usage over a time
+ * range, and the test clock times the event path reads. Not for the edges (http/, cli/).
+ */
+#ifndef TG_SERVICE_INTERNAL_H
+#define TG_SERVICE_INTERNAL_H
+
+#include "core/service.h"
+#include "core/writer.h"
+
+/* Runs fn with a reading connection (committed state). */
+int tg_service_read(tg_service *svc, tg_job_fn fn, void *arg, tg_err *err);
+
+/* Runs fn as a writer job and waits for its commit. A failed job reloads the customer
+ * registry (jobs may have changed customers). arg must start with the tg_service pointer. */
+int tg_service_write(tg_service *svc, tg_job_fn fn, void *arg, tg_err *err);
+
+/* The meter's aggregate (its formula) of a customer's usage with from <= timestamp < to,
+ * current to the last acknowledged event. Usage is kept per minute: the bounds are taken
+ * down to their minute, so the minute holding a bound belongs to the later range. s is the
+ * caller's connection (a reader, or the writer's inside a job: folds run after jobs, so the
+ * stored pages plus the live overlay are exactly the committed usage). *count gets the
+ * number of events (may be NULL). TG_ENOTFOUND names no parameter when the meter is gone. */
+int tg_usage_between(tg_service *svc, tg_store *s, const tg_scope *scope, const char *meter_id,
+                     const char *customer_id, int64_t from, int64_t to, tg_dec *out,
+                     int64_t *count, tg_err *err);
+
+/* Test clocks as the event path sees them: the clock's frozen time, kept in memory and
+ * updated by the writer jobs that create, advance and delete clocks. */
+void tg_clock_registry_set(tg_service *svc, const tg_scope *scope, const char *id,
+                           int64_t frozen_time);
+void tg_clock_registry_remove(tg_service *svc, const tg_scope *scope, const char *id);
+
+/* Records the customer in the registry (the writer job that changed it calls this). */
+int tg_customer_registry_put(tg_service *svc, const tg_scope *scope, const tg_customer *c);
+
+/* The time of the customer's world: its test clock's frozen time, else the server's clock. */
+int64_t tg_customer_now(tg_service *svc, const tg_scope *scope, const char *customer_id);
+
+/* Defined in billing.c: a clock's frozen time, read through s (TG_ENOTFOUND naming
+ * `test_clock` when there is none). */
+int tg_test_clock_time(tg_service *svc, tg_store *s, const tg_scope *scope, const char *id,
+                       int64_t *frozen, tg_err *err);
+
+/* billing.c's state, owned by the service (NULL until tg_billing_start). */
+struct tg_billing **tg_service_billing(tg_service *svc);
+
+/* Starts and stops the billing scheduler thread (billing.c), from tg_service_open/close. */
+int tg_billing_start(tg_service *svc);
+void tg_billing_stop(tg_service *svc);
+
+#endif

@@ -1,0 +1,1562 @@
+/* billing_routes.c -- the handlers of the billing API: products, prices, test clocks,
+ * subscriptions (and their schedules' next phase), invoices and events.
+ *
+ * Same three steps as routes.c: read the parameters (unknown ones are refused before any
+ * write), call one use case (core/billing.h), write the object. Shapes follow Stripe's dahlia
+ * types field for field; fields Tollgate has no concept of (taxes, discounts, payment
+ * intents) are written as Stripe writes them when unused: null, false, 0 or [].
+ *
+ * Subscription schedules are supported for the change the seed documents need: a schedule
+ * made from a subscription whose second phase replaces the items at the next renewal. Its id
+ * is derived from the subscription's, so it needs no storage of its own.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/str.h"
+#include "core/billing.h"
+#include "http/api.h"
+
+static const char *const interval_words[] = {"day", "week", "month", "year", NULL};
+static const char *const sub_status_words[] = {"trialing", "active", "past_due", "canceled",
+                                               "paused", NULL};
+static const char *const inv_status_words[] = {"draft", "open", "paid", "uncollectible", "void",
+                                               NULL};
+static const char *const reason_words[] = {"subscription_create", "subscription_cycle",
+                                           "subscription_update", "manual", "upcoming"};
+
+/* ================================================================ small getters */
+
+/* true/false. */
+static bool p_bool(tg_req *req, tg_param *parent, const char *name, const char *path, bool *out)
+{
+    static const char *const words[] = {"false", "true", NULL};
+    int v;
+    if (!p_enum(req, parent, name, path, words, &v))
+        return false;
+    *out = v == 1;
+    return true;
+}
+
+/* A non-negative decimal string with at most 12 fractional digits. */
+static bool p_dec(tg_req *req, tg_param *parent, const char *name, const char *path, tg_dec *out)
+{
+    const char *s;
+    if (!path)
+        path = name;
+    if (!p_str(req, parent, name, path, 64, &s))
+        return false;
+    if (tg_dec_parse(s, strlen(s), out) || *out < 0) {
+        tg_err_set(&req->err, TG_EINVAL, path,
+                   "Invalid %s: must be a non-negative decimal with at most 12 decimal places.",
+                   path);
+        return false;
+    }
+    return true;
+}
+
+/* Whether expand[] names field (tiers is the only expandable field of these objects that
+ * changes the shape; ids stay ids otherwise). */
+static bool expands(tg_req *req, const char *field)
+{
+    tg_param *p = tg_param_get(req->params, "expand");
+    if (!p)
+        return false;
+    tg_param_use_all(p);
+    if (p->kind == TG_PARAM_STRING)
+        return p->value && strcmp(p->value, field) == 0;
+    for (tg_param *c = p->first; c; c = c->next)
+        if (c->kind == TG_PARAM_STRING && c->value && strcmp(c->value, field) == 0)
+            return true;
+    return false;
+}
+
+static void dec_string(tg_jw *w, const char *key, tg_dec d)
+{
+    char s[TG_DEC_STR_MAX];
+    tg_dec_format(d, s);
+    jw_kstr(w, key, s);
+}
+
+/* unit_amount (an integer when whole) and unit_amount_decimal. */
+static void amount_pair(tg_jw *w, const char *key, const char *key_decimal, bool set, tg_dec d)
+{
+    if (set && d % TG_DEC_ONE == 0)
+        jw_kint(w, key, (int64_t)(d / TG_DEC_ONE));
+    else
+        jw_knull(w, key);
+    if (set)
+        dec_string(w, key_decimal, d);
+    else
+        jw_knull(w, key_decimal);
+}
+
+static void empty_array(tg_jw *w, const char *key)
+{
+    jw_key(w, key);
+    jw_arr(w);
+    jw_aend(w);
+}
+
+/* ================================================================ renderers */
+
+static void render_product(tg_jw *w, const tg_product *p)
+{
+    jw_obj(w);
+    jw_kstr(w, "id", p->id);
+    jw_kstr(w, "object", "product");
+    jw_kbool(w, "active", p->active);
+    jw_kint(w, "created", p->created);
+    jw_knull(w, "default_price");
+    jw_kstr(w, "description", p->description);
+    empty_array(w, "images");
+    jw_kbool(w, "livemode", p->livemode);
+    empty_array(w, "marketing_features");
+    jw_key(w, "metadata");
+    tg_render_metadata(w, &p->metadata);
+    jw_kstr(w, "name", p->name);
+    jw_knull(w, "package_dimensions");
+    jw_knull(w, "shippable");
+    jw_knull(w, "statement_descriptor");
+    jw_knull(w, "tax_code");
+    jw_kstr(w, "type", "service");
+    jw_knull(w, "unit_label");
+    jw_kint(w, "updated", p->updated);
+    jw_knull(w, "url");
+    jw_end(w);
+}
+
+static void render_price(tg_jw *w, const tg_price *p, bool with_tiers)
+{
+    jw_obj(w);
+    jw_kstr(w, "id", p->id);
+    jw_kstr(w, "object", "price");
+    jw_kbool(w, "active", p->active);
+    bool tiered = p->pricing.scheme == TG_SCHEME_TIERED;
+    jw_kstr(w, "billing_scheme", tiered ? "tiered" : "per_unit");
+    jw_kint(w, "created", p->created);
+    jw_kstr(w, "currency", p->currency);
+    jw_knull(w, "custom_unit_amount");
+    jw_kbool(w, "livemode", p->livemode);
+    jw_kstr(w, "lookup_key", p->lookup_key);
+    jw_key(w, "metadata");
+    tg_render_metadata(w, &p->metadata);
+    jw_kstr(w, "nickname", p->nickname);
+    jw_kstr(w, "product", p->product);
+    if (p->recurring) {
+        jw_key(w, "recurring");
+        jw_obj(w);
+        jw_kstr(w, "interval", interval_words[p->interval]);
+        jw_kint(w, "interval_count", p->interval_count);
+        jw_kstr(w, "meter", p->metered ? p->meter : NULL);
+        jw_kint_or_null(w, "trial_period_days", p->trial_period_days);
+        jw_kstr(w, "usage_type", p->metered ? "metered" : "licensed");
+        jw_end(w);
+    } else {
+        jw_knull(w, "recurring");
+    }
+    jw_kstr(w, "tax_behavior", "unspecified");
+    if (tiered && with_tiers) {
+        jw_key(w, "tiers");
+        jw_arr(w);
+        for (size_t i = 0; i < p->pricing.ntiers; i++) {
+            const tg_tier *t = &p->pricing.tiers[i];
+            jw_obj(w);
+            amount_pair(w, "flat_amount", "flat_amount_decimal", t->has_flat, t->flat_amount);
+            amount_pair(w, "unit_amount", "unit_amount_decimal", t->has_unit, t->unit_amount);
+            if (t->up_to_inf)
+                jw_knull(w, "up_to");
+            else
+                jw_kint(w, "up_to", t->up_to);
+            jw_end(w);
+        }
+        jw_aend(w);
+    }
+    jw_kstr(w, "tiers_mode", !tiered ? NULL
+                             : p->pricing.tiers_mode == TG_TIERS_VOLUME ? "volume"
+                                                                          : "graduated");
+    if (p->pricing.divide_by) {
+        jw_key(w, "transform_quantity");
+        jw_obj(w);
+        jw_kint(w, "divide_by", p->pricing.divide_by);
+        jw_kstr(w, "round", p->pricing.round_up ? "up" : "down");
+        jw_end(w);
+    } else {
+        jw_knull(w, "transform_quantity");
+    }
+    jw_kstr(w, "type", p->recurring ? "recurring" : "one_time");
+    amount_pair(w, "unit_amount", "unit_amount_decimal", !tiered && p->unit_amount_set,
+                p->pricing.unit_amount);
+    jw_end(w);
+}
+
+static void render_clock(tg_jw *w, const tg_test_clock *k)
+{
+    jw_obj(w);
+    jw_kstr(w, "id", k->id);
+    jw_kstr(w, "object", "test_helpers.test_clock");
+    jw_kint(w, "created", k->created);
+    jw_kint(w, "deletes_after", k->deletes_after);
+    jw_kint(w, "frozen_time", k->frozen_time);
+    jw_kbool(w, "livemode", false);
+    jw_kstr(w, "name", k->name);
+    jw_kstr(w, "status", k->status == TG_CLOCK_ADVANCING ? "advancing" : "ready");
+    jw_key(w, "status_details");
+    jw_obj(w);
+    jw_end(w);
+    jw_end(w);
+}
+
+static void render_item(tg_jw *w, const tg_subscription *s, const tg_sub_item *it)
+{
+    jw_obj(w);
+    jw_kstr(w, "id", it->id);
+    jw_kstr(w, "object", "subscription_item");
+    jw_kint(w, "created", it->created);
+    jw_kint(w, "current_period_end", s->period_end);
+    jw_kint(w, "current_period_start", s->period_start);
+    empty_array(w, "discounts");
+    jw_key(w, "metadata");
+    tg_render_metadata(w, &it->metadata);
+    jw_key(w, "price");
+    render_price(w, &it->price, false);
+    if (!it->price.metered)
+        jw_kint(w, "quantity", it->quantity);
+    jw_kstr(w, "subscription", s->id);
+    empty_array(w, "tax_rates");
+    jw_end(w);
+}
+
+static void schedule_id(const tg_subscription *s, char *out, size_t cap)
+{
+    snprintf(out, cap, "sub_sched_%s", s->id + 4);
+}
+
+static void render_subscription(tg_jw *w, const tg_subscription *s)
+{
+    static const char *const trial_words[] = {"create_invoice", "cancel", "pause"};
+    jw_obj(w);
+    jw_kstr(w, "id", s->id);
+    jw_kstr(w, "object", "subscription");
+    jw_knull(w, "application");
+    jw_kint(w, "billing_cycle_anchor", s->billing_cycle_anchor);
+    if (s->anchor_day > 0) {
+        jw_key(w, "billing_cycle_anchor_config");
+        jw_obj(w);
+        jw_kint(w, "day_of_month", s->anchor_day);
+        jw_kint_or_null(w, "hour", s->anchor_hour >= 0 ? s->anchor_hour : 0);
+        jw_kint_or_null(w, "minute", s->anchor_minute >= 0 ? s->anchor_minute : 0);
+        jw_kint_or_null(w, "month", s->anchor_month > 0 ? s->anchor_month : 0);
+        jw_kint_or_null(w, "second", s->anchor_second >= 0 ? s->anchor_second : 0);
+        jw_end(w);
+    } else {
+        jw_knull(w, "billing_cycle_anchor_config");
+    }
+    jw_kint_or_null(w, "cancel_at", s->cancel_at);
+    jw_kbool(w, "cancel_at_period_end", s->cancel_at_period_end);
+    jw_kint_or_null(w, "canceled_at", s->canceled_at);
+    jw_key(w, "cancellation_details");
+    jw_obj(w);
+    jw_knull(w, "comment");
+    jw_knull(w, "feedback");
+    jw_kstr(w, "reason", s->canceled_at ? (s->cancellation_reason ? s->cancellation_reason
+                                                                   : "cancellation_requested")
+                                        : NULL);
+    jw_end(w);
+    jw_kstr(w, "collection_method", s->send_invoice ? "send_invoice" : "charge_automatically");
+    jw_kint(w, "created", s->created);
+    jw_kstr(w, "currency", s->currency);
+    jw_kstr(w, "customer", s->customer);
+    if (s->send_invoice)
+        jw_kint(w, "days_until_due", s->days_until_due);
+    else
+        jw_knull(w, "days_until_due");
+    jw_kstr(w, "default_payment_method", s->default_payment_method);
+    jw_kstr(w, "description", s->description);
+    empty_array(w, "discounts");
+    jw_kint_or_null(w, "ended_at", s->ended_at);
+    jw_key(w, "items");
+    jw_obj(w);
+    jw_kstr(w, "object", "list");
+    jw_key(w, "data");
+    jw_arr(w);
+    for (size_t i = 0; i < s->nitems; i++)
+        render_item(w, s, &s->items[i]);
+    jw_aend(w);
+    jw_kbool(w, "has_more", false);
+    jw_kint(w, "total_count", (int64_t)s->nitems);
+    char url[160];
+    snprintf(url, sizeof url, "/v1/subscription_items?subscription=%s", s->id);
+    jw_kstr(w, "url", url);
+    jw_end(w);
+    jw_kstr(w, "latest_invoice", s->latest_invoice[0] ? s->latest_invoice : NULL);
+    jw_kbool(w, "livemode", s->livemode);
+    jw_key(w, "metadata");
+    tg_render_metadata(w, &s->metadata);
+    jw_knull(w, "pause_collection");
+    jw_knull(w, "pending_update");
+    char sched[TG_ID_MAX + 16];
+    schedule_id(s, sched, sizeof sched);
+    jw_kstr(w, "schedule", s->next_phase.set ? sched : NULL);
+    jw_kint(w, "start_date", s->start_date);
+    jw_kstr(w, "status", sub_status_words[s->status]);
+    jw_kstr(w, "test_clock", s->test_clock[0] ? s->test_clock : NULL);
+    jw_kint_or_null(w, "trial_end", s->trial_end);
+    jw_key(w, "trial_settings");
+    jw_obj(w);
+    jw_key(w, "end_behavior");
+    jw_obj(w);
+    jw_kstr(w, "missing_payment_method", trial_words[s->trial_end_behavior]);
+    jw_end(w);
+    jw_end(w);
+    jw_kint_or_null(w, "trial_start", s->trial_start);
+    jw_end(w);
+}
+
+static void render_line(tg_jw *w, const tg_invoice *v, const tg_invoice_line *l)
+{
+    jw_obj(w);
+    jw_kstr(w, "id", l->id);
+    jw_kstr(w, "object", "line_item");
+    jw_kint(w, "amount", l->amount);
+    jw_kstr(w, "currency", v->currency);
+    jw_kstr(w, "description", l->description);
+    empty_array(w, "discount_amounts");
+    jw_kbool(w, "discountable", !l->proration);
+    empty_array(w, "discounts");
+    jw_kstr(w, "invoice", v->id);
+    jw_kbool(w, "livemode", v->livemode);
+    jw_key(w, "metadata");
+    jw_obj(w);
+    jw_end(w);
+    jw_key(w, "parent");
+    jw_obj(w);
+    jw_knull(w, "invoice_item_details");
+    jw_key(w, "subscription_item_details");
+    jw_obj(w);
+    jw_knull(w, "invoice_item");
+    jw_kbool(w, "proration", l->proration);
+    jw_key(w, "proration_details");
+    jw_obj(w);
+    jw_knull(w, "credited_items");
+    jw_end(w);
+    jw_kstr(w, "subscription", v->subscription);
+    jw_kstr(w, "subscription_item", l->subscription_item[0] ? l->subscription_item : NULL);
+    jw_end(w);
+    jw_kstr(w, "type", "subscription_item_details");
+    jw_end(w);
+    jw_key(w, "period");
+    jw_obj(w);
+    jw_kint(w, "end", l->period_end);
+    jw_kint(w, "start", l->period_start);
+    jw_end(w);
+    jw_key(w, "pricing");
+    jw_obj(w);
+    jw_key(w, "price_details");
+    jw_obj(w);
+    jw_kstr(w, "price", l->price);
+    jw_kstr(w, "product", l->product);
+    jw_end(w);
+    jw_kstr(w, "type", "price_details");
+    if (l->unit_amount_set)
+        dec_string(w, "unit_amount_decimal", l->unit_amount);
+    else
+        jw_knull(w, "unit_amount_decimal");
+    jw_end(w);
+    jw_kint(w, "quantity", (int64_t)(l->quantity / TG_DEC_ONE));
+    dec_string(w, "quantity_decimal", l->quantity);
+    jw_kint(w, "subtotal", l->amount);
+    empty_array(w, "taxes");
+    jw_end(w);
+}
+
+static void render_invoice(tg_jw *w, const tg_invoice *v)
+{
+    jw_obj(w);
+    jw_kstr(w, "id", v->id);
+    jw_kstr(w, "object", "invoice");
+    jw_knull(w, "account_country");
+    jw_knull(w, "account_name");
+    jw_kint(w, "amount_due", v->amount_due);
+    jw_kint(w, "amount_overpaid", 0);
+    jw_kint(w, "amount_paid", v->amount_paid);
+    jw_kint(w, "amount_remaining", v->amount_remaining);
+    jw_kint(w, "amount_shipping", 0);
+    jw_kint(w, "attempt_count", 0);
+    jw_kbool(w, "attempted", false);
+    jw_kbool(w, "auto_advance", v->auto_advance);
+    jw_kint_or_null(w, "automatically_finalizes_at", v->automatically_finalizes_at);
+    jw_kstr(w, "billing_reason", reason_words[v->billing_reason]);
+    jw_kstr(w, "collection_method", v->send_invoice ? "send_invoice" : "charge_automatically");
+    jw_kint(w, "created", v->created);
+    jw_kstr(w, "currency", v->currency);
+    jw_kstr(w, "customer", v->customer);
+    jw_knull(w, "description");
+    empty_array(w, "discounts");
+    jw_kint_or_null(w, "due_date", v->due_date);
+    jw_kint_or_null(w, "ending_balance", v->status == TG_INV_DRAFT ? 0 : 0);
+    jw_knull(w, "hosted_invoice_url");
+    jw_key(w, "lines");
+    jw_obj(w);
+    jw_kstr(w, "object", "list");
+    jw_key(w, "data");
+    jw_arr(w);
+    for (size_t i = 0; i < v->nlines && i < 10; i++)
+        render_line(w, v, &v->lines[i]);
+    jw_aend(w);
+    jw_kbool(w, "has_more", v->nlines > 10);
+    jw_kint(w, "total_count", (int64_t)v->nlines);
+    char url[160];
+    snprintf(url, sizeof url, "/v1/invoices/%s/lines", v->id);
+    jw_kstr(w, "url", url);
+    jw_end(w);
+    jw_kbool(w, "livemode", v->livemode);
+    jw_key(w, "metadata");
+    tg_render_metadata(w, &v->metadata);
+    jw_kstr(w, "number", v->number[0] ? v->number : NULL);
+    if (v->subscription[0]) {
+        jw_key(w, "parent");
+        jw_obj(w);
+        jw_knull(w, "quote_details");
+        jw_key(w, "subscription_details");
+        jw_obj(w);
+        jw_key(w, "metadata");
+        jw_obj(w);
+        jw_end(w);
+        jw_kstr(w, "subscription", v->subscription);
+        jw_end(w);
+        jw_kstr(w, "type", "subscription_details");
+        jw_end(w);
+    } else {
+        jw_knull(w, "parent");
+    }
+    jw_kint(w, "period_end", v->period_end);
+    jw_kint(w, "period_start", v->period_start);
+    jw_kint(w, "starting_balance", 0);
+    jw_kstr(w, "status", inv_status_words[v->status]);
+    jw_key(w, "status_transitions");
+    jw_obj(w);
+    jw_kint_or_null(w, "finalized_at", v->finalized_at);
+    jw_kint_or_null(w, "marked_uncollectible_at", v->marked_uncollectible_at);
+    jw_kint_or_null(w, "paid_at", v->paid_at);
+    jw_kint_or_null(w, "voided_at", v->voided_at);
+    jw_end(w);
+    jw_kint(w, "subtotal", v->subtotal);
+    jw_kint(w, "subtotal_excluding_tax", v->subtotal);
+    jw_kstr(w, "test_clock", v->test_clock[0] ? v->test_clock : NULL);
+    jw_kint(w, "total", v->total);
+    empty_array(w, "total_discount_amounts");
+    jw_kint(w, "total_excluding_tax", v->total);
+    empty_array(w, "total_taxes");
+    jw_knull(w, "webhooks_delivered_at");
+    jw_end(w);
+}
+
+static void render_event(tg_jw *w, const tg_billing_event *e)
+{
+    jw_obj(w);
+    jw_kstr(w, "id", e->id);
+    jw_kstr(w, "object", "event");
+    jw_kstr(w, "api_version", "2025-03-31.basil");
+    jw_kint(w, "created", e->created);
+    jw_key(w, "data");
+    jw_obj(w);
+    jw_key(w, "object");
+    switch (e->kind) {
+    case TG_OBJ_PRODUCT: render_product(w, &e->object.product); break;
+    case TG_OBJ_PRICE: render_price(w, &e->object.price, false); break;
+    case TG_OBJ_TEST_CLOCK: render_clock(w, &e->object.clock); break;
+    case TG_OBJ_SUBSCRIPTION: render_subscription(w, &e->object.sub); break;
+    case TG_OBJ_INVOICE: render_invoice(w, &e->object.invoice); break;
+    default:
+        jw_obj(w);
+        jw_end(w);
+        break;
+    }
+    jw_end(w);
+    jw_kbool(w, "livemode", e->livemode);
+    jw_kint(w, "pending_webhooks", 0);
+    jw_key(w, "request");
+    jw_obj(w);
+    jw_knull(w, "id");
+    jw_knull(w, "idempotency_key");
+    jw_end(w);
+    jw_kstr(w, "type", e->type);
+    jw_end(w);
+}
+
+static void render_schedule(tg_jw *w, const tg_subscription *s)
+{
+    char id[TG_ID_MAX + 16];
+    schedule_id(s, id, sizeof id);
+    jw_obj(w);
+    jw_kstr(w, "id", id);
+    jw_kstr(w, "object", "subscription_schedule");
+    jw_knull(w, "canceled_at");
+    jw_knull(w, "completed_at");
+    jw_kint(w, "created", s->created);
+    jw_key(w, "current_phase");
+    jw_obj(w);
+    jw_kint(w, "end_date", s->period_end);
+    jw_kint(w, "start_date", s->period_start);
+    jw_end(w);
+    jw_kstr(w, "customer", s->customer);
+    jw_kstr(w, "end_behavior", "release");
+    jw_kbool(w, "livemode", s->livemode);
+    jw_key(w, "metadata");
+    jw_obj(w);
+    jw_end(w);
+    jw_key(w, "phases");
+    jw_arr(w);
+    jw_obj(w);
+    jw_kstr(w, "currency", s->currency);
+    jw_kint(w, "end_date", s->period_end);
+    jw_key(w, "items");
+    jw_arr(w);
+    for (size_t i = 0; i < s->nitems; i++) {
+        jw_obj(w);
+        jw_kstr(w, "price", s->items[i].price.id);
+        if (!s->items[i].price.metered)
+            jw_kint(w, "quantity", s->items[i].quantity);
+        jw_end(w);
+    }
+    jw_aend(w);
+    jw_kint(w, "start_date", s->period_start);
+    jw_end(w);
+    if (s->next_phase.set) {
+        jw_obj(w);
+        jw_kstr(w, "currency", s->currency);
+        jw_knull(w, "end_date");
+        jw_key(w, "items");
+        jw_arr(w);
+        for (size_t i = 0; i < s->next_phase.nitems; i++) {
+            jw_obj(w);
+            jw_kstr(w, "price", s->next_phase.items[i].price);
+            if (s->next_phase.items[i].quantity)
+                jw_kint(w, "quantity", s->next_phase.items[i].quantity);
+            jw_end(w);
+        }
+        jw_aend(w);
+        jw_kint(w, "start_date", s->next_phase.start);
+        jw_end(w);
+    }
+    jw_aend(w);
+    jw_knull(w, "released_at");
+    jw_knull(w, "released_subscription");
+    jw_kstr(w, "status", s->status == TG_SUB_CANCELED ? "canceled" : "active");
+    jw_kstr(w, "subscription", s->id);
+    jw_kstr(w, "test_clock", s->test_clock[0] ? s->test_clock : NULL);
+    jw_end(w);
+}
+
+/* ================================================================ products */
+
+static bool product_patch(tg_req *req, bool create, tg_product_patch *p)
+{
+    memset(p, 0, sizeof *p);
+    p->active = -1;
+    bool active;
+    if (create)
+        p_str(req, NULL, "id", NULL, 60, &p->id);
+    p_opt_str(req, NULL, "name", 250, &p->name);
+    p_opt_str(req, NULL, "description", 40000, &p->description);
+    if (p_bool(req, NULL, "active", NULL, &active))
+        p->active = active;
+    p_string_map(req, NULL, "metadata", true, &p->metadata, &p->metadata_clear);
+    p_expand(req);
+    return tg_req_params_done(req);
+}
+
+static int product_reply(tg_req *req, int rc, const tg_product *p)
+{
+    if (rc)
+        return tg_reply_error(req);
+    render_product(&req->jw, p);
+    return 200;
+}
+
+static int h_product_create(tg_req *req)
+{
+    tg_product_patch pp;
+    tg_product p;
+    if (!product_patch(req, true, &pp))
+        return tg_reply_error(req);
+    return product_reply(req, tg_product_create(req->svc, &req->scope, &pp, &req->arena, &p,
+                                                &req->err), &p);
+}
+
+static int h_product_update(tg_req *req)
+{
+    tg_product_patch pp;
+    tg_product p;
+    if (!product_patch(req, false, &pp))
+        return tg_reply_error(req);
+    return product_reply(req, tg_product_update(req->svc, &req->scope, tg_seg(req, 2), &pp,
+                                                &req->arena, &p, &req->err), &p);
+}
+
+static int h_product_retrieve(tg_req *req)
+{
+    tg_product p;
+    p_expand(req);
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    return product_reply(req, tg_product_retrieve(req->svc, &req->scope, tg_seg(req, 2),
+                                                  &req->arena, &p, &req->err), &p);
+}
+
+static int reply_deleted(tg_req *req, const char *id, const char *object)
+{
+    jw_obj(&req->jw);
+    jw_kstr(&req->jw, "id", id);
+    jw_kstr(&req->jw, "object", object);
+    jw_kbool(&req->jw, "deleted", true);
+    jw_end(&req->jw);
+    return 200;
+}
+
+static int h_product_delete(tg_req *req)
+{
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    if (tg_product_delete(req->svc, &req->scope, tg_seg(req, 2), &req->err))
+        return tg_reply_error(req);
+    return reply_deleted(req, tg_seg(req, 2), "product");
+}
+
+static bool catalog_filter(tg_req *req, tg_catalog_filter *f)
+{
+    memset(f, 0, sizeof *f);
+    f->active = -1;
+    f->recurring = -1;
+    bool active;
+    if (p_bool(req, NULL, "active", NULL, &active))
+        f->active = active;
+    return !tg_req_failed(req);
+}
+
+static int h_product_list(tg_req *req)
+{
+    tg_page page;
+    tg_catalog_filter f;
+    if (!p_page(req, &page) || !catalog_filter(req, &f) || !tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_product *items;
+    size_t n;
+    bool more;
+    if (tg_product_list(req->svc, &req->scope, &f, &page, &req->arena, &items, &n, &more,
+                        &req->err))
+        return tg_reply_error(req);
+    tg_list_begin(req, "/v1/products");
+    for (size_t i = 0; i < n; i++)
+        render_product(&req->jw, &items[i]);
+    tg_list_end(req, more);
+    return 200;
+}
+
+/* ================================================================ prices */
+
+/* An amount given as an integer `key` or a decimal string `key`_decimal (exclusive); tier >= 0
+ * names it inside tiers[tier]. */
+static bool read_amount(tg_req *req, tg_param *parent, const char *key, int tier, bool *set,
+                        tg_dec *out)
+{
+    char name_dec[48], path[80], path_dec[96];
+    snprintf(name_dec, sizeof name_dec, "%s_decimal", key);
+    if (tier >= 0) {
+        snprintf(path, sizeof path, "tiers[%d][%s]", tier, key);
+        snprintf(path_dec, sizeof path_dec, "tiers[%d][%s]", tier, name_dec);
+    } else {
+        snprintf(path, sizeof path, "%s", key);
+        snprintf(path_dec, sizeof path_dec, "%s", name_dec);
+    }
+    int64_t whole;
+    bool has_int = p_int(req, parent, key, path, 0, 99999999999LL, &whole);
+    tg_dec d;
+    bool has_dec = p_dec(req, parent, name_dec, path_dec, &d);
+    if (tg_req_failed(req))
+        return false;
+    if (has_int && has_dec) {
+        tg_err_set(&req->err, TG_EEXCLUSIVE, path,
+                   "Only one of %s and %s can be set.", path, path_dec);
+        return false;
+    }
+    *set = has_int || has_dec;
+    *out = has_int ? tg_dec_from_int(whole) : has_dec ? d : 0;
+    return true;
+}
+
+static bool read_tiers(tg_req *req, tg_price *p)
+{
+    tg_param *t = tg_param_get(req->params, "tiers");
+    if (!t)
+        return true;
+    if (t->kind == TG_PARAM_STRING || t->count == 0 || t->count > TG_TIERS_MAX) {
+        tg_err_set(&req->err, TG_EINVAL, "tiers", "Invalid tiers: 1 to %d tiers.", TG_TIERS_MAX);
+        return false;
+    }
+    tg_tier *tiers = tg_arena_alloc(&req->arena, t->count * sizeof *tiers);
+    if (!tiers) {
+        tg_err_set(&req->err, TG_ENOMEM, NULL, NULL);
+        return false;
+    }
+    size_t n = 0;
+    for (tg_param *e = t->first; e; e = e->next, n++) {
+        e->used = true;
+        tg_tier *tier = &tiers[n];
+        memset(tier, 0, sizeof *tier);
+        if (e->kind != TG_PARAM_HASH) {
+            tg_err_set(&req->err, TG_EINVAL, "tiers", "Invalid tiers: each tier is a hash.");
+            return false;
+        }
+        char path[48];
+        snprintf(path, sizeof path, "tiers[%zu][up_to]", n);
+        const char *up_to;
+        if (!p_str_required(req, e, "up_to", path, 20, &up_to))
+            return false;
+        if (strcmp(up_to, "inf") == 0) {
+            tier->up_to_inf = true;
+        } else if (!p_int(req, e, "up_to", path, 1, INT64_MAX / 4, &tier->up_to)) {
+            return false;
+        }
+        bool ok = read_amount(req, e, "unit_amount", (int)n, &tier->has_unit,
+                              &tier->unit_amount) &&
+                  read_amount(req, e, "flat_amount", (int)n, &tier->has_flat,
+                              &tier->flat_amount);
+        if (!ok)
+            return false;
+    }
+    p->pricing.tiers = tiers;
+    p->pricing.ntiers = n;
+    return true;
+}
+
+static int h_price_create(tg_req *req)
+{
+    tg_price spec;
+    memset(&spec, 0, sizeof spec);
+    spec.active = true;
+    const char *currency = NULL, *product = NULL, *product_name = NULL;
+    bool transfer = false, active;
+    p_str_required(req, NULL, "currency", NULL, 3, &currency);
+    p_str(req, NULL, "product", NULL, 255, &product);
+    tg_param *pd = tg_param_get(req->params, "product_data");
+    if (pd && !tg_req_failed(req)) {
+        if (pd->kind != TG_PARAM_HASH)
+            tg_err_set(&req->err, TG_EINVAL, "product_data", "Invalid product_data: a hash.");
+        else
+            p_str_required(req, pd, "name", "product_data[name]", 250, &product_name);
+    }
+    if (product && product_name)
+        tg_err_set(&req->err, TG_EEXCLUSIVE, "product",
+                   "Only one of product and product_data can be set.");
+    if (p_bool(req, NULL, "active", NULL, &active))
+        spec.active = active;
+    static const char *const schemes[] = {"per_unit", "tiered", NULL};
+    static const char *const modes[] = {"graduated", "volume", NULL};
+    int scheme = 0, mode = -1;
+    p_enum(req, NULL, "billing_scheme", NULL, schemes, &scheme);
+    p_enum(req, NULL, "tiers_mode", NULL, modes, &mode);
+    spec.pricing.scheme = (tg_billing_scheme)scheme;
+    read_amount(req, NULL, "unit_amount", -1, &spec.unit_amount_set, &spec.pricing.unit_amount);
+    read_tiers(req, &spec);
+    tg_param *tq = tg_param_get(req->params, "transform_quantity");
+    if (tq && !tg_req_failed(req)) {
+        static const char *const rounds[] = {"down", "up", NULL};
+        int round = -1;
+        if (!p_int(req, tq, "divide_by", "transform_quantity[divide_by]", 1, 1000000000,
+                   &spec.pricing.divide_by) && !tg_req_failed(req))
+            tg_err_set(&req->err, TG_EMISSING, "transform_quantity[divide_by]",
+                       "Missing required param: transform_quantity[divide_by].");
+        if (!p_enum(req, tq, "round", "transform_quantity[round]", rounds, &round) &&
+            !tg_req_failed(req))
+            tg_err_set(&req->err, TG_EMISSING, "transform_quantity[round]",
+                       "Missing required param: transform_quantity[round].");
+        spec.pricing.round_up = round == 1;
+    }
+    tg_param *rec = tg_param_get(req->params, "recurring");
+    if (rec && !tg_req_failed(req)) {
+        static const char *const usage[] = {"licensed", "metered", NULL};
+        int interval = -1, usage_type = 0;
+        int64_t count = 1;
+        const char *meter = NULL;
+        spec.recurring = true;
+        if (!p_enum(req, rec, "interval", "recurring[interval]", interval_words, &interval) &&
+            !tg_req_failed(req))
+            tg_err_set(&req->err, TG_EMISSING, "recurring[interval]",
+                       "Missing required param: recurring[interval].");
+        p_int(req, rec, "interval_count", "recurring[interval_count]", 1, 1095, &count);
+        p_enum(req, rec, "usage_type", "recurring[usage_type]", usage, &usage_type);
+        p_str(req, rec, "meter", "recurring[meter]", 255, &meter);
+        p_int(req, rec, "trial_period_days", "recurring[trial_period_days]", 1, 730,
+              &spec.trial_period_days);
+        if (!tg_req_failed(req)) {
+            spec.interval = (tg_interval)interval;
+            spec.interval_count = (int)count;
+            spec.metered = usage_type == 1;
+            if (!tg_interval_count_ok(spec.interval, count))
+                tg_err_set(&req->err, TG_EINVAL, "recurring[interval_count]",
+                           "The billing interval can be at most three years.");
+            else if (spec.metered && !meter)
+                tg_err_set(&req->err, TG_EMISSING, "recurring[meter]",
+                           "A metered price needs a meter: recurring[meter].");
+            else if (!spec.metered && meter)
+                tg_err_set(&req->err, TG_EINVAL, "recurring[meter]",
+                           "Only metered prices (recurring[usage_type]=metered) have a meter.");
+            if (meter)
+                tg_strlcpy(spec.meter, meter, sizeof spec.meter);
+        }
+    }
+    p_str(req, NULL, "lookup_key", NULL, 200, &spec.lookup_key);
+    p_bool(req, NULL, "transfer_lookup_key", NULL, &transfer);
+    p_str(req, NULL, "nickname", NULL, 250, &spec.nickname);
+    p_string_map(req, NULL, "metadata", false, &spec.metadata, NULL);
+    bool with_tiers = expands(req, "tiers");
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    /* The scheme's own rules. */
+    if (spec.pricing.scheme == TG_SCHEME_TIERED) {
+        if (spec.unit_amount_set)
+            tg_err_set(&req->err, TG_EINVAL, "unit_amount",
+                       "A tiered price takes its amounts from tiers, not unit_amount.");
+        else if (!spec.pricing.ntiers)
+            tg_err_set(&req->err, TG_EMISSING, "tiers", "A tiered price needs tiers.");
+        else if (mode < 0)
+            tg_err_set(&req->err, TG_EMISSING, "tiers_mode", "A tiered price needs tiers_mode.");
+        else if (spec.pricing.divide_by)
+            tg_err_set(&req->err, TG_EINVAL, "transform_quantity",
+                       "transform_quantity cannot be combined with tiers.");
+        spec.pricing.tiers_mode = mode == 1 ? TG_TIERS_VOLUME : TG_TIERS_GRADUATED;
+    } else {
+        if (spec.pricing.ntiers)
+            tg_err_set(&req->err, TG_EINVAL, "tiers", "Tiers need billing_scheme=tiered.");
+        else if (mode >= 0)
+            tg_err_set(&req->err, TG_EINVAL, "tiers_mode",
+                       "tiers_mode needs billing_scheme=tiered.");
+        else if (!spec.unit_amount_set)
+            tg_err_set(&req->err, TG_EMISSING, "unit_amount",
+                       "Missing required param: unit_amount (or unit_amount_decimal).");
+    }
+    if (tg_req_failed(req))
+        return tg_reply_error(req);
+    tg_strlcpy(spec.currency, currency, sizeof spec.currency);
+    for (char *c = spec.currency; *c; c++)
+        *c = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
+    if (product)
+        tg_strlcpy(spec.product, product, sizeof spec.product);
+    tg_price p;
+    if (tg_price_create(req->svc, &req->scope, &spec, product_name, transfer, &req->arena, &p,
+                        &req->err))
+        return tg_reply_error(req);
+    render_price(&req->jw, &p, with_tiers);
+    return 200;
+}
+
+static int h_price_update(tg_req *req)
+{
+    tg_price_patch u;
+    memset(&u, 0, sizeof u);
+    u.active = -1;
+    bool active;
+    if (p_bool(req, NULL, "active", NULL, &active))
+        u.active = active;
+    p_opt_str(req, NULL, "lookup_key", 200, &u.lookup_key);
+    p_opt_str(req, NULL, "nickname", 250, &u.nickname);
+    p_bool(req, NULL, "transfer_lookup_key", NULL, &u.transfer_lookup_key);
+    p_string_map(req, NULL, "metadata", true, &u.metadata, &u.metadata_clear);
+    bool with_tiers = expands(req, "tiers");
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_price p;
+    if (tg_price_update(req->svc, &req->scope, tg_seg(req, 2), &u, &req->arena, &p, &req->err))
+        return tg_reply_error(req);
+    render_price(&req->jw, &p, with_tiers);
+    return 200;
+}
+
+static int h_price_retrieve(tg_req *req)
+{
+    bool with_tiers = expands(req, "tiers");
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_price p;
+    if (tg_price_retrieve(req->svc, &req->scope, tg_seg(req, 2), &req->arena, &p, &req->err))
+        return tg_reply_error(req);
+    render_price(&req->jw, &p, with_tiers);
+    return 200;
+}
+
+static int h_price_list(tg_req *req)
+{
+    tg_page page;
+    tg_catalog_filter f;
+    if (!p_page(req, &page) || !catalog_filter(req, &f))
+        return tg_reply_error(req);
+    static const char *const types[] = {"one_time", "recurring", NULL};
+    int type = -1;
+    p_str(req, NULL, "product", NULL, 255, &f.product);
+    p_str(req, NULL, "currency", NULL, 3, &f.currency);
+    if (p_enum(req, NULL, "type", NULL, types, &type))
+        f.recurring = type;
+    tg_param *lk = tg_param_get(req->params, "lookup_keys");
+    const char *keys[11];
+    if (lk) {
+        tg_param_use_all(lk);
+        if (lk->kind == TG_PARAM_STRING)
+            keys[f.nlookup_keys++] = lk->value;
+        else
+            for (tg_param *c = lk->first; c && f.nlookup_keys < 11; c = c->next)
+                if (c->kind == TG_PARAM_STRING && c->value)
+                    keys[f.nlookup_keys++] = c->value;
+        f.lookup_keys = keys;
+    }
+    bool with_tiers = expands(req, "data.tiers");
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_price *items;
+    size_t n;
+    bool more;
+    if (tg_price_list(req->svc, &req->scope, &f, &page, &req->arena, &items, &n, &more,
+                      &req->err))
+        return tg_reply_error(req);
+    tg_list_begin(req, "/v1/prices");
+    for (size_t i = 0; i < n; i++)
+        render_price(&req->jw, &items[i], with_tiers);
+    tg_list_end(req, more);
+    return 200;
+}
+
+/* ================================================================ test clocks */
+
+static int clock_reply(tg_req *req, int rc, const tg_test_clock *k)
+{
+    if (rc)
+        return tg_reply_error(req);
+    render_clock(&req->jw, k);
+    return 200;
+}
+
+static int h_clock_create(tg_req *req)
+{
+    int64_t frozen = 0;
+    const char *name = NULL;
+    if (!p_int(req, NULL, "frozen_time", NULL, 0, 253402300799LL, &frozen) &&
+        !tg_req_failed(req))
+        tg_err_set(&req->err, TG_EMISSING, "frozen_time", "Missing required param: frozen_time.");
+    p_str(req, NULL, "name", NULL, 300, &name);
+    p_expand(req);
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_test_clock k;
+    return clock_reply(req, tg_test_clock_create(req->svc, &req->scope, frozen, name,
+                                                 &req->arena, &k, &req->err), &k);
+}
+
+static int h_clock_retrieve(tg_req *req)
+{
+    p_expand(req);
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_test_clock k;
+    return clock_reply(req, tg_test_clock_retrieve(req->svc, &req->scope, tg_seg(req, 3),
+                                                   &req->arena, &k, &req->err), &k);
+}
+
+static int h_clock_advance(tg_req *req)
+{
+    int64_t frozen = 0;
+    if (!p_int(req, NULL, "frozen_time", NULL, 0, 253402300799LL, &frozen) &&
+        !tg_req_failed(req))
+        tg_err_set(&req->err, TG_EMISSING, "frozen_time", "Missing required param: frozen_time.");
+    p_expand(req);
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_test_clock k;
+    return clock_reply(req, tg_test_clock_advance(req->svc, &req->scope, tg_seg(req, 3), frozen,
+                                                  &req->arena, &k, &req->err), &k);
+}
+
+static int h_clock_delete(tg_req *req)
+{
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    if (tg_test_clock_delete(req->svc, &req->scope, tg_seg(req, 3), &req->err))
+        return tg_reply_error(req);
+    return reply_deleted(req, tg_seg(req, 3), "test_helpers.test_clock");
+}
+
+static int h_clock_list(tg_req *req)
+{
+    tg_page page;
+    if (!p_page(req, &page) || !tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_test_clock *items;
+    size_t n;
+    bool more;
+    if (tg_test_clock_list(req->svc, &req->scope, &page, &req->arena, &items, &n, &more,
+                           &req->err))
+        return tg_reply_error(req);
+    tg_list_begin(req, "/v1/test_helpers/test_clocks");
+    for (size_t i = 0; i < n; i++)
+        render_clock(&req->jw, &items[i]);
+    tg_list_end(req, more);
+    return 200;
+}
+
+/* ================================================================ subscriptions */
+
+static bool read_items(tg_req *req, bool update, tg_sub_params *p)
+{
+    tg_param *items = tg_param_get(req->params, "items");
+    if (!items)
+        return true;
+    if (items->kind == TG_PARAM_STRING || items->count > TG_SUB_ITEMS_MAX) {
+        tg_err_set(&req->err, TG_EINVAL, "items", "Invalid items: 1 to %d items.",
+                   TG_SUB_ITEMS_MAX);
+        return false;
+    }
+    p->has_items = true;
+    for (tg_param *e = items->first; e; e = e->next) {
+        e->used = true;
+        size_t i = p->nitems++;
+        tg_sub_item_spec *it = &p->items[i];
+        char path[64];
+        if (e->kind != TG_PARAM_HASH) {
+            tg_err_set(&req->err, TG_EINVAL, "items", "Invalid items: each item is a hash.");
+            return false;
+        }
+        if (update) {
+            snprintf(path, sizeof path, "items[%zu][id]", i);
+            p_str(req, e, "id", path, 255, &it->id);
+            snprintf(path, sizeof path, "items[%zu][deleted]", i);
+            p_bool(req, e, "deleted", path, &it->deleted);
+        }
+        snprintf(path, sizeof path, "items[%zu][price]", i);
+        p_str(req, e, "price", path, 255, &it->price);
+        snprintf(path, sizeof path, "items[%zu][quantity]", i);
+        it->has_quantity = p_int(req, e, "quantity", path, 0, 1000000000000LL, &it->quantity);
+        p_string_map(req, e, "metadata", true, &it->metadata, &it->metadata_clear);
+        if (tg_req_failed(req))
+            return false;
+    }
+    return true;
+}
+
+static bool read_sub_params(tg_req *req, bool update, tg_sub_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->anchor_day = p->anchor_month = p->anchor_hour = p->anchor_minute = p->anchor_second = -1;
+    p->trial_end_behavior = -1;
+    p->cancel_at_period_end = -1;
+    p->proration = -1;
+    p->send_invoice = -1;
+    if (!update)
+        p_str_required(req, NULL, "customer", NULL, 255, &p->customer);
+    read_items(req, update, p);
+    if (!update) {
+        p_int(req, NULL, "billing_cycle_anchor", NULL, 1, 253402300799LL,
+              &p->billing_cycle_anchor);
+        tg_param *cfg = tg_param_get(req->params, "billing_cycle_anchor_config");
+        if (cfg && !tg_req_failed(req)) {
+            int64_t v;
+            if (!p_int(req, cfg, "day_of_month", "billing_cycle_anchor_config[day_of_month]", 1,
+                       31, &v) && !tg_req_failed(req))
+                tg_err_set(&req->err, TG_EMISSING, "billing_cycle_anchor_config[day_of_month]",
+                           "Missing required param: billing_cycle_anchor_config[day_of_month].");
+            else
+                p->anchor_day = (int)v;
+            if (p_int(req, cfg, "month", "billing_cycle_anchor_config[month]", 1, 12, &v))
+                p->anchor_month = (int)v;
+            if (p_int(req, cfg, "hour", "billing_cycle_anchor_config[hour]", 0, 23, &v))
+                p->anchor_hour = (int)v;
+            if (p_int(req, cfg, "minute", "billing_cycle_anchor_config[minute]", 0, 59, &v))
+                p->anchor_minute = (int)v;
+            if (p_int(req, cfg, "second", "billing_cycle_anchor_config[second]", 0, 59, &v))
+                p->anchor_second = (int)v;
+        }
+        if (p->billing_cycle_anchor && p->anchor_day > 0)
+            tg_err_set(&req->err, TG_EEXCLUSIVE, "billing_cycle_anchor",
+                       "Only one of billing_cycle_anchor and billing_cycle_anchor_config.");
+        p_int(req, NULL, "trial_period_days", NULL, 1, 730, &p->trial_period_days);
+        p_bool(req, NULL, "trial_from_plan", NULL, &p->trial_from_plan);
+    }
+    const char *trial_end;
+    if (p_str(req, NULL, "trial_end", NULL, 20, &trial_end)) {
+        if (strcmp(trial_end, "now") == 0)
+            p->trial_end_now = true;
+        else
+            p_int(req, NULL, "trial_end", NULL, 1, 253402300799LL, &p->trial_end);
+    }
+    if (p->trial_end_now + !!p->trial_end + !!p->trial_period_days > 1)
+        tg_err_set(&req->err, TG_EEXCLUSIVE, "trial_end",
+                   "Only one of trial_end and trial_period_days.");
+    tg_param *ts = tg_param_get(req->params, "trial_settings");
+    if (ts && !tg_req_failed(req)) {
+        static const char *const words[] = {"create_invoice", "cancel", "pause", NULL};
+        tg_param *eb = tg_param_get(ts, "end_behavior");
+        int v;
+        if (eb && p_enum(req, eb, "missing_payment_method",
+                         "trial_settings[end_behavior][missing_payment_method]", words, &v))
+            p->trial_end_behavior = v;
+        if (ts->kind != TG_PARAM_HASH || !eb || eb->kind != TG_PARAM_HASH)
+            tg_err_set(&req->err, TG_EINVAL, "trial_settings",
+                       "Invalid trial_settings: give trial_settings[end_behavior]"
+                       "[missing_payment_method].");
+    }
+    bool b;
+    if (p_bool(req, NULL, "cancel_at_period_end", NULL, &b))
+        p->cancel_at_period_end = b;
+    tg_param *ca = tg_param_get(req->params, "cancel_at");
+    if (ca) {
+        p->cancel_at_set = true;
+        if (ca->kind == TG_PARAM_STRING && ca->value && *ca->value)
+            p_int(req, NULL, "cancel_at", NULL, 1, 253402300799LL, &p->cancel_at);
+    }
+    static const char *const proration_words[] = {"create_prorations", "none", "always_invoice",
+                                                  NULL};
+    p_enum(req, NULL, "proration_behavior", NULL, proration_words, &p->proration);
+    static const char *const collection_words[] = {"charge_automatically", "send_invoice", NULL};
+    p_enum(req, NULL, "collection_method", NULL, collection_words, &p->send_invoice);
+    p_int(req, NULL, "days_until_due", NULL, 0, 3650, &p->days_until_due);
+    p_opt_str(req, NULL, "default_payment_method", 255, &p->default_payment_method);
+    p_opt_str(req, NULL, "description", 500, &p->description);
+    p_string_map(req, NULL, "metadata", update, &p->metadata, &p->metadata_clear);
+    p_expand(req);
+    return tg_req_params_done(req);
+}
+
+static int sub_reply(tg_req *req, int rc, const tg_subscription *s)
+{
+    if (rc)
+        return tg_reply_error(req);
+    render_subscription(&req->jw, s);
+    return 200;
+}
+
+static int h_sub_create(tg_req *req)
+{
+    tg_sub_params *p = tg_arena_alloc(&req->arena, sizeof *p);
+    tg_subscription s;
+    if (!p)
+        return tg_err_set(&req->err, TG_ENOMEM, NULL, NULL), tg_reply_error(req);
+    if (!read_sub_params(req, false, p))
+        return tg_reply_error(req);
+    return sub_reply(req, tg_subscription_create(req->svc, &req->scope, p, &req->arena, &s,
+                                                 &req->err), &s);
+}
+
+static int h_sub_update(tg_req *req)
+{
+    tg_sub_params *p = tg_arena_alloc(&req->arena, sizeof *p);
+    tg_subscription s;
+    if (!p)
+        return tg_err_set(&req->err, TG_ENOMEM, NULL, NULL), tg_reply_error(req);
+    if (!read_sub_params(req, true, p))
+        return tg_reply_error(req);
+    return sub_reply(req, tg_subscription_update(req->svc, &req->scope, tg_seg(req, 2), p,
+                                                 &req->arena, &s, &req->err), &s);
+}
+
+static int h_sub_retrieve(tg_req *req)
+{
+    p_expand(req);
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_subscription s;
+    return sub_reply(req, tg_subscription_retrieve(req->svc, &req->scope, tg_seg(req, 2),
+                                                   &req->arena, &s, &req->err), &s);
+}
+
+static int h_sub_cancel(tg_req *req)
+{
+    bool invoice_now = false;
+    const char *reason = NULL;
+    p_bool(req, NULL, "invoice_now", NULL, &invoice_now);
+    tg_param *cd = tg_param_get(req->params, "cancellation_details");
+    if (cd) {
+        const char *feedback;
+        p_str(req, cd, "comment", "cancellation_details[comment]", 5000, &reason);
+        p_str(req, cd, "feedback", "cancellation_details[feedback]", 64, &feedback);
+        reason = "cancellation_requested";
+    }
+    p_expand(req);
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_subscription s;
+    return sub_reply(req, tg_subscription_cancel(req->svc, &req->scope, tg_seg(req, 2),
+                                                 invoice_now, reason, &req->arena, &s,
+                                                 &req->err), &s);
+}
+
+static int h_sub_resume(tg_req *req)
+{
+    static const char *const anchors[] = {"now", NULL};
+    int anchor;
+    p_enum(req, NULL, "billing_cycle_anchor", NULL, anchors, &anchor);
+    p_expand(req);
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_subscription s;
+    return sub_reply(req, tg_subscription_resume(req->svc, &req->scope, tg_seg(req, 2),
+                                                 &req->arena, &s, &req->err), &s);
+}
+
+static int h_sub_list(tg_req *req)
+{
+    tg_page page;
+    if (!p_page(req, &page))
+        return tg_reply_error(req);
+    tg_sub_filter f = {NULL, NULL, NULL, -1};
+    p_str(req, NULL, "customer", NULL, 255, &f.customer);
+    p_str(req, NULL, "price", NULL, 255, &f.price);
+    p_str(req, NULL, "test_clock", NULL, 255, &f.test_clock);
+    const char *status;
+    if (p_str(req, NULL, "status", NULL, 32, &status)) {
+        if (strcmp(status, "all") == 0)
+            f.status = -2;
+        else
+            p_enum(req, NULL, "status", NULL, sub_status_words, &f.status);
+    }
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_subscription *items;
+    size_t n;
+    bool more;
+    if (tg_subscription_list(req->svc, &req->scope, &f, &page, &req->arena, &items, &n, &more,
+                             &req->err))
+        return tg_reply_error(req);
+    tg_list_begin(req, "/v1/subscriptions");
+    for (size_t i = 0; i < n; i++)
+        render_subscription(&req->jw, &items[i]);
+    tg_list_end(req, more);
+    return 200;
+}
+
+/* ---- schedules: sub_sched_X belongs to sub_X */
+
+static bool schedule_sub_id(tg_req *req, const char *sched, char *out, size_t cap)
+{
+    if (strncmp(sched, "sub_sched_", 10) != 0 || !sched[10]) {
+        tg_err_set(&req->err, TG_ENOTFOUND, "schedule", "No such subscription schedule: '%s'",
+                   sched);
+        return false;
+    }
+    snprintf(out, cap, "sub_%s", sched + 10);
+    return true;
+}
+
+/* phases[1][items] (the phase after the current one) into ph. phases[0] describes the
+ * current phase and must end at the current period's end. */
+static bool read_phases(tg_req *req, tg_sub_next_phase *ph)
+{
+    memset(ph, 0, sizeof *ph);
+    tg_param *phases = tg_param_get(req->params, "phases");
+    if (!phases) {
+        tg_err_set(&req->err, TG_EMISSING, "phases", "Missing required param: phases.");
+        return false;
+    }
+    if (phases->kind == TG_PARAM_STRING || phases->count < 1 || phases->count > 2) {
+        tg_err_set(&req->err, TG_EINVAL, "phases",
+                   "Tollgate schedules have the current phase and at most one next phase, "
+                   "starting at the next renewal.");
+        return false;
+    }
+    size_t k = 0;
+    for (tg_param *e = phases->first; e; e = e->next, k++) {
+        e->used = true;
+        if (e->kind != TG_PARAM_HASH) {
+            tg_err_set(&req->err, TG_EINVAL, "phases", "Invalid phases: each phase is a hash.");
+            return false;
+        }
+        char path[80];
+        int64_t v;
+        snprintf(path, sizeof path, "phases[%zu][start_date]", k);
+        p_int(req, e, "start_date", path, 0, 253402300799LL, &v);
+        snprintf(path, sizeof path, "phases[%zu][end_date]", k);
+        p_int(req, e, "end_date", path, 0, 253402300799LL, &v);
+        snprintf(path, sizeof path, "phases[%zu][iterations]", k);
+        p_int(req, e, "iterations", path, 1, 1, &v);
+        snprintf(path, sizeof path, "phases[%zu][proration_behavior]", k);
+        static const char *const pw[] = {"none", "create_prorations", NULL};
+        int pb;
+        p_enum(req, e, "proration_behavior", path, pw, &pb);
+        tg_param *items = tg_param_get(e, "items");
+        if (!items || items->kind == TG_PARAM_STRING || items->count > TG_SUB_ITEMS_MAX) {
+            snprintf(path, sizeof path, "phases[%zu][items]", k);
+            tg_err_set(&req->err, items ? TG_EINVAL : TG_EMISSING, path,
+                       "Each phase needs 1 to %d items.", TG_SUB_ITEMS_MAX);
+            return false;
+        }
+        size_t i = 0;
+        for (tg_param *it = items->first; it; it = it->next, i++) {
+            it->used = true;
+            const char *price = NULL;
+            int64_t qty = 1;
+            snprintf(path, sizeof path, "phases[%zu][items][%zu][price]", k, i);
+            p_str_required(req, it, "price", path, 255, &price);
+            snprintf(path, sizeof path, "phases[%zu][items][%zu][quantity]", k, i);
+            p_int(req, it, "quantity", path, 0, 1000000000000LL, &qty);
+            if (tg_req_failed(req))
+                return false;
+            if (k == 1) {
+                tg_strlcpy(ph->items[i].price, price, sizeof ph->items[i].price);
+                ph->items[i].quantity = qty;
+                ph->nitems = i + 1;
+            }
+        }
+        if (k == 1)
+            ph->set = true;
+    }
+    static const char *const eb[] = {"release", NULL};
+    int v;
+    p_enum(req, NULL, "end_behavior", NULL, eb, &v);
+    p_expand(req);
+    return tg_req_params_done(req);
+}
+
+static int h_schedule_create(tg_req *req)
+{
+    const char *from;
+    p_str_required(req, NULL, "from_subscription", NULL, 255, &from);
+    p_expand(req);
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_subscription s;
+    tg_sub_next_phase none = {0};
+    /* A schedule made from a subscription starts with no change planned. */
+    if (tg_subscription_set_next_phase(req->svc, &req->scope, from, &none, &req->arena, &s,
+                                       &req->err))
+        return tg_reply_error(req);
+    render_schedule(&req->jw, &s);
+    return 200;
+}
+
+static int h_schedule_update(tg_req *req)
+{
+    char sub_id[TG_ID_MAX];
+    tg_sub_next_phase ph;
+    if (!schedule_sub_id(req, tg_seg(req, 2), sub_id, sizeof sub_id) || !read_phases(req, &ph))
+        return tg_reply_error(req);
+    tg_subscription s;
+    if (tg_subscription_set_next_phase(req->svc, &req->scope, sub_id, &ph, &req->arena, &s,
+                                       &req->err))
+        return tg_reply_error(req);
+    render_schedule(&req->jw, &s);
+    return 200;
+}
+
+static int h_schedule_retrieve(tg_req *req)
+{
+    char sub_id[TG_ID_MAX];
+    p_expand(req);
+    if (!schedule_sub_id(req, tg_seg(req, 2), sub_id, sizeof sub_id) ||
+        !tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_subscription s;
+    if (tg_subscription_retrieve(req->svc, &req->scope, sub_id, &req->arena, &s, &req->err))
+        return tg_reply_error(req);
+    render_schedule(&req->jw, &s);
+    return 200;
+}
+
+/* ================================================================ invoices */
+
+static int invoice_reply(tg_req *req, int rc, const tg_invoice *v)
+{
+    if (rc)
+        return tg_reply_error(req);
+    render_invoice(&req->jw, v);
+    return 200;
+}
+
+static int h_invoice_retrieve(tg_req *req)
+{
+    p_expand(req);
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_invoice v;
+    return invoice_reply(req, tg_invoice_retrieve(req->svc, &req->scope, tg_seg(req, 2),
+                                                  &req->arena, &v, &req->err), &v);
+}
+
+static int h_invoice_lines(tg_req *req)
+{
+    tg_page page;
+    if (!p_page(req, &page) || !tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_invoice v;
+    if (tg_invoice_retrieve(req->svc, &req->scope, tg_seg(req, 2), &req->arena, &v, &req->err))
+        return tg_reply_error(req);
+    /* Lines are in invoice order; cursors are line ids. */
+    size_t from = 0, to = v.nlines;
+    const char *cursor = page.starting_after ? page.starting_after : page.ending_before;
+    if (cursor) {
+        size_t k = 0;
+        while (k < v.nlines && strcmp(v.lines[k].id, cursor) != 0)
+            k++;
+        if (k == v.nlines) {
+            tg_err_set(&req->err, TG_ENOTFOUND,
+                       page.starting_after ? "starting_after" : "ending_before",
+                       "No such line item: '%s'", cursor);
+            return tg_reply_error(req);
+        }
+        if (page.starting_after)
+            from = k + 1;
+        else
+            to = k;
+    }
+    bool more;
+    if (page.ending_before) {
+        more = to - from > (size_t)page.limit;
+        if (more)
+            from = to - (size_t)page.limit;
+    } else {
+        more = to - from > (size_t)page.limit;
+        if (more)
+            to = from + (size_t)page.limit;
+    }
+    char url[160];
+    snprintf(url, sizeof url, "/v1/invoices/%s/lines", v.id);
+    tg_list_begin(req, url);
+    for (size_t i = from; i < to; i++)
+        render_line(&req->jw, &v, &v.lines[i]);
+    tg_list_end(req, more);
+    return 200;
+}
+
+static int h_invoice_list(tg_req *req)
+{
+    tg_page page;
+    if (!p_page(req, &page))
+        return tg_reply_error(req);
+    tg_invoice_filter f = {NULL, NULL, -1};
+    p_str(req, NULL, "customer", NULL, 255, &f.customer);
+    p_str(req, NULL, "subscription", NULL, 255, &f.subscription);
+    p_enum(req, NULL, "status", NULL, inv_status_words, &f.status);
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_invoice *items;
+    size_t n;
+    bool more;
+    if (tg_invoice_list(req->svc, &req->scope, &f, &page, &req->arena, &items, &n, &more,
+                        &req->err))
+        return tg_reply_error(req);
+    tg_list_begin(req, "/v1/invoices");
+    for (size_t i = 0; i < n; i++)
+        render_invoice(&req->jw, &items[i]);
+    tg_list_end(req, more);
+    return 200;
+}
+
+static int invoice_action(tg_req *req, tg_inv_action act)
+{
+    bool oob = false, auto_advance;
+    if (act == TG_INV_PAY)
+        p_bool(req, NULL, "paid_out_of_band", NULL, &oob);
+    if (act == TG_INV_FINALIZE)
+        p_bool(req, NULL, "auto_advance", NULL, &auto_advance);
+    p_expand(req);
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_invoice v;
+    return invoice_reply(req, tg_invoice_act(req->svc, &req->scope, tg_seg(req, 2), act, oob,
+                                             &req->arena, &v, &req->err), &v);
+}
+
+static int h_invoice_finalize(tg_req *req) { return invoice_action(req, TG_INV_FINALIZE); }
+static int h_invoice_pay(tg_req *req) { return invoice_action(req, TG_INV_PAY); }
+static int h_invoice_void(tg_req *req) { return invoice_action(req, TG_INV_VOID_IT); }
+static int h_invoice_uncollectible(tg_req *req) { return invoice_action(req, TG_INV_UNCOLLECT); }
+
+static int h_invoice_preview(tg_req *req)
+{
+    const char *sub = NULL, *customer = NULL;
+    p_str(req, NULL, "subscription", NULL, 255, &sub);
+    p_str(req, NULL, "customer", NULL, 255, &customer);
+    p_expand(req);
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_invoice v;
+    int rc = tg_invoice_preview(req->svc, &req->scope, sub, &req->arena, &v, &req->err);
+    if (!rc && customer && strcmp(customer, v.customer) != 0)
+        rc = tg_err_set(&req->err, TG_EINVAL, "customer",
+                        "The subscription %s belongs to another customer.", sub);
+    return invoice_reply(req, rc, &v);
+}
+
+/* ================================================================ events */
+
+static int h_event_retrieve(tg_req *req)
+{
+    p_expand(req);
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_billing_event e;
+    if (tg_billing_event_retrieve(req->svc, &req->scope, tg_seg(req, 2), &req->arena, &e,
+                                  &req->err))
+        return tg_reply_error(req);
+    render_event(&req->jw, &e);
+    return 200;
+}
+
+static int h_event_list(tg_req *req)
+{
+    tg_page page;
+    const char *type = NULL;
+    if (!p_page(req, &page))
+        return tg_reply_error(req);
+    p_str(req, NULL, "type", NULL, 128, &type);
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_billing_event *items;
+    size_t n;
+    bool more;
+    if (tg_billing_event_list(req->svc, &req->scope, type, &page, &req->arena, &items, &n, &more,
+                              &req->err))
+        return tg_reply_error(req);
+    tg_list_begin(req, "/v1/events");
+    for (size_t i = 0; i < n; i++)
+        render_event(&req->jw, &items[i]);
+    tg_list_end(req, more);
+    return 200;
+}
+
+/* ================================================================ the table */
+
+const tg_route tg_billing_routes[] = {
+    {"POST", "/v1/products", h_product_create, TG_ROUTE_SECRET},
+    {"GET", "/v1/products", h_product_list, TG_ROUTE_SECRET},
+    {"GET", "/v1/products/:id", h_product_retrieve, TG_ROUTE_SECRET},
+    {"POST", "/v1/products/:id", h_product_update, TG_ROUTE_SECRET},
+    {"DELETE", "/v1/products/:id", h_product_delete, TG_ROUTE_SECRET},
+    {"POST", "/v1/prices", h_price_create, TG_ROUTE_SECRET},
+    {"GET", "/v1/prices", h_price_list, TG_ROUTE_SECRET},
+    {"GET", "/v1/prices/:id", h_price_retrieve, TG_ROUTE_SECRET},
+    {"POST", "/v1/prices/:id", h_price_update, TG_ROUTE_SECRET},
+    {"POST", "/v1/test_helpers/test_clocks", h_clock_create, TG_ROUTE_SECRET},
+    {"GET", "/v1/test_helpers/test_clocks", h_clock_list, TG_ROUTE_SECRET},
+    {"GET", "/v1/test_helpers/test_clocks/:id", h_clock_retrieve, TG_ROUTE_SECRET},
+    {"DELETE", "/v1/test_helpers/test_clocks/:id", h_clock_delete, TG_ROUTE_SECRET},
+    {"POST", "/v1/test_helpers/test_clocks/:id/advance", h_clock_advance, TG_ROUTE_SECRET},
+    {"POST", "/v1/subscriptions", h_sub_create, TG_ROUTE_SECRET},
+    {"GET", "/v1/subscriptions", h_sub_list, TG_ROUTE_SECRET},
+    {"GET", "/v1/subscriptions/:id", h_sub_retrieve, TG_ROUTE_SECRET},
+    {"POST", "/v1/subscriptions/:id", h_sub_update, TG_ROUTE_SECRET},
+    {"DELETE", "/v1/subscriptions/:id", h_sub_cancel, TG_ROUTE_SECRET},
+    {"POST", "/v1/subscriptions/:id/resume", h_sub_resume, TG_ROUTE_SECRET},
+    {"POST", "/v1/subscription_schedules", h_schedule_create, TG_ROUTE_SECRET},
+    {"GET", "/v1/subscription_schedules/:id", h_schedule_retrieve, TG_ROUTE_SECRET},
+    {"POST", "/v1/subscription_schedules/:id", h_schedule_update, TG_ROUTE_SECRET},
+    {"GET", "/v1/invoices", h_invoice_list, TG_ROUTE_SECRET},
+    {"POST", "/v1/invoices/create_preview", h_invoice_preview, TG_ROUTE_SECRET},
+    {"GET", "/v1/invoices/:id", h_invoice_retrieve, TG_ROUTE_SECRET},
+    {"GET", "/v1/invoices/:id/lines", h_invoice_lines, TG_ROUTE_SECRET},
+    {"POST", "/v1/invoices/:id/finalize", h_invoice_finalize, TG_ROUTE_SECRET},
+    {"POST", "/v1/invoices/:id/pay", h_invoice_pay, TG_ROUTE_SECRET},
+    {"POST", "/v1/invoices/:id/void", h_invoice_void, TG_ROUTE_SECRET},
+    {"POST", "/v1/invoices/:id/mark_uncollectible", h_invoice_uncollectible, TG_ROUTE_SECRET},
+    {"GET", "/v1/events", h_event_list, TG_ROUTE_SECRET},
+    {"GET", "/v1/events/:id", h_event_retrieve, TG_ROUTE_SECRET},
+};
+const size_t tg_nbilling_routes = sizeof tg_billing_routes / sizeof tg_billing_routes[0];
