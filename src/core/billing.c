@@ -725,13 +725,28 @@ static int run_due_fn(bctx *c, void *arg)
     return run_due(c, NULL, d->now, &d->count);
 }
 
+static int any_due_fn(bctx *c, void *arg)
+{
+    due_args *d = arg;
+    tg_obj *rows;
+    size_t n;
+    int rc = c->s->ops->obj_due(c->s, NULL, d->now, 1, c->a, &rows, &n, c->err);
+    d->count = rc ? 0 : (int)n;
+    return rc;
+}
+
 int tg_billing_run_due(tg_service *svc, int64_t now, tg_err *err)
 {
     tg_arena a;
     tg_arena_init(&a, 0);
     tg_scope none = {{0}, false};
     due_args d = {now, 0};
-    int rc = bill_write(svc, &none, &a, run_due_fn, &d, err);
+    /* A read first: the writer sees a job only when there is work. */
+    int rc = bill_read(svc, &none, &a, any_due_fn, &d, err);
+    if (!rc && d.count) {
+        d.count = 0;
+        rc = bill_write(svc, &none, &a, run_due_fn, &d, err);
+    }
     tg_arena_free(&a);
     return rc ? rc : d.count;
 }
@@ -758,7 +773,7 @@ static void *scheduler_main(void *arg)
     return NULL;
 }
 
-int tg_billing_start(tg_service *svc)
+int tg_billing_start(tg_service *svc, bool scheduler)
 {
     struct tg_billing *b = calloc(1, sizeof *b);
     if (!b)
@@ -767,6 +782,8 @@ int tg_billing_start(tg_service *svc)
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);
     *tg_service_billing(svc) = b;
+    if (!scheduler)
+        return TG_OK;
     if (pthread_create(&b->thread, NULL, scheduler_main, svc))
         return TG_ENOMEM;
     b->started = true;

@@ -535,7 +535,7 @@ int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *
         uint64_t h = fnv(seed, 1469598103934665603ULL);
         rc = tg_writer_start(&svc->writer, svc->wstore, clock, &wc, svc->overlay, h, err);
     }
-    if (!rc && tg_billing_start(svc))
+    if (!rc && tg_billing_start(svc, !svc->cfg.no_billing_scheduler))
         rc = tg_err_set(err, TG_ENOMEM, NULL, "cannot start the billing scheduler");
     if (rc) {
         if (svc->wstore && !svc->writer)

@@ -23,6 +23,7 @@ typedef struct tg_service_config {
     size_t queue_max_events; /* writer backlog before 429 (default 200000) */
     size_t batch_max_events; /* events per transaction (default 10000) */
     int readers;             /* reading connections (default 8) */
+    bool no_billing_scheduler; /* the CLI runs due billing itself (`tollgate bill run`) */
 } tg_service_config;
 
 int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *clock,

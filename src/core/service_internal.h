@@ -45,8 +45,9 @@ int tg_test_clock_time(tg_service *svc, tg_store *s, const tg_scope *scope, cons
 /* billing.c's state, owned by the service (NULL until tg_billing_start). */
 struct tg_billing **tg_service_billing(tg_service *svc);
 
-/* Starts and stops the billing scheduler thread (billing.c), from tg_service_open/close. */
-int tg_billing_start(tg_service *svc);
+/* Sets up billing (billing.c) and starts its scheduler thread when asked, from
+ * tg_service_open; tg_billing_stop from tg_service_close. */
+int tg_billing_start(tg_service *svc, bool scheduler);
 void tg_billing_stop(tg_service *svc);
 
 #endif
