@@ -106,9 +106,20 @@ static int save_sub(bctx *c, const tg_subscription *s)
     tg_subscription_encode(&b, s);
     static const char *const status_words[] = {"trialing", "active", "past_due", "canceled",
                                                "paused"};
+    /* The prices of its items, for GET /v1/subscriptions?price= */
+    size_t cap = 2 + s->nitems * (TG_ID_MAX + 8);
+    char *tags = tg_arena_alloc(c->a, cap);
+    if (!tags) {
+        tg_buf_free(&b);
+        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+    }
+    size_t len = (size_t)snprintf(tags, cap, " ");
+    for (size_t i = 0; i < s->nitems; i++)
+        len += (size_t)snprintf(tags + len, cap - len, "price=%s ", s->items[i].price.id);
     tg_obj o = {.kind = KIND_SUB, .created = s->created, .active = sub_live(s),
                 .customer = s->customer, .lookup = status_words[s->status],
-                .clock = s->test_clock[0] ? s->test_clock : NULL, .due = sub_due(s)};
+                .clock = s->test_clock[0] ? s->test_clock : NULL, .due = sub_due(s),
+                .tags = tags};
     tg_strlcpy(o.id, s->id, sizeof o.id);
     return bill_save(c, &o, &b);
 }
@@ -1340,20 +1351,17 @@ static int sub_list_fn(bctx *c, void *arg)
         f.lookup_any = &status;
         f.nlookup = 1;
     }
+    char tag[TG_ID_MAX + 16];
+    const char *tags[1] = {tag};
+    if (l->f->price) {
+        snprintf(tag, sizeof tag, " price=%s ", l->f->price);
+        f.tags = tags;
+        f.ntags = 1;
+    }
     int rc = bill_list(c, KIND_SUB, &f, l->page, decode_sub, sizeof **l->out, (void **)l->out,
                        l->n, l->has_more);
-    size_t k = 0;
-    for (size_t i = 0; !rc && i < *l->n; i++) {
-        tg_subscription *s = &(*l->out)[i];
-        bool keep = !l->f->price;
-        for (size_t j = 0; !keep && j < s->nitems; j++)
-            keep = strcmp(s->items[j].price.id, l->f->price) == 0;
-        if (keep) {
-            refresh_prices(c, s);
-            (*l->out)[k++] = *s;
-        }
-    }
-    *l->n = k;
+    for (size_t i = 0; !rc && i < *l->n; i++)
+        refresh_prices(c, &(*l->out)[i]);
     return rc;
 }
 

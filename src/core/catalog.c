@@ -104,8 +104,11 @@ int bill_save_price(bctx *c, const tg_price *p)
     tg_buf b;
     tg_buf_init(&b, TG_RECORD_MAX);
     tg_price_encode(&b, p);
+    char tags[64];
+    snprintf(tags, sizeof tags, " currency=%s type=%s ", p->currency,
+             p->recurring ? "recurring" : "one_time");
     tg_obj o = {.kind = KIND_PRICE, .created = p->created, .active = p->active,
-                .parent = p->product, .lookup = p->lookup_key};
+                .parent = p->product, .lookup = p->lookup_key, .tags = tags};
     tg_strlcpy(o.id, p->id, sizeof o.id);
     return bill_save(c, &o, &b);
 }
@@ -306,9 +309,10 @@ static int product_change_fn(bctx *c, void *arg)
             return tg_err_set(c->err, TG_ESTATE, NULL,
                               "This product cannot be deleted because it has one or more "
                               "user-created prices.");
+        /* Deleted products are gone (404), like Stripe's; their events keep a snapshot. */
         pa->out->deleted = true;
         pa->out->active = false;
-        rc = bill_save_product(c, pa->out);
+        rc = c->s->ops->obj_delete(c->s, c->scope, KIND_PRODUCT, pa->id, c->err);
         return rc ? rc : bill_emit(c, "product.deleted", TG_OBJ_PRODUCT, pa->out);
     }
     rc = product_apply(c, pa->out, pa->patch);
@@ -377,18 +381,9 @@ int tg_product_list(tg_service *svc, const tg_scope *scope, const tg_catalog_fil
                     const tg_page *page, tg_arena *a, tg_product **out, size_t *n,
                     bool *has_more, tg_err *err)
 {
-    /* Deleted products are inactive rows; they are never listed. */
     list_args l = {KIND_PRODUCT, {.active = f->active}, page, decode_product, sizeof **out,
                    (void **)out, n, has_more};
-    int rc = bill_read(svc, scope, a, list_fn, &l, err);
-    if (rc || f->active >= 0)
-        return rc;
-    size_t k = 0;
-    for (size_t i = 0; i < *n; i++)
-        if (!(*out)[i].deleted)
-            (*out)[k++] = (*out)[i];
-    *n = k;
-    return TG_OK;
+    return bill_read(svc, scope, a, list_fn, &l, err);
 }
 
 /* ---------------------------------------------------------------- prices */
@@ -560,21 +555,18 @@ int tg_price_list(tg_service *svc, const tg_scope *scope, const tg_catalog_filte
                    {.active = f->active, .parent = f->product, .lookup_any = f->lookup_keys,
                     .nlookup = f->nlookup_keys},
                    page, decode_price, sizeof **out, (void **)out, n, has_more};
-    int rc = bill_read(svc, scope, a, list_fn, &l, err);
-    if (rc || (!f->currency && f->recurring < 0))
-        return rc;
-    /* currency and type are filtered on the page read (they are not index columns): a page
-     * may then hold fewer than `limit` prices while has_more stays exact. */
-    size_t k = 0;
-    for (size_t i = 0; i < *n; i++) {
-        const tg_price *p = &(*out)[i];
-        if ((f->currency && strcmp(p->currency, f->currency) != 0) ||
-            (f->recurring >= 0 && p->recurring != (f->recurring == 1)))
-            continue;
-        (*out)[k++] = *p;
+    char currency[32], type[32];
+    const char *tags[2];
+    if (f->currency) {
+        snprintf(currency, sizeof currency, " currency=%.3s ", f->currency);
+        tags[l.f.ntags++] = currency;
     }
-    *n = k;
-    return TG_OK;
+    if (f->recurring >= 0) {
+        snprintf(type, sizeof type, " type=%s ", f->recurring ? "recurring" : "one_time");
+        tags[l.f.ntags++] = type;
+    }
+    l.f.tags = tags;
+    return bill_read(svc, scope, a, list_fn, &l, err);
 }
 
 /* ---------------------------------------------------------------- test clocks */

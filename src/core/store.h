@@ -26,6 +26,7 @@ typedef struct tg_obj {
     char id[TG_ID_MAX];
     int64_t created;
     const char *customer, *parent, *lookup, *clock;
+    const char *tags; /* " name=value name=value " words other filters match (NULL: none) */
     bool active;
     int64_t due; /* when the scheduler must look at it next; 0 = never */
     const void *body;
@@ -40,6 +41,8 @@ typedef struct tg_obj_filter {
     const char *const *lookup_any;
     size_t nlookup;
     const char *lookup_prefix; /* lookup LIKE 'prefix%' */
+    const char *const *tags;   /* every one of these " name=value " words is in tags */
+    size_t ntags;
 } tg_obj_filter;
 
 typedef struct tg_store_ops {

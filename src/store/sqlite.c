@@ -68,7 +68,8 @@ static const char *const migrations[] = {
     "ALTER TABLE customers ADD COLUMN default_payment_method TEXT;"
     "CREATE TABLE objects(seq INTEGER PRIMARY KEY, account TEXT NOT NULL, livemode INT NOT NULL,"
     "  kind TEXT NOT NULL, id TEXT NOT NULL, created INT NOT NULL, customer TEXT, parent TEXT,"
-    "  lookup TEXT, clock TEXT, active INT NOT NULL, due INT NOT NULL, body BLOB NOT NULL,"
+    "  lookup TEXT, clock TEXT, tags TEXT, active INT NOT NULL, due INT NOT NULL,"
+    "  body BLOB NOT NULL,"
     "  UNIQUE(account, livemode, kind, id));"
     "CREATE INDEX objects_kind ON objects(account, livemode, kind, seq);"
     "CREATE INDEX objects_customer ON objects(account, livemode, kind, customer, seq)"
@@ -198,10 +199,11 @@ static const char *const sql[Q_COUNT] = {
     [Q_PRUNE_IDEM] = "DELETE FROM idempotency WHERE created<?1",
     [Q_PRUNE_SESSIONS] = "DELETE FROM sessions WHERE expires_at<?1",
     [Q_OBJ_PUT] = "INSERT INTO objects(account,livemode,kind,id,created,customer,parent,lookup,"
-                  "clock,active,due,body) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"
+                  "clock,active,due,body,tags) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
                   " ON CONFLICT(account,livemode,kind,id) DO UPDATE SET customer=excluded.customer,"
                   " parent=excluded.parent, lookup=excluded.lookup, clock=excluded.clock,"
-                  " active=excluded.active, due=excluded.due, body=excluded.body",
+                  " active=excluded.active, due=excluded.due, body=excluded.body,"
+                  " tags=excluded.tags",
     [Q_OBJ_GET] = "SELECT " OBJ_COLS " FROM objects WHERE account=?1 AND livemode=?2 AND kind=?3"
                   " AND id=?4",
     [Q_OBJ_DELETE] = "DELETE FROM objects WHERE account=?1 AND livemode=?2 AND kind=?3 AND id=?4",
@@ -1350,6 +1352,7 @@ static int sq_obj_put(tg_store *base, const tg_scope *scope, const tg_obj *o, tg
     sqlite3_bind_int(st, 10, o->active);
     sqlite3_bind_int64(st, 11, o->due);
     sqlite3_bind_blob(st, 12, o->len ? o->body : "", (int)o->len, SQLITE_STATIC);
+    bind_opt_text(st, 13, o->tags);
     return exec_done(s, st, err, "obj_put");
 }
 
@@ -1476,6 +1479,11 @@ static int sq_obj_list(tg_store *base, const tg_scope *scope, const char *kind,
         len += (size_t)snprintf(extra + len, sizeof extra - len,
                                 " AND substr(lookup,1,length(?%d))=?%d", nb + 6, nb + 6);
         binds[nb++] = f->lookup_prefix;
+    }
+    for (size_t i = 0; i < f->ntags && nb < 30; i++) {
+        len += (size_t)snprintf(extra + len, sizeof extra - len, " AND instr(tags,?%d)>0",
+                                nb + 6);
+        binds[nb++] = f->tags[i];
     }
     if (f->no_clock)
         len += (size_t)snprintf(extra + len, sizeof extra - len, " AND clock IS NULL");
