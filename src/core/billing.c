@@ -1065,7 +1065,7 @@ int tg_subscription_create(tg_service *svc, const tg_scope *scope, const tg_sub_
         return tg_err_set(err, TG_EMISSING, "items", "Missing required param: items.");
     for (size_t i = 0; i < p->nitems; i++)
         if (!p->items[i].price) {
-            char param[32];
+            char param[48];
             snprintf(param, sizeof param, "items[%zu][price]", i);
             return tg_err_set(err, TG_EMISSING, param, "Missing required param: %s.", param);
         }
