@@ -534,6 +534,7 @@ static int apply_next_phase(bctx *c, tg_subscription *s, int64_t t)
     s->nitems = s->next_phase.nitems;
     s->next_phase.set = false;
     s->next_phase.nitems = 0;
+    s->schedule[0] = '\0'; /* its last phase has started: the schedule is released */
     return TG_OK;
 }
 
@@ -1254,12 +1255,21 @@ static int sub_update_fn(bctx *c, void *arg)
         int64_t t = p->trial_end_now ? c->now : p->trial_end;
         if (t < c->now)
             return tg_err_set(c->err, TG_EINVAL, "trial_end", "The trial end must be in the future.");
+        /* An anchor that came from the trial's end follows it, earlier or later. */
+        if (!s->anchor_day && s->billing_cycle_anchor == s->trial_end)
+            s->billing_cycle_anchor = t;
         s->trial_end = s->period_end = t;
-        s->trial_reminded = t - TG_TRIAL_REMINDER < c->now && t > c->now;
+        /* The reminder comes 3 days before the new end, or now when that is already past. */
+        if (t - TG_TRIAL_REMINDER > c->now) {
+            s->trial_reminded = false;
+        } else if (!s->trial_reminded) {
+            s->trial_reminded = true;
+            if ((rc = bill_emit(c, "customer.subscription.trial_will_end", TG_OBJ_SUBSCRIPTION,
+                                s)))
+                return rc;
+        }
         for (size_t i = 0; i < s->nitems; i++)
             s->items[i].usage_from = t;
-        if (s->billing_cycle_anchor < t && !p->anchor_day)
-            s->billing_cycle_anchor = t;
     }
     if (p->send_invoice >= 0)
         s->send_invoice = p->send_invoice;
@@ -1447,7 +1457,10 @@ static int sub_phase_fn(bctx *c, void *arg)
         }
         s->next_phase = *sa->phase;
         s->next_phase.start = s->period_end;
-    } else {
+    }
+    if (!s->schedule[0]) /* a schedule exists from its creation, phases or not */
+        snprintf(s->schedule, sizeof s->schedule, "sub_sched_%s", s->id + 4);
+    if (!sa->phase->set) {
         s->next_phase.set = false;
         s->next_phase.nitems = 0;
     }

@@ -296,9 +296,7 @@ static void render_subscription(tg_jw *w, const tg_subscription *s)
     tg_render_metadata(w, &s->metadata);
     jw_knull(w, "pause_collection");
     jw_knull(w, "pending_update");
-    char sched[TG_ID_MAX + 16];
-    schedule_id(s, sched, sizeof sched);
-    jw_kstr(w, "schedule", s->next_phase.set ? sched : NULL);
+    jw_kstr(w, "schedule", s->schedule[0] ? s->schedule : NULL);
     jw_kint(w, "start_date", s->start_date);
     jw_kstr(w, "status", sub_status_words[s->status]);
     jw_kstr(w, "test_clock", s->test_clock[0] ? s->test_clock : NULL);
