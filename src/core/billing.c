@@ -106,8 +106,9 @@ static int save_sub(bctx *c, const tg_subscription *s)
     tg_subscription_encode(&b, s);
     static const char *const status_words[] = {"trialing", "active", "past_due", "canceled",
                                                "paused"};
-    /* The prices of its items, for GET /v1/subscriptions?price= */
-    size_t cap = 2 + s->nitems * (TG_ID_MAX + 8);
+    /* The prices and products of its items, for GET /v1/subscriptions?price= and for
+     * finding the subscribers of a product whose features change. */
+    size_t cap = 2 + s->nitems * 2 * (TG_ID_MAX + 10);
     char *tags = tg_arena_alloc(c->a, cap);
     if (!tags) {
         tg_buf_free(&b);
@@ -115,13 +116,16 @@ static int save_sub(bctx *c, const tg_subscription *s)
     }
     size_t len = (size_t)snprintf(tags, cap, " ");
     for (size_t i = 0; i < s->nitems; i++)
-        len += (size_t)snprintf(tags + len, cap - len, "price=%s ", s->items[i].price.id);
+        len += (size_t)snprintf(tags + len, cap - len, "price=%s product=%s ",
+                                s->items[i].price.id, s->items[i].price.product);
     tg_obj o = {.kind = KIND_SUB, .created = s->created, .active = sub_live(s),
                 .customer = s->customer, .lookup = status_words[s->status],
                 .clock = s->test_clock[0] ? s->test_clock : NULL, .due = sub_due(s),
                 .tags = tags};
     tg_strlcpy(o.id, s->id, sizeof o.id);
-    return bill_save(c, &o, &b);
+    int rc = bill_save(c, &o, &b);
+    /* Whatever changed may change what the customer is entitled to, and over which period. */
+    return rc ? rc : ent_refresh(c, s->customer);
 }
 
 static int save_invoice(bctx *c, const tg_invoice *v)

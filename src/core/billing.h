@@ -21,6 +21,7 @@
 #include "base/arena.h"
 #include "base/err.h"
 #include "core/calendar.h"
+#include "core/entitlements.h"
 #include "core/model.h"
 #include "core/pricing.h"
 
@@ -273,8 +274,15 @@ typedef struct tg_invoice_filter {
 
 typedef enum {
     TG_OBJ_PRODUCT, TG_OBJ_PRICE, TG_OBJ_TEST_CLOCK, TG_OBJ_SUBSCRIPTION, TG_OBJ_INVOICE,
-    TG_OBJ_CUSTOMER_ENTITLEMENTS
+    TG_OBJ_ENTITLEMENT_SUMMARY, TG_OBJ_FEATURE
 } tg_obj_kind;
+
+/* A customer's active entitlements, as the summary event shows them. */
+typedef struct tg_entitlement_summary {
+    char customer[TG_ID_MAX];
+    tg_active_entitlement *items;
+    size_t n;
+} tg_entitlement_summary;
 
 /* A recorded event: what happened and a snapshot of the object then. */
 typedef struct tg_billing_event {
@@ -289,6 +297,8 @@ typedef struct tg_billing_event {
         tg_test_clock clock;
         tg_subscription sub;
         tg_invoice invoice;
+        tg_feature feature;
+        tg_entitlement_summary summary;
     } object;
 } tg_billing_event;
 

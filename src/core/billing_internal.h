@@ -69,6 +69,11 @@ int bill_cancel_clock_subscriptions(bctx *c, const char *clock);
 /* The shortest billing interval among a clock's live subscriptions, in seconds (0: none). */
 int bill_clock_shortest_interval(bctx *c, const char *clock, int64_t *seconds);
 
+/* Recomputes a customer's grants from its subscriptions (entitlements.c): stores them,
+ * records the summary event when the features change, and installs them in the check
+ * registry. Called by every change that can alter them, inside its writer job. */
+int ent_refresh(bctx *c, const char *customer);
+
 /* Random ids with Stripe's prefixes. */
 int bill_new_id(bctx *c, char *out, const char *prefix);
 

@@ -574,6 +574,218 @@ int tg_invoice_decode(const void *data, size_t len, tg_arena *a, tg_invoice *v)
     return rc;
 }
 
+/* ---------------------------------------------------------------- entitlements */
+
+void tg_feature_encode(tg_buf *b, const tg_feature *f)
+{
+    FIX(1, f->id);
+    INT(2, f->created);
+    INT(3, f->livemode);
+    INT(4, f->active);
+    STR(5, f->name);
+    FIX(6, f->lookup_key);
+    put_metadata(b, 7, &f->metadata);
+}
+
+int tg_feature_decode(const void *data, size_t len, tg_arena *a, tg_feature *f)
+{
+    memset(f, 0, sizeof *f);
+    tg_rec_reader r;
+    tg_rec_field x;
+    int rc;
+    tg_rec_open(&r, data, len);
+    while ((rc = tg_rec_next(&r, &x)) == 1) {
+        switch (x.tag) {
+        case 1: tg_rec_copy(&x, f->id, sizeof f->id); break;
+        case 2: f->created = x.i; break;
+        case 3: f->livemode = x.i; break;
+        case 4: f->active = x.i; break;
+        case 5: f->name = tg_rec_strdup(&x, a); break;
+        case 6: tg_rec_copy(&x, f->lookup_key, sizeof f->lookup_key); break;
+        case 7: rc = get_metadata(&x, a, &f->metadata); break;
+        }
+        if (rc < 0)
+            break;
+    }
+    return rc;
+}
+
+static void limit_encode(tg_buf *b, unsigned tag, const tg_usage_limit *l)
+{
+    if (!l->set)
+        return;
+    tg_buf inner;
+    tg_buf_init(&inner, TG_RECORD_MAX);
+    tg_rec_str(&inner, 1, l->meter);
+    tg_rec_dec(&inner, 2, l->quantity);
+    tg_rec_int(&inner, 3, l->hard);
+    if (inner.failed)
+        b->failed = true;
+    tg_rec_bytes(b, tag, inner.data ? inner.data : "", inner.len);
+    tg_buf_free(&inner);
+}
+
+static int limit_decode(const tg_rec_field *outer, tg_usage_limit *l)
+{
+    memset(l, 0, sizeof *l);
+    l->set = true;
+    tg_rec_reader r;
+    tg_rec_field f;
+    int rc;
+    tg_rec_open(&r, outer->data, outer->len);
+    while ((rc = tg_rec_next(&r, &f)) == 1) {
+        switch (f.tag) {
+        case 1: tg_rec_copy(&f, l->meter, sizeof l->meter); break;
+        case 2: l->quantity = f.d; break;
+        case 3: l->hard = f.i; break;
+        }
+    }
+    return rc;
+}
+
+void tg_product_feature_encode(tg_buf *b, const tg_product_feature *p)
+{
+    FIX(1, p->id);
+    FIX(2, p->product);
+    INT(3, p->created);
+    INT(4, p->livemode);
+    FIX(5, p->feature.id);
+    limit_encode(b, 6, &p->limit);
+}
+
+int tg_product_feature_decode(const void *data, size_t len, tg_arena *a, tg_product_feature *p)
+{
+    (void)a;
+    memset(p, 0, sizeof *p);
+    tg_rec_reader r;
+    tg_rec_field f;
+    int rc;
+    tg_rec_open(&r, data, len);
+    while ((rc = tg_rec_next(&r, &f)) == 1) {
+        switch (f.tag) {
+        case 1: tg_rec_copy(&f, p->id, sizeof p->id); break;
+        case 2: tg_rec_copy(&f, p->product, sizeof p->product); break;
+        case 3: p->created = f.i; break;
+        case 4: p->livemode = f.i; break;
+        case 5: tg_rec_copy(&f, p->feature.id, sizeof p->feature.id); break;
+        case 6: rc = limit_decode(&f, &p->limit); break;
+        }
+        if (rc < 0)
+            break;
+    }
+    return rc;
+}
+
+void tg_grant_encode(tg_buf *b, const tg_grant *g)
+{
+    FIX(1, g->feature);
+    FIX(2, g->lookup_key);
+    limit_encode(b, 3, &g->limit);
+    INT(4, g->period_start);
+    INT(5, g->period_end);
+}
+
+static void grant_encode_any(tg_buf *b, const void *obj)
+{
+    tg_grant_encode(b, obj);
+}
+
+static int grant_decode(const tg_rec_field *outer, tg_grant *g)
+{
+    memset(g, 0, sizeof *g);
+    tg_rec_reader r;
+    tg_rec_field f;
+    int rc;
+    tg_rec_open(&r, outer->data, outer->len);
+    while ((rc = tg_rec_next(&r, &f)) == 1) {
+        switch (f.tag) {
+        case 1: tg_rec_copy(&f, g->feature, sizeof g->feature); break;
+        case 2: tg_rec_copy(&f, g->lookup_key, sizeof g->lookup_key); break;
+        case 3: rc = limit_decode(&f, &g->limit); break;
+        case 4: g->period_start = f.i; break;
+        case 5: g->period_end = f.i; break;
+        }
+        if (rc < 0)
+            break;
+    }
+    return rc;
+}
+
+void tg_grants_encode(tg_buf *b, const tg_grant *g, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        put_nested(b, 1, grant_encode_any, &g[i]);
+}
+
+int tg_grants_decode(const void *data, size_t len, tg_arena *a, tg_grant **out, size_t *n)
+{
+    tg_rec_reader r;
+    tg_rec_field f;
+    int rc;
+    *out = NULL;
+    *n = 0;
+    tg_rec_open(&r, data, len);
+    while ((rc = tg_rec_next(&r, &f)) == 1) {
+        if (f.tag != 1)
+            continue;
+        if (!(*out = grow(a, *out, *n, sizeof **out)))
+            return -1;
+        if ((rc = grant_decode(&f, &(*out)[(*n)++])) < 0)
+            break;
+    }
+    return rc;
+}
+
+void tg_ent_summary_encode(tg_buf *b, const tg_entitlement_summary *s)
+{
+    FIX(1, s->customer);
+    for (size_t i = 0; i < s->n; i++) {
+        tg_buf inner;
+        tg_buf_init(&inner, TG_RECORD_MAX);
+        tg_rec_str(&inner, 1, s->items[i].id);
+        tg_rec_str(&inner, 2, s->items[i].feature);
+        tg_rec_str(&inner, 3, s->items[i].lookup_key);
+        tg_rec_int(&inner, 4, s->items[i].livemode);
+        if (inner.failed)
+            b->failed = true;
+        tg_rec_bytes(b, 2, inner.data ? inner.data : "", inner.len);
+        tg_buf_free(&inner);
+    }
+}
+
+int tg_ent_summary_decode(const void *data, size_t len, tg_arena *a, tg_entitlement_summary *s)
+{
+    memset(s, 0, sizeof *s);
+    tg_rec_reader r;
+    tg_rec_field f;
+    int rc;
+    tg_rec_open(&r, data, len);
+    while ((rc = tg_rec_next(&r, &f)) == 1) {
+        if (f.tag == 1) {
+            tg_rec_copy(&f, s->customer, sizeof s->customer);
+        } else if (f.tag == 2) {
+            if (!(s->items = grow(a, s->items, s->n, sizeof *s->items)))
+                return -1;
+            tg_active_entitlement *e = &s->items[s->n++];
+            memset(e, 0, sizeof *e);
+            tg_rec_reader ir;
+            tg_rec_field g;
+            tg_rec_open(&ir, f.data, f.len);
+            while ((rc = tg_rec_next(&ir, &g)) == 1) {
+                switch (g.tag) {
+                case 1: tg_rec_copy(&g, e->id, sizeof e->id); break;
+                case 2: tg_rec_copy(&g, e->feature, sizeof e->feature); break;
+                case 3: tg_rec_copy(&g, e->lookup_key, sizeof e->lookup_key); break;
+                case 4: e->livemode = g.i; break;
+                }
+            }
+            if (rc < 0)
+                break;
+        }
+    }
+    return rc;
+}
+
 /* ---------------------------------------------------------------- events */
 
 void tg_billing_event_encode(tg_buf *b, const tg_billing_event *e)
@@ -591,7 +803,8 @@ void tg_billing_event_encode(tg_buf *b, const tg_billing_event *e)
     case TG_OBJ_TEST_CLOCK: tg_test_clock_encode(&inner, &e->object.clock); break;
     case TG_OBJ_SUBSCRIPTION: tg_subscription_encode(&inner, &e->object.sub); break;
     case TG_OBJ_INVOICE: tg_invoice_encode(&inner, &e->object.invoice); break;
-    default: break;
+    case TG_OBJ_FEATURE: tg_feature_encode(&inner, &e->object.feature); break;
+    case TG_OBJ_ENTITLEMENT_SUMMARY: tg_ent_summary_encode(&inner, &e->object.summary); break;
     }
     if (inner.failed)
         b->failed = true;
@@ -624,7 +837,10 @@ int tg_billing_event_decode(const void *data, size_t len, tg_arena *a, tg_billin
                 rc = tg_subscription_decode(f.data, f.len, a, &e->object.sub);
                 break;
             case TG_OBJ_INVOICE: rc = tg_invoice_decode(f.data, f.len, a, &e->object.invoice); break;
-            default: break;
+            case TG_OBJ_FEATURE: rc = tg_feature_decode(f.data, f.len, a, &e->object.feature); break;
+            case TG_OBJ_ENTITLEMENT_SUMMARY:
+                rc = tg_ent_summary_decode(f.data, f.len, a, &e->object.summary);
+                break;
             }
             break;
         }

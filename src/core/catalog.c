@@ -142,7 +142,10 @@ int bill_emit(bctx *c, const char *type, tg_obj_kind kind, const void *obj)
     case TG_OBJ_TEST_CLOCK: e->object.clock = *(const tg_test_clock *)obj; break;
     case TG_OBJ_SUBSCRIPTION: e->object.sub = *(const tg_subscription *)obj; break;
     case TG_OBJ_INVOICE: e->object.invoice = *(const tg_invoice *)obj; break;
-    default: break;
+    case TG_OBJ_FEATURE: e->object.feature = *(const tg_feature *)obj; break;
+    case TG_OBJ_ENTITLEMENT_SUMMARY:
+        e->object.summary = *(const tg_entitlement_summary *)obj;
+        break;
     }
     tg_buf b;
     tg_buf_init(&b, TG_RECORD_MAX);

@@ -91,7 +91,8 @@ struct tg_service {
     pthread_mutex_t idem_mu;
     idem_entry *idem[IDEM_BUCKETS];
 
-    struct tg_billing *billing; /* billing.c's scheduler and settings */
+    struct tg_billing *billing;    /* billing.c's scheduler and settings */
+    struct tg_ent_registry *ents; /* entitlements.c's check registry */
 
     /* Resolved API keys (SHA-256 -> scope), so a request costs no read for its key. Keys are
      * never revoked yet; a revocation will have to clear this. */
@@ -424,6 +425,7 @@ static void cust_reload_after_failure(void *arg)
 {
     tg_service *svc = *(tg_service **)arg; /* every customer job's arg starts so */
     tg_err err = {0};
+    tg_ent_registry_clear(svc->ents); /* a rolled-back job may have installed grants */
     if (cust_reload(svc, svc->wstore, &err))
         tg_log(TG_LOG_ERROR, "cannot reload the customer registry: %s", err.msg);
 }
@@ -512,7 +514,8 @@ int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *
         return tg_err_set(err, TG_ENOMEM, NULL, NULL);
     }
     svc->overlay = tg_overlay_new();
-    if (!svc->overlay) {
+    svc->ents = tg_ent_registry_new();
+    if (!svc->overlay || !svc->ents) {
         tg_service_close(svc);
         return tg_err_set(err, TG_ENOMEM, NULL, NULL);
     }
@@ -531,7 +534,8 @@ int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *
         /* Checkpoint cost grows with distinct (meter, customer, minute) buckets, not events:
          * folding every 10 s writes each busy bucket once per 10 s. Recovery replays at most
          * the blocks of the last 10 s. */
-        tg_writer_config wc = {svc->cfg.queue_max_events, svc->cfg.batch_max_events, 10000};
+        tg_writer_config wc = {svc->cfg.queue_max_events, svc->cfg.batch_max_events, 10000,
+                               tg_ent_on_usage, svc->ents};
         uint64_t h = fnv(seed, 1469598103934665603ULL);
         rc = tg_writer_start(&svc->writer, svc->wstore, clock, &wc, svc->overlay, h, err);
     }
@@ -561,6 +565,7 @@ void tg_service_close(tg_service *svc)
     reg_clear_locked(svc);
     cust_clear_locked(svc);
     tg_overlay_free(svc->overlay);
+    tg_ent_registry_free(svc->ents);
     for (size_t i = 0; i < IDEM_BUCKETS; i++) {
         idem_entry *e = svc->idem[i];
         while (e) {
@@ -613,6 +618,16 @@ int tg_service_read(tg_service *svc, tg_job_fn fn, void *arg, tg_err *err)
 struct tg_billing **tg_service_billing(tg_service *svc)
 {
     return &svc->billing;
+}
+
+struct tg_ent_registry **tg_service_entitlements(tg_service *svc)
+{
+    return &svc->ents;
+}
+
+int64_t tg_customer_seq(tg_service *svc, const tg_scope *scope, const char *id)
+{
+    return cust_find(svc, scope, id, false);
 }
 
 int tg_service_write(tg_service *svc, tg_job_fn fn, void *arg, tg_err *err)

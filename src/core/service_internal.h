@@ -34,6 +34,18 @@ void tg_clock_registry_remove(tg_service *svc, const tg_scope *scope, const char
 /* Records the customer in the registry (the writer job that changed it calls this). */
 int tg_customer_registry_put(tg_service *svc, const tg_scope *scope, const tg_customer *c);
 
+/* The row number of a live customer, or 0. */
+int64_t tg_customer_seq(tg_service *svc, const tg_scope *scope, const char *id);
+
+/* The check registry of entitlements.c, owned by the service. The writer calls
+ * tg_ent_on_usage for every committed usage delta, before it answers the batch. */
+struct tg_ent_registry **tg_service_entitlements(tg_service *svc);
+struct tg_ent_registry *tg_ent_registry_new(void);
+void tg_ent_registry_clear(struct tg_ent_registry *r);
+void tg_ent_registry_free(struct tg_ent_registry *r);
+void tg_ent_on_usage(void *ctx, int64_t meter_seq, int64_t customer_seq, int64_t minute,
+                     tg_dec sum);
+
 /* The time of the customer's world: its test clock's frozen time, else the server's clock. */
 int64_t tg_customer_now(tg_service *svc, const tg_scope *scope, const char *customer_id);
 

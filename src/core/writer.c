@@ -775,9 +775,13 @@ static void publish_batch(tg_writer *w)
     }
     for (size_t i = 0; i < w->ndelta_slots && w->ndeltas; i++) {
         delta_slot *d = &w->deltas[i];
-        if (d->gen == w->delta_gen && tg_overlay_add(w->overlay, (uint64_t)d->meter_seq,
-                                      (uint64_t)d->customer_seq, d->minute, d->sum, d->count))
+        if (d->gen != w->delta_gen)
+            continue;
+        if (tg_overlay_add(w->overlay, (uint64_t)d->meter_seq, (uint64_t)d->customer_seq,
+                           d->minute, d->sum, d->count))
             tg_log(TG_LOG_ERROR, "overlay: cannot add a delta (out of memory or overflow)");
+        if (w->cfg.on_usage)
+            w->cfg.on_usage(w->cfg.usage_ctx, d->meter_seq, d->customer_seq, d->minute, d->sum);
     }
 }
 

@@ -64,6 +64,11 @@ typedef struct tg_writer_config {
     size_t queue_max_events; /* events admitted but not yet committed */
     size_t batch_max_events; /* events per transaction */
     int checkpoint_ms;       /* live usage is folded into stored pages about this often */
+    /* Called for each committed (meter, customer, minute) usage delta, after the commit and
+     * before the batch is answered (the entitlement counters); may be NULL. */
+    void (*on_usage)(void *ctx, int64_t meter_seq, int64_t customer_seq, int64_t minute,
+                     tg_dec sum);
+    void *usage_ctx;
 } tg_writer_config;
 
 /* Where a stored event lives, as found by tg_writer_lookup. */

@@ -83,6 +83,8 @@ extern const tg_route tg_routes[];
 extern const size_t tg_nroutes;
 extern const tg_route tg_billing_routes[]; /* billing_routes.c */
 extern const size_t tg_nbilling_routes;
+extern const tg_route tg_entitlement_routes[]; /* entitlement_routes.c */
+extern const size_t tg_nentitlement_routes;
 
 /* ---- parameters: each returns true when present and valid; on invalid input it records the
  * error in req->err and returns false. A missing optional parameter returns false with no
@@ -151,5 +153,11 @@ void tg_render_customer(tg_jw *w, const tg_customer *c);
 void tg_render_meter(tg_jw *w, const tg_meter *m);
 void tg_render_dec(tg_jw *w, tg_dec d);
 void tg_render_metadata(tg_jw *w, const tg_metadata *md);
+/* entitlement_routes.c (events show them too) */
+struct tg_feature;
+struct tg_entitlement_summary;
+void tg_render_feature(tg_jw *w, const struct tg_feature *f);
+void tg_render_entitlement_summary(tg_jw *w, const struct tg_entitlement_summary *s,
+                                   bool livemode);
 
 #endif

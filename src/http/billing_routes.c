@@ -467,9 +467,9 @@ static void render_event(tg_jw *w, const tg_billing_event *e)
     case TG_OBJ_TEST_CLOCK: render_clock(w, &e->object.clock); break;
     case TG_OBJ_SUBSCRIPTION: render_subscription(w, &e->object.sub); break;
     case TG_OBJ_INVOICE: render_invoice(w, &e->object.invoice); break;
-    default:
-        jw_obj(w);
-        jw_end(w);
+    case TG_OBJ_FEATURE: tg_render_feature(w, &e->object.feature); break;
+    case TG_OBJ_ENTITLEMENT_SUMMARY:
+        tg_render_entitlement_summary(w, &e->object.summary, e->livemode);
         break;
     }
     jw_end(w);

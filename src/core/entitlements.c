@@ -1,0 +1,930 @@
+/* entitlements.c -- features, product features, active entitlements and the in-memory check
+ * (see entitlements.h).
+ *
+ * Storage: features and product features are billing objects; each customer's current grants
+ * are one `entitlements` object (id = the customer), rewritten by ent_refresh whenever
+ * something that decides them changes (a subscription saved by the billing engine, a product
+ * feature attached or detached). When the set of features changes, the refresh records an
+ * `entitlements.active_entitlement_summary.updated` event in the same transaction.
+ *
+ * The registry: per customer, its grants, and for each grant with a limit a usage counter.
+ * ent_refresh (a writer job) reads the committed usage of the period and installs the grant;
+ * from then on the writer adds every committed batch's deltas for that (meter, customer) to
+ * the counter before the batch's submitters are answered (tg_ent_on_usage, called from the
+ * writer's publish step). Events of the batch that runs the refresh are not in the committed
+ * usage it reads and are added by that batch's publish, so nothing is counted twice or
+ * missed. A check is then a lookup under one mutex. A batch that fails to commit clears the
+ * registry (the next check reloads its customer through a writer job).
+ */
+#include "core/entitlements.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/str.h"
+#include "core/billing_internal.h"
+#include "core/metadata.h"
+
+#define KIND_FEATURE "feature"
+#define KIND_PRODUCT_FEATURE "product_feature"
+#define KIND_ENTITLEMENTS "entitlements"
+#define ENT_BUCKETS 4096
+
+typedef struct ent_grant {
+    tg_grant g;
+    int64_t meter_seq; /* limited grants */
+    tg_dec used;       /* usage of the period, committed */
+} ent_grant;
+
+typedef struct ent_node {
+    tg_scope scope;
+    char customer[TG_ID_MAX];
+    int64_t customer_seq;
+    ent_grant *grants;
+    size_t n;
+    struct ent_node *next, *next_by_seq;
+} ent_node;
+
+struct tg_ent_registry {
+    pthread_mutex_t mu;
+    ent_node *by_id[ENT_BUCKETS];
+    ent_node *by_seq[ENT_BUCKETS];
+    atomic_int limited; /* grants with a limit: 0 lets the writer's hook return at once */
+};
+
+static uint64_t hash_str(const char *s, uint64_t h)
+{
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+static size_t slot_id(const tg_scope *scope, const char *customer)
+{
+    uint64_t h = hash_str(scope->account, 1469598103934665603ULL) ^ (uint64_t)scope->livemode;
+    return hash_str(customer, h) % ENT_BUCKETS;
+}
+
+static size_t slot_seq(int64_t seq)
+{
+    return (size_t)((uint64_t)seq * 0x9E3779B97F4A7C15ULL >> 52) % ENT_BUCKETS;
+}
+
+static bool same_scope(const tg_scope *a, const tg_scope *b)
+{
+    return a->livemode == b->livemode && strcmp(a->account, b->account) == 0;
+}
+
+struct tg_ent_registry *tg_ent_registry_new(void)
+{
+    struct tg_ent_registry *r = calloc(1, sizeof *r);
+    if (r)
+        pthread_mutex_init(&r->mu, NULL);
+    return r;
+}
+
+static void registry_clear_locked(struct tg_ent_registry *r)
+{
+    for (size_t i = 0; i < ENT_BUCKETS; i++) {
+        for (ent_node *n = r->by_id[i], *next; n; n = next) {
+            next = n->next;
+            free(n->grants);
+            free(n);
+        }
+        r->by_id[i] = r->by_seq[i] = NULL;
+    }
+    atomic_store(&r->limited, 0);
+}
+
+void tg_ent_registry_clear(struct tg_ent_registry *r)
+{
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->mu);
+    registry_clear_locked(r);
+    pthread_mutex_unlock(&r->mu);
+}
+
+void tg_ent_registry_free(struct tg_ent_registry *r)
+{
+    if (!r)
+        return;
+    registry_clear_locked(r);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+static ent_node *find_locked(struct tg_ent_registry *r, const tg_scope *scope,
+                             const char *customer)
+{
+    for (ent_node *n = r->by_id[slot_id(scope, customer)]; n; n = n->next)
+        if (strcmp(n->customer, customer) == 0 && same_scope(&n->scope, scope))
+            return n;
+    return NULL;
+}
+
+static size_t count_limited(const ent_grant *g, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += g[i].g.limit.set;
+    return k;
+}
+
+/* Installs a customer's grants (their counters already read), replacing what was there. */
+static int registry_put(struct tg_ent_registry *r, const tg_scope *scope, const char *customer,
+                        int64_t customer_seq, const ent_grant *grants, size_t n)
+{
+    ent_grant *copy = NULL;
+    if (n && !(copy = malloc(n * sizeof *copy)))
+        return TG_ENOMEM;
+    if (n)
+        memcpy(copy, grants, n * sizeof *copy);
+    pthread_mutex_lock(&r->mu);
+    ent_node *node = find_locked(r, scope, customer);
+    if (!node) {
+        if (!(node = calloc(1, sizeof *node))) {
+            pthread_mutex_unlock(&r->mu);
+            free(copy);
+            return TG_ENOMEM;
+        }
+        node->scope = *scope;
+        tg_strlcpy(node->customer, customer, sizeof node->customer);
+        node->customer_seq = customer_seq;
+        size_t k = slot_id(scope, customer);
+        node->next = r->by_id[k];
+        r->by_id[k] = node;
+        k = slot_seq(customer_seq);
+        node->next_by_seq = r->by_seq[k];
+        r->by_seq[k] = node;
+    }
+    atomic_fetch_sub(&r->limited, (int)count_limited(node->grants, node->n));
+    free(node->grants);
+    node->grants = copy;
+    node->n = n;
+    atomic_fetch_add(&r->limited, (int)count_limited(copy, n));
+    pthread_mutex_unlock(&r->mu);
+    return TG_OK;
+}
+
+void tg_ent_on_usage(void *ctx, int64_t meter_seq, int64_t customer_seq, int64_t minute,
+                     tg_dec sum)
+{
+    struct tg_ent_registry *r = ctx;
+    if (!r || atomic_load_explicit(&r->limited, memory_order_relaxed) == 0)
+        return;
+    pthread_mutex_lock(&r->mu);
+    for (ent_node *n = r->by_seq[slot_seq(customer_seq)]; n; n = n->next_by_seq) {
+        if (n->customer_seq != customer_seq)
+            continue;
+        for (size_t i = 0; i < n->n; i++) {
+            ent_grant *g = &n->grants[i];
+            /* Usage is kept per minute: the minute holding a bound belongs to the later
+             * period (tg_usage_between's rule). */
+            if (g->g.limit.set && g->meter_seq == meter_seq &&
+                minute >= g->g.period_start - (g->g.period_start % 60 + 60) % 60 &&
+                minute < g->g.period_end - (g->g.period_end % 60 + 60) % 60)
+                tg_dec_add(g->used, sum, &g->used);
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+static struct tg_ent_registry *registry(tg_service *svc)
+{
+    return *tg_service_entitlements(svc);
+}
+
+/* ---------------------------------------------------------------- objects */
+
+static int decode_feature(const void *d, size_t n, tg_arena *a, void *out)
+{
+    return tg_feature_decode(d, n, a, out);
+}
+static int decode_product_feature(const void *d, size_t n, tg_arena *a, void *out)
+{
+    return tg_product_feature_decode(d, n, a, out);
+}
+static int decode_sub(const void *d, size_t n, tg_arena *a, void *out)
+{
+    return tg_subscription_decode(d, n, a, out);
+}
+
+static int save_feature(bctx *c, const tg_feature *f)
+{
+    tg_buf b;
+    tg_buf_init(&b, TG_RECORD_MAX);
+    tg_feature_encode(&b, f);
+    tg_obj o = {.kind = KIND_FEATURE, .created = f->created, .active = f->active,
+                .lookup = f->lookup_key};
+    tg_strlcpy(o.id, f->id, sizeof o.id);
+    return bill_save(c, &o, &b);
+}
+
+static int load_feature(bctx *c, const char *id, const char *param, tg_feature *out)
+{
+    return bill_load(c, KIND_FEATURE, id, param, decode_feature, out);
+}
+
+/* Every page of a list, for the engine's own reads. fn returns non-zero to stop. */
+static int each_object(bctx *c, const char *kind, const tg_obj_filter *f, tg_decode_fn decode,
+                       size_t size, int (*fn)(bctx *c, void *item, void *arg), void *arg)
+{
+    tg_page page = {.limit = 100};
+    for (;;) {
+        char *items;
+        size_t n;
+        bool more;
+        int rc = bill_list(c, kind, f, &page, decode, size, (void **)&items, &n, &more);
+        for (size_t i = 0; !rc && i < n; i++)
+            rc = fn(c, items + i * size, arg);
+        if (rc || !more || !n)
+            return rc;
+        const char *last_id = (const char *)(items + (n - 1) * size); /* ids come first */
+        if (!(page.starting_after = tg_arena_strdup(c->a, last_id)))
+            return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+    }
+}
+
+/* ---------------------------------------------------------------- computing grants */
+
+typedef struct grant_set {
+    tg_grant *g;
+    size_t n, cap;
+    const tg_subscription *sub; /* the subscription being read */
+} grant_set;
+
+static int grant_add(bctx *c, void *item, void *arg)
+{
+    tg_product_feature *pf = item;
+    grant_set *gs = arg;
+    tg_feature f;
+    int rc = load_feature(c, pf->feature.id, NULL, &f);
+    if (rc == TG_ENOTFOUND) {
+        tg_err_clear(c->err);
+        return TG_OK;
+    }
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < gs->n; i++) {
+        tg_grant *g = &gs->g[i];
+        if (strcmp(g->feature, f.id) != 0)
+            continue;
+        /* The same feature from two products: the larger limit; no limit beats any. */
+        if (g->limit.set && (!pf->limit.set || (pf->limit.quantity > g->limit.quantity)))
+            g->limit = pf->limit;
+        return TG_OK;
+    }
+    if (gs->n == gs->cap) {
+        size_t cap = gs->cap ? gs->cap * 2 : 8;
+        tg_grant *p = tg_arena_alloc(c->a, cap * sizeof *p);
+        if (!p)
+            return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+        if (gs->n)
+            memcpy(p, gs->g, gs->n * sizeof *p);
+        gs->g = p;
+        gs->cap = cap;
+    }
+    tg_grant *g = &gs->g[gs->n++];
+    memset(g, 0, sizeof *g);
+    tg_strlcpy(g->feature, f.id, sizeof g->feature);
+    tg_strlcpy(g->lookup_key, f.lookup_key, sizeof g->lookup_key);
+    g->limit = pf->limit;
+    g->period_start = gs->sub->period_start;
+    g->period_end = gs->sub->period_end;
+    return TG_OK;
+}
+
+static int grants_of_sub(bctx *c, void *item, void *arg)
+{
+    tg_subscription *s = item;
+    grant_set *gs = arg;
+    if (s->status != TG_SUB_TRIALING && s->status != TG_SUB_ACTIVE &&
+        s->status != TG_SUB_PAST_DUE)
+        return TG_OK;
+    gs->sub = s;
+    for (size_t i = 0; i < s->nitems; i++) {
+        tg_obj_filter f = {.parent = s->items[i].price.product, .active = -1};
+        int rc = each_object(c, KIND_PRODUCT_FEATURE, &f, decode_product_feature,
+                             sizeof(tg_product_feature), grant_add, gs);
+        if (rc)
+            return rc;
+    }
+    return TG_OK;
+}
+
+static bool same_features(const tg_grant *a, size_t na, const tg_grant *b, size_t nb)
+{
+    if (na != nb)
+        return false;
+    for (size_t i = 0; i < na; i++) {
+        bool found = false;
+        for (size_t k = 0; k < nb && !found; k++)
+            found = strcmp(a[i].feature, b[k].feature) == 0;
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
+static void entitlement_id(const char *feature, const char *customer, char *out, size_t cap)
+{
+    snprintf(out, cap, "ent_%s_%s", feature + 5, customer + 4);
+}
+
+static int summary_of(bctx *c, const char *customer, const tg_grant *g, size_t n,
+                      tg_entitlement_summary *s)
+{
+    memset(s, 0, sizeof *s);
+    tg_strlcpy(s->customer, customer, sizeof s->customer);
+    if (!n)
+        return TG_OK;
+    if (!(s->items = tg_arena_alloc(c->a, n * sizeof *s->items)))
+        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+    for (size_t i = 0; i < n; i++) {
+        tg_active_entitlement *e = &s->items[i];
+        memset(e, 0, sizeof *e);
+        entitlement_id(g[i].feature, customer, e->id, sizeof e->id);
+        tg_strlcpy(e->feature, g[i].feature, sizeof e->feature);
+        tg_strlcpy(e->lookup_key, g[i].lookup_key, sizeof e->lookup_key);
+        e->livemode = c->scope->livemode;
+    }
+    s->n = n;
+    return TG_OK;
+}
+
+/* The customer's stored grants (none when never computed). */
+static int load_grants(bctx *c, const char *customer, tg_grant **g, size_t *n)
+{
+    tg_obj o;
+    tg_err ignore = {0};
+    *g = NULL;
+    *n = 0;
+    int rc = c->s->ops->obj_get(c->s, c->scope, KIND_ENTITLEMENTS, customer, c->a, &o, &ignore);
+    if (rc == TG_ENOTFOUND)
+        return TG_OK;
+    if (rc)
+        return tg_err_set(c->err, rc, NULL, "%s", ignore.msg);
+    if (tg_grants_decode(o.body, o.len, c->a, g, n) < 0)
+        return tg_err_set(c->err, TG_ESTORE, NULL, "Corrupt entitlements of %s.", customer);
+    return TG_OK;
+}
+
+/* Reads the committed usage of each limited grant and installs the customer in the registry.
+ * Runs inside a writer job (see the top comment). */
+static int install(bctx *c, const char *customer, int64_t customer_seq, const tg_grant *g,
+                   size_t n)
+{
+    ent_grant *eg = n ? tg_arena_alloc(c->a, n * sizeof *eg) : NULL;
+    if (n && !eg)
+        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+    for (size_t i = 0; i < n; i++) {
+        memset(&eg[i], 0, sizeof eg[i]);
+        eg[i].g = g[i];
+        if (!g[i].limit.set)
+            continue;
+        tg_meter m;
+        tg_err ignore = {0};
+        if (c->s->ops->meter_get(c->s, c->scope, g[i].limit.meter, &m, &ignore) == TG_OK)
+            eg[i].meter_seq = m.seq;
+        int rc = tg_usage_between(c->svc, c->s, c->scope, g[i].limit.meter, customer,
+                                  g[i].period_start, g[i].period_end, &eg[i].used, NULL, c->err);
+        if (rc && rc != TG_ENOTFOUND)
+            return rc;
+    }
+    if (registry_put(registry(c->svc), c->scope, customer, customer_seq, eg, n))
+        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+    return TG_OK;
+}
+
+int ent_refresh(bctx *c, const char *customer)
+{
+    int64_t customer_seq = tg_customer_seq(c->svc, c->scope, customer);
+    grant_set gs = {0};
+    tg_obj_filter f = {.customer = customer, .active = 1};
+    int rc = each_object(c, KIND_SUB, &f, decode_sub, sizeof(tg_subscription), grants_of_sub,
+                         &gs);
+    tg_grant *old;
+    size_t nold;
+    if (!rc)
+        rc = load_grants(c, customer, &old, &nold);
+    if (rc)
+        return rc;
+    tg_buf b, ob;
+    tg_buf_init(&b, TG_RECORD_MAX);
+    tg_buf_init(&ob, TG_RECORD_MAX);
+    tg_grants_encode(&b, gs.g, gs.n);
+    tg_grants_encode(&ob, old, nold);
+    bool changed = b.len != ob.len || (b.len && memcmp(b.data, ob.data, b.len) != 0);
+    tg_buf_free(&ob);
+    if (changed) {
+        tg_obj o = {.kind = KIND_ENTITLEMENTS, .created = c->now, .active = true,
+                    .customer = customer};
+        tg_strlcpy(o.id, customer, sizeof o.id);
+        if ((rc = bill_save(c, &o, &b)))
+            return rc;
+    } else {
+        tg_buf_free(&b);
+    }
+    if (!same_features(gs.g, gs.n, old, nold)) {
+        tg_entitlement_summary s;
+        if ((rc = summary_of(c, customer, gs.g, gs.n, &s)) ||
+            (rc = bill_emit(c, "entitlements.active_entitlement_summary.updated",
+                            TG_OBJ_ENTITLEMENT_SUMMARY, &s)))
+            return rc;
+    }
+    if (!customer_seq)
+        return TG_OK;
+    return install(c, customer, customer_seq, gs.g, gs.n);
+}
+
+/* Refreshes every customer with a live subscription on product (its features changed). */
+static int refresh_sub_customer(bctx *c, void *item, void *arg)
+{
+    (void)arg;
+    return ent_refresh(c, ((tg_subscription *)item)->customer);
+}
+
+static int refresh_product(bctx *c, const char *product)
+{
+    char tag[TG_ID_MAX + 16];
+    snprintf(tag, sizeof tag, " product=%s ", product);
+    const char *tags[1] = {tag};
+    tg_obj_filter f = {.active = 1, .tags = tags, .ntags = 1};
+    return each_object(c, KIND_SUB, &f, decode_sub, sizeof(tg_subscription),
+                       refresh_sub_customer, NULL);
+}
+
+/* ---------------------------------------------------------------- features */
+
+typedef struct feature_args {
+    const char *id, *name, *lookup_key, *product, *feature;
+    int active;
+    bool metadata_clear;
+    const tg_metadata *metadata;
+    const tg_usage_limit *limit;
+    int archived;
+    const tg_page *page;
+    void *out;
+    size_t *n;
+    bool *has_more;
+} feature_args;
+
+static int lookup_key_free(bctx *c, const char *key)
+{
+    tg_obj *rows;
+    size_t n;
+    tg_page page = {.limit = 1};
+    const char *keys[1] = {key};
+    tg_obj_filter f = {.active = 1, .lookup_any = keys, .nlookup = 1};
+    int rc = c->s->ops->obj_list(c->s, c->scope, KIND_FEATURE, &f, &page, c->a, &rows, &n,
+                                 c->err);
+    if (!rc && n)
+        return tg_err_set(c->err, TG_EEXISTS, "lookup_key",
+                          "An active feature (%s) already uses the lookup key '%s'; archive it "
+                          "first.", rows[0].id, key);
+    return rc;
+}
+
+static int feature_create_fn(bctx *c, void *arg)
+{
+    feature_args *fa = arg;
+    tg_feature *f = fa->out;
+    memset(f, 0, sizeof *f);
+    int rc = lookup_key_free(c, fa->lookup_key);
+    if (!rc)
+        rc = bill_new_id(c, f->id, "feat_");
+    if (rc)
+        return rc;
+    f->created = c->now;
+    f->livemode = c->scope->livemode;
+    f->active = true;
+    f->name = fa->name;
+    tg_strlcpy(f->lookup_key, fa->lookup_key, sizeof f->lookup_key);
+    tg_metadata none = {0};
+    if (tg_metadata_apply(&none, false, fa->metadata, c->a, &f->metadata))
+        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+    return save_feature(c, f);
+}
+
+int tg_feature_create(tg_service *svc, const tg_scope *scope, const char *name,
+                      const char *lookup_key, const tg_metadata *metadata, tg_arena *a,
+                      tg_feature *out, tg_err *err)
+{
+    if (!name)
+        return tg_err_set(err, TG_EMISSING, "name", "Missing required param: name.");
+    if (!lookup_key)
+        return tg_err_set(err, TG_EMISSING, "lookup_key", "Missing required param: lookup_key.");
+    int rc = tg_metadata_validate(metadata, "metadata", err);
+    if (rc)
+        return rc;
+    feature_args fa = {.name = name, .lookup_key = lookup_key, .metadata = metadata, .out = out};
+    return bill_write(svc, scope, a, feature_create_fn, &fa, err);
+}
+
+static int feature_update_fn(bctx *c, void *arg)
+{
+    feature_args *fa = arg;
+    tg_feature *f = fa->out;
+    int rc = load_feature(c, fa->id, "id", f);
+    if (rc)
+        return rc;
+    if (fa->active == 1 && !f->active)
+        return tg_err_set(c->err, TG_ESTATE, "active", "An archived feature cannot be "
+                                                       "unarchived.");
+    if (fa->active == 0)
+        f->active = false;
+    if (fa->name)
+        f->name = fa->name;
+    tg_metadata merged;
+    if (tg_metadata_apply(&f->metadata, fa->metadata_clear, fa->metadata, c->a, &merged))
+        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+    if (merged.n > TG_METADATA_KEYS_MAX)
+        return tg_err_set(c->err, TG_EINVAL, "metadata",
+                          "Invalid metadata: at most %d keys are allowed.", TG_METADATA_KEYS_MAX);
+    f->metadata = merged;
+    return save_feature(c, f);
+}
+
+int tg_feature_update(tg_service *svc, const tg_scope *scope, const char *id, const char *name,
+                      int active, bool metadata_clear, const tg_metadata *metadata, tg_arena *a,
+                      tg_feature *out, tg_err *err)
+{
+    int rc = tg_metadata_validate(metadata, "metadata", err);
+    if (rc)
+        return rc;
+    feature_args fa = {.id = id, .name = name, .active = active,
+                       .metadata_clear = metadata_clear, .metadata = metadata, .out = out};
+    return bill_write(svc, scope, a, feature_update_fn, &fa, err);
+}
+
+static int feature_get_fn(bctx *c, void *arg)
+{
+    feature_args *fa = arg;
+    return load_feature(c, fa->id, "id", fa->out);
+}
+
+int tg_feature_retrieve(tg_service *svc, const tg_scope *scope, const char *id, tg_arena *a,
+                        tg_feature *out, tg_err *err)
+{
+    feature_args fa = {.id = id, .out = out};
+    return bill_read(svc, scope, a, feature_get_fn, &fa, err);
+}
+
+static int feature_list_fn(bctx *c, void *arg)
+{
+    feature_args *fa = arg;
+    tg_obj_filter f = {.active = fa->archived < 0 ? -1 : !fa->archived};
+    if (fa->lookup_key) {
+        f.lookup_any = &fa->lookup_key;
+        f.nlookup = 1;
+    }
+    return bill_list(c, KIND_FEATURE, &f, fa->page, decode_feature, sizeof(tg_feature), fa->out,
+                     fa->n, fa->has_more);
+}
+
+int tg_feature_list(tg_service *svc, const tg_scope *scope, int archived, const char *lookup_key,
+                    const tg_page *page, tg_arena *a, tg_feature **out, size_t *n,
+                    bool *has_more, tg_err *err)
+{
+    feature_args fa = {.archived = archived, .lookup_key = lookup_key, .page = page,
+                       .out = out, .n = n, .has_more = has_more};
+    return bill_read(svc, scope, a, feature_list_fn, &fa, err);
+}
+
+/* ---------------------------------------------------------------- product features */
+
+static int product_feature_load(bctx *c, const char *product, const char *id,
+                                tg_product_feature *pf)
+{
+    int rc = bill_load(c, KIND_PRODUCT_FEATURE, id, "id", decode_product_feature, pf);
+    if (!rc && strcmp(pf->product, product) != 0)
+        return tg_err_set(c->err, TG_ENOTFOUND, "id", "No such product feature: '%s'", id);
+    if (!rc && (rc = load_feature(c, pf->feature.id, NULL, &pf->feature)) == TG_ENOTFOUND)
+        tg_err_clear(c->err), rc = TG_OK;
+    return rc;
+}
+
+static int attach_fn(bctx *c, void *arg)
+{
+    feature_args *fa = arg;
+    tg_product_feature *pf = fa->out;
+    memset(pf, 0, sizeof *pf);
+    tg_product prod;
+    int rc = bill_load_product(c, fa->product, "product", &prod);
+    if (!rc)
+        rc = load_feature(c, fa->feature, "entitlement_feature", &pf->feature);
+    if (rc)
+        return rc;
+    if (!pf->feature.active)
+        return tg_err_set(c->err, TG_ESTATE, "entitlement_feature",
+                          "The feature %s is archived and cannot be attached.", fa->feature);
+    tg_obj *rows;
+    size_t n;
+    tg_page page = {.limit = 100};
+    tg_obj_filter f = {.parent = fa->product, .active = -1};
+    rc = c->s->ops->obj_list(c->s, c->scope, KIND_PRODUCT_FEATURE, &f, &page, c->a, &rows, &n,
+                             c->err);
+    for (size_t i = 0; !rc && i < n; i++) {
+        tg_product_feature other;
+        if (tg_product_feature_decode(rows[i].body, rows[i].len, c->a, &other) < 0)
+            return tg_err_set(c->err, TG_ESTORE, NULL, "Corrupt product feature.");
+        if (strcmp(other.feature.id, fa->feature) == 0)
+            return tg_err_set(c->err, TG_EEXISTS, "entitlement_feature",
+                              "The feature %s is already attached to %s.", fa->feature,
+                              fa->product);
+    }
+    if (rc)
+        return rc;
+    if (fa->limit->set) {
+        tg_meter m;
+        tg_err ignore = {0};
+        rc = c->s->ops->meter_get(c->s, c->scope, fa->limit->meter, &m, &ignore);
+        if (rc == TG_ENOTFOUND)
+            return tg_err_set(c->err, TG_ENOTFOUND, "usage_limit[meter]", "No such meter: '%s'",
+                              fa->limit->meter);
+        if (rc)
+            return tg_err_set(c->err, rc, NULL, "%s", ignore.msg);
+        if (m.formula == TG_FORMULA_LAST || m.event_time_window != TG_WINDOW_NONE)
+            return tg_err_set(c->err, TG_EINVAL, "usage_limit[meter]",
+                              "A usage limit needs a meter that adds up usage (formula sum or "
+                              "count, no event_time_window).");
+        pf->limit = *fa->limit;
+    }
+    if ((rc = bill_new_id(c, pf->id, "prodft_")))
+        return rc;
+    tg_strlcpy(pf->product, fa->product, sizeof pf->product);
+    pf->created = c->now;
+    pf->livemode = c->scope->livemode;
+    tg_buf b;
+    tg_buf_init(&b, TG_RECORD_MAX);
+    tg_product_feature_encode(&b, pf);
+    tg_obj o = {.kind = KIND_PRODUCT_FEATURE, .created = pf->created, .active = true,
+                .parent = pf->product};
+    tg_strlcpy(o.id, pf->id, sizeof o.id);
+    if ((rc = bill_save(c, &o, &b)))
+        return rc;
+    /* Tollgate applies a product's feature changes to its subscribers at once. */
+    return refresh_product(c, fa->product);
+}
+
+int tg_product_feature_attach(tg_service *svc, const tg_scope *scope, const char *product,
+                              const char *feature, const tg_usage_limit *limit, tg_arena *a,
+                              tg_product_feature *out, tg_err *err)
+{
+    if (!feature)
+        return tg_err_set(err, TG_EMISSING, "entitlement_feature",
+                          "Missing required param: entitlement_feature.");
+    feature_args fa = {.product = product, .feature = feature, .limit = limit, .out = out};
+    return bill_write(svc, scope, a, attach_fn, &fa, err);
+}
+
+static int pf_get_fn(bctx *c, void *arg)
+{
+    feature_args *fa = arg;
+    return product_feature_load(c, fa->product, fa->id, fa->out);
+}
+
+int tg_product_feature_retrieve(tg_service *svc, const tg_scope *scope, const char *product,
+                                const char *id, tg_arena *a, tg_product_feature *out,
+                                tg_err *err)
+{
+    feature_args fa = {.product = product, .id = id, .out = out};
+    return bill_read(svc, scope, a, pf_get_fn, &fa, err);
+}
+
+static int pf_list_fn(bctx *c, void *arg)
+{
+    feature_args *fa = arg;
+    tg_product prod;
+    int rc = bill_load_product(c, fa->product, "product", &prod);
+    if (rc)
+        return rc;
+    tg_obj_filter f = {.parent = fa->product, .active = -1};
+    rc = bill_list(c, KIND_PRODUCT_FEATURE, &f, fa->page, decode_product_feature,
+                   sizeof(tg_product_feature), fa->out, fa->n, fa->has_more);
+    tg_product_feature *items = *(tg_product_feature **)fa->out;
+    for (size_t i = 0; !rc && i < *fa->n; i++)
+        if ((rc = load_feature(c, items[i].feature.id, NULL, &items[i].feature)) ==
+            TG_ENOTFOUND)
+            tg_err_clear(c->err), rc = TG_OK;
+    return rc;
+}
+
+int tg_product_feature_list(tg_service *svc, const tg_scope *scope, const char *product,
+                            const tg_page *page, tg_arena *a, tg_product_feature **out,
+                            size_t *n, bool *has_more, tg_err *err)
+{
+    feature_args fa = {.product = product, .page = page, .out = out, .n = n,
+                       .has_more = has_more};
+    return bill_read(svc, scope, a, pf_list_fn, &fa, err);
+}
+
+static int detach_fn(bctx *c, void *arg)
+{
+    feature_args *fa = arg;
+    tg_product_feature pf;
+    int rc = product_feature_load(c, fa->product, fa->id, &pf);
+    if (!rc)
+        rc = c->s->ops->obj_delete(c->s, c->scope, KIND_PRODUCT_FEATURE, fa->id, c->err);
+    return rc ? rc : refresh_product(c, fa->product);
+}
+
+int tg_product_feature_detach(tg_service *svc, const tg_scope *scope, const char *product,
+                              const char *id, tg_err *err)
+{
+    tg_arena a;
+    tg_arena_init(&a, 0);
+    feature_args fa = {.product = product, .id = id};
+    int rc = bill_write(svc, scope, &a, detach_fn, &fa, err);
+    tg_arena_free(&a);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- active entitlements */
+
+typedef struct ent_args {
+    const char *customer, *id;
+    const tg_page *page;
+    tg_active_entitlement **out;
+    size_t *n;
+    bool *has_more;
+} ent_args;
+
+static int summary_read(bctx *c, const char *customer, tg_entitlement_summary *s)
+{
+    tg_customer cu;
+    tg_err ignore = {0};
+    int rc = c->s->ops->customer_get(c->s, c->scope, customer, c->a, &cu, &ignore);
+    if (rc == TG_ENOTFOUND || (!rc && cu.deleted))
+        return tg_err_set(c->err, TG_ENOTFOUND, "customer", "No such customer: '%s'", customer);
+    if (rc)
+        return tg_err_set(c->err, rc, NULL, "%s", ignore.msg);
+    tg_grant *g;
+    size_t n;
+    rc = load_grants(c, customer, &g, &n);
+    return rc ? rc : summary_of(c, customer, g, n, s);
+}
+
+static int ent_list_fn(bctx *c, void *arg)
+{
+    ent_args *ea = arg;
+    tg_entitlement_summary s;
+    int rc = summary_read(c, ea->customer, &s);
+    if (rc)
+        return rc;
+    /* A customer has few entitlements: the page is cut from the whole list, in feature order
+     * of the grants; cursors are entitlement ids. */
+    size_t from = 0, to = s.n;
+    const char *cursor = ea->page->starting_after ? ea->page->starting_after
+                                                  : ea->page->ending_before;
+    if (cursor) {
+        size_t k = 0;
+        while (k < s.n && strcmp(s.items[k].id, cursor) != 0)
+            k++;
+        if (k == s.n)
+            return tg_err_set(c->err, TG_ENOTFOUND,
+                              ea->page->starting_after ? "starting_after" : "ending_before",
+                              "No such active entitlement: '%s'", cursor);
+        if (ea->page->starting_after)
+            from = k + 1;
+        else
+            to = k;
+    }
+    size_t limit = (size_t)ea->page->limit;
+    *ea->has_more = to - from > limit;
+    if (*ea->has_more) {
+        if (ea->page->ending_before)
+            from = to - limit;
+        else
+            to = from + limit;
+    }
+    *ea->out = s.items + from;
+    *ea->n = to - from;
+    return TG_OK;
+}
+
+int tg_active_entitlement_list(tg_service *svc, const tg_scope *scope, const char *customer,
+                               const tg_page *page, tg_arena *a, tg_active_entitlement **out,
+                               size_t *n, bool *has_more, tg_err *err)
+{
+    if (!customer)
+        return tg_err_set(err, TG_EMISSING, "customer", "Missing required param: customer.");
+    ent_args ea = {customer, NULL, page, out, n, has_more};
+    return bill_read(svc, scope, a, ent_list_fn, &ea, err);
+}
+
+static int ent_get_fn(bctx *c, void *arg)
+{
+    ent_args *ea = arg;
+    /* ent_<feature tail>_<customer tail> */
+    const char *sep = strncmp(ea->id, "ent_", 4) == 0 ? strchr(ea->id + 4, '_') : NULL;
+    char customer[TG_ID_MAX];
+    if (!sep || strlen(sep + 1) + 5 > sizeof customer)
+        return tg_err_set(c->err, TG_ENOTFOUND, "id", "No such active entitlement: '%s'",
+                          ea->id);
+    snprintf(customer, sizeof customer, "cus_%s", sep + 1);
+    tg_entitlement_summary s;
+    int rc = summary_read(c, customer, &s);
+    if (rc == TG_ENOTFOUND)
+        tg_err_clear(c->err);
+    for (size_t i = 0; !rc && i < s.n; i++)
+        if (strcmp(s.items[i].id, ea->id) == 0) {
+            **ea->out = s.items[i];
+            return TG_OK;
+        }
+    tg_err_clear(c->err);
+    return tg_err_set(c->err, TG_ENOTFOUND, "id", "No such active entitlement: '%s'", ea->id);
+}
+
+int tg_active_entitlement_retrieve(tg_service *svc, const tg_scope *scope, const char *id,
+                                   tg_arena *a, tg_active_entitlement *out, tg_err *err)
+{
+    ent_args ea = {NULL, id, NULL, &out, NULL, NULL};
+    return bill_read(svc, scope, a, ent_get_fn, &ea, err);
+}
+
+/* ---------------------------------------------------------------- checks */
+
+typedef struct load_args {
+    const char *customer;
+    int64_t customer_seq;
+} load_args;
+
+/* Installs a customer the registry does not hold yet, from its stored grants. */
+static int load_fn(bctx *c, void *arg)
+{
+    load_args *la = arg;
+    tg_grant *g;
+    size_t n;
+    int rc = load_grants(c, la->customer, &g, &n);
+    return rc ? rc : install(c, la->customer, la->customer_seq, g, n);
+}
+
+/* Fills out from the registry; false when the customer is not there. */
+static bool check_locked(struct tg_ent_registry *r, const tg_scope *scope, const char *customer,
+                         const char *feature, tg_dec want, tg_ent_check *out)
+{
+    ent_node *node = find_locked(r, scope, customer);
+    if (!node)
+        return false;
+    memset(out, 0, sizeof *out);
+    const ent_grant *g = NULL;
+    for (size_t i = 0; i < node->n && !g; i++)
+        if (strcmp(node->grants[i].g.lookup_key, feature) == 0)
+            g = &node->grants[i];
+    if (!g) {
+        out->reason = "no_entitlement";
+        return true;
+    }
+    out->entitled = true;
+    if (!g->g.limit.set)
+        return true;
+    out->has_limit = true;
+    tg_strlcpy(out->meter, g->g.limit.meter, sizeof out->meter);
+    out->quantity = g->g.limit.quantity;
+    out->used = g->used;
+    out->hard = g->g.limit.hard;
+    out->period_start = g->g.period_start;
+    out->period_end = g->g.period_end;
+    tg_dec left = out->quantity - out->used - out->reserved;
+    out->remaining = left > 0 ? left : 0;
+    bool over = want > 0 ? want > left : left <= 0;
+    if (over) {
+        out->reason = "limit_reached";
+        out->entitled = !out->hard; /* a soft limit is reported, not enforced */
+    }
+    return true;
+}
+
+int tg_entitlement_check(tg_service *svc, const tg_scope *scope, const char *customer,
+                         const char *feature, tg_dec want, tg_ent_check *out, tg_err *err)
+{
+    if (!customer)
+        return tg_err_set(err, TG_EMISSING, "customer", "Missing required param: customer.");
+    if (!feature)
+        return tg_err_set(err, TG_EMISSING, "feature", "Missing required param: feature.");
+    int64_t seq = tg_customer_seq(svc, scope, customer);
+    if (!seq)
+        return tg_err_set(err, TG_ENOTFOUND, "customer", "No such customer: '%s'", customer);
+    struct tg_ent_registry *r = registry(svc);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        pthread_mutex_lock(&r->mu);
+        bool found = check_locked(r, scope, customer, feature, want, out);
+        pthread_mutex_unlock(&r->mu);
+        if (found)
+            return TG_OK;
+        tg_arena a;
+        tg_arena_init(&a, 0);
+        load_args la = {customer, seq};
+        int rc = bill_write(svc, scope, &a, load_fn, &la, err);
+        tg_arena_free(&a);
+        if (rc)
+            return rc;
+    }
+    return tg_err_set(err, TG_ESTORE, NULL, "The entitlements of %s could not be loaded.",
+                      customer);
+}
