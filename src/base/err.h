@@ -42,7 +42,9 @@
     X(EMETHOD, -28, "method_not_allowed", "method not allowed")                          \
     X(ESHUTDOWN, -29, "internal_error", "server is shutting down")                       \
     X(ESTATE, -30, "resource_state_invalid", "the object's state does not allow this")  \
-    X(EPRICEMETER, -31, "price_meter_inactive", "the price's meter is inactive")
+    X(EPRICEMETER, -31, "price_meter_inactive", "the price's meter is inactive")          \
+    X(ENOENTITLEMENT, -32, "entitlement_required", "the customer is not entitled to this") \
+    X(ELIMIT, -33, "usage_limit_reached", "the usage limit is reached")
 
 enum {
     TG_OK = 0,

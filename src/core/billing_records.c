@@ -786,6 +786,60 @@ int tg_ent_summary_decode(const void *data, size_t len, tg_arena *a, tg_entitlem
     return rc;
 }
 
+void tg_usage_session_encode(tg_buf *b, const tg_usage_session *u)
+{
+    FIX(1, u->id);
+    FIX(2, u->customer);
+    FIX(3, u->feature);
+    FIX(4, u->event_name);
+    put_metadata(b, 5, &u->payload);
+    INT(6, u->minute_up);
+    INT(7, u->heartbeat_timeout);
+    INT(8, u->livemode);
+    INT(9, u->limited);
+    INT(10, u->status);
+    INT(11, u->created);
+    INT(12, u->last_heartbeat);
+    INT(13, u->ended_at);
+    INT(14, u->recorded);
+    INT(15, u->reserved);
+    INT(16, u->seq);
+    INT(17, u->pending);
+}
+
+int tg_usage_session_decode(const void *data, size_t len, tg_arena *a, tg_usage_session *u)
+{
+    memset(u, 0, sizeof *u);
+    tg_rec_reader r;
+    tg_rec_field f;
+    int rc;
+    tg_rec_open(&r, data, len);
+    while ((rc = tg_rec_next(&r, &f)) == 1) {
+        switch (f.tag) {
+        case 1: tg_rec_copy(&f, u->id, sizeof u->id); break;
+        case 2: tg_rec_copy(&f, u->customer, sizeof u->customer); break;
+        case 3: tg_rec_copy(&f, u->feature, sizeof u->feature); break;
+        case 4: tg_rec_copy(&f, u->event_name, sizeof u->event_name); break;
+        case 5: rc = get_metadata(&f, a, &u->payload); break;
+        case 6: u->minute_up = f.i; break;
+        case 7: u->heartbeat_timeout = f.i; break;
+        case 8: u->livemode = f.i; break;
+        case 9: u->limited = f.i; break;
+        case 10: u->status = (tg_usess_status)f.i; break;
+        case 11: u->created = f.i; break;
+        case 12: u->last_heartbeat = f.i; break;
+        case 13: u->ended_at = f.i; break;
+        case 14: u->recorded = f.i; break;
+        case 15: u->reserved = f.i; break;
+        case 16: u->seq = f.i; break;
+        case 17: u->pending = f.i; break;
+        }
+        if (rc < 0)
+            break;
+    }
+    return rc;
+}
+
 /* ---------------------------------------------------------------- events */
 
 void tg_billing_event_encode(tg_buf *b, const tg_billing_event *e)

@@ -26,6 +26,8 @@ void tg_grants_encode(tg_buf *b, const tg_grant *g, size_t n);
 int tg_grants_decode(const void *data, size_t len, tg_arena *a, tg_grant **out, size_t *n);
 void tg_ent_summary_encode(tg_buf *b, const tg_entitlement_summary *s);
 int tg_ent_summary_decode(const void *data, size_t len, tg_arena *a, tg_entitlement_summary *s);
+void tg_usage_session_encode(tg_buf *b, const tg_usage_session *u);
+int tg_usage_session_decode(const void *data, size_t len, tg_arena *a, tg_usage_session *u);
 void tg_billing_event_encode(tg_buf *b, const tg_billing_event *e);
 int tg_billing_event_decode(const void *data, size_t len, tg_arena *a, tg_billing_event *e);
 

@@ -39,12 +39,23 @@ typedef struct ent_grant {
     tg_dec used;       /* usage of the period, committed */
 } ent_grant;
 
+/* What checks need of a customer's usage session: what it holds of the limit. */
+typedef struct ent_session {
+    char id[TG_ID_MAX];
+    char feature[TG_LOOKUP_KEY_MAX + 1];
+    bool active;
+    int64_t last_heartbeat, timeout;
+    int64_t held; /* units reserved plus units being recorded */
+    struct ent_session *next;
+} ent_session;
+
 typedef struct ent_node {
     tg_scope scope;
     char customer[TG_ID_MAX];
     int64_t customer_seq;
     ent_grant *grants;
     size_t n;
+    ent_session *sessions;
     struct ent_node *next, *next_by_seq;
 } ent_node;
 
@@ -91,6 +102,10 @@ static void registry_clear_locked(struct tg_ent_registry *r)
     for (size_t i = 0; i < ENT_BUCKETS; i++) {
         for (ent_node *n = r->by_id[i], *next; n; n = next) {
             next = n->next;
+            for (ent_session *s = n->sessions, *sn; s; s = sn) {
+                sn = s->next;
+                free(s);
+            }
             free(n->grants);
             free(n);
         }
@@ -864,9 +879,22 @@ static int load_fn(bctx *c, void *arg)
     return rc ? rc : install(c, la->customer, la->customer_seq, g, n);
 }
 
+/* Units held by the live sessions of a feature, but `except`; a session whose heartbeats
+ * stopped longer than its timeout ago holds nothing. */
+static int64_t held_locked(const ent_node *node, const char *feature, const char *except,
+                           int64_t now)
+{
+    int64_t held = 0;
+    for (const ent_session *s = node->sessions; s; s = s->next)
+        if (s->active && strcmp(s->feature, feature) == 0 &&
+            (!except || strcmp(s->id, except) != 0) && now - s->last_heartbeat <= s->timeout)
+            held += s->held;
+    return held;
+}
+
 /* Fills out from the registry; false when the customer is not there. */
 static bool check_locked(struct tg_ent_registry *r, const tg_scope *scope, const char *customer,
-                         const char *feature, tg_dec want, tg_ent_check *out)
+                         const char *feature, tg_dec want, int64_t now, tg_ent_check *out)
 {
     ent_node *node = find_locked(r, scope, customer);
     if (!node)
@@ -890,6 +918,7 @@ static bool check_locked(struct tg_ent_registry *r, const tg_scope *scope, const
     out->hard = g->g.limit.hard;
     out->period_start = g->g.period_start;
     out->period_end = g->g.period_end;
+    out->reserved = tg_dec_from_int(held_locked(node, feature, NULL, now));
     tg_dec left = out->quantity - out->used - out->reserved;
     out->remaining = left > 0 ? left : 0;
     bool over = want > 0 ? want > left : left <= 0;
@@ -911,9 +940,10 @@ int tg_entitlement_check(tg_service *svc, const tg_scope *scope, const char *cus
     if (!seq)
         return tg_err_set(err, TG_ENOTFOUND, "customer", "No such customer: '%s'", customer);
     struct tg_ent_registry *r = registry(svc);
+    int64_t now = tg_customer_now(svc, scope, customer);
     for (int attempt = 0; attempt < 2; attempt++) {
         pthread_mutex_lock(&r->mu);
-        bool found = check_locked(r, scope, customer, feature, want, out);
+        bool found = check_locked(r, scope, customer, feature, want, now, out);
         pthread_mutex_unlock(&r->mu);
         if (found)
             return TG_OK;
@@ -927,4 +957,353 @@ int tg_entitlement_check(tg_service *svc, const tg_scope *scope, const char *cus
     }
     return tg_err_set(err, TG_ESTORE, NULL, "The entitlements of %s could not be loaded.",
                       customer);
+}
+
+/* ---------------------------------------------------------------- usage sessions */
+
+#define KIND_USAGE_SESSION "usage_session"
+#define SESSION_TIMEOUT_DEFAULT 30
+
+static int decode_session(const void *d, size_t n, tg_arena *a, void *out)
+{
+    return tg_usage_session_decode(d, n, a, out);
+}
+
+static int64_t unit_seconds(const tg_usage_session *u)
+{
+    return u->minute_up ? 60 : 1;
+}
+
+/* The registry's node of a customer, installed from its stored grants when absent. Writer job
+ * only. */
+static int node_ensure(bctx *c, const char *customer, int64_t customer_seq)
+{
+    struct tg_ent_registry *r = registry(c->svc);
+    pthread_mutex_lock(&r->mu);
+    bool present = find_locked(r, c->scope, customer) != NULL;
+    pthread_mutex_unlock(&r->mu);
+    if (present)
+        return TG_OK;
+    load_args la = {customer, customer_seq};
+    return load_fn(c, &la);
+}
+
+/* Mirrors a session's hold in the registry (adding it when new). */
+static int session_publish(bctx *c, const tg_usage_session *u)
+{
+    struct tg_ent_registry *r = registry(c->svc);
+    pthread_mutex_lock(&r->mu);
+    ent_node *node = find_locked(r, c->scope, u->customer);
+    ent_session *s = NULL;
+    for (s = node ? node->sessions : NULL; s && strcmp(s->id, u->id) != 0; s = s->next)
+        ;
+    if (node && !s && (s = calloc(1, sizeof *s))) {
+        tg_strlcpy(s->id, u->id, sizeof s->id);
+        tg_strlcpy(s->feature, u->feature, sizeof s->feature);
+        s->next = node->sessions;
+        node->sessions = s;
+    }
+    if (s) {
+        s->active = u->status == TG_USESS_ACTIVE || u->pending;
+        s->last_heartbeat = u->last_heartbeat;
+        s->timeout = u->heartbeat_timeout;
+        s->held = (u->status == TG_USESS_ACTIVE ? u->reserved : 0) + u->pending;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return node && s ? TG_OK : tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+}
+
+static int session_save(bctx *c, const tg_usage_session *u)
+{
+    tg_buf b;
+    tg_buf_init(&b, TG_RECORD_MAX);
+    tg_usage_session_encode(&b, u);
+    tg_obj o = {.kind = KIND_USAGE_SESSION, .created = u->created,
+                .active = u->status == TG_USESS_ACTIVE, .customer = u->customer};
+    tg_strlcpy(o.id, u->id, sizeof o.id);
+    int rc = bill_save(c, &o, &b);
+    return rc ? rc : session_publish(c, u);
+}
+
+/* Units of the feature's limit nobody holds: the limit less the period's usage and what
+ * other sessions hold, rounded down to whole units. *limited false: no limit. */
+static int64_t available_units(bctx *c, const tg_usage_session *u, bool *limited,
+                               const char **meter)
+{
+    struct tg_ent_registry *r = registry(c->svc);
+    int64_t avail = -1;
+    *limited = false;
+    pthread_mutex_lock(&r->mu);
+    ent_node *node = find_locked(r, c->scope, u->customer);
+    for (size_t i = 0; node && i < node->n; i++) {
+        const ent_grant *g = &node->grants[i];
+        if (strcmp(g->g.lookup_key, u->feature) != 0)
+            continue;
+        avail = INT64_MAX;
+        if (g->g.limit.set) {
+            *limited = true;
+            *meter = tg_arena_strdup(c->a, g->g.limit.meter);
+            tg_dec left = g->g.limit.quantity - g->used -
+                          tg_dec_from_int(held_locked(node, u->feature, u->id, c->now));
+            avail = left <= 0 ? 0 : (int64_t)(left / TG_DEC_ONE);
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    return avail; /* -1: not entitled */
+}
+
+/* Grants more time: a chunk ahead of what is recorded (the heartbeat timeout for seconds,
+ * one minute for minute_up), within what the limit leaves. */
+static void regrant(tg_usage_session *u, int64_t avail, bool limited, int64_t elapsed)
+{
+    int64_t chunk = u->minute_up ? 1 : u->heartbeat_timeout;
+    if (limited) {
+        int64_t left = avail - u->pending;
+        u->reserved = left < chunk ? (left > 0 ? left : 0) : chunk;
+    } else {
+        u->reserved = chunk;
+    }
+    u->granted_seconds = (u->recorded + u->reserved) * unit_seconds(u) - elapsed;
+    if (u->granted_seconds < 0)
+        u->granted_seconds = 0;
+    u->remaining = limited ? tg_dec_from_int(avail - u->pending - u->reserved) : 0;
+}
+
+typedef struct session_args {
+    const tg_usage_session_params *p;
+    const char *id;
+    bool end;
+    tg_usage_session *u;
+    int64_t customer_seq;
+} session_args;
+
+static int session_start_fn(bctx *c, void *arg)
+{
+    session_args *sa = arg;
+    const tg_usage_session_params *p = sa->p;
+    tg_usage_session *u = sa->u;
+    memset(u, 0, sizeof *u);
+    c->now = tg_customer_now(c->svc, c->scope, p->customer);
+    int rc = node_ensure(c, p->customer, sa->customer_seq);
+    if (!rc)
+        rc = bill_new_id(c, u->id, "usess_");
+    if (rc)
+        return rc;
+    tg_strlcpy(u->customer, p->customer, sizeof u->customer);
+    tg_strlcpy(u->feature, p->feature, sizeof u->feature);
+    tg_strlcpy(u->event_name, p->event_name, sizeof u->event_name);
+    tg_metadata none = {0};
+    if (tg_metadata_apply(&none, false, &p->payload, c->a, &u->payload))
+        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+    u->minute_up = p->minute_up;
+    u->heartbeat_timeout = p->heartbeat_timeout ? p->heartbeat_timeout : SESSION_TIMEOUT_DEFAULT;
+    u->livemode = c->scope->livemode;
+    u->created = u->last_heartbeat = c->now;
+    bool limited;
+    const char *meter = NULL;
+    int64_t avail = available_units(c, u, &limited, &meter);
+    if (avail < 0)
+        return tg_err_set(c->err, TG_ENOENTITLEMENT, "feature",
+                          "The customer %s is not entitled to %s: a plan with this feature is "
+                          "needed.", p->customer, p->feature);
+    tg_meter m;
+    if (limited && (!tg_meter_for_event(c->svc, c->scope, p->event_name, &m) ||
+                    strcmp(m.id, meter) != 0))
+        return tg_err_set(c->err, TG_EINVAL, "event_name",
+                          "The limit of %s counts meter %s: record its event name.", p->feature,
+                          meter);
+    if (limited && avail < 1)
+        return tg_err_set(c->err, TG_ELIMIT, "feature",
+                          "The customer %s has used all of %s for this period.", p->customer,
+                          p->feature);
+    u->limited = limited;
+    if (u->minute_up) { /* the first minute is billed as it starts */
+        u->seq = 1;
+        u->pending = 1;
+        u->recorded = 1;
+    }
+    regrant(u, avail, limited, 0);
+    return session_save(c, u);
+}
+
+/* Loads a session for a change at its customer's time (attaching it to the registry). */
+static int session_enter(bctx *c, const char *id, tg_usage_session *u)
+{
+    int rc = bill_load(c, KIND_USAGE_SESSION, id, "id", decode_session, u);
+    if (rc)
+        return rc;
+    c->now = tg_customer_now(c->svc, c->scope, u->customer);
+    int64_t seq = tg_customer_seq(c->svc, c->scope, u->customer);
+    return seq ? node_ensure(c, u->customer, seq) : TG_OK;
+}
+
+static int session_heartbeat_fn(bctx *c, void *arg)
+{
+    session_args *sa = arg;
+    tg_usage_session *u = sa->u;
+    int rc = session_enter(c, sa->id, u);
+    if (rc || u->status != TG_USESS_ACTIVE || u->pending)
+        return rc; /* over, or an event still to be recorded first (a retry after a crash) */
+    if (c->now - u->last_heartbeat > u->heartbeat_timeout) {
+        /* Its heartbeats stopped: it is billed to its last heartbeat. */
+        u->status = TG_USESS_EXPIRED;
+        u->ended_at = u->last_heartbeat;
+        u->reserved = 0;
+        u->granted_seconds = 0;
+        return session_save(c, u);
+    }
+    int64_t elapsed = c->now - u->created;
+    int64_t due = u->minute_up ? (elapsed + 59) / 60 : elapsed;
+    if (u->minute_up && due < 1)
+        due = 1;
+    if (due > u->recorded + u->reserved)
+        due = u->recorded + u->reserved; /* never more than was granted: a hard cap holds */
+    if (due > u->recorded) {
+        u->seq++;
+        u->pending = due - u->recorded;
+        u->recorded = due;
+    }
+    u->last_heartbeat = c->now;
+    if (sa->end) {
+        u->status = TG_USESS_ENDED;
+        u->ended_at = c->now;
+        u->reserved = 0;
+        u->granted_seconds = 0;
+        return session_save(c, u);
+    }
+    bool limited;
+    const char *meter;
+    int64_t avail = available_units(c, u, &limited, &meter);
+    if (avail < 0)
+        avail = 0, limited = true; /* the entitlement is gone: no more time */
+    regrant(u, avail, limited, elapsed);
+    if (u->granted_seconds <= 0) {
+        u->status = TG_USESS_LIMIT_REACHED;
+        u->ended_at = c->now;
+        u->reserved = 0;
+    }
+    return session_save(c, u);
+}
+
+/* Marks the session's pending event recorded. */
+static int session_settle_fn(bctx *c, void *arg)
+{
+    session_args *sa = arg;
+    tg_usage_session cur;
+    int rc = bill_load(c, KIND_USAGE_SESSION, sa->u->id, "id", decode_session, &cur);
+    if (rc || cur.seq != sa->u->seq || !cur.pending)
+        return rc;
+    cur.pending = 0;
+    cur.granted_seconds = sa->u->granted_seconds;
+    cur.remaining = sa->u->remaining;
+    *sa->u = cur;
+    return session_save(c, &cur);
+}
+
+/* Records the session's pending units as one meter event whose identifier is derived from
+ * the session and its sequence number (a retry is a duplicate, never a second count), then
+ * marks it recorded. */
+static int session_record(tg_service *svc, const tg_scope *scope, tg_arena *a, session_args *sa,
+                          tg_err *err)
+{
+    tg_usage_session *u = sa->u;
+    if (!u->pending)
+        return TG_OK;
+    tg_meter m;
+    if (!tg_meter_for_event(svc, scope, u->event_name, &m))
+        return tg_err_set(err, TG_ENOMETER, "event_name",
+                          "No active meter found for event name %s.", u->event_name);
+    tg_event *e = tg_arena_alloc(a, sizeof *e);
+    tg_kv *kv = tg_arena_alloc(a, (u->payload.n + 2) * sizeof *kv);
+    char *value = tg_arena_alloc(a, 24);
+    if (!e || !kv || !value)
+        return tg_err_set(err, TG_ENOMEM, NULL, NULL);
+    memset(e, 0, sizeof *e);
+    size_t n = 0;
+    for (size_t i = 0; i < u->payload.n; i++)
+        if (strcmp(u->payload.items[i].key, m.customer_key) != 0 &&
+            strcmp(u->payload.items[i].key, m.value_key) != 0)
+            kv[n++] = u->payload.items[i];
+    snprintf(value, 24, "%lld", (long long)u->pending);
+    kv[n++] = (tg_kv){m.customer_key, u->customer};
+    if (m.formula != TG_FORMULA_COUNT)
+        kv[n++] = (tg_kv){m.value_key, value};
+    e->payload = (tg_metadata){kv, n};
+    tg_strlcpy(e->event_name, u->event_name, sizeof e->event_name);
+    snprintf(e->identifier, sizeof e->identifier, "%s-%lld", u->id, (long long)u->seq);
+    e->timestamp = TG_TIME_NOW;
+    int result = TG_OK;
+    int rc = tg_event_prepare(svc, scope, e, err);
+    if (!rc)
+        rc = tg_events_record(svc, scope, e, 1, &result, NULL, 0, err);
+    if (rc)
+        return rc;
+    return bill_write(svc, scope, a, session_settle_fn, sa, err); /* recorded, or already */
+}
+
+int tg_usage_session_start(tg_service *svc, const tg_scope *scope,
+                           const tg_usage_session_params *p, tg_arena *a,
+                           tg_usage_session *out, tg_err *err)
+{
+    if (!p->customer)
+        return tg_err_set(err, TG_EMISSING, "customer", "Missing required param: customer.");
+    if (!p->feature)
+        return tg_err_set(err, TG_EMISSING, "feature", "Missing required param: feature.");
+    if (!p->event_name)
+        return tg_err_set(err, TG_EMISSING, "event_name", "Missing required param: event_name.");
+    int64_t seq = tg_customer_seq(svc, scope, p->customer);
+    if (!seq)
+        return tg_err_set(err, TG_ENOTFOUND, "customer", "No such customer: '%s'", p->customer);
+    tg_meter m;
+    if (!tg_meter_for_event(svc, scope, p->event_name, &m))
+        return tg_err_set(err, TG_ENOMETER, "event_name",
+                          "No active meter found for event name %s.", p->event_name);
+    int rc = tg_metadata_validate(&p->payload, "payload", err);
+    if (rc)
+        return rc;
+    session_args sa = {p, NULL, false, out, seq};
+    rc = bill_write(svc, scope, a, session_start_fn, &sa, err);
+    return rc ? rc : session_record(svc, scope, a, &sa, err);
+}
+
+int tg_usage_session_heartbeat(tg_service *svc, const tg_scope *scope, const char *id, bool end,
+                               tg_arena *a, tg_usage_session *out, tg_err *err)
+{
+    session_args sa = {NULL, id, end, out, 0};
+    int rc = bill_write(svc, scope, a, session_heartbeat_fn, &sa, err);
+    if (!rc && out->pending) {
+        int64_t granted = out->granted_seconds;
+        tg_dec remaining = out->remaining;
+        rc = session_record(svc, scope, a, &sa, err);
+        out->granted_seconds = granted;
+        out->remaining = remaining;
+    }
+    return rc;
+}
+
+static int session_get_fn(bctx *c, void *arg)
+{
+    session_args *sa = arg;
+    tg_usage_session *u = sa->u;
+    int rc = bill_load(c, KIND_USAGE_SESSION, sa->id, "id", decode_session, u);
+    if (rc)
+        return rc;
+    int64_t now = tg_customer_now(c->svc, c->scope, u->customer);
+    if (u->status == TG_USESS_ACTIVE && now - u->last_heartbeat > u->heartbeat_timeout) {
+        u->status = TG_USESS_EXPIRED; /* shown as it is; stored at its next heartbeat */
+        u->ended_at = u->last_heartbeat;
+        u->reserved = 0;
+    }
+    if (u->status == TG_USESS_ACTIVE)
+        u->granted_seconds = (u->recorded + u->reserved) * unit_seconds(u) - (now - u->created);
+    if (u->granted_seconds < 0)
+        u->granted_seconds = 0;
+    return TG_OK;
+}
+
+int tg_usage_session_retrieve(tg_service *svc, const tg_scope *scope, const char *id,
+                              tg_arena *a, tg_usage_session *out, tg_err *err)
+{
+    session_args sa = {NULL, id, false, out, 0};
+    return bill_read(svc, scope, a, session_get_fn, &sa, err);
 }

@@ -79,6 +79,49 @@ typedef struct tg_ent_check {
     int64_t period_start, period_end;
 } tg_ent_check;
 
+/* A metered call (an extension): usage recorded as meter events while it runs, against the
+ * feature's limit. Units are those of the meter: seconds for rounding `second`, minutes for
+ * `minute_up` (a started minute is billed when it starts, as telephony bills). */
+typedef enum {
+    TG_USESS_ACTIVE, TG_USESS_LIMIT_REACHED, TG_USESS_ENDED, TG_USESS_EXPIRED
+} tg_usess_status;
+
+typedef struct tg_usage_session {
+    char id[TG_ID_MAX];
+    char customer[TG_ID_MAX];
+    char feature[TG_LOOKUP_KEY_MAX + 1];
+    char event_name[TG_NAME_MAX + 1];
+    tg_metadata payload; /* dimensions recorded with every event (agent_id, ...) */
+    bool minute_up;
+    int64_t heartbeat_timeout;
+    bool livemode, limited;
+    tg_usess_status status;
+    int64_t created, last_heartbeat, ended_at;
+    int64_t recorded; /* units recorded as meter events */
+    int64_t reserved; /* units granted beyond `recorded` */
+    int64_t seq;      /* events recorded so far */
+    int64_t pending;  /* units of event `seq` while it is being recorded (0: none) */
+    /* Answers: */
+    int64_t granted_seconds; /* call time allowed from now */
+    tg_dec remaining;        /* limited: units left to others and later grants */
+} tg_usage_session;
+
+typedef struct tg_usage_session_params {
+    const char *customer, *feature, *event_name;
+    tg_metadata payload;
+    bool minute_up;
+    int64_t heartbeat_timeout; /* 0 = 30 s */
+} tg_usage_session_params;
+
+int tg_usage_session_start(tg_service *svc, const tg_scope *scope,
+                           const tg_usage_session_params *p, tg_arena *a,
+                           tg_usage_session *out, tg_err *err);
+/* Records the time since the last heartbeat; end=true ends the session. */
+int tg_usage_session_heartbeat(tg_service *svc, const tg_scope *scope, const char *id, bool end,
+                               tg_arena *a, tg_usage_session *out, tg_err *err);
+int tg_usage_session_retrieve(tg_service *svc, const tg_scope *scope, const char *id,
+                              tg_arena *a, tg_usage_session *out, tg_err *err);
+
 int tg_feature_create(tg_service *svc, const tg_scope *scope, const char *name,
                       const char *lookup_key, const tg_metadata *metadata, tg_arena *a,
                       tg_feature *out, tg_err *err);

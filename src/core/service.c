@@ -625,6 +625,13 @@ struct tg_ent_registry **tg_service_entitlements(tg_service *svc)
     return &svc->ents;
 }
 
+bool tg_meter_for_event(tg_service *svc, const tg_scope *scope, const char *event_name,
+                        tg_meter *out)
+{
+    bool inactive;
+    return reg_find(svc, scope, event_name, out, &inactive);
+}
+
 int64_t tg_customer_seq(tg_service *svc, const tg_scope *scope, const char *id)
 {
     return cust_find(svc, scope, id, false);

@@ -34,6 +34,10 @@ void tg_clock_registry_remove(tg_service *svc, const tg_scope *scope, const char
 /* Records the customer in the registry (the writer job that changed it calls this). */
 int tg_customer_registry_put(tg_service *svc, const tg_scope *scope, const tg_customer *c);
 
+/* The active meter of an event name (false when there is none). */
+bool tg_meter_for_event(tg_service *svc, const tg_scope *scope, const char *event_name,
+                        tg_meter *out);
+
 /* The row number of a live customer, or 0. */
 int64_t tg_customer_seq(tg_service *svc, const tg_scope *scope, const char *id);
 

@@ -336,6 +336,87 @@ static int h_entitlement_check(tg_req *req)
     return 200;
 }
 
+/* ================================================================ usage sessions */
+
+static void render_session(tg_jw *w, const tg_usage_session *u)
+{
+    static const char *const status_words[] = {"active", "limit_reached", "ended", "expired"};
+    jw_obj(w);
+    jw_kstr(w, "id", u->id);
+    jw_kstr(w, "object", "usage_session");
+    jw_kint(w, "billed_quantity", u->recorded);
+    jw_kint(w, "created", u->created);
+    jw_kstr(w, "customer", u->customer);
+    jw_kint_or_null(w, "ended_at", u->ended_at);
+    jw_kstr(w, "event_name", u->event_name);
+    jw_kstr(w, "feature", u->feature);
+    jw_kint(w, "granted_seconds", u->granted_seconds);
+    jw_kint(w, "heartbeat_timeout", u->heartbeat_timeout);
+    jw_kint(w, "last_heartbeat_at", u->last_heartbeat);
+    jw_kbool(w, "livemode", u->livemode);
+    jw_key(w, "payload");
+    tg_render_metadata(w, &u->payload);
+    if (u->limited && u->status == TG_USESS_ACTIVE)
+        dec_string(w, "remaining", u->remaining);
+    else
+        jw_knull(w, "remaining");
+    jw_kstr(w, "rounding", u->minute_up ? "minute_up" : "second");
+    jw_kstr(w, "status", status_words[u->status]);
+    jw_end(w);
+}
+
+static int session_reply(tg_req *req, int rc, const tg_usage_session *u)
+{
+    if (rc)
+        return tg_reply_error(req);
+    render_session(&req->jw, u);
+    return 200;
+}
+
+static int h_session_start(tg_req *req)
+{
+    static const char *const roundings[] = {"second", "minute_up", NULL};
+    tg_usage_session_params p;
+    memset(&p, 0, sizeof p);
+    int rounding = 0;
+    p_str_required(req, NULL, "customer", NULL, 255, &p.customer);
+    p_str_required(req, NULL, "feature", NULL, TG_LOOKUP_KEY_MAX, &p.feature);
+    p_str_required(req, NULL, "event_name", NULL, TG_NAME_MAX, &p.event_name);
+    p_string_map(req, NULL, "payload", false, &p.payload, NULL);
+    p_enum(req, NULL, "rounding", NULL, roundings, &rounding);
+    p_int(req, NULL, "heartbeat_timeout", NULL, 5, 3600, &p.heartbeat_timeout);
+    p_expand(req);
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    p.minute_up = rounding == 1;
+    tg_usage_session u;
+    return session_reply(req, tg_usage_session_start(req->svc, &req->scope, &p, &req->arena, &u,
+                                                     &req->err), &u);
+}
+
+static int session_beat(tg_req *req, bool end)
+{
+    p_expand(req);
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_usage_session u;
+    return session_reply(req, tg_usage_session_heartbeat(req->svc, &req->scope, tg_seg(req, 2),
+                                                         end, &req->arena, &u, &req->err), &u);
+}
+
+static int h_session_heartbeat(tg_req *req) { return session_beat(req, false); }
+static int h_session_end(tg_req *req) { return session_beat(req, true); }
+
+static int h_session_retrieve(tg_req *req)
+{
+    p_expand(req);
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_usage_session u;
+    return session_reply(req, tg_usage_session_retrieve(req->svc, &req->scope, tg_seg(req, 2),
+                                                        &req->arena, &u, &req->err), &u);
+}
+
 /* ================================================================ the table */
 
 const tg_route tg_entitlement_routes[] = {
@@ -351,6 +432,10 @@ const tg_route tg_entitlement_routes[] = {
     {"GET", "/v1/entitlements/active_entitlements/:id", h_entitlement_retrieve,
      TG_ROUTE_SECRET},
     {"GET", "/v1/entitlements/check", h_entitlement_check, TG_ROUTE_SECRET},
+    {"POST", "/v1/usage_sessions", h_session_start, TG_ROUTE_SECRET},
+    {"GET", "/v1/usage_sessions/:id", h_session_retrieve, TG_ROUTE_SECRET},
+    {"POST", "/v1/usage_sessions/:id/heartbeat", h_session_heartbeat, TG_ROUTE_SECRET},
+    {"POST", "/v1/usage_sessions/:id/end", h_session_end, TG_ROUTE_SECRET},
 };
 const size_t tg_nentitlement_routes =
     sizeof tg_entitlement_routes / sizeof tg_entitlement_routes[0];

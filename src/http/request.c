@@ -25,6 +25,8 @@ int tg_render_error(const tg_err *err, tg_buf *buf, bool *should_retry)
     case TG_EROUTE: status = 404; break;
     case TG_EMETHOD: status = 405; break;
     case TG_ETOOLARGE: status = 413; break;
+    case TG_ENOENTITLEMENT:
+    case TG_ELIMIT: status = 402; break;
     case TG_EAUTHMISSING:
     case TG_EAUTHINVALID: status = 401; break;
     case TG_ESESSION: status = 401, type = "temporary_session_expired"; break;
@@ -47,6 +49,8 @@ int tg_render_error(const tg_err *err, tg_buf *buf, bool *should_retry)
     jw_kstr(&w, "message", err->msg[0] ? err->msg : tg_strerror(err->code));
     jw_kstr(&w, "param", err->param[0] ? err->param : NULL);
     jw_kstr(&w, "doc_url", NULL);
+    if (err->code == TG_ENOENTITLEMENT || err->code == TG_ELIMIT)
+        jw_kbool(&w, "upgrade", true); /* a plan with the feature (or more of it) would do */
     jw_end(&w);
     jw_end(&w);
     return status;
