@@ -47,6 +47,12 @@ $(BUILD)/libtollgate.a: $(LIB_OBJ)
 $(BUILD)/tollgate: $(CLI_OBJ) $(BUILD)/libtollgate.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 
+# The examples: programs that use Tollgate over HTTP like a customer's system would.
+$(BUILD)/voice-gateway: examples/voice-gateway/gateway.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $$(pkg-config --cflags libcurl jansson) $(LDFLAGS) -o $@ $< \
+	    $$(pkg-config --libs libcurl jansson) $(LDLIBS)
+
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libtollgate.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libtollgate.a \
@@ -67,9 +73,10 @@ check:
 unit: $(UNIT_BIN)
 	@fail=0; for t in $(UNIT_BIN); do echo "== $$t"; $$t || fail=1; done; exit $$fail
 
-e2e: $(BUILD)/tollgate
+e2e: $(BUILD)/tollgate $(BUILD)/voice-gateway
 	@cd tests/e2e && { [ -d node_modules/stripe ] || npm ci --no-audit --no-fund --silent; }
-	TOLLGATE_BIN=$(CURDIR)/$(BUILD)/tollgate node --test --test-concurrency=2 tests/e2e/
+	TOLLGATE_BIN=$(CURDIR)/$(BUILD)/tollgate VOICE_GATEWAY_BIN=$(CURDIR)/$(BUILD)/voice-gateway \
+	    node --test --test-concurrency=2 tests/e2e/
 
 test: deps
 	@$(MAKE) --no-print-directory check all unit

@@ -1156,7 +1156,8 @@ static int session_heartbeat_fn(bctx *c, void *arg)
     int64_t due = u->minute_up ? (elapsed + 59) / 60 : elapsed;
     if (u->minute_up && due < 1)
         due = 1;
-    if (due > u->recorded + u->reserved)
+    bool capped = due > u->recorded + u->reserved;
+    if (capped)
         due = u->recorded + u->reserved; /* never more than was granted: a hard cap holds */
     if (due > u->recorded) {
         u->seq++;
@@ -1165,7 +1166,8 @@ static int session_heartbeat_fn(bctx *c, void *arg)
     }
     u->last_heartbeat = c->now;
     if (sa->end) {
-        u->status = TG_USESS_ENDED;
+        /* A call that ran past its grant ends as cut off at the limit. */
+        u->status = capped ? TG_USESS_LIMIT_REACHED : TG_USESS_ENDED;
         u->ended_at = c->now;
         u->reserved = 0;
         u->granted_seconds = 0;
