@@ -53,6 +53,10 @@ $(BUILD)/voice-gateway: examples/voice-gateway/gateway.c
 	$(CC) $(CFLAGS) $$(pkg-config --cflags libcurl jansson) $(LDFLAGS) -o $@ $< \
 	    $$(pkg-config --libs libcurl jansson) $(LDLIBS)
 
+# The in-process entitlement check benchmark (bench/checkbench.c), run by bench/bench.sh.
+$(BUILD)/checkbench: bench/checkbench.c $(BUILD)/libtollgate.a
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libtollgate.a $(PKG_LIBS) $(LDLIBS)
+
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libtollgate.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libtollgate.a \

@@ -22,7 +22,12 @@
 #      bytes per stored event. The baseline does the points of PG_GROWTH_POINTS, then those of
 #      PG_OPTIONAL_POINTS only if the projected total run time stays under BUDGET_SECONDS
 #      (PG_OPTIONAL=auto; yes/no force it); the decision is printed and recorded in the CSV.
-#   3. A table (Tollgate, baseline, ratio = how many times better Tollgate is), the CSV
+#   3. Entitlement checks (GET /v1/entitlements/check) at CHECK_RATE a second over loopback
+#      for CHECK_SECONDS: p50/p99/p99.9 latency, alone and beside ingest (batches of 100 on
+#      B100_CONNS connections); and the server-side time of one check, in process
+#      (bench/checkbench.c), against the baseline of reading the period's usage as a month
+#      summary, which is what a check costs without Tollgate's counters.
+#   4. A table (Tollgate, baseline, ratio = how many times better Tollgate is), the CSV
 #      build/bench/results.csv, the chart build/bench/growth.png; both are copied to bench/results/.
 #
 # Every number counts only events the server acknowledged after committing them to disk.
@@ -44,7 +49,11 @@ CUSTOMERS=${CUSTOMERS:-3000}
 METERS=${METERS:-3}
 SPREAD_DAYS=${SPREAD_DAYS:-30}         # growth events: timestamps over the last 30 days
 SCENARIO_SPREAD_DAYS=${SCENARIO_SPREAD_DAYS:-0}  # scenario events: the current time (live traffic)
+CHECK_RATE=${CHECK_RATE:-10000}
+CHECK_CONNS=${CHECK_CONNS:-8}
 if [ "$QUICK" = 1 ]; then
+  CHECK_SECONDS=${CHECK_SECONDS:-2}
+  CHECKBENCH_ARGS=${CHECKBENCH_ARGS:-"--customers 100 --events 20000 --checks 50000"}
   SCENARIO_SECONDS=${SCENARIO_SECONDS:-2}
   MEASURE_SECONDS=${MEASURE_SECONDS:-0.5}
   QUERY_REPS=${QUERY_REPS:-30}
@@ -53,6 +62,8 @@ if [ "$QUICK" = 1 ]; then
   PG_OPTIONAL_POINTS=${PG_OPTIONAL_POINTS:-""}
   CUSTOMERS=${QUICK_CUSTOMERS:-300}
 else
+  CHECK_SECONDS=${CHECK_SECONDS:-10}
+  CHECKBENCH_ARGS=${CHECKBENCH_ARGS:-"--customers 1000 --events 1000000 --checks 1000000"}
   SCENARIO_SECONDS=${SCENARIO_SECONDS:-10}
   MEASURE_SECONDS=${MEASURE_SECONDS:-5}
   QUERY_REPS=${QUERY_REPS:-200}
@@ -168,6 +179,7 @@ stop_pg_sampler() { kill "$SAMPLER_PID" 2>/dev/null || true; wait "$SAMPLER_PID"
 ensure_packages
 mkdir -p "$OUT" "$ROOT/bench/results"
 [ -x "$ROOT/build/tollgate" ] || make -C "$ROOT" --no-print-directory all
+make -C "$ROOT" --no-print-directory build/checkbench >/dev/null
 log "building loadgen and pgbaseline into $OUT"
 gcc -O2 -Wall -Wextra -o "$OUT/loadgen" "$ROOT/bench/loadgen.c" -pthread
 gcc -O2 -Wall -Wextra $(pkg-config --cflags libpq) -o "$OUT/pgbaseline" "$ROOT/bench/pgbaseline.c" \
@@ -275,7 +287,44 @@ for s in "v1|single events (v1)|--scenario v1 --conns $V1_CONNS" \
   # shellcheck disable=SC2086
   tg_scenario "$name" $args
 done
+
+# Entitlement checks: alone, then beside ingest, on the scenario server.
+row "check.rate" "entitlement checks at ${CHECK_RATE}/s: achieved" "checks/s" hi
+row "check.p50" "entitlement checks: p50 latency" ms lo
+row "check.p99" "entitlement checks: p99 latency" ms lo
+row "check.p999" "entitlement checks: p99.9 latency" ms lo
+row "checki.p50" "entitlement checks beside ingest: p50 latency" ms lo
+row "checki.p99" "entitlement checks beside ingest: p99 latency" ms lo
+row "checki.ingest" "ingest beside the checks (batches of 100)" "events/s" hi
+row "check.ns" "one check, server side (baseline: month summary)" ns lo
+row "check.ns_ingest" "one check, server side, beside ingest" ns lo
+tg_checks() { # tg_checks RUN_ID: one loadgen checks run; prints its JSON line
+  local json
+  json=$("$LG" checks --port "$TG_PORT" --key "$KEY" --setup "$SETUP" --rate "$CHECK_RATE"          --seconds "$CHECK_SECONDS" --conns "$CHECK_CONNS" --run-id "$1" 2>"$OUT/loadgen.err") ||
+    { tg_alive "checks"; die "loadgen checks failed: $(cat "$OUT/loadgen.err")"; }
+  echo "{\"system\":\"tollgate\",\"what\":\"checks $1\",\"result\":$json}" >>"$RUNLOG"
+  echo "$json"
+}
+cj=$(tg_checks c1)
+R_T[check.rate]=$(jget "$cj" rate)
+R_T[check.p50]=$(jget "$cj" p50_ms); R_T[check.p99]=$(jget "$cj" p99_ms); R_T[check.p999]=$(jget "$cj" p999_ms)
+log "checks: ${R_T[check.rate]}/s, p99 ${R_T[check.p99]} ms"
+tg_load "ingest beside checks" --scenario v2 --batch 100 --conns "$B100_CONNS" \
+    --seconds "$(calc "$CHECK_SECONDS + 1")" --run-id ci >"$OUT/ingest-beside-checks.json" &
+ingest_pid=$!
+sleep 0.5
+cj=$(tg_checks c2)
+wait "$ingest_pid" || die "ingest beside the checks failed"
+R_T[checki.p50]=$(jget "$cj" p50_ms); R_T[checki.p99]=$(jget "$cj" p99_ms)
+R_T[checki.ingest]=$(jget "$(cat "$OUT/ingest-beside-checks.json")" events_per_sec)
+log "checks beside ingest (${R_T[checki.ingest]} ev/s): p99 ${R_T[checki.p99]} ms"
 tg_stop
+# shellcheck disable=SC2086
+cb=$("$ROOT/build/checkbench" $CHECKBENCH_ARGS 2>>"$OUT/tollgate.log") || die "checkbench failed"
+echo "{\"system\":\"tollgate\",\"what\":\"checkbench\",\"result\":$cb}" >>"$RUNLOG"
+R_T[check.ns]=$(jget "$cb" check_ns); R_B[check.ns]=$(jget "$cb" summary_ns)
+R_T[check.ns_ingest]=$(jget "$cb" check_ns_under_ingest)
+log "one check: ${R_T[check.ns]} ns in process (${R_T[check.ns_ingest]} beside ingest); month summary ${R_B[check.ns]} ns"
 rm -rf "$TMP/tollgate-scenarios"
 
 # growth_point SIDE TARGET: the figures of one growth point for either system.

@@ -15,6 +15,13 @@
  *       earlier, so both are hour- and minute-aligned -- once without grouping and once with
  *       value_grouping_window=hour. Each query pages with limit=100 and starting_after until
  *       has_more is false; the whole walk counts as one query. Prints p50/p99 ms as one JSON line.
+ *   loadgen checks --port P --key K --setup FILE [--rate R] [--seconds S] [--conns C]
+ *                  [--subscribers N]
+ *       gives N customers of the setup a plan whose feature has a hard usage limit on the
+ *       setup's first meter, then sends GET /v1/entitlements/check at R requests a second in
+ *       all (paced per connection on a fixed schedule, latency measured from the scheduled
+ *       send, so a stall is not hidden by the pacing) over C keep-alive connections for S
+ *       seconds, and prints the achieved rate and p50/p99/p99.9 latency as one JSON line.
  *
  * Only 200 responses count as acknowledged. A connection the server closes is counted
  * ("conn_closed"), its request in flight counts as failed, and it is reopened. Events cycle over the customers and meters with
@@ -632,13 +639,144 @@ static void cmd_query(void)
            opt.reps, QP(0, 0.50), QP(0, 0.99), QP(1, 0.50), QP(1, 0.99), objects[1]);
 }
 
+/* A plan with a capped feature, and N subscribers: what the checks ask about. */
+static void checks_setup(int subscribers)
+{
+    char body[512], *r, *feat, *prod, *price;
+    int status;
+    snprintf(body, sizeof body, "name=Bench%%20voice&lookup_key=bench_voice_%s", opt.run_id);
+    r = http_call("POST", "/v1/entitlements/features", "application/x-www-form-urlencoded", body,
+                  opt.key, &status);
+    if (status != 200)
+        die("feature create: %d %s", status, r);
+    feat = json_id(r, "id");
+    free(r);
+    r = http_call("POST", "/v1/products", "application/x-www-form-urlencoded", "name=Bench",
+                  opt.key, &status);
+    if (status != 200)
+        die("product create: %d %s", status, r);
+    prod = json_id(r, "id");
+    free(r);
+    snprintf(body, sizeof body,
+             "entitlement_feature=%s&usage_limit[meter]=%s&usage_limit[quantity]=1000000000",
+             feat, st.meter_ids[0]);
+    char path[256];
+    snprintf(path, sizeof path, "/v1/products/%s/features", prod);
+    r = http_call("POST", path, "application/x-www-form-urlencoded", body, opt.key, &status);
+    if (status != 200)
+        die("product feature: %d %s", status, r);
+    free(r);
+    snprintf(body, sizeof body,
+             "currency=usd&unit_amount=14900&product=%s&recurring[interval]=month", prod);
+    r = http_call("POST", "/v1/prices", "application/x-www-form-urlencoded", body, opt.key,
+                  &status);
+    if (status != 200)
+        die("price create: %d %s", status, r);
+    price = json_id(r, "id");
+    free(r);
+    for (int i = 0; i < subscribers && i < st.ncustomers; i++) {
+        snprintf(body, sizeof body, "customer=%s&items[0][price]=%s", st.customers[i], price);
+        r = http_call("POST", "/v1/subscriptions", "application/x-www-form-urlencoded", body,
+                      opt.key, &status);
+        if (status != 200)
+            die("subscription create: %d %s", status, r);
+        free(r);
+    }
+    free(feat);
+    free(prod);
+    free(price);
+}
+
+typedef struct check_worker {
+    int index, nconns, subscribers;
+    double interval; /* seconds between sends on one connection */
+    double *lat;     /* ms */
+    long n, cap;
+} check_worker;
+
+static void *check_main(void *arg)
+{
+    check_worker *w = arg;
+    int fd = connect_to(opt.port);
+    size_t cap = 1 << 14;
+    char *buf = malloc(cap), path[512];
+    double start = now_s(), end = start + opt.seconds;
+    /* Connections start staggered over one interval so sends interleave evenly. */
+    double next = start + w->interval * w->index / w->nconns;
+    for (long k = 0;; k++) {
+        if (next >= end)
+            break;
+        double now = now_s();
+        if (now < next) {
+            struct timespec ts = {0, (long)((next - now) * 1e9)};
+            nanosleep(&ts, NULL);
+        }
+        const char *cust = st.customers[(w->index + k * w->nconns) % w->subscribers];
+        snprintf(path, sizeof path,
+                 "/v1/entitlements/check?customer=%s&feature=bench_voice_%s&quantity=60", cust,
+                 opt.run_id);
+        size_t len;
+        int status = http_get_keepalive(fd, path, &buf, &cap, &len);
+        if (status != 200)
+            die("check: %d %s", status, buf);
+        if (w->n == w->cap) {
+            w->cap = w->cap ? w->cap * 2 : 4096;
+            w->lat = realloc(w->lat, (size_t)w->cap * sizeof(double));
+        }
+        w->lat[w->n++] = (now_s() - next) * 1e3; /* from the scheduled send */
+        next += w->interval;
+    }
+    close(fd);
+    free(buf);
+    return NULL;
+}
+
+static void cmd_checks(double rate, int subscribers)
+{
+    load_setup(opt.setup_file);
+    if (!st.meter_ids[0])
+        die("setup file has no meterid line (rerun loadgen setup)");
+    if (subscribers > st.ncustomers)
+        subscribers = st.ncustomers;
+    checks_setup(subscribers);
+    int nconns = opt.conns;
+    check_worker *ws = calloc((size_t)nconns, sizeof *ws);
+    pthread_t *th = calloc((size_t)nconns, sizeof *th);
+    for (int i = 0; i < nconns; i++) {
+        ws[i] = (check_worker){i, nconns, subscribers, nconns / rate, NULL, 0, 0};
+        pthread_create(&th[i], NULL, check_main, &ws[i]);
+    }
+    long total = 0;
+    for (int i = 0; i < nconns; i++) {
+        pthread_join(th[i], NULL);
+        total += ws[i].n;
+    }
+    double *all = malloc((size_t)(total ? total : 1) * sizeof(double));
+    long k = 0;
+    for (int i = 0; i < nconns; i++) {
+        memcpy(all + k, ws[i].lat, (size_t)ws[i].n * sizeof(double));
+        k += ws[i].n;
+        free(ws[i].lat);
+    }
+    qsort(all, (size_t)total, sizeof(double), cmp_dbl);
+#define CP(p) (total ? all[(long)((double)(total - 1) * (p))] : 0)
+    printf("{\"mode\":\"checks\",\"rate_target\":%.0f,\"checks\":%ld,\"rate\":%.1f,"
+           "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f}\n",
+           rate, total, (double)total / opt.seconds, CP(0.50), CP(0.99), CP(0.999));
+    free(all);
+    free(ws);
+    free(th);
+}
+
 int main(int argc, char **argv)
 {
     bench_prog = "loadgen";
     signal(SIGPIPE, SIG_IGN);
     if (argc < 2)
-        die("usage: loadgen setup|run|query [options] (see the comment at the top of loadgen.c)");
-    int ncustomers = 3000, nmeters = 3;
+        die("usage: loadgen setup|run|query|checks [options] (see the comment at the top of "
+            "loadgen.c)");
+    int ncustomers = 3000, nmeters = 3, subscribers = 200;
+    double rate = 10000;
     const char *out = "setup.txt";
     for (int i = 2; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
@@ -659,6 +797,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--reps")) opt.reps = atoi(v);
         else if (!strcmp(a, "--customer-index")) opt.customer_index = atoi(v);
         else if (!strcmp(a, "--meter-index")) opt.meter_index = atoi(v);
+        else if (!strcmp(a, "--rate")) rate = atof(v);
+        else if (!strcmp(a, "--subscribers")) subscribers = atoi(v);
         else die("unknown option %s", a);
     }
     if (!opt.key)
@@ -672,6 +812,8 @@ int main(int argc, char **argv)
         cmd_run();
     else if (!strcmp(argv[1], "query"))
         cmd_query();
+    else if (!strcmp(argv[1], "checks"))
+        cmd_checks(rate, subscribers);
     else
         die("unknown command %s", argv[1]);
     return 0;
