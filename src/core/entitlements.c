@@ -288,9 +288,13 @@ static int grant_add(bctx *c, void *item, void *arg)
         tg_grant *g = &gs->g[i];
         if (strcmp(g->feature, f.id) != 0)
             continue;
-        /* The same feature from two products: the larger limit; no limit beats any. */
-        if (g->limit.set && (!pf->limit.set || (pf->limit.quantity > g->limit.quantity)))
+        /* The same feature from two products: the larger limit, counted over the period of
+         * the subscription that grants it; no limit beats any. */
+        if (g->limit.set && (!pf->limit.set || (pf->limit.quantity > g->limit.quantity))) {
             g->limit = pf->limit;
+            g->period_start = gs->sub->period_start;
+            g->period_end = gs->sub->period_end;
+        }
         return TG_OK;
     }
     if (gs->n == gs->cap) {
@@ -869,14 +873,30 @@ typedef struct load_args {
     int64_t customer_seq;
 } load_args;
 
-/* Installs a customer the registry does not hold yet, from its stored grants. */
+static int session_publish(bctx *c, const tg_usage_session *u);
+static int decode_session(const void *d, size_t n, tg_arena *a, void *out);
+
+static int publish_stored_session(bctx *c, void *item, void *arg)
+{
+    (void)arg;
+    return session_publish(c, item);
+}
+
+/* Installs a customer the registry does not hold yet, from its stored grants, with the holds
+ * of its live usage sessions (after a restart, or after a failed batch cleared the registry). */
 static int load_fn(bctx *c, void *arg)
 {
     load_args *la = arg;
     tg_grant *g;
     size_t n;
     int rc = load_grants(c, la->customer, &g, &n);
-    return rc ? rc : install(c, la->customer, la->customer_seq, g, n);
+    if (!rc)
+        rc = install(c, la->customer, la->customer_seq, g, n);
+    tg_obj_filter f = {.customer = la->customer, .active = 1};
+    if (!rc)
+        rc = each_object(c, "usage_session", &f, decode_session, sizeof(tg_usage_session),
+                         publish_stored_session, NULL);
+    return rc;
 }
 
 /* Units held by the live sessions of a feature, but `except`; a session whose heartbeats
@@ -1040,7 +1060,7 @@ static int64_t available_units(bctx *c, const tg_usage_session *u, bool *limited
         if (strcmp(g->g.lookup_key, u->feature) != 0)
             continue;
         avail = INT64_MAX;
-        if (g->g.limit.set) {
+        if (g->g.limit.set && g->g.limit.hard) { /* a soft limit is reported, not enforced */
             *limited = true;
             *meter = tg_arena_strdup(c->a, g->g.limit.meter);
             tg_dec left = g->g.limit.quantity - g->used -
