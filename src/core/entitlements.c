@@ -1280,6 +1280,10 @@ int tg_usage_session_start(tg_service *svc, const tg_scope *scope,
     if (!tg_meter_for_event(svc, scope, p->event_name, &m))
         return tg_err_set(err, TG_ENOMETER, "event_name",
                           "No active meter found for event name %s.", p->event_name);
+    if (m.formula != TG_FORMULA_SUM || m.event_time_window != TG_WINDOW_NONE)
+        return tg_err_set(err, TG_EINVAL, "event_name",
+                          "A usage session records durations: the meter of %s must sum values "
+                          "(formula sum, no event_time_window).", p->event_name);
     int rc = tg_metadata_validate(&p->payload, "payload", err);
     if (rc)
         return rc;
