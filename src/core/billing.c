@@ -1493,17 +1493,10 @@ typedef struct inv_args {
     tg_invoice *out;
 } inv_args;
 
-static int invoice_get_fn(bctx *c, void *arg)
-{
-    inv_args *ia = arg;
-    return load_invoice(c, ia->id, "id", ia->out);
-}
-
 int tg_invoice_retrieve(tg_service *svc, const tg_scope *scope, const char *id, tg_arena *a,
                         tg_invoice *out, tg_err *err)
 {
-    inv_args ia = {.id = id, .out = out};
-    return bill_read(svc, scope, a, invoice_get_fn, &ia, err);
+    return bill_retrieve(svc, scope, KIND_INVOICE, id, decode_invoice, a, out, err);
 }
 
 typedef struct inv_list_args {

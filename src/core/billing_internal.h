@@ -44,6 +44,10 @@ typedef int (*tg_decode_fn)(const void *data, size_t len, tg_arena *a, void *out
 int bill_load(bctx *c, const char *kind, const char *id, const char *param, tg_decode_fn decode,
               void *out);
 
+/* Reads kind/id on a reader: the retrieve use cases. */
+int bill_retrieve(tg_service *svc, const tg_scope *scope, const char *kind, const char *id,
+                  tg_decode_fn decode, tg_arena *a, void *out, tg_err *err);
+
 /* Stores an encoded object with its index columns (o->body and o->len are filled here). */
 int bill_save(bctx *c, tg_obj *o, tg_buf *body);
 

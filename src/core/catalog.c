@@ -218,6 +218,25 @@ int bill_write(tg_service *svc, const tg_scope *scope, tg_arena *a, bill_fn fn, 
     return tg_service_write(svc, bill_write_job, &w, err);
 }
 
+typedef struct retrieve_args {
+    const char *kind, *id;
+    tg_decode_fn decode;
+    void *out;
+} retrieve_args;
+
+static int retrieve_fn(bctx *c, void *arg)
+{
+    retrieve_args *r = arg;
+    return bill_load(c, r->kind, r->id, "id", r->decode, r->out);
+}
+
+int bill_retrieve(tg_service *svc, const tg_scope *scope, const char *kind, const char *id,
+                  tg_decode_fn decode, tg_arena *a, void *out, tg_err *err)
+{
+    retrieve_args r = {kind, id, decode, out};
+    return bill_read(svc, scope, a, retrieve_fn, &r, err);
+}
+
 /* ---------------------------------------------------------------- products */
 
 typedef struct product_args {
@@ -345,22 +364,10 @@ int tg_product_delete(tg_service *svc, const tg_scope *scope, const char *id, tg
     return rc;
 }
 
-typedef struct get_args {
-    const char *id;
-    void *out;
-} get_args;
-
-static int product_get_fn(bctx *c, void *arg)
-{
-    get_args *g = arg;
-    return bill_load_product(c, g->id, "id", g->out);
-}
-
 int tg_product_retrieve(tg_service *svc, const tg_scope *scope, const char *id, tg_arena *a,
                         tg_product *out, tg_err *err)
 {
-    get_args g = {id, out};
-    return bill_read(svc, scope, a, product_get_fn, &g, err);
+    return bill_retrieve(svc, scope, KIND_PRODUCT, id, decode_product, a, out, err);
 }
 
 typedef struct list_args {
@@ -535,17 +542,10 @@ int tg_price_update(tg_service *svc, const tg_scope *scope, const char *id,
     return bill_write(svc, scope, a, price_update_fn, &pa, err);
 }
 
-static int price_get_fn(bctx *c, void *arg)
-{
-    get_args *g = arg;
-    return bill_load_price(c, g->id, "id", g->out);
-}
-
 int tg_price_retrieve(tg_service *svc, const tg_scope *scope, const char *id, tg_arena *a,
                       tg_price *out, tg_err *err)
 {
-    get_args g = {id, out};
-    return bill_read(svc, scope, a, price_get_fn, &g, err);
+    return bill_retrieve(svc, scope, KIND_PRICE, id, decode_price, a, out, err);
 }
 
 int tg_price_list(tg_service *svc, const tg_scope *scope, const tg_catalog_filter *f,
@@ -748,17 +748,10 @@ int tg_test_clock_delete(tg_service *svc, const tg_scope *scope, const char *id,
 
 /* ---------------------------------------------------------------- events */
 
-static int event_get_fn(bctx *c, void *arg)
-{
-    get_args *g = arg;
-    return bill_load(c, KIND_EVENT, g->id, "id", decode_event, g->out);
-}
-
 int tg_billing_event_retrieve(tg_service *svc, const tg_scope *scope, const char *id,
                               tg_arena *a, tg_billing_event *out, tg_err *err)
 {
-    get_args g = {id, out};
-    return bill_read(svc, scope, a, event_get_fn, &g, err);
+    return bill_retrieve(svc, scope, KIND_EVENT, id, decode_event, a, out, err);
 }
 
 int tg_billing_event_list(tg_service *svc, const tg_scope *scope, const char *type,

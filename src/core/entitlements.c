@@ -580,17 +580,10 @@ int tg_feature_update(tg_service *svc, const tg_scope *scope, const char *id, co
     return bill_write(svc, scope, a, feature_update_fn, &fa, err);
 }
 
-static int feature_get_fn(bctx *c, void *arg)
-{
-    feature_args *fa = arg;
-    return load_feature(c, fa->id, "id", fa->out);
-}
-
 int tg_feature_retrieve(tg_service *svc, const tg_scope *scope, const char *id, tg_arena *a,
                         tg_feature *out, tg_err *err)
 {
-    feature_args fa = {.id = id, .out = out};
-    return bill_read(svc, scope, a, feature_get_fn, &fa, err);
+    return bill_retrieve(svc, scope, KIND_FEATURE, id, decode_feature, a, out, err);
 }
 
 static int feature_list_fn(bctx *c, void *arg)
