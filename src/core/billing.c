@@ -31,13 +31,42 @@
 #include "core/metadata.h"
 #include "core/money.h"
 
+#define FAILED_MAX 64       /* objects whose step failed, remembered for a retry later */
+#define FAILED_RETRY 60     /* seconds before the scheduler tries a failed step again */
+
 struct tg_billing {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stop, started;
     int64_t grace;
+    /* Steps that failed on the real clock: skipped until retry_at so that one broken object
+     * neither stops everybody's billing nor fills the log every second. Writer thread only. */
+    struct failed_step {
+        char id[TG_ID_MAX];
+        int64_t retry_at;
+    } failed[FAILED_MAX];
 };
+
+static bool step_failed_recently(struct tg_billing *b, const char *id, int64_t now)
+{
+    for (int i = 0; b && i < FAILED_MAX; i++)
+        if (b->failed[i].retry_at > now && strcmp(b->failed[i].id, id) == 0)
+            return true;
+    return false;
+}
+
+static void step_failed(struct tg_billing *b, const char *id, int64_t now)
+{
+    if (!b)
+        return;
+    int slot = 0;
+    for (int i = 0; i < FAILED_MAX; i++)
+        if (b->failed[i].retry_at < b->failed[slot].retry_at)
+            slot = i;
+    tg_strlcpy(b->failed[slot].id, id, sizeof b->failed[slot].id);
+    b->failed[slot].retry_at = now + FAILED_RETRY;
+}
 
 static int64_t grace_of(tg_service *svc)
 {
@@ -51,6 +80,11 @@ void tg_billing_set_grace(tg_service *svc, int64_t seconds)
     if (b && seconds >= 0 && seconds <= TG_GRACE_MAX)
         b->grace = seconds;
 }
+
+/* The words stored in the object row's lookup column (list filters by status). */
+static const char *const sub_status_words[] = {"trialing", "active", "past_due", "canceled",
+                                               "paused"};
+static const char *const inv_status_words[] = {"draft", "open", "paid", "uncollectible", "void"};
 
 static int decode_sub(const void *d, size_t n, tg_arena *a, void *out)
 {
@@ -104,8 +138,6 @@ static int save_sub(bctx *c, const tg_subscription *s)
     tg_buf b;
     tg_buf_init(&b, TG_RECORD_MAX);
     tg_subscription_encode(&b, s);
-    static const char *const status_words[] = {"trialing", "active", "past_due", "canceled",
-                                               "paused"};
     /* The prices and products of its items, for GET /v1/subscriptions?price= and for
      * finding the subscribers of a product whose features change. */
     size_t cap = 2 + s->nitems * 2 * (TG_ID_MAX + 10);
@@ -119,7 +151,7 @@ static int save_sub(bctx *c, const tg_subscription *s)
         len += (size_t)snprintf(tags + len, cap - len, "price=%s product=%s ",
                                 s->items[i].price.id, s->items[i].price.product);
     tg_obj o = {.kind = KIND_SUB, .created = s->created, .active = sub_live(s),
-                .customer = s->customer, .lookup = status_words[s->status],
+                .customer = s->customer, .lookup = sub_status_words[s->status],
                 .clock = s->test_clock[0] ? s->test_clock : NULL, .due = sub_due(s),
                 .tags = tags};
     tg_strlcpy(o.id, s->id, sizeof o.id);
@@ -133,10 +165,9 @@ static int save_invoice(bctx *c, const tg_invoice *v)
     tg_buf b;
     tg_buf_init(&b, TG_RECORD_MAX);
     tg_invoice_encode(&b, v);
-    static const char *const status_words[] = {"draft", "open", "paid", "uncollectible", "void"};
     tg_obj o = {.kind = KIND_INVOICE, .created = v->created, .active = true,
                 .customer = v->customer, .parent = v->subscription[0] ? v->subscription : NULL,
-                .lookup = status_words[v->status],
+                .lookup = inv_status_words[v->status],
                 .clock = v->test_clock[0] ? v->test_clock : NULL,
                 .due = v->status == TG_INV_DRAFT && v->auto_advance
                            ? v->automatically_finalizes_at : 0};
@@ -237,19 +268,19 @@ static int licensed_line(bctx *c, tg_invoice *v, const tg_sub_item *it, int64_t 
 
 /* Usage of a metered item billable on a line for the period [pstart, pend): for additive
  * meters what is unbilled since usage_from, for `last` meters the period's last value. */
-static int metered_quantity(bctx *c, const tg_subscription *s, const tg_sub_item *it,
-                            int64_t pstart, int64_t pend, tg_dec billed, tg_dec *q)
+static int metered_usage(bctx *c, const char *customer, const char *meter, int64_t usage_from,
+                         int64_t pstart, int64_t pend, tg_dec billed, tg_dec *q)
 {
     tg_meter m;
     tg_err ignore = {0};
-    if (c->s->ops->meter_get(c->s, c->scope, it->price.meter, &m, &ignore)) {
+    if (c->s->ops->meter_get(c->s, c->scope, meter, &m, &ignore)) {
         *q = 0; /* the meter is gone: nothing more can be measured */
         return TG_OK;
     }
     bool additive = m.formula != TG_FORMULA_LAST;
-    int64_t from = additive ? it->usage_from : (pstart > it->usage_from ? pstart : it->usage_from);
-    int rc = tg_usage_between(c->svc, c->s, c->scope, it->price.meter, s->customer, from, pend, q,
-                              NULL, c->err);
+    int64_t from = additive ? usage_from : (pstart > usage_from ? pstart : usage_from);
+    int rc = tg_usage_between(c->svc, c->s, c->scope, meter, customer, from, pend, q, NULL,
+                              c->err);
     if (rc == TG_ENOTFOUND) {
         *q = 0;
         return TG_OK;
@@ -261,6 +292,13 @@ static int metered_quantity(bctx *c, const tg_subscription *s, const tg_sub_item
     if (*q < 0)
         *q = 0; /* negative usage is billed as 0 (and stays owed against later usage) */
     return TG_OK;
+}
+
+static int metered_quantity(bctx *c, const tg_subscription *s, const tg_sub_item *it,
+                            int64_t pstart, int64_t pend, tg_dec billed, tg_dec *q)
+{
+    return metered_usage(c, s->customer, it->price.meter, it->usage_from, pstart, pend, billed,
+                         q);
 }
 
 static int metered_line_price(bctx *c, tg_invoice_line *l, const tg_price *p)
@@ -284,6 +322,7 @@ static int metered_line(bctx *c, tg_invoice *v, const tg_subscription *s, const 
     line_from_price(l, it);
     l->metered = true;
     l->usage_before = it->billed;
+    l->usage_from = it->usage_from;
     l->period_start = pstart;
     l->period_end = pend;
     rc = metered_quantity(c, s, it, pstart, pend, it->billed, &l->quantity);
@@ -304,26 +343,30 @@ static int pending_lines(bctx *c, tg_invoice *v, tg_subscription *s)
             if (strcmp(s->items[k].price.id, p->price) == 0)
                 tg_strlcpy(l->product, s->items[k].price.product, sizeof l->product);
         l->amount = p->amount;
-        l->quantity = tg_dec_from_int(p->quantity);
+        l->quantity = p->quantity;
         l->period_start = p->period_start;
         l->period_end = p->period_end;
-        l->proration = true;
+        l->proration = p->proration;
+        l->metered = false; /* a fixed amount: finalization does not recompute it */
         l->description = p->description;
     }
     s->npending = 0;
     return TG_OK;
 }
 
-static void invoice_totals(tg_invoice *v)
+static int invoice_totals(bctx *c, tg_invoice *v)
 {
     int64_t sum = 0;
     for (size_t i = 0; i < v->nlines; i++)
-        sum += v->lines[i].amount;
+        if (__builtin_add_overflow(sum, v->lines[i].amount, &sum))
+            return tg_err_set(c->err, TG_EINVAL, NULL, "The total of invoice %s overflows.",
+                              v->id);
     v->subtotal = v->total = sum;
     /* A negative total (credits) is not owed; Tollgate keeps no customer balance, so the
      * credit is not carried. */
     v->amount_due = sum > 0 ? sum : 0;
     v->amount_remaining = v->amount_due - v->amount_paid;
+    return TG_OK;
 }
 
 /* ---------------------------------------------------------------- invoices */
@@ -400,30 +443,38 @@ static int invoice_mark_paid(bctx *c, tg_invoice *v)
  * s is the invoice's subscription (loaded by the caller, saved by the caller), or NULL. */
 static int invoice_finalize(bctx *c, tg_invoice *v, tg_subscription *s)
 {
-    for (size_t i = 0; s && i < v->nlines; i++) {
+    for (size_t i = 0; i < v->nlines; i++) {
         tg_invoice_line *l = &v->lines[i];
         if (!l->metered)
             continue;
+        /* The line keeps its own price (a change made during the grace period applies to the
+         * next period) and its own usage start (its item may be gone). */
+        tg_price p;
+        tg_err ignore = {0}, *saved = c->err;
+        c->err = &ignore;
+        int rc = bill_load_price(c, l->price, NULL, &p);
+        c->err = saved;
+        if (rc)
+            continue; /* unreadable price: the line keeps the draft's amount */
         tg_sub_item *it = NULL;
-        for (size_t k = 0; k < s->nitems; k++)
+        for (size_t k = 0; s && k < s->nitems; k++)
             if (strcmp(s->items[k].id, l->subscription_item) == 0)
                 it = &s->items[k];
-        if (!it)
-            continue; /* the item is gone: its line keeps the draft's quantity */
-        int rc = metered_quantity(c, s, it, l->period_start, l->period_end, l->usage_before,
-                                  &l->quantity);
+        rc = metered_usage(c, v->customer, p.meter, it ? it->usage_from : l->usage_from,
+                           l->period_start, l->period_end, l->usage_before, &l->quantity);
         if (!rc)
-            rc = metered_line_price(c, l, &it->price);
+            rc = metered_line_price(c, l, &p);
         if (rc)
             return rc;
         tg_dec billed;
         if (tg_dec_add(l->usage_before, l->quantity, &billed))
             return tg_err_set(c->err, TG_EINVAL, NULL, "Usage overflows.");
-        if (billed > it->billed)
+        if (it && billed > it->billed)
             it->billed = billed;
     }
-    invoice_totals(v);
-    int rc = next_invoice_number(c, v->number, sizeof v->number);
+    int rc = invoice_totals(c, v);
+    if (!rc)
+        rc = next_invoice_number(c, v->number, sizeof v->number);
     if (rc)
         return rc;
     v->status = TG_INV_OPEN;
@@ -444,22 +495,68 @@ static int invoice_finalize(bctx *c, tg_invoice *v, tg_subscription *s)
 
 static int invoice_created(bctx *c, tg_invoice *v, tg_subscription *s)
 {
-    invoice_totals(v);
+    int rc = invoice_totals(c, v);
+    if (rc)
+        return rc;
     tg_strlcpy(s->latest_invoice, v->id, sizeof s->latest_invoice);
     return bill_emit(c, "invoice.created", TG_OBJ_INVOICE, v);
 }
 
-/* Finalizes the subscription's latest invoice if it is still a draft (before the next one). */
-static int finalize_previous_draft(bctx *c, tg_subscription *s)
+/* The subscription's draft invoices, oldest first (at most a few: one per period in grace). */
+static int sub_drafts(bctx *c, const tg_subscription *s, tg_invoice **out, size_t *n)
 {
-    if (!s->latest_invoice[0])
-        return TG_OK;
-    tg_invoice v;
-    int rc = load_invoice(c, s->latest_invoice, NULL, &v);
-    if (rc || v.status != TG_INV_DRAFT)
-        return rc;
-    rc = invoice_finalize(c, &v, s);
-    return rc ? rc : save_invoice(c, &v);
+    const char *draft = inv_status_words[TG_INV_DRAFT];
+    tg_obj_filter f = {.parent = s->id, .active = -1, .lookup_any = &draft, .nlookup = 1};
+    tg_page page = {.limit = 100};
+    bool more;
+    int rc = bill_list(c, KIND_INVOICE, &f, &page, decode_invoice, sizeof **out, (void **)out, n,
+                       &more);
+    for (size_t i = 0, j = *n ? *n - 1 : 0; !rc && i < j; i++, j--) {
+        tg_invoice t = (*out)[i];
+        (*out)[i] = (*out)[j];
+        (*out)[j] = t;
+    }
+    return rc;
+}
+
+/* What an item has billed counting its lines on drafts not finalized yet, with the usage
+ * those lines would take if they finalized now. */
+static int billed_with_drafts(bctx *c, const tg_subscription *s, const tg_sub_item *it,
+                              tg_dec *billed)
+{
+    tg_invoice *drafts;
+    size_t n;
+    *billed = it->billed;
+    int rc = sub_drafts(c, s, &drafts, &n);
+    for (size_t i = 0; !rc && i < n; i++)
+        for (size_t k = 0; !rc && k < drafts[i].nlines; k++) {
+            const tg_invoice_line *l = &drafts[i].lines[k];
+            tg_dec q, total;
+            if (!l->metered || strcmp(l->subscription_item, it->id) != 0)
+                continue;
+            rc = metered_quantity(c, s, it, l->period_start, l->period_end, l->usage_before,
+                                  &q);
+            if (!rc && tg_dec_add(l->usage_before, q, &total))
+                rc = tg_err_set(c->err, TG_EINVAL, NULL, "Usage overflows.");
+            if (!rc && total > *billed)
+                *billed = total;
+        }
+    return rc;
+}
+
+/* Finalizes every draft of the subscription, oldest first: before a new invoice bills what
+ * comes after them, what they bill must be settled. */
+static int finalize_drafts(bctx *c, tg_subscription *s)
+{
+    tg_invoice *drafts;
+    size_t n;
+    int rc = sub_drafts(c, s, &drafts, &n);
+    for (size_t i = 0; !rc && i < n; i++) {
+        rc = invoice_finalize(c, &drafts[i], s);
+        if (!rc)
+            rc = save_invoice(c, &drafts[i]);
+    }
+    return rc;
 }
 
 /* ---------------------------------------------------------------- the engine */
@@ -475,7 +572,7 @@ static bool has_metered(const tg_subscription *s)
 /* Ends the subscription at t; final_invoice bills its unbilled usage and pending lines. */
 static int sub_end(bctx *c, tg_subscription *s, int64_t t, bool final_invoice)
 {
-    int rc = finalize_previous_draft(c, s);
+    int rc = finalize_drafts(c, s);
     if (rc)
         return rc;
     if (final_invoice && s->status != TG_SUB_TRIALING && (has_metered(s) || s->npending)) {
@@ -546,7 +643,7 @@ static int apply_next_phase(bctx *c, tg_subscription *s, int64_t t)
  * the one that starts (licensed items, in advance). */
 static int sub_renew(bctx *c, tg_subscription *s, int64_t t, bool after_trial)
 {
-    int rc = finalize_previous_draft(c, s);
+    int rc = finalize_drafts(c, s);
     if (rc)
         return rc;
     tg_invoice v;
@@ -664,21 +761,48 @@ static int run_due_object(bctx *c, const tg_obj *o, int64_t until)
  * step at a time so that steps of different objects interleave in time order. */
 static int run_due(bctx *c, const char *clock, int64_t until, int *count)
 {
-    for (;;) {
+    struct tg_billing *b = *tg_service_billing(c->svc);
+    for (int failures = 0; failures < FAILED_MAX;) {
         tg_obj *rows;
         size_t n;
-        int rc = c->s->ops->obj_due(c->s, clock, until, 1, c->a, &rows, &n, c->err);
-        if (rc || !n)
-            return rc;
-        tg_scope scope = rows[0].scope;
-        const tg_scope *saved = c->scope;
-        c->scope = &scope;
-        rc = run_due_object(c, &rows[0], until);
-        c->scope = saved;
+        /* Enough rows to get past every step set aside. */
+        int rc = c->s->ops->obj_due(c->s, clock, until, clock ? 1 : FAILED_MAX + 1, c->a, &rows,
+                                    &n, c->err);
         if (rc)
             return rc;
+        size_t k = 0; /* the first object not failed recently */
+        while (k < n && !clock && step_failed_recently(b, rows[k].id, until))
+            k++;
+        if (k == n)
+            return TG_OK;
+        tg_scope scope = rows[k].scope;
+        const tg_scope *saved = c->scope;
+        c->scope = &scope;
+        /* Each object's step in its own savepoint: on the real clock a failing one is set
+         * aside for a while and the others go on. A test clock's advance fails as a whole. */
+        rc = c->s->ops->savepoint(c->s, c->err);
+        if (!rc) {
+            rc = run_due_object(c, &rows[k], until);
+            if (rc)
+                c->s->ops->rollback_to(c->s);
+            else
+                rc = c->s->ops->release(c->s, c->err);
+        }
+        c->scope = saved;
+        if (rc && clock)
+            return rc;
+        if (rc) {
+            tg_log(TG_LOG_ERROR, "billing: the due step of %s failed and is retried in %d s: %s",
+                   rows[k].id, FAILED_RETRY, c->err->msg);
+            step_failed(b, rows[k].id, until);
+            c->touched_registry = true; /* what it installed was rolled back */
+            tg_err_clear(c->err);
+            failures++;
+            continue;
+        }
         (*count)++;
     }
+    return TG_OK; /* more failures than can be set aside: the rest waits for the next run */
 }
 
 int bill_run_clock(bctx *c, const char *clock, int64_t until)
@@ -1096,6 +1220,39 @@ static int sub_enter(bctx *c, const char *id, tg_subscription *s)
     return rc;
 }
 
+/* A metered item leaves mid-period: its usage not yet billed (nor on a draft) waits for the
+ * next invoice as a pending line, at its price. */
+static int bill_removed_usage(bctx *c, tg_subscription *s, const tg_sub_item *it)
+{
+    tg_dec billed, q;
+    int rc = billed_with_drafts(c, s, it, &billed);
+    if (!rc)
+        rc = metered_quantity(c, s, it, s->period_start, c->now + 60, billed, &q);
+    if (rc || q <= 0)
+        return rc;
+    tg_pending_line *p = tg_arena_alloc(c->a, (s->npending + 1) * sizeof *p);
+    if (!p)
+        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+    if (s->npending)
+        memcpy(p, s->pending, s->npending * sizeof *p);
+    s->pending = p;
+    tg_pending_line *l = &p[s->npending];
+    memset(l, 0, sizeof *l);
+    if ((rc = price_amount(c, &it->price, q, 1, 1, &l->amount)))
+        return rc;
+    tg_strlcpy(l->price, it->price.id, sizeof l->price);
+    tg_strlcpy(l->item, it->id, sizeof l->item);
+    l->quantity = q;
+    l->period_start = s->period_start;
+    l->period_end = c->now;
+    char desc[400];
+    snprintf(desc, sizeof desc, "Usage of %s until removed", product_name(c, it->price.product));
+    if (!(l->description = tg_arena_strdup(c->a, desc)))
+        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+    s->npending++;
+    return TG_OK;
+}
+
 /* The same, with what is due run first, for a change that needs a live subscription. */
 static int sub_enter_live(bctx *c, const char *id, tg_subscription *s)
 {
@@ -1137,7 +1294,8 @@ static int prorate(bctx *c, tg_subscription *s, const tg_sub_item *it, const tg_
             l->amount = -l->amount;
         tg_strlcpy(l->price, price->id, sizeof l->price);
         tg_strlcpy(l->item, it->id, sizeof l->item);
-        l->quantity = qty;
+        l->proration = true;
+        l->quantity = tg_dec_from_int(qty);
         l->period_start = c->now;
         l->period_end = s->period_end;
         char desc[400];
@@ -1189,6 +1347,8 @@ static int sub_update_items(bctx *c, tg_subscription *s, const tg_sub_params *p,
         if (spec->deleted) {
             if (proration)
                 rc = prorate(c, s, it, &old_price, old_qty, NULL, 0);
+            if (!rc && it->price.metered)
+                rc = bill_removed_usage(c, s, it);
             memmove(&s->items[k], &s->items[k + 1], (s->nitems - k - 1) * sizeof *it);
             s->nitems--;
             *prorated = true;
@@ -1357,14 +1517,12 @@ typedef struct sub_list_args {
 static int sub_list_fn(bctx *c, void *arg)
 {
     sub_list_args *l = arg;
-    static const char *const status_words[] = {"trialing", "active", "past_due", "canceled",
-                                               "paused"};
     tg_obj_filter f = {.customer = l->f->customer, .clock = l->f->test_clock, .active = -1};
     const char *status = NULL;
     if (l->f->status == -1)
         f.active = 1;
     else if (l->f->status >= 0) {
-        status = status_words[l->f->status];
+        status = sub_status_words[l->f->status];
         f.lookup_any = &status;
         f.nlookup = 1;
     }
@@ -1394,9 +1552,25 @@ static int sub_cancel_fn(bctx *c, void *arg)
 {
     sub_args *sa = arg;
     tg_subscription *s = sa->out;
-    int rc = sub_enter_live(c, sa->id, s);
-    if (rc)
+    int rc = sub_enter(c, sa->id, s);
+    if (rc || (rc = c->s->ops->savepoint(c->s, c->err)))
         return rc;
+    /* Catch up first; if a step it owes cannot run (it is broken), cancel it anyway. */
+    int64_t now = c->now;
+    if (sub_advance(c, s, now)) {
+        c->s->ops->rollback_to(c->s);
+        tg_log(TG_LOG_WARN, "billing: canceling %s without its due steps: %s", sa->id,
+               c->err->msg);
+        tg_err_clear(c->err);
+        c->touched_registry = true;
+        if ((rc = sub_enter(c, sa->id, s)))
+            return rc;
+        c->now = now;
+    } else if ((rc = c->s->ops->release(c->s, c->err))) {
+        return rc;
+    }
+    if (!sub_live(s))
+        return tg_err_set(c->err, TG_ESTATE, NULL, "The subscription %s is canceled.", s->id);
     s->canceled_at = c->now;
     s->cancellation_reason = sa->reason;
     if ((rc = sub_end(c, s, c->now, sa->invoice_now)))
@@ -1518,11 +1692,10 @@ int tg_invoice_list(tg_service *svc, const tg_scope *scope, const tg_invoice_fil
                     const tg_page *page, tg_arena *a, tg_invoice **out, size_t *n,
                     bool *has_more, tg_err *err)
 {
-    static const char *const status_words[] = {"draft", "open", "paid", "uncollectible", "void"};
     inv_list_args l = {{.customer = f->customer, .parent = f->subscription, .active = -1},
                        page, out, n, has_more};
     if (f->status >= 0) {
-        l.f.lookup_any = &status_words[f->status];
+        l.f.lookup_any = &inv_status_words[f->status];
         l.f.nlookup = 1;
     }
     return bill_read(svc, scope, a, invoice_list_fn, &l, err);
@@ -1540,7 +1713,6 @@ static int invoice_act_fn(bctx *c, void *arg)
     }
     if (rc)
         return rc;
-    static const char *const status_words[] = {"draft", "open", "paid", "uncollectible", "void"};
     tg_subscription s, *sp = NULL;
     if (v->subscription[0] && load_sub(c, v->subscription, NULL, &s) == TG_OK)
         sp = &s;
@@ -1548,7 +1720,7 @@ static int invoice_act_fn(bctx *c, void *arg)
     case TG_INV_FINALIZE:
         if (v->status != TG_INV_DRAFT)
             return tg_err_set(c->err, TG_ESTATE, NULL, "This invoice is already finalized (%s).",
-                              status_words[v->status]);
+                              inv_status_words[v->status]);
         rc = invoice_finalize(c, v, sp);
         break;
     case TG_INV_PAY:
@@ -1562,7 +1734,7 @@ static int invoice_act_fn(bctx *c, void *arg)
             return tg_err_set(c->err, TG_ESTATE, NULL, "This invoice is already paid.");
         if (v->status != TG_INV_OPEN && v->status != TG_INV_UNCOLLECTIBLE)
             return tg_err_set(c->err, TG_ESTATE, NULL, "A %s invoice cannot be paid.",
-                              status_words[v->status]);
+                              inv_status_words[v->status]);
         v->paid_out_of_band = true;
         rc = invoice_mark_paid(c, v);
         if (!rc && sp && sp->status == TG_SUB_PAST_DUE)
@@ -1571,7 +1743,7 @@ static int invoice_act_fn(bctx *c, void *arg)
     case TG_INV_VOID_IT:
         if (v->status != TG_INV_OPEN && v->status != TG_INV_UNCOLLECTIBLE)
             return tg_err_set(c->err, TG_ESTATE, NULL, "A %s invoice cannot be voided.",
-                              status_words[v->status]);
+                              inv_status_words[v->status]);
         v->status = TG_INV_VOID;
         v->voided_at = c->now;
         v->amount_remaining = 0;
@@ -1581,7 +1753,7 @@ static int invoice_act_fn(bctx *c, void *arg)
         if (v->status != TG_INV_OPEN)
             return tg_err_set(c->err, TG_ESTATE, NULL,
                               "A %s invoice cannot be marked uncollectible.",
-                              status_words[v->status]);
+                              inv_status_words[v->status]);
         v->status = TG_INV_UNCOLLECTIBLE;
         v->marked_uncollectible_at = c->now;
         rc = bill_emit(c, "invoice.marked_uncollectible", TG_OBJ_INVOICE, v);
@@ -1628,8 +1800,12 @@ static int invoice_preview_fn(bctx *c, void *arg)
         return rc;
     v->automatically_finalizes_at = t + grace_of(c->svc);
     for (size_t i = 0; !rc && i < s.nitems; i++)
-        if (s.items[i].price.metered && !after_trial)
-            rc = metered_line(c, v, &s, &s.items[i], s.period_start, t);
+        if (s.items[i].price.metered && !after_trial) {
+            /* What drafts in their grace period will bill is not this invoice's. */
+            rc = billed_with_drafts(c, &s, &s.items[i], &s.items[i].billed);
+            if (!rc)
+                rc = metered_line(c, v, &s, &s.items[i], s.period_start, t);
+        }
     if (!rc)
         rc = pending_lines(c, v, &s);
     if (!rc && s.next_phase.set && !s.cancel_at_period_end)
@@ -1642,8 +1818,7 @@ static int invoice_preview_fn(bctx *c, void *arg)
         return rc;
     for (size_t i = 0; i < v->nlines; i++)
         memcpy(v->lines[i].id, "il_tmp_", 7);
-    invoice_totals(v);
-    return TG_OK;
+    return invoice_totals(c, v);
 }
 
 int tg_invoice_preview(tg_service *svc, const tg_scope *scope, const char *subscription,

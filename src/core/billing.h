@@ -119,12 +119,14 @@ typedef struct tg_sub_item {
     tg_dec billed;
 } tg_sub_item;
 
-/* A credit or charge waiting for the subscription's next invoice (prorations). */
+/* A credit or charge waiting for the subscription's next invoice: a proration, or the usage
+ * of a metered item removed mid-period. */
 typedef struct tg_pending_line {
+    bool proration;
     char price[TG_ID_MAX];
     char item[TG_ID_MAX];
     int64_t amount; /* minor units, rounded once */
-    int64_t quantity;
+    tg_dec quantity;
     int64_t period_start, period_end;
     const char *description;
 } tg_pending_line;
@@ -241,6 +243,7 @@ typedef struct tg_invoice_line {
     bool proration;
     bool metered;
     tg_dec usage_before; /* metered: the item's `billed` before this line (re-computation) */
+    int64_t usage_from;  /* metered: the item's usage start, if the item is gone by then */
 } tg_invoice_line;
 
 typedef struct tg_invoice {

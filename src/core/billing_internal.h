@@ -28,6 +28,7 @@ typedef struct bctx {
     tg_arena *a;
     int64_t now;
     tg_err *err;
+    bool touched_registry; /* the job changed the entitlement registry (see bill_write) */
 } bctx;
 
 /* Runs fn with a context on a reader (bill_read) or as a writer job (bill_write); c->now is

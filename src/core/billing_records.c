@@ -283,7 +283,8 @@ static void pending_encode(tg_buf *b, const void *obj)
     FIX(1, l->price);
     FIX(2, l->item);
     INT(3, l->amount);
-    INT(4, l->quantity);
+    tg_rec_dec(b, 8, l->quantity); /* tag 4 held a whole quantity before usage lines */
+    INT(9, l->proration);
     INT(5, l->period_start);
     INT(6, l->period_end);
     STR(7, l->description);
@@ -301,10 +302,12 @@ static int pending_decode(const tg_rec_field *outer, tg_arena *a, tg_pending_lin
         case 1: tg_rec_copy(&f, l->price, sizeof l->price); break;
         case 2: tg_rec_copy(&f, l->item, sizeof l->item); break;
         case 3: l->amount = f.i; break;
-        case 4: l->quantity = f.i; break;
+        case 4: l->quantity = tg_dec_from_int(f.i); break;
         case 5: l->period_start = f.i; break;
         case 6: l->period_end = f.i; break;
         case 7: l->description = tg_rec_strdup(&f, a); break;
+        case 8: l->quantity = f.d; break;
+        case 9: l->proration = f.i; break;
         }
     }
     return rc;
@@ -463,6 +466,7 @@ static void line_encode(tg_buf *b, const void *obj)
     INT(12, l->proration);
     INT(13, l->metered);
     tg_rec_dec(b, 14, l->usage_before);
+    INT(15, l->usage_from);
 }
 
 static int line_decode(const tg_rec_field *outer, tg_arena *a, tg_invoice_line *l)
@@ -488,6 +492,7 @@ static int line_decode(const tg_rec_field *outer, tg_arena *a, tg_invoice_line *
         case 12: l->proration = f.i; break;
         case 13: l->metered = f.i; break;
         case 14: l->usage_before = f.d; break;
+        case 15: l->usage_from = f.i; break;
         }
     }
     return rc;

@@ -196,7 +196,7 @@ static int bill_call_job(tg_store *s, void *arg, tg_err *err)
 int bill_read(tg_service *svc, const tg_scope *scope, tg_arena *a, bill_fn fn, void *arg,
               tg_err *err)
 {
-    bill_call call = {{svc, NULL, scope, a, 0, err}, fn, arg};
+    bill_call call = {{svc, NULL, scope, a, 0, err, false}, fn, arg};
     return tg_service_read(svc, bill_call_job, &call, err);
 }
 
@@ -214,8 +214,14 @@ static int bill_write_job(tg_store *s, void *arg, tg_err *err)
 int bill_write(tg_service *svc, const tg_scope *scope, tg_arena *a, bill_fn fn, void *arg,
                tg_err *err)
 {
-    bill_write_call w = {svc, {{svc, NULL, scope, a, 0, err}, fn, arg}};
-    return tg_service_write(svc, bill_write_job, &w, err);
+    bill_write_call w = {svc, {{svc, NULL, scope, a, 0, err, false}, fn, arg}};
+    int rc = tg_service_write(svc, bill_write_job, &w, err);
+    /* Grants are installed in the registry as the job runs; a job that failed (rolled back
+     * to its savepoint) or a step set aside may have installed what is not stored: the
+     * registry starts over from storage, customer by customer, at their next check. */
+    if (rc || w.call.c.touched_registry)
+        tg_ent_registry_clear(*tg_service_entitlements(svc));
+    return rc;
 }
 
 typedef struct retrieve_args {
@@ -581,7 +587,7 @@ int tg_test_clock_time(tg_service *svc, tg_store *s, const tg_scope *scope, cons
 {
     tg_arena a;
     tg_arena_init(&a, 0);
-    bctx c = {svc, s, scope, &a, 0, err};
+    bctx c = {svc, s, scope, &a, 0, err, false};
     tg_test_clock k;
     int rc = bill_load_clock(&c, id, &k);
     if (!rc && k.deleted)

@@ -1023,7 +1023,9 @@ static int session_publish(bctx *c, const tg_usage_session *u)
         s->held = (u->status == TG_USESS_ACTIVE ? u->reserved : 0) + u->pending;
     }
     pthread_mutex_unlock(&r->mu);
-    return node && s ? TG_OK : tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+    /* No node: the registry was cleared meanwhile; the session comes back with its customer
+     * (load_fn reads the live sessions from storage). */
+    return !node || s ? TG_OK : tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
 }
 
 static int session_save(bctx *c, const tg_usage_session *u)

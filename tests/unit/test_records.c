@@ -155,7 +155,7 @@ static void test_subscription_round_trip(void **state)
     strcpy(items[1].id, "si_b");
     items[1].price = sample_price();
     items[1].quantity = 7;
-    tg_pending_line pending = {"price_1", "si_b", -1234, 7, 10, 20, "Unused time"};
+    tg_pending_line pending = {true, "price_1", "si_b", -1234, 7 * TG_DEC_ONE / 2, 10, 20, "Unused time"};
     tg_subscription s;
     memset(&s, 0, sizeof s);
     strcpy(s.id, "sub_1");
@@ -192,6 +192,8 @@ static void test_subscription_round_trip(void **state)
     assert_price_equal(&items[0].price, &t.items[0].price);
     assert_int_equal(t.npending, 1);
     assert_int_equal(t.pending[0].amount, -1234);
+    assert_true(t.pending[0].quantity == 7 * TG_DEC_ONE / 2);
+    assert_true(t.pending[0].proration);
     assert_string_equal(t.pending[0].description, "Unused time");
     assert_true(t.next_phase.set);
     assert_int_equal(t.next_phase.nitems, 1);
