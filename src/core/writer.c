@@ -295,6 +295,15 @@ static void cache_put(tg_writer *w, int64_t seq, const tg_scope *scope, int64_t 
     w->cache_bytes += len;
 }
 
+/* Drops the cached blocks newer than seq: blocks of a batch that failed to commit, whose
+ * sequence numbers the next blocks will take again. */
+static void cache_forget_after(tg_writer *w, int64_t seq)
+{
+    for (size_t i = 0; i < BLOCK_CACHE; i++)
+        if (w->cache[i].data && w->cache[i].seq > seq)
+            cache_drop(w, &w->cache[i]);
+}
+
 /* Looks for identifier in a stored block of the same scope. 1: found (index and event set). */
 static int block_find(const void *data, size_t len, const char *identifier, int64_t *index,
                       tg_block_event *ev)
@@ -865,6 +874,7 @@ static void run_batch(tg_writer *w, tg_job *batch, size_t events)
         rc = commit_folded(w, fold_first, fold_n, &err);
     if (rc) {
         s->ops->rollback(s);
+        cache_forget_after(w, last_block);
         w->last_block = last_block;
         w->last_cancel = last_cancel;
         if (!err.code)
