@@ -7,11 +7,12 @@
  * the stored identifier, so the answer is exact: a tag match that is not the same identifier
  * (with 30 million entries, about one lookup in 40,000) costs one read, never a wrong refusal.
  *
- * The table is split into 256 partitions chosen by the top 8 hash bits, each an
+ * The table is split into 64 partitions chosen by the top 6 hash bits, each an
  * open-addressing array with linear probing whose home slot comes from the tag, so a partition
  * can be rehashed from its slots alone. Each partition grows by a quarter on its own at 85%
- * load: growth never needs twice the memory of the whole index, and the index averages about
- * 10.5 bytes an identifier. Not thread-safe: the writer thread owns it.
+ * load: growth never needs twice the memory of the whole index, and the partitions are
+ * staggered so that the index grows smoothly at about 10.55 bytes an identifier (see
+ * dedupe.c). Not thread-safe: the writer thread owns it.
  */
 #ifndef TG_DEDUPE_H
 #define TG_DEDUPE_H

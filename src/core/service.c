@@ -130,7 +130,7 @@ static int reader_get(tg_service *svc, tg_store **out, tg_err *err)
             }
         if (svc->pool_n < svc->cfg.readers) {
             int i = svc->pool_n;
-            int rc = svc->factory.open(svc->factory.arg, &svc->pool[i], err);
+            int rc = svc->factory.open(svc->factory.arg, true, &svc->pool[i], err);
             if (rc) {
                 pthread_mutex_unlock(&svc->pool_mu);
                 return rc;
@@ -520,7 +520,7 @@ int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *
         return tg_err_set(err, TG_ENOMEM, NULL, NULL);
     }
     char seed[40] = "";
-    int rc = factory.open(factory.arg, &svc->wstore, err);
+    int rc = factory.open(factory.arg, false, &svc->wstore, err);
     if (!rc)
         rc = ensure_setting(svc->wstore, "account_id", "acct_", svc->account, sizeof svc->account,
                             err);
@@ -684,7 +684,7 @@ int tg_key_create_offline(tg_store_factory factory, const tg_clock *clock, bool 
     tg_store *s = NULL;
     char account[40];
     key_arg k;
-    int rc = factory.open(factory.arg, &s, err);
+    int rc = factory.open(factory.arg, false, &s, err);
     if (!rc)
         rc = ensure_setting(s, "account_id", "acct_", account, sizeof account, err);
     if (!rc)

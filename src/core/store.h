@@ -211,9 +211,10 @@ struct tg_store {
 };
 
 /* Opens one more connection to the same storage; used by the service for the writer and the
- * reader pool. */
+ * reader pool. A reader connection answers one request at a time and may keep a smaller cache
+ * than the writer's. */
 typedef struct tg_store_factory {
-    int (*open)(void *arg, tg_store **out, tg_err *err);
+    int (*open)(void *arg, bool reader, tg_store **out, tg_err *err);
     void *arg;
 } tg_store_factory;
 

@@ -38,7 +38,10 @@
 #include "core/metering.h"
 
 #define MAX_SCOPES 8      /* distinct scopes in one batch; more wait for the next batch */
-#define BLOCK_CACHE 64    /* recent blocks kept to confirm retried identifiers */
+/* Recent blocks are kept to confirm retried identifiers without a read: the last 64, within
+ * 4 MiB (a batch of 10,000 events makes a block of about 400 KB: 64 of them were 25 MB). */
+#define BLOCK_CACHE 64
+#define BLOCK_CACHE_BYTES (4u << 20)
 #define BLOCK_CAP (256u << 20)
 
 /* Batch tables are cleared by moving to a new generation, not by memset: a slot is in use
@@ -104,7 +107,7 @@ struct tg_writer {
     int nscopes;
 
     cached_block cache[BLOCK_CACHE];
-    size_t cache_next;
+    size_t cache_next, cache_bytes;
     int64_t last_block, last_cancel; /* highest committed */
     /* folding: shards are folded round-robin so that the whole overlay is folded about once
      * per cfg.checkpoint_ms; `credit` accumulates shards due since the last fold */
@@ -258,20 +261,47 @@ static int block_load(tg_writer *w, int64_t seq, tg_arena *a, tg_scope *scope, i
     return w->store->ops->block_get(w->store, seq, a, scope, created, data, len, err);
 }
 
+static void cache_drop(tg_writer *w, cached_block *c)
+{
+    if (!c->data)
+        return;
+    w->cache_bytes -= c->len;
+    free(c->data);
+    c->data = NULL;
+    c->len = 0;
+}
+
 static void cache_put(tg_writer *w, int64_t seq, const tg_scope *scope, int64_t created,
                       const void *data, size_t len)
 {
-    cached_block *c = &w->cache[w->cache_next++ % BLOCK_CACHE];
+    if (len > BLOCK_CACHE_BYTES)
+        return;
     unsigned char *copy = malloc(len ? len : 1);
     if (!copy)
         return;
-    free(c->data);
     memcpy(copy, data, len);
+    /* The slot to fill holds the oldest block, the slots after it the next oldest: those go
+     * too, oldest first, until the new block fits in the byte budget. */
+    size_t at = w->cache_next++ % BLOCK_CACHE;
+    cache_drop(w, &w->cache[at]);
+    for (size_t k = 1; k < BLOCK_CACHE && w->cache_bytes + len > BLOCK_CACHE_BYTES; k++)
+        cache_drop(w, &w->cache[(at + k) % BLOCK_CACHE]);
+    cached_block *c = &w->cache[at];
     c->seq = seq;
     c->scope = *scope;
     c->created = created;
     c->data = copy;
     c->len = len;
+    w->cache_bytes += len;
+}
+
+/* Drops the cached blocks newer than seq: blocks of a batch that failed to commit, whose
+ * sequence numbers the next blocks will take again. */
+static void cache_forget_after(tg_writer *w, int64_t seq)
+{
+    for (size_t i = 0; i < BLOCK_CACHE; i++)
+        if (w->cache[i].data && w->cache[i].seq > seq)
+            cache_drop(w, &w->cache[i]);
 }
 
 /* Looks for identifier in a stored block of the same scope. 1: found (index and event set). */
@@ -848,6 +878,7 @@ static void run_batch(tg_writer *w, tg_job *batch, size_t events)
         rc = commit_folded(w, fold_first, fold_n, &err);
     if (rc) {
         s->ops->rollback(s);
+        cache_forget_after(w, last_block);
         w->last_block = last_block;
         w->last_cancel = last_cancel;
         if (!err.code)

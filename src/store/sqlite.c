@@ -1624,7 +1624,15 @@ static int migrate(sq_store *s, tg_err *err)
     return TG_OK;
 }
 
-int tg_store_sqlite_open(const char *dir, tg_store **out, tg_err *err)
+/* Page cache a connection, in KiB. The writer keeps the day pages it folds and the block
+ * pages it appends hot. A reader answers one request at a time (a summary reads about 31 day
+ * pages of one meter and customer; a list page, a few rows): 2 MiB holds the tables' interior
+ * pages and a request's leaves, and keeps a pool of 8 readers within 16 MiB (at the writer's
+ * 16 MiB each, a busy pool could have grown to 128 MiB). */
+#define WRITER_CACHE_KIB 16384
+#define READER_CACHE_KIB 2048
+
+static int open_conn(const char *dir, int cache_kib, tg_store **out, tg_err *err)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/tollgate.db", dir);
@@ -1641,12 +1649,11 @@ int tg_store_sqlite_open(const char *dir, tg_store **out, tg_err *err)
     }
     sqlite3_busy_timeout(s->db, 10000);
     sqlite3_extended_result_codes(s->db, 1);
-    /* 16 MiB of page cache a connection: the writer keeps the bucket and block pages it
-     * touches hot; readers mostly read recent buckets. Bounded so the many connections of a
-     * server stay within its memory budget. */
-    const char *setup = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                        " PRAGMA foreign_keys=OFF; PRAGMA cache_size=-16384;"
-                        " PRAGMA temp_store=MEMORY;";
+    char setup[192];
+    snprintf(setup, sizeof setup,
+             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;"
+             " PRAGMA cache_size=-%d; PRAGMA temp_store=MEMORY;",
+             cache_kib);
     int rc = TG_OK;
     if (sqlite3_exec(s->db, setup, NULL, NULL, NULL) != SQLITE_OK)
         rc = db_error(s, err, "pragma");
@@ -1660,9 +1667,14 @@ int tg_store_sqlite_open(const char *dir, tg_store **out, tg_err *err)
     return TG_OK;
 }
 
-static int factory_open(void *arg, tg_store **out, tg_err *err)
+int tg_store_sqlite_open(const char *dir, tg_store **out, tg_err *err)
 {
-    return tg_store_sqlite_open(arg, out, err);
+    return open_conn(dir, WRITER_CACHE_KIB, out, err);
+}
+
+static int factory_open(void *arg, bool reader, tg_store **out, tg_err *err)
+{
+    return open_conn(arg, reader ? READER_CACHE_KIB : WRITER_CACHE_KIB, out, err);
 }
 
 tg_store_factory tg_store_sqlite_factory(const char *dir)

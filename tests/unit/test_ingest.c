@@ -184,7 +184,7 @@ static void test_dedupe_same_hash_twice(void **state)
     (void)state;
     tg_dedupe *d = tg_dedupe_new();
     assert_non_null(d);
-    /* Hashes with tag 0 and all-ones, partitions 0 and 255, and ordinary ones. */
+    /* Hashes with tag 0 and all-ones, the first and last partitions, and ordinary ones. */
     const uint64_t hashes[] = {
         0,
         UINT64_MAX,
