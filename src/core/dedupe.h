@@ -5,7 +5,8 @@
  * event is stored (a block sequence number, or TG_DEDUPE_ROW for events kept one per row).
  * A lookup returns the locators whose tag matches; the caller confirms each candidate against
  * the stored identifier, so the answer is exact: a tag match that is not the same identifier
- * (with 30 million entries, about one lookup in 40,000) costs one read, never a wrong refusal.
+ * (a new identifier meets a stored tag of its partition with odds entries/64/2^32: one
+ * lookup in about 9,000 at 30 million entries) costs one read, never a wrong refusal.
  *
  * The table is split into 64 partitions chosen by the top 6 hash bits, each an
  * open-addressing array with linear probing whose home slot comes from the tag, so a partition
