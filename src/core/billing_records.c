@@ -681,7 +681,7 @@ int tg_product_feature_decode(const void *data, size_t len, tg_arena *a, tg_prod
     return rc;
 }
 
-void tg_grant_encode(tg_buf *b, const tg_grant *g)
+static void grant_encode(tg_buf *b, const tg_grant *g)
 {
     FIX(1, g->feature);
     FIX(2, g->lookup_key);
@@ -692,7 +692,7 @@ void tg_grant_encode(tg_buf *b, const tg_grant *g)
 
 static void grant_encode_any(tg_buf *b, const void *obj)
 {
-    tg_grant_encode(b, obj);
+    grant_encode(b, obj);
 }
 
 static int grant_decode(const tg_rec_field *outer, tg_grant *g)

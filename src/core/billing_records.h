@@ -21,7 +21,6 @@ void tg_feature_encode(tg_buf *b, const tg_feature *f);
 int tg_feature_decode(const void *data, size_t len, tg_arena *a, tg_feature *f);
 void tg_product_feature_encode(tg_buf *b, const tg_product_feature *p);
 int tg_product_feature_decode(const void *data, size_t len, tg_arena *a, tg_product_feature *p);
-void tg_grant_encode(tg_buf *b, const tg_grant *g);
 void tg_grants_encode(tg_buf *b, const tg_grant *g, size_t n);
 int tg_grants_decode(const void *data, size_t len, tg_arena *a, tg_grant **out, size_t *n);
 void tg_ent_summary_encode(tg_buf *b, const tg_entitlement_summary *s);

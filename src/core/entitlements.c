@@ -31,6 +31,7 @@
 #define KIND_FEATURE "feature"
 #define KIND_PRODUCT_FEATURE "product_feature"
 #define KIND_ENTITLEMENTS "entitlements"
+#define KIND_USAGE_SESSION "usage_session"
 #define ENT_BUCKETS 4096
 
 typedef struct ent_grant {
@@ -887,7 +888,7 @@ static int load_fn(bctx *c, void *arg)
         rc = install(c, la->customer, la->customer_seq, g, n);
     tg_obj_filter f = {.customer = la->customer, .active = 1};
     if (!rc)
-        rc = each_object(c, "usage_session", &f, decode_session, sizeof(tg_usage_session),
+        rc = each_object(c, KIND_USAGE_SESSION, &f, decode_session, sizeof(tg_usage_session),
                          publish_stored_session, NULL);
     return rc;
 }
@@ -974,7 +975,6 @@ int tg_entitlement_check(tg_service *svc, const tg_scope *scope, const char *cus
 
 /* ---------------------------------------------------------------- usage sessions */
 
-#define KIND_USAGE_SESSION "usage_session"
 #define SESSION_TIMEOUT_DEFAULT 30
 
 static int decode_session(const void *d, size_t n, tg_arena *a, void *out)

@@ -393,7 +393,7 @@ static void render_invoice(tg_jw *w, const tg_invoice *v)
     jw_knull(w, "description");
     empty_array(w, "discounts");
     jw_kint_or_null(w, "due_date", v->due_date);
-    jw_kint_or_null(w, "ending_balance", v->status == TG_INV_DRAFT ? 0 : 0);
+    jw_knull(w, "ending_balance"); /* there is no customer balance */
     jw_knull(w, "hosted_invoice_url");
     jw_key(w, "lines");
     jw_obj(w);
