@@ -2,7 +2,7 @@
 # Installs the Debian packages and the npm modules Tollgate needs, only when something is
 # missing, so `make run` and `make test` work on a fresh Debian machine.
 set -euo pipefail
-pkgs=(build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev libssl-dev
+pkgs=(build-essential pkg-config libjansson-dev libsqlite3-dev libssl-dev
       libcurl4-openssl-dev libpq-dev libcmocka-dev nodejs npm)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,4 +1,4 @@
-/* server.h -- the HTTP front door (libmicrohttpd). */
+/* server.h -- the HTTP front door: HTTP/1.1 on epoll event loops (server.c). */
 #ifndef TG_HTTP_SERVER_H
 #define TG_HTTP_SERVER_H
 

@@ -4,6 +4,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import net from 'node:net';
 import {
   startServer, rawRequest, stripeClient, expectRawError, nowSec, uniq, createMeter, createCustomer, sleep,
 } from './helpers.mjs';
@@ -271,6 +272,144 @@ describe('body decoding', () => {
     } finally {
       await small.close();
     }
+  });
+});
+
+// Bytes on one socket: write `data` (a string or a list of strings written apart), read until
+// the server closes, `expect` responses are in, or `waitMs` passes, and split what came back
+// into responses.
+function onSocket(port, data, { waitMs = 5000, expect = Infinity } = {}) {
+  return new Promise((res, rej) => {
+    const sock = net.connect(port, '127.0.0.1');
+    const chunks = [];
+    let closed = false;
+    sock.on('data', (c) => {
+      chunks.push(c);
+      if (splitResponses(Buffer.concat(chunks).toString('latin1')).length >= expect) finish();
+    });
+    sock.on('error', rej);
+    sock.on('close', () => { closed = true; finish(); });
+    const timer = setTimeout(() => { sock.destroy(); finish(); }, waitMs);
+    let done = false;
+    function finish() {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      sock.destroy();
+      res({ responses: splitResponses(Buffer.concat(chunks).toString('latin1')), closed });
+    }
+    sock.on('connect', async () => {
+      for (const part of Array.isArray(data) ? data : [data]) {
+        sock.write(part);
+        await sleep(50);
+      }
+    });
+  });
+}
+
+function splitResponses(text) {
+  const out = [];
+  while (text.length) {
+    const end = text.indexOf('\r\n\r\n');
+    if (end < 0) break;
+    const [statusLine, ...lines] = text.slice(0, end).split('\r\n');
+    const headers = {};
+    for (const l of lines) headers[l.slice(0, l.indexOf(':')).toLowerCase()] = l.slice(l.indexOf(':') + 1).trim();
+    const len = Number(headers['content-length'] ?? 0);
+    if (text.length < end + 4 + len) break; // not all here yet
+    const body = text.slice(end + 4, end + 4 + len);
+    out.push({ status: Number(statusLine.split(' ')[1]), headers, body, json: body ? JSON.parse(body) : null });
+    text = text.slice(end + 4 + len);
+  }
+  return out;
+}
+
+describe('HTTP/1.1 on the wire', () => {
+  const auth = () => `Authorization: Bearer ${srv.key}\r\n`;
+  const post = (path, body, extra = '') =>
+    `POST ${path} HTTP/1.1\r\nHost: t\r\n${auth()}Content-Type: application/x-www-form-urlencoded\r\n` +
+    `Content-Length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`;
+
+  test('pipelined requests are answered in order, meter events included', async () => {
+    const ids = [uniq('pipe'), uniq('pipe'), uniq('pipe')];
+    const ev = (id, v) => post('/v1/billing/meter_events',
+      `event_name=${meter.event_name}&identifier=${id}&payload[stripe_customer_id]=${cus.id}&payload[value]=${v}`);
+    const r = await onSocket(srv.port, [
+      ev(ids[0], 1) + `GET /v1/customers/${cus.id} HTTP/1.1\r\nHost: t\r\n${auth()}\r\n` + ev(ids[1], 2) +
+        ev(ids[0], 1) + `GET /nope HTTP/1.1\r\n${auth()}\r\n` + ev(ids[2], 3),
+    ], { expect: 6 });
+    assert.equal(r.closed, false, 'keep-alive: the connection stays open');
+    assert.deepEqual(r.responses.map((x) => x.status), [200, 200, 200, 400, 404, 200]);
+    assert.equal(r.responses[0].json.identifier, ids[0]);
+    assert.equal(r.responses[1].json.id, cus.id);
+    assert.equal(r.responses[2].json.identifier, ids[1]);
+    assert.equal(r.responses[3].json.error.code, 'duplicate_meter_event');
+    assert.equal(r.responses[5].json.identifier, ids[2]);
+    for (const x of r.responses) assert.match(x.headers['request-id'], /^req_/);
+  });
+
+  test('a request split across many writes, and a chunked body, are read whole', async () => {
+    const name = uniq('split');
+    const whole = post('/v1/customers', `name=${name}`);
+    const parts = [];
+    for (let i = 0; i < whole.length; i += 7) parts.push(whole.slice(i, i + 7));
+    const r = await onSocket(srv.port, parts, { expect: 1 });
+    assert.equal(r.responses.length, 1);
+    assert.equal(r.responses[0].status, 200, r.responses[0].body);
+    assert.equal(r.responses[0].json.name, name);
+
+    const cname = uniq('chunked');
+    const body = `name=${cname}&metadata[k]=v`;
+    const chunked = `POST /v1/customers HTTP/1.1\r\nHost: t\r\n${auth()}Transfer-Encoding: chunked\r\n` +
+      `Content-Type: application/x-www-form-urlencoded\r\n\r\n` +
+      `5\r\n${body.slice(0, 5)}\r\n${(body.length - 5).toString(16)};ext=1\r\n${body.slice(5)}\r\n0\r\nX-T: 1\r\n\r\n`;
+    const c = await onSocket(srv.port, [chunked.slice(0, 60), chunked.slice(60)], { expect: 1 });
+    assert.equal(c.responses[0].status, 200, c.responses[0].body);
+    assert.equal(c.responses[0].json.name, cname);
+    assert.deepEqual(c.responses[0].json.metadata, { k: 'v' });
+  });
+
+  test('Connection: close and HTTP/1.0 close after the answer', async () => {
+    const r = await onSocket(srv.port, `GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n`);
+    assert.equal(r.closed, true);
+    assert.equal(r.responses.length, 1, 'nothing after the request that closes');
+    assert.equal(r.responses[0].headers.connection, 'close');
+    const old = await onSocket(srv.port, 'GET /healthz HTTP/1.0\r\n\r\n');
+    assert.equal(old.closed, true);
+    assert.equal(old.responses[0].status, 200);
+  });
+
+  test('malformed heads get a Stripe error and the connection is closed', async () => {
+    const cases = [
+      ['GARBAGE\r\n\r\n', 400, 'body_malformed'],
+      ['GET / HTTP/2.0\r\n\r\n', 505, 'body_malformed'],
+      ['POST /v1/customers HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc', 400, 'body_malformed'],
+      ['POST /v1/customers HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc', 400, 'body_malformed'],
+      ['POST /v1/customers HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n', 501, 'body_malformed'],
+      ['POST /v1/customers HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n', 400, 'body_malformed'],
+      [`GET /${'a'.repeat(9000)} HTTP/1.1\r\n\r\n`, 414, 'request_too_large'],
+      [`GET / HTTP/1.1\r\nX: ${'b'.repeat(70000)}\r\n\r\n`, 431, 'request_too_large'],
+    ];
+    for (const [bytes, status, code] of cases) {
+      const r = await onSocket(srv.port, bytes);
+      assert.equal(r.responses.length, 1, `${bytes.slice(0, 40)}: one answer`);
+      assert.equal(r.responses[0].status, status, bytes.slice(0, 60));
+      assert.equal(r.responses[0].json.error.code, code);
+      assert.equal(r.responses[0].json.error.type, 'invalid_request_error');
+      assert.equal(r.closed, true, `${bytes.slice(0, 40)}: closed`);
+    }
+    // and the server is fine
+    assert.equal((await srv.raw('GET', '/healthz')).status, 200);
+  });
+
+  test('Expect: 100-continue gets "100 Continue" before the body', async () => {
+    const name = uniq('cont');
+    const body = `name=${name}`;
+    const head = `POST /v1/customers HTTP/1.1\r\nHost: t\r\n${auth()}Expect: 100-continue\r\n` +
+      `Content-Type: application/x-www-form-urlencoded\r\nContent-Length: ${body.length}\r\n\r\n`;
+    const r = await onSocket(srv.port, [head, body], { expect: 2 });
+    assert.deepEqual(r.responses.map((x) => x.status), [100, 200]);
+    assert.equal(r.responses[1].json.name, name);
   });
 });
 
