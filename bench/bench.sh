@@ -5,6 +5,8 @@
 #   1. Ingest scenarios, each for SCENARIO_SECONDS, into Tollgate and into PostgreSQL:
 #        v1   single events (Tollgate: POST /v1/billing/meter_events, form-encoded;
 #             PostgreSQL: one single-row INSERT ... ON CONFLICT DO NOTHING per transaction)
+#        v1p16 the same, HTTP/1.1-pipelined 16 requests deep per connection (Tollgate only:
+#             the baseline has no HTTP layer; rate and latency only)
 #        b100 batches of 100 (Tollgate: /v2/billing/meter_event_stream; PG: 100-row INSERTs)
 #        b1k  batches of 1000 (the same with 1000 events per request / transaction)
 #      Figures: acknowledged (Tollgate: HTTP 200, i.e. committed with fsync) or committed (PG,
@@ -23,10 +25,11 @@
 #      PG_OPTIONAL_POINTS only if the projected total run time stays under BUDGET_SECONDS
 #      (PG_OPTIONAL=auto; yes/no force it); the decision is printed and recorded in the CSV.
 #   3. Entitlement checks (GET /v1/entitlements/check) at CHECK_RATE a second over loopback
-#      for CHECK_SECONDS: p50/p99/p99.9 latency, alone and beside ingest (batches of 100 on
-#      B100_CONNS connections); and the server-side time of one check, in process
-#      (bench/checkbench.c), against the baseline of reading the period's usage as a month
-#      summary, which is what a check costs without Tollgate's counters.
+#      for CHECK_SECONDS: p50/p99/p99.9 latency, alone, beside ingest (batches of 100 on
+#      B100_CONNS connections) as fast as it goes, and beside the same ingest paced at
+#      PACED_INGEST_RATE events a second (not saturating); and the server-side time of one
+#      check, in process (bench/checkbench.c), against the baseline of reading the period's
+#      usage as a month summary, which is what a check costs without Tollgate's counters.
 #   4. A table (Tollgate, baseline, ratio = how many times better Tollgate is), the CSV
 #      build/bench/results.csv, the chart build/bench/growth.png; both are copied to bench/results/.
 #
@@ -51,6 +54,7 @@ SPREAD_DAYS=${SPREAD_DAYS:-30}         # growth events: timestamps over the last
 SCENARIO_SPREAD_DAYS=${SCENARIO_SPREAD_DAYS:-0}  # scenario events: the current time (live traffic)
 CHECK_RATE=${CHECK_RATE:-10000}
 CHECK_CONNS=${CHECK_CONNS:-8}
+PACED_INGEST_RATE=${PACED_INGEST_RATE:-100000}  # events/s of the paced ingest beside checks
 if [ "$QUICK" = 1 ]; then
   CHECK_SECONDS=${CHECK_SECONDS:-2}
   CHECKBENCH_ARGS=${CHECKBENCH_ARGS:-"--customers 100 --events 20000 --checks 50000"}
@@ -275,6 +279,7 @@ tg_scenario() {
   log "tollgate $name: ${R_T[$name.rate]} ev/s p99 ${R_T[$name.p99]} ms, rss ${R_T[$name.rss]} MiB, cpu ${R_T[$name.cpu]} s"
 }
 for s in "v1|single events (v1)|--scenario v1 --conns $V1_CONNS" \
+         "v1p16|single events (v1), pipelined 16|--scenario v1 --conns $V1_CONNS --pipeline 16" \
          "b100|batches of 100|--scenario v2 --batch 100 --conns $B100_CONNS" \
          "b1k|batches of 1000|--scenario v2 --batch 1000 --conns $B1K_CONNS"; do
   IFS='|' read -r name label args <<<"$s"
@@ -282,13 +287,16 @@ for s in "v1|single events (v1)|--scenario v1 --conns $V1_CONNS" \
   row "$name.p50" "$label: p50 latency" ms lo
   row "$name.p99" "$label: p99 latency" ms lo
   row "$name.p999" "$label: p99.9 latency" ms lo
-  row "$name.rss" "$label: server peak RSS" MiB lo
-  row "$name.cpu" "$label: server CPU" "s" lo
+  if [ "$name" != v1p16 ]; then # the pipelined run has no baseline twin: rate and latency only
+    row "$name.rss" "$label: server peak RSS" MiB lo
+    row "$name.cpu" "$label: server CPU" "s" lo
+  fi
   # shellcheck disable=SC2086
   tg_scenario "$name" $args
 done
 
-# Entitlement checks: alone, then beside ingest, on the scenario server.
+# Entitlement checks: alone, beside ingest, then beside ingest paced below saturation, on the
+# scenario server.
 row "check.rate" "entitlement checks at ${CHECK_RATE}/s: achieved" "checks/s" hi
 row "check.p50" "entitlement checks: p50 latency" ms lo
 row "check.p99" "entitlement checks: p99 latency" ms lo
@@ -296,6 +304,11 @@ row "check.p999" "entitlement checks: p99.9 latency" ms lo
 row "checki.p50" "entitlement checks beside ingest: p50 latency" ms lo
 row "checki.p99" "entitlement checks beside ingest: p99 latency" ms lo
 row "checki.ingest" "ingest beside the checks (batches of 100)" "events/s" hi
+paced="entitlement checks beside ingest at $PACED_INGEST_RATE events/s"
+row "checkp.p50" "$paced: p50 latency" ms lo
+row "checkp.p99" "$paced: p99 latency" ms lo
+row "checkp.p999" "$paced: p99.9 latency" ms lo
+row "checkp.ingest" "ingest beside the checks, paced at $PACED_INGEST_RATE events/s" "events/s" hi
 row "check.ns" "one check, server side (baseline: month summary)" ns lo
 row "check.ns_ingest" "one check, server side, beside ingest" ns lo
 tg_checks() { # tg_checks RUN_ID: one loadgen checks run; prints its JSON line
@@ -309,15 +322,30 @@ cj=$(tg_checks c1)
 R_T[check.rate]=$(jget "$cj" rate)
 R_T[check.p50]=$(jget "$cj" p50_ms); R_T[check.p99]=$(jget "$cj" p99_ms); R_T[check.p999]=$(jget "$cj" p999_ms)
 log "checks: ${R_T[check.rate]}/s, p99 ${R_T[check.p99]} ms"
-tg_load "ingest beside checks" --scenario v2 --batch 100 --conns "$B100_CONNS" \
-    --seconds "$(calc "$CHECK_SECONDS + 1")" --run-id ci >"$OUT/ingest-beside-checks.json" &
-ingest_pid=$!
-sleep 0.5
-cj=$(tg_checks c2)
-wait "$ingest_pid" || die "ingest beside the checks failed"
+# checks_beside_ingest CHECKS_RUN_ID INGEST_WHAT INGEST_ARGS...: a checks run while batches of
+# 100 go in on B100_CONNS connections, from half a second before the checks to half a second
+# after; sets cj (the checks' JSON line) and ij (the ingest's).
+checks_beside_ingest() {
+  local run_id=$1 what=$2 ingest_pid; shift 2
+  tg_load "$what" --scenario v2 --batch 100 --conns "$B100_CONNS" \
+      --seconds "$(calc "$CHECK_SECONDS + 1")" "$@" >"$OUT/ingest-beside-checks.json" &
+  ingest_pid=$!
+  sleep 0.5
+  cj=$(tg_checks "$run_id")
+  wait "$ingest_pid" || die "ingest beside the checks failed"
+  ij=$(cat "$OUT/ingest-beside-checks.json")
+}
+checks_beside_ingest c2 "ingest beside checks" --run-id ci
 R_T[checki.p50]=$(jget "$cj" p50_ms); R_T[checki.p99]=$(jget "$cj" p99_ms)
-R_T[checki.ingest]=$(jget "$(cat "$OUT/ingest-beside-checks.json")" events_per_sec)
+R_T[checki.ingest]=$(jget "$ij" events_per_sec)
 log "checks beside ingest (${R_T[checki.ingest]} ev/s): p99 ${R_T[checki.p99]} ms"
+checks_beside_ingest c3 "ingest at $PACED_INGEST_RATE/s beside checks" \
+    --rate "$PACED_INGEST_RATE" --run-id cp
+R_T[checkp.p50]=$(jget "$cj" p50_ms); R_T[checkp.p99]=$(jget "$cj" p99_ms)
+R_T[checkp.p999]=$(jget "$cj" p999_ms)
+R_T[checkp.ingest]=$(jget "$ij" events_per_sec)
+log "checks beside ingest paced at $PACED_INGEST_RATE/s (${R_T[checkp.ingest]} ev/s):" \
+    "p99 ${R_T[checkp.p99]} ms"
 tg_stop
 # shellcheck disable=SC2086
 cb=$("$ROOT/build/checkbench" $CHECKBENCH_ARGS 2>>"$OUT/tollgate.log") || die "checkbench failed"
@@ -505,13 +533,13 @@ CSV=$OUT/results.csv
   echo "\"tollgate commit $COMMIT; quick=$QUICK; tollgate growth phase ${TG_GROWTH_SECONDS}s; total ${SECONDS}s\",,,,"
 } >"$CSV"
 
-printf '\n%-62s %-9s %12s %12s %9s\n' "figure" "unit" "Tollgate" "PostgreSQL" "ratio" >&2
-printf '%.0s-' $(seq 1 108) >&2; echo >&2
+printf '\n%-68s %-9s %12s %12s %9s\n' "figure" "unit" "Tollgate" "PostgreSQL" "ratio" >&2
+printf '%.0s-' $(seq 1 114) >&2; echo >&2
 for r in "${ROWS[@]}"; do
   IFS='|' read -r key label unit dir <<<"$r"
   [ -z "${R_T[$key]:-}" ] && [ -z "${R_B[$key]:-}" ] && continue
   rt=$(ratio "$key" "$dir")
-  printf '%-62s %-9s %12s %12s %9s\n' "$label" "$unit" "${R_T[$key]:--}" "${R_B[$key]:--}" "${rt:+${rt}x}" >&2
+  printf '%-68s %-9s %12s %12s %9s\n' "$label" "$unit" "${R_T[$key]:--}" "${R_B[$key]:--}" "${rt:+${rt}x}" >&2
 done
 echo "ratio: how many times better Tollgate is (baseline/Tollgate for latency, memory, CPU, bytes)." >&2
 while read -r n; do echo "note: $n" >&2; done <"$OUT/notes.txt"

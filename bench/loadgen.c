@@ -4,10 +4,17 @@
  *       creates M sum meters and N customers through the API and writes them to FILE, one a
  *       line: "meter EVENT_NAME", "meterid mtr_… EVENT_NAME", "customer cus_…".
  *   loadgen run --port P --key K --setup FILE --scenario v1|v2 [--batch N] [--conns C]
- *               [--threads T] [--seconds S | --events E] [--spread-days D] [--run-id ID]
+ *               [--threads T] [--pipeline DEPTH] [--rate R] [--seconds S | --events E]
+ *               [--spread-days D] [--run-id ID]
  *       sends meter events with unique identifiers over C keep-alive connections (split over T
- *       epoll threads, one request in flight per connection) and prints one JSON line:
- *       acknowledged events per second, p50/p99/p99.9 acknowledgement latency, and counts.
+ *       epoll threads) and prints one JSON line: acknowledged events per second, p50/p99/p99.9
+ *       acknowledgement latency, and counts. Each connection keeps up to DEPTH requests in
+ *       flight (default 1), written back to back (HTTP/1.1 pipelining) and answered in order;
+ *       a request's latency runs from when it was written (or queued behind a full socket) to
+ *       the end of its response. With --rate R the events are paced at R a second in all:
+ *       each connection sends on a fixed schedule (staggered as in `checks`) and latency runs
+ *       from the scheduled send, so a stall is not hidden by the pacing. Without it (default
+ *       0) a connection sends as soon as it has room in its pipeline.
  *   loadgen query --port P --key K --setup FILE [--reps N] [--customer-index I] [--meter-index M]
  *       times N repetitions (after 3 untimed warm-ups, one keep-alive connection) of
  *       GET /v1/billing/meters/{id}/event_summaries for one customer (setup line I) and meter
@@ -19,17 +26,18 @@
  *                  [--subscribers N]
  *       gives N customers of the setup a plan whose feature has a hard usage limit on the
  *       setup's first meter, then sends GET /v1/entitlements/check at R requests a second in
- *       all (paced per connection on a fixed schedule, latency measured from the scheduled
- *       send, so a stall is not hidden by the pacing) over C keep-alive connections for S
- *       seconds, and prints the achieved rate and p50/p99/p99.9 latency as one JSON line.
+ *       all (default 10,000; paced per connection on a fixed schedule, latency measured from
+ *       the scheduled send, so a stall is not hidden by the pacing) over C keep-alive
+ *       connections for S seconds, and prints the achieved rate and p50/p99/p99.9 latency as
+ *       one JSON line.
  *
  * Only 200 responses count as acknowledged. A connection the server closes is counted
- * ("conn_closed"), its request in flight counts as failed, and it is reopened. Events cycle over the customers and meters with
- * decimal values ("12.345"); with --spread-days D their timestamps are spread evenly over the
- * last D days (at most 34; a hash of run id, thread and sequence number picks the second),
- * otherwise they carry the current time. The HTTP client is minimal
- * and strict: it parses the status line and Content-Length and treats anything else as an
- * error. Written for loopback benchmarking only.
+ * ("conn_closed"), every request in flight on it counts as failed, and it is reopened. Events
+ * cycle over the customers and meters with decimal values ("12.345"); with --spread-days D
+ * their timestamps are spread evenly over the last D days (at most 34; a hash of run id, thread
+ * and sequence number picks the second), otherwise they carry the current time. The HTTP
+ * client is minimal and strict: it parses the status line and Content-Length and treats
+ * anything else as an error. Written for loopback benchmarking only.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -60,13 +68,14 @@ typedef struct setup {
 } setup;
 
 typedef struct options {
-    int port, conns, threads, batch, spread_days, reps, customer_index, meter_index;
+    int port, conns, threads, batch, pipeline, spread_days, reps, customer_index, meter_index;
     const char *key, *setup_file, *scenario, *run_id;
-    double seconds;
+    double seconds, rate;
     long long events;
 } options;
 
-static options opt = {12111, 64, 1, 100, 0, 200, 0, 0, NULL, NULL, "v2", "r", 10, 0};
+static options opt = {.port = 12111, .conns = 64, .threads = 1, .batch = 100, .pipeline = 1,
+                      .reps = 200, .scenario = "v2", .run_id = "r", .seconds = 10};
 static setup st;
 static char session_token[256];
 static volatile int stop_flag;
@@ -215,16 +224,23 @@ static void load_setup(const char *file)
 
 /* ---------------------------------------------------------------- the load */
 
+typedef struct sent { /* a request written and not yet answered */
+    int events;
+    double t0; /* when it was written or queued to be (with --rate: when it was scheduled) */
+} sent;
+
 typedef struct conn {
     int fd;
-    char *out;
-    size_t out_len, out_off;
-    char in[8192];
+    bool want_out; /* EPOLLOUT is in the interest set: output waits for room in the socket */
+    char *out;     /* request bytes not yet written, back to back */
+    size_t out_len, out_cap;
+    char in[8192]; /* response bytes not yet consumed */
     size_t in_len;
     long body_left; /* -1 while reading headers */
     int status;
-    int events_in_request;
-    double t0;
+    sent *inflight; /* a ring of opt.pipeline slots; the oldest request at head */
+    int head, ninflight;
+    double next_send; /* with --rate: when the next request is due */
 } conn;
 
 typedef struct worker {
@@ -232,6 +248,7 @@ typedef struct worker {
     pthread_t thread;
     conn *conns;
     int nconns;
+    bool spent; /* the --events budget is used up */
     unsigned long long seq;
     long long acked, failed, requests, closed;
     long long status_counts[6];
@@ -240,6 +257,8 @@ typedef struct worker {
     char *scratch;
     size_t scratch_cap;
 } worker;
+
+static double pace_interval; /* with --rate: seconds between two requests of one connection */
 
 static int64_t wall_now(void)
 {
@@ -267,10 +286,11 @@ static void event_fields(worker *w, unsigned long long k, const char **meter, co
     *cust = st.customers[c];
 }
 
-/* Builds the next request into c->out; returns false when the event budget is spent. */
-static bool build_request(worker *w, conn *c)
+/* Appends the next request to c->out and to the requests in flight, with latency counted from
+ * t0; returns false when the event budget is spent. */
+static bool build_request(worker *w, conn *c, double t0)
 {
-    int n = take_budget(strcmp(opt.scenario, "v1") == 0 ? 1 : opt.batch);
+    int n = take_budget(opt.batch);
     if (n <= 0)
         return false;
     size_t need = (size_t)n * 400 + 1024;
@@ -283,7 +303,8 @@ static bool build_request(worker *w, conn *c)
     const char *meter, *cust;
     char value[32];
     int64_t ts;
-    if (strcmp(opt.scenario, "v1") == 0) {
+    bool v1 = strcmp(opt.scenario, "v1") == 0;
+    if (v1) {
         unsigned long long k = w->seq++;
         event_fields(w, k, &meter, &cust, value, &ts);
         len = (size_t)sprintf(b,
@@ -308,29 +329,68 @@ static bool build_request(worker *w, conn *c)
         }
         len += (size_t)sprintf(b + len, "]}");
     }
-    bool v1 = strcmp(opt.scenario, "v1") == 0;
-    free(c->out);
-    int hl = asprintf(&c->out,
+    char head[1024];
+    int hl = snprintf(head, sizeof head,
                       "POST %s HTTP/1.1\r\nHost: loadgen\r\nAuthorization: Bearer %s\r\n"
                       "Content-Type: %s\r\nStripe-Version: 2026-07-29.dahlia\r\n"
                       "Content-Length: %zu\r\n\r\n",
                       v1 ? "/v1/billing/meter_events" : "/v2/billing/meter_event_stream",
                       v1 ? opt.key : session_token,
                       v1 ? "application/x-www-form-urlencoded" : "application/json", len);
-    c->out = realloc(c->out, (size_t)hl + len);
-    memcpy(c->out + hl, b, len);
-    c->out_len = (size_t)hl + len;
-    c->out_off = 0;
-    c->in_len = 0;
-    c->body_left = -1;
-    c->events_in_request = n;
-    c->t0 = now_s();
+    if (hl >= (int)sizeof head)
+        die("request header too long (the key?)");
+    if (c->out_cap < c->out_len + (size_t)hl + len) {
+        c->out_cap = 2 * (c->out_len + (size_t)hl + len);
+        c->out = realloc(c->out, c->out_cap);
+    }
+    memcpy(c->out + c->out_len, head, (size_t)hl);
+    memcpy(c->out + c->out_len + hl, b, len);
+    c->out_len += (size_t)hl + len;
+    c->inflight[(c->head + c->ninflight++) % opt.pipeline] = (sent){n, t0};
     return true;
 }
 
+/* Adds the requests that are due to c->out: while c has room in its pipeline and, with --rate,
+ * only those whose scheduled time has come. */
+static void fill(worker *w, conn *c)
+{
+    while (c->ninflight < opt.pipeline && !stop_flag && !w->spent) {
+        double t0 = now_s();
+        if (pace_interval > 0) {
+            if (t0 < c->next_send)
+                return;
+            t0 = c->next_send;
+            c->next_send += pace_interval;
+        }
+        if (!build_request(w, c, t0))
+            w->spent = true;
+    }
+}
+
+/* Writes what the socket takes of c->out; returns NULL, or why the connection is gone. */
+static const char *flush_out(conn *c)
+{
+    size_t done = 0;
+    while (done < c->out_len) {
+        ssize_t r = write(c->fd, c->out + done, c->out_len - done);
+        if (r < 0 && errno == EAGAIN)
+            break;
+        if (r < 0)
+            return strerror(errno);
+        done += (size_t)r;
+    }
+    c->out_len -= done;
+    memmove(c->out, c->out + done, c->out_len);
+    return NULL;
+}
+
+/* Records the response to the oldest request in flight (its status in c->status). */
 static void record(worker *w, conn *c)
 {
-    double us = (now_s() - c->t0) * 1e6;
+    sent s = c->inflight[c->head];
+    c->head = (c->head + 1) % opt.pipeline;
+    c->ninflight--;
+    double us = (now_s() - s.t0) * 1e6;
     if (w->nlat == w->caplat) {
         w->caplat = w->caplat ? w->caplat * 2 : 1 << 16;
         w->lat_us = realloc(w->lat_us, w->caplat * sizeof *w->lat_us);
@@ -341,135 +401,168 @@ static void record(worker *w, conn *c)
     if (cls >= 0 && cls < 6)
         w->status_counts[cls]++;
     if (c->status == 200)
-        w->acked += c->events_in_request;
+        w->acked += s.events;
     else
-        w->failed += c->events_in_request;
+        w->failed += s.events;
 }
 
-/* Parses what has arrived; returns true when a whole response is in. */
+static void consume(conn *c, size_t n)
+{
+    c->in_len -= n;
+    memmove(c->in, c->in + n, c->in_len);
+}
+
+/* Consumes what has arrived of the next response; returns true when the whole of it is in. */
 static bool parse_response(conn *c)
 {
     if (c->body_left < 0) {
-        c->in[c->in_len < sizeof c->in ? c->in_len : sizeof c->in - 1] = '\0';
+        c->in[c->in_len] = '\0';
         char *end = strstr(c->in, "\r\n\r\n");
-        if (!end)
+        if (!end) {
+            if (c->in_len == sizeof c->in - 1)
+                die("a response header longer than %zu bytes", sizeof c->in - 1);
             return false;
+        }
         c->status = atoi(c->in + 9);
         char *cl = strcasestr(c->in, "\r\nContent-Length:");
-        long body = cl ? strtol(cl + 17, NULL, 10) : 0;
-        size_t header_len = (size_t)(end + 4 - c->in);
-        size_t have = c->in_len - header_len;
-        c->body_left = body - (long)have;
-        c->in_len = 0;
+        c->body_left = cl && cl < end ? strtol(cl + 17, NULL, 10) : 0;
+        consume(c, (size_t)(end + 4 - c->in));
     }
-    return c->body_left <= 0;
+    size_t n = c->in_len < (size_t)c->body_left ? c->in_len : (size_t)c->body_left;
+    consume(c, n);
+    c->body_left -= (long)n;
+    if (c->body_left > 0)
+        return false;
+    c->body_left = -1;
+    return true;
 }
 
-/* The server closed (or reset) a connection: the request in flight is not acknowledged, so its
- * events count as failed; the connection is reopened and the load goes on. Reported as
- * "conn_closed" in the JSON line and, for the first few, on stderr. */
-static bool reopen(worker *w, conn *c, int ep, const char *why)
+/* Reads what has arrived and records every whole response (pipelined responses may share a
+ * read); returns NULL, or why the connection is gone. */
+static const char *read_responses(worker *w, conn *c)
 {
-    w->closed++;
-    w->failed += c->events_in_request;
-    if (w->closed <= 5)
-        fprintf(stderr,
-                "loadgen: connection closed by the server (%s) with a request of %d events in "
-                "flight, %zu of %zu request bytes sent, %s\n",
-                why, c->events_in_request, c->out_off, c->out_len,
-                c->body_left >= 0 ? "inside the response body" : "before a whole response header");
-    epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
-    close(c->fd);
+    for (;;) {
+        size_t room = sizeof c->in - 1 - c->in_len;
+        ssize_t r = read(c->fd, c->in + c->in_len, room);
+        if (r == 0)
+            return "EOF";
+        if (r < 0)
+            return errno == EAGAIN ? NULL : strerror(errno);
+        c->in_len += (size_t)r;
+        while (c->ninflight > 0 && parse_response(c))
+            record(w, c);
+        if ((size_t)r < room)
+            return NULL; /* drained: epoll reports what comes next */
+    }
+}
+
+/* Connects c afresh, with nothing in flight; its first turn comes when it is writable. */
+static void open_conn(conn *c, int ep)
+{
     c->fd = connect_to(opt.port);
     fcntl(c->fd, F_SETFL, O_NONBLOCK);
-    if (stop_flag || !build_request(w, c)) {
-        close(c->fd);
-        c->fd = -1;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
+    epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+    c->want_out = true;
+    c->out_len = c->in_len = 0;
+    c->body_left = -1;
+    c->ninflight = 0;
+}
+
+static void close_conn(conn *c, int ep)
+{
+    epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
+}
+
+/* The server closed (or reset) a connection: the requests in flight on it are not
+ * acknowledged, so their events count as failed; the connection is reopened and the load goes
+ * on. Reported as "conn_closed" in the JSON line and, for the first few, on stderr. Returns
+ * false when there is nothing more to send, so the connection stays closed. */
+static bool reopen(worker *w, conn *c, int ep, const char *why)
+{
+    long long events = 0;
+    for (int i = 0; i < c->ninflight; i++)
+        events += c->inflight[(c->head + i) % opt.pipeline].events;
+    w->closed++;
+    w->failed += events;
+    if (w->closed <= 5)
+        fprintf(stderr,
+                "loadgen: connection closed by the server (%s) with %d requests (%lld events) "
+                "in flight, %zu request bytes unsent, %s\n",
+                why, c->ninflight, events, c->out_len,
+                c->body_left >= 0 ? "inside a response body" : "between responses or in a header");
+    close_conn(c, ep);
+    if (stop_flag || w->spent)
+        return false;
+    open_conn(c, ep);
+    return true;
+}
+
+/* One turn of a connection: reads the responses that have arrived (epoll's events, or 0 for
+ * none), sends the requests that are due, and reopens it if the server closed it. Returns false
+ * once it is closed for good: nothing in flight and nothing more to send. */
+static bool conn_turn(worker *w, conn *c, int ep, uint32_t events)
+{
+    const char *gone = NULL;
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+        gone = read_responses(w, c);
+    if (!gone) {
+        fill(w, c);
+        gone = flush_out(c);
+    }
+    if (gone)
+        return reopen(w, c, ep, gone);
+    if (c->ninflight == 0 && (stop_flag || w->spent)) {
+        close_conn(c, ep);
         return false;
     }
-    struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
-    epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+    if (c->want_out != (c->out_len > 0)) {
+        c->want_out = c->out_len > 0;
+        struct epoll_event ev = {.events = EPOLLIN | (c->want_out ? EPOLLOUT : 0u),
+                                 .data.ptr = c};
+        epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+    }
     return true;
+}
+
+/* How long epoll may wait: with --rate, until the next request of a connection with room in
+ * its pipeline is due; at most 100 ms, so that the end of the run is noticed. */
+static struct timespec wait_time(const worker *w)
+{
+    double wait = 0.1, now = now_s();
+    for (int i = 0; pace_interval > 0 && i < w->nconns; i++) {
+        const conn *c = &w->conns[i];
+        if (c->fd >= 0 && c->ninflight < opt.pipeline && c->next_send - now < wait)
+            wait = c->next_send - now;
+    }
+    if (wait < 0)
+        wait = 0;
+    return (struct timespec){0, (long)(wait * 1e9)};
 }
 
 static void *worker_main(void *arg)
 {
     worker *w = arg;
     int ep = epoll_create1(0);
-    for (int i = 0; i < w->nconns; i++) {
-        conn *c = &w->conns[i];
-        c->fd = connect_to(opt.port);
-        fcntl(c->fd, F_SETFL, O_NONBLOCK);
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
-        epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
-    }
+    for (int i = 0; i < w->nconns; i++)
+        open_conn(&w->conns[i], ep);
     int active = w->nconns;
-    for (int i = 0; i < w->nconns; i++) {
-        conn *c = &w->conns[i];
-        if (!build_request(w, c)) { /* nothing left to send (an --events budget smaller than
-                                       one request per connection) */
-            epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
-            close(c->fd);
-            c->fd = -1;
-            active--;
-        }
-    }
     struct epoll_event evs[256];
     while (active > 0) {
-        int n = epoll_wait(ep, evs, 256, 100);
+        struct timespec timeout = wait_time(w);
+        int n = epoll_pwait2(ep, evs, 256, &timeout, NULL);
         for (int i = 0; i < n; i++) {
             conn *c = evs[i].data.ptr;
-            if (c->fd < 0)
-                continue;
-            if (c->out_off < c->out_len && (evs[i].events & EPOLLOUT)) {
-                ssize_t r = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
-                if (r > 0) {
-                    c->out_off += (size_t)r;
-                } else if (r < 0 && errno != EAGAIN) {
-                    if (!reopen(w, c, ep, strerror(errno)))
-                        active--;
-                    continue;
-                }
-                if (c->out_off == c->out_len) {
-                    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-                    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
-                }
-            }
-            if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-                for (;;) {
-                    ssize_t r;
-                    if (c->body_left < 0) {
-                        r = read(c->fd, c->in + c->in_len, sizeof c->in - 1 - c->in_len);
-                        if (r > 0)
-                            c->in_len += (size_t)r;
-                    } else {
-                        char sink[8192];
-                        r = read(c->fd, sink, sizeof sink);
-                        if (r > 0)
-                            c->body_left -= r;
-                    }
-                    if (r == 0 || (r < 0 && errno != EAGAIN)) {
-                        if (!reopen(w, c, ep, r == 0 ? "EOF" : strerror(errno)))
-                            active--;
-                        break;
-                    }
-                    if (r < 0)
-                        break; /* EAGAIN */
-                    if (parse_response(c)) {
-                        record(w, c);
-                        if (stop_flag || !build_request(w, c)) {
-                            epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
-                            close(c->fd);
-                            c->fd = -1;
-                            active--;
-                        } else {
-                            struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
-                            epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
-                        }
-                        break;
-                    }
-                }
-            }
+            if (c->fd >= 0 && !conn_turn(w, c, ep, evs[i].events))
+                active--;
+        }
+        /* Paced: the connections whose next request has come due without an event. */
+        for (int i = 0; pace_interval > 0 && i < w->nconns; i++) {
+            conn *c = &w->conns[i];
+            if (c->fd >= 0 && !conn_turn(w, c, ep, 0))
+                active--;
         }
     }
     close(ep);
@@ -479,7 +572,9 @@ static void *worker_main(void *arg)
 static void cmd_run(void)
 {
     load_setup(opt.setup_file);
-    if (strcmp(opt.scenario, "v1") != 0) {
+    if (strcmp(opt.scenario, "v1") == 0) {
+        opt.batch = 1; /* one event per request */
+    } else {
         int status;
         char *r = http_call("POST", "/v2/billing/meter_event_session", "application/json", "{}",
                             opt.key, &status);
@@ -491,13 +586,21 @@ static void cmd_run(void)
         free(r);
     }
     events_budget = opt.events;
+    if (opt.rate > 0)
+        pace_interval = opt.conns * opt.batch / opt.rate;
     worker *ws = calloc((size_t)opt.threads, sizeof *ws);
-    int per = opt.conns / opt.threads;
+    int per = opt.conns / opt.threads, first = 0;
     double t0 = now_s();
     for (int i = 0; i < opt.threads; i++) {
         ws[i].id = i;
         ws[i].nconns = per + (i < opt.conns % opt.threads);
         ws[i].conns = calloc((size_t)ws[i].nconns, sizeof(conn));
+        for (int j = 0; j < ws[i].nconns; j++, first++) {
+            conn *c = &ws[i].conns[j];
+            c->inflight = calloc((size_t)opt.pipeline, sizeof *c->inflight);
+            /* Paced connections start staggered over one interval so sends interleave evenly. */
+            c->next_send = t0 + pace_interval * first / opt.conns;
+        }
         pthread_create(&ws[i].thread, NULL, worker_main, &ws[i]);
     }
     if (!opt.events) {
@@ -523,13 +626,14 @@ static void cmd_run(void)
     }
     qsort(all, nlat, sizeof *all, cmp_u32);
 #define PCT(p) (nlat ? all[(size_t)((double)(nlat - 1) * (p))] / 1000.0 : 0.0)
-    printf("{\"scenario\":\"%s\",\"batch\":%d,\"conns\":%d,\"seconds\":%.3f,\"requests\":%lld,"
-           "\"acked_events\":%lld,\"failed_events\":%lld,\"events_per_sec\":%.0f,"
-           "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"status_2xx\":%lld,"
-           "\"status_4xx\":%lld,\"status_5xx\":%lld,\"conn_closed\":%lld}\n",
-           opt.scenario, strcmp(opt.scenario, "v1") == 0 ? 1 : opt.batch, opt.conns, elapsed,
-           reqs, acked, failed, (double)acked / elapsed, PCT(0.50), PCT(0.99), PCT(0.999), st2,
-           st4, st5, closed);
+    printf("{\"scenario\":\"%s\",\"batch\":%d,\"conns\":%d,\"pipeline\":%d,"
+           "\"rate_target\":%.0f,\"seconds\":%.3f,\"requests\":%lld,\"acked_events\":%lld,"
+           "\"failed_events\":%lld,\"events_per_sec\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,"
+           "\"p999_ms\":%.3f,\"status_2xx\":%lld,\"status_4xx\":%lld,\"status_5xx\":%lld,"
+           "\"conn_closed\":%lld}\n",
+           opt.scenario, opt.batch, opt.conns, opt.pipeline, opt.rate, elapsed, reqs, acked,
+           failed, (double)acked / elapsed, PCT(0.50), PCT(0.99), PCT(0.999), st2, st4, st5,
+           closed);
 }
 
 /* ---------------------------------------------------------------- summary queries */
@@ -776,7 +880,6 @@ int main(int argc, char **argv)
         die("usage: loadgen setup|run|query|checks [options] (see the comment at the top of "
             "loadgen.c)");
     int ncustomers = 3000, nmeters = 3, subscribers = 200;
-    double rate = 10000;
     const char *out = "setup.txt";
     for (int i = 2; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
@@ -797,7 +900,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--reps")) opt.reps = atoi(v);
         else if (!strcmp(a, "--customer-index")) opt.customer_index = atoi(v);
         else if (!strcmp(a, "--meter-index")) opt.meter_index = atoi(v);
-        else if (!strcmp(a, "--rate")) rate = atof(v);
+        else if (!strcmp(a, "--pipeline")) opt.pipeline = atoi(v);
+        else if (!strcmp(a, "--rate")) opt.rate = atof(v);
         else if (!strcmp(a, "--subscribers")) subscribers = atoi(v);
         else die("unknown option %s", a);
     }
@@ -806,6 +910,8 @@ int main(int argc, char **argv)
     run_h = run_hash_of(opt.run_id);
     if (opt.conns < opt.threads)
         opt.conns = opt.threads;
+    if (opt.pipeline < 1)
+        die("--pipeline must be at least 1");
     if (!strcmp(argv[1], "setup"))
         cmd_setup(ncustomers, nmeters, out);
     else if (!strcmp(argv[1], "run"))
@@ -813,7 +919,7 @@ int main(int argc, char **argv)
     else if (!strcmp(argv[1], "query"))
         cmd_query();
     else if (!strcmp(argv[1], "checks"))
-        cmd_checks(rate, subscribers);
+        cmd_checks(opt.rate > 0 ? opt.rate : 10000, subscribers);
     else
         die("unknown command %s", argv[1]);
     return 0;
