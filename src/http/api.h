@@ -70,6 +70,7 @@ enum {
     TG_ROUTE_SESSION = 2, /* needs a meter event session token */
     TG_ROUTE_JSON = 4,    /* body is JSON (/v2) */
     TG_ROUTE_PUBLIC = 8,  /* no authentication (/healthz) */
+    TG_ROUTE_RECORDS = 16, /* records meter events (parks): pipelined ones run together */
 };
 
 typedef struct tg_route {

@@ -784,13 +784,15 @@ const tg_route tg_routes[] = {
     {"POST", "/v1/billing/meters/:id/deactivate", h_meter_deactivate, TG_ROUTE_SECRET},
     {"POST", "/v1/billing/meters/:id/reactivate", h_meter_reactivate, TG_ROUTE_SECRET},
     {"GET", "/v1/billing/meters/:id/event_summaries", h_summaries, TG_ROUTE_SECRET},
-    {"POST", "/v1/billing/meter_events", h_meter_event_create, TG_ROUTE_SECRET},
+    {"POST", "/v1/billing/meter_events", h_meter_event_create, TG_ROUTE_SECRET | TG_ROUTE_RECORDS},
     {"POST", "/v1/billing/meter_event_adjustments", h_adjustment_create, TG_ROUTE_SECRET},
     {"GET", "/v1/billing/meter_event_errors", h_meter_errors, TG_ROUTE_SECRET},
-    {"POST", "/v2/billing/meter_events", h_v2_meter_event_create, TG_ROUTE_SECRET | TG_ROUTE_JSON},
+    {"POST", "/v2/billing/meter_events", h_v2_meter_event_create,
+     TG_ROUTE_SECRET | TG_ROUTE_JSON | TG_ROUTE_RECORDS},
     {"POST", "/v2/billing/meter_event_adjustments", h_v2_adjustment_create,
      TG_ROUTE_SECRET | TG_ROUTE_JSON},
     {"POST", "/v2/billing/meter_event_session", h_session_create, TG_ROUTE_SECRET | TG_ROUTE_JSON},
-    {"POST", "/v2/billing/meter_event_stream", h_stream, TG_ROUTE_SESSION | TG_ROUTE_JSON},
+    {"POST", "/v2/billing/meter_event_stream", h_stream,
+     TG_ROUTE_SESSION | TG_ROUTE_JSON | TG_ROUTE_RECORDS},
 };
 const size_t tg_nroutes = sizeof tg_routes / sizeof tg_routes[0];

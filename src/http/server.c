@@ -4,8 +4,11 @@
  * Each loop thread owns its connections from accept to close (the listening socket is in
  * every loop's epoll set with EPOLLEXCLUSIVE, so one loop takes each new connection). A
  * connection is edge-triggered and registered once: reading, writing and parking a request
- * cost no epoll_ctl. Its input is framed by http/http1.c; requests are answered in order, and
- * the answers of every request that arrived together (pipelined) go out in one send().
+ * cost no epoll_ctl. Its input is framed by http/http1.c; answers go out in the order the
+ * requests came, and the answers of requests that arrived together (pipelined) go out in one
+ * send(). Pipelined requests that record meter events run together, up to MAX_PIPELINE of
+ * them waiting for the writer at once; any other request waits for those before it, so it
+ * sees their effects as if the requests had come one at a time (see struct conn).
  *
  * A request that records meter events does not wait on a thread: its handler parks the
  * connection and queues the events; the writer thread, once their batch is committed, puts
@@ -30,7 +33,9 @@
  *      flight (409), else run and store the response;
  *   6. the handler; every response is JSON with Request-Id and Stripe-Version headers.
  * A malformed head is answered 400 (or 414, 431, 501, 505) and the connection closed, since
- * where the next request would start is unknown. Idle connections are closed after 300 s.
+ * where the next request would start is unknown; a closing connection drains what the peer
+ * still sends for up to 2 s (see linger), so the answer is not lost to a reset. Idle
+ * connections are closed after 300 s.
  */
 #include "http/server.h"
 
@@ -57,11 +62,14 @@
 #define RESPONSE_CAP (64u << 20)
 #define MAX_CONNECTIONS 4096
 #define IDLE_TIMEOUT_S 300
+#define LINGER_S 2 /* how long a closing connection drains what the peer still sends */
 #define READ_CHUNK (64u << 10)   /* bytes read at a time */
 #define OUT_HIGH_WATER (1u << 20) /* stop answering pipelined requests above this unsent */
+#define MAX_PIPELINE 32           /* requests of one connection recording events at once */
 
 typedef struct loop loop;
 typedef struct conn conn;
+typedef struct request request;
 
 struct tg_server {
     tg_service *svc;
@@ -78,45 +86,63 @@ struct loop {
     pthread_t thread;
     bool started;
     int epfd, wakefd;
-    pthread_mutex_t mu; /* guards woken and stop */
-    conn *woken;        /* connections whose events are committed */
-    bool stop;
+    pthread_mutex_t mu; /* guards woken */
+    request *woken;     /* requests whose events are committed */
+    bool stop;          /* atomic */
     conn *conns;        /* every open connection of this loop */
     conn *closed;       /* closed in this iteration, freed at its end */
     time_t now;
     char date[40]; /* the Date header's value, for `now` */
 };
 
-enum conn_phase { READ_HEAD, READ_BODY, PARKED, CLOSING };
-
-/* A connection and the one request it is reading or answering (requests on a connection are
- * answered in order, so one at a time is all there is). */
-struct conn {
-    loop *lp;
-    int fd;
-    conn *prev, *next, *next_woken, *next_closed;
-    time_t last_active;
-    bool readable, eof, closed, close_after;
-    int phase;
-    /* input: in[in_off..in_len) is unread by the framing */
-    char *in;
-    size_t in_off, in_len, in_alloc, scanned;
-    /* output: out[out_off..out_len) is unsent */
-    char *out;
-    size_t out_off, out_len, out_alloc;
-    /* the request */
-    char *head_copy; /* the head, parsed in place: h points into it */
+/* One request, from its head to its answer. */
+struct request {
+    conn *c;
+    request *next;        /* the connection's queue, in arrival order */
+    request *next_woken;  /* the loop's wake list */
+    char *head_copy;      /* the head, parsed in place: h points into it */
     tg_http1_head h;
     tg_http1_chunked chunk;
     uint64_t body_left;
     tg_buf body;
     bool too_large;
-    tg_req *req; /* while handling */
+    bool close_after;     /* the connection closes once this answer is out */
+    const tg_route *route;
+    tg_req *req;
     char request_id[TG_ID_MAX];
     const char *version;
     const char *idem_key;
     char request_hash[65];
     bool claimed;
+    bool parked, answered;
+    tg_buf answer; /* the answer, while a request before it is still unanswered */
+};
+
+/* A connection. Requests are read one after another into `reading`; once read they are
+ * handled, joining `queue`, and their answers go out in the queue's order. Several may be in
+ * the queue at once only while every one of them records meter events (parked until their
+ * commit): those do not depend on each other's results, while any other request must see the
+ * effects of the ones before it, so it waits (`held`) until the queue is empty. */
+struct conn {
+    loop *lp;
+    int fd;
+    conn *prev, *next, *next_closed;
+    time_t last_active;
+    conn *next_touched; /* run_woken's list */
+    bool touched;
+    bool readable, eof, closed, failed;
+    bool done_reading; /* a request said "close", or the framing failed: read no more */
+    bool closing;      /* the last answer is queued: close once it is sent */
+    bool lingering;    /* the last answer is sent: reading and dropping until the peer closes */
+    /* input: in[in_off..in_len) is unread by the framing */
+    char *in;
+    size_t in_off, in_len, in_alloc, scanned;
+    /* output: out.data[out_off..out.len) is unsent */
+    tg_buf out;
+    size_t out_off;
+    request *reading, *held;
+    request *queue, *queue_tail;
+    int queued, parked;
 };
 
 /* ---------------------------------------------------------------- routing */
@@ -255,104 +281,137 @@ static int authenticate(tg_req *req, const char *authorization, int flags)
 
 /* ---------------------------------------------------------------- parameters */
 
-static int decode_params(tg_req *req, conn *c, const tg_route *route)
+static int decode_params(request *r)
 {
+    tg_req *req = r->req;
     req->params = tg_params_new(&req->arena);
     if (!req->params)
         return tg_err_set(&req->err, TG_ENOMEM, NULL, NULL);
-    int rc = tg_params_parse_form(req->params, c->h.query, strlen(c->h.query), &req->arena,
+    int rc = tg_params_parse_form(req->params, r->h.query, strlen(r->h.query), &req->arena,
                                   &req->err);
-    if (rc || !c->body.len)
+    if (rc || !r->body.len)
         return rc;
-    const char *ct = tg_http1_header_value(&c->h, "Content-Type");
-    bool json = (route->flags & TG_ROUTE_JSON) ||
+    const char *ct = tg_http1_header_value(&r->h, "Content-Type");
+    bool json = (r->route->flags & TG_ROUTE_JSON) ||
                 (ct && strncasecmp(ct, "application/json", 16) == 0);
     if (json)
-        return tg_params_parse_json(req->params, c->body.data, c->body.len, &req->arena,
+        return tg_params_parse_json(req->params, r->body.data, r->body.len, &req->arena,
                                     &req->err);
-    return tg_params_parse_form(req->params, c->body.data, c->body.len, &req->arena, &req->err);
+    return tg_params_parse_form(req->params, r->body.data, r->body.len, &req->arena, &req->err);
 }
 
-/* ---------------------------------------------------------------- responses */
+/* ---------------------------------------------------------------- requests and answers */
 
-static bool out_reserve(conn *c, size_t n)
+static request *request_new(conn *c)
 {
-    if (c->out_len + n <= c->out_alloc)
-        return true;
-    if (c->out_off) { /* slide the unsent part to the front first */
-        memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
-        c->out_len -= c->out_off;
-        c->out_off = 0;
-        if (c->out_len + n <= c->out_alloc)
-            return true;
-    }
-    size_t alloc = c->out_alloc ? c->out_alloc : 4096;
-    while (alloc < c->out_len + n)
-        alloc *= 2;
-    char *p = realloc(c->out, alloc);
-    if (!p)
-        return false;
-    c->out = p;
-    c->out_alloc = alloc;
-    return true;
+    request *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->c = c;
+    tg_buf_init(&r->body, c->lp->srv->cfg.max_body);
+    tg_buf_init(&r->answer, RESPONSE_CAP + 4096);
+    return r;
 }
 
-static void out_append(conn *c, const char *s, size_t n)
+static void request_free(request *r)
 {
-    if (out_reserve(c, n)) {
-        memcpy(c->out + c->out_len, s, n);
-        c->out_len += n;
-    } else {
-        c->close_after = true; /* out of memory: this answer is lost, so is the connection */
-    }
-}
-
-/* Appends one JSON response. Headers are Stripe's: Request-Id, Stripe-Version, no caching. */
-static void send_json(conn *c, int status, const char *body, size_t len, const char *request_id,
-                      const char *version, bool should_retry, const char *idem_key,
-                      bool replayed)
-{
-    char head[1024];
-    int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 %d %s\r\n"
-                     "Date: %s\r\n"
-                     "Content-Type: application/json\r\n"
-                     "Content-Length: %zu\r\n"
-                     "Request-Id: %s\r\n"
-                     "Stripe-Version: %s\r\n"
-                     "Cache-Control: no-cache, no-store\r\n"
-                     "%s%s%s%s%s"
-                     "\r\n",
-                     status, tg_http1_reason(status), c->lp->date, len, request_id, version,
-                     should_retry ? "Stripe-Should-Retry: true\r\n" : "",
-                     idem_key ? "Idempotency-Key: " : "", idem_key ? idem_key : "",
-                     idem_key ? "\r\n" : "", replayed ? "Idempotent-Replayed: true\r\n" : "");
-    if (n < 0 || (size_t)n >= sizeof head) { /* cannot happen: every part is bounded */
-        c->close_after = true;
+    if (!r)
         return;
+    if (r->req) {
+        tg_buf_free(&r->req->out);
+        tg_arena_free(&r->req->arena);
+        free(r->req);
     }
-    if (c->close_after) /* say so: "Connection: close" goes before the blank line */
-        n -= 2, n += snprintf(head + n, sizeof head - (size_t)n, "Connection: close\r\n\r\n");
-    out_append(c, head, (size_t)n);
-    out_append(c, body, len);
+    free(r->head_copy);
+    tg_buf_free(&r->body);
+    tg_buf_free(&r->answer);
+    free(r);
 }
 
-/* Answers before a request exists (a malformed head, a transport limit) and closes after. */
-static void send_transport_error(conn *c, int status, int code, const char *msg)
+/* Writes one JSON response into dst. Headers are Stripe's: Request-Id, Stripe-Version, no
+ * caching; "Connection: close" when the connection closes after it. */
+static void format_answer(tg_buf *dst, const request *r, int status, const char *body,
+                          size_t len, bool should_retry, const char *idem_key, bool replayed)
 {
+    tg_buf_printf(dst,
+                  "HTTP/1.1 %d %s\r\n"
+                  "Date: %s\r\n"
+                  "Content-Type: application/json\r\n"
+                  "Content-Length: %zu\r\n"
+                  "Request-Id: %s\r\n"
+                  "Stripe-Version: %s\r\n"
+                  "Cache-Control: no-cache, no-store\r\n"
+                  "%s%s%s%s%s%s"
+                  "\r\n",
+                  status, tg_http1_reason(status), r->c->lp->date, len, r->request_id,
+                  r->version ? r->version : DEFAULT_STRIPE_VERSION,
+                  should_retry ? "Stripe-Should-Retry: true\r\n" : "",
+                  idem_key ? "Idempotency-Key: " : "", idem_key ? idem_key : "",
+                  idem_key ? "\r\n" : "", replayed ? "Idempotent-Replayed: true\r\n" : "",
+                  r->close_after ? "Connection: close\r\n" : "");
+    tg_buf_append(dst, body, len);
+}
+
+/* Moves the answers at the front of the queue to the output, in order. */
+static void queue_flush_answers(conn *c)
+{
+    while (c->queue && c->queue->answered) {
+        request *r = c->queue;
+        c->queue = r->next;
+        if (!c->queue)
+            c->queue_tail = NULL;
+        c->queued--;
+        if (r->answer.len)
+            tg_buf_append(&c->out, r->answer.data, r->answer.len);
+        if (r->close_after)
+            c->closing = true;
+        request_free(r);
+    }
+    if (c->out.failed) /* out of memory: the answers are lost, so is the connection */
+        c->failed = true;
+}
+
+/* Answers r (which is in the queue): straight into the output when r is first, else kept in r
+ * until the requests before it are answered. */
+static void emit(request *r, int status, const char *body, size_t len, bool should_retry,
+                 const char *idem_key, bool replayed)
+{
+    conn *c = r->c;
+    format_answer(c->queue == r ? &c->out : &r->answer, r, status, body, len, should_retry,
+                  idem_key, replayed);
+    r->answered = true;
+    queue_flush_answers(c);
+}
+
+static void queue_push(conn *c, request *r)
+{
+    r->next = NULL;
+    if (c->queue_tail)
+        c->queue_tail->next = r;
+    else
+        c->queue = r;
+    c->queue_tail = r;
+    c->queued++;
+}
+
+/* Answers a request the transport refuses (a malformed head, a limit, no memory) and reads no
+ * more from the connection: where the next request would start is unknown. */
+static void refuse(conn *c, request *r, int status, int code, const char *msg)
+{
+    if (c->reading == r)
+        c->reading = NULL;
+    c->done_reading = true;
+    r->close_after = true;
     tg_err err = {0};
     tg_err_set(&err, code, NULL, "%s", msg);
     tg_buf b;
     tg_buf_init(&b, 4096);
     bool retry;
     tg_render_error(&err, &b, &retry);
-    char request_id[TG_ID_MAX];
-    tg_id_random(request_id, sizeof request_id, "req_", 14);
-    c->close_after = true;
-    send_json(c, status, b.data ? b.data : "{}", b.len, request_id, DEFAULT_STRIPE_VERSION,
-              retry, NULL, false);
+    tg_id_random(r->request_id, sizeof r->request_id, "req_", 14);
+    queue_push(c, r);
+    emit(r, status, b.data ? b.data : "{}", b.len, retry, NULL, false);
     tg_buf_free(&b);
-    c->phase = CLOSING;
 }
 
 /* Errors of parameter validation are not stored under an idempotency key (Stripe stores a
@@ -377,69 +436,44 @@ static bool idem_storable(int status, int code)
     return status < 500;
 }
 
-static void free_req(conn *c)
+/* Stores the answer under the idempotency key (if claimed) and emits it. */
+static void answer(request *r, int status)
 {
-    if (!c->req)
-        return;
-    tg_buf_free(&c->req->out);
-    tg_arena_free(&c->req->arena);
-    free(c->req);
-    c->req = NULL;
-}
-
-/* The request is answered: forget it, and read the next one (or close, if it said so). */
-static void request_done(conn *c)
-{
-    free_req(c);
-    free(c->head_copy);
-    c->head_copy = NULL;
-    tg_buf_reset(&c->body);
-    if (c->body.alloc > (64u << 10))
-        tg_buf_free(&c->body);
-    c->too_large = false;
-    c->claimed = false;
-    c->idem_key = NULL;
-    c->phase = c->close_after ? CLOSING : READ_HEAD;
-}
-
-/* Stores the answer under the idempotency key (if claimed) and appends it to the output. */
-static void answer(conn *c, int status)
-{
-    tg_req *req = c->req;
+    tg_req *req = r->req;
     if (req->out.failed) {
         tg_err_clear(&req->err);
         tg_buf_reset(&req->out);
         tg_err_set(&req->err, TG_ENOMEM, NULL, "The response is too large.");
         status = tg_reply_error(req);
     }
-    if (c->claimed)
-        tg_idem_finish(c->lp->srv->svc, &req->scope, c->idem_key, c->request_hash, status,
+    if (r->claimed)
+        tg_idem_finish(r->c->lp->srv->svc, &req->scope, r->idem_key, r->request_hash, status,
                        req->out.data, req->out.len, idem_storable(status, req->err.code));
-    tg_log(TG_LOG_DEBUG, "%s %s -> %d %s", req->method, req->path, status, c->request_id);
-    send_json(c, status, req->out.data ? req->out.data : "{}", req->out.len, c->request_id,
-              c->version, req->should_retry_header, c->idem_key, false);
-    request_done(c);
+    tg_log(TG_LOG_DEBUG, "%s %s -> %d %s", req->method, req->path, status, r->request_id);
+    emit(r, status, req->out.data ? req->out.data : "{}", req->out.len, req->should_retry_header,
+         r->idem_key, false);
 }
 
 static void park(void *ctx)
 {
-    conn *c = ctx;
-    c->phase = PARKED;
-    __atomic_add_fetch(&c->lp->srv->parked, 1, __ATOMIC_SEQ_CST);
+    request *r = ctx;
+    r->parked = true;
+    r->c->parked++;
+    __atomic_add_fetch(&r->c->lp->srv->parked, 1, __ATOMIC_SEQ_CST);
 }
 
-/* From the writer thread: the events are committed (or failed). The connection goes on its
+/* From the writer thread: the events are committed (or failed). The request goes on its
  * loop's wake list; the loop is signalled when the list was empty, so one batch costs one
  * eventfd write per loop however many requests it answers. */
 static void wake(void *ctx, int rc)
 {
-    conn *c = ctx;
-    loop *lp = c->lp;
-    c->req->record_rc = rc;
+    request *r = ctx;
+    loop *lp = r->c->lp;
+    r->req->record_rc = rc;
     pthread_mutex_lock(&lp->mu);
     bool was_empty = !lp->woken;
-    c->next_woken = lp->woken;
-    lp->woken = c;
+    r->next_woken = lp->woken;
+    lp->woken = r;
     pthread_mutex_unlock(&lp->mu);
     if (was_empty) {
         uint64_t one = 1;
@@ -449,91 +483,117 @@ static void wake(void *ctx, int rc)
     }
 }
 
-/* Runs one complete request: route, authenticate, decode, idempotency, handler. The answer is
- * appended to the output, or the connection is parked until its events are committed. */
-static void handle(conn *c)
+/* Gives a request that has been read whole its tg_req, request id and route (or the error of
+ * having none). False when out of memory. */
+static bool request_prepare(request *r)
 {
-    tg_server *srv = c->lp->srv;
+    tg_server *srv = r->c->lp->srv;
     tg_req *req = calloc(1, sizeof *req);
-    if (!req) {
-        send_transport_error(c, 500, TG_ENOMEM, "Out of memory.");
-        return;
-    }
-    c->req = req;
+    if (!req)
+        return false;
+    r->req = req;
     req->svc = srv->svc;
     req->cfg = &srv->cfg;
-    req->method = c->h.method;
-    req->path = c->h.path;
+    req->method = r->h.method;
+    req->path = r->h.path;
     req->park = park;
     req->wake = wake;
-    req->transport_ctx = c;
+    req->transport_ctx = r;
     tg_arena_init(&req->arena, 64u << 20);
     tg_buf_init(&req->out, RESPONSE_CAP);
     jw_init(&req->jw, &req->out);
+    tg_id_random(r->request_id, sizeof r->request_id, "req_", 14);
+    r->version = tg_http1_header_value(&r->h, "Stripe-Version");
+    if (!r->version || !*r->version || strlen(r->version) > 64)
+        r->version = DEFAULT_STRIPE_VERSION;
+    req->nsegs = split_path(req->path, &req->arena, req->segs, TG_MAX_SEGS);
+    if (req->nsegs < 0)
+        tg_err_set(&req->err, TG_EROUTE, NULL, "Unrecognized request URL (%s: %s).", req->method,
+                   req->path);
+    else if (find_route(req, &r->route) == TG_OK && r->too_large)
+        tg_err_set(&req->err, TG_ETOOLARGE, NULL,
+                   "Request body exceeds the maximum of %zu bytes.", srv->cfg.max_body);
+    return true;
+}
 
-    tg_id_random(c->request_id, sizeof c->request_id, "req_", 14);
-    c->version = tg_http1_header_value(&c->h, "Stripe-Version");
-    if (!c->version || !*c->version || strlen(c->version) > 64)
-        c->version = DEFAULT_STRIPE_VERSION;
+/* Runs a prepared request: authentication, parameters, idempotency, the handler. The answer
+ * is emitted, or the request is parked until its events are committed. */
+static void request_run(request *r)
+{
+    tg_server *srv = r->c->lp->srv;
+    tg_req *req = r->req;
     const char *method = req->method, *url = req->path;
-    const tg_route *route = NULL;
-
-    req->nsegs = split_path(url, &req->arena, req->segs, TG_MAX_SEGS);
-    if (req->nsegs < 0) {
-        tg_err_set(&req->err, TG_EROUTE, NULL, "Unrecognized request URL (%s: %s).", method, url);
+    if (req->err.code)
         goto fail;
-    }
-    if (find_route(req, &route))
+    if (!(r->route->flags & TG_ROUTE_PUBLIC) &&
+        authenticate(req, tg_http1_header_value(&r->h, "Authorization"), r->route->flags))
         goto fail;
-    if (c->too_large) {
-        tg_err_set(&req->err, TG_ETOOLARGE, NULL, "Request body exceeds the maximum of %zu bytes.",
-                   srv->cfg.max_body);
-        goto fail;
-    }
-    if (!(route->flags & TG_ROUTE_PUBLIC) &&
-        authenticate(req, tg_http1_header_value(&c->h, "Authorization"), route->flags))
-        goto fail;
-    if (decode_params(req, c, route))
+    if (decode_params(r))
         goto fail;
 
-    c->idem_key = tg_http1_header_value(&c->h, "Idempotency-Key");
-    if (c->idem_key && strcmp(method, "POST") != 0)
-        c->idem_key = NULL; /* no effect on GET and DELETE, as in Stripe */
-    if (c->idem_key) {
-        if (strlen(c->idem_key) > 255 || !*c->idem_key) {
+    r->idem_key = tg_http1_header_value(&r->h, "Idempotency-Key");
+    if (r->idem_key && strcmp(method, "POST") != 0)
+        r->idem_key = NULL; /* no effect on GET and DELETE, as in Stripe */
+    if (r->idem_key) {
+        if (strlen(r->idem_key) > 255 || !*r->idem_key) {
             tg_err_set(&req->err, TG_EINVAL, NULL,
                        "Invalid Idempotency-Key: must be 1 to 255 characters.");
-            c->idem_key = NULL;
+            r->idem_key = NULL;
             goto fail;
         }
         tg_buf h;
         tg_buf_init(&h, srv->cfg.max_body + 4096);
         tg_buf_printf(&h, "%s %s\n", method, url);
-        tg_buf_append(&h, c->body.data ? c->body.data : "", c->body.len);
-        tg_sha256_hex(h.data ? h.data : "", h.len, c->request_hash);
+        tg_buf_append(&h, r->body.data ? r->body.data : "", r->body.len);
+        tg_sha256_hex(h.data ? h.data : "", h.len, r->request_hash);
         tg_buf_free(&h);
         tg_idem stored;
         bool replayed = false;
-        if (tg_idem_claim(srv->svc, &req->scope, c->idem_key, c->request_hash, &req->arena,
+        if (tg_idem_claim(srv->svc, &req->scope, r->idem_key, r->request_hash, &req->arena,
                           &replayed, &stored, &req->err))
             goto fail;
         if (replayed) {
-            send_json(c, stored.status, stored.body, stored.body_len, c->request_id, c->version,
-                      false, c->idem_key, true);
-            request_done(c);
+            emit(r, stored.status, stored.body, stored.body_len, false, r->idem_key, true);
             return;
         }
-        c->claimed = true;
+        r->claimed = true;
     }
 
-    int status = route->handler(req);
+    int status = r->route->handler(req);
     if (status == TG_HTTP_DEFERRED)
         return; /* parked: the loop runs the continuation when woken (see run_woken) */
-    answer(c, status);
+    answer(r, status);
     return;
 
 fail:
-    answer(c, tg_reply_error(req));
+    answer(r, tg_reply_error(req));
+}
+
+/* Runs the held request if it may run now (see struct conn). True when it ran. */
+static bool run_held(conn *c)
+{
+    request *r = c->held;
+    bool records = r->route && (r->route->flags & TG_ROUTE_RECORDS) && !r->req->err.code;
+    if (c->queued && !(records && c->queued < MAX_PIPELINE))
+        return false;
+    c->held = NULL;
+    queue_push(c, r);
+    request_run(r);
+    return true;
+}
+
+/* r has been read whole. */
+static void request_read(conn *c, request *r)
+{
+    c->reading = NULL;
+    if (r->close_after)
+        c->done_reading = true;
+    if (!request_prepare(r)) {
+        refuse(c, r, 500, TG_ENOMEM, "Out of memory.");
+        return;
+    }
+    c->held = r;
+    run_held(c);
 }
 
 /* ---------------------------------------------------------------- connections */
@@ -556,13 +616,17 @@ static void conn_close(conn *c)
     __atomic_sub_fetch(&lp->srv->nconns, 1, __ATOMIC_SEQ_CST);
 }
 
+/* Frees a closed connection; never one with parked requests (the writer holds those). */
 static void conn_free(conn *c)
 {
-    free_req(c);
-    free(c->head_copy);
-    tg_buf_free(&c->body);
+    request_free(c->reading);
+    request_free(c->held);
+    for (request *r = c->queue, *next; r; r = next) {
+        next = r->next;
+        request_free(r);
+    }
     free(c->in);
-    free(c->out);
+    tg_buf_free(&c->out);
     free(c);
 }
 
@@ -604,148 +668,186 @@ static bool conn_read(conn *c)
 /* Sends the unsent output. Returns false when the connection failed. */
 static bool conn_flush(conn *c)
 {
-    while (c->out_off < c->out_len) {
-        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
-        if (n > 0)
+    while (c->out_off < c->out.len) {
+        ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+        if (n > 0) {
             c->out_off += (size_t)n;
-        else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return true; /* EPOLLOUT comes when the socket drains */
-        else if (n < 0 && errno != EINTR)
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            /* EPOLLOUT comes when the socket drains; keep only what is unsent */
+            memmove(c->out.data, c->out.data + c->out_off, c->out.len - c->out_off);
+            c->out.len -= c->out_off;
+            c->out_off = 0;
+            return true;
+        } else if (n < 0 && errno != EINTR) {
             return false;
+        }
     }
-    c->out_off = c->out_len = 0;
-    if (c->out_alloc > (1u << 20)) { /* a large answer went out: do not keep its memory */
-        free(c->out);
-        c->out = NULL;
-        c->out_alloc = 0;
-    }
+    c->out_off = 0;
+    if (c->out.alloc > (1u << 20)) /* a large answer went out: do not keep its memory */
+        tg_buf_free(&c->out);
+    else
+        tg_buf_reset(&c->out);
     return true;
 }
 
-/* A head is complete in data[0..n): parse it and get ready for its body. */
-static void start_request(conn *c, const char *data, size_t n)
+/* A head is complete in data[0..n): parse it into r and get ready for its body. */
+static void start_request(conn *c, request *r, const char *data, size_t n)
 {
     const tg_server *srv = c->lp->srv;
-    c->head_copy = malloc(n + 1);
-    if (!c->head_copy) {
-        send_transport_error(c, 500, TG_ENOMEM, "Out of memory.");
+    if (!(r->head_copy = malloc(n + 1))) {
+        refuse(c, r, 500, TG_ENOMEM, "Out of memory.");
         return;
     }
-    memcpy(c->head_copy, data, n);
-    c->head_copy[n] = '\0';
+    memcpy(r->head_copy, data, n);
+    r->head_copy[n] = '\0';
     const char *why;
-    int status = tg_http1_parse_head(c->head_copy, n, &c->h, &why);
+    int status = tg_http1_parse_head(r->head_copy, n, &r->h, &why);
     if (status) {
-        send_transport_error(c, status, status == 414 || status == 431 ? TG_ETOOLARGE : TG_EMALFORMED,
-                             why);
+        refuse(c, r, status, status == 414 || status == 431 ? TG_ETOOLARGE : TG_EMALFORMED, why);
         return;
     }
-    if (!c->h.keep_alive)
-        c->close_after = true;
-    c->body_left = c->h.content_length;
-    memset(&c->chunk, 0, sizeof c->chunk);
-    c->too_large = c->h.content_length > srv->cfg.max_body;
-    c->phase = READ_BODY;
-    if (c->h.expect_continue && (c->h.chunked || c->body_left)) {
-        if (c->too_large) {
+    r->close_after = !r->h.keep_alive;
+    r->body_left = r->h.content_length;
+    r->too_large = r->h.content_length > srv->cfg.max_body;
+    c->reading = r;
+    if (r->h.expect_continue && (r->h.chunked || r->body_left)) {
+        if (r->too_large) {
             /* refused before the body is sent; a body sent anyway is not read */
-            c->close_after = true;
-            handle(c);
-        } else if (c->in_off == c->in_len) {
-            out_append(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+            r->close_after = true;
+            request_read(c, r);
+        } else if (c->in_off == c->in_len && !c->queue) {
+            /* (not while answers before it are pending: they must go out first) */
+            tg_buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
         }
     }
 }
 
-/* Moves body bytes from the input; handles the request once the body is complete. Returns
- * true when it consumed anything or changed phase. */
+/* Moves body bytes from the input into the request being read (dropping them when it is too
+ * large); the request runs once its body is complete. True when anything changed. */
 static bool read_body(conn *c, const char *data, size_t avail)
 {
-    tg_buf *sink = c->too_large ? NULL : &c->body; /* too large: read and dropped */
+    request *r = c->reading;
+    tg_buf *sink = r->too_large ? NULL : &r->body;
     size_t used;
-    if (c->h.chunked) {
-        bool done;
-        long n = tg_http1_chunked_decode(&c->chunk, data, avail, sink, &done);
+    bool complete;
+    if (r->h.chunked) {
+        long n = tg_http1_chunked_decode(&r->chunk, data, avail, sink, &complete);
         if (n < 0) {
-            send_transport_error(c, 400, TG_EMALFORMED, "Malformed chunked request body.");
+            refuse(c, r, 400, TG_EMALFORMED, "Malformed chunked request body.");
             return true;
         }
         used = (size_t)n;
-        c->body_left = !done;
     } else {
-        used = avail < c->body_left ? avail : (size_t)c->body_left;
+        used = avail < r->body_left ? avail : (size_t)r->body_left;
         if (sink)
             tg_buf_append(sink, data, used);
-        c->body_left -= used;
+        r->body_left -= used;
+        complete = r->body_left == 0;
     }
     c->in_off += used;
-    if (c->body.failed) {
-        c->too_large = true;
-        tg_buf_free(&c->body);
+    if (r->body.failed) {
+        r->too_large = true;
+        tg_buf_free(&r->body);
     }
-    if (c->body_left)
+    if (!complete)
         return used > 0;
-    handle(c);
+    request_read(c, r);
     return true;
 }
 
-/* Makes the progress the buffered input allows: a head, body bytes, a request handled.
+/* Makes the progress the buffered input allows: a held request run, a head, body bytes.
  * Returns true when something changed. */
 static bool advance(conn *c)
 {
+    if (c->held)
+        return run_held(c);
+    if (c->done_reading)
+        return false;
     const char *data = c->in + c->in_off;
     size_t avail = c->in_len - c->in_off;
-    if (c->phase == READ_BODY)
+    if (c->reading)
         return read_body(c, data, avail);
-    /* READ_HEAD; empty lines between requests are ignored (RFC 9112 section 2.2) */
+    /* between requests; empty lines there are ignored (RFC 9112 section 2.2) */
     if (c->scanned == 0)
         while (avail && (*data == '\r' || *data == '\n'))
             data++, avail--, c->in_off++;
     size_t n = tg_http1_head_end(data, avail, &c->scanned);
+    if (!n && avail < TG_HTTP1_MAX_HEAD)
+        return false;
+    request *r = request_new(c);
+    if (!r) {
+        c->failed = true;
+        return false;
+    }
     if (!n) {
-        if (avail < TG_HTTP1_MAX_HEAD)
-            return false;
-        send_transport_error(c, 431, TG_ETOOLARGE, "The request head is larger than 64 KiB.");
+        refuse(c, r, 431, TG_ETOOLARGE, "The request head is larger than 64 KiB.");
         return true;
     }
     c->in_off += n;
     c->scanned = 0;
-    start_request(c, data, n);
+    start_request(c, r, data, n);
     return true;
 }
 
-/* Runs the connection as far as it goes: read, frame, handle, send. Closes it when it is done
- * (the peer finished, an error, or "Connection: close" once the answer is out). */
-static void conn_process(conn *c)
+/* Closes a connection whose last answer is sent. Closing with unread input would make the
+ * kernel reset the connection, and a reset can destroy the answer before the peer reads it
+ * (a client still sending a refused body, say). So the connection says it is done sending
+ * (FIN) and reads and drops what still comes until the peer closes, for at most LINGER_S. */
+static void linger(conn *c)
 {
-    bool starved = false;
-    for (;;) {
-        while (c->phase == READ_HEAD || c->phase == READ_BODY) {
-            if (c->out_len - c->out_off > OUT_HIGH_WATER)
-                break; /* the peer is not reading its answers: stop making more */
-            if (advance(c))
-                continue;
-            if (!c->readable || c->eof) {
-                starved = true;
-                break;
-            }
-            if (!conn_read(c)) {
-                conn_close(c);
-                return;
-            }
-        }
-        size_t unsent = c->out_len - c->out_off;
-        if (!conn_flush(c)) {
+    if (!c->lingering) {
+        c->lingering = true;
+        c->last_active = c->lp->now;
+        if (shutdown(c->fd, SHUT_WR)) {
             conn_close(c);
             return;
         }
-        /* go on only if the high-water mark stopped us and sending lowered it */
-        if (starved || unsent <= OUT_HIGH_WATER || c->out_len - c->out_off > OUT_HIGH_WATER ||
-            c->phase == PARKED || c->phase == CLOSING)
+    }
+    char scratch[16384];
+    for (;;) {
+        ssize_t n = recv(c->fd, scratch, sizeof scratch, 0);
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return; /* more may come: epoll says when, tick() ends the wait */
+        if (n < 0 && errno == EINTR)
+            continue;
+        conn_close(c); /* the peer closed (or failed) */
+        return;
+    }
+}
+
+/* Runs the connection as far as it goes: read, frame, handle, send; closes it when it is
+ * done (the peer finished, an error, or the answer to a request that said "close" is out). */
+static void conn_process(conn *c)
+{
+    if (c->lingering) {
+        linger(c);
+        return;
+    }
+    for (;;) {
+        while (!c->failed && !c->closing && c->out.len - c->out_off <= OUT_HIGH_WATER) {
+            if (advance(c))
+                continue;
+            if (c->held || c->done_reading || !c->readable || c->eof)
+                break;
+            if (!conn_read(c))
+                c->failed = true;
+        }
+        size_t unsent = c->out.len - c->out_off;
+        if (!c->failed && !conn_flush(c))
+            c->failed = true;
+        /* round again only when the high-water mark stopped us and sending lowered it */
+        if (c->failed || unsent <= OUT_HIGH_WATER || c->out.len - c->out_off > OUT_HIGH_WATER)
             break;
     }
-    if (c->out_off == c->out_len && (c->phase == CLOSING || (starved && c->eof)))
+    if (c->parked)
+        return; /* the writer holds requests of it: they are answered first */
+    bool sent = c->out_off == c->out.len;
+    if (c->failed || (sent && c->eof && !c->held))
         conn_close(c);
+    else if (sent && c->closing)
+        linger(c);
 }
 
 /* ---------------------------------------------------------------- event loops */
@@ -778,7 +880,7 @@ static void accept_connections(loop *lp)
         c->lp = lp;
         c->fd = fd;
         c->last_active = lp->now;
-        tg_buf_init(&c->body, srv->cfg.max_body);
+        tg_buf_init(&c->out, SIZE_MAX / 2); /* bounded by OUT_HIGH_WATER and MAX_PIPELINE */
         c->next = lp->conns;
         if (lp->conns)
             lp->conns->prev = c;
@@ -789,7 +891,8 @@ static void accept_connections(loop *lp)
     }
 }
 
-/* Answers the requests whose events the writer has committed. */
+/* Answers the requests whose events the writer has committed, then runs each of their
+ * connections once (one send for all its answers). */
 static void run_woken(loop *lp)
 {
     uint64_t count;
@@ -797,14 +900,36 @@ static void run_woken(loop *lp)
         /* EAGAIN: another wake already drained it; the list is what matters */
     }
     pthread_mutex_lock(&lp->mu);
-    conn *list = lp->woken;
+    request *list = lp->woken;
     lp->woken = NULL;
     pthread_mutex_unlock(&lp->mu);
-    for (conn *c = list, *next; c; c = next) {
-        next = c->next_woken;
+    request *fifo = NULL; /* the list is newest first: answer in arrival order */
+    while (list) {
+        request *r = list;
+        list = r->next_woken;
+        r->next_woken = fifo;
+        fifo = r;
+    }
+    conn *touched = NULL;
+    while (fifo) {
+        request *r = fifo;
+        fifo = r->next_woken;
+        conn *c = r->c;
+        r->parked = false;
+        c->parked--;
         __atomic_sub_fetch(&lp->srv->parked, 1, __ATOMIC_SEQ_CST);
         c->last_active = lp->now;
-        answer(c, c->req->resume(c->req));
+        if (!c->touched) {
+            c->touched = true;
+            c->next_touched = touched;
+            touched = c;
+        }
+        answer(r, r->req->resume(r->req)); /* r may be freed here */
+    }
+    while (touched) {
+        conn *c = touched;
+        touched = c->next_touched;
+        c->touched = false;
         conn_process(c);
     }
 }
@@ -817,7 +942,7 @@ static void tick(loop *lp, time_t now)
     strftime(lp->date, sizeof lp->date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
     for (conn *c = lp->conns, *next; c; c = next) {
         next = c->next;
-        if (c->phase != PARKED && now - c->last_active > IDLE_TIMEOUT_S)
+        if (!c->parked && now - c->last_active > (c->lingering ? LINGER_S : IDLE_TIMEOUT_S))
             conn_close(c);
     }
 }
@@ -902,7 +1027,7 @@ static void loops_free(tg_server *srv)
         loop *lp = &srv->loops[i];
         for (conn *c = lp->conns, *next; c; c = next) {
             next = c->next;
-            bool parked = c->phase == PARKED;
+            bool parked = c->parked > 0;
             conn_close(c);
             if (parked) /* the writer may still wake it: leave it be */
                 lp->closed = c->next_closed;

@@ -7,6 +7,7 @@ import http from 'node:http';
 import net from 'node:net';
 import {
   startServer, rawRequest, stripeClient, expectRawError, nowSec, uniq, createMeter, createCustomer, sleep,
+  floorTo,
 } from './helpers.mjs';
 
 let srv;
@@ -346,6 +347,23 @@ describe('HTTP/1.1 on the wire', () => {
     assert.equal(r.responses[3].json.error.code, 'duplicate_meter_event');
     assert.equal(r.responses[5].json.identifier, ids[2]);
     for (const x of r.responses) assert.match(x.headers['request-id'], /^req_/);
+  });
+
+  test('a pipelined read waits for the events before it: it sees them', async () => {
+    // Meter events run together (each waits for its commit); a request of another kind
+    // after them must see their effect, as if the requests had come one by one.
+    const c = await createCustomer(srv.stripe);
+    const t = nowSec() - 120;
+    const start = floorTo(t, 60), end = start + 3600;
+    const ev = (v) => post('/v1/billing/meter_events',
+      `event_name=${meter.event_name}&identifier=${uniq('ord')}&timestamp=${t}` +
+      `&payload[stripe_customer_id]=${c.id}&payload[value]=${v}`);
+    const summary = `GET /v1/billing/meters/${meter.id}/event_summaries?customer=${c.id}` +
+      `&start_time=${start}&end_time=${end} HTTP/1.1\r\nHost: t\r\n${auth()}\r\n`;
+    const r = await onSocket(srv.port, [ev(1) + ev(2) + ev(3) + summary + ev(4) + summary], { expect: 6 });
+    assert.deepEqual(r.responses.map((x) => x.status), [200, 200, 200, 200, 200, 200]);
+    assert.equal(r.responses[3].json.data[0].aggregated_value, 6);
+    assert.equal(r.responses[5].json.data[0].aggregated_value, 10);
   });
 
   test('a request split across many writes, and a chunked body, are read whole', async () => {
