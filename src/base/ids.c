@@ -3,6 +3,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <stdint.h>
 #include <string.h>
 
 static const char alphabet[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -37,4 +38,47 @@ void tg_sha256_hex(const void *data, size_t len, char out[65])
         out[2 * i + 1] = hex[md[i] & 15];
     }
     out[64] = '\0';
+}
+
+/* xoshiro256** (Blackman and Vigna), one state per thread. */
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t next_unique(uint64_t s[4])
+{
+    uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+int tg_id_unique(char *out, size_t outsz, const char *prefix, size_t n)
+{
+    static _Thread_local uint64_t state[4];
+    static _Thread_local int seeded;
+    if (!seeded) {
+        if (RAND_bytes((unsigned char *)state, sizeof state) != 1)
+            return -1;
+        state[0] |= 1; /* the all-zero state is the one the generator never leaves */
+        seeded = 1;
+    }
+    size_t plen = strlen(prefix);
+    if (plen + n + 1 > outsz)
+        return -1;
+    memcpy(out, prefix, plen);
+    size_t i = 0;
+    while (i < n) {
+        uint64_t x = next_unique(state);
+        for (int j = 0; j < 8 && i < n; j++, x >>= 8)
+            if ((x & 0xff) < 248) /* 248 = 4 * 62: keeps the distribution uniform */
+                out[plen + i++] = alphabet[(x & 0xff) % 62];
+    }
+    out[plen + n] = '\0';
+    return 0;
 }

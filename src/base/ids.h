@@ -15,6 +15,11 @@
  * Returns 0, or -1 when the CSPRNG fails or out is too small. */
 int tg_id_random(char *out, size_t outsz, const char *prefix, size_t n);
 
+/* Like tg_id_random, for ids that must be unique but need not be unpredictable (request ids):
+ * a per-thread xoshiro256** stream seeded once from the CSPRNG. It costs a few nanoseconds
+ * where the CSPRNG costs a system call (OpenSSL checks for a fork on every call). */
+int tg_id_unique(char *out, size_t outsz, const char *prefix, size_t n);
+
 /* Writes the lowercase hex SHA-256 of data[0..len) into out (65 bytes). */
 void tg_sha256_hex(const void *data, size_t len, char out[65]);
 

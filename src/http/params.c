@@ -620,20 +620,29 @@ void tg_param_use_all(tg_param *p)
         tg_param_use_all(c);
 }
 
+static bool any_unused(const tg_param *p)
+{
+    for (const tg_param *c = p->first; c; c = c->next)
+        if (!c->used || (c->kind != TG_PARAM_STRING && any_unused(c)))
+            return true;
+    return false;
+}
+
+/* Writes the path to the first unused node below p after path[0..len). The path is formatted
+ * only along the branch that holds it: every request runs this, and most have nothing unused
+ * (formatting each node's segment cost 7% of a 100-event stream request's time). */
 static bool find_unused(const tg_param *p, char *path, size_t pathsz, size_t len)
 {
     for (const tg_param *c = p->first; c; c = c->next) {
+        if (c->used && (c->kind == TG_PARAM_STRING || !any_unused(c)))
+            continue;
         int n = c->key ? (len ? snprintf(path + len, pathsz - len, "[%s]", c->key)
                               : snprintf(path + len, pathsz - len, "%s", c->key))
                        : snprintf(path + len, pathsz - len, "[%ld]", c->index);
         size_t l2 = len + (n > 0 ? (size_t)n : 0);
         if (l2 >= pathsz)
             l2 = pathsz - 1;
-        if (!c->used)
-            return true;
-        if (c->kind != TG_PARAM_STRING && find_unused(c, path, pathsz, l2))
-            return true;
-        path[len] = '\0';
+        return !c->used || find_unused(c, path, pathsz, l2);
     }
     return false;
 }

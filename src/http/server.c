@@ -100,7 +100,7 @@ struct request {
     conn *c;
     request *next;        /* the connection's queue, in arrival order */
     request *next_woken;  /* the loop's wake list */
-    char *head_copy;      /* the head, parsed in place: h points into it */
+    char *head_copy;      /* the head (in rq's arena), parsed in place: h points into it */
     tg_http1_head h;
     tg_http1_chunked chunk;
     uint64_t body_left;
@@ -108,7 +108,8 @@ struct request {
     bool too_large;
     bool close_after;     /* the connection closes once this answer is out */
     const tg_route *route;
-    tg_req *req;
+    tg_req rq;
+    tg_req *req; /* &rq once prepared */
     char request_id[TG_ID_MAX];
     const char *version;
     const char *idem_key;
@@ -308,6 +309,7 @@ static request *request_new(conn *c)
     if (!r)
         return NULL;
     r->c = c;
+    tg_arena_init(&r->rq.arena, 64u << 20);
     tg_buf_init(&r->body, c->lp->srv->cfg.max_body);
     tg_buf_init(&r->answer, RESPONSE_CAP + 4096);
     return r;
@@ -317,12 +319,8 @@ static void request_free(request *r)
 {
     if (!r)
         return;
-    if (r->req) {
-        tg_buf_free(&r->req->out);
-        tg_arena_free(&r->req->arena);
-        free(r->req);
-    }
-    free(r->head_copy);
+    tg_buf_free(&r->rq.out);
+    tg_arena_free(&r->rq.arena);
     tg_buf_free(&r->body);
     tg_buf_free(&r->answer);
     free(r);
@@ -408,7 +406,7 @@ static void refuse(conn *c, request *r, int status, int code, const char *msg)
     tg_buf_init(&b, 4096);
     bool retry;
     tg_render_error(&err, &b, &retry);
-    tg_id_random(r->request_id, sizeof r->request_id, "req_", 14);
+    tg_id_unique(r->request_id, sizeof r->request_id, "req_", 14);
     queue_push(c, r);
     emit(r, status, b.data ? b.data : "{}", b.len, retry, NULL, false);
     tg_buf_free(&b);
@@ -484,14 +482,11 @@ static void wake(void *ctx, int rc)
 }
 
 /* Gives a request that has been read whole its tg_req, request id and route (or the error of
- * having none). False when out of memory. */
-static bool request_prepare(request *r)
+ * having none). */
+static void request_prepare(request *r)
 {
     tg_server *srv = r->c->lp->srv;
-    tg_req *req = calloc(1, sizeof *req);
-    if (!req)
-        return false;
-    r->req = req;
+    tg_req *req = r->req = &r->rq;
     req->svc = srv->svc;
     req->cfg = &srv->cfg;
     req->method = r->h.method;
@@ -499,10 +494,9 @@ static bool request_prepare(request *r)
     req->park = park;
     req->wake = wake;
     req->transport_ctx = r;
-    tg_arena_init(&req->arena, 64u << 20);
     tg_buf_init(&req->out, RESPONSE_CAP);
     jw_init(&req->jw, &req->out);
-    tg_id_random(r->request_id, sizeof r->request_id, "req_", 14);
+    tg_id_unique(r->request_id, sizeof r->request_id, "req_", 14);
     r->version = tg_http1_header_value(&r->h, "Stripe-Version");
     if (!r->version || !*r->version || strlen(r->version) > 64)
         r->version = DEFAULT_STRIPE_VERSION;
@@ -513,7 +507,6 @@ static bool request_prepare(request *r)
     else if (find_route(req, &r->route) == TG_OK && r->too_large)
         tg_err_set(&req->err, TG_ETOOLARGE, NULL,
                    "Request body exceeds the maximum of %zu bytes.", srv->cfg.max_body);
-    return true;
 }
 
 /* Runs a prepared request: authentication, parameters, idempotency, the handler. The answer
@@ -588,10 +581,7 @@ static void request_read(conn *c, request *r)
     c->reading = NULL;
     if (r->close_after)
         c->done_reading = true;
-    if (!request_prepare(r)) {
-        refuse(c, r, 500, TG_ENOMEM, "Out of memory.");
-        return;
-    }
+    request_prepare(r);
     c->held = r;
     run_held(c);
 }
@@ -694,7 +684,7 @@ static bool conn_flush(conn *c)
 static void start_request(conn *c, request *r, const char *data, size_t n)
 {
     const tg_server *srv = c->lp->srv;
-    if (!(r->head_copy = malloc(n + 1))) {
+    if (!(r->head_copy = tg_arena_alloc(&r->rq.arena, n + 1))) {
         refuse(c, r, 500, TG_ENOMEM, "Out of memory.");
         return;
     }
