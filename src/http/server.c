@@ -86,8 +86,11 @@ struct loop {
     pthread_t thread;
     bool started;
     int epfd, wakefd;
-    pthread_mutex_t mu; /* guards woken */
+    pthread_mutex_t mu; /* guards woken and incoming */
     request *woken;     /* requests whose events are committed */
+    int *incoming;      /* connections accepted by another loop for this one */
+    size_t nincoming, incoming_cap;
+    int nconns;         /* this loop's open connections (atomic) */
     bool stop;          /* atomic */
     conn *conns;        /* every open connection of this loop */
     conn *closed;       /* closed in this iteration, freed at its end */
@@ -460,6 +463,15 @@ static void park(void *ctx)
     __atomic_add_fetch(&r->c->lp->srv->parked, 1, __ATOMIC_SEQ_CST);
 }
 
+/* Signals lp's eventfd; called by whoever made one of its lists non-empty. */
+static void loop_signal(loop *lp)
+{
+    uint64_t one = 1;
+    if (write(lp->wakefd, &one, sizeof one) < 0) {
+        /* the counter cannot overflow at one write per empty list; nothing to do */
+    }
+}
+
 /* From the writer thread: the events are committed (or failed). The request goes on its
  * loop's wake list; the loop is signalled when the list was empty, so one batch costs one
  * eventfd write per loop however many requests it answers. */
@@ -469,16 +481,12 @@ static void wake(void *ctx, int rc)
     loop *lp = r->c->lp;
     r->req->record_rc = rc;
     pthread_mutex_lock(&lp->mu);
-    bool was_empty = !lp->woken;
+    bool was_empty = !lp->woken && !lp->nincoming;
     r->next_woken = lp->woken;
     lp->woken = r;
     pthread_mutex_unlock(&lp->mu);
-    if (was_empty) {
-        uint64_t one = 1;
-        if (write(lp->wakefd, &one, sizeof one) < 0) {
-            /* the counter cannot overflow at one write per empty list; nothing to do */
-        }
-    }
+    if (was_empty)
+        loop_signal(lp);
 }
 
 /* Gives a request that has been read whole its tg_req, request id and route (or the error of
@@ -604,6 +612,7 @@ static void conn_close(conn *c)
     c->next_closed = lp->closed; /* freed at the end of the loop's iteration: events for it */
     lp->closed = c;              /* may still be in the array epoll_wait returned */
     __atomic_sub_fetch(&lp->srv->nconns, 1, __ATOMIC_SEQ_CST);
+    __atomic_sub_fetch(&lp->nconns, 1, __ATOMIC_SEQ_CST);
 }
 
 /* Frees a closed connection; never one with parked requests (the writer holds those). */
@@ -844,6 +853,36 @@ static void conn_process(conn *c)
 
 static int listen_mark, wake_mark; /* epoll data for the listening socket and the eventfd */
 
+/* Makes fd a connection of lp (whose connection count already includes it). */
+static void conn_adopt(loop *lp, int fd)
+{
+    tg_server *srv = lp->srv;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        __atomic_sub_fetch(&srv->nconns, 1, __ATOMIC_SEQ_CST);
+        __atomic_sub_fetch(&lp->nconns, 1, __ATOMIC_SEQ_CST);
+        close(fd);
+        return;
+    }
+    c->lp = lp;
+    c->fd = fd;
+    c->last_active = lp->now;
+    tg_buf_init(&c->out, SIZE_MAX / 2); /* bounded by OUT_HIGH_WATER and MAX_PIPELINE */
+    c->next = lp->conns;
+    if (lp->conns)
+        lp->conns->prev = c;
+    lp->conns = c;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
+    if (epoll_ctl(lp->epfd, EPOLL_CTL_ADD, fd, &ev))
+        conn_close(c);
+}
+
+/* Accepts new connections and gives each to the loop with the fewest. (The kernel wakes one
+ * loop for the listening socket, mostly the same one: left there, every connection would
+ * share one thread. Measured: 128 connections of 100-event batches on one loop, 214,429
+ * events/s.) */
 static void accept_connections(loop *lp)
 {
     tg_server *srv = lp->srv;
@@ -859,40 +898,61 @@ static void accept_connections(loop *lp)
             close(fd);
             continue;
         }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        conn *c = calloc(1, sizeof *c);
-        if (!c) {
-            __atomic_sub_fetch(&srv->nconns, 1, __ATOMIC_SEQ_CST);
-            close(fd);
+        loop *to = lp;
+        for (unsigned k = 0; k < srv->nloops; k++)
+            if (__atomic_load_n(&srv->loops[k].nconns, __ATOMIC_SEQ_CST) <
+                __atomic_load_n(&to->nconns, __ATOMIC_SEQ_CST))
+                to = &srv->loops[k];
+        __atomic_add_fetch(&to->nconns, 1, __ATOMIC_SEQ_CST);
+        if (to == lp) {
+            conn_adopt(lp, fd);
             continue;
         }
-        c->lp = lp;
-        c->fd = fd;
-        c->last_active = lp->now;
-        tg_buf_init(&c->out, SIZE_MAX / 2); /* bounded by OUT_HIGH_WATER and MAX_PIPELINE */
-        c->next = lp->conns;
-        if (lp->conns)
-            lp->conns->prev = c;
-        lp->conns = c;
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
-        if (epoll_ctl(lp->epfd, EPOLL_CTL_ADD, fd, &ev))
-            conn_close(c);
+        pthread_mutex_lock(&to->mu);
+        bool was_empty = !to->woken && !to->nincoming;
+        int *grown = to->nincoming < to->incoming_cap
+                         ? to->incoming
+                         : realloc(to->incoming, (to->incoming_cap * 2 + 16) * sizeof *grown);
+        if (grown && grown != to->incoming) {
+            to->incoming = grown;
+            to->incoming_cap = to->incoming_cap * 2 + 16;
+        }
+        if (grown)
+            to->incoming[to->nincoming++] = fd;
+        pthread_mutex_unlock(&to->mu);
+        if (!grown) { /* no memory to hand it over: keep it here */
+            __atomic_sub_fetch(&to->nconns, 1, __ATOMIC_SEQ_CST);
+            __atomic_add_fetch(&lp->nconns, 1, __ATOMIC_SEQ_CST);
+            conn_adopt(lp, fd);
+        } else if (was_empty) {
+            loop_signal(to);
+        }
     }
 }
 
-/* Answers the requests whose events the writer has committed, then runs each of their
- * connections once (one send for all its answers). */
+/* Takes the connections handed over by other loops, and answers the requests whose events the
+ * writer has committed, then runs each of their connections once (one send for all its
+ * answers). */
 static void run_woken(loop *lp)
 {
     uint64_t count;
     if (read(lp->wakefd, &count, sizeof count) < 0) {
         /* EAGAIN: another wake already drained it; the list is what matters */
     }
+    int incoming[64];
+    size_t nincoming;
     pthread_mutex_lock(&lp->mu);
     request *list = lp->woken;
     lp->woken = NULL;
+    nincoming = lp->nincoming < 64 ? lp->nincoming : 64;
+    lp->nincoming -= nincoming;
+    memcpy(incoming, lp->incoming + lp->nincoming, nincoming * sizeof *incoming);
+    bool more = lp->nincoming > 0;
     pthread_mutex_unlock(&lp->mu);
+    if (more)
+        loop_signal(lp); /* the rest on the next round */
+    for (size_t i = 0; i < nincoming; i++)
+        conn_adopt(lp, incoming[i]);
     request *fifo = NULL; /* the list is newest first: answer in arrival order */
     while (list) {
         request *r = list;
@@ -1027,6 +1087,9 @@ static void loops_free(tg_server *srv)
             lp->closed = c->next_closed;
             conn_free(c);
         }
+        for (size_t k = 0; k < lp->nincoming; k++)
+            close(lp->incoming[k]);
+        free(lp->incoming);
         if (lp->epfd >= 0)
             close(lp->epfd);
         if (lp->wakefd >= 0)
