@@ -897,6 +897,7 @@ int tg_billing_run_due(tg_service *svc, int64_t now, tg_err *err)
 static void *scheduler_main(void *arg)
 {
     tg_service *svc = arg;
+    pthread_setname_np(pthread_self(), "tg-billing");
     struct tg_billing *b = *tg_service_billing(svc);
     pthread_mutex_lock(&b->mu);
     while (!b->stop) {

@@ -907,6 +907,7 @@ static void prune_if_due(tg_writer *w)
 static void *writer_main(void *arg)
 {
     tg_writer *w = arg;
+    pthread_setname_np(pthread_self(), "tg-writer"); /* as top -H and perf show it */
     pthread_mutex_lock(&w->mu);
     for (;;) {
         while (!w->head && !w->stopping) {

@@ -133,10 +133,18 @@ static int parse_request_line(char *line, tg_http1_head *h, const char **why)
         h->minor = 0;
     else
         return *why = "Only HTTP/1.0 and HTTP/1.1 are served.", 505;
-    /* absolute-form (a proxy's "http://host/path") names the same path */
+    /* absolute-form (a proxy's "http://host/path?q") names the same path; with no path it
+     * is "/", written over the host's last byte (the buffer is ours, a literal is not) */
     if (strncasecmp(target, "http://", 7) == 0 || strncasecmp(target, "https://", 8) == 0) {
-        char *slash = strchr(strstr(target, "//") + 2, '/');
-        target = slash ? slash : "/";
+        char *authority = strstr(target, "//") + 2;
+        size_t n = strcspn(authority, "/?");
+        if (n == 0 || authority[n] != '/') {
+            memmove(authority, authority + n, strlen(authority + n) + 1);
+            authority[-1] = '/';
+            target = authority - 1;
+        } else {
+            target = authority + n;
+        }
     }
     if (*target != '/')
         return *why = "Malformed request URL.", 400;
@@ -200,12 +208,18 @@ static int derive_framing(tg_http1_head *h, const char **why)
             h->expect_continue = strcasecmp(v, "100-continue") == 0;
         }
     }
+    if (h->minor == 1 && !tg_http1_header_value(h, "Host"))
+        return *why = "An HTTP/1.1 request must carry a Host header.", 400;
+    if (h->minor == 0)
+        h->expect_continue = false; /* 100 Continue is not HTTP/1.0 */
     if (te) {
         if (cl)
             return *why = "Content-Length and Transfer-Encoding together are not accepted.", 400;
         if (strcasecmp(te, "chunked") != 0)
             return *why = "Only the chunked transfer coding is accepted.", 501;
         h->chunked = true;
+        if (h->minor == 0)
+            h->keep_alive = false; /* RFC 9112 section 6.1: close after it */
     }
     if (cl) {
         if (!*cl || strlen(cl) > 18 || strspn(cl, "0123456789") != strlen(cl))
@@ -260,7 +274,8 @@ const char *tg_http1_header_value(const tg_http1_head *h, const char *name)
 
 enum {
     CH_SIZE,     /* hex digits of a chunk size */
-    CH_EXT,      /* a chunk extension, up to the line's end */
+    CH_SIZE_WS,  /* whitespace after the size, before ';' or the line's end */
+    CH_EXT,      /* a chunk extension (after ';'), up to the line's end */
     CH_SIZE_LF,  /* the LF after the size line's CR */
     CH_DATA,     /* chunk data */
     CH_DATA_CR,  /* the CRLF after chunk data */
@@ -291,15 +306,28 @@ long tg_http1_chunked_decode(tg_http1_chunked *c, const char *in, size_t len, tg
             }
             if (c->line == 0)
                 return -1;
-            c->state = CH_EXT; /* ';' extensions, whitespace, or the line's end */
+            c->state = CH_SIZE_WS;
             break;
         }
+        case CH_SIZE_WS:
+            /* only whitespace, then ';' and extensions or the line's end: "0x5" is no size */
+            if (ch == ' ' || ch == '\t') {
+                i++;
+            } else if (ch == ';') {
+                i++;
+                c->state = CH_EXT;
+            } else if (ch == '\r' || ch == '\n') {
+                c->state = CH_EXT;
+            } else {
+                return -1;
+            }
+            break;
         case CH_EXT:
             i++;
             if (ch == '\n' || ch == '\r') {
                 c->state = ch == '\r' ? CH_SIZE_LF : (c->left ? CH_DATA : CH_TRAILER);
                 c->line = 0;
-            } else if (++c->line > CH_MAX_LINE || (ch < ' ' && ch != '\t')) {
+            } else if (++c->line > CH_MAX_LINE || (ch < ' ' && ch != '\t') || ch >= 0x7f) {
                 return -1;
             }
             break;

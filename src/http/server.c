@@ -41,6 +41,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -50,6 +51,7 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,7 +62,7 @@
 
 #define DEFAULT_STRIPE_VERSION "2026-07-29.dahlia"
 #define RESPONSE_CAP (64u << 20)
-#define MAX_CONNECTIONS 4096
+#define MAX_CONNECTIONS 4096 /* or the open-file limit less a margin, if lower */
 #define IDLE_TIMEOUT_S 300
 #define LINGER_S 2 /* how long a closing connection drains what the peer still sends */
 #define READ_CHUNK (64u << 10)   /* bytes read at a time */
@@ -79,6 +81,7 @@ struct tg_server {
     unsigned nloops;
     int parked; /* requests waiting for the writer (atomic) */
     int nconns; /* open connections (atomic) */
+    int max_conns;
 };
 
 struct loop {
@@ -92,6 +95,10 @@ struct loop {
     size_t nincoming, incoming_cap;
     int nconns;         /* this loop's open connections (atomic) */
     bool stop;          /* atomic */
+    bool draining;      /* atomic: the server is stopping (see tg_server_stop) */
+    bool drained;       /* atomic: the loop has seen `draining` and stopped reading */
+    int spare_fd;       /* closed to accept (and refuse) a connection when out of files */
+    time_t files_logged;
     conn *conns;        /* every open connection of this loop */
     conn *closed;       /* closed in this iteration, freed at its end */
     time_t now;
@@ -334,6 +341,9 @@ static void request_free(request *r)
 static void format_answer(tg_buf *dst, const request *r, int status, const char *body,
                           size_t len, bool should_retry, const char *idem_key, bool replayed)
 {
+    /* HTTP/1.0 keeps a connection only when told; HEAD gets the headers alone */
+    bool announce_keep_alive = r->h.minor == 0 && r->h.keep_alive && !r->close_after;
+    bool head = r->h.method && strcmp(r->h.method, "HEAD") == 0;
     tg_buf_printf(dst,
                   "HTTP/1.1 %d %s\r\n"
                   "Date: %s\r\n"
@@ -342,15 +352,17 @@ static void format_answer(tg_buf *dst, const request *r, int status, const char 
                   "Request-Id: %s\r\n"
                   "Stripe-Version: %s\r\n"
                   "Cache-Control: no-cache, no-store\r\n"
-                  "%s%s%s%s%s%s"
+                  "%s%s%s%s%s%s%s"
                   "\r\n",
                   status, tg_http1_reason(status), r->c->lp->date, len, r->request_id,
                   r->version ? r->version : DEFAULT_STRIPE_VERSION,
                   should_retry ? "Stripe-Should-Retry: true\r\n" : "",
                   idem_key ? "Idempotency-Key: " : "", idem_key ? idem_key : "",
                   idem_key ? "\r\n" : "", replayed ? "Idempotent-Replayed: true\r\n" : "",
-                  r->close_after ? "Connection: close\r\n" : "");
-    tg_buf_append(dst, body, len);
+                  r->close_after ? "Connection: close\r\n" : "",
+                  announce_keep_alive ? "Connection: keep-alive\r\n" : "");
+    if (!head)
+        tg_buf_append(dst, body, len);
 }
 
 /* Moves the answers at the front of the queue to the output, in order. */
@@ -542,9 +554,10 @@ static void request_run(request *r)
             r->idem_key = NULL;
             goto fail;
         }
+        /* what the request asks: method, path, query and body */
         tg_buf h;
-        tg_buf_init(&h, srv->cfg.max_body + 4096);
-        tg_buf_printf(&h, "%s %s\n", method, url);
+        tg_buf_init(&h, strlen(method) + strlen(url) + strlen(r->h.query) + r->body.len + 4);
+        tg_buf_printf(&h, "%s %s?%s\n", method, url, r->h.query);
         tg_buf_append(&h, r->body.data ? r->body.data : "", r->body.len);
         tg_sha256_hex(h.data ? h.data : "", h.len, r->request_hash);
         tg_buf_free(&h);
@@ -577,6 +590,8 @@ static bool run_held(conn *c)
     bool records = r->route && (r->route->flags & TG_ROUTE_RECORDS) && !r->req->err.code;
     if (c->queued && !(records && c->queued < MAX_PIPELINE))
         return false;
+    if (__atomic_load_n(&c->lp->draining, __ATOMIC_SEQ_CST))
+        return false; /* stopping: nothing new starts (it is dropped unanswered) */
     c->held = NULL;
     queue_push(c, r);
     request_run(r);
@@ -845,8 +860,18 @@ static void conn_process(conn *c)
     bool sent = c->out_off == c->out.len;
     if (c->failed || (sent && c->eof && !c->held))
         conn_close(c);
-    else if (sent && c->closing)
+    else if (sent && (c->closing || (c->done_reading && c->lp->drained && !c->queue)))
         linger(c);
+}
+
+/* The server is stopping: read no new request, drop a half-read one, and close once the
+ * answers of the requests already running are out. */
+static void conn_drain(conn *c)
+{
+    c->done_reading = true;
+    request_free(c->reading);
+    c->reading = NULL;
+    conn_process(c);
 }
 
 /* ---------------------------------------------------------------- event loops */
@@ -857,6 +882,12 @@ static int listen_mark, wake_mark; /* epoll data for the listening socket and th
 static void conn_adopt(loop *lp, int fd)
 {
     tg_server *srv = lp->srv;
+    if (__atomic_load_n(&lp->draining, __ATOMIC_SEQ_CST)) {
+        __atomic_sub_fetch(&srv->nconns, 1, __ATOMIC_SEQ_CST);
+        __atomic_sub_fetch(&lp->nconns, 1, __ATOMIC_SEQ_CST);
+        close(fd);
+        return;
+    }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     conn *c = calloc(1, sizeof *c);
@@ -888,12 +919,28 @@ static void accept_connections(loop *lp)
     tg_server *srv = lp->srv;
     for (int i = 0; i < 64; i++) {
         int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+            /* Out of files: the connection would stay pending and wake the loop again at
+             * once, forever. Use the spare descriptor to take it and close it. */
+            if (lp->files_logged != lp->now) {
+                lp->files_logged = lp->now;
+                tg_log(TG_LOG_WARN, "http: out of file descriptors: refusing connections");
+            }
+            if (lp->spare_fd < 0)
+                return;
+            close(lp->spare_fd);
+            fd = accept4(srv->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+            if (fd >= 0)
+                close(fd);
+            lp->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            continue;
+        }
         if (fd < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
                 tg_log(TG_LOG_WARN, "http: accept: %s", strerror(errno));
             return;
         }
-        if (__atomic_add_fetch(&srv->nconns, 1, __ATOMIC_SEQ_CST) > MAX_CONNECTIONS) {
+        if (__atomic_add_fetch(&srv->nconns, 1, __ATOMIC_SEQ_CST) > srv->max_conns) {
             __atomic_sub_fetch(&srv->nconns, 1, __ATOMIC_SEQ_CST);
             close(fd);
             continue;
@@ -946,7 +993,8 @@ static void run_woken(loop *lp)
     lp->woken = NULL;
     nincoming = lp->nincoming < 64 ? lp->nincoming : 64;
     lp->nincoming -= nincoming;
-    memcpy(incoming, lp->incoming + lp->nincoming, nincoming * sizeof *incoming);
+    if (nincoming)
+        memcpy(incoming, lp->incoming + lp->nincoming, nincoming * sizeof *incoming);
     bool more = lp->nincoming > 0;
     pthread_mutex_unlock(&lp->mu);
     if (more)
@@ -1000,6 +1048,7 @@ static void tick(loop *lp, time_t now)
 static void *loop_main(void *arg)
 {
     loop *lp = arg;
+    pthread_setname_np(pthread_self(), "tg-http");
     struct epoll_event evs[256];
     while (!__atomic_load_n(&lp->stop, __ATOMIC_SEQ_CST)) {
         int n = epoll_wait(lp->epfd, evs, 256, 1000);
@@ -1023,6 +1072,13 @@ static void *loop_main(void *arg)
                 if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
                     c->readable = true;
                 conn_process(c);
+            }
+        }
+        if (__atomic_load_n(&lp->draining, __ATOMIC_SEQ_CST) && !lp->drained) {
+            __atomic_store_n(&lp->drained, true, __ATOMIC_SEQ_CST);
+            for (conn *c = lp->conns, *next; c; c = next) {
+                next = c->next;
+                conn_drain(c);
             }
         }
         while (lp->closed) {
@@ -1077,10 +1133,7 @@ static void loops_free(tg_server *srv)
         loop *lp = &srv->loops[i];
         for (conn *c = lp->conns, *next; c; c = next) {
             next = c->next;
-            bool parked = c->parked > 0;
-            conn_close(c);
-            if (parked) /* the writer may still wake it: leave it be */
-                lp->closed = c->next_closed;
+            conn_close(c); /* none is parked: tg_server_stop waited for them */
         }
         while (lp->closed) {
             conn *c = lp->closed;
@@ -1090,6 +1143,8 @@ static void loops_free(tg_server *srv)
         for (size_t k = 0; k < lp->nincoming; k++)
             close(lp->incoming[k]);
         free(lp->incoming);
+        if (lp->spare_fd >= 0)
+            close(lp->spare_fd);
         if (lp->epfd >= 0)
             close(lp->epfd);
         if (lp->wakefd >= 0)
@@ -1105,7 +1160,8 @@ static int loop_init(loop *lp, tg_server *srv)
     pthread_mutex_init(&lp->mu, NULL);
     lp->epfd = epoll_create1(EPOLL_CLOEXEC);
     lp->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (lp->epfd < 0 || lp->wakefd < 0)
+    lp->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (lp->epfd < 0 || lp->wakefd < 0 || lp->spare_fd < 0)
         return -1;
     struct epoll_event wake_ev = {.events = EPOLLIN, .data.ptr = &wake_mark};
     struct epoll_event listen_ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = &listen_mark};
@@ -1131,6 +1187,11 @@ int tg_server_start(tg_server **out, tg_service *svc, const char *listen_at,
     srv->svc = svc;
     srv->cfg = *cfg;
     srv->nloops = cfg->threads ? cfg->threads : 2;
+    struct rlimit files;
+    srv->max_conns = MAX_CONNECTIONS;
+    if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY &&
+        files.rlim_cur < (rlim_t)MAX_CONNECTIONS + 128) /* the store and logs need files too */
+        srv->max_conns = files.rlim_cur > 160 ? (int)files.rlim_cur - 128 : 32;
     srv->listen_fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     if (srv->listen_fd < 0 ||
@@ -1147,7 +1208,7 @@ int tg_server_start(tg_server **out, tg_service *svc, const char *listen_at,
     if (!ok)
         srv->nloops = 0;
     for (unsigned i = 0; ok && i < srv->nloops; i++) {
-        srv->loops[i].epfd = srv->loops[i].wakefd = -1;
+        srv->loops[i].epfd = srv->loops[i].wakefd = srv->loops[i].spare_fd = -1;
         ok = loop_init(&srv->loops[i], srv) == 0 &&
              pthread_create(&srv->loops[i].thread, NULL, loop_main, &srv->loops[i]) == 0;
         if (ok)
@@ -1167,22 +1228,37 @@ void tg_server_stop(tg_server *srv)
 {
     if (!srv)
         return;
-    /* Stop accepting, let parked requests get their commit and answer, then stop. */
+    /* Stop accepting, and tell the loops to drain: no new request starts, connections close
+     * once the answers of the running ones are out. Then wait for every request the writer
+     * holds to be answered, however long it takes (the writer completes or fails each one):
+     * freeing the loops before would leave it waking freed memory. */
     for (unsigned i = 0; i < srv->nloops; i++)
         if (srv->loops[i].epfd >= 0)
             epoll_ctl(srv->loops[i].epfd, EPOLL_CTL_DEL, srv->listen_fd, NULL);
     close(srv->listen_fd);
-    for (int i = 0; i < 3000 && __atomic_load_n(&srv->parked, __ATOMIC_SEQ_CST) > 0; i++)
+    for (unsigned i = 0; i < srv->nloops; i++)
+        if (srv->loops[i].started) {
+            __atomic_store_n(&srv->loops[i].draining, true, __ATOMIC_SEQ_CST);
+            loop_signal(&srv->loops[i]);
+        }
+    for (long waited_ms = 0;; waited_ms += 10) {
+        bool drained = true;
+        for (unsigned i = 0; i < srv->nloops; i++)
+            if (srv->loops[i].started && !__atomic_load_n(&srv->loops[i].drained, __ATOMIC_SEQ_CST))
+                drained = false;
+        int parked = __atomic_load_n(&srv->parked, __ATOMIC_SEQ_CST);
+        if (drained && parked == 0)
+            break;
+        if (waited_ms && waited_ms % 5000 == 0)
+            tg_log(TG_LOG_WARN, "http: stopping: %d request(s) still wait for the writer", parked);
         usleep(10000);
+    }
     for (unsigned i = 0; i < srv->nloops; i++) {
         loop *lp = &srv->loops[i];
         if (!lp->started)
             continue;
         __atomic_store_n(&lp->stop, true, __ATOMIC_SEQ_CST);
-        uint64_t one = 1;
-        if (write(lp->wakefd, &one, sizeof one) < 0) {
-            /* the loop also wakes once a second and sees the flag */
-        }
+        loop_signal(lp);
         pthread_join(lp->thread, NULL);
     }
     if (srv->loops)

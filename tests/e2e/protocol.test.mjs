@@ -7,7 +7,7 @@ import http from 'node:http';
 import net from 'node:net';
 import {
   startServer, rawRequest, stripeClient, expectRawError, nowSec, uniq, createMeter, createCustomer, sleep,
-  floorTo,
+  floorTo, usage,
 } from './helpers.mjs';
 
 let srv;
@@ -279,14 +279,14 @@ describe('body decoding', () => {
 // Bytes on one socket: write `data` (a string or a list of strings written apart), read until
 // the server closes, `expect` responses are in, or `waitMs` passes, and split what came back
 // into responses.
-function onSocket(port, data, { waitMs = 5000, expect = Infinity } = {}) {
+function onSocket(port, data, { waitMs = 5000, expect = Infinity, noBody = [] } = {}) {
   return new Promise((res, rej) => {
     const sock = net.connect(port, '127.0.0.1');
     const chunks = [];
     let closed = false;
     sock.on('data', (c) => {
       chunks.push(c);
-      if (splitResponses(Buffer.concat(chunks).toString('latin1')).length >= expect) finish();
+      if (splitResponses(Buffer.concat(chunks).toString('latin1'), noBody).length >= expect) finish();
     });
     sock.on('error', rej);
     sock.on('close', () => { closed = true; finish(); });
@@ -297,7 +297,7 @@ function onSocket(port, data, { waitMs = 5000, expect = Infinity } = {}) {
       done = true;
       clearTimeout(timer);
       sock.destroy();
-      res({ responses: splitResponses(Buffer.concat(chunks).toString('latin1')), closed });
+      res({ responses: splitResponses(Buffer.concat(chunks).toString('latin1'), noBody), closed });
     }
     sock.on('connect', async () => {
       for (const part of Array.isArray(data) ? data : [data]) {
@@ -308,7 +308,8 @@ function onSocket(port, data, { waitMs = 5000, expect = Infinity } = {}) {
   });
 }
 
-function splitResponses(text) {
+// noBody: the indexes of answers to HEAD (a Content-Length, no body)
+function splitResponses(text, noBody = []) {
   const out = [];
   while (text.length) {
     const end = text.indexOf('\r\n\r\n');
@@ -316,7 +317,7 @@ function splitResponses(text) {
     const [statusLine, ...lines] = text.slice(0, end).split('\r\n');
     const headers = {};
     for (const l of lines) headers[l.slice(0, l.indexOf(':')).toLowerCase()] = l.slice(l.indexOf(':') + 1).trim();
-    const len = Number(headers['content-length'] ?? 0);
+    const len = noBody.includes(out.length) ? 0 : Number(headers['content-length'] ?? 0);
     if (text.length < end + 4 + len) break; // not all here yet
     const body = text.slice(end + 4, end + 4 + len);
     out.push({ status: Number(statusLine.split(' ')[1]), headers, body, json: body ? JSON.parse(body) : null });
@@ -337,7 +338,7 @@ describe('HTTP/1.1 on the wire', () => {
       `event_name=${meter.event_name}&identifier=${id}&payload[stripe_customer_id]=${cus.id}&payload[value]=${v}`);
     const r = await onSocket(srv.port, [
       ev(ids[0], 1) + `GET /v1/customers/${cus.id} HTTP/1.1\r\nHost: t\r\n${auth()}\r\n` + ev(ids[1], 2) +
-        ev(ids[0], 1) + `GET /nope HTTP/1.1\r\n${auth()}\r\n` + ev(ids[2], 3),
+        ev(ids[0], 1) + `GET /nope HTTP/1.1\r\nHost: t\r\n${auth()}\r\n` + ev(ids[2], 3),
     ], { expect: 6 });
     assert.equal(r.closed, false, 'keep-alive: the connection stays open');
     assert.deepEqual(r.responses.map((x) => x.status), [200, 200, 200, 400, 404, 200]);
@@ -388,7 +389,7 @@ describe('HTTP/1.1 on the wire', () => {
   });
 
   test('Connection: close and HTTP/1.0 close after the answer', async () => {
-    const r = await onSocket(srv.port, `GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n`);
+    const r = await onSocket(srv.port, `GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n`);
     assert.equal(r.closed, true);
     assert.equal(r.responses.length, 1, 'nothing after the request that closes');
     assert.equal(r.responses[0].headers.connection, 'close');
@@ -401,10 +402,12 @@ describe('HTTP/1.1 on the wire', () => {
     const cases = [
       ['GARBAGE\r\n\r\n', 400, 'body_malformed'],
       ['GET / HTTP/2.0\r\n\r\n', 505, 'body_malformed'],
-      ['POST /v1/customers HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc', 400, 'body_malformed'],
-      ['POST /v1/customers HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc', 400, 'body_malformed'],
-      ['POST /v1/customers HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n', 501, 'body_malformed'],
-      ['POST /v1/customers HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n', 400, 'body_malformed'],
+      ['POST /v1/customers HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc', 400, 'body_malformed'],
+      ['POST /v1/customers HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc', 400, 'body_malformed'],
+      ['POST /v1/customers HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n', 501, 'body_malformed'],
+      ['POST /v1/customers HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n', 400, 'body_malformed'],
+      ['POST /v1/customers HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n', 400, 'body_malformed'],
+      ['GET /healthz HTTP/1.1\r\n\r\n', 400, 'body_malformed'], // no Host
       [`GET /${'a'.repeat(9000)} HTTP/1.1\r\n\r\n`, 414, 'request_too_large'],
       [`GET / HTTP/1.1\r\nX: ${'b'.repeat(70000)}\r\n\r\n`, 431, 'request_too_large'],
     ];
@@ -418,6 +421,21 @@ describe('HTTP/1.1 on the wire', () => {
     }
     // and the server is fine
     assert.equal((await srv.raw('GET', '/healthz')).status, 200);
+  });
+
+  test('HEAD gets headers only; HTTP/1.0 keep-alive is announced; absolute-form targets', async () => {
+    const r = await onSocket(srv.port,
+      'HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n' +
+      'GET http://localhost HTTP/1.1\r\nHost: t\r\n\r\nGET http://localhost/healthz?x=1 HTTP/1.1\r\nHost: t\r\n\r\n',
+      { expect: 4, noBody: [0] });
+    // HEAD: a 405 (no HEAD routes) whose Content-Length describes a body that is not sent
+    assert.equal(r.responses[0].status, 405);
+    assert.ok(Number(r.responses[0].headers['content-length']) > 0);
+    assert.equal(r.responses[1].status, 200, 'the next answer starts right after the HEAD headers');
+    assert.equal(r.responses[1].headers.connection, 'keep-alive');
+    assert.equal(r.responses[2].status, 404);
+    assert.equal(r.responses[2].json.error.code, 'unrecognized_request_url');
+    assert.equal(r.responses[3].status, 200);
   });
 
   test('Expect: 100-continue gets "100 Continue" before the body', async () => {
@@ -455,6 +473,18 @@ describe('idempotency', () => {
     expectRawError(r, { status: 400, type: 'idempotency_error', code: 'idempotency_key_mismatch' });
     const r2 = await srv.raw('POST', `/v1/customers/${first.json.id}`, { body: 'name=one', headers: { 'Idempotency-Key': key } });
     expectRawError(r2, { status: 400, type: 'idempotency_error', code: 'idempotency_key_mismatch' });
+  });
+
+  test('the query string is part of what a key stands for', async () => {
+    const key = uniq('idq');
+    const first = await srv.raw('POST', '/v1/customers?name=Alice', { headers: { 'Idempotency-Key': key } });
+    assert.equal(first.status, 200, first.text);
+    assert.equal(first.json.name, 'Alice');
+    const r = await srv.raw('POST', '/v1/customers?name=Bob', { headers: { 'Idempotency-Key': key } });
+    expectRawError(r, { status: 400, type: 'idempotency_error', code: 'idempotency_key_mismatch' });
+    const again = await srv.raw('POST', '/v1/customers?name=Alice', { headers: { 'Idempotency-Key': key } });
+    assert.equal(again.headers['idempotent-replayed'], 'true');
+    assert.equal(again.json.id, first.json.id);
   });
 
   test('keys are per key: the same Idempotency-Key under another API key is independent', async () => {
@@ -630,5 +660,54 @@ describe('shutdown', () => {
     assert.deepEqual(info2, { code: 0, signal: null });
     await own.close();
     await sleep(10);
+  });
+
+  test('SIGTERM during pipelined meter events: every answered event is stored, nothing else', async () => {
+    const own = await startServer();
+    try {
+      const m = await createMeter(own.stripe);
+      const c = await createCustomer(own.stripe);
+      const t = nowSec() - 60;
+      const body = (i) => `event_name=${m.event_name}&identifier=${uniq('term')}-${i}&timestamp=${t}` +
+        `&payload[stripe_customer_id]=${c.id}&payload[value]=1`;
+      const req = (i) => `POST /v1/billing/meter_events HTTP/1.1\r\nHost: t\r\n` +
+        `Authorization: Bearer ${own.key}\r\nContent-Type: application/x-www-form-urlencoded\r\n` +
+        `Content-Length: ${body(i).length}\r\n\r\n${body(i)}`;
+      const socks = [];
+      const texts = [];
+      for (let k = 0; k < 4; k++) {
+        const sock = net.connect(own.port, '127.0.0.1');
+        const chunks = [];
+        sock.on('data', (d) => chunks.push(d));
+        sock.on('error', () => {});
+        texts.push(new Promise((res) => sock.on('close', () => res(Buffer.concat(chunks).toString('latin1')))));
+        await new Promise((res) => sock.on('connect', res));
+        socks.push(sock);
+      }
+      // keep writing events until SIGTERM lands
+      let writing = true;
+      const pump = (async () => {
+        for (let i = 0; writing; i++) {
+          for (const sock of socks) if (!sock.destroyed) sock.write(Array.from({ length: 20 }, (_, j) => req(i * 20 + j)).join(''));
+          await sleep(5);
+        }
+      })();
+      await sleep(300);
+      const t0 = Date.now();
+      const info = await own.stop();
+      writing = false;
+      await pump;
+      assert.deepEqual(info, { code: 0, signal: null }, own.output().slice(-2000));
+      assert.ok(Date.now() - t0 < 8000, `shutdown took ${Date.now() - t0} ms`);
+      const answered = (await Promise.all(texts)).map((x) => splitResponses(x));
+      const ok = answered.flat().filter((x) => x.status === 200).length;
+      assert.ok(ok > 0, 'some events were answered before the stop');
+      for (const list of answered) for (const x of list) assert.equal(x.status, 200, x.body);
+      await own.restart();
+      const start = floorTo(t, 60);
+      assert.equal(await usage(own.stripe, m.id, c.id, start, start + 3600), ok);
+    } finally {
+      await own.close();
+    }
   });
 });

@@ -36,8 +36,8 @@ static void test_head_fields(void **state)
     (void)state;
     tg_http1_head h;
     char *buf;
-    assert_int_equal(parse("POST /v1/customers%2Fx?limit=3&a=%20b HTTP/1.1\r\n"
-                           "Host: x\r\nAuthorization:   Bearer sk_test_1  \r\n"
+    assert_int_equal(parse("POST /v1/customers%2Fx?limit=3&a=%20b HTTP/1.1\r\nHost: h\r\n"
+                           "Authorization:   Bearer sk_test_1  \r\n"
                            "Content-Length: 12\r\nExpect: 100-continue\r\n\r\n",
                            &h, &buf),
                      0);
@@ -60,16 +60,30 @@ static void test_head_fields(void **state)
     assert_int_equal(parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", &h, &buf), 0);
     assert_true(h.keep_alive);
     free(buf);
-    assert_int_equal(parse("GET / HTTP/1.1\r\nConnection: foo, close\r\n\r\n", &h, &buf), 0);
+    assert_int_equal(parse("GET / HTTP/1.1\r\nHost: h\r\nConnection: foo, close\r\n\r\n", &h, &buf), 0);
     assert_false(h.keep_alive);
     free(buf);
     /* absolute-form names the same path */
-    assert_int_equal(parse("GET http://example.com/v1/meters?x=1 HTTP/1.1\r\n\r\n", &h, &buf), 0);
+    assert_int_equal(parse("GET http://example.com/v1/meters?x=1 HTTP/1.1\r\nHost: h\r\n\r\n", &h, &buf), 0);
     assert_string_equal(h.path, "/v1/meters");
     assert_string_equal(h.query, "x=1");
     free(buf);
-    assert_int_equal(parse("POST /x HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n", &h, &buf), 0);
+    assert_int_equal(parse("POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n", &h, &buf), 0);
     assert_true(h.chunked);
+    free(buf);
+    /* absolute-form without a path is "/", and a query stays a query */
+    assert_int_equal(parse("GET http://localhost HTTP/1.1\r\nHost: h\r\n\r\n", &h, &buf), 0);
+    assert_string_equal(h.path, "/");
+    free(buf);
+    assert_int_equal(parse("GET https://h?x=/y HTTP/1.1\r\nHost: h\r\n\r\n", &h, &buf), 0);
+    assert_string_equal(h.path, "/");
+    assert_string_equal(h.query, "x=/y");
+    free(buf);
+    /* HTTP/1.0: no 100 Continue, and a chunked body closes the connection after it */
+    assert_int_equal(parse("POST /x HTTP/1.0\r\nConnection: keep-alive\r\nExpect: 100-continue\r\n"
+                           "Transfer-Encoding: chunked\r\n\r\n", &h, &buf), 0);
+    assert_false(h.expect_continue);
+    assert_false(h.keep_alive);
     free(buf);
 }
 
@@ -81,29 +95,30 @@ static void test_head_refusals(void **state)
         int status;
     } cases[] = {
         {"GET\r\n\r\n", 400},
-        {"GET  / HTTP/1.1\r\n\r\n", 400},
+        {"GET  / HTTP/1.1\r\nHost: h\r\n\r\n", 400},
         {"GET / HTTP/1.1 \r\n\r\n", 505},
         {"GET / HTTP/2.0\r\n\r\n", 505},
         {"GET / FTP/1.1\r\n\r\n", 400},
-        {"G(T / HTTP/1.1\r\n\r\n", 400},
-        {"GET relative HTTP/1.1\r\n\r\n", 400},
-        {"GET /a%zz HTTP/1.1\r\n\r\n", 400},
-        {"GET /a%00b HTTP/1.1\r\n\r\n", 400},
-        {"GET /a%4 HTTP/1.1\r\n\r\n", 400},
-        {"GET / HTTP/1.1\r\nNo colon\r\n\r\n", 400},
-        {"GET / HTTP/1.1\r\nA: 1\r\n folded\r\n\r\n", 400},
-        {"GET / HTTP/1.1\r\nA : 1\r\n\r\n", 400},
-        {"GET / HTTP/1.1\r\nA: 1\r2\r\n\r\n", 400},
-        {"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", 400},
-        {"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400},
-        {"POST / HTTP/1.1\r\nContent-Length: 1 2\r\n\r\n", 400},
-        {"POST / HTTP/1.1\r\nContent-Length: \r\n\r\n", 400},
-        {"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n", 400},
-        {"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
-        {"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501},
-        {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", 400},
-        {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        {"G(T / HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+        {"GET relative HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+        {"GET /a%zz HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+        {"GET /a%00b HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+        {"GET /a%4 HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+        {"GET / HTTP/1.1\r\nHost: h\r\nNo colon\r\n\r\n", 400},
+        {"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\n folded\r\n\r\n", 400},
+        {"GET / HTTP/1.1\r\nHost: h\r\nA : 1\r\n\r\n", 400},
+        {"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r2\r\n\r\n", 400},
+        {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", 400},
+        {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n", 400},
+        {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1 2\r\n\r\n", 400},
+        {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: \r\n\r\n", 400},
+        {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999\r\n\r\n", 400},
+        {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
+        {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501},
+        {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", 400},
+        {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
          400},
+        {"GET / HTTP/1.1\r\nX: y\r\n\r\n", 400}, /* HTTP/1.1 without Host */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tg_http1_head h;
@@ -115,13 +130,13 @@ static void test_head_refusals(void **state)
     }
     /* a target over the limit is 414; more header lines than the table holds, 431 */
     char *big = malloc(TG_HTTP1_MAX_TARGET + 64);
-    snprintf(big, TG_HTTP1_MAX_TARGET + 64, "GET /%0*d HTTP/1.1\r\n\r\n", TG_HTTP1_MAX_TARGET, 0);
+    snprintf(big, TG_HTTP1_MAX_TARGET + 64, "GET /%0*d HTTP/1.1\r\nHost: h\r\n\r\n", TG_HTTP1_MAX_TARGET, 0);
     tg_http1_head h;
     char *buf;
     assert_int_equal(parse(big, &h, &buf), 414);
     free(buf);
     free(big);
-    char many[4096] = "GET / HTTP/1.1\r\n";
+    char many[4096] = "GET / HTTP/1.1\r\nHost: h\r\n";
     for (int i = 0; i <= TG_HTTP1_MAX_HEADERS; i++)
         snprintf(many + strlen(many), sizeof many - strlen(many), "H%d: v\r\n", i);
     strcat(many, "\r\n");
@@ -132,8 +147,8 @@ static void test_head_refusals(void **state)
 static void test_head_end_any_split(void **state)
 {
     (void)state;
-    const char *texts[] = {"GET / HTTP/1.1\r\nA: b\r\n\r\nNEXT", "GET / HTTP/1.1\nA: b\n\nNEXT",
-                           "GET / HTTP/1.1\r\nA: b\n\r\nNEXT"};
+    const char *texts[] = {"GET / HTTP/1.1\r\nHost: h\r\nA: b\r\n\r\nNEXT", "GET / HTTP/1.1\nA: b\n\nNEXT",
+                           "GET / HTTP/1.1\r\nHost: h\r\nA: b\n\r\nNEXT"};
     for (size_t t = 0; t < 3; t++) {
         const char *s = texts[t];
         size_t len = strlen(s), want = len - 4;
@@ -149,7 +164,7 @@ static void test_head_end_any_split(void **state)
         }
     }
     size_t scanned = 0;
-    assert_int_equal(tg_http1_head_end("GET / HTTP/1.1\r\nA: b\r\n", 23, &scanned), 0);
+    assert_int_equal(tg_http1_head_end("GET / HTTP/1.1\r\nHost: h\r\nA: b\r\n", 23, &scanned), 0);
 }
 
 /* Decodes s fed in two parts cut at `cut`; returns the body, or NULL when refused. */
@@ -205,6 +220,9 @@ static void test_chunked_refusals(void **state)
         "5\rX",                      /* CR without LF */
         "1000000000000000\r\n",      /* 16 hex digits */
         "5\x01\r\n",                 /* control byte in the size line */
+        "0x5\r\nhello\r\n0\r\n\r\n",   /* not a size: "0" then garbage */
+        "6 garbage\r\n",              /* only whitespace, then ';' or the line's end */
+        "6;e=\x80\r\n",               /* a non-ASCII byte in an extension */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         tg_http1_chunked c = {0};
@@ -229,10 +247,10 @@ static void test_random_inputs(void **state)
 {
     (void)state;
     const char *seeds[] = {
-        "POST /v1/billing/meter_events HTTP/1.1\r\nHost: h\r\nContent-Type: "
+        "POST /v1/billing/meter_events HTTP/1.1\r\nHost: h\r\nHost: h\r\nContent-Type: "
         "application/x-www-form-urlencoded\r\nContent-Length: 10\r\n\r\n",
         "GET /v1/customers?limit=3 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
-        "POST /v2/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n",
+        "POST /v2/x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n",
     };
     uint32_t x = 12345;
     char buf[512];
