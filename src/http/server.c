@@ -141,7 +141,7 @@ struct conn {
     time_t last_active;
     conn *next_touched; /* run_woken's list */
     bool touched;
-    bool readable, eof, closed, failed;
+    bool readable, hup, eof, closed, failed; /* hup: epoll saw the peer's FIN or an error */
     bool done_reading; /* a request said "close", or the framing failed: read no more */
     bool closing;      /* the last answer is queued: close once it is sent */
     bool lingering;    /* the last answer is sent: reading and dropping until the peer closes */
@@ -665,10 +665,13 @@ static bool conn_read(conn *c)
         c->in = p;
         c->in_alloc = alloc;
     }
-    ssize_t n = recv(c->fd, c->in + c->in_len, c->in_alloc - c->in_len, 0);
+    size_t room = c->in_alloc - c->in_len;
+    ssize_t n = recv(c->fd, c->in + c->in_len, room, 0);
     if (n > 0) {
         c->in_len += (size_t)n;
         c->last_active = c->lp->now;
+        if ((size_t)n < room && !c->hup)
+            c->readable = false; /* drained: edge-triggered epoll reports what comes next */
     } else if (n == 0) {
         c->eof = true;
     } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -1071,6 +1074,8 @@ static void *loop_main(void *arg)
                     continue;
                 if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
                     c->readable = true;
+                if (evs[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+                    c->hup = true; /* read on to the end: recv returns 0 or the error */
                 conn_process(c);
             }
         }
