@@ -3,12 +3,16 @@
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
 static const char alphabet[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
-int tg_id_random(char *out, size_t outsz, const char *prefix, size_t n)
+/* Writes prefix and n base62 characters drawn from random bytes that fill() supplies 32 at a
+ * time (fill returns false on failure). */
+static int make_id(char *out, size_t outsz, const char *prefix, size_t n,
+                   bool (*fill)(unsigned char bytes[32]))
 {
     size_t plen = strlen(prefix);
     if (plen + n + 1 > outsz)
@@ -16,8 +20,8 @@ int tg_id_random(char *out, size_t outsz, const char *prefix, size_t n)
     memcpy(out, prefix, plen);
     size_t i = 0;
     while (i < n) {
-        unsigned char rnd[64];
-        if (RAND_bytes(rnd, sizeof rnd) != 1)
+        unsigned char rnd[32];
+        if (!fill(rnd))
             return -1;
         for (size_t j = 0; j < sizeof rnd && i < n; j++)
             if (rnd[j] < 248) /* 248 = 4 * 62: keeps the distribution uniform */
@@ -25,6 +29,16 @@ int tg_id_random(char *out, size_t outsz, const char *prefix, size_t n)
     }
     out[plen + n] = '\0';
     return 0;
+}
+
+static bool fill_csprng(unsigned char bytes[32])
+{
+    return RAND_bytes(bytes, 32) == 1;
+}
+
+int tg_id_random(char *out, size_t outsz, const char *prefix, size_t n)
+{
+    return make_id(out, outsz, prefix, n, fill_csprng);
 }
 
 void tg_sha256_hex(const void *data, size_t len, char out[65])
@@ -58,27 +72,25 @@ static uint64_t next_unique(uint64_t s[4])
     return result;
 }
 
-int tg_id_unique(char *out, size_t outsz, const char *prefix, size_t n)
+/* xoshiro256** output, from a per-thread state seeded once from the CSPRNG. */
+static bool fill_unique(unsigned char bytes[32])
 {
     static _Thread_local uint64_t state[4];
-    static _Thread_local int seeded;
+    static _Thread_local bool seeded;
     if (!seeded) {
         if (RAND_bytes((unsigned char *)state, sizeof state) != 1)
-            return -1;
+            return false;
         state[0] |= 1; /* the all-zero state is the one the generator never leaves */
-        seeded = 1;
+        seeded = true;
     }
-    size_t plen = strlen(prefix);
-    if (plen + n + 1 > outsz)
-        return -1;
-    memcpy(out, prefix, plen);
-    size_t i = 0;
-    while (i < n) {
+    for (int k = 0; k < 4; k++) {
         uint64_t x = next_unique(state);
-        for (int j = 0; j < 8 && i < n; j++, x >>= 8)
-            if ((x & 0xff) < 248) /* 248 = 4 * 62: keeps the distribution uniform */
-                out[plen + i++] = alphabet[(x & 0xff) % 62];
+        memcpy(bytes + 8 * k, &x, 8);
     }
-    out[plen + n] = '\0';
-    return 0;
+    return true;
+}
+
+int tg_id_unique(char *out, size_t outsz, const char *prefix, size_t n)
+{
+    return make_id(out, outsz, prefix, n, fill_unique);
 }
