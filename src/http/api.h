@@ -71,6 +71,7 @@ enum {
     TG_ROUTE_JSON = 4,    /* body is JSON (/v2) */
     TG_ROUTE_PUBLIC = 8,  /* no authentication (/healthz) */
     TG_ROUTE_RECORDS = 16, /* records meter events (parks): pipelined ones run together */
+    TG_ROUTE_CHECK = 32,   /* an entitlement check: its connection moves to the check lane */
 };
 
 typedef struct tg_route {

@@ -431,7 +431,7 @@ const tg_route tg_entitlement_routes[] = {
     {"GET", "/v1/entitlements/active_entitlements", h_entitlement_list, TG_ROUTE_SECRET},
     {"GET", "/v1/entitlements/active_entitlements/:id", h_entitlement_retrieve,
      TG_ROUTE_SECRET},
-    {"GET", "/v1/entitlements/check", h_entitlement_check, TG_ROUTE_SECRET},
+    {"GET", "/v1/entitlements/check", h_entitlement_check, TG_ROUTE_SECRET | TG_ROUTE_CHECK},
     {"POST", "/v1/usage_sessions", h_session_start, TG_ROUTE_SECRET},
     {"GET", "/v1/usage_sessions/:id", h_session_retrieve, TG_ROUTE_SECRET},
     {"POST", "/v1/usage_sessions/:id/heartbeat", h_session_heartbeat, TG_ROUTE_SECRET},

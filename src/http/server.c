@@ -8,7 +8,10 @@
  * requests came, and the answers of requests that arrived together (pipelined) go out in one
  * send(). Pipelined requests that record meter events run together, up to MAX_PIPELINE of
  * them waiting for the writer at once; any other request waits for those before it, so it
- * sees their effects as if the requests had come one at a time (see struct conn).
+ * sees their effects as if the requests had come one at a time (see struct conn). A
+ * connection whose first request is an entitlement check moves to the check lane, one more
+ * loop that serves only such connections, so checks do not wait behind event batches (see
+ * conn_move_to_lane).
  *
  * A request that records meter events does not wait on a thread: its handler parks the
  * connection and queues the events; the writer thread, once their batch is committed, puts
@@ -78,7 +81,8 @@ struct tg_server {
     tg_server_config cfg;
     int listen_fd;
     loop *loops;
-    unsigned nloops;
+    unsigned nloops;  /* the accepting loops, then the check lane (loops[nloops - 1]) */
+    unsigned naccept;
     int parked; /* requests waiting for the writer (atomic) */
     int nconns; /* open connections (atomic) */
     int max_conns;
@@ -93,6 +97,8 @@ struct loop {
     request *woken;     /* requests whose events are committed */
     int *incoming;      /* connections accepted by another loop for this one */
     size_t nincoming, incoming_cap;
+    conn *moved;        /* connections moved here by another loop (the check lane's) */
+    bool check_lane;    /* serves connections whose first request is a check */
     int nconns;         /* this loop's open connections (atomic) */
     bool stop;          /* atomic */
     bool draining;      /* atomic: the server is stopping (see tg_server_stop) */
@@ -140,6 +146,9 @@ struct conn {
     conn *prev, *next, *next_closed;
     time_t last_active;
     conn *next_touched; /* run_woken's list */
+    conn *next_moved;
+    bool move_to_lane;  /* its first request is a check: hand it to the check lane */
+    unsigned long requests;
     bool touched;
     bool readable, hup, eof, closed, failed; /* hup: epoll saw the peer's FIN or an error */
     bool done_reading; /* a request said "close", or the framing failed: read no more */
@@ -493,7 +502,7 @@ static void wake(void *ctx, int rc)
     loop *lp = r->c->lp;
     r->req->record_rc = rc;
     pthread_mutex_lock(&lp->mu);
-    bool was_empty = !lp->woken && !lp->nincoming;
+    bool was_empty = !lp->woken && !lp->nincoming && !lp->moved;
     r->next_woken = lp->woken;
     lp->woken = r;
     pthread_mutex_unlock(&lp->mu);
@@ -592,6 +601,12 @@ static bool run_held(conn *c)
         return false;
     if (__atomic_load_n(&c->lp->draining, __ATOMIC_SEQ_CST))
         return false; /* stopping: nothing new starts (it is dropped unanswered) */
+    if (c->requests == 0 && !c->lp->check_lane && r->route &&
+        (r->route->flags & TG_ROUTE_CHECK) && !r->req->err.code) {
+        c->move_to_lane = true; /* conn_process hands it over; the lane runs the request */
+        return false;
+    }
+    c->requests++;
     c->held = NULL;
     queue_push(c, r);
     request_run(r);
@@ -834,6 +849,36 @@ static void linger(conn *c)
     }
 }
 
+/* Hands a connection whose first request is an entitlement check to the check lane: a loop
+ * of its own that serves only such connections. Checks want latency where ingest wants
+ * throughput, and a loop busy parsing event batches (or answering a writer batch) made them
+ * wait milliseconds; the lane's thread is mostly asleep, so the kernel's scheduler runs it
+ * soon after a check arrives. Nothing of the connection is in flight (it has answered
+ * nothing yet), so it moves whole: out of this loop's epoll set and list, onto the lane's. */
+static void conn_move_to_lane(conn *c)
+{
+    loop *from = c->lp, *to = &from->srv->loops[from->srv->nloops - 1];
+    c->move_to_lane = false;
+    epoll_ctl(from->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        from->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    __atomic_sub_fetch(&from->nconns, 1, __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(&to->nconns, 1, __ATOMIC_SEQ_CST);
+    c->lp = to; /* from now on the old loop skips its events for c (see loop_main) */
+    pthread_mutex_lock(&to->mu);
+    bool was_empty = !to->woken && !to->nincoming && !to->moved;
+    c->next_moved = to->moved;
+    to->moved = c;
+    pthread_mutex_unlock(&to->mu);
+    if (was_empty)
+        loop_signal(to);
+}
+
 /* Runs the connection as far as it goes: read, frame, handle, send; closes it when it is
  * done (the peer finished, an error, or the answer to a request that said "close" is out). */
 static void conn_process(conn *c)
@@ -850,6 +895,10 @@ static void conn_process(conn *c)
                 break;
             if (!conn_read(c))
                 c->failed = true;
+        }
+        if (c->move_to_lane && !c->failed) {
+            conn_move_to_lane(c);
+            return; /* another thread's now */
         }
         size_t unsent = c->out.len - c->out_off;
         if (!c->failed && !conn_flush(c))
@@ -881,6 +930,19 @@ static void conn_drain(conn *c)
 
 static int listen_mark, wake_mark; /* epoll data for the listening socket and the eventfd */
 
+/* Puts c on lp's list and in its epoll set (edge-triggered, registered once; an fd already
+ * readable reports at once). */
+static void conn_attach(loop *lp, conn *c)
+{
+    c->next = lp->conns;
+    if (lp->conns)
+        lp->conns->prev = c;
+    lp->conns = c;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
+    if (epoll_ctl(lp->epfd, EPOLL_CTL_ADD, c->fd, &ev))
+        conn_close(c);
+}
+
 /* Makes fd a connection of lp (whose connection count already includes it). */
 static void conn_adopt(loop *lp, int fd)
 {
@@ -904,13 +966,7 @@ static void conn_adopt(loop *lp, int fd)
     c->fd = fd;
     c->last_active = lp->now;
     tg_buf_init(&c->out, SIZE_MAX / 2); /* bounded by OUT_HIGH_WATER and MAX_PIPELINE */
-    c->next = lp->conns;
-    if (lp->conns)
-        lp->conns->prev = c;
-    lp->conns = c;
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
-    if (epoll_ctl(lp->epfd, EPOLL_CTL_ADD, fd, &ev))
-        conn_close(c);
+    conn_attach(lp, c);
 }
 
 /* Accepts new connections and gives each to the loop with the fewest. (The kernel wakes one
@@ -949,7 +1005,7 @@ static void accept_connections(loop *lp)
             continue;
         }
         loop *to = lp;
-        for (unsigned k = 0; k < srv->nloops; k++)
+        for (unsigned k = 0; k < srv->naccept; k++)
             if (__atomic_load_n(&srv->loops[k].nconns, __ATOMIC_SEQ_CST) <
                 __atomic_load_n(&to->nconns, __ATOMIC_SEQ_CST))
                 to = &srv->loops[k];
@@ -959,7 +1015,7 @@ static void accept_connections(loop *lp)
             continue;
         }
         pthread_mutex_lock(&to->mu);
-        bool was_empty = !to->woken && !to->nincoming;
+        bool was_empty = !to->woken && !to->nincoming && !to->moved;
         int *grown = to->nincoming < to->incoming_cap
                          ? to->incoming
                          : realloc(to->incoming, (to->incoming_cap * 2 + 16) * sizeof *grown);
@@ -994,6 +1050,8 @@ static void run_woken(loop *lp)
     pthread_mutex_lock(&lp->mu);
     request *list = lp->woken;
     lp->woken = NULL;
+    conn *moved = lp->moved;
+    lp->moved = NULL;
     nincoming = lp->nincoming < 64 ? lp->nincoming : 64;
     lp->nincoming -= nincoming;
     if (nincoming)
@@ -1004,6 +1062,13 @@ static void run_woken(loop *lp)
         loop_signal(lp); /* the rest on the next round */
     for (size_t i = 0; i < nincoming; i++)
         conn_adopt(lp, incoming[i]);
+    while (moved) { /* connections handed to the check lane, their first request held */
+        conn *c = moved;
+        moved = c->next_moved;
+        conn_attach(lp, c);
+        if (!c->closed)
+            conn_process(c);
+    }
     request *fifo = NULL; /* the list is newest first: answer in arrival order */
     while (list) {
         request *r = list;
@@ -1051,7 +1116,7 @@ static void tick(loop *lp, time_t now)
 static void *loop_main(void *arg)
 {
     loop *lp = arg;
-    pthread_setname_np(pthread_self(), "tg-http");
+    pthread_setname_np(pthread_self(), lp->check_lane ? "tg-checks" : "tg-http");
     struct epoll_event evs[256];
     while (!__atomic_load_n(&lp->stop, __ATOMIC_SEQ_CST)) {
         int n = epoll_wait(lp->epfd, evs, 256, 1000);
@@ -1070,7 +1135,7 @@ static void *loop_main(void *arg)
                 run_woken(lp);
             } else {
                 conn *c = p;
-                if (c->closed)
+                if (c->lp != lp || c->closed) /* moved to the check lane, or closed */
                     continue;
                 if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
                     c->readable = true;
@@ -1171,7 +1236,7 @@ static int loop_init(loop *lp, tg_server *srv)
     struct epoll_event wake_ev = {.events = EPOLLIN, .data.ptr = &wake_mark};
     struct epoll_event listen_ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = &listen_mark};
     if (epoll_ctl(lp->epfd, EPOLL_CTL_ADD, lp->wakefd, &wake_ev) ||
-        epoll_ctl(lp->epfd, EPOLL_CTL_ADD, srv->listen_fd, &listen_ev))
+        (!lp->check_lane && epoll_ctl(lp->epfd, EPOLL_CTL_ADD, srv->listen_fd, &listen_ev)))
         return -1;
     tick(lp, time(NULL));
     return 0;
@@ -1191,7 +1256,8 @@ int tg_server_start(tg_server **out, tg_service *svc, const char *listen_at,
         return tg_err_set(err, TG_ENOMEM, NULL, NULL);
     srv->svc = svc;
     srv->cfg = *cfg;
-    srv->nloops = cfg->threads ? cfg->threads : 2;
+    srv->naccept = cfg->threads ? cfg->threads : 2;
+    srv->nloops = srv->naccept + 1; /* and the check lane */
     struct rlimit files;
     srv->max_conns = MAX_CONNECTIONS;
     if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY &&
@@ -1214,6 +1280,7 @@ int tg_server_start(tg_server **out, tg_service *svc, const char *listen_at,
         srv->nloops = 0;
     for (unsigned i = 0; ok && i < srv->nloops; i++) {
         srv->loops[i].epfd = srv->loops[i].wakefd = srv->loops[i].spare_fd = -1;
+        srv->loops[i].check_lane = i == srv->naccept;
         ok = loop_init(&srv->loops[i], srv) == 0 &&
              pthread_create(&srv->loops[i].thread, NULL, loop_main, &srv->loops[i]) == 0;
         if (ok)

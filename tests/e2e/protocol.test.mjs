@@ -367,6 +367,27 @@ describe('HTTP/1.1 on the wire', () => {
     assert.equal(r.responses[5].json.data[0].aggregated_value, 10);
   });
 
+  test('a connection that starts with a check moves to the check lane and serves anything', async () => {
+    const c = await createCustomer(srv.stripe);
+    const t = nowSec() - 120;
+    const start = floorTo(t, 60);
+    const get = (path) => `GET ${path} HTTP/1.1\r\nHost: t\r\n${auth()}\r\n`;
+    const check = get(`/v1/entitlements/check?customer=${c.id}&feature=none_${uniq('f')}`);
+    const ev = post('/v1/billing/meter_events',
+      `event_name=${meter.event_name}&identifier=${uniq('lane')}&timestamp=${t}` +
+      `&payload[stripe_customer_id]=${c.id}&payload[value]=5`);
+    const summary = get(`/v1/billing/meters/${meter.id}/event_summaries?customer=${c.id}` +
+      `&start_time=${start}&end_time=${start + 3600}`);
+    // written in pieces, so some requests arrive after the move
+    const r = await onSocket(srv.port, [check + ev.slice(0, 40), ev.slice(40) + summary, check], { expect: 4 });
+    assert.deepEqual(r.responses.map((x) => x.status), [200, 200, 200, 200]);
+    assert.equal(r.responses[0].json.object, 'entitlements.check');
+    assert.equal(r.responses[0].json.entitled, false);
+    assert.equal(r.responses[0].json.reason, 'no_entitlement');
+    assert.equal(r.responses[2].json.data[0].aggregated_value, 5);
+    assert.equal(r.responses[3].json.object, 'entitlements.check');
+  });
+
   test('a request split across many writes, and a chunked body, are read whole', async () => {
     const name = uniq('split');
     const whole = post('/v1/customers', `name=${name}`);
