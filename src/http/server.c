@@ -484,6 +484,13 @@ static void park(void *ctx)
     __atomic_add_fetch(&r->c->lp->srv->parked, 1, __ATOMIC_SEQ_CST);
 }
 
+/* Whether all of lp's cross-thread lists (woken requests, handed-over and moved connections)
+ * are empty: whoever makes one non-empty signals the loop, once. Call with lp->mu held. */
+static bool inbox_empty_locked(const loop *lp)
+{
+    return !lp->woken && !lp->nincoming && !lp->moved;
+}
+
 /* Signals lp's eventfd; called by whoever made one of its lists non-empty. */
 static void loop_signal(loop *lp)
 {
@@ -502,7 +509,7 @@ static void wake(void *ctx, int rc)
     loop *lp = r->c->lp;
     r->req->record_rc = rc;
     pthread_mutex_lock(&lp->mu);
-    bool was_empty = !lp->woken && !lp->nincoming && !lp->moved;
+    bool was_empty = inbox_empty_locked(lp);
     r->next_woken = lp->woken;
     lp->woken = r;
     pthread_mutex_unlock(&lp->mu);
@@ -871,7 +878,7 @@ static void conn_move_to_lane(conn *c)
     __atomic_add_fetch(&to->nconns, 1, __ATOMIC_SEQ_CST);
     c->lp = to; /* from now on the old loop skips its events for c (see loop_main) */
     pthread_mutex_lock(&to->mu);
-    bool was_empty = !to->woken && !to->nincoming && !to->moved;
+    bool was_empty = inbox_empty_locked(to);
     c->next_moved = to->moved;
     to->moved = c;
     pthread_mutex_unlock(&to->mu);
@@ -1015,7 +1022,7 @@ static void accept_connections(loop *lp)
             continue;
         }
         pthread_mutex_lock(&to->mu);
-        bool was_empty = !to->woken && !to->nincoming && !to->moved;
+        bool was_empty = inbox_empty_locked(to);
         int *grown = to->nincoming < to->incoming_cap
                          ? to->incoming
                          : realloc(to->incoming, (to->incoming_cap * 2 + 16) * sizeof *grown);
