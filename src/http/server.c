@@ -1219,6 +1219,12 @@ static void loops_free(tg_server *srv)
         }
         for (size_t k = 0; k < lp->nincoming; k++)
             close(lp->incoming[k]);
+        while (lp->moved) { /* moved to the check lane just before it stopped */
+            conn *c = lp->moved;
+            lp->moved = c->next_moved;
+            close(c->fd);
+            conn_free(c);
+        }
         free(lp->incoming);
         if (lp->spare_fd >= 0)
             close(lp->spare_fd);
