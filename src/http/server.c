@@ -131,7 +131,7 @@ struct request {
     const char *idem_key;
     char request_hash[65];
     bool claimed;
-    bool parked, answered;
+    bool answered;
     tg_buf answer; /* the answer, while a request before it is still unanswered */
 };
 
@@ -479,7 +479,6 @@ static void answer(request *r, int status)
 static void park(void *ctx)
 {
     request *r = ctx;
-    r->parked = true;
     r->c->parked++;
     __atomic_add_fetch(&r->c->lp->srv->parked, 1, __ATOMIC_SEQ_CST);
 }
@@ -1088,7 +1087,6 @@ static void run_woken(loop *lp)
         request *r = fifo;
         fifo = r->next_woken;
         conn *c = r->c;
-        r->parked = false;
         c->parked--;
         __atomic_sub_fetch(&lp->srv->parked, 1, __ATOMIC_SEQ_CST);
         c->last_active = lp->now;
