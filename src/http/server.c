@@ -93,11 +93,10 @@ struct loop {
     pthread_t thread;
     bool started;
     int epfd, wakefd;
-    pthread_mutex_t mu; /* guards woken and incoming */
+    pthread_mutex_t mu; /* guards woken and moved */
     request *woken;     /* requests whose events are committed */
-    int *incoming;      /* connections accepted by another loop for this one */
-    size_t nincoming, incoming_cap;
-    conn *moved;        /* connections moved here by another loop (the check lane's) */
+    conn *moved;        /* connections handed here by another loop: accepted by it for this
+                         * one, or moved to the check lane with their first request held */
     bool check_lane;    /* serves connections whose first request is a check */
     int nconns;         /* this loop's open connections (atomic) */
     bool stop;          /* atomic */
@@ -487,7 +486,7 @@ static void park(void *ctx)
  * are empty: whoever makes one non-empty signals the loop, once. Call with lp->mu held. */
 static bool inbox_empty_locked(const loop *lp)
 {
-    return !lp->woken && !lp->nincoming && !lp->moved;
+    return !lp->woken && !lp->moved;
 }
 
 /* Signals lp's eventfd; called by whoever made one of its lists non-empty. */
@@ -855,6 +854,19 @@ static void linger(conn *c)
     }
 }
 
+/* Hands c to another loop: it joins the loop's `moved` list, and the loop attaches it when it
+ * runs its inbox (run_woken). */
+static void conn_hand_over(loop *to, conn *c)
+{
+    pthread_mutex_lock(&to->mu);
+    bool was_empty = inbox_empty_locked(to);
+    c->next_moved = to->moved;
+    to->moved = c;
+    pthread_mutex_unlock(&to->mu);
+    if (was_empty)
+        loop_signal(to);
+}
+
 /* Hands a connection whose first request is an entitlement check to the check lane: a loop
  * of its own that serves only such connections. Checks want latency where ingest wants
  * throughput, and a loop busy parsing event batches (or answering a writer batch) made them
@@ -876,13 +888,7 @@ static void conn_move_to_lane(conn *c)
     __atomic_sub_fetch(&from->nconns, 1, __ATOMIC_SEQ_CST);
     __atomic_add_fetch(&to->nconns, 1, __ATOMIC_SEQ_CST);
     c->lp = to; /* from now on the old loop skips its events for c (see loop_main) */
-    pthread_mutex_lock(&to->mu);
-    bool was_empty = inbox_empty_locked(to);
-    c->next_moved = to->moved;
-    to->moved = c;
-    pthread_mutex_unlock(&to->mu);
-    if (was_empty)
-        loop_signal(to);
+    conn_hand_over(to, c);
 }
 
 /* Runs the connection as far as it goes: read, frame, handle, send; closes it when it is
@@ -949,30 +955,28 @@ static void conn_attach(loop *lp, conn *c)
         conn_close(c);
 }
 
-/* Makes fd a connection of lp (whose connection count already includes it). */
-static void conn_adopt(loop *lp, int fd)
+/* A new connection for fd, to be served by `to` (whose connection count already includes it),
+ * or NULL, the descriptor closed and counted out, when the server is stopping or out of
+ * memory. Called by the accepting loop, which may be another: `now` is its clock. */
+static conn *conn_new(loop *to, int fd, int64_t now)
 {
-    tg_server *srv = lp->srv;
-    if (__atomic_load_n(&lp->draining, __ATOMIC_SEQ_CST)) {
+    tg_server *srv = to->srv;
+    conn *c = NULL;
+    if (!__atomic_load_n(&to->draining, __ATOMIC_SEQ_CST))
+        c = calloc(1, sizeof *c);
+    if (!c) {
         __atomic_sub_fetch(&srv->nconns, 1, __ATOMIC_SEQ_CST);
-        __atomic_sub_fetch(&lp->nconns, 1, __ATOMIC_SEQ_CST);
+        __atomic_sub_fetch(&to->nconns, 1, __ATOMIC_SEQ_CST);
         close(fd);
-        return;
+        return NULL;
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    conn *c = calloc(1, sizeof *c);
-    if (!c) {
-        __atomic_sub_fetch(&srv->nconns, 1, __ATOMIC_SEQ_CST);
-        __atomic_sub_fetch(&lp->nconns, 1, __ATOMIC_SEQ_CST);
-        close(fd);
-        return;
-    }
-    c->lp = lp;
+    c->lp = to;
     c->fd = fd;
-    c->last_active = lp->now;
+    c->last_active = now;
     tg_buf_init(&c->out, SIZE_MAX / 2); /* bounded by OUT_HIGH_WATER and MAX_PIPELINE */
-    conn_attach(lp, c);
+    return c;
 }
 
 /* Accepts new connections and gives each to the loop with the fewest. (The kernel wakes one
@@ -1016,29 +1020,11 @@ static void accept_connections(loop *lp)
                 __atomic_load_n(&to->nconns, __ATOMIC_SEQ_CST))
                 to = &srv->loops[k];
         __atomic_add_fetch(&to->nconns, 1, __ATOMIC_SEQ_CST);
-        if (to == lp) {
-            conn_adopt(lp, fd);
-            continue;
-        }
-        pthread_mutex_lock(&to->mu);
-        bool was_empty = inbox_empty_locked(to);
-        int *grown = to->nincoming < to->incoming_cap
-                         ? to->incoming
-                         : realloc(to->incoming, (to->incoming_cap * 2 + 16) * sizeof *grown);
-        if (grown && grown != to->incoming) {
-            to->incoming = grown;
-            to->incoming_cap = to->incoming_cap * 2 + 16;
-        }
-        if (grown)
-            to->incoming[to->nincoming++] = fd;
-        pthread_mutex_unlock(&to->mu);
-        if (!grown) { /* no memory to hand it over: keep it here */
-            __atomic_sub_fetch(&to->nconns, 1, __ATOMIC_SEQ_CST);
-            __atomic_add_fetch(&lp->nconns, 1, __ATOMIC_SEQ_CST);
-            conn_adopt(lp, fd);
-        } else if (was_empty) {
-            loop_signal(to);
-        }
+        conn *c = conn_new(to, fd, lp->now);
+        if (c && to == lp)
+            conn_attach(lp, c);
+        else if (c)
+            conn_hand_over(to, c);
     }
 }
 
@@ -1051,24 +1037,13 @@ static void run_woken(loop *lp)
     if (read(lp->wakefd, &count, sizeof count) < 0) {
         /* EAGAIN: another wake already drained it; the list is what matters */
     }
-    int incoming[64];
-    size_t nincoming;
     pthread_mutex_lock(&lp->mu);
     request *list = lp->woken;
     lp->woken = NULL;
     conn *moved = lp->moved;
     lp->moved = NULL;
-    nincoming = lp->nincoming < 64 ? lp->nincoming : 64;
-    lp->nincoming -= nincoming;
-    if (nincoming)
-        memcpy(incoming, lp->incoming + lp->nincoming, nincoming * sizeof *incoming);
-    bool more = lp->nincoming > 0;
     pthread_mutex_unlock(&lp->mu);
-    if (more)
-        loop_signal(lp); /* the rest on the next round */
-    for (size_t i = 0; i < nincoming; i++)
-        conn_adopt(lp, incoming[i]);
-    while (moved) { /* connections handed to the check lane, their first request held */
+    while (moved) { /* new connections, and connections moved to the check lane */
         conn *c = moved;
         moved = c->next_moved;
         conn_attach(lp, c);
@@ -1215,15 +1190,12 @@ static void loops_free(tg_server *srv)
             lp->closed = c->next_closed;
             conn_free(c);
         }
-        for (size_t k = 0; k < lp->nincoming; k++)
-            close(lp->incoming[k]);
-        while (lp->moved) { /* moved to the check lane just before it stopped */
+        while (lp->moved) { /* handed over just before it stopped */
             conn *c = lp->moved;
             lp->moved = c->next_moved;
             close(c->fd);
             conn_free(c);
         }
-        free(lp->incoming);
         if (lp->spare_fd >= 0)
             close(lp->spare_fd);
         if (lp->epfd >= 0)

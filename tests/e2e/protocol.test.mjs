@@ -388,6 +388,22 @@ describe('HTTP/1.1 on the wire', () => {
     assert.equal(r.responses[3].json.object, 'entitlements.check');
   });
 
+  test('a burst of connections, handed from the accepting loop to the others: every one is served', async () => {
+    // The accepting loop gives each new connection to the loop with the fewest; hundreds at
+    // once queue up for a busy loop (the list they wait on once overflowed the heap).
+    const get = (path) => `GET ${path} HTTP/1.1\r\nHost: t\r\n${auth()}\r\n`;
+    // one connection keeps a loop busy with 50,000 pipelined requests meanwhile
+    const busy = net.connect(srv.port, '127.0.0.1');
+    busy.on('error', () => {});
+    busy.resume();
+    busy.write(get('/healthz').repeat(50000));
+    const all = await Promise.all(Array.from({ length: 400 }, (_, i) =>
+      onSocket(srv.port, [i % 2 ? get(`/v1/customers/${cus.id}`) : get('/healthz')], { expect: 1 })));
+    busy.destroy();
+    assert.deepEqual([...new Set(all.map((r) => r.responses[0].status))], [200]);
+    assert.equal(all.filter((r, i) => i % 2 && r.responses[0].json.id === cus.id).length, 200);
+  });
+
   test('a request split across many writes, and a chunked body, are read whole', async () => {
     const name = uniq('split');
     const whole = post('/v1/customers', `name=${name}`);
