@@ -24,6 +24,7 @@
  */
 #include "core/dedupe.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -34,6 +35,10 @@
 #define GROWTH 1.25
 #define STAGGER 1.0034927 /* GROWTH^(1/PARTITIONS) */
 #define PAGE_SLOTS 512 /* slots in 4 KiB: arrays are sized in whole pages */
+#define HUGE_PAGE (2u << 20)
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14; older kernels refuse it and pages fault in */
+#endif
 
 typedef struct partition {
     uint64_t *slots;
@@ -87,12 +92,30 @@ static size_t home(uint64_t tag, size_t size)
     return (size_t)(((uint64_t)x * size) >> 32);
 }
 
-/* A zeroed array of n slots (n a multiple of PAGE_SLOTS), or NULL. */
+/* A zeroed array of n slots (n a multiple of PAGE_SLOTS), or NULL. Arrays of 2 MiB and more
+ * start on a 2 MiB boundary and ask for transparent huge pages: every lookup lands on a random
+ * slot, and with 4 KiB pages each one also missed the TLB (a page walk, itself missing the
+ * cache) once the index outgrew the caches. */
 static uint64_t *slots_map(size_t n)
 {
-    void *p = mmap(NULL, n * sizeof(uint64_t), PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
+    size_t bytes = n * sizeof(uint64_t);
+    if (bytes < HUGE_PAGE) {
+        void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+        return p == MAP_FAILED ? NULL : p;
+    }
+    char *p = mmap(NULL, bytes + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    char *start = (char *)(((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+    if (start > p)
+        munmap(p, (size_t)(start - p));
+    munmap(start + bytes, (size_t)(p + HUGE_PAGE - start));
+    madvise(start, bytes, MADV_HUGEPAGE); /* advice: without it, 4 KiB pages still work */
+    /* Populate now, as MAP_POPULATE does (the rehash writes nearly every page at once). */
+    madvise(start, bytes, MADV_POPULATE_WRITE);
+    return (uint64_t *)start;
 }
 
 static void slots_unmap(uint64_t *slots, size_t n)

@@ -798,6 +798,8 @@ static int write_blocks(tg_writer *w, tg_err *err)
 static void publish_batch(tg_writer *w)
 {
     for (size_t i = 0; i < w->npending; i++) {
+        if (i + PREFETCH_AHEAD < w->npending)
+            tg_dedupe_prefetch(w->index, w->pending[i + PREFETCH_AHEAD].h);
         int si = w->pending[i].scope_index;
         uint64_t loc = si < 0 ? TG_DEDUPE_ROW : (uint64_t)w->scopes[si].seq;
         if (tg_dedupe_insert(w->index, w->pending[i].h, loc))

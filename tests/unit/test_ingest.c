@@ -9,7 +9,7 @@
  * exact, readers must never see a half-applied change). The tests check:
  *   - dedupe: the keyed hash, 2,000,000 entries all found with their locators, absent
  *     identifiers almost never produce a candidate, exact counts, the memory bound, locator
- *     limits, repeated hashes;
+ *     limits, repeated hashes; 14,000,000 raw hashes, past the size where arrays take huge pages;
  *   - eventblock: a 10,000-event round trip over every field's edge values, extras, the
  *     end-of-block answer, truncation at every length (in exactly sized heap copies so the
  *     sanitizer build catches any read past the end), bad versions, crafted corrupt blocks
@@ -241,7 +241,7 @@ static void test_dedupe_prefetch_any_hash(void **state)
     tg_dedupe_free(d);
 }
 
-#define DEDUPE_N 2000000
+#define DEDUPE_N 2000000 /* past 12M, partitions of 2 MiB and more: huge pages */
 #define DEDUPE_ABSENT 100000
 
 static void test_dedupe_two_million(void **state)
@@ -303,6 +303,41 @@ static void test_dedupe_two_million(void **state)
     assert_true(tg_dedupe_bytes(d) >= 8 * tg_dedupe_count(d)); /* at least one slot each */
     assert_int_equal(tg_dedupe_count(d), DEDUPE_N); /* lookups changed nothing */
     free(hashes);
+    tg_dedupe_free(d);
+}
+
+/* Past about 12 million identifiers the partitions' arrays reach 2 MiB and are mapped on
+ * huge-page boundaries (slots_map's other path): every identifier stays found through the
+ * growths, and the index still costs under 12 bytes an identifier. Raw hashes (no string
+ * hashing) keep it to a few seconds. */
+#define DEDUPE_HUGE_N 14000000
+
+static uint64_t splitmix(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15ULL;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    return x ^ (x >> 31);
+}
+
+static void test_dedupe_huge_arrays(void **state)
+{
+    (void)state;
+    tg_dedupe *d = tg_dedupe_new();
+    assert_non_null(d);
+    for (uint64_t i = 0; i < DEDUPE_HUGE_N; i++)
+        if (tg_dedupe_insert(d, splitmix(i), i % 4000 + 1) != 0)
+            fail_msg("insert %llu failed", (unsigned long long)i);
+    assert_int_equal(tg_dedupe_count(d), DEDUPE_HUGE_N);
+    size_t missing = 0;
+    for (uint64_t i = 0; i < DEDUPE_HUGE_N; i += 3)
+        if (!has_candidate(d, splitmix(i), i % 4000 + 1))
+            missing++;
+    if (missing)
+        fail_msg("%zu identifiers not found with their locator", missing);
+    double per_entry = (double)tg_dedupe_bytes(d) / (double)tg_dedupe_count(d);
+    if (per_entry >= 12.0)
+        fail_msg("%.2f bytes per entry, want < 12", per_entry);
     tg_dedupe_free(d);
 }
 
@@ -1363,6 +1398,7 @@ int main(void)
         cmocka_unit_test(test_dedupe_same_hash_twice),
         cmocka_unit_test(test_dedupe_prefetch_any_hash),
         cmocka_unit_test(test_dedupe_two_million),
+        cmocka_unit_test(test_dedupe_huge_arrays),
         cmocka_unit_test(test_block_round_trip),
         cmocka_unit_test(test_block_empty_and_single),
         cmocka_unit_test(test_block_truncated_every_length),
