@@ -18,8 +18,10 @@
 #      every 0.5 s, of the sum of their Pss (proportional RSS: the shared buffers count once
 #      instead of once per backend, which a sum of VmHWM would do).
 #   2. Growth, on a fresh server / empty table: bulk-load (batches of BULK_BATCH, timestamps spread over the last SPREAD_DAYS
-#      days) until each point of GROWTH_POINTS events is stored; at each point measure the
-#      ingest rate of a fixed run (MEASURE_SECONDS of batches of 100), the month summary query
+#      days) until each point of GROWTH_POINTS events is stored; at each point, after
+#      SETTLE_SECONDS (Tollgate folds the backfill's live usage into day pages within its 10 s
+#      checkpoint interval), measure the ingest rate of two fixed runs (MEASURE_SECONDS of
+#      batches of 100): live (the current time) and backfill (over SPREAD_DAYS), the month summary query
 #      for one customer (p50/p99, no grouping and hourly; QUERY_REPS repetitions) and the disk
 #      bytes per stored event. The baseline does the points of PG_GROWTH_POINTS, then those of
 #      PG_OPTIONAL_POINTS only if the projected total run time stays under BUDGET_SECONDS
@@ -58,6 +60,7 @@ CUSTOMERS=${CUSTOMERS:-3000}
 METERS=${METERS:-3}
 SPREAD_DAYS=${SPREAD_DAYS:-30}         # growth events: timestamps over the last 30 days
 SCENARIO_SPREAD_DAYS=${SCENARIO_SPREAD_DAYS:-0}  # scenario events: the current time (live traffic)
+SETTLE_SECONDS=${SETTLE_SECONDS:-12}   # growth: pause after each bulk load, before measuring
 CHECK_RATE=${CHECK_RATE:-10000}
 CHECK_CONNS=${CHECK_CONNS:-8}
 PACED_INGEST_RATE=${PACED_INGEST_RATE:-100000}  # events/s of the paced ingest beside checks
@@ -66,6 +69,7 @@ if [ "$QUICK" = 1 ]; then
   CHECKBENCH_ARGS=${CHECKBENCH_ARGS:-"--customers 100 --events 20000 --checks 50000"}
   SCENARIO_SECONDS=${SCENARIO_SECONDS:-2}
   MEASURE_SECONDS=${MEASURE_SECONDS:-0.5}
+  SETTLE_SECONDS=${QUICK_SETTLE_SECONDS:-1}
   QUERY_REPS=${QUERY_REPS:-30}
   GROWTH_POINTS=${GROWTH_POINTS:-"20000 60000"}
   PG_GROWTH_POINTS=${PG_GROWTH_POINTS:-"20000 60000"}
@@ -363,11 +367,12 @@ rm -rf "$TMP/tollgate-scenarios"
 
 # growth_point SIDE TARGET: the figures of one growth point for either system.
 GROWTH_T=$OUT/growth_tollgate.dat GROWTH_B=$OUT/growth_pg.dat
-printf '# target stored ingest_events_per_sec plain_p99_ms hourly_p99_ms bytes_per_event\n' | tee "$GROWTH_T" >"$GROWTH_B"
+printf '# target stored live_events_per_sec plain_p99_ms hourly_p99_ms bytes_per_event backfill_events_per_sec\n' | tee "$GROWTH_T" >"$GROWTH_B"
 label_n() { awk -v n="$1" 'BEGIN { if (n >= 1e6) printf "%gM", n / 1e6; else printf "%gK", n / 1e3 }'; }
 growth_rows() {
   local l; l=$(label_n "$1")
-  row "g$1.rate" "at $l stored: ingest (batches of 100, ${MEASURE_SECONDS}s)" "events/s" hi
+  row "g$1.rate" "at $l stored: ingest, live (batches of 100, ${MEASURE_SECONDS}s)" "events/s" hi
+  row "g$1.backfill" "at $l stored: ingest, backfill over ${SPREAD_DAYS} days (the same)" "events/s" hi
   row "g$1.plain50" "at $l stored: month summary p50" ms lo
   row "g$1.plain99" "at $l stored: month summary p99" ms lo
   row "g$1.hourly50" "at $l stored: month summary hourly p50" ms lo
@@ -394,10 +399,15 @@ for target in $GROWTH_POINTS; do
     TG_STORED=$((TG_STORED + $(jget "$json" acked_events)))
     log "tollgate bulk: $(jget "$json" events_per_sec) ev/s"
   done
-  json=$(tg_load "measure at $target" --scenario v2 --batch 100 --conns "$B100_CONNS" \
-         --seconds "$MEASURE_SECONDS" --spread-days "$SPREAD_DAYS" --run-id "m$target")
+  sleep "$SETTLE_SECONDS"
+  json=$(tg_load "measure live at $target" --scenario v2 --batch 100 --conns "$B100_CONNS" \
+         --seconds "$MEASURE_SECONDS" --spread-days 0 --run-id "l$target")
   TG_STORED=$((TG_STORED + $(jget "$json" acked_events)))
   R_T[g$target.rate]=$(jget "$json" events_per_sec)
+  json=$(tg_load "measure backfill at $target" --scenario v2 --batch 100 --conns "$B100_CONNS" \
+         --seconds "$MEASURE_SECONDS" --spread-days "$SPREAD_DAYS" --run-id "m$target")
+  TG_STORED=$((TG_STORED + $(jget "$json" acked_events)))
+  R_T[g$target.backfill]=$(jget "$json" events_per_sec)
   q=$("$LG" query --port "$TG_PORT" --key "$KEY" --setup "$SETUP" --reps "$QUERY_REPS") ||
     { tg_alive "query at $target"; die "loadgen query failed"; }
   echo "{\"system\":\"tollgate\",\"what\":\"query at $target\",\"result\":$q}" >>"$RUNLOG"
@@ -405,9 +415,10 @@ for target in $GROWTH_POINTS; do
   R_T[g$target.hourly50]=$(jget "$q" hourly_p50_ms); R_T[g$target.hourly99]=$(jget "$q" hourly_p99_ms)
   bytes=$(du -sb "$TG_DATA" | cut -f1)
   R_T[g$target.bytes]=$(calc "$bytes / $TG_STORED")
-  printf '%s %s %s %s %s %s\n' "$target" "$TG_STORED" "${R_T[g$target.rate]}" "${R_T[g$target.plain99]}" \
-    "${R_T[g$target.hourly99]}" "${R_T[g$target.bytes]}" >>"$GROWTH_T"
-  log "tollgate at $TG_STORED stored: ${R_T[g$target.rate]} ev/s, summary p99 ${R_T[g$target.plain99]} ms" \
+  printf '%s %s %s %s %s %s %s\n' "$target" "$TG_STORED" "${R_T[g$target.rate]}" "${R_T[g$target.plain99]}" \
+    "${R_T[g$target.hourly99]}" "${R_T[g$target.bytes]}" "${R_T[g$target.backfill]}" >>"$GROWTH_T"
+  log "tollgate at $TG_STORED stored: live ${R_T[g$target.rate]} ev/s, backfill ${R_T[g$target.backfill]} ev/s," \
+      "summary p99 ${R_T[g$target.plain99]} ms" \
       "(hourly ${R_T[g$target.hourly99]} ms, $(jget "$q" hourly_rows) rows), ${R_T[g$target.bytes]} B/event"
 done
 R_T[growth.rss]=$(proc_hwm_mib "$TG_PID")
@@ -489,10 +500,15 @@ pg_point() {
     PG_BULK_RATE=$(jget "$json" events_per_sec)
     log "postgres bulk: $PG_BULK_RATE ev/s"
   done
-  json=$(pg_load "measure at $target" --batch 100 --conns "$PG_B100_CONNS" --seconds "$MEASURE_SECONDS" \
-         --spread-days "$SPREAD_DAYS" --run-id "m$target")
+  sleep "$SETTLE_SECONDS" # as for Tollgate
+  json=$(pg_load "measure live at $target" --batch 100 --conns "$PG_B100_CONNS" --seconds "$MEASURE_SECONDS" \
+         --spread-days 0 --run-id "l$target")
   PG_STORED=$((PG_STORED + $(jget "$json" acked_events)))
   R_B[g$target.rate]=$(jget "$json" events_per_sec)
+  json=$(pg_load "measure backfill at $target" --batch 100 --conns "$PG_B100_CONNS" --seconds "$MEASURE_SECONDS" \
+         --spread-days "$SPREAD_DAYS" --run-id "m$target")
+  PG_STORED=$((PG_STORED + $(jget "$json" acked_events)))
+  R_B[g$target.backfill]=$(jget "$json" events_per_sec)
   q=$("$PGB" query --conn "$CONN" --setup "$SETUP" --reps "$QUERY_REPS") || die "pgbaseline query failed"
   echo "{\"system\":\"postgres\",\"what\":\"query at $target\",\"result\":$q}" >>"$RUNLOG"
   R_B[g$target.plain50]=$(jget "$q" plain_p50_ms); R_B[g$target.plain99]=$(jget "$q" plain_p99_ms)
@@ -501,9 +517,10 @@ pg_point() {
   rel=$(psql_value "SELECT pg_total_relation_size('events')")
   R_B[g$target.bytes]=$(calc "$bytes / $PG_STORED")
   R_B[g$target.relbytes]=$(calc "$rel / $PG_STORED")
-  printf '%s %s %s %s %s %s\n' "$target" "$PG_STORED" "${R_B[g$target.rate]}" "${R_B[g$target.plain99]}" \
-    "${R_B[g$target.hourly99]}" "${R_B[g$target.bytes]}" >>"$GROWTH_B"
-  log "postgres at $PG_STORED stored: ${R_B[g$target.rate]} ev/s, summary p99 ${R_B[g$target.plain99]} ms" \
+  printf '%s %s %s %s %s %s %s\n' "$target" "$PG_STORED" "${R_B[g$target.rate]}" "${R_B[g$target.plain99]}" \
+    "${R_B[g$target.hourly99]}" "${R_B[g$target.bytes]}" "${R_B[g$target.backfill]}" >>"$GROWTH_B"
+  log "postgres at $PG_STORED stored: live ${R_B[g$target.rate]} ev/s, backfill ${R_B[g$target.backfill]} ev/s," \
+      "summary p99 ${R_B[g$target.plain99]} ms" \
       "(hourly ${R_B[g$target.hourly99]} ms, $(jget "$q" hourly_rows) rows), ${R_B[g$target.bytes]} B/event" \
       "(table+indexes ${R_B[g$target.relbytes]})"
 }
@@ -561,8 +578,10 @@ set grid
 set key bottom left
 set ylabel "ingest, events/s (batches of 100)"
 set yrange [0:*]
-plot "$GROWTH_T" using 2:3 with linespoints lw 2 title "Tollgate", \
-     "$GROWTH_B" using 2:3 with linespoints lw 2 title "PostgreSQL"
+plot "$GROWTH_T" using 2:3 with linespoints lw 2 title "Tollgate, live", \
+     "$GROWTH_T" using 2:7 with linespoints lw 2 title "Tollgate, backfill", \
+     "$GROWTH_B" using 2:3 with linespoints lw 2 title "PostgreSQL, live", \
+     "$GROWTH_B" using 2:7 with linespoints lw 2 title "PostgreSQL, backfill"
 set logscale y
 set yrange [*:*]
 set ylabel "month summary p99, ms (log)"
