@@ -230,8 +230,9 @@ tg_start() { # tg_start DATA_DIR SETUP_FILE: sets TG_PID, TG_PORT, KEY; creates 
   TG_DATA=$1 TG_PORT=$(free_port)
   mkdir -p "$TG_DATA"
   KEY=$("$TG_BIN" keys create --data "$TG_DATA" 2>>"$OUT/tollgate.log" | tail -1)
+  # shellcheck disable=SC2086
   "$TG_BIN" serve --data "$TG_DATA" --listen "127.0.0.1:$TG_PORT" --max-stream-events 1000 \
-      >>"$OUT/tollgate.log" 2>&1 &
+      ${TG_SERVE_ARGS:-} >>"$OUT/tollgate.log" 2>&1 &
   TG_PID=$!
   for _ in $(seq 1 100); do (healthy "$TG_PORT") 2>/dev/null && break; sleep 0.1; done
   (healthy "$TG_PORT") 2>/dev/null || die "tollgate did not become healthy: $(tail -5 "$OUT/tollgate.log")"
@@ -319,6 +320,11 @@ row "checkp.p50" "$paced: p50 latency" ms lo
 row "checkp.p99" "$paced: p99 latency" ms lo
 row "checkp.p999" "$paced: p99.9 latency" ms lo
 row "checkp.ingest" "ingest beside the checks, paced at $PACED_INGEST_RATE events/s" "events/s" hi
+realtime="entitlement checks beside ingest, realtime lane"
+row "checkr.p50" "$realtime: p50 latency" ms lo
+row "checkr.p99" "$realtime: p99 latency" ms lo
+row "checkr.p999" "$realtime: p99.9 latency" ms lo
+row "checkr.ingest" "ingest beside the checks, realtime lane" "events/s" hi
 row "check.ns" "one check, server side (baseline: month summary)" ns lo
 row "check.ns_ingest" "one check, server side, beside ingest" ns lo
 tg_checks() { # tg_checks RUN_ID: one loadgen checks run; prints its JSON line
@@ -357,6 +363,18 @@ R_T[checkp.ingest]=$(jget "$ij" events_per_sec)
 log "checks beside ingest paced at $PACED_INGEST_RATE/s (${R_T[checkp.ingest]} ev/s):" \
     "p99 ${R_T[checkp.p99]} ms"
 tg_stop
+# The same beside full-speed ingest, with the check lane's thread at real-time priority (an
+# option: it needs CAP_SYS_NICE, and the server says so in its log when it cannot have it).
+TG_SERVE_ARGS=--check-lane-realtime tg_start "$TMP/tollgate-checks-realtime" "$SETUP"
+checks_beside_ingest c4 "ingest beside checks, realtime lane" --run-id cr
+R_T[checkr.p50]=$(jget "$cj" p50_ms); R_T[checkr.p99]=$(jget "$cj" p99_ms)
+R_T[checkr.p999]=$(jget "$cj" p999_ms)
+R_T[checkr.ingest]=$(jget "$ij" events_per_sec)
+grep -q "cannot use SCHED_FIFO" "$OUT/tollgate.log" &&
+  note "--check-lane-realtime: the server could not use SCHED_FIFO here (see tollgate.log)"
+log "checks beside ingest, realtime lane (${R_T[checkr.ingest]} ev/s): p99 ${R_T[checkr.p99]} ms"
+tg_stop
+rm -rf "$TMP/tollgate-checks-realtime"
 # shellcheck disable=SC2086
 cb=$("$ROOT/build/checkbench" $CHECKBENCH_ARGS 2>>"$OUT/tollgate.log") || die "checkbench failed"
 echo "{\"system\":\"tollgate\",\"what\":\"checkbench\",\"result\":$cb}" >>"$RUNLOG"

@@ -2,7 +2,7 @@
  *
  *   tollgate serve [--data DIR] [--listen HOST:PORT] [--max-body BYTES]
  *                  [--max-stream-events N] [--batch-events N] [--queue-events N]
- *                  [--http-threads N] [--invoice-grace SECONDS]
+ *                  [--http-threads N] [--check-lane-realtime] [--invoice-grace SECONDS]
  *   tollgate keys create [--data DIR] [--live]
  *   tollgate bill run [--data DIR] [--invoice-grace SECONDS]
  *
@@ -36,7 +36,7 @@ static const tg_clock real_clock = {real_now, NULL};
 
 typedef struct options {
     const char *data, *listen;
-    bool live;
+    bool live, check_lane_realtime;
     size_t max_body, max_stream_events, batch_events, queue_events, http_threads;
     long long invoice_grace; /* seconds, -1 = the default */
 } options;
@@ -46,7 +46,8 @@ static int usage(void)
     fprintf(stderr,
             "usage: tollgate serve [--data DIR] [--listen HOST:PORT] [--max-body BYTES]\n"
             "                      [--max-stream-events N] [--batch-events N] [--queue-events N]\n"
-            "                      [--http-threads N] [--invoice-grace SECONDS]\n"
+            "                      [--http-threads N] [--check-lane-realtime]\n"
+            "                      [--invoice-grace SECONDS]\n"
             "       tollgate keys create [--data DIR] [--live]\n"
             "       tollgate bill run [--data DIR] [--invoice-grace SECONDS]\n");
     return 2;
@@ -82,6 +83,10 @@ static int parse_options(int argc, char **argv, int first, options *o)
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--live") == 0) {
             o->live = true;
+            continue;
+        }
+        if (strcmp(a, "--check-lane-realtime") == 0) {
+            o->check_lane_realtime = true;
             continue;
         }
         if (!v)
@@ -179,7 +184,8 @@ static int cmd_serve(const options *o)
     tg_service *svc;
     if (open_service(o, true, &svc))
         return 1;
-    tg_server_config cfg = {o->max_body, o->max_stream_events, (unsigned)o->http_threads};
+    tg_server_config cfg = {o->max_body, o->max_stream_events, (unsigned)o->http_threads,
+                            o->check_lane_realtime};
     tg_server *srv;
     tg_err err = {0};
     if (tg_server_start(&srv, svc, o->listen, &cfg, &err)) {
@@ -205,7 +211,14 @@ int main(int argc, char **argv)
                          : strcmp(lvl, "warn") == 0 ? TG_LOG_WARN
                          : strcmp(lvl, "error") == 0 ? TG_LOG_ERROR
                                                      : TG_LOG_INFO);
-    options o = {"./data", "127.0.0.1:12111", false, 1u << 20, 100, 10000, 200000, 2, -1};
+    options o = {.data = "./data",
+                 .listen = "127.0.0.1:12111",
+                 .max_body = 1u << 20,
+                 .max_stream_events = 100,
+                 .batch_events = 10000,
+                 .queue_events = 200000,
+                 .http_threads = 2,
+                 .invoice_grace = -1};
     if (argc >= 2 && strcmp(argv[1], "serve") == 0) {
         if (parse_options(argc, argv, 2, &o))
             return 2;

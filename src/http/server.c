@@ -48,6 +48,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1097,6 +1098,17 @@ static void *loop_main(void *arg)
 {
     loop *lp = arg;
     pthread_setname_np(pthread_self(), lp->check_lane ? "tg-checks" : "tg-http");
+    if (lp->check_lane && lp->srv->cfg.check_lane_realtime) {
+        /* The lowest real-time priority: the lane's thread runs as soon as a check arrives
+         * instead of waiting for the scheduler to preempt a busy thread (measured beside
+         * ingest on 2 saturated cores: BENCHMARKS.md). A flood of checks can then keep one
+         * CPU busy, up to the kernel's real-time throttling; hence an option. */
+        struct sched_param sp = {.sched_priority = 1};
+        int rc = pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp);
+        if (rc)
+            tg_log(TG_LOG_WARN, "http: --check-lane-realtime: cannot use SCHED_FIFO (%s); "
+                   "the check lane runs at normal priority", strerror(rc));
+    }
     struct epoll_event evs[256];
     while (!__atomic_load_n(&lp->stop, __ATOMIC_SEQ_CST)) {
         int n = epoll_wait(lp->epfd, evs, 256, 1000);

@@ -5,6 +5,8 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
+import { readdir } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import {
   startServer, rawRequest, stripeClient, expectRawError, nowSec, uniq, createMeter, createCustomer, sleep,
   floorTo, usage,
@@ -386,6 +388,25 @@ describe('HTTP/1.1 on the wire', () => {
     assert.equal(r.responses[0].json.reason, 'no_entitlement');
     assert.equal(r.responses[2].json.data[0].aggregated_value, 5);
     assert.equal(r.responses[3].json.object, 'entitlements.check');
+  });
+
+  test('--check-lane-realtime runs the check lane at SCHED_FIFO, or says why it cannot', async () => {
+    const rt = await startServer({ args: ['--check-lane-realtime'] });
+    try {
+      const c = await createCustomer(rt.stripe);
+      const r = await rt.stripe.rawRequest('GET', `/v1/entitlements/check?customer=${c.id}&feature=none`);
+      assert.equal(r.reason, 'no_entitlement');
+      const task = `/proc/${rt.child.pid}/task`;
+      const tids = (await readdir(task)).filter((t) =>
+        readFileSync(`${task}/${t}/comm`, 'latin1').trim() === 'tg-checks');
+      assert.equal(tids.length, 1, 'one check lane thread');
+      const stat = readFileSync(`${task}/${tids[0]}/stat`, 'latin1');
+      const policy = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38]); // field 41
+      if (/cannot use SCHED_FIFO/.test(rt.output())) assert.equal(policy, 0, 'SCHED_OTHER when refused');
+      else assert.equal(policy, 1, `SCHED_FIFO; log: ${rt.output().slice(-500)}`);
+    } finally {
+      await rt.close();
+    }
   });
 
   test('a burst of connections, handed from the accepting loop to the others: every one is served', async () => {
