@@ -45,13 +45,18 @@ QUICK=${QUICK:-0}
 
 # ------------------------------------------------------------------ knobs
 LOADGEN_THREADS=${LOADGEN_THREADS:-1}  # loadgen epoll threads (2 cores: leave one to the server)
-V1_CONNS=${V1_CONNS:-64}               # concurrent connections, v1 single events
+V1_CONNS=${V1_CONNS:-128}              # concurrent connections, v1 single events (measured:
+                                       #   32 -> 34,320, 64 -> 40,057, 128 -> 45,700, 256 -> 46,549)
 B100_CONNS=${B100_CONNS:-128}          # concurrent connections, batches of 100 (measured:
                                        #   32 -> 493K, 64 -> 575K, 128 -> 616K, 256 -> 621K ev/s)
 B1K_CONNS=${B1K_CONNS:-32}             # concurrent connections, batches of 1000 (16 -> 626K,
                                        #   32 -> 738K, 64 -> 721K ev/s)
 # The baseline at the concurrency that suits it best, measured the same way: batches of 100 on
 # 32 connections 56,562 rows/s, on 128 27,310; batches of 1000 on 16 51,377, on 32 45,940.
+# v1 (one row a transaction): on 8 connections 6,402 rows/s, 16 7,188, 32 7,568, 64 6,310,
+# 128 4,601, 256 2,870.
+PG_V1_CONNS=${PG_V1_CONNS:-32}
+V1P_CONNS=${V1P_CONNS:-64}             # v1 pipelined 16 deep (1,024 requests in flight)
 PG_B100_CONNS=${PG_B100_CONNS:-32}
 PG_B1K_CONNS=${PG_B1K_CONNS:-16}
 BULK_CONNS=${BULK_CONNS:-16}           # growth bulk loading (batches of BULK_BATCH)
@@ -290,7 +295,7 @@ tg_scenario() {
   log "tollgate $name: ${R_T[$name.rate]} ev/s p99 ${R_T[$name.p99]} ms, rss ${R_T[$name.rss]} MiB, cpu ${R_T[$name.cpu]} s"
 }
 for s in "v1|single events (v1)|--scenario v1 --conns $V1_CONNS" \
-         "v1p16|single events (v1), pipelined 16|--scenario v1 --conns $V1_CONNS --pipeline 16" \
+         "v1p16|single events (v1), pipelined 16|--scenario v1 --conns $V1P_CONNS --pipeline 16" \
          "b100|batches of 100|--scenario v2 --batch 100 --conns $B100_CONNS" \
          "b1k|batches of 1000|--scenario v2 --batch 1000 --conns $B1K_CONNS"; do
   IFS='|' read -r name label args <<<"$s"
@@ -495,7 +500,7 @@ pg_scenario() {
 }
 # the same customers and meter names as Tollgate's phases
 SETUP=$OUT/setup-scenarios.txt
-pg_scenario v1 --batch 1 --conns "$V1_CONNS"
+pg_scenario v1 --batch 1 --conns "$PG_V1_CONNS"
 pg_scenario b100 --batch 100 --conns "$PG_B100_CONNS"
 pg_scenario b1k --batch 1000 --conns "$PG_B1K_CONNS"
 
