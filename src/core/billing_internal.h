@@ -28,7 +28,9 @@ typedef struct bctx {
     tg_arena *a;
     int64_t now;
     tg_err *err;
-    bool touched_registry; /* the job changed the entitlement registry (see bill_write) */
+    bool touched_registry; /* the job changed the entitlement registry in a way only a
+                            * fresh start undoes (see bill_write_job) */
+    const char *installed_for; /* the one customer whose registry entry the job wrote */
 } bctx;
 
 /* Runs fn with a context on a reader (bill_read) or as a writer job (bill_write); c->now is

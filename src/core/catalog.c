@@ -196,7 +196,7 @@ static int bill_call_job(tg_store *s, void *arg, tg_err *err)
 int bill_read(tg_service *svc, const tg_scope *scope, tg_arena *a, bill_fn fn, void *arg,
               tg_err *err)
 {
-    bill_call call = {{svc, NULL, scope, a, 0, err, false}, fn, arg};
+    bill_call call = {{.svc = svc, .scope = scope, .a = a, .err = err}, fn, arg};
     return tg_service_read(svc, bill_call_job, &call, err);
 }
 
@@ -206,22 +206,32 @@ typedef struct bill_write_call {
     bill_call call;
 } bill_write_call;
 
+/* Grants are installed in the registry as a job runs; a job that failed (it is rolled back
+ * to its savepoint) may have installed what is not stored, so its customer's entry is
+ * dropped, and a step set aside drops them all: they are loaded again from storage at their
+ * next use. This happens here, in the writer thread, before the next job runs: done by the
+ * submitter after the commit, it could land in the middle of a later job, between the moment
+ * that job made sure its customer was loaded and its use of the grants (seen as a subscribed
+ * customer's usage session refused with entitlement_required). A batch that fails to commit
+ * clears the registry too (the writer's on_failure). */
 static int bill_write_job(tg_store *s, void *arg, tg_err *err)
 {
-    return bill_call_job(s, &((bill_write_call *)arg)->call, err);
+    bill_write_call *w = arg;
+    const bctx *c = &w->call.c;
+    int rc = bill_call_job(s, &w->call, err);
+    struct tg_ent_registry *r = *tg_service_entitlements(w->svc);
+    if (c->touched_registry)
+        tg_ent_registry_clear(r);
+    else if (rc && c->installed_for)
+        tg_ent_registry_forget(r, c->scope, c->installed_for);
+    return rc;
 }
 
 int bill_write(tg_service *svc, const tg_scope *scope, tg_arena *a, bill_fn fn, void *arg,
                tg_err *err)
 {
-    bill_write_call w = {svc, {{svc, NULL, scope, a, 0, err, false}, fn, arg}};
-    int rc = tg_service_write(svc, bill_write_job, &w, err);
-    /* Grants are installed in the registry as the job runs; a job that failed (rolled back
-     * to its savepoint) or a step set aside may have installed what is not stored: the
-     * registry starts over from storage, customer by customer, at their next check. */
-    if (rc || w.call.c.touched_registry)
-        tg_ent_registry_clear(*tg_service_entitlements(svc));
-    return rc;
+    bill_write_call w = {svc, {{.svc = svc, .scope = scope, .a = a, .err = err}, fn, arg}};
+    return tg_service_write(svc, bill_write_job, &w, err);
 }
 
 typedef struct retrieve_args {
@@ -587,7 +597,7 @@ int tg_test_clock_time(tg_service *svc, tg_store *s, const tg_scope *scope, cons
 {
     tg_arena a;
     tg_arena_init(&a, 0);
-    bctx c = {svc, s, scope, &a, 0, err, false};
+    bctx c = {.svc = svc, .s = s, .scope = scope, .a = &a, .err = err};
     tg_test_clock k;
     int rc = bill_load_clock(&c, id, &k);
     if (!rc && k.deleted)

@@ -13,8 +13,9 @@
  * the counter before the batch's submitters are answered (tg_ent_on_usage, called from the
  * writer's publish step). Events of the batch that runs the refresh are not in the committed
  * usage it reads and are added by that batch's publish, so nothing is counted twice or
- * missed. A check is then a lookup under one mutex. A batch that fails to commit clears the
- * registry (the next check reloads its customer through a writer job).
+ * missed. A check is then a lookup under one mutex. A job that fails drops the entry it
+ * wrote, and a batch that fails to commit clears the registry (the next check reloads its
+ * customer through a writer job).
  */
 #include "core/entitlements.h"
 
@@ -98,17 +99,24 @@ struct tg_ent_registry *tg_ent_registry_new(void)
     return r;
 }
 
+static size_t count_limited(const ent_grant *g, size_t n);
+
+static void node_free(ent_node *n)
+{
+    for (ent_session *s = n->sessions, *sn; s; s = sn) {
+        sn = s->next;
+        free(s);
+    }
+    free(n->grants);
+    free(n);
+}
+
 static void registry_clear_locked(struct tg_ent_registry *r)
 {
     for (size_t i = 0; i < ENT_BUCKETS; i++) {
         for (ent_node *n = r->by_id[i], *next; n; n = next) {
             next = n->next;
-            for (ent_session *s = n->sessions, *sn; s; s = sn) {
-                sn = s->next;
-                free(s);
-            }
-            free(n->grants);
-            free(n);
+            node_free(n);
         }
         r->by_id[i] = r->by_seq[i] = NULL;
     }
@@ -121,6 +129,28 @@ void tg_ent_registry_clear(struct tg_ent_registry *r)
         return;
     pthread_mutex_lock(&r->mu);
     registry_clear_locked(r);
+    pthread_mutex_unlock(&r->mu);
+}
+
+void tg_ent_registry_forget(struct tg_ent_registry *r, const tg_scope *scope,
+                            const char *customer)
+{
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->mu);
+    ent_node **p = &r->by_id[slot_id(scope, customer)];
+    while (*p && !(strcmp((*p)->customer, customer) == 0 && same_scope(&(*p)->scope, scope)))
+        p = &(*p)->next;
+    ent_node *node = *p;
+    if (node) {
+        *p = node->next;
+        ent_node **q = &r->by_seq[slot_seq(node->customer_seq)];
+        while (*q != node)
+            q = &(*q)->next_by_seq;
+        *q = node->next_by_seq;
+        atomic_fetch_sub(&r->limited, (int)count_limited(node->grants, node->n));
+        node_free(node);
+    }
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -393,6 +423,16 @@ static int load_grants(bctx *c, const char *customer, tg_grant **g, size_t *n)
     return TG_OK;
 }
 
+/* Notes that the job wrote customer's registry entry, so that a failure of the job drops it
+ * (see bill_write_job); a job that writes several customers' entries drops them all. */
+static void note_installed(bctx *c, const char *customer)
+{
+    if (c->touched_registry || (c->installed_for && strcmp(c->installed_for, customer) == 0))
+        return;
+    if (c->installed_for || !(c->installed_for = tg_arena_strdup(c->a, customer)))
+        c->touched_registry = true;
+}
+
 /* Reads the committed usage of each limited grant and installs the customer in the registry.
  * Runs inside a writer job (see the top comment). */
 static int install(bctx *c, const char *customer, int64_t customer_seq, const tg_grant *g,
@@ -415,6 +455,7 @@ static int install(bctx *c, const char *customer, int64_t customer_seq, const tg
         if (rc && rc != TG_ENOTFOUND)
             return rc;
     }
+    note_installed(c, customer);
     if (registry_put(registry(c->svc), c->scope, customer, customer_seq, eg, n))
         return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
     return TG_OK;
@@ -1004,6 +1045,7 @@ static int node_ensure(bctx *c, const char *customer, int64_t customer_seq)
 /* Mirrors a session's hold in the registry (adding it when new). */
 static int session_publish(bctx *c, const tg_usage_session *u)
 {
+    note_installed(c, u->customer);
     struct tg_ent_registry *r = registry(c->svc);
     pthread_mutex_lock(&r->mu);
     ent_node *node = find_locked(r, c->scope, u->customer);

@@ -46,6 +46,9 @@ int64_t tg_customer_seq(tg_service *svc, const tg_scope *scope, const char *id);
 struct tg_ent_registry **tg_service_entitlements(tg_service *svc);
 struct tg_ent_registry *tg_ent_registry_new(void);
 void tg_ent_registry_clear(struct tg_ent_registry *r);
+/* Drops one customer's entry (its next use loads it again). */
+void tg_ent_registry_forget(struct tg_ent_registry *r, const tg_scope *scope,
+                            const char *customer);
 void tg_ent_registry_free(struct tg_ent_registry *r);
 void tg_ent_on_usage(void *ctx, int64_t meter_seq, int64_t customer_seq, int64_t minute,
                      tg_dec sum);

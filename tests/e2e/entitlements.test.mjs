@@ -896,6 +896,25 @@ describe('usage sessions', () => {
     }
   });
 
+  test('refused sessions of one customer never disturb a subscriber starting sessions at the same time', async () => {
+    // A refused start drops what it loaded into the check registry; done outside the writer,
+    // that once landed inside another customer's start and refused it as not entitled.
+    const w = await world(JAN + 3 * DAY);
+    await w.subscribe([cat.callSecPlan]);
+    const stranger = await world(JAN + 3 * DAY);
+    const outcome = (p) => p.then((s) => s.status, (e) => e.code);
+    const starts = [];
+    for (let i = 0; i < 15; i++) {
+      starts.push(outcome(stranger.start(SEC())), outcome(w.start(SEC())));
+    }
+    const got = await Promise.all(starts);
+    const theirs = got.filter((_, i) => i % 2 === 0), ours = got.filter((_, i) => i % 2 === 1);
+    assert.deepEqual([...new Set(theirs)], ['entitlement_required']);
+    // 100 s shared: the first starts are granted, the rest meet the cap; none is "not entitled"
+    assert.ok(ours.includes('active'), JSON.stringify(ours));
+    for (const o of ours) assert.ok(o === 'active' || o === 'usage_limit_reached', JSON.stringify(ours));
+  });
+
   test('rounding second: granted_seconds, heartbeats record the elapsed seconds, end', async () => {
     const w = await world(JAN + DAY);
     const T = w.now;
