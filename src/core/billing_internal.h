@@ -30,7 +30,9 @@ typedef struct bctx {
     tg_err *err;
     bool touched_registry; /* the job changed the entitlement registry in a way only a
                             * fresh start undoes (see bill_write_job) */
-    const char *installed_for; /* the one customer whose registry entry the job wrote */
+    const char *installed_for; /* the customer whose registry entry the job wrote first */
+    tg_scope installed_scope;  /* ... and its scope (a job may work in several) */
+    bool installed_many;       /* the job wrote the entries of more than one customer */
 } bctx;
 
 /* Runs fn with a context on a reader (bill_read) or as a writer job (bill_write); c->now is

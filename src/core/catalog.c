@@ -208,8 +208,8 @@ typedef struct bill_write_call {
 
 /* Grants are installed in the registry as a job runs; a job that failed (it is rolled back
  * to its savepoint) may have installed what is not stored, so its customer's entry is
- * dropped, and a step set aside drops them all: they are loaded again from storage at their
- * next use. This happens here, in the writer thread, before the next job runs: done by the
+ * dropped (all entries if it wrote several customers'), and a billing step set aside drops
+ * them all: they are loaded again from storage at their next use. This happens here, in the writer thread, before the next job runs: done by the
  * submitter after the commit, it could land in the middle of a later job, between the moment
  * that job made sure its customer was loaded and its use of the grants (seen as a subscribed
  * customer's usage session refused with entitlement_required). A batch that fails to commit
@@ -220,10 +220,10 @@ static int bill_write_job(tg_store *s, void *arg, tg_err *err)
     const bctx *c = &w->call.c;
     int rc = bill_call_job(s, &w->call, err);
     struct tg_ent_registry *r = *tg_service_entitlements(w->svc);
-    if (c->touched_registry)
+    if (c->touched_registry || (rc && c->installed_many))
         tg_ent_registry_clear(r);
     else if (rc && c->installed_for)
-        tg_ent_registry_forget(r, c->scope, c->installed_for);
+        tg_ent_registry_forget(r, &c->installed_scope, c->installed_for);
     return rc;
 }
 

@@ -424,13 +424,20 @@ static int load_grants(bctx *c, const char *customer, tg_grant **g, size_t *n)
 }
 
 /* Notes that the job wrote customer's registry entry, so that a failure of the job drops it
- * (see bill_write_job); a job that writes several customers' entries drops them all. */
+ * (see bill_write_job); if the job wrote several customers' entries, a failure drops them all. */
 static void note_installed(bctx *c, const char *customer)
 {
-    if (c->touched_registry || (c->installed_for && strcmp(c->installed_for, customer) == 0))
+    if (c->installed_many)
         return;
-    if (c->installed_for || !(c->installed_for = tg_arena_strdup(c->a, customer)))
-        c->touched_registry = true;
+    if (c->installed_for) {
+        c->installed_many = strcmp(c->installed_for, customer) != 0 ||
+                            c->installed_scope.livemode != c->scope->livemode ||
+                            strcmp(c->installed_scope.account, c->scope->account) != 0;
+    } else if ((c->installed_for = tg_arena_strdup(c->a, customer))) {
+        c->installed_scope = *c->scope;
+    } else {
+        c->installed_many = true; /* out of memory: drop them all on failure */
+    }
 }
 
 /* Reads the committed usage of each limited grant and installs the customer in the registry.

@@ -838,7 +838,9 @@ static void run_function_job(tg_writer *w, tg_job *j)
 static void fail_batch(tg_job *batch, const tg_err *err)
 {
     for (tg_job *j = batch; j; j = j->next) {
-        if (j->fn && j->on_failure && j->rc == TG_OK)
+        /* Every function job's, failed ones too: one that failed at its savepoint's release
+         * had run to the end and may have published what is now rolled back. */
+        if (j->fn && j->on_failure)
             j->on_failure(j->arg);
         j->rc = err->code ? err->code : TG_ESTORE;
         j->err = *err;

@@ -1048,7 +1048,11 @@ static void run_woken(loop *lp)
         conn *c = moved;
         moved = c->next_moved;
         conn_attach(lp, c);
-        if (!c->closed)
+        if (c->closed)
+            continue;
+        if (__atomic_load_n(&lp->drained, __ATOMIC_SEQ_CST))
+            conn_drain(c); /* arrived after the loop's drain sweep */
+        else
             conn_process(c);
     }
     request *fifo = NULL; /* the list is newest first: answer in arrival order */
