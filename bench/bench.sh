@@ -33,7 +33,8 @@
 #      check, in process (bench/checkbench.c), against the baseline of reading the period's
 #      usage as a month summary, which is what a check costs without Tollgate's counters.
 #   4. A table (Tollgate, baseline, ratio = how many times better Tollgate is), the CSV
-#      build/bench/results.csv, the chart build/bench/growth.png; both are copied to bench/results/.
+#      build/bench/results.csv, the chart build/bench/growth.png; both are copied to
+#      bench/results/ (not by a QUICK run, which would replace the recorded results).
 #
 # Every number counts only events the server acknowledged after committing them to disk.
 # Knobs below can be overridden from the environment (e.g. GROWTH_POINTS="1000000 3000000").
@@ -614,5 +615,9 @@ plot "$GROWTH_T" using 2:4 with linespoints lw 2 title "Tollgate, no grouping", 
      "$GROWTH_B" using 2:5 with linespoints lw 2 title "PostgreSQL, hourly"
 unset multiplot
 EOF
-cp "$CSV" "$OUT/growth.png" "$OUT/machine.txt" "$OUT/runs.jsonl" "$OUT/notes.txt" "$ROOT/bench/results/"
-log "done in ${SECONDS}s: $CSV, $OUT/growth.png (copied to bench/results/)"
+if [ "$QUICK" = 1 ]; then # a smoke run does not replace the recorded results
+  log "done in ${SECONDS}s: $CSV, $OUT/growth.png (QUICK: bench/results/ left as it was)"
+else
+  cp "$CSV" "$OUT/growth.png" "$OUT/machine.txt" "$OUT/runs.jsonl" "$OUT/notes.txt" "$ROOT/bench/results/"
+  log "done in ${SECONDS}s: $CSV, $OUT/growth.png (copied to bench/results/)"
+fi
