@@ -209,11 +209,12 @@ typedef struct bill_write_call {
 /* Grants are installed in the registry as a job runs; a job that failed (it is rolled back
  * to its savepoint) may have installed what is not stored, so its customer's entry is
  * dropped (all entries if it wrote several customers'), and a billing step set aside drops
- * them all: they are loaded again from storage at their next use. This happens here, in the writer thread, before the next job runs: done by the
- * submitter after the commit, it could land in the middle of a later job, between the moment
- * that job made sure its customer was loaded and its use of the grants (seen as a subscribed
- * customer's usage session refused with entitlement_required). A batch that fails to commit
- * clears the registry too (the writer's on_failure). */
+ * them all: they are loaded again from storage at their next use. This happens here, in the
+ * writer thread, before the next job runs: done by the submitter after the commit, it could
+ * land in the middle of a later job, between the moment that job made sure its customer was
+ * loaded and its use of the grants (seen as a subscribed customer's usage session refused
+ * with entitlement_required). A batch that fails to commit clears the registry too (the
+ * writer's on_failure). */
 static int bill_write_job(tg_store *s, void *arg, tg_err *err)
 {
     bill_write_call *w = arg;
