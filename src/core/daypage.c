@@ -1,5 +1,6 @@
 /* daypage.c -- encoding and merging of day pages (see daypage.h). A merge is a single pass
- * over the old entries and the (sorted) deltas, like merging two sorted lists. */
+ * over the old entries and the (sorted) deltas, like merging two sorted lists; the old
+ * entries no delta touches are copied as bytes, not decoded and encoded again. */
 #include "core/daypage.h"
 
 #include <string.h>
@@ -34,12 +35,68 @@ int tg_daypage_next(tg_daypage_reader *r, tg_delta *out)
     return 1;
 }
 
+static void put_minute(tg_buf *out, int64_t *prev, int64_t minute)
+{
+    tg_varint_put(out, (unsigned __int128)((minute - *prev) / 60));
+    *prev = minute;
+}
+
 static void put_entry(tg_buf *out, int64_t *prev, const tg_delta *d)
 {
-    tg_varint_put(out, (unsigned __int128)((d->minute - *prev) / 60));
-    *prev = d->minute;
+    put_minute(out, prev, d->minute);
     tg_dec_put_compact(out, d->sum);
     tg_varint_put(out, tg_zigzag(d->count));
+}
+
+/* An entry of the old page as it is stored: its minute and the bytes of its sum and count.
+ * Entries that no delta touches are copied as bytes (only the minute offset before them can
+ * change), so a merge decodes and encodes only the minutes it changes. */
+typedef struct raw_entry {
+    int64_t minute;
+    const unsigned char *val;
+    size_t vlen;
+} raw_entry;
+
+/* Steps over one varint of at most 128 bits; 0, or -1 when truncated or too long. */
+static int skip_varint(tg_daypage_reader *r)
+{
+    for (int i = 0; i < 19; i++) {
+        if (r->p >= r->end)
+            return -1;
+        if (!(*r->p++ & 0x80))
+            return 0;
+    }
+    return -1;
+}
+
+/* As tg_daypage_next without decoding the value: 1, 0 at the end, -1 when corrupt. */
+static int raw_next(tg_daypage_reader *r, raw_entry *e)
+{
+    if (r->p == r->end)
+        return 0;
+    unsigned __int128 off;
+    if (get_varint(r, &off) || off == 0 || off > 1440)
+        return -1;
+    r->minute += (int64_t)off * 60;
+    e->minute = r->minute;
+    e->val = r->p;
+    if (r->p >= r->end || *r->p++ > TG_DEC_SCALE_DIGITS || skip_varint(r) || skip_varint(r))
+        return -1;
+    e->vlen = (size_t)(r->p - e->val);
+    return 1;
+}
+
+/* Adds the stored value of e to d. */
+static int add_raw(const raw_entry *e, tg_delta *d)
+{
+    const unsigned char *p = e->val, *end = e->val + e->vlen;
+    tg_dec sum;
+    unsigned __int128 c;
+    if (tg_dec_get_compact(&p, end, &sum) || tg_varint_get(&p, end, &c) ||
+        tg_dec_add(d->sum, sum, &d->sum) ||
+        __builtin_add_overflow(d->count, (int64_t)tg_unzigzag(c), &d->count))
+        return -1;
+    return 0;
 }
 
 int tg_daypage_merge(int64_t day, const void *old, size_t oldlen, const tg_delta *deltas,
@@ -47,32 +104,31 @@ int tg_daypage_merge(int64_t day, const void *old, size_t oldlen, const tg_delta
 {
     tg_daypage_reader r;
     tg_daypage_open(&r, day, old, oldlen);
-    tg_delta cur;
-    int have = tg_daypage_next(&r, &cur);
+    raw_entry cur;
+    int have = raw_next(&r, &cur);
     int64_t prev = day - 60;
     size_t k = 0;
     while (have == 1 || k < n) {
-        tg_delta e;
         if (have == 1 && (k == n || cur.minute < deltas[k].minute)) {
-            e = cur;
-            have = tg_daypage_next(&r, &cur);
-        } else {
-            e = deltas[k++];
-            if (e.minute < day || e.minute >= day + 86400 || e.minute % 60)
+            put_minute(out, &prev, cur.minute); /* untouched: its value bytes as they are */
+            tg_buf_append(out, cur.val, cur.vlen);
+            have = raw_next(&r, &cur);
+            continue;
+        }
+        tg_delta e = deltas[k++];
+        if (e.minute < day || e.minute >= day + 86400 || e.minute % 60)
+            return -1;
+        if (have == 1 && cur.minute == e.minute) {
+            if (add_raw(&cur, &e))
                 return -1;
-            if (have == 1 && cur.minute == e.minute) {
-                if (tg_dec_add(cur.sum, e.sum, &e.sum) ||
-                    __builtin_add_overflow(cur.count, e.count, &e.count))
-                    return -1;
-                have = tg_daypage_next(&r, &cur);
-            }
-            /* Several deltas of one minute arrive together from replays: fold them. */
-            while (k < n && deltas[k].minute == e.minute) {
-                if (tg_dec_add(e.sum, deltas[k].sum, &e.sum) ||
-                    __builtin_add_overflow(e.count, deltas[k].count, &e.count))
-                    return -1;
-                k++;
-            }
+            have = raw_next(&r, &cur);
+        }
+        /* Several deltas of one minute arrive together from replays: fold them. */
+        while (k < n && deltas[k].minute == e.minute) {
+            if (tg_dec_add(e.sum, deltas[k].sum, &e.sum) ||
+                __builtin_add_overflow(e.count, deltas[k].count, &e.count))
+                return -1;
+            k++;
         }
         if (e.count != 0)
             put_entry(out, &prev, &e);

@@ -1,0 +1,256 @@
+/* test_daypage.c -- unit tests for core/daypage.h (the stored minutes of one pair and day) and
+ * the compact decimal encoding of core/varint.h it shares with event blocks.
+ *
+ * A day page is the only stored aggregate of additive meters: a merge that loses, doubles or
+ * corrupts an entry changes what every later summary and invoice says. A merge copies the
+ * entries no delta touches as bytes, so the tests check:
+ *   - the compact decimal round trip at every scale, at the 64-bit edges (where the encoder
+ *     switches between 64- and 128-bit arithmetic) and at the 128-bit limits;
+ *   - 2,000 random merges into one growing page against a model, including repeated minutes,
+ *     cancellations that drop an entry, and negative sums;
+ *   - merging deltas in many steps gives the same bytes as merging them at once;
+ *   - deltas outside the day, and pages cut at every length, are refused, never read past.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/daypage.h"
+#include "core/varint.h"
+
+#define DAY INT64_C(1764547200) /* a UTC midnight */
+#define DEC_MAX ((tg_dec)(((unsigned __int128)1 << 127) - 1))
+#define DEC_MIN (-DEC_MAX - 1)
+
+static void test_compact_decimal_round_trip(void **state)
+{
+    (void)state;
+    tg_dec vals[64];
+    size_t n = 0;
+    vals[n++] = 0;
+    vals[n++] = 1;
+    vals[n++] = -1;
+    vals[n++] = DEC_MAX;
+    vals[n++] = DEC_MIN;
+    vals[n++] = DEC_MAX - 1;
+    vals[n++] = DEC_MIN + 1;
+    vals[n++] = INT64_MAX;
+    vals[n++] = INT64_MIN;
+    vals[n++] = (tg_dec)INT64_MAX + 1;
+    vals[n++] = (tg_dec)INT64_MIN - 1;
+    vals[n++] = (tg_dec)INT64_MAX * 10;
+    vals[n++] = (tg_dec)INT64_MIN * 10;
+    tg_dec p = 1;
+    for (int i = 0; i <= 24; i++, p *= 10) { /* every scale, both signs, with and without a 7 */
+        vals[n++] = p;
+        if (i % 3 == 0 && n + 2 < sizeof vals / sizeof vals[0]) {
+            vals[n++] = -p * 7;
+            vals[n++] = p * 7 + 3;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        tg_buf b;
+        tg_buf_init(&b, 64);
+        tg_dec_put_compact(&b, vals[i]);
+        const unsigned char *q = (const unsigned char *)b.data, *end = q + b.len;
+        tg_dec got = 0;
+        assert_int_equal(tg_dec_get_compact(&q, end, &got), 0);
+        assert_true(q == end);
+        assert_true(got == vals[i]);
+        /* the shortest form: the mantissa has no trailing zero unless the scale is 0 */
+        const unsigned char *m = (const unsigned char *)b.data + 1;
+        unsigned __int128 u = 0;
+        assert_int_equal(tg_varint_get(&m, end, &u), 0);
+        tg_dec mant = tg_unzigzag(u);
+        if (b.data[0] != 0)
+            assert_true(mant % 10 != 0);
+        tg_buf_free(&b);
+    }
+    /* a mantissa too large for its scale is refused, not wrapped */
+    tg_buf b;
+    tg_buf_init(&b, 64);
+    unsigned char sc = 0;
+    tg_buf_append(&b, &sc, 1);
+    tg_varint_put(&b, tg_zigzag(DEC_MAX / 10));
+    const unsigned char *q = (const unsigned char *)b.data;
+    tg_dec got;
+    assert_int_equal(tg_dec_get_compact(&q, q + b.len, &got), -1);
+    tg_buf_free(&b);
+}
+
+/* Decodes a page into minute-indexed arrays; fails the test when it is not well formed. */
+static void decode(const tg_buf *page, tg_dec *sum, int64_t *count)
+{
+    memset(sum, 0, 1440 * sizeof *sum);
+    memset(count, 0, 1440 * sizeof *count);
+    tg_daypage_reader r;
+    tg_daypage_open(&r, DAY, page->data, page->len);
+    tg_delta d;
+    int rc;
+    int64_t last = -1;
+    while ((rc = tg_daypage_next(&r, &d)) == 1) {
+        int64_t k = (d.minute - DAY) / 60;
+        assert_true(k > last && k < 1440);
+        assert_true(d.count != 0); /* entries whose count fell to zero are dropped */
+        sum[k] = d.sum;
+        count[k] = d.count;
+        last = k;
+    }
+    assert_int_equal(rc, 0);
+}
+
+static uint64_t rnd(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static int delta_cmp(const void *a, const void *b)
+{
+    const tg_delta *x = a, *y = b;
+    return (x->minute > y->minute) - (x->minute < y->minute);
+}
+
+static void test_merge_against_model(void **state)
+{
+    (void)state;
+    static tg_dec msum[1440], gsum[1440];
+    static int64_t mcount[1440], gcount[1440];
+    memset(msum, 0, sizeof msum);
+    memset(mcount, 0, sizeof mcount);
+    tg_buf page, next;
+    tg_buf_init(&page, 1 << 20);
+    tg_buf_init(&next, 1 << 20);
+    uint64_t s = 0x2545F4914F6CDD1DULL;
+    tg_delta d[64];
+    for (int round = 0; round < 2000; round++) {
+        size_t n = 1 + rnd(&s) % 40;
+        for (size_t i = 0; i < n; i++) {
+            int64_t k = (int64_t)(rnd(&s) % 1440);
+            uint64_t r = rnd(&s);
+            if (r % 5 == 0 && mcount[k] != 0) { /* cancel what the minute holds */
+                d[i] = (tg_delta){.minute = DAY + k * 60, .sum = -msum[k], .count = -mcount[k]};
+            } else {
+                tg_dec v = (tg_dec)(r % 100000) * 1000000 - 20000000000; /* some negative */
+                if (r % 97 == 0)
+                    v *= (tg_dec)INT64_MAX; /* past 64 bits */
+                d[i] = (tg_delta){.minute = DAY + k * 60, .sum = v, .count = 1 + (int64_t)(r % 3)};
+            }
+            /* the model takes deltas in the order given; a cancellation must see the earlier
+             * deltas of its minute in this round, so apply and keep them in order */
+            msum[k] += d[i].sum;
+            mcount[k] += d[i].count;
+            if (mcount[k] == 0)
+                msum[k] = 0; /* the page drops a minute whose count is zero */
+        }
+        qsort(d, n, sizeof d[0], delta_cmp); /* stable enough: sums commute */
+        tg_buf_reset(&next);
+        assert_int_equal(tg_daypage_merge(DAY, page.data, page.len, d, n, &next), 0);
+        tg_buf t = page;
+        page = next;
+        next = t;
+        decode(&page, gsum, gcount);
+        for (int k = 0; k < 1440; k++) {
+            if (gcount[k] != mcount[k] || gsum[k] != msum[k])
+                fail_msg("round %d minute %d: count %lld want %lld", round, k,
+                         (long long)gcount[k], (long long)mcount[k]);
+        }
+    }
+    tg_buf_free(&page);
+    tg_buf_free(&next);
+}
+
+/* Step by step or all at once, the page is the same bytes (the encoding is canonical). */
+static void test_merge_steps_equal_one_merge(void **state)
+{
+    (void)state;
+    enum { N = 3000 };
+    tg_delta *all = malloc(N * sizeof *all);
+    assert_non_null(all);
+    uint64_t s = 42;
+    for (int i = 0; i < N; i++)
+        all[i] = (tg_delta){.minute = DAY + (int64_t)(rnd(&s) % 1440) * 60,
+                            .sum = (tg_dec)(rnd(&s) % 1000000) * 1000,
+                            .count = 1};
+    tg_buf one, page, next;
+    tg_buf_init(&one, 1 << 20);
+    tg_buf_init(&page, 1 << 20);
+    tg_buf_init(&next, 1 << 20);
+    tg_delta *sorted = malloc(N * sizeof *sorted);
+    assert_non_null(sorted);
+    memcpy(sorted, all, N * sizeof *all);
+    qsort(sorted, N, sizeof *sorted, delta_cmp);
+    assert_int_equal(tg_daypage_merge(DAY, NULL, 0, sorted, N, &one), 0);
+    for (int i = 0; i < N; i += 37) {
+        size_t n = (size_t)(N - i < 37 ? N - i : 37);
+        qsort(all + i, n, sizeof *all, delta_cmp);
+        tg_buf_reset(&next);
+        assert_int_equal(tg_daypage_merge(DAY, page.data, page.len, all + i, n, &next), 0);
+        tg_buf t = page;
+        page = next;
+        next = t;
+    }
+    assert_int_equal(page.len, one.len);
+    assert_memory_equal(page.data, one.data, one.len);
+    free(all);
+    free(sorted);
+    tg_buf_free(&one);
+    tg_buf_free(&page);
+    tg_buf_free(&next);
+}
+
+static void test_merge_refusals(void **state)
+{
+    (void)state;
+    tg_buf page, out;
+    tg_buf_init(&page, 1 << 20);
+    tg_buf_init(&out, 1 << 20);
+    tg_delta d[3] = {{.minute = DAY, .sum = 5, .count = 1},
+                     {.minute = DAY + 600, .sum = DEC_MAX, .count = 2},
+                     {.minute = DAY + 86340, .sum = -7, .count = 1}};
+    assert_int_equal(tg_daypage_merge(DAY, NULL, 0, d, 3, &page), 0);
+    /* outside the day, or not on a minute */
+    const int64_t bad[] = {DAY - 60, DAY + 86400, DAY + 30};
+    for (size_t i = 0; i < 3; i++) {
+        tg_delta x = {.minute = bad[i], .sum = 1, .count = 1};
+        tg_buf_reset(&out);
+        assert_int_equal(tg_daypage_merge(DAY, page.data, page.len, &x, 1, &out), -1);
+    }
+    /* a sum that would overflow the stored one */
+    tg_delta over = {.minute = DAY + 600, .sum = 1, .count = 1};
+    tg_buf_reset(&out);
+    assert_int_equal(tg_daypage_merge(DAY, page.data, page.len, &over, 1, &out), -1);
+    /* every cut of the page, in an exactly sized copy (the sanitizer build sees a read past
+     * it): either refused, or a well-formed shorter page (a cut between entries) */
+    tg_delta late = {.minute = DAY + 86340, .sum = 1, .count = 1};
+    for (size_t len = 0; len < page.len; len++) {
+        unsigned char *cut = malloc(len ? len : 1);
+        assert_non_null(cut);
+        memcpy(cut, page.data, len);
+        tg_buf_reset(&out);
+        int rc = tg_daypage_merge(DAY, cut, len, &late, 1, &out);
+        assert_true(rc == 0 || rc == -1);
+        free(cut);
+    }
+    tg_buf_free(&page);
+    tg_buf_free(&out);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_compact_decimal_round_trip),
+        cmocka_unit_test(test_merge_against_model),
+        cmocka_unit_test(test_merge_steps_equal_one_merge),
+        cmocka_unit_test(test_merge_refusals),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
