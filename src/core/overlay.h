@@ -7,9 +7,10 @@
  * overlay is rebuilt by replaying the blocks and cancellations written after the last
  * fold: it is derived state, never the only copy.
  *
- * Layout: (meter, customer) pairs in a hash table split into shards, each with its own rwlock;
- * a pair holds its minute deltas sorted by minute. Only the writer thread changes the overlay;
- * readers take a shard's read lock for the time of one lookup.
+ * Layout: (meter, customer) pairs split into shards, each with its own rwlock. A shard takes
+ * adds in a hash table of pairs, each holding its minute deltas sorted by minute, and past a
+ * size moves them into a compact frozen part (about 8 bytes a delta; overlay.c). Only the
+ * writer thread changes the overlay; readers take a shard's read lock for one lookup.
  */
 #ifndef TG_OVERLAY_H
 #define TG_OVERLAY_H
@@ -27,11 +28,14 @@ typedef struct tg_delta {
     int64_t count;
 } tg_delta;
 
-tg_overlay *tg_overlay_new(void);
+/* freeze_at: a shard's hash part is frozen once it holds this many deltas (and a quarter of
+ * the frozen part); 0 for the default, 4096. Tests pass 1 to freeze on every add. */
+tg_overlay *tg_overlay_new(size_t freeze_at);
 void tg_overlay_free(tg_overlay *o);
 
 /* Adds a delta to (meter, customer, minute). Writer thread only. Returns 0, or -1 when out of
- * memory or the sum would overflow (nothing changed). */
+ * memory or the sum would overflow the delta already in the hash part (nothing changed); an
+ * overflow against a frozen delta is left for the reader's checked addition to refuse. */
 int tg_overlay_add(tg_overlay *o, uint64_t meter_seq, uint64_t customer_seq, int64_t minute,
                    tg_dec sum, int64_t count);
 
@@ -49,7 +53,8 @@ long tg_overlay_read(tg_overlay *o, uint64_t meter_seq, uint64_t customer_seq, i
                      int64_t to, tg_delta **out);
 
 /* The overlay is folded shard by shard. TG_OVERLAY_SHARDS shards; tg_overlay_each_in_shard
- * visits one shard's deltas (each pair's in minute order; writer thread). To fold, the writer
+ * visits one shard's deltas (each pair's in minute order; writer thread) and returns the first
+ * non-zero return of fn, or TG_ENOMEM. To fold, the writer
  * takes the shard's write lock before committing the stored pages, empties the shard once
  * the commit succeeded, and unlocks: no reader sees a pair both folded and still in the
  * overlay. */
@@ -62,7 +67,8 @@ void tg_overlay_lock_shard(tg_overlay *o, int shard);
 void tg_overlay_clear_shard_locked(tg_overlay *o, int shard);
 void tg_overlay_unlock_shard(tg_overlay *o, int shard);
 
-/* Number of (pair, minute) deltas held. */
+/* Number of (pair, minute) deltas held, and the memory they take (about). Writer thread. */
 size_t tg_overlay_size(tg_overlay *o);
+size_t tg_overlay_bytes(tg_overlay *o);
 
 #endif

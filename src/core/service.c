@@ -513,7 +513,7 @@ int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *
         tg_service_close(svc);
         return tg_err_set(err, TG_ENOMEM, NULL, NULL);
     }
-    svc->overlay = tg_overlay_new();
+    svc->overlay = tg_overlay_new(0);
     svc->ents = tg_ent_registry_new();
     if (!svc->overlay || !svc->ents) {
         tg_service_close(svc);

@@ -43,6 +43,7 @@
 #define BLOCK_CACHE 64
 #define BLOCK_CACHE_BYTES (4u << 20)
 #define BLOCK_CAP (256u << 20)
+#define OVERLAY_FOLD_BYTES (48u << 20)
 
 /* Batch tables are cleared by moving to a new generation, not by memset: a slot is in use
  * only when its gen equals the table's, so a small batch after a large one costs nothing. */
@@ -705,9 +706,11 @@ static int shards_due(tg_writer *w)
     w->last_fold_ms = now;
     if (w->fold_credit > TG_OVERLAY_SHARDS)
         w->fold_credit = TG_OVERLAY_SHARDS;
-    /* Memory bound: past 500,000 deltas (about 40 MB; a backfill spread over many days makes
-     * one delta per event) the overlay is folded at least four times faster. */
-    if (tg_overlay_size(w->overlay) > 500000 && w->fold_credit < 0.04 * TG_OVERLAY_SHARDS * 4)
+    /* Memory bound: past OVERLAY_FOLD_BYTES (a backfill spread over many days makes about one
+     * delta per event, most of them frozen at about 8 bytes) the overlay is folded at least
+     * four times faster. */
+    if (tg_overlay_bytes(w->overlay) > OVERLAY_FOLD_BYTES &&
+        w->fold_credit < 0.04 * TG_OVERLAY_SHARDS * 4)
         w->fold_credit += (double)TG_OVERLAY_SHARDS / 16;
     return (int)w->fold_credit;
 }

@@ -16,7 +16,9 @@
  *     (decoded in a child process, so a crash or sanitizer abort is reported as a failure of
  *     that case only), and the size cap;
  *   - overlay: add/read against a reference model, independence of pairs, size, each,
- *     clear, overflow refusals, and a writer/readers concurrency smoke test.
+ *     clear, overflow refusals, and a writer/readers concurrency smoke test; the model tests
+ *     run twice, once with the shards' frozen part in play (freezing from the first add), and
+ *     a random walk of 200,000 adds, reads, walks and clears checks the two parts merged.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -937,6 +939,30 @@ static void test_block_cap(void **state)
 
 /* ================================================================ overlay */
 
+/* The overlay's freeze_at for the model tests: 0 (the default: these small tests stay in the
+ * hash part) or 1 (freezing from the first add, so reads merge both parts). A frozen minute
+ * whose sum and count are both zero is dropped, so then zero cells may or may not be seen. */
+static size_t g_freeze_at;
+
+static int freeze_default(void **state)
+{
+    (void)state;
+    g_freeze_at = 0;
+    return 0;
+}
+
+static int freeze_early(void **state)
+{
+    (void)state;
+    g_freeze_at = 1;
+    return 0;
+}
+
+static bool zero_delta(const tg_delta *d)
+{
+    return d->sum == 0 && d->count == 0;
+}
+
 /* A reference model of the overlay: a flat list of (meter, customer, minute) cells. */
 #define MODEL_MAX 256
 typedef struct model {
@@ -974,12 +1000,19 @@ static void check_read(tg_overlay *o, const model *md, uint64_t m, uint64_t c, i
     long n = tg_overlay_read(o, m, c, from, to, &got);
     tg_overlay_unlock(lk);
     assert_true(n >= 0);
+    if (g_freeze_at) { /* zero deltas are not compared: frozen ones are dropped */
+        long k = 0;
+        for (long i = 0; i < n; i++)
+            if (!zero_delta(&got[i]))
+                got[k++] = got[i];
+        n = k;
+    }
     /* the model's cells of the pair in range, newest first */
     tg_delta want[MODEL_MAX];
     size_t nw = 0;
     for (size_t i = 0; i < md->n; i++)
         if (md->cell[i].m == m && md->cell[i].c == c && md->cell[i].d.minute >= from &&
-            md->cell[i].d.minute < to)
+            md->cell[i].d.minute < to && !(g_freeze_at && zero_delta(&md->cell[i].d)))
             want[nw++] = md->cell[i].d;
     for (size_t i = 1; i < nw; i++) /* insertion sort, descending minute */
         for (size_t k = i; k > 0 && want[k].minute > want[k - 1].minute; k--) {
@@ -1031,7 +1064,8 @@ static model *build_overlay(tg_overlay *o)
                                         ADDS[i].count),
                          0);
         model_add(md, ADDS[i].m, ADDS[i].c, ADDS[i].minute, s, ADDS[i].count);
-        assert_int_equal(tg_overlay_size(o), md->n);
+        if (!g_freeze_at) /* else a minute can be counted in both parts */
+            assert_int_equal(tg_overlay_size(o), md->n);
     }
     return md;
 }
@@ -1054,11 +1088,12 @@ static void check_all_reads(tg_overlay *o, const model *md)
 static void test_overlay_add_read(void **state)
 {
     (void)state;
-    tg_overlay *o = tg_overlay_new();
+    tg_overlay *o = tg_overlay_new(g_freeze_at);
     assert_non_null(o);
     assert_int_equal(tg_overlay_size(o), 0);
     model *md = build_overlay(o);
-    assert_int_equal(tg_overlay_size(o), 11); /* distinct (pair, minute) cells of ADDS */
+    if (!g_freeze_at)
+        assert_int_equal(tg_overlay_size(o), 11); /* distinct (pair, minute) cells of ADDS */
     check_all_reads(o, md);
 
     /* spot checks written out by hand */
@@ -1075,13 +1110,15 @@ static void test_overlay_add_read(void **state)
     assert_dec_equal(d[3].sum, D("0.3"));
     assert_int_equal(d[3].count, 2);
     free(d);
-    /* a pair whose deltas cancelled out still holds its (zero) delta */
+    /* a pair whose deltas cancelled out still holds its (zero) delta, unless it was frozen */
     lk = tg_overlay_rdlock(o, 2, 1);
     n = tg_overlay_read(o, 2, 1, 600, 601, &d);
     tg_overlay_unlock(lk);
-    assert_int_equal(n, 1);
-    assert_dec_equal(d[0].sum, 0);
-    assert_int_equal(d[0].count, 0);
+    assert_int_equal(n, g_freeze_at ? 0 : 1);
+    if (n) {
+        assert_dec_equal(d[0].sum, 0);
+        assert_int_equal(d[0].count, 0);
+    }
     free(d);
     free(md);
     tg_overlay_free(o);
@@ -1135,15 +1172,22 @@ static int each_visit(void *ctx, uint64_t m, uint64_t c, const tg_delta *d)
 static void test_overlay_each_and_clear(void **state)
 {
     (void)state;
-    tg_overlay *o = tg_overlay_new();
+    tg_overlay *o = tg_overlay_new(g_freeze_at);
     assert_non_null(o);
     model *md = build_overlay(o);
 
     each_ctx x = {md, 0, 0};
     assert_int_equal(overlay_each_all(o, each_visit, &x), 0);
-    assert_int_equal(x.visits, md->n);
+    size_t nonzero = 0;
     for (size_t i = 0; i < md->n; i++)
-        if (md->cell[i].visits != 1)
+        nonzero += !zero_delta(&md->cell[i].d);
+    if (g_freeze_at)
+        assert_true(x.visits >= nonzero && x.visits <= md->n);
+    else
+        assert_int_equal(x.visits, md->n);
+    for (size_t i = 0; i < md->n; i++)
+        if (md->cell[i].visits != 1 && !(g_freeze_at && zero_delta(&md->cell[i].d) &&
+                                         md->cell[i].visits == 0))
             fail_msg("delta (%llu,%llu,%lld) visited %d times", (unsigned long long)md->cell[i].m,
                      (unsigned long long)md->cell[i].c, (long long)md->cell[i].d.minute,
                      md->cell[i].visits);
@@ -1177,7 +1221,7 @@ static void test_overlay_each_and_clear(void **state)
 static void test_overlay_many_pairs(void **state)
 {
     (void)state;
-    tg_overlay *o = tg_overlay_new();
+    tg_overlay *o = tg_overlay_new(g_freeze_at);
     assert_non_null(o);
     const uint64_t npairs = 20000;
     for (int round = 0; round < 3; round++)
@@ -1216,14 +1260,17 @@ static void test_overlay_many_pairs(void **state)
             free(d);
         }
     }
-    assert_int_equal(tg_overlay_size(o), want_size);
+    if (g_freeze_at) /* a minute in both parts counts twice */
+        assert_true(tg_overlay_size(o) >= want_size);
+    else
+        assert_int_equal(tg_overlay_size(o), want_size);
     tg_overlay_free(o);
 }
 
 static void test_overlay_sum_overflow(void **state)
 {
     (void)state;
-    tg_overlay *o = tg_overlay_new();
+    tg_overlay *o = tg_overlay_new(0);
     assert_non_null(o);
     assert_int_equal(tg_overlay_add(o, 1, 1, 60, DEC_MAX, 1), 0);
     assert_int_equal(tg_overlay_add(o, 1, 1, 120, DEC_MIN, 1), 0);
@@ -1257,7 +1304,7 @@ static void test_overlay_sum_overflow(void **state)
 static void test_overlay_count_overflow(void **state)
 {
     (void)state;
-    tg_overlay *o = tg_overlay_new();
+    tg_overlay *o = tg_overlay_new(0);
     assert_non_null(o);
     assert_int_equal(tg_overlay_add(o, 1, 1, 60, TG_DEC_ONE, INT64_MAX), 0);
     assert_int_equal(tg_overlay_add(o, 1, 1, 60, TG_DEC_ONE, 1), -1);
@@ -1352,7 +1399,7 @@ static void test_overlay_concurrent_readers(void **state)
     (void)state;
     conc x;
     memset(&x, 0, sizeof x);
-    x.o = tg_overlay_new();
+    x.o = tg_overlay_new(16); /* the pair's shard freezes again and again while read */
     assert_non_null(x.o);
     pthread_t w, r[2];
     reader_arg ra[2] = {{&x, 0}, {&x, 1}};
@@ -1390,6 +1437,164 @@ static void test_overlay_concurrent_readers(void **state)
     tg_overlay_free(x.o);
 }
 
+/* ---- both parts of a shard: a random walk against a dense model ---- */
+
+#define WALK_PAIRS 12
+#define WALK_MINUTES 600
+#define WALK_BASE INT64_C(1764547200) /* a UTC midnight */
+
+typedef struct walk_model {
+    tg_dec sum[WALK_PAIRS][WALK_MINUTES];
+    int64_t count[WALK_PAIRS][WALK_MINUTES];
+    int shard_of[WALK_PAIRS]; /* learnt from the walks, -1 until seen */
+} walk_model;
+
+static uint64_t walk_m(int p) { return (uint64_t)(p % 3 + 1); }
+static uint64_t walk_c(int p) { return (uint64_t)(p * 7919 + 5); }
+
+static int walk_pair(uint64_t m, uint64_t c)
+{
+    for (int p = 0; p < WALK_PAIRS; p++)
+        if (walk_m(p) == m && walk_c(p) == c)
+            return p;
+    return -1;
+}
+
+typedef struct walk_visit {
+    walk_model *md;
+    int shard;
+    bool seen[WALK_PAIRS][WALK_MINUTES];
+    int64_t last_minute[WALK_PAIRS];
+} walk_visit;
+
+static int walk_each(void *ctx, uint64_t m, uint64_t c, const tg_delta *d)
+{
+    walk_visit *v = ctx;
+    int p = walk_pair(m, c);
+    assert_true(p >= 0);
+    int64_t k = (d->minute - WALK_BASE) / 60;
+    assert_true(k >= 0 && k < WALK_MINUTES && d->minute == WALK_BASE + k * 60);
+    assert_false(v->seen[p][k]);             /* one delta a minute */
+    assert_true(d->minute > v->last_minute[p]); /* in minute order */
+    v->last_minute[p] = d->minute;
+    v->seen[p][k] = true;
+    assert_true(d->sum == v->md->sum[p][k]);
+    assert_int_equal(d->count, v->md->count[p][k]);
+    if (v->md->shard_of[p] < 0)
+        v->md->shard_of[p] = v->shard;
+    assert_int_equal(v->md->shard_of[p], v->shard);
+    return 0;
+}
+
+/* Walks the given shards (all when shard < 0) and checks that every non-zero model cell of
+ * the pairs walked was visited. */
+static void walk_check(tg_overlay *o, walk_model *md, int shard)
+{
+    walk_visit *v = calloc(1, sizeof *v);
+    assert_non_null(v);
+    v->md = md;
+    for (int i = 0; i < TG_OVERLAY_SHARDS; i++) {
+        if (shard >= 0 && i != shard)
+            continue;
+        v->shard = i;
+        for (int p = 0; p < WALK_PAIRS; p++)
+            v->last_minute[p] = INT64_MIN;
+        assert_int_equal(tg_overlay_each_in_shard(o, i, walk_each, v), 0);
+    }
+    for (int p = 0; p < WALK_PAIRS; p++) {
+        if (shard >= 0 && md->shard_of[p] != shard)
+            continue;
+        for (int k = 0; k < WALK_MINUTES; k++)
+            if (md->sum[p][k] != 0 || md->count[p][k] != 0)
+                assert_true(v->seen[p][k]);
+    }
+    free(v);
+}
+
+static void walk_read(tg_overlay *o, const walk_model *md, int p, int from, int to)
+{
+    void *lk = tg_overlay_rdlock(o, walk_m(p), walk_c(p));
+    tg_delta *d = NULL;
+    long n = tg_overlay_read(o, walk_m(p), walk_c(p), WALK_BASE + from * 60,
+                             WALK_BASE + to * 60, &d);
+    tg_overlay_unlock(lk);
+    assert_true(n >= 0);
+    long i = 0;
+    for (int k = to - 1; k >= from; k--) { /* newest first; zero cells may be absent */
+        while (i < n && zero_delta(&d[i]) && d[i].minute > WALK_BASE + k * 60)
+            i++;
+        bool zero = md->sum[p][k] == 0 && md->count[p][k] == 0;
+        if (i < n && d[i].minute == WALK_BASE + k * 60) {
+            assert_true(d[i].sum == md->sum[p][k]);
+            assert_int_equal(d[i].count, md->count[p][k]);
+            i++;
+        } else if (!zero) {
+            fail_msg("pair %d minute %d: missing from the read", p, k);
+        }
+    }
+    assert_int_equal(i, n);
+    free(d);
+}
+
+static void test_overlay_frozen_walk(void **state)
+{
+    (void)state;
+    tg_overlay *o = tg_overlay_new(64);
+    assert_non_null(o);
+    walk_model *md = calloc(1, sizeof *md);
+    assert_non_null(md);
+    for (int p = 0; p < WALK_PAIRS; p++)
+        md->shard_of[p] = -1;
+    walk_check(o, md, -1);
+    uint64_t r = 0x9E3779B97F4A7C15ULL;
+    for (int step = 0; step < 200000; step++) {
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        int p = (int)(r % WALK_PAIRS), k = (int)((r >> 8) % WALK_MINUTES);
+        int op = (int)((r >> 24) % 1000);
+        if (op < 800) {
+            /* mostly usage; one in eight a cancellation-like negative delta */
+            int64_t units = (int64_t)((r >> 34) % 25) - 3;
+            int64_t count = units < 0 ? -1 : 1;
+            tg_dec sum = (tg_dec)units * 1000000000; /* thousandths */
+            assert_int_equal(tg_overlay_add(o, walk_m(p), walk_c(p), WALK_BASE + k * 60, sum,
+                                            count),
+                             0);
+            md->sum[p][k] += sum;
+            md->count[p][k] += count;
+        } else if (op < 980) {
+            int k2 = (int)((r >> 40) % (WALK_MINUTES + 1));
+            walk_read(o, md, p, k < k2 ? k : k2, k < k2 ? k2 : k);
+        } else if (op < 998) {
+            walk_check(o, md, md->shard_of[p]);
+        } else {
+            walk_check(o, md, -1); /* learn every pair's shard */
+            int sh = md->shard_of[p];
+            if (sh < 0)
+                continue;
+            tg_overlay_lock_shard(o, sh);
+            tg_overlay_clear_shard_locked(o, sh);
+            tg_overlay_unlock_shard(o, sh);
+            for (int q = 0; q < WALK_PAIRS; q++)
+                if (md->shard_of[q] == sh)
+                    for (int m = 0; m < WALK_MINUTES; m++)
+                        md->sum[q][m] = 0, md->count[q][m] = 0;
+        }
+    }
+    walk_check(o, md, -1);
+    for (int p = 0; p < WALK_PAIRS; p++)
+        walk_read(o, md, p, 0, WALK_MINUTES);
+    /* the frozen part is compact: well under the 32 bytes a delta of the hash part */
+    assert_true(tg_overlay_bytes(o) < tg_overlay_size(o) * 24 + 64 * 1024);
+    for (int i = 0; i < TG_OVERLAY_SHARDS; i++) {
+        tg_overlay_lock_shard(o, i);
+        tg_overlay_clear_shard_locked(o, i);
+        tg_overlay_unlock_shard(o, i);
+    }
+    assert_int_equal(tg_overlay_size(o), 0);
+    free(md);
+    tg_overlay_free(o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1406,9 +1611,13 @@ int main(void)
         cmocka_unit_test(test_block_crafted_corrupt),
         cmocka_unit_test(test_block_extreme_timestamps),
         cmocka_unit_test(test_block_cap),
-        cmocka_unit_test(test_overlay_add_read),
-        cmocka_unit_test(test_overlay_each_and_clear),
-        cmocka_unit_test(test_overlay_many_pairs),
+        cmocka_unit_test_setup(test_overlay_add_read, freeze_default),
+        cmocka_unit_test_setup(test_overlay_each_and_clear, freeze_default),
+        cmocka_unit_test_setup(test_overlay_many_pairs, freeze_default),
+        cmocka_unit_test_setup(test_overlay_add_read, freeze_early),
+        cmocka_unit_test_setup(test_overlay_each_and_clear, freeze_early),
+        cmocka_unit_test_setup(test_overlay_many_pairs, freeze_early),
+        cmocka_unit_test(test_overlay_frozen_walk),
         cmocka_unit_test(test_overlay_sum_overflow),
         cmocka_unit_test(test_overlay_count_overflow),
         cmocka_unit_test(test_overlay_concurrent_readers),
