@@ -55,7 +55,8 @@ typedef struct shard {
     unsigned char *fdata;
     size_t flen;
     size_t fdeltas;
-    size_t bytes; /* both parts, as counted for tg_overlay_bytes */
+    size_t freeze_after; /* after a failed freeze: hash deltas before the next attempt */
+    size_t bytes;        /* both parts, as counted for tg_overlay_bytes */
 } shard;
 
 struct tg_overlay {
@@ -345,7 +346,13 @@ static void shard_freeze(tg_overlay *o, shard *s)
     if (failed || data.failed) {
         free(np);
         tg_buf_free(&data);
+        s->freeze_after = s->ndeltas * 2; /* out of memory: not again at the next add */
     } else {
+        if (data.len) { /* the buffer grew by doubling: give the slack back */
+            char *fit = realloc(data.data, data.len);
+            if (fit)
+                data.data = fit;
+        }
         frozen_pair *old_pairs = s->fpairs;
         unsigned char *old_data = s->fdata;
         pthread_rwlock_wrlock(&s->lock);
@@ -355,6 +362,7 @@ static void shard_freeze(tg_overlay *o, shard *s)
         s->fdata = (unsigned char *)data.data;
         s->flen = data.len;
         s->fdeltas = ndeltas;
+        s->freeze_after = 0;
         hash_clear(s);
         shard_recount(o, s);
         pthread_rwlock_unlock(&s->lock);
@@ -418,7 +426,8 @@ int tg_overlay_add(tg_overlay *o, uint64_t meter_seq, uint64_t customer_seq, int
 out:
     shard_recount(o, s);
     pthread_rwlock_unlock(&s->lock);
-    if (!rc && s->ndeltas >= o->freeze_at && s->ndeltas >= s->fdeltas / 4)
+    if (!rc && s->ndeltas >= o->freeze_at && s->ndeltas >= s->fdeltas / 4 &&
+        s->ndeltas >= s->freeze_after)
         shard_freeze(o, s);
     return rc;
 }

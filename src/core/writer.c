@@ -689,6 +689,8 @@ static int fold_shards(tg_writer *w, int first, int n, int64_t through_block,
     for (int i = 0; i < n && !rc; i++) {
         int shard = (first + i) % TG_OVERLAY_SHARDS;
         rc = tg_overlay_each_in_shard(w->overlay, shard, fold_delta, &f);
+        if (rc == TG_ENOMEM && !err->code)
+            tg_err_set(err, rc, NULL, "Out of memory while folding live usage.");
         if (!rc)
             rc = fold_flush(&f);
     }

@@ -18,7 +18,9 @@
  *   - overlay: add/read against a reference model, independence of pairs, size, each,
  *     clear, overflow refusals, and a writer/readers concurrency smoke test; the model tests
  *     run twice, once with the shards' frozen part in play (freezing from the first add), and
- *     a random walk of 200,000 adds, reads, walks and clears checks the two parts merged.
+ *     a random walk of 200,000 adds, reads, walks and clears checks the two parts merged; the
+ *     frozen part takes less than half the memory; an add that would overflow a frozen delta
+ *     is kept apart.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -1300,6 +1302,54 @@ static void test_overlay_sum_overflow(void **state)
     tg_overlay_free(o);
 }
 
+struct minute_log {
+    int64_t *minutes; /* room for 4 */
+    size_t *n;
+};
+
+static int record_minute(void *ctx, uint64_t m, uint64_t c, const tg_delta *d)
+{
+    struct minute_log *l = ctx;
+    (void)m, (void)c;
+    if (*l->n < 4)
+        l->minutes[*l->n] = d->minute;
+    (*l->n)++;
+    return 0;
+}
+
+/* Against a frozen delta an add is not checked (that would mean decoding the frozen part on
+ * every add): both deltas are kept, apart, and the reader's checked addition refuses them. */
+static void test_overlay_overflow_against_frozen(void **state)
+{
+    (void)state;
+    tg_overlay *o = tg_overlay_new(1);
+    assert_non_null(o);
+    assert_int_equal(tg_overlay_add(o, 1, 1, 60, DEC_MAX, 1), 0); /* frozen at once */
+    assert_int_equal(tg_overlay_add(o, 1, 1, 60, 1, 1), 0);       /* kept apart */
+    assert_int_equal(tg_overlay_add(o, 1, 1, 120, 5, 1), 0);
+    void *lk = tg_overlay_rdlock(o, 1, 1);
+    tg_delta *d = NULL;
+    long n = tg_overlay_read(o, 1, 1, 0, 1000, &d);
+    tg_overlay_unlock(lk);
+    assert_int_equal(n, 3);
+    assert_int_equal(d[0].minute, 120);
+    assert_int_equal(d[1].minute, 60);
+    assert_int_equal(d[2].minute, 60);
+    assert_true((d[1].sum == DEC_MAX && d[2].sum == 1) || (d[1].sum == 1 && d[2].sum == DEC_MAX));
+    free(d);
+    /* a fold sees the same three, in minute order */
+    int64_t minutes[4] = {0};
+    size_t seen = 0;
+    struct minute_log log = {minutes, &seen};
+    for (int i = 0; i < TG_OVERLAY_SHARDS; i++)
+        assert_int_equal(tg_overlay_each_in_shard(o, i, record_minute, &log), 0);
+    assert_int_equal(seen, 3);
+    assert_int_equal(minutes[0], 60);
+    assert_int_equal(minutes[1], 60);
+    assert_int_equal(minutes[2], 120);
+    tg_overlay_free(o);
+}
+
 /* The count is part of the delta too: a count overflow must also leave it unchanged. */
 static void test_overlay_count_overflow(void **state)
 {
@@ -1583,8 +1633,27 @@ static void test_overlay_frozen_walk(void **state)
     walk_check(o, md, -1);
     for (int p = 0; p < WALK_PAIRS; p++)
         walk_read(o, md, p, 0, WALK_MINUTES);
-    /* the frozen part is compact: well under the 32 bytes a delta of the hash part */
-    assert_true(tg_overlay_bytes(o) < tg_overlay_size(o) * 24 + 64 * 1024);
+    /* the frozen part is compact: the model's deltas take less than half the memory frozen
+     * than in an overlay that never freezes */
+    tg_overlay *frozen = tg_overlay_new(64), *unfrozen = tg_overlay_new(SIZE_MAX);
+    assert_non_null(frozen);
+    assert_non_null(unfrozen);
+    for (int p = 0; p < WALK_PAIRS; p++)
+        for (int k = 0; k < WALK_MINUTES; k++)
+            if (md->sum[p][k] != 0 || md->count[p][k] != 0) {
+                assert_int_equal(tg_overlay_add(frozen, walk_m(p), walk_c(p), WALK_BASE + k * 60,
+                                                md->sum[p][k], md->count[p][k]),
+                                 0);
+                assert_int_equal(tg_overlay_add(unfrozen, walk_m(p), walk_c(p),
+                                                WALK_BASE + k * 60, md->sum[p][k],
+                                                md->count[p][k]),
+                                 0);
+            }
+    assert_int_equal(tg_overlay_size(frozen), tg_overlay_size(unfrozen));
+    assert_true(tg_overlay_size(frozen) > 1000);
+    assert_true(tg_overlay_bytes(frozen) * 2 < tg_overlay_bytes(unfrozen));
+    tg_overlay_free(frozen);
+    tg_overlay_free(unfrozen);
     for (int i = 0; i < TG_OVERLAY_SHARDS; i++) {
         tg_overlay_lock_shard(o, i);
         tg_overlay_clear_shard_locked(o, i);
@@ -1620,6 +1689,7 @@ int main(void)
         cmocka_unit_test(test_overlay_frozen_walk),
         cmocka_unit_test(test_overlay_sum_overflow),
         cmocka_unit_test(test_overlay_count_overflow),
+        cmocka_unit_test(test_overlay_overflow_against_frozen),
         cmocka_unit_test(test_overlay_concurrent_readers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
