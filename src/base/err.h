@@ -44,7 +44,8 @@
     X(ESTATE, -30, "resource_state_invalid", "the object's state does not allow this")  \
     X(EPRICEMETER, -31, "price_meter_inactive", "the price's meter is inactive")          \
     X(ENOENTITLEMENT, -32, "entitlement_required", "the customer is not entitled to this") \
-    X(ELIMIT, -33, "usage_limit_reached", "the usage limit is reached")
+    X(ELIMIT, -33, "usage_limit_reached", "the usage limit is reached")                   \
+    X(EVALUEDIGITS, -34, "meter_event_value_too_many_digits", "value has too many digits")
 
 enum {
     TG_OK = 0,

@@ -80,6 +80,30 @@ int tg_event_check_names(const char *event_name, const char *identifier, tg_err 
     return TG_OK;
 }
 
+/* Significant digits of a value the decimal parser accepted: from the first non-zero digit to
+ * the last non-zero digit of the fraction, or to the units digit ("1000" has 4, "0.0025" 2,
+ * "12.50" 3). Read off the text: cheaper than dividing a 128-bit value by ten. */
+static int significant_digits(const char *v)
+{
+    if (*v == '-')
+        v++;
+    const char *dot = strchr(v, '.');
+    size_t intlen = dot ? (size_t)(dot - v) : strlen(v);
+    const char *frac = dot ? dot + 1 : "";
+    size_t fraclen = strlen(frac);
+    while (fraclen && frac[fraclen - 1] == '0')
+        fraclen--;
+    size_t i = 0;
+    while (i < intlen && v[i] == '0')
+        i++;
+    if (i < intlen)
+        return (int)(intlen - i + fraclen);
+    size_t j = 0; /* no integer part: the fraction's leading zeros do not count */
+    while (j < fraclen && frac[j] == '0')
+        j++;
+    return (int)(fraclen - j);
+}
+
 int tg_event_check(const tg_meter *m, tg_event *e, int64_t now, tg_err *err)
 {
     char param[TG_NAME_MAX + 16];
@@ -97,16 +121,25 @@ int tg_event_check(const tg_meter *m, tg_event *e, int64_t now, tg_err *err)
     e->value = TG_DEC_ONE;
     if (m->formula != TG_FORMULA_COUNT) {
         const char *v = tg_metadata_get(&e->payload, m->value_key);
-        if (!v || tg_dec_parse(v, strlen(v), &e->value))
+        int code = !v                                      ? TG_ENOVALUE
+                   : tg_dec_parse(v, strlen(v), &e->value) ? TG_EBADVALUE
+                   : significant_digits(v) > TG_EVENT_VALUE_DIGITS ? TG_EVALUEDIGITS
+                                                                   : TG_OK;
+        if (code)
             snprintf(param, sizeof param, "payload[%s]", m->value_key);
-        if (!v)
-            return tg_err_set(err, TG_ENOVALUE, param, "Value key %s not found in payload.",
+        if (code == TG_ENOVALUE)
+            return tg_err_set(err, code, param, "Value key %s not found in payload.",
                               m->value_key);
-        if (tg_dec_parse(v, strlen(v), &e->value))
-            return tg_err_set(err, TG_EBADVALUE, param,
+        if (code == TG_EBADVALUE)
+            return tg_err_set(err, code, param,
                               "Invalid value '%.64s' for %s: must be a decimal number with at "
                               "most %d integer and %d fractional digits.",
                               v, m->value_key, TG_DEC_MAX_INT_DIGITS, TG_DEC_SCALE_DIGITS);
+        if (code == TG_EVALUEDIGITS)
+            return tg_err_set(err, code, param,
+                              "The value in the event payload can have at most %d digits. "
+                              "Received %.64s.",
+                              TG_EVENT_VALUE_DIGITS, v);
     }
     if (e->timestamp < now - TG_EVENT_PAST_WINDOW)
         return tg_err_set(err, TG_ETOOOLD, "timestamp",

@@ -22,6 +22,10 @@
 #define TG_EVENT_PAST_WINDOW (35 * 86400) /* events may be 35 days old */
 #define TG_EVENT_FUTURE_SLACK 300         /* and 5 minutes ahead (clock drift) */
 #define TG_CANCEL_WINDOW 86400            /* adjustments reach events received in 24 h */
+/* A meter event's value has at most 15 significant digits, as at Stripe (2026-04-22,
+ * meter_event_value_too_many_digits). It also keeps every value under 10^15, so a minute's
+ * sum cannot overflow (that would take 10^11 events in one minute). */
+#define TG_EVENT_VALUE_DIGITS 15
 #define TG_LIST_MAX 100
 #define TG_TIME_NOW INT64_MIN /* an event timestamp not given: the customer's current time */
 

@@ -20,7 +20,7 @@ test('a test clock advance that fails changes nothing: the check still counts th
   await stripe.rawRequest('POST', `/v1/products/${prod.id}/features`, { entitlement_feature: feat.id, usage_limit: { meter: tokens.id, quantity: '10', enforcement: 'hard' } });
   const price = await stripe.prices.create({ product: prod.id, currency: 'usd', unit_amount: 1000, recurring: { interval: 'month' } });
   const mprod = await stripe.products.create({ name: 'Metered' });
-  const mprice = await stripe.prices.create({ product: mprod.id, currency: 'usd', unit_amount: 3, recurring: { interval: 'month', usage_type: 'metered', meter: other.id } });
+  const mprice = await stripe.prices.create({ product: mprod.id, currency: 'usd', unit_amount: 99999999999, recurring: { interval: 'month', usage_type: 'metered', meter: other.id } });
   const clock = await stripe.testHelpers.testClocks.create({ frozen_time: JAN });
   const cus = await stripe.customers.create({ name: 'A', test_clock: clock.id, invoice_settings: { default_payment_method: 'pm_x' } });
   await stripe.subscriptions.create({ customer: cus.id, items: [{ price: price.id }] });
@@ -28,7 +28,7 @@ test('a test clock advance that fails changes nothing: the check still counts th
   await stripe.subscriptions.create({ customer: cus.id, items: [{ price: mprice.id }] }); // renews at FEB+1h
   await stripe.testHelpers.testClocks.advance(clock.id, { frozen_time: JAN + 2 * HOUR });
   await stripe.billing.meterEvents.create({ event_name: tokens.event_name, payload: { stripe_customer_id: cus.id, value: '10' } });
-  await stripe.billing.meterEvents.create({ event_name: other.event_name, payload: { stripe_customer_id: cus.id, value: '100000000000000000000' } });
+  await stripe.billing.meterEvents.create({ event_name: other.event_name, payload: { stripe_customer_id: cus.id, value: '999999999999999' } });
   const chk = () => stripe.rawRequest('GET', `/v1/entitlements/check?customer=${cus.id}&feature=${feat.lookup_key}`);
   const before = await chk();
   assert.equal(before.entitled, false);

@@ -60,7 +60,8 @@ describe('accepted events', () => {
       ['timestamp 34 days ago', { timestamp: nowSec() - 34 * DAY }],
       ['timestamp 2 minutes ahead', { timestamp: nowSec() + 120 }],
       ['12 fractional digits', { value: '1.000000000001' }],
-      ['26 integer digits', { value: '1'.repeat(26) }],
+      ['15 significant digits', { value: '9'.repeat(15) }],
+      ['15 digits, 12 of them fractional', { value: '999.999999999999' }],
       ['negative', { value: '-3.5' }],
       ['zero', { value: '0' }],
     ];
@@ -135,6 +136,22 @@ describe('refusals', () => {
       });
     });
   }
+
+  for (const value of ['1234567890123456', '1000000000000000', '-1234.567890123456']) {
+    test(`value ${value} (16 digits) is meter_event_value_too_many_digits`, async () => {
+      await expectStripeError(send({ event_name: meter.event_name, payload: payloadFor(cus.id, value) }), {
+        status: 400, code: 'meter_event_value_too_many_digits', param: 'payload[value]',
+        message: `The value in the event payload can have at most 15 digits. Received ${value}.`,
+      });
+    });
+  }
+
+  test('15 significant digits are accepted (trailing fraction zeros do not count)', async () => {
+    for (const value of ['999999999999999', '-123.456789012345', '12345678901234.500', '0.000000000001']) {
+      const ev = await send({ event_name: meter.event_name, payload: payloadFor(cus.id, value) });
+      assert.equal(ev.payload.value, value);
+    }
+  });
 
   test('timestamp older than 35 days is timestamp_too_far_in_past', async () => {
     await expectStripeError(send({

@@ -103,6 +103,7 @@ describe('meter event stream', () => {
         mk({ value: '100' }),                                  // no customer
         mk({ stripe_customer_id: c.id, value: 'abc' }),        // invalid value
         mk({ stripe_customer_id: c.id, value: '1e5' }),        // invalid value
+        mk({ stripe_customer_id: c.id, value: '1234567890123456' }), // 16 digits
         mk({ stripe_customer_id: c.id }),                      // no value
         mk({ stripe_customer_id: 'cus_nope', value: '100' }),  // unknown customer
         mk({ stripe_customer_id: c.id, value: '100' }, { timestamp: iso(nowSec() - 40 * DAY) }),
@@ -117,6 +118,7 @@ describe('meter event stream', () => {
     const want = {
       meter_event_no_customer_defined: 1,
       meter_event_invalid_value: 2,
+      meter_event_value_too_many_digits: 1,
       meter_event_value_not_found: 1,
       meter_event_customer_not_found: 1,
       timestamp_too_far_in_past: 1,

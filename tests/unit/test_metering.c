@@ -224,6 +224,16 @@ static void test_event_check_errors(void **state)
          "1e3", NOW, TG_EBADVALUE, "payload[value]"},
         {TG_FORMULA_LAST, "stripe_customer_id", "value", "stripe_customer_id", "cus_1", "value",
          "0.0000000000001", NOW, TG_EBADVALUE, "payload[value]"},
+        /* at most 15 significant digits (trailing fraction zeros and leading zeros do not
+         * count; the integer part's trailing zeros do) */
+        {TG_FORMULA_SUM, "stripe_customer_id", "value", "stripe_customer_id", "cus_1", "value",
+         "1234567890123456", NOW, TG_EVALUEDIGITS, "payload[value]"},
+        {TG_FORMULA_SUM, "stripe_customer_id", "value", "stripe_customer_id", "cus_1", "value",
+         "1000000000000000", NOW, TG_EVALUEDIGITS, "payload[value]"},
+        {TG_FORMULA_SUM, "stripe_customer_id", "value", "stripe_customer_id", "cus_1", "value",
+         "-1234.567890123456", NOW, TG_EVALUEDIGITS, "payload[value]"},
+        {TG_FORMULA_LAST, "stripe_customer_id", "value", "stripe_customer_id", "cus_1", "value",
+         "99999999999999999999999999", NOW, TG_EVALUEDIGITS, "payload[value]"},
         /* custom payload keys */
         {TG_FORMULA_SUM, "cust", "tokens", "stripe_customer_id", "cus_1", "value", "1", NOW,
          TG_ENOCUSTKEY, "payload[cust]"},
@@ -278,6 +288,23 @@ static void test_event_check_boundaries(void **state)
         if (rc != cases[i].code)
             fail_msg("case %zu (ts now%+lld): rc %d, want %d", i, (long long)(cases[i].ts - NOW),
                      rc, cases[i].code);
+    }
+}
+
+/* The most a value can have: 15 significant digits, counted as Stripe counts them. */
+static void test_event_value_digits_accepted(void **state)
+{
+    (void)state;
+    const char *ok[] = {"123456789012345", "-999999999999999", "12345678901234.5000000",
+                        "0.000000000001", "123.456789012345", "00000000000000000007",
+                        "999999999999999.000000000000", "-0", "0.000"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        tg_meter m = make_meter(TG_FORMULA_SUM, "stripe_customer_id", "value");
+        event_fixture f;
+        make_event(&f, NOW, "stripe_customer_id", "cus_1", "value", ok[i]);
+        tg_err err = {0};
+        if (tg_event_check(&m, &f.e, NOW, &err) != TG_OK)
+            fail_msg("%s refused: %s", ok[i], err.msg);
     }
 }
 
@@ -684,6 +711,7 @@ int main(void)
         cmocka_unit_test(test_event_check_errors),
         cmocka_unit_test(test_event_check_boundaries),
         cmocka_unit_test(test_event_check_count_needs_no_value),
+        cmocka_unit_test(test_event_value_digits_accepted),
         cmocka_unit_test(test_event_check_names),
         cmocka_unit_test(test_bucket_sum_count),
         cmocka_unit_test(test_bucket_last),
