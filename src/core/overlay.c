@@ -432,6 +432,30 @@ out:
     return rc;
 }
 
+void tg_overlay_prefetch(tg_overlay *o, uint64_t meter_seq, uint64_t customer_seq, int step)
+{
+    uint64_t h = pair_hash(meter_seq, customer_seq);
+    const shard *s = shard_of(o, h);
+    if (!s->nbuckets)
+        return;
+    pair *const *slot = &s->buckets[(h >> 8) & (s->nbuckets - 1)];
+    if (step == 0) {
+        __builtin_prefetch(slot);
+        return;
+    }
+    const pair *p = *slot;
+    if (step == 1) {
+        if (p)
+            __builtin_prefetch(p);
+        return;
+    }
+    p = find_pair(s, h, meter_seq, customer_seq);
+    if (p && p->n) { /* live adds land on the newest minute; a search starts in the middle */
+        __builtin_prefetch(&p->d[p->n - 1]);
+        __builtin_prefetch(&p->d[p->n / 2]);
+    }
+}
+
 void *tg_overlay_rdlock(tg_overlay *o, uint64_t meter_seq, uint64_t customer_seq)
 {
     shard *s = shard_of(o, pair_hash(meter_seq, customer_seq));

@@ -39,6 +39,12 @@ void tg_overlay_free(tg_overlay *o);
 int tg_overlay_add(tg_overlay *o, uint64_t meter_seq, uint64_t customer_seq, int64_t minute,
                    tg_dec sum, int64_t count);
 
+/* Prefetches what tg_overlay_add of the pair will read, in steps: 0 its bucket slot, 1 the
+ * first pair of that bucket, 2 the pair's deltas (each step reads what the one before
+ * fetched, so they go a few adds apart). Writer thread only: it reads the table unlocked, as
+ * nobody else changes it. */
+void tg_overlay_prefetch(tg_overlay *o, uint64_t meter_seq, uint64_t customer_seq, int step);
+
 /* Read access for one pair: tg_overlay_rdlock takes the read lock of the pair's shard and
  * returns it; while it is held the pair's deltas and the stored buckets are consistent (a
  * fold of the pair's shard commits only while holding its write lock). Release with
