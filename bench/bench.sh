@@ -32,6 +32,9 @@
 #      PACED_INGEST_RATE events a second (not saturating); and the server-side time of one
 #      check, in process (bench/checkbench.c), against the baseline of reading the period's
 #      usage as a month summary, which is what a check costs without Tollgate's counters.
+#      The latency rows' baseline is bench/floorserver.c, a responder that answers "{}" to
+#      anything and does nothing else: the same checks are sent to it, alone and beside the
+#      same ingest into Tollgate, so the ratio says how far Tollgate is from this machine's floor.
 #   4. A table (Tollgate, baseline, ratio = how many times better Tollgate is), the CSV
 #      build/bench/results.csv, the chart build/bench/growth.png; both are copied to
 #      bench/results/ (not by a QUICK run, which would replace the recorded results).
@@ -125,11 +128,12 @@ ensure_packages() {
 }
 
 # ------------------------------------------------------------------ cleanup
-TMP="" PGTMP="" TG_PID="" SAMPLER_PID="" PG_STARTED=0
+TMP="" PGTMP="" TG_PID="" SAMPLER_PID="" FLOOR_PID="" PG_STARTED=0
 AS_PG=(); [ "$(id -u)" -eq 0 ] && AS_PG=(runuser -u postgres --)
 cleanup() {
   set +e
   [ -n "$SAMPLER_PID" ] && kill "$SAMPLER_PID" 2>/dev/null && wait "$SAMPLER_PID" 2>/dev/null
+  [ -n "$FLOOR_PID" ] && kill "$FLOOR_PID" 2>/dev/null && wait "$FLOOR_PID" 2>/dev/null
   if [ -n "$TG_PID" ] && kill -0 "$TG_PID" 2>/dev/null; then
     kill -TERM "$TG_PID"
     for _ in $(seq 1 100); do kill -0 "$TG_PID" 2>/dev/null || break; sleep 0.1; done
@@ -200,8 +204,9 @@ ensure_packages
 mkdir -p "$OUT" "$ROOT/bench/results"
 [ -x "$ROOT/build/tollgate" ] || make -C "$ROOT" --no-print-directory all
 make -C "$ROOT" --no-print-directory build/checkbench >/dev/null
-log "building loadgen and pgbaseline into $OUT"
+log "building loadgen, floorserver and pgbaseline into $OUT"
 gcc -O2 -Wall -Wextra -o "$OUT/loadgen" "$ROOT/bench/loadgen.c" -pthread
+gcc -O2 -Wall -Wextra -o "$OUT/floorserver" "$ROOT/bench/floorserver.c"
 gcc -O2 -Wall -Wextra $(pkg-config --cflags libpq) -o "$OUT/pgbaseline" "$ROOT/bench/pgbaseline.c" \
     $(pkg-config --libs libpq) -pthread
 LG=$OUT/loadgen PGB=$OUT/pgbaseline
@@ -314,17 +319,17 @@ done
 
 # Entitlement checks: alone, beside ingest, then beside ingest paced below saturation, on the
 # scenario server.
-row "check.rate" "entitlement checks at ${CHECK_RATE}/s: achieved" "checks/s" hi
-row "check.p50" "entitlement checks: p50 latency" ms lo
-row "check.p99" "entitlement checks: p99 latency" ms lo
-row "check.p999" "entitlement checks: p99.9 latency" ms lo
-row "checki.p50" "entitlement checks beside ingest: p50 latency" ms lo
-row "checki.p99" "entitlement checks beside ingest: p99 latency" ms lo
+row "check.rate" "entitlement checks at ${CHECK_RATE}/s: achieved (vs floor server)" "checks/s" hi
+row "check.p50" "entitlement checks: p50 latency (vs floor server)" ms lo
+row "check.p99" "entitlement checks: p99 latency (vs floor server)" ms lo
+row "check.p999" "entitlement checks: p99.9 latency (vs floor server)" ms lo
+row "checki.p50" "entitlement checks beside ingest: p50 latency (vs floor server)" ms lo
+row "checki.p99" "entitlement checks beside ingest: p99 latency (vs floor server)" ms lo
 row "checki.ingest" "ingest beside the checks (batches of 100)" "events/s" hi
 paced="entitlement checks beside ingest at $PACED_INGEST_RATE events/s"
-row "checkp.p50" "$paced: p50 latency" ms lo
-row "checkp.p99" "$paced: p99 latency" ms lo
-row "checkp.p999" "$paced: p99.9 latency" ms lo
+row "checkp.p50" "$paced: p50 latency (vs floor server)" ms lo
+row "checkp.p99" "$paced: p99 latency (vs floor server)" ms lo
+row "checkp.p999" "$paced: p99.9 latency (vs floor server)" ms lo
 row "checkp.ingest" "ingest beside the checks, paced at $PACED_INGEST_RATE events/s" "events/s" hi
 realtime="entitlement checks beside ingest, realtime lane"
 row "checkr.p50" "$realtime: p50 latency" ms lo
@@ -333,41 +338,59 @@ row "checkr.p999" "$realtime: p99.9 latency" ms lo
 row "checkr.ingest" "ingest beside the checks, realtime lane" "events/s" hi
 row "check.ns" "one check, server side (baseline: month summary)" ns lo
 row "check.ns_ingest" "one check, server side, beside ingest" ns lo
-tg_checks() { # tg_checks RUN_ID: one loadgen checks run; prints its JSON line
-  local json
-  json=$("$LG" checks --port "$TG_PORT" --key "$KEY" --setup "$SETUP" --rate "$CHECK_RATE"          --seconds "$CHECK_SECONDS" --conns "$CHECK_CONNS" --run-id "$1" 2>"$OUT/loadgen.err") ||
+# tg_checks RUN_ID [SYSTEM]: one loadgen checks run, to Tollgate or (SYSTEM floor) to the floor
+# server; prints its JSON line.
+tg_checks() {
+  local json system=${2:-tollgate} to=()
+  [ "$system" = floor ] && to=(--check-port "$FLOOR_PORT")
+  json=$("$LG" checks --port "$TG_PORT" --key "$KEY" --setup "$SETUP" --rate "$CHECK_RATE" \
+      --seconds "$CHECK_SECONDS" --conns "$CHECK_CONNS" --run-id "$1" "${to[@]}" \
+      2>"$OUT/loadgen.err") ||
     { tg_alive "checks"; die "loadgen checks failed: $(cat "$OUT/loadgen.err")"; }
-  echo "{\"system\":\"tollgate\",\"what\":\"checks $1\",\"result\":$json}" >>"$RUNLOG"
+  echo "{\"system\":\"$system\",\"what\":\"checks $1\",\"result\":$json}" >>"$RUNLOG"
   echo "$json"
 }
+FLOOR_PORT=$(free_port)
+"$OUT/floorserver" "$FLOOR_PORT" & FLOOR_PID=$!
 cj=$(tg_checks c1)
 R_T[check.rate]=$(jget "$cj" rate)
 R_T[check.p50]=$(jget "$cj" p50_ms); R_T[check.p99]=$(jget "$cj" p99_ms); R_T[check.p999]=$(jget "$cj" p999_ms)
-log "checks: ${R_T[check.rate]}/s, p99 ${R_T[check.p99]} ms"
+cj=$(tg_checks f1 floor)
+R_B[check.rate]=$(jget "$cj" rate)
+R_B[check.p50]=$(jget "$cj" p50_ms); R_B[check.p99]=$(jget "$cj" p99_ms); R_B[check.p999]=$(jget "$cj" p999_ms)
+log "checks: ${R_T[check.rate]}/s, p99 ${R_T[check.p99]} ms (the floor server: ${R_B[check.p99]} ms)"
 # checks_beside_ingest CHECKS_RUN_ID INGEST_WHAT INGEST_ARGS...: a checks run while batches of
 # 100 go in on B100_CONNS connections, from half a second before the checks to half a second
 # after; sets cj (the checks' JSON line) and ij (the ingest's).
+# With CHECKS_TO=floor the checks go to the floor server (the ingest still goes to Tollgate).
 checks_beside_ingest() {
   local run_id=$1 what=$2 ingest_pid; shift 2
   tg_load "$what" --scenario v2 --batch 100 --conns "$B100_CONNS" \
       --seconds "$(calc "$CHECK_SECONDS + 1")" "$@" >"$OUT/ingest-beside-checks.json" &
   ingest_pid=$!
   sleep 0.5
-  cj=$(tg_checks "$run_id")
+  cj=$(tg_checks "$run_id" "${CHECKS_TO:-tollgate}")
   wait "$ingest_pid" || die "ingest beside the checks failed"
   ij=$(cat "$OUT/ingest-beside-checks.json")
 }
 checks_beside_ingest c2 "ingest beside checks" --run-id ci
 R_T[checki.p50]=$(jget "$cj" p50_ms); R_T[checki.p99]=$(jget "$cj" p99_ms)
 R_T[checki.ingest]=$(jget "$ij" events_per_sec)
-log "checks beside ingest (${R_T[checki.ingest]} ev/s): p99 ${R_T[checki.p99]} ms"
+CHECKS_TO=floor checks_beside_ingest f2 "ingest beside checks to the floor server" --run-id fi
+R_B[checki.p50]=$(jget "$cj" p50_ms); R_B[checki.p99]=$(jget "$cj" p99_ms)
+log "checks beside ingest (${R_T[checki.ingest]} ev/s): p99 ${R_T[checki.p99]} ms" \
+    "(the floor server, beside $(jget "$ij" events_per_sec) ev/s: ${R_B[checki.p99]} ms)"
 checks_beside_ingest c3 "ingest at $PACED_INGEST_RATE/s beside checks" \
     --rate "$PACED_INGEST_RATE" --run-id cp
 R_T[checkp.p50]=$(jget "$cj" p50_ms); R_T[checkp.p99]=$(jget "$cj" p99_ms)
 R_T[checkp.p999]=$(jget "$cj" p999_ms)
 R_T[checkp.ingest]=$(jget "$ij" events_per_sec)
+CHECKS_TO=floor checks_beside_ingest f3 "ingest at $PACED_INGEST_RATE/s beside checks to the floor server" \
+    --rate "$PACED_INGEST_RATE" --run-id fp
+R_B[checkp.p50]=$(jget "$cj" p50_ms); R_B[checkp.p99]=$(jget "$cj" p99_ms)
+R_B[checkp.p999]=$(jget "$cj" p999_ms)
 log "checks beside ingest paced at $PACED_INGEST_RATE/s (${R_T[checkp.ingest]} ev/s):" \
-    "p99 ${R_T[checkp.p99]} ms"
+    "p99 ${R_T[checkp.p99]} ms (the floor server: ${R_B[checkp.p99]} ms)"
 tg_stop
 # The same beside full-speed ingest, with the check lane's thread at real-time priority (an
 # option: it needs CAP_SYS_NICE, and the server says so in its log when it cannot have it).
@@ -380,6 +403,7 @@ grep -q "cannot use SCHED_FIFO" "$OUT/tollgate.log" &&
   note "--check-lane-realtime: the server could not use SCHED_FIFO here (see tollgate.log)"
 log "checks beside ingest, realtime lane (${R_T[checkr.ingest]} ev/s): p99 ${R_T[checkr.p99]} ms"
 tg_stop
+kill "$FLOOR_PID"; wait "$FLOOR_PID" 2>/dev/null || true; FLOOR_PID=""
 rm -rf "$TMP/tollgate-checks-realtime"
 # shellcheck disable=SC2086
 cb=$("$ROOT/build/checkbench" $CHECKBENCH_ARGS 2>>"$OUT/tollgate.log") || die "checkbench failed"
@@ -580,14 +604,15 @@ CSV=$OUT/results.csv
   echo "\"tollgate commit $COMMIT; quick=$QUICK; tollgate growth phase ${TG_GROWTH_SECONDS}s; total ${SECONDS}s\",,,,"
 } >"$CSV"
 
-printf '\n%-68s %-9s %12s %12s %9s\n' "figure" "unit" "Tollgate" "PostgreSQL" "ratio" >&2
-printf '%.0s-' $(seq 1 114) >&2; echo >&2
+printf '\n%-84s %-9s %12s %12s %9s\n' "figure" "unit" "Tollgate" "baseline" "ratio" >&2
+printf '%.0s-' $(seq 1 130) >&2; echo >&2
 for r in "${ROWS[@]}"; do
   IFS='|' read -r key label unit dir <<<"$r"
   [ -z "${R_T[$key]:-}" ] && [ -z "${R_B[$key]:-}" ] && continue
   rt=$(ratio "$key" "$dir")
-  printf '%-68s %-9s %12s %12s %9s\n' "$label" "$unit" "${R_T[$key]:--}" "${R_B[$key]:--}" "${rt:+${rt}x}" >&2
+  printf '%-84s %-9s %12s %12s %9s\n' "$label" "$unit" "${R_T[$key]:--}" "${R_B[$key]:--}" "${rt:+${rt}x}" >&2
 done
+echo "baseline: PostgreSQL, unless the figure names another." >&2
 echo "ratio: how many times better Tollgate is (baseline/Tollgate for latency, memory, CPU, bytes)." >&2
 while read -r n; do echo "note: $n" >&2; done <"$OUT/notes.txt"
 

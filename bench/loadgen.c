@@ -23,13 +23,17 @@
  *       value_grouping_window=hour. Each query pages with limit=100 and starting_after until
  *       has_more is false; the whole walk counts as one query. Prints p50/p99 ms as one JSON line.
  *   loadgen checks --port P --key K --setup FILE [--rate R] [--seconds S] [--conns C]
- *                  [--subscribers N]
+ *                  [--subscribers N] [--check-port Q]
  *       gives N customers of the setup a plan whose feature has a hard usage limit on the
  *       setup's first meter, then sends GET /v1/entitlements/check at R requests a second in
  *       all (default 10,000; paced per connection on a fixed schedule, latency measured from
  *       the scheduled send, so a stall is not hidden by the pacing) over C keep-alive
  *       connections for S seconds, and prints the achieved rate and p50/p99/p99.9 latency as
- *       one JSON line.
+ *       one JSON line. Also printed: the same less the client's own oversleep ("net_": how
+ *       much later than due its timer woke it to send; a send delayed by a slow previous
+ *       answer stays counted), and the oversleep's own percentiles. With --check-port the
+ *       checks go to another server on port Q (bench/floorserver.c, the baseline); the
+ *       plan is still set up on P.
  *
  * Only 200 responses count as acknowledged. A connection the server closes is counted
  * ("conn_closed"), every request in flight on it counts as failed, and it is reopened. Events
@@ -69,6 +73,7 @@ typedef struct setup {
 
 typedef struct options {
     int port, conns, threads, batch, pipeline, spread_days, reps, customer_index, meter_index;
+    int check_port; /* checks: where they go (default: port) */
     const char *key, *setup_file, *scenario, *run_id;
     double seconds, rate;
     long long events;
@@ -794,19 +799,21 @@ static void checks_setup(int subscribers)
 typedef struct check_worker {
     int index, nconns, subscribers;
     double interval; /* seconds between sends on one connection */
-    double *lat;     /* ms */
+    double *lat;     /* ms, from the scheduled send */
+    double *net;     /* ms, the same less the client's own oversleep (see check_main) */
+    double *late;    /* ms, the client's oversleep: how late its timer woke it */
     long n, cap;
 } check_worker;
 
 static void *check_main(void *arg)
 {
     check_worker *w = arg;
-    int fd = connect_to(opt.port);
+    int fd = connect_to(opt.check_port ? opt.check_port : opt.port);
     size_t cap = 1 << 14;
     char *buf = malloc(cap), path[512];
     double start = now_s(), end = start + opt.seconds;
     /* Connections start staggered over one interval so sends interleave evenly. */
-    double next = start + w->interval * w->index / w->nconns;
+    double next = start + w->interval * w->index / w->nconns, prev_done = 0;
     for (long k = 0;; k++) {
         if (next >= end)
             break;
@@ -815,6 +822,11 @@ static void *check_main(void *arg)
             struct timespec ts = {0, (long)((next - now) * 1e9)};
             nanosleep(&ts, NULL);
         }
+        /* The send was due at next, or when the previous answer came if that was later (a
+         * slow answer delays the next send: that wait is the server's and stays counted).
+         * Anything past that is the client oversleeping its timer. */
+        double sent_at = now_s(), ready = next > prev_done ? next : prev_done;
+        double oversleep = sent_at > ready ? sent_at - ready : 0;
         const char *cust = st.customers[(w->index + k * w->nconns) % w->subscribers];
         snprintf(path, sizeof path,
                  "/v1/entitlements/check?customer=%s&feature=bench_voice_%s&quantity=60", cust,
@@ -826,8 +838,15 @@ static void *check_main(void *arg)
         if (w->n == w->cap) {
             w->cap = w->cap ? w->cap * 2 : 4096;
             w->lat = realloc(w->lat, (size_t)w->cap * sizeof(double));
+            w->net = realloc(w->net, (size_t)w->cap * sizeof(double));
+            w->late = realloc(w->late, (size_t)w->cap * sizeof(double));
+            if (!w->lat || !w->net || !w->late)
+                die("out of memory");
         }
-        w->lat[w->n++] = (now_s() - next) * 1e3; /* from the scheduled send */
+        prev_done = now_s();
+        w->lat[w->n] = (prev_done - next) * 1e3; /* from the scheduled send */
+        w->net[w->n] = (prev_done - next - oversleep) * 1e3;
+        w->late[w->n++] = oversleep * 1e3;
         next += w->interval;
     }
     close(fd);
@@ -847,7 +866,7 @@ static void cmd_checks(double rate, int subscribers)
     check_worker *ws = calloc((size_t)nconns, sizeof *ws);
     pthread_t *th = calloc((size_t)nconns, sizeof *th);
     for (int i = 0; i < nconns; i++) {
-        ws[i] = (check_worker){i, nconns, subscribers, nconns / rate, NULL, 0, 0};
+        ws[i] = (check_worker){.index = i, .nconns = nconns, .subscribers = subscribers, .interval = nconns / rate};
         pthread_create(&th[i], NULL, check_main, &ws[i]);
     }
     long total = 0;
@@ -855,19 +874,34 @@ static void cmd_checks(double rate, int subscribers)
         pthread_join(th[i], NULL);
         total += ws[i].n;
     }
-    double *all = malloc((size_t)(total ? total : 1) * sizeof(double));
-    long k = 0;
-    for (int i = 0; i < nconns; i++) {
-        memcpy(all + k, ws[i].lat, (size_t)ws[i].n * sizeof(double));
-        k += ws[i].n;
-        free(ws[i].lat);
+    /* Percentiles of each series over all connections. */
+    double *all[3];
+    for (int s = 0; s < 3; s++) {
+        all[s] = malloc((size_t)(total ? total : 1) * sizeof(double));
+        if (!all[s])
+            die("out of memory");
+        long k = 0;
+        for (int i = 0; i < nconns; i++) {
+            double *src = s == 0 ? ws[i].lat : s == 1 ? ws[i].net : ws[i].late;
+            memcpy(all[s] + k, src, (size_t)ws[i].n * sizeof(double));
+            k += ws[i].n;
+        }
+        qsort(all[s], (size_t)total, sizeof(double), cmp_dbl);
     }
-    qsort(all, (size_t)total, sizeof(double), cmp_dbl);
-#define CP(p) (total ? all[(long)((double)(total - 1) * (p))] : 0)
+#define CP(s, p) (total ? all[s][(long)((double)(total - 1) * (p))] : 0)
     printf("{\"mode\":\"checks\",\"rate_target\":%.0f,\"checks\":%ld,\"rate\":%.1f,"
-           "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f}\n",
-           rate, total, (double)total / opt.seconds, CP(0.50), CP(0.99), CP(0.999));
-    free(all);
+           "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,"
+           "\"net_p50_ms\":%.3f,\"net_p99_ms\":%.3f,\"net_p999_ms\":%.3f,"
+           "\"oversleep_p50_ms\":%.3f,\"oversleep_p99_ms\":%.3f,\"oversleep_p999_ms\":%.3f}\n",
+           rate, total, (double)total / opt.seconds, CP(0, 0.50), CP(0, 0.99), CP(0, 0.999),
+           CP(1, 0.50), CP(1, 0.99), CP(1, 0.999), CP(2, 0.50), CP(2, 0.99), CP(2, 0.999));
+    for (int s = 0; s < 3; s++)
+        free(all[s]);
+    for (int i = 0; i < nconns; i++) {
+        free(ws[i].lat);
+        free(ws[i].net);
+        free(ws[i].late);
+    }
     free(ws);
     free(th);
 }
@@ -903,6 +937,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--pipeline")) opt.pipeline = atoi(v);
         else if (!strcmp(a, "--rate")) opt.rate = atof(v);
         else if (!strcmp(a, "--subscribers")) subscribers = atoi(v);
+        else if (!strcmp(a, "--check-port")) opt.check_port = atoi(v);
         else die("unknown option %s", a);
     }
     if (!opt.key)
