@@ -75,7 +75,7 @@ static void ingest(world *w, long n, unsigned seed)
             snprintf(ev[i].event_name, sizeof ev[i].event_name, "%s", w->meter.event_name);
             ev[i].timestamp = real_now(NULL) - (done + i) % 3600;
             tg_err err = {0};
-            if (tg_event_prepare(w->svc, &w->scope, &ev[i], &err))
+            if (tg_event_prepare(w->svc, &w->scope, &ev[i], NULL, &err))
                 fail("event", &err);
         }
         tg_err err = {0};

@@ -1299,7 +1299,7 @@ static int session_record(tg_service *svc, const tg_scope *scope, tg_arena *a, s
     snprintf(e->identifier, sizeof e->identifier, "%s-%lld", u->id, (long long)u->seq);
     e->timestamp = TG_TIME_NOW;
     int result = TG_OK;
-    int rc = tg_event_prepare(svc, scope, e, err);
+    int rc = tg_event_prepare(svc, scope, e, NULL, err);
     if (!rc)
         rc = tg_events_record(svc, scope, e, 1, &result, NULL, 0, err);
     if (rc)

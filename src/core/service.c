@@ -22,6 +22,7 @@
 #include "base/log.h"
 #include "base/str.h"
 #include "core/daypage.h"
+#include "core/dedupe.h"
 #include "core/metadata.h"
 #include "core/metering.h"
 #include "core/overlay.h"
@@ -75,6 +76,7 @@ struct tg_service {
     char account[40];
     tg_writer *writer;
     tg_store *wstore; /* the writer's connection: touched only from writer jobs */
+    uint64_t hash_seed; /* from the directory's identifier seed: keys every hash below */
 
     pthread_mutex_t pool_mu;
     pthread_cond_t pool_cv;
@@ -157,11 +159,12 @@ static void reader_put(tg_service *svc, tg_store *s)
 
 /* ---------------------------------------------------------------- meter registry */
 
-static size_t reg_slot(const tg_scope *scope, const char *event_name)
+/* The registries' buckets: hashed per event, so eight bytes at a time (the identifier index's
+ * keyed hash, with the directory's seed so that ids cannot be chosen to collide). */
+static size_t reg_slot(const tg_service *svc, const tg_scope *scope, const char *event_name)
 {
-    uint64_t h = fnv(scope->account, 1469598103934665603ULL);
-    h = (h ^ (uint64_t)scope->livemode) * 1099511628211ULL;
-    return fnv(event_name, h) & (REGISTRY_BUCKETS - 1);
+    return tg_dedupe_hash(svc->hash_seed, scope->account, scope->livemode, event_name) &
+           (REGISTRY_BUCKETS - 1);
 }
 
 static bool same_scope(const tg_scope *a, const tg_scope *b)
@@ -172,7 +175,7 @@ static bool same_scope(const tg_scope *a, const tg_scope *b)
 /* Inserts or replaces (by id) a meter. Caller holds the write lock. */
 static int reg_put_locked(tg_service *svc, const tg_scope *scope, const tg_meter *m)
 {
-    size_t k = reg_slot(scope, m->event_name);
+    size_t k = reg_slot(svc, scope, m->event_name);
     for (meter_node *n = svc->reg[k]; n; n = n->next)
         if (strcmp(n->m.id, m->id) == 0) {
             n->m = *m;
@@ -204,7 +207,7 @@ static bool reg_find(tg_service *svc, const tg_scope *scope, const char *event_n
     bool found = false;
     *found_inactive = false;
     pthread_rwlock_rdlock(&svc->reg_lock);
-    for (meter_node *n = svc->reg[reg_slot(scope, event_name)]; n; n = n->next) {
+    for (meter_node *n = svc->reg[reg_slot(svc, scope, event_name)]; n; n = n->next) {
         if (!same_scope(&n->scope, scope) || strcmp(n->m.event_name, event_name) != 0)
             continue;
         if (n->m.active) {
@@ -256,11 +259,10 @@ static void reg_reload_after_failure(void *arg)
 
 /* ---------------------------------------------------------------- customer registry */
 
-static size_t cust_slot(const tg_scope *scope, const char *id)
+static size_t cust_slot(const tg_service *svc, const tg_scope *scope, const char *id)
 {
-    uint64_t h = fnv(scope->account, 1469598103934665603ULL);
-    h = (h ^ (uint64_t)scope->livemode) * 1099511628211ULL;
-    return fnv(id, h) & (CUSTOMER_BUCKETS - 1);
+    return tg_dedupe_hash(svc->hash_seed, scope->account, scope->livemode, id) &
+           (CUSTOMER_BUCKETS - 1);
 }
 
 /* The registry's node for a clock, created (time unknown) when absent. Caller holds reg_lock
@@ -305,7 +307,7 @@ static int cust_put_locked(tg_service *svc, const tg_scope *scope, int64_t seq, 
     clock_node *cn = NULL;
     if (clock && *clock && !(cn = clock_node_get_locked(svc, scope, clock)))
         return TG_ENOMEM;
-    size_t k = cust_slot(scope, id);
+    size_t k = cust_slot(svc, scope, id);
     for (customer_node *n = svc->customers[k]; n; n = n->next)
         if (n->seq == seq) {
             n->deleted = deleted;
@@ -355,7 +357,7 @@ static int64_t cust_find_at(tg_service *svc, const tg_scope *scope, const char *
     int64_t seq = 0, frozen = INT64_MIN;
     char clock[TG_ID_MAX] = "";
     pthread_rwlock_rdlock(&svc->reg_lock);
-    for (customer_node *n = svc->customers[cust_slot(scope, id)]; n; n = n->next)
+    for (customer_node *n = svc->customers[cust_slot(svc, scope, id)]; n; n = n->next)
         if ((include_deleted || !n->deleted) && strcmp(n->id, id) == 0 &&
             same_scope(&n->scope, scope)) {
             seq = n->seq;
@@ -526,6 +528,7 @@ int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *
                             err);
     if (!rc)
         rc = ensure_setting(svc->wstore, "identifier_seed", "", seed, sizeof seed, err);
+    svc->hash_seed = fnv(seed, 1469598103934665603ULL);
     if (!rc)
         rc = reg_reload(svc, svc->wstore, err);
     if (!rc)
@@ -536,8 +539,8 @@ int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *
          * the blocks of the last 10 s. */
         tg_writer_config wc = {svc->cfg.queue_max_events, svc->cfg.batch_max_events, 10000,
                                tg_ent_on_usage, svc->ents};
-        uint64_t h = fnv(seed, 1469598103934665603ULL);
-        rc = tg_writer_start(&svc->writer, svc->wstore, clock, &wc, svc->overlay, h, err);
+        rc = tg_writer_start(&svc->writer, svc->wstore, clock, &wc, svc->overlay, svc->hash_seed,
+                             err);
     }
     if (!rc && tg_billing_start(svc, !svc->cfg.no_billing_scheduler))
         rc = tg_err_set(err, TG_ENOMEM, NULL, "cannot start the billing scheduler");
@@ -1034,14 +1037,40 @@ int tg_meter_list(tg_service *svc, const tg_scope *scope, int status, const tg_p
 
 /* ---------------------------------------------------------------- meter events */
 
-int tg_event_prepare(tg_service *svc, const tg_scope *scope, tg_event *e, tg_err *err)
+/* The active meter for an event name, from the memo or the registry (then remembered while
+ * the memo has room; otherwise copied to *local); NULL when none is active. */
+static const tg_meter *meter_for_event(tg_service *svc, const tg_scope *scope,
+                                       const char *event_name, tg_meter_memo *memo,
+                                       tg_meter *local, bool *inactive)
+{
+    if (memo)
+        for (size_t i = 0; i < memo->n; i++) {
+            struct tg_meter_memo_item *it = &memo->items[i];
+            if (strcmp(it->m.event_name, event_name) == 0) {
+                *inactive = it->inactive;
+                return it->found ? &it->m : NULL;
+            }
+        }
+    if (!memo || memo->n == sizeof memo->items / sizeof memo->items[0])
+        return reg_find(svc, scope, event_name, local, inactive) ? local : NULL;
+    struct tg_meter_memo_item *it = &memo->items[memo->n++];
+    it->found = reg_find(svc, scope, event_name, &it->m, &it->inactive);
+    if (!it->found)
+        snprintf(it->m.event_name, sizeof it->m.event_name, "%s", event_name);
+    *inactive = it->inactive;
+    return it->found ? &it->m : NULL;
+}
+
+int tg_event_prepare(tg_service *svc, const tg_scope *scope, tg_event *e, tg_meter_memo *memo,
+                     tg_err *err)
 {
     int rc = tg_event_check_names(e->event_name, e->identifier[0] ? e->identifier : NULL, err);
     if (rc)
         return rc;
-    tg_meter m;
+    tg_meter local;
     bool inactive;
-    if (!reg_find(svc, scope, e->event_name, &m, &inactive)) {
+    const tg_meter *mp = meter_for_event(svc, scope, e->event_name, memo, &local, &inactive);
+    if (!mp) {
         if (inactive)
             return tg_err_set(err, TG_EARCHIVED, "event_name",
                               "The meter for event name %s is inactive.", e->event_name);
@@ -1051,29 +1080,29 @@ int tg_event_prepare(tg_service *svc, const tg_scope *scope, tg_event *e, tg_err
     /* The time window is that of the customer's world: a test clock's customer reports
      * usage in the clock's time. */
     int64_t now = tg_service_now(svc);
-    const char *cust = tg_metadata_get(&e->payload, m.customer_key);
+    const char *cust = tg_metadata_get(&e->payload, mp->customer_key);
     int64_t customer_seq = cust ? cust_find_at(svc, scope, cust, false, &now) : 0;
     if (e->timestamp == TG_TIME_NOW)
         e->timestamp = now;
-    rc = tg_event_check(&m, e, now, err);
+    rc = tg_event_check(mp, e, now, err);
     if (rc)
         return rc;
     e->customer_seq = customer_seq;
     if (!e->customer_seq) {
         char param[TG_NAME_MAX + 16];
-        snprintf(param, sizeof param, "payload[%s]", m.customer_key);
+        snprintf(param, sizeof param, "payload[%s]", mp->customer_key);
         return tg_err_set(err, TG_ECUSTOMER, param, "No such customer: '%s'", e->customer_id);
     }
-    e->meter_seq = m.seq;
-    e->additive = m.formula != TG_FORMULA_LAST && m.event_time_window == TG_WINDOW_NONE;
+    e->meter_seq = mp->seq;
+    e->additive = mp->formula != TG_FORMULA_LAST && mp->event_time_window == TG_WINDOW_NONE;
     /* Keep what the meter does not interpret (dimensions such as agent_id) with the event:
      * the interpreted keys move to the front of the payload (at most two moves) and the rest
      * is the extras range. */
     size_t front = 0;
     for (size_t i = 0; i < e->payload.n; i++) {
         const char *k = e->payload.items[i].key;
-        if (strcmp(k, m.customer_key) != 0 &&
-            (m.formula == TG_FORMULA_COUNT || strcmp(k, m.value_key) != 0))
+        if (strcmp(k, mp->customer_key) != 0 &&
+            (mp->formula == TG_FORMULA_COUNT || strcmp(k, mp->value_key) != 0))
             continue;
         tg_kv kv = e->payload.items[i];
         memmove(&e->payload.items[front + 1], &e->payload.items[front],

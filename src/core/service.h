@@ -82,11 +82,23 @@ int tg_meter_list(tg_service *svc, const tg_scope *scope, int status, const tg_p
 
 /* ---- meter events ---- */
 
+/* The meters one request has looked up, so that a batch's events, which name a few meters,
+ * look each one up once (and the request sees one state of each). Zero-initialise one per
+ * request; later names are looked up each time. */
+typedef struct tg_meter_memo {
+    size_t n;
+    struct tg_meter_memo_item {
+        bool found, inactive;
+        tg_meter m; /* only event_name when not found */
+    } items[4];
+} tg_meter_memo;
+
 /* Validates one event synchronously: names, meter by event name (active), customer existence,
  * value, timestamp. e must carry event_name, identifier ("" = generate one), timestamp
  * (TG_TIME_NOW = the customer's current time: its test clock's when it has one) and payload;
- * on success the meter, customer and value are filled in. */
-int tg_event_prepare(tg_service *svc, const tg_scope *scope, tg_event *e, tg_err *err);
+ * on success the meter, customer and value are filled in. memo may be NULL. */
+int tg_event_prepare(tg_service *svc, const tg_scope *scope, tg_event *e, tg_meter_memo *memo,
+                     tg_err *err);
 
 /* Records prepared events durably (group commit) and fills results[i] with TG_OK or
  * TG_EDUPLICATE. errors (may be NULL) are refusal counts written in the same transaction;

@@ -445,7 +445,7 @@ static single_event *new_single_event(tg_req *req)
 static int record_one(tg_req *req, tg_continuation then)
 {
     single_event *se = req->state;
-    if (tg_event_prepare(req->svc, &req->scope, &se->e, &req->err))
+    if (tg_event_prepare(req->svc, &req->scope, &se->e, NULL, &req->err))
         return tg_reply_error(req);
     return tg_req_record_events(req, &se->e, 1, &se->result, NULL, 0, then);
 }
@@ -703,9 +703,10 @@ static int h_stream(tg_req *req)
      * refused events are left out and counted, and the request still succeeds. */
     size_t nvalid = 0, nerrs = 0, refused = 0;
     int64_t now = tg_service_now(req->svc);
+    tg_meter_memo memo = {0};
     for (i = 0; i < n; i++) {
         tg_err e = {0};
-        if (tg_event_prepare(req->svc, &req->scope, &evs[i], &e)) {
+        if (tg_event_prepare(req->svc, &req->scope, &evs[i], &memo, &e)) {
             if (e.code == TG_ESTORE || e.code == TG_ENOMEM) {
                 req->err = e;
                 return tg_reply_error(req);

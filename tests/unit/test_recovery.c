@@ -219,7 +219,7 @@ static long record_core(fixture *f, const char *prefix, size_t from, size_t n, i
         for (size_t j = 0; j < k; j++) {
             ev_init(&xs[j], f, prefix, from + done + j);
             tg_err err = {0};
-            int rc = tg_event_prepare(f->svc, &f->scope, &xs[j].e, &err);
+            int rc = tg_event_prepare(f->svc, &f->scope, &xs[j].e, NULL, &err);
             if (rc) {
                 fprintf(stderr, "  prepare %s-%zu: %d %s\n", prefix, from + done + j, rc,
                         err.msg);
@@ -376,7 +376,7 @@ static void record_batch(fixture *f, const char *const *ids, size_t n, int *resu
         ev_init(&xs[j], f, "unused", j);
         snprintf(xs[j].e.identifier, sizeof xs[j].e.identifier, "%s", ids[j]);
         tg_err err = {0};
-        assert_int_equal(tg_event_prepare(f->svc, &f->scope, &xs[j].e, &err), TG_OK);
+        assert_int_equal(tg_event_prepare(f->svc, &f->scope, &xs[j].e, NULL, &err), TG_OK);
         events[j] = xs[j].e;
         results[j] = 12345;
     }

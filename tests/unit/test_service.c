@@ -183,7 +183,7 @@ static int record1(fixture *f, const char *event_name, const char *identifier, c
     ev x;
     ev_init(&x, event_name, identifier, f->customer, value, ts);
     tg_err err = {0};
-    int rc = tg_event_prepare(f->svc, &f->scope, &x.e, &err);
+    int rc = tg_event_prepare(f->svc, &f->scope, &x.e, NULL, &err);
     if (rc)
         return rc;
     int result = 12345;
@@ -226,7 +226,7 @@ static void test_exact_sum_and_duplicates(void **state)
     ev_init(&x[1], "api_call", "ev-2", f->customer, "0.2", T0 - 300);
     tg_err err = {0};
     for (int i = 0; i < 2; i++)
-        assert_int_equal(tg_event_prepare(f->svc, &f->scope, &x[i].e, &err), TG_OK);
+        assert_int_equal(tg_event_prepare(f->svc, &f->scope, &x[i].e, NULL, &err), TG_OK);
     assert_string_equal(x[0].e.meter_id, m.id);
     assert_string_equal(x[0].e.customer_id, f->customer);
     assert_int_equal(x[0].e.created, T0);
@@ -247,7 +247,7 @@ static void test_exact_sum_and_duplicates(void **state)
     ev_init(&y[0], "api_call", "ev-3", f->customer, "1", T0 - 120);
     ev_init(&y[1], "api_call", "ev-3", f->customer, "1000", T0 - 120);
     for (int i = 0; i < 2; i++)
-        assert_int_equal(tg_event_prepare(f->svc, &f->scope, &y[i].e, &err), TG_OK);
+        assert_int_equal(tg_event_prepare(f->svc, &f->scope, &y[i].e, NULL, &err), TG_OK);
     tg_event ev2[2] = {y[0].e, y[1].e};
     assert_int_equal(tg_events_record(f->svc, &f->scope, ev2, 2, results, NULL, 0, &err), TG_OK);
     assert_int_equal(results[0], TG_OK);
@@ -257,7 +257,7 @@ static void test_exact_sum_and_duplicates(void **state)
     /* an empty identifier gets a generated one */
     ev z;
     ev_init(&z, "api_call", "", f->customer, "0.7", T0);
-    assert_int_equal(tg_event_prepare(f->svc, &f->scope, &z.e, &err), TG_OK);
+    assert_int_equal(tg_event_prepare(f->svc, &f->scope, &z.e, NULL, &err), TG_OK);
     assert_true(strlen(z.e.identifier) > 0);
     int r = 99;
     assert_int_equal(tg_events_record(f->svc, &f->scope, &z.e, 1, &r, NULL, 0, &err), TG_OK);
@@ -291,7 +291,7 @@ static void test_prepare_refusals(void **state)
         ev_init(&x, cases[i].event_name, "id", cases[i].customer ? cases[i].customer : f->customer,
                 cases[i].value, cases[i].ts);
         tg_err err = {0};
-        int rc = tg_event_prepare(f->svc, &f->scope, &x.e, &err);
+        int rc = tg_event_prepare(f->svc, &f->scope, &x.e, NULL, &err);
         if (rc != cases[i].code)
             fail_msg("case %zu: rc %d, want %d (%s)", i, rc, cases[i].code, err.msg);
     }
@@ -301,8 +301,44 @@ static void test_prepare_refusals(void **state)
     ev x;
     ev_init(&x, "api_call", "id", f->customer, "1", T0);
     tg_err e2 = {0};
-    assert_int_equal(tg_event_prepare(f->svc, &f->scope, &x.e, &e2), TG_ECUSTOMER);
+    assert_int_equal(tg_event_prepare(f->svc, &f->scope, &x.e, NULL, &e2), TG_ECUSTOMER);
     assert_string_equal(e2.param, "payload[stripe_customer_id]");
+}
+
+/* A request's meter memo gives each event what a lookup without it gives: found, inactive
+ * and unknown names, more names than the memo holds, in any order. */
+static void test_prepare_memo(void **state)
+{
+    fixture *f = *state;
+    const char *names[] = {"m0", "m1", "m2", "m3", "m4", "m5", "gone", "unknown"};
+    for (int i = 0; i < 6; i++)
+        create_meter(f, names[i], i % 2 ? TG_FORMULA_COUNT : TG_FORMULA_SUM, TG_WINDOW_NONE);
+    tg_meter gone = create_meter(f, "gone", TG_FORMULA_SUM, TG_WINDOW_NONE), out;
+    tg_err err = {0};
+    assert_int_equal(tg_meter_set_active(f->svc, &f->scope, gone.id, false, &out, &err), TG_OK);
+    tg_meter_memo memo = {0};
+    for (unsigned k = 0; k < 64; k++) {
+        const char *name = names[(k * 5 + k / 8) % 8];
+        ev with, without;
+        char id[32];
+        snprintf(id, sizeof id, "memo-%u", k);
+        ev_init(&with, name, id, f->customer, "1", T0);
+        ev_init(&without, name, id, f->customer, "1", T0);
+        tg_err e1 = {0}, e2 = {0};
+        int rc1 = tg_event_prepare(f->svc, &f->scope, &with.e, &memo, &e1);
+        int rc2 = tg_event_prepare(f->svc, &f->scope, &without.e, NULL, &e2);
+        if (rc1 != rc2 || strcmp(e1.msg, e2.msg) != 0)
+            fail_msg("%s: %d '%s' with the memo, %d '%s' without", name, rc1, e1.msg, rc2,
+                     e2.msg);
+        assert_int_equal(rc1, !strcmp(name, "gone")      ? TG_EARCHIVED
+                              : !strcmp(name, "unknown") ? TG_ENOMETER
+                                                         : TG_OK);
+        assert_int_equal(with.e.meter_seq, without.e.meter_seq);
+        assert_string_equal(with.e.meter_id, without.e.meter_id);
+        assert_int_equal(with.e.additive, without.e.additive);
+        assert_int_equal(with.e.extras.n, without.e.extras.n);
+    }
+    assert_int_equal(memo.n, sizeof memo.items / sizeof memo.items[0]);
 }
 
 static void test_hour_window_keeps_latest_received(void **state)
@@ -328,7 +364,7 @@ static void test_hour_window_keeps_latest_received(void **state)
     ev_init(&x[1], "tokens", "e", f->customer, "13", h2 + 20);
     tg_err err = {0};
     for (int i = 0; i < 2; i++)
-        assert_int_equal(tg_event_prepare(f->svc, &f->scope, &x[i].e, &err), TG_OK);
+        assert_int_equal(tg_event_prepare(f->svc, &f->scope, &x[i].e, NULL, &err), TG_OK);
     tg_event events[2] = {x[0].e, x[1].e};
     int results[2] = {99, 99};
     assert_int_equal(tg_events_record(f->svc, &f->scope, events, 2, results, NULL, 0, &err),
@@ -571,7 +607,7 @@ static void test_one_active_meter_per_event_name(void **state)
     ev x;
     ev_init(&x, "api_call", "ev-3", f->customer, "2", T0);
     tg_err e3 = {0};
-    assert_int_equal(tg_event_prepare(f->svc, &f->scope, &x.e, &e3), TG_OK);
+    assert_int_equal(tg_event_prepare(f->svc, &f->scope, &x.e, NULL, &e3), TG_OK);
     assert_string_equal(x.e.meter_id, m2.id);
 
     /* and the old one cannot be reactivated while m2 is active */
@@ -591,7 +627,7 @@ static void test_scopes_and_customer_pages(void **state)
     ev x;
     ev_init(&x, "api_call", "ev-1", f->customer, "1", T0);
     tg_err err = {0};
-    assert_int_equal(tg_event_prepare(f->svc, &live, &x.e, &err), TG_ENOMETER);
+    assert_int_equal(tg_event_prepare(f->svc, &live, &x.e, NULL, &err), TG_ENOMETER);
     tg_customer c;
     tg_err e2 = {0};
     assert_int_equal(tg_customer_retrieve(f->svc, &live, f->customer, &f->a, &c, &e2),
@@ -790,6 +826,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_exact_sum_and_duplicates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prepare_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prepare_memo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hour_window_keeps_latest_received, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_windowed_survivor, setup, teardown),
