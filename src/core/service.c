@@ -1721,12 +1721,17 @@ static int idem_put_job(tg_store *s, void *arg, tg_err *err)
     return s->ops->idem_put(s, &c->scope, c->key, &c->rec, err);
 }
 
-/* After the response row is committed (or failed to be), the in-memory copy is no longer
- * needed: the store answers from now on (or, on failure, a retry runs again). */
+/* Once the response row is committed, the in-memory copy is no longer needed: the store
+ * answers from now on. If the batch failed, the copy stays and answers retries until a
+ * restart (a rare loss of the disk; kept rather than let a retry run the request again). */
 static void idem_stored(void *arg, int rc)
 {
     idem_arg *c = arg;
-    (void)rc;
+    if (rc) {
+        tg_log(TG_LOG_WARN, "idempotency record for %s not stored; kept in memory", c->key);
+        free(c->body);
+        return;
+    }
     char k[512];
     idem_key(k, sizeof k, &c->scope, c->key);
     pthread_mutex_lock(&c->svc->idem_mu);
@@ -1795,8 +1800,8 @@ void tg_idem_finish(tg_service *svc, const tg_scope *scope, const char *key,
     pthread_mutex_unlock(&svc->idem_mu);
     free(copy); /* not kept in memory: there was no claim */
     if (store && tg_writer_post(svc->writer, job)) {
-        /* The writer is saturated: keep the answer only in memory (a retry after a restart
-         * would run again, and meter events would then meet their identifier). */
+        /* The writer is stopping: the answer stays in memory until the process ends (a
+         * retry after the restart runs again; meter events then meet their identifiers). */
         tg_log(TG_LOG_WARN, "idempotency record for %s kept in memory only", key);
         free(arg->body);
         free(arg);

@@ -1239,8 +1239,9 @@ static int enqueue_locked(tg_writer *w, tg_job *job)
     if (w->stopping)
         return tg_err_set(&job->err, TG_ESHUTDOWN, NULL, "The server is shutting down.");
     /* A job is always admitted into an empty queue, however large, so no request can be
-     * refused forever. */
-    bool bounded = !job->fn || job->detached;
+     * refused forever. Only events are bounded: function jobs are catalog writes, whose
+     * callers wait, and idempotency records (tg_writer_post), one per answered request. */
+    bool bounded = !job->fn;
     if (bounded && w->queued_events && w->queued_events + weight > w->cfg.queue_max_events)
         return tg_err_set(&job->err, TG_EBUSY, NULL,
                           "Too many events are waiting to be written; retry shortly.");

@@ -47,6 +47,7 @@ struct tg_req {
     int nsegs;
     tg_param *params;
     tg_scope scope;
+    const char *idem_key; /* the request's Idempotency-Key once claimed, else NULL */
     tg_err err;
     /* response */
     tg_buf out;

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/ids.h"
 #include "base/log.h"
 #include "base/str.h"
 #include "core/metering.h"
@@ -427,10 +428,35 @@ static bool read_event(tg_req *req, tg_param *ev, bool iso_time, tg_event *e)
     return true;
 }
 
+/* Events sent without an identifier under an Idempotency-Key get one derived from the key
+ * and their place in the request. The key's stored answer is committed after the events (by
+ * a later batch), so a server that dies between the two leaves a retry nothing to replay: the
+ * retry runs again, and its events then meet their identifiers instead of counting twice.
+ * base (41 bytes) receives the key's part; false when there is nothing to derive from. */
+static bool key_identifier_base(const tg_req *req, char *base)
+{
+    if (!req->idem_key)
+        return false;
+    char hex[65];
+    tg_sha256_hex(req->idem_key, strlen(req->idem_key), hex);
+    memcpy(base, hex, 40);
+    base[40] = '\0';
+    return true;
+}
+
+static bool key_identifier(const char *base, size_t index, tg_event *e)
+{
+    if (e->identifier[0])
+        return false;
+    snprintf(e->identifier, sizeof e->identifier, "idk_%s_%zu", base, index);
+    return true;
+}
+
 /* One synchronously validated event, recorded without blocking; `then` writes the answer. */
 typedef struct single_event {
     tg_event e;
     int result;
+    bool key_derived; /* its identifier comes from the Idempotency-Key (see key_identifier) */
 } single_event;
 
 static single_event *new_single_event(tg_req *req)
@@ -445,6 +471,8 @@ static single_event *new_single_event(tg_req *req)
 static int record_one(tg_req *req, tg_continuation then)
 {
     single_event *se = req->state;
+    char base[41];
+    se->key_derived = key_identifier_base(req, base) && key_identifier(base, 0, &se->e);
     if (tg_event_prepare(req->svc, &req->scope, &se->e, NULL, &req->err))
         return tg_reply_error(req);
     return tg_req_record_events(req, &se->e, 1, &se->result, NULL, 0, then);
@@ -456,7 +484,9 @@ static single_event *recorded_event(tg_req *req)
     single_event *se = req->state;
     if (tg_req_record_failed(req))
         return NULL;
-    if (se->result == TG_EDUPLICATE) {
+    /* The same request under the same key, run again after its answer was lost: the event
+     * it recorded is this one, so it succeeds as the first run did. */
+    if (se->result == TG_EDUPLICATE && !se->key_derived) {
         tg_err_set(&req->err, TG_EDUPLICATE, "identifier",
                    "An event already exists with identifier %s.", se->e.identifier);
         return NULL;
@@ -682,6 +712,8 @@ static int h_stream(tg_req *req)
         return tg_reply_error(req);
     }
     size_t i = 0;
+    char base[41];
+    bool keyed = key_identifier_base(req, base);
     for (tg_param *ev = events->first; ev; ev = ev->next, i++) {
         ev->used = true;
         if (ev->kind != TG_PARAM_HASH) {
@@ -695,6 +727,8 @@ static int h_stream(tg_req *req)
             snprintf(req->err.param, sizeof req->err.param, "%s", p2);
             return tg_reply_error(req);
         }
+        if (keyed)
+            key_identifier(base, i, &evs[i]);
     }
     if (!tg_req_params_done(req))
         return tg_reply_error(req);

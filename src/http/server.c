@@ -590,6 +590,7 @@ static void request_run(request *r)
             return;
         }
         r->claimed = true;
+        req->idem_key = r->idem_key;
     }
 
     int status = r->route->handler(req);

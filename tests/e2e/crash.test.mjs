@@ -196,6 +196,71 @@ test('kill -9 under v2 stream load: acknowledged batches persisted, each event c
   await eventually(() => total(srv.stripe, meter.id, cus.id, T), BATCHES * BATCH, { timeout: 20000 });
 });
 
+test('kill -9 under v1 load with Idempotency-Keys and no identifiers: retries count each request once', async (t) => {
+  // stripe-node sends an Idempotency-Key with every POST and reuses it when it retries. An
+  // event sent without an identifier is committed before its key's answer is stored, so a
+  // retry after a crash between the two must not count it again.
+  const M = Math.max(2000, Math.floor(N / 5));
+  const meter = await createMeter(srv.stripe, { formula: 'sum' });
+  const cus = await createCustomer(srv.stripe);
+  const T = floorTo(nowSec() - 5 * 3600, 60);
+  const run = uniq('kcrash');
+  const key = (i) => `${run}-${i}`;
+  const bodyFor = (i) => `event_name=${meter.event_name}&payload[stripe_customer_id]=${cus.id}` +
+    `&payload[value]=1&timestamp=${T + (i % 60)}`;
+  const send = (port, agent, i) => rawRequest(port, 'POST', '/v1/billing/meter_events', {
+    body: bodyFor(i), auth: srv.key, agent, timeout: 20000, headers: { 'Idempotency-Key': key(i) },
+  });
+
+  // Requests keep going until the process is gone, so the kill lands between commits.
+  const acked = new Set();
+  const unexpected = [];
+  let killing = false;
+  let killed = false;
+  let agent = new http.Agent({ keepAlive: true, maxSockets: CONC });
+  const port = srv.port;
+  const t0 = Date.now();
+  const killer = (async () => {
+    while (Date.now() - t0 < KILL_AFTER_MS && acked.size < M * 0.6) await sleep(5);
+    killing = true;
+    await srv.kill9();
+    killed = true;
+  })();
+  await pool([...Array(M).keys()], CONC, async (i) => {
+    try {
+      const r = await send(port, agent, i);
+      if (r.status === 200) acked.add(i);
+      else if (r.status === 429) return 'retry';
+      else unexpected.push(`${i}: ${r.status} ${r.text.slice(0, 200)}`);
+    } catch (e) {
+      if (!killing && !isConnError(e)) unexpected.push(`${i}: ${e.message}`);
+    }
+    return undefined;
+  }, () => killed);
+  await killer;
+  agent.destroy();
+  assert.deepEqual(unexpected, []);
+  assert.ok(acked.size > 0, 'nothing was acknowledged before the kill');
+  await srv.restart({ hard: true });
+
+  // Retry every request with its key, as a client that saw no answer (or retries anyway) does:
+  // each succeeds, and each counts once.
+  agent = new http.Agent({ keepAlive: true, maxSockets: CONC });
+  const bad = [];
+  let replayed = 0;
+  await pool([...Array(M).keys()], CONC, async (i) => {
+    const r = await send(srv.port, agent, i);
+    if (r.status === 429) return 'retry';
+    if (r.status !== 200) bad.push(`${i}: ${r.status} ${r.text.slice(0, 160)}`);
+    else if (r.headers['idempotent-replayed'] === 'true') replayed++;
+    return undefined;
+  });
+  agent.destroy();
+  t.diagnostic(`${acked.size} acked of ${M} before the kill; on retry ${replayed} replayed`);
+  assert.deepEqual(bad.slice(0, 20), [], `${bad.length} retries failed`);
+  assert.equal(await total(srv.stripe, meter.id, cus.id, T), M, 'each request counted once');
+});
+
 test('the server still shuts down cleanly after the crash tests', async () => {
   const r = await rawRequest(srv.port, 'GET', '/healthz');
   assert.equal(r.status, 200);
