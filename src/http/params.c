@@ -137,6 +137,13 @@ static int conflict(tg_err *err, const char *key)
                       key);
 }
 
+static int too_many_children(tg_err *err, const char *key)
+{
+    return tg_err_set(err, TG_EMALFORMED, key,
+                      "Invalid request: '%.64s' is in a hash or array of more than %d entries.",
+                      key, TG_PARAMS_MAX_CHILDREN);
+}
+
 /* Returns the child of container `parent` selected by segment seg (kind: 0 name, 1 "[]",
  * 2 "[N]"), creating it with `want` kind when absent. */
 static int descend(tg_param *parent, int seg_kind, const char *seg, long idx, tg_param_kind want,
@@ -155,6 +162,8 @@ static int descend(tg_param *parent, int seg_kind, const char *seg, long idx, tg
             return TG_OK;
         }
         if (!c) {
+            if (parent->count >= TG_PARAMS_MAX_CHILDREN)
+                return too_many_children(err, fullkey);
             c = new_node(a, want);
             if (!c)
                 return tg_err_set(err, TG_ENOMEM, NULL, NULL);
@@ -179,6 +188,8 @@ static int descend(tg_param *parent, int seg_kind, const char *seg, long idx, tg
         if (c && last)
             return conflict(err, fullkey);
         if (!c) {
+            if (parent->count >= TG_PARAMS_MAX_CHILDREN)
+                return too_many_children(err, fullkey);
             c = new_node(a, want);
             if (!c)
                 return tg_err_set(err, TG_ENOMEM, NULL, NULL);
@@ -247,6 +258,8 @@ static int add_decoded(tg_param *root, const char *key, const char *value, tg_ar
         if (segs[i].kind == 1 && !last && want == TG_PARAM_HASH && cur->kind == TG_PARAM_ARRAY &&
             cur->last && cur->last->kind == TG_PARAM_HASH &&
             (i + 2 == nsegs && hash_child(cur->last, segs[i + 1].text))) {
+            if (cur->count >= TG_PARAMS_MAX_CHILDREN)
+                return too_many_children(err, key);
             tg_param *c = new_node(a, TG_PARAM_HASH);
             if (!c)
                 return tg_err_set(err, TG_ENOMEM, NULL, NULL);
@@ -489,6 +502,30 @@ static bool is_digit(char c)
 
 static int json_value(json_reader *r, tg_param *parent, const char *key, int depth);
 
+/* Objects up to this many keys are checked for a duplicate key as each key is read (a scan of
+ * the keys before it); larger ones once, when complete, by sorting their keys. */
+#define JSON_SCAN_KEYS 16
+
+static int key_cmp(const void *a, const void *b)
+{
+    return strcmp((*(tg_param *const *)a)->key, (*(tg_param *const *)b)->key);
+}
+
+static bool has_duplicate_key(tg_param *obj, tg_arena *a, bool *dup)
+{
+    tg_param **keys = tg_arena_alloc(a, obj->count * sizeof *keys);
+    if (!keys)
+        return false;
+    size_t n = 0;
+    for (tg_param *c = obj->first; c; c = c->next)
+        keys[n++] = c;
+    qsort(keys, n, sizeof *keys, key_cmp);
+    *dup = false;
+    for (size_t i = 1; i < n && !*dup; i++)
+        *dup = strcmp(keys[i - 1]->key, keys[i]->key) == 0;
+    return true;
+}
+
 static int json_container(json_reader *r, tg_param *n, int depth)
 {
     bool object = n->kind == TG_PARAM_HASH;
@@ -508,7 +545,7 @@ static int json_container(json_reader *r, tg_param *n, int depth)
             int rc = json_string(r, &key);
             if (rc)
                 return rc;
-            if (hash_child(n, key))
+            if (n->count < JSON_SCAN_KEYS && hash_child(n, key))
                 return json_fail(r, "duplicate object key");
             json_ws(r);
             if (r->p >= r->end || *r->p != ':')
@@ -525,7 +562,10 @@ static int json_container(json_reader *r, tg_param *n, int depth)
         }
         if (r->p < r->end && *r->p == close) {
             r->p++;
-            return TG_OK;
+            bool dup = false;
+            if (object && n->count > JSON_SCAN_KEYS && !has_duplicate_key(n, r->a, &dup))
+                return tg_err_set(r->err, TG_ENOMEM, NULL, NULL);
+            return dup ? json_fail(r, "duplicate object key") : TG_OK;
         }
         return json_fail(r, object ? "expected ',' or '}'" : "expected ',' or ']'");
     }

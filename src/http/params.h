@@ -22,6 +22,9 @@
 
 #define TG_PARAMS_MAX_DEPTH 8
 #define TG_PARAMS_MAX_PAIRS 20000
+/* Entries of one hash or array in a form body (Stripe's metadata takes 50 keys): finding an
+ * entry scans its siblings, so this bounds a form's decoding at MAX_PAIRS x MAX_CHILDREN. */
+#define TG_PARAMS_MAX_CHILDREN 256
 
 typedef enum { TG_PARAM_STRING, TG_PARAM_HASH, TG_PARAM_ARRAY } tg_param_kind;
 

@@ -311,6 +311,8 @@ static int decode_params(request *r)
     req->params = tg_params_new(&req->arena);
     if (!req->params)
         return tg_err_set(&req->err, TG_ENOMEM, NULL, NULL);
+    if (r->route->flags & TG_ROUTE_PUBLIC)
+        return TG_OK; /* public routes take no parameters: no work for an anonymous body */
     int rc = tg_params_parse_form(req->params, r->h.query, strlen(r->h.query), &req->arena,
                                   &req->err);
     if (rc || !r->body.len)

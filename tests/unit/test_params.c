@@ -16,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include "base/buf.h"
 #include "http/params.h"
 
 /* ---------------------------------------------------------------- helpers */
@@ -332,6 +333,77 @@ static void test_json_refusals(void **state)
     }
 }
 
+/* Large objects are checked for duplicate keys once they are complete (by sorting): a
+ * duplicate anywhere in them is refused, their absence accepted, order kept. */
+static void test_json_large_objects(void **state)
+{
+    (void)state;
+    const size_t sizes[] = {15, 16, 17, 40, 5000};
+    for (size_t z = 0; z < sizeof sizes / sizeof sizes[0]; z++) {
+        size_t n = sizes[z];
+        for (size_t dup_at = 0; dup_at <= n; dup_at += n / 3 + 1) {
+            /* keys k0..k(n-1) in a shuffled order; with dup_at < n, one more key repeats k(dup_at) */
+            tg_buf b;
+            tg_buf_init(&b, 16 * n);
+            tg_buf_append(&b, "{", 1);
+            for (size_t i = 0; i < n; i++)
+                tg_buf_printf(&b, "%s\"k%zu\":%zu", i ? "," : "", (i * 7919) % n, i);
+            bool dup = dup_at < n && n > 1;
+            if (dup)
+                tg_buf_printf(&b, ",\"k%zu\":0", dup_at);
+            tg_buf_append(&b, "}", 2);
+            tg_arena a;
+            tg_arena_init(&a, 0);
+            tg_param *root = tg_params_new(&a);
+            tg_err err = {0};
+            int rc = tg_params_parse_json(root, b.data, b.len - 1, &a, &err);
+            if (rc != (dup ? TG_EMALFORMED : TG_OK))
+                fail_msg("%zu keys, duplicate %d at %zu: rc %d (%s)", n, dup, dup_at, rc,
+                         err.msg);
+            if (!dup) {
+                assert_int_equal(root->count, n);
+                char last[32];
+                snprintf(last, sizeof last, "k%zu", ((n - 1) * 7919) % n);
+                assert_string_equal(root->first->key, "k0");
+                assert_string_equal(root->last->key, last);
+            }
+            tg_arena_free(&a);
+            tg_buf_free(&b);
+        }
+    }
+}
+
+/* A hash or array in a form body takes at most TG_PARAMS_MAX_CHILDREN entries, whichever way
+ * they are written. */
+static void test_form_children_limit(void **state)
+{
+    (void)state;
+    const char *shapes[] = {"k", "m[k]", "a[N]", "a[]", "a[][k]"};
+    for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++)
+        for (int n = TG_PARAMS_MAX_CHILDREN; n <= TG_PARAMS_MAX_CHILDREN + 1; n++) {
+            tg_buf b;
+            tg_buf_init(&b, 16 * (size_t)n);
+            for (int i = 0; i < n; i++) {
+                const char *sep = i ? "&" : "";
+                switch (sh) {
+                case 0: tg_buf_printf(&b, "%sk%d=1", sep, i); break;
+                case 1: tg_buf_printf(&b, "%sm[k%d]=1", sep, i); break;
+                case 2: tg_buf_printf(&b, "%sa[%d]=1", sep, i); break;
+                case 3: tg_buf_printf(&b, "%sa[]=%d", sep, i); break;
+                default: tg_buf_printf(&b, "%sa[][k%d]=1", sep, i); break;
+                }
+            }
+            tg_buf_append(&b, "", 1);
+            char out[64];
+            tg_err err = {0};
+            int rc = form(b.data, out, sizeof out, &err);
+            int want = n > TG_PARAMS_MAX_CHILDREN ? TG_EMALFORMED : TG_OK;
+            if (rc != want)
+                fail_msg("%s x %d: rc %d, want %d (%s)", shapes[sh], n, rc, want, err.msg);
+            tg_buf_free(&b);
+        }
+}
+
 static void test_json_depth_limit(void **state)
 {
     (void)state;
@@ -459,6 +531,8 @@ int main(void)
         cmocka_unit_test(test_json_trees),
         cmocka_unit_test(test_json_array_indexes),
         cmocka_unit_test(test_json_refusals),
+        cmocka_unit_test(test_json_large_objects),
+        cmocka_unit_test(test_form_children_limit),
         cmocka_unit_test(test_json_depth_limit),
         cmocka_unit_test(test_get_marks_used),
         cmocka_unit_test(test_first_unused_paths),
