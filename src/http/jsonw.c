@@ -43,6 +43,23 @@ void jw_end(tg_jw *w) { close_(w, '}'); }
 void jw_arr(tg_jw *w) { open(w, '['); }
 void jw_aend(tg_jw *w) { close_(w, ']'); }
 
+/* The length of the well-formed UTF-8 sequence at p (lead byte >= 0x80), or 0 (RFC 3629:
+ * no overlong forms, surrogates or code points past U+10FFFF). */
+static size_t utf8_sequence(const unsigned char *p)
+{
+    unsigned char c = p[0];
+    size_t n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    for (size_t i = 1; i < n; i++)
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+    if ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] > 0x9F) || (c == 0xF0 && p[1] < 0x90) ||
+        (c == 0xF4 && p[1] > 0x8F))
+        return 0;
+    return n;
+}
+
+/* Writes s as a JSON string. Bytes that are not well-formed UTF-8 (a path's percent escapes
+ * can carry any) are written as U+FFFD, so the output is always valid JSON. */
 static void write_string(tg_buf *b, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
@@ -50,6 +67,17 @@ static void write_string(tg_buf *b, const char *s)
     const char *run = s;
     for (const char *p = s; *p; p++) {
         unsigned char c = (unsigned char)*p;
+        if (c >= 0x80) {
+            size_t n = utf8_sequence((const unsigned char *)p);
+            if (n) {
+                p += n - 1;
+                continue;
+            }
+            tg_buf_append(b, run, (size_t)(p - run));
+            tg_buf_puts(b, "\\ufffd");
+            run = p + 1;
+            continue;
+        }
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;
         tg_buf_append(b, run, (size_t)(p - run));

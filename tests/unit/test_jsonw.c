@@ -232,6 +232,35 @@ static void test_escaping(void **state)
     tg_buf_free(&b);
 }
 
+/* Bytes that are not well-formed UTF-8 come out as U+FFFD; well-formed text is unchanged. */
+static void test_invalid_utf8_replaced(void **state)
+{
+    (void)state;
+    const struct {
+        const char *in, *want;
+    } cases[] = {
+        {"ok \xC3\xA9 \xF0\x9F\x98\x80", "\"ok \xC3\xA9 \xF0\x9F\x98\x80\""},
+        {"\xFF\xFE", "\"\\ufffd\\ufffd\""},
+        {"a\xC3", "\"a\\ufffd\""},                  /* truncated */
+        {"\xC0\xAF", "\"\\ufffd\\ufffd\""},          /* overlong */
+        {"\xED\xA0\x80", "\"\\ufffd\\ufffd\\ufffd\""}, /* a surrogate */
+        {"\xF4\x90\x80\x80", "\"\\ufffd\\ufffd\\ufffd\\ufffd\""}, /* past U+10FFFF */
+        {"\xE2\x82\xAC\x80x", "\"\xE2\x82\xAC\\ufffdx\""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        tg_buf b;
+        tg_buf_init(&b, 64);
+        tg_jw w;
+        jw_init(&w, &b);
+        jw_str(&w, cases[i].in);
+        assert_string_equal(b.data, cases[i].want);
+        json_t *doc = json_loads(b.data, JSON_DECODE_ANY, NULL);
+        assert_non_null(doc);
+        json_decref(doc);
+        tg_buf_free(&b);
+    }
+}
+
 static void test_iso_time(void **state)
 {
     (void)state;
@@ -286,6 +315,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_structures),
         cmocka_unit_test(test_escaping),
+        cmocka_unit_test(test_invalid_utf8_replaced),
         cmocka_unit_test(test_iso_time),
         cmocka_unit_test(test_cap_is_sticky),
         cmocka_unit_test(test_depth_overflow_fails),
