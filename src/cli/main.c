@@ -3,6 +3,7 @@
  *   tollgate serve [--data DIR] [--listen HOST:PORT] [--max-body BYTES]
  *                  [--max-stream-events N] [--batch-events N] [--queue-events N]
  *                  [--http-threads N] [--check-lane-realtime] [--invoice-grace SECONDS]
+ *                  [--request-timeout SECONDS]
  *   tollgate keys create [--data DIR] [--live]
  *   tollgate bill run [--data DIR] [--invoice-grace SECONDS]
  *
@@ -38,6 +39,7 @@ typedef struct options {
     const char *data, *listen;
     bool live, check_lane_realtime;
     size_t max_body, max_stream_events, batch_events, queue_events, http_threads;
+    size_t request_timeout; /* seconds */
     long long invoice_grace; /* seconds, -1 = the default */
 } options;
 
@@ -47,7 +49,7 @@ static int usage(void)
             "usage: tollgate serve [--data DIR] [--listen HOST:PORT] [--max-body BYTES]\n"
             "                      [--max-stream-events N] [--batch-events N] [--queue-events N]\n"
             "                      [--http-threads N] [--check-lane-realtime]\n"
-            "                      [--invoice-grace SECONDS]\n"
+            "                      [--invoice-grace SECONDS] [--request-timeout SECONDS]\n"
             "       tollgate keys create [--data DIR] [--live]\n"
             "       tollgate bill run [--data DIR] [--invoice-grace SECONDS]\n");
     return 2;
@@ -107,6 +109,9 @@ static int parse_options(int argc, char **argv, int first, options *o)
                  o->http_threads <= 64)
             ;
         else if (strcmp(a, "--invoice-grace") == 0 && parse_grace(v, &o->invoice_grace))
+            ;
+        else if (strcmp(a, "--request-timeout") == 0 && parse_size(v, &o->request_timeout) &&
+                 o->request_timeout <= 3600)
             ;
         else
             return usage();
@@ -185,7 +190,7 @@ static int cmd_serve(const options *o)
     if (open_service(o, true, &svc))
         return 1;
     tg_server_config cfg = {o->max_body, o->max_stream_events, (unsigned)o->http_threads,
-                            o->check_lane_realtime};
+                            o->check_lane_realtime, (unsigned)o->request_timeout};
     tg_server *srv;
     tg_err err = {0};
     if (tg_server_start(&srv, svc, o->listen, &cfg, &err)) {
@@ -218,6 +223,7 @@ int main(int argc, char **argv)
                  .batch_events = 10000,
                  .queue_events = 200000,
                  .http_threads = 2,
+                 .request_timeout = 30,
                  .invoice_grace = -1};
     if (argc >= 2 && strcmp(argv[1], "serve") == 0) {
         if (parse_options(argc, argv, 2, &o))

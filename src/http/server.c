@@ -68,6 +68,7 @@
 #define RESPONSE_CAP (64u << 20)
 #define MAX_CONNECTIONS 4096 /* or the open-file limit less a margin, if lower */
 #define IDLE_TIMEOUT_S 300
+#define BUSY_IDLE_TIMEOUT_S 10 /* the idle timeout once 3/4 of max_conns are open */
 #define LINGER_S 2 /* how long a closing connection drains what the peer still sends */
 #define READ_CHUNK (64u << 10)   /* bytes read at a time */
 #define OUT_HIGH_WATER (1u << 20) /* stop answering pipelined requests above this unsent */
@@ -147,6 +148,8 @@ struct conn {
     int fd;
     conn *prev, *next, *next_closed;
     time_t last_active;
+    time_t partial_since;           /* input of a request not yet whole, since (tick's view) */
+    unsigned long partial_requests; /* `requests` then: a new request means progress */
     conn *next_touched; /* run_woken's list */
     conn *next_moved;
     conn *next_ready;   /* the loop's `ready` list, when `ready` */
@@ -1120,16 +1123,40 @@ static void run_woken(loop *lp)
     }
 }
 
+/* Once a second: the Date header, and the timeouts that keep slow or idle clients from
+ * holding connections (the server takes at most max_conns):
+ * - idle: no byte for IDLE_TIMEOUT_S, or BUSY_IDLE_TIMEOUT_S once 3/4 of max_conns are open;
+ * - request: a request must arrive whole within cfg.request_timeout of its first byte, counted
+ *   while the server owes the connection nothing (a few bytes now and then keep an idle
+ *   connection alive, but not a request that never completes). */
 static void tick(loop *lp, time_t now)
 {
     lp->now = now;
     struct tm tm;
     gmtime_r(&now, &tm);
     strftime(lp->date, sizeof lp->date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    tg_server *srv = lp->srv;
+    time_t idle = __atomic_load_n(&srv->nconns, __ATOMIC_SEQ_CST) > srv->max_conns / 4 * 3
+                      ? BUSY_IDLE_TIMEOUT_S
+                      : IDLE_TIMEOUT_S;
     for (conn *c = lp->conns, *next; c; c = next) {
         next = c->next;
-        if (!c->parked && now - c->last_active > (c->lingering ? LINGER_S : IDLE_TIMEOUT_S))
+        if (c->parked)
+            continue;
+        if (now - c->last_active > (c->lingering ? LINGER_S : idle)) {
             conn_close(c);
+            continue;
+        }
+        bool partial = !c->lingering && !c->queue && !c->held &&
+                       (c->reading || c->in_len > c->in_off);
+        if (!partial) {
+            c->partial_since = 0;
+        } else if (!c->partial_since || c->requests != c->partial_requests) {
+            c->partial_since = now;
+            c->partial_requests = c->requests;
+        } else if (now - c->partial_since > (time_t)srv->cfg.request_timeout) {
+            conn_close(c);
+        }
     }
 }
 
@@ -1300,6 +1327,8 @@ int tg_server_start(tg_server **out, tg_service *svc, const char *listen_at,
         return tg_err_set(err, TG_ENOMEM, NULL, NULL);
     srv->svc = svc;
     srv->cfg = *cfg;
+    if (!srv->cfg.request_timeout)
+        srv->cfg.request_timeout = 30;
     srv->naccept = cfg->threads ? cfg->threads : 2;
     srv->nloops = srv->naccept + 1; /* and the check lane */
     struct rlimit files;

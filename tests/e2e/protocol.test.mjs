@@ -456,6 +456,40 @@ describe('HTTP/1.1 on the wire', () => {
     assert.equal(old.responses[0].status, 200);
   });
 
+  test('--request-timeout closes a connection whose request never completes, not a slow or idle one', async () => {
+    const t = await startServer({ args: ['--request-timeout', '2'] });
+    const open = () => {
+      const sock = net.connect(t.port, '127.0.0.1');
+      const st = { sock, closed: false, data: '' };
+      sock.on('data', (c) => { st.data += c.toString('latin1'); });
+      sock.on('error', () => {});
+      sock.on('close', () => { st.closed = true; });
+      return st;
+    };
+    try {
+      const dribble = open(); // a head, one byte every 300 ms: never whole
+      const steady = open();  // whole requests every 300 ms
+      const idle = open();    // nothing at all
+      const head = 'GET /healthz HTTP/1.1\r\nHost: t\r\nX-Pad: ' + 'p'.repeat(40);
+      let answered = 0;
+      for (let i = 0; i < 20; i++) {
+        if (!dribble.closed) dribble.sock.write(head[i % head.length]);
+        steady.sock.write('GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n');
+        await sleep(300);
+      }
+      answered = (steady.data.match(/HTTP\/1\.1 200/g) || []).length;
+      assert.ok(dribble.closed, 'the never-completing request was cut');
+      assert.equal(dribble.data, '', 'and nothing was answered to it');
+      assert.ok(!steady.closed, 'a connection sending whole requests stays');
+      assert.equal(answered, 20);
+      assert.ok(!idle.closed, 'an idle connection stays (until the idle timeout)');
+      for (const st of [steady, idle]) st.sock.destroy();
+      assert.equal((await t.raw('GET', '/healthz')).status, 200);
+    } finally {
+      await t.close();
+    }
+  });
+
   test('malformed heads get a Stripe error and the connection is closed', async () => {
     const cases = [
       ['GARBAGE\r\n\r\n', 400, 'body_malformed'],
