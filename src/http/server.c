@@ -125,6 +125,7 @@ struct request {
     uint64_t body_left;
     tg_buf body;
     bool too_large;
+    bool continue_due;    /* "Expect: 100-continue" waits for the answers before it */
     bool close_after;     /* the connection closes once this answer is out */
     const tg_route *route;
     tg_req rq;
@@ -400,6 +401,11 @@ static void queue_flush_answers(conn *c)
     }
     if (c->out.failed) /* out of memory: the answers are lost, so is the connection */
         c->failed = true;
+    request *r = c->reading;
+    if (r && r->continue_due && !c->queue) {
+        r->continue_due = false;
+        tg_buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+    }
 }
 
 /* Answers r (which is in the queue): straight into the output when r is first, else kept in r
@@ -772,8 +778,9 @@ static void start_request(conn *c, request *r, const char *data, size_t n)
             r->close_after = true;
             request_read(c, r);
         } else if (c->in_off == c->in_len && !c->queue) {
-            /* (not while answers before it are pending: they must go out first) */
             tg_buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+        } else if (c->in_off == c->in_len) {
+            r->continue_due = true; /* once the answers before it are out (queue_flush_answers) */
         }
     }
 }
@@ -783,6 +790,8 @@ static void start_request(conn *c, request *r, const char *data, size_t n)
 static bool read_body(conn *c, const char *data, size_t avail)
 {
     request *r = c->reading;
+    if (avail)
+        r->continue_due = false; /* the body comes without waiting for "100 Continue" */
     tg_buf *sink = r->too_large ? NULL : &r->body;
     size_t used;
     bool complete;

@@ -530,6 +530,32 @@ describe('HTTP/1.1 on the wire', () => {
     assert.equal(r.responses[3].status, 200);
   });
 
+  test('Expect: 100-continue behind a pipelined meter event gets "100 Continue" once that one is answered', async () => {
+    // Pipelined meter events run together: the second's head is read while the first waits
+    // for its commit, so its "100 Continue" must wait for the first answer, then go out.
+    const ids = [uniq('cont'), uniq('cont')];
+    const body = (id) => `event_name=${meter.event_name}&identifier=${id}&payload[stripe_customer_id]=${cus.id}&payload[value]=1`;
+    const head = (id) => `POST /v1/billing/meter_events HTTP/1.1\r\nHost: t\r\n${auth()}Expect: 100-continue\r\n` +
+      `Content-Type: application/x-www-form-urlencoded\r\nContent-Length: ${body(id).length}\r\n\r\n`;
+    const sock = net.connect(srv.port, '127.0.0.1');
+    let data = '';
+    sock.on('error', () => {});
+    sock.on('data', (c) => { data += c.toString('latin1'); });
+    const seen = (re, ms) => new Promise((res) => {
+      const t0 = Date.now();
+      const poll = () => (re.test(data) || Date.now() - t0 > ms ? res(re.test(data)) : setTimeout(poll, 10));
+      poll();
+    });
+    // the first whole (its body sent without waiting), the second's head only, at once
+    sock.write(head(ids[0]) + body(ids[0]) + head(ids[1]));
+    assert.ok(await seen(/HTTP\/1\.1 200[\s\S]*HTTP\/1\.1 100 Continue/, 3000),
+      `no 100 Continue after the first answer; got ${JSON.stringify(data.slice(0, 300))}`);
+    sock.write(body(ids[1]));
+    assert.ok(await seen(/HTTP\/1\.1 200[\s\S]*HTTP\/1\.1 100[\s\S]*HTTP\/1\.1 200/, 3000), data);
+    sock.destroy();
+    for (const id of ids) assert.ok(data.includes(id), `${id} recorded`);
+  });
+
   test('Expect: 100-continue gets "100 Continue" before the body', async () => {
     const name = uniq('cont');
     const body = `name=${name}`;
