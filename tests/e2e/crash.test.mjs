@@ -38,6 +38,41 @@ async function pool(indices, conc, fn, stop = () => false) {
   await Promise.all(Array.from({ length: conc }, worker));
 }
 
+/**
+ * Phase 1 of a crash test: sends request i (send(i) resolves to a response) for each of n
+ * indices on `conc` workers and kills the server with SIGKILL once `killAt` requests are
+ * acknowledged or `killAfterMs` has passed. Requests keep going until the process is gone, so
+ * the kill lands between commits. Resolves {acked, sent, unexpected, ms}.
+ */
+async function loadUntilKilled(n, conc, killAt, killAfterMs, send) {
+  const acked = new Set();
+  const sent = new Set();
+  const unexpected = [];
+  let killing = false;
+  let killed = false;
+  const t0 = Date.now();
+  const killer = (async () => {
+    while (Date.now() - t0 < killAfterMs && acked.size < killAt) await sleep(5);
+    killing = true;
+    await srv.kill9();
+    killed = true;
+  })();
+  await pool([...Array(n).keys()], conc, async (i) => {
+    sent.add(i);
+    try {
+      const r = await send(i);
+      if (r.status === 200) acked.add(i);
+      else if (r.status === 429) return 'retry';
+      else unexpected.push(`${i}: ${r.status} ${r.text.slice(0, 200)}`);
+    } catch (e) {
+      if (!killing && !isConnError(e)) unexpected.push(`${i}: ${e.message}`);
+    }
+    return undefined;
+  }, () => killed);
+  await killer;
+  return { acked, sent, unexpected, ms: Date.now() - t0 };
+}
+
 async function total(stripe, meterId, customer, start) {
   const l = await stripe.billing.meters.listEventSummaries(meterId, { customer, start_time: start, end_time: start + 60 });
   return l.data.length ? l.data[0].aggregated_value : 0;
@@ -52,35 +87,11 @@ test(`kill -9 under v1 load (${N} events, ${CONC} keep-alive clients): no acknow
   const bodyFor = (i) => `event_name=${meter.event_name}&identifier=${ident(i)}` +
     `&payload[stripe_customer_id]=${cus.id}&payload[value]=1&timestamp=${T + (i % 60)}`;
 
-  const acked = new Set();
-  const sent = new Set();
-  const unexpected = [];
-  let killed = false;
   let agent = new http.Agent({ keepAlive: true, maxSockets: CONC });
   const port = srv.port;
-
-  const t0 = Date.now();
-  const killer = (async () => {
-    while (!killed && Date.now() - t0 < KILL_AFTER_MS && acked.size < N * 0.6) await sleep(10);
-    killed = true;
-    await srv.kill9();
-  })();
-
-  await pool([...Array(N).keys()], CONC, async (i) => {
-    sent.add(i);
-    try {
-      const r = await rawRequest(port, 'POST', '/v1/billing/meter_events', { body: bodyFor(i), auth: srv.key, agent, timeout: 10000 });
-      if (r.status === 200) acked.add(i);
-      else if (r.status === 429) return 'retry';
-      else unexpected.push(`${i}: ${r.status} ${r.text.slice(0, 200)}`);
-    } catch (e) {
-      if (!killed && !isConnError(e)) unexpected.push(`${i}: ${e.message}`);
-    }
-    return undefined;
-  }, () => killed);
-  await killer;
+  const { acked, sent, unexpected, ms: loadMs } = await loadUntilKilled(N, CONC, N * 0.6, KILL_AFTER_MS,
+    (i) => rawRequest(port, 'POST', '/v1/billing/meter_events', { body: bodyFor(i), auth: srv.key, agent, timeout: 10000 }));
   agent.destroy();
-  const loadMs = Date.now() - t0;
   assert.deepEqual(unexpected, [], 'unexpected responses before the kill');
   assert.ok(acked.size > 0, 'nothing was acknowledged before the kill');
   t.diagnostic(`phase 1: ${acked.size} acked of ${sent.size} sent in ${loadMs} ms`);
@@ -145,33 +156,12 @@ test('kill -9 under v2 stream load: acknowledged batches persisted, each event c
   const bodies = Array.from({ length: BATCHES }, (_, b) => JSON.stringify(batch(b)));
 
   let token = (await srv.stripe.v2.billing.meterEventSession.create()).authentication_token;
-  const acked = new Set();
-  const sent = new Set();
-  const unexpected = [];
-  let killed = false;
-  let agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
   const port = srv.port;
-  const t0 = Date.now();
-  const killer = (async () => {
-    while (!killed && Date.now() - t0 < 1000 && acked.size < BATCHES * 0.5) await sleep(5);
-    killed = true;
-    await srv.kill9();
-  })();
-  await pool([...Array(BATCHES).keys()], 4, async (b) => {
-    sent.add(b);
-    try {
-      const r = await rawRequest(port, 'POST', '/v2/billing/meter_event_stream', {
-        body: bodies[b], auth: token, agent, headers: { 'Content-Type': 'application/json' }, timeout: 10000,
-      });
-      if (r.status === 200) acked.add(b);
-      else if (r.status === 429) return 'retry';
-      else unexpected.push(`${b}: ${r.status} ${r.text.slice(0, 200)}`);
-    } catch (e) {
-      if (!killed && !isConnError(e)) unexpected.push(`${b}: ${e.message}`);
-    }
-    return undefined;
-  }, () => killed);
-  await killer;
+  const { acked, sent, unexpected } = await loadUntilKilled(BATCHES, 4, BATCHES * 0.5, 1000,
+    (b) => rawRequest(port, 'POST', '/v2/billing/meter_event_stream', {
+      body: bodies[b], auth: token, agent, headers: { 'Content-Type': 'application/json' }, timeout: 10000,
+    }));
   agent.destroy();
   assert.deepEqual(unexpected, []);
   assert.ok(acked.size > 0, 'no batch acknowledged before the kill');
@@ -212,32 +202,9 @@ test('kill -9 under v1 load with Idempotency-Keys and no identifiers: retries co
     body: bodyFor(i), auth: srv.key, agent, timeout: 20000, headers: { 'Idempotency-Key': key(i) },
   });
 
-  // Requests keep going until the process is gone, so the kill lands between commits.
-  const acked = new Set();
-  const unexpected = [];
-  let killing = false;
-  let killed = false;
   let agent = new http.Agent({ keepAlive: true, maxSockets: CONC });
   const port = srv.port;
-  const t0 = Date.now();
-  const killer = (async () => {
-    while (Date.now() - t0 < KILL_AFTER_MS && acked.size < M * 0.6) await sleep(5);
-    killing = true;
-    await srv.kill9();
-    killed = true;
-  })();
-  await pool([...Array(M).keys()], CONC, async (i) => {
-    try {
-      const r = await send(port, agent, i);
-      if (r.status === 200) acked.add(i);
-      else if (r.status === 429) return 'retry';
-      else unexpected.push(`${i}: ${r.status} ${r.text.slice(0, 200)}`);
-    } catch (e) {
-      if (!killing && !isConnError(e)) unexpected.push(`${i}: ${e.message}`);
-    }
-    return undefined;
-  }, () => killed);
-  await killer;
+  const { acked, unexpected } = await loadUntilKilled(M, CONC, M * 0.6, KILL_AFTER_MS, (i) => send(port, agent, i));
   agent.destroy();
   assert.deepEqual(unexpected, []);
   assert.ok(acked.size > 0, 'nothing was acknowledged before the kill');
