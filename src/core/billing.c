@@ -456,9 +456,12 @@ static int invoice_finalize(bctx *c, tg_invoice *v, tg_subscription *s)
         c->err = saved;
         if (rc)
             continue; /* unreadable price: the line keeps the draft's amount */
+        /* Its item, unless the item has moved to another meter since (then what the item
+         * counts is another meter's usage). */
         tg_sub_item *it = NULL;
         for (size_t k = 0; s && k < s->nitems; k++)
-            if (strcmp(s->items[k].id, l->subscription_item) == 0)
+            if (strcmp(s->items[k].id, l->subscription_item) == 0 &&
+                strcmp(s->items[k].price.meter, p.meter) == 0)
                 it = &s->items[k];
         rc = metered_usage(c, v->customer, p.meter, it ? it->usage_from : l->usage_from,
                            l->period_start, l->period_end, l->usage_before, &l->quantity);
@@ -519,6 +522,17 @@ static int sub_drafts(bctx *c, const tg_subscription *s, tg_invoice **out, size_
     return rc;
 }
 
+/* Whether a line's price counts usage of meter (an item may have changed meters since). */
+static bool line_on_meter(bctx *c, const tg_invoice_line *l, const char *meter)
+{
+    tg_price p;
+    tg_err ignore = {0}, *saved = c->err;
+    c->err = &ignore;
+    int rc = bill_load_price(c, l->price, NULL, &p);
+    c->err = saved;
+    return rc == TG_OK && strcmp(p.meter, meter) == 0;
+}
+
 /* What an item has billed counting its lines on drafts not finalized yet, with the usage
  * those lines would take if they finalized now. */
 static int billed_with_drafts(bctx *c, const tg_subscription *s, const tg_sub_item *it,
@@ -532,7 +546,8 @@ static int billed_with_drafts(bctx *c, const tg_subscription *s, const tg_sub_it
         for (size_t k = 0; !rc && k < drafts[i].nlines; k++) {
             const tg_invoice_line *l = &drafts[i].lines[k];
             tg_dec q, total;
-            if (!l->metered || strcmp(l->subscription_item, it->id) != 0)
+            if (!l->metered || strcmp(l->subscription_item, it->id) != 0 ||
+                !line_on_meter(c, l, it->price.meter))
                 continue;
             rc = metered_quantity(c, s, it, l->period_start, l->period_end, l->usage_before,
                                   &q);
@@ -1223,7 +1238,8 @@ static int sub_enter(bctx *c, const char *id, tg_subscription *s)
 
 /* A metered item leaves mid-period: its usage not yet billed (nor on a draft) waits for the
  * next invoice as a pending line, at its price. */
-static int bill_removed_usage(bctx *c, tg_subscription *s, const tg_sub_item *it)
+static int bill_removed_usage(bctx *c, tg_subscription *s, const tg_sub_item *it,
+                              const char *until)
 {
     tg_dec billed, q;
     int rc = billed_with_drafts(c, s, it, &billed);
@@ -1247,7 +1263,8 @@ static int bill_removed_usage(bctx *c, tg_subscription *s, const tg_sub_item *it
     l->period_start = s->period_start;
     l->period_end = c->now;
     char desc[400];
-    snprintf(desc, sizeof desc, "Usage of %s until removed", product_name(c, it->price.product));
+    snprintf(desc, sizeof desc, "Usage of %s until %s", product_name(c, it->price.product),
+             until);
     if (!(l->description = tg_arena_strdup(c->a, desc)))
         return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
     s->npending++;
@@ -1349,7 +1366,7 @@ static int sub_update_items(bctx *c, tg_subscription *s, const tg_sub_params *p,
             if (proration)
                 rc = prorate(c, s, it, &old_price, old_qty, NULL, 0);
             if (!rc && it->price.metered)
-                rc = bill_removed_usage(c, s, it);
+                rc = bill_removed_usage(c, s, it, "removed");
             memmove(&s->items[k], &s->items[k + 1], (s->nitems - k - 1) * sizeof *it);
             s->nitems--;
             *prorated = true;
@@ -1365,6 +1382,14 @@ static int sub_update_items(bctx *c, tg_subscription *s, const tg_sub_params *p,
                 return tg_err_set(c->err, TG_EINVAL, param,
                                   "An item cannot change between a licensed and a metered "
                                   "price; add a new item instead.");
+            /* Another meter: what the old one counted so far is billed like a removed item's
+             * usage, and the item counts the new meter's usage from now on. */
+            if (np.metered && strcmp(np.meter, old_price.meter) != 0) {
+                if ((rc = bill_removed_usage(c, s, it, "changed")))
+                    return rc;
+                it->usage_from = c->now;
+                it->billed = 0;
+            }
             it->price = np;
         }
         if (spec->has_quantity) {

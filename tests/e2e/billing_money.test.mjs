@@ -1,0 +1,68 @@
+// Money at the edges of a subscription's life: item price and meter changes, items removed
+// and added in the same minute, the final invoice, trials, anchors and deleted customers.
+// Every unit of usage is billed exactly once, and licensed time is charged for what it covers.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, createMeter, expectStripeError, uniq, HOUR, DAY } from './helpers.mjs';
+
+let srv, stripe;
+const utc = (y, m, d, h = 0, mi = 0, s = 0) => Date.UTC(y, m - 1, d, h, mi, s) / 1000;
+const T = utc(2025, 2, 1), MAR = utc(2025, 3, 1), APR = utc(2025, 4, 1);
+const cat = {};
+before(async () => {
+  srv = await startServer();
+  stripe = srv.stripe;
+  cat.m1 = await createMeter(stripe);
+  cat.m2 = await createMeter(stripe);
+  const prod = (name) => stripe.products.create({ name });
+  cat.api1 = await prod('API1');
+  cat.api2 = await prod('API2');
+  cat.seatProd = await prod('Seat');
+  const month = { interval: 'month' };
+  const metered = (meter) => ({ interval: 'month', usage_type: 'metered', meter: meter.id });
+  cat.p1 = await stripe.prices.create({ product: cat.api1.id, currency: 'usd', unit_amount: 1, recurring: metered(cat.m1) });
+  cat.p1b = await stripe.prices.create({ product: cat.api1.id, currency: 'usd', unit_amount: 3, recurring: metered(cat.m1) });
+  cat.p2 = await stripe.prices.create({ product: cat.api2.id, currency: 'usd', unit_amount: 2, recurring: metered(cat.m2) });
+  cat.seat = await stripe.prices.create({ product: cat.seatProd.id, currency: 'usd', unit_amount: 3000, recurring: month });
+  cat.seat28 = await stripe.prices.create({ product: cat.seatProd.id, currency: 'usd', unit_amount: 2800, recurring: month });
+});
+after(async () => { await srv?.close(); });
+
+async function world(t0 = T, customer = { invoice_settings: { default_payment_method: 'pm_x' } }) {
+  const clock = await stripe.testHelpers.testClocks.create({ frozen_time: t0, name: uniq('w') });
+  const cus = await stripe.customers.create({ name: 'X', test_clock: clock.id, ...customer });
+  const w = { clock, cus, now: t0,
+    async advance(t) { await stripe.testHelpers.testClocks.advance(clock.id, { frozen_time: t }); w.now = t; },
+    use: (v, ts = w.now, meter = cat.m1) => stripe.billing.meterEvents.create({ event_name: meter.event_name, payload: { stripe_customer_id: cus.id, value: String(v) }, timestamp: ts }),
+    invoices: async (sub) => (await stripe.invoices.list({ subscription: sub, limit: 100 })).data,
+  };
+  return w;
+}
+const priceOf = (l) => l.pricing.price_details.price;
+const allLines = (invs) => invs.flatMap((i) => i.lines.data.map((l) => ({ inv: i, price: priceOf(l), q: l.quantity_decimal ?? String(l.quantity), amount: l.amount, l })));
+const billedFor = (invs, price) => allLines(invs).filter((l) => l.price === price.id).reduce((a, l) => a + l.amount, 0);
+const total = (invs) => invs.reduce((a, i) => a + i.total, 0);
+
+test('a metered item moved to a price on another meter: usage of both meters is billed once, each at its price', async () => {
+  const w = await world();
+  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.p1.id }] });
+  const si = sub.items.data[0].id;
+  await w.advance(T + HOUR); await w.use(1000);
+  await w.advance(MAR + 2 * HOUR);
+  assert.equal(billedFor(await w.invoices(sub.id), cat.p1), 1000);
+  await w.advance(MAR + DAY); await w.use(200);                  // old meter, before the change
+  await w.advance(MAR + 2 * DAY);
+  const upd = await stripe.subscriptions.update(sub.id, { items: [{ id: si, price: cat.p2.id }] });
+  assert.equal(upd.items.data[0].id, si);
+  assert.equal(upd.items.data[0].price.id, cat.p2.id);
+  await w.advance(MAR + 3 * DAY);
+  await w.use(500, w.now, cat.m2);
+  await w.use(50);                                               // old meter, no item on it now
+  await w.advance(APR + 2 * HOUR);
+  const invs = await w.invoices(sub.id);
+  assert.equal(billedFor(invs, cat.p1), 1000 + 200);
+  assert.equal(billedFor(invs, cat.p2), 1000);
+  const m2line = allLines(invs).find((l) => l.price === cat.p2.id);
+  assert.equal(Number(m2line.q), 500);
+});
