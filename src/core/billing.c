@@ -1013,6 +1013,18 @@ static int check_item_price(bctx *c, const tg_subscription *s, const tg_price *p
     return TG_OK;
 }
 
+/* Refuses a price already on one of items (but `except`): each price has one item, or its
+ * usage would be billed once per item. */
+static int price_not_on(bctx *c, const tg_sub_item *items, size_t n, const tg_sub_item *except,
+                        const char *price, const char *param)
+{
+    for (size_t k = 0; k < n; k++)
+        if (&items[k] != except && strcmp(items[k].price.id, price) == 0)
+            return tg_err_set(c->err, TG_EINVAL, param,
+                              "The price %s is already on this subscription.", price);
+    return TG_OK;
+}
+
 static int item_new(bctx *c, tg_subscription *s, const tg_sub_item_spec *spec, size_t index,
                     tg_sub_item *it)
 {
@@ -1029,10 +1041,8 @@ static int item_new(bctx *c, tg_subscription *s, const tg_sub_item_spec *spec, s
         s->interval = it->price.interval;
         s->interval_count = it->price.interval_count;
     }
-    for (size_t k = 0; k < s->nitems; k++)
-        if (strcmp(s->items[k].price.id, it->price.id) == 0)
-            return tg_err_set(c->err, TG_EINVAL, param,
-                              "The price %s is already on this subscription.", it->price.id);
+    if ((rc = price_not_on(c, s->items, s->nitems, NULL, it->price.id, param)))
+        return rc;
     if (it->price.metered && spec->has_quantity) {
         snprintf(param, sizeof param, "items[%zu][quantity]", index);
         return tg_err_set(c->err, TG_EINVAL, param,
@@ -1376,7 +1386,8 @@ static int sub_update_items(bctx *c, tg_subscription *s, const tg_sub_params *p,
             snprintf(param, sizeof param, "items[%zu][price]", i);
             tg_price np;
             if ((rc = bill_load_price(c, spec->price, param, &np)) ||
-                (rc = check_item_price(c, s, &np, param)))
+                (rc = check_item_price(c, s, &np, param)) ||
+                (rc = price_not_on(c, s->items, s->nitems, it, np.id, param)))
                 return rc;
             if (np.metered != old_price.metered)
                 return tg_err_set(c->err, TG_EINVAL, param,
@@ -1654,12 +1665,15 @@ static int sub_phase_fn(bctx *c, void *arg)
         return rc;
     if (sa->phase->set) {
         tg_subscription probe = *s; /* same currency and interval as now */
+        tg_sub_item *seen = tg_arena_alloc(c->a, (sa->phase->nitems + 1) * sizeof *seen);
+        if (!seen)
+            return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
         for (size_t i = 0; i < sa->phase->nitems; i++) {
             char param[48];
             snprintf(param, sizeof param, "phases[1][items][%zu][price]", i);
-            tg_price p;
-            if ((rc = bill_load_price(c, sa->phase->items[i].price, param, &p)) ||
-                (rc = check_item_price(c, &probe, &p, param)))
+            if ((rc = bill_load_price(c, sa->phase->items[i].price, param, &seen[i].price)) ||
+                (rc = check_item_price(c, &probe, &seen[i].price, param)) ||
+                (rc = price_not_on(c, seen, i, NULL, seen[i].price.id, param)))
                 return rc;
         }
         s->next_phase = *sa->phase;

@@ -66,3 +66,21 @@ test('a metered item moved to a price on another meter: usage of both meters is 
   const m2line = allLines(invs).find((l) => l.price === cat.p2.id);
   assert.equal(Number(m2line.q), 500);
 });
+
+test('a price cannot be on a subscription twice: an item changed to it, or a schedule phase listing it twice, is refused', async () => {
+  const w = await world();
+  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.p1.id }, { price: cat.p2.id }] });
+  const siB = sub.items.data.find((i) => i.price.id === cat.p2.id).id;
+  await expectStripeError(stripe.subscriptions.update(sub.id, { items: [{ id: siB, price: cat.p1.id }] }),
+    { status: 400, code: 'parameter_invalid', param: 'items[0][price]' });
+  const sched = await stripe.subscriptionSchedules.create({ from_subscription: sub.id });
+  await expectStripeError(stripe.subscriptionSchedules.update(sched.id, {
+    phases: [{ items: [{ price: cat.p1.id }, { price: cat.p2.id }] }, { items: [{ price: cat.p1.id }, { price: cat.p1.id }] }],
+  }), { status: 400, param: 'phases[1][items][1][price]' });
+  // Nothing changed; 1000 units are billed once.
+  const now = await stripe.subscriptions.retrieve(sub.id);
+  assert.deepEqual(now.items.data.map((i) => i.price.id).sort(), [cat.p1.id, cat.p2.id].sort());
+  await w.advance(T + HOUR); await w.use(1000);
+  await w.advance(MAR + 2 * HOUR);
+  assert.equal(billedFor(await w.invoices(sub.id), cat.p1), 1000);
+});
