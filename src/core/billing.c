@@ -29,6 +29,7 @@
 #include "base/str.h"
 #include "core/billing_internal.h"
 #include "core/metadata.h"
+#include "core/metering.h"
 #include "core/money.h"
 
 #define FAILED_MAX 64       /* objects whose step failed, remembered for a retry later */
@@ -266,6 +267,16 @@ static int licensed_line(bctx *c, tg_invoice *v, const tg_sub_item *it, int64_t 
     return l->description ? TG_OK : tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
 }
 
+/* Usage is counted by UTC minute. A line or an item's usage ending inside a minute takes that
+ * whole minute (the minute belongs to what was there when it began): a cancellation, a
+ * removal or a change bills the usage of its own minute, and what comes next on the same
+ * meter starts at the following minute. An item starting inside a minute nobody billed counts
+ * that minute. */
+static int64_t minute_up(int64_t t)
+{
+    return tg_window_start(t + 59, 60);
+}
+
 /* Usage of a metered item billable on a line for the period [pstart, pend): for additive
  * meters what is unbilled since usage_from, for `last` meters the period's last value. */
 static int metered_usage(bctx *c, const char *customer, const char *meter, int64_t usage_from,
@@ -279,8 +290,8 @@ static int metered_usage(bctx *c, const char *customer, const char *meter, int64
     }
     bool additive = m.formula != TG_FORMULA_LAST;
     int64_t from = additive ? usage_from : (pstart > usage_from ? pstart : usage_from);
-    int rc = tg_usage_between(c->svc, c->s, c->scope, meter, customer, from, pend, q, NULL,
-                              c->err);
+    int rc = tg_usage_between(c->svc, c->s, c->scope, meter, customer, from, minute_up(pend), q,
+                              NULL, c->err);
     if (rc == TG_ENOTFOUND) {
         *q = 0;
         return TG_OK;
@@ -1246,15 +1257,15 @@ static int sub_enter(bctx *c, const char *id, tg_subscription *s)
     return rc;
 }
 
-/* A metered item leaves mid-period: its usage not yet billed (nor on a draft) waits for the
- * next invoice as a pending line, at its price. */
-static int bill_removed_usage(bctx *c, tg_subscription *s, const tg_sub_item *it,
+/* A metered item leaves mid-period: its usage not yet billed (nor on a draft) up to `end`
+ * waits for the next invoice as a pending line, at its price. */
+static int bill_removed_usage(bctx *c, tg_subscription *s, const tg_sub_item *it, int64_t end,
                               const char *until)
 {
     tg_dec billed, q;
     int rc = billed_with_drafts(c, s, it, &billed);
     if (!rc)
-        rc = metered_quantity(c, s, it, s->period_start, c->now + 60, billed, &q);
+        rc = metered_quantity(c, s, it, s->period_start, end, billed, &q);
     if (rc || q <= 0)
         return rc;
     tg_pending_line *p = tg_arena_alloc(c->a, (s->npending + 1) * sizeof *p);
@@ -1336,9 +1347,62 @@ static int prorate(bctx *c, tg_subscription *s, const tg_sub_item *it, const tg_
     return TG_OK;
 }
 
+struct ended_item {
+    tg_sub_item it; /* as it was before the change */
+    const char *why;
+};
+
+/* Whether a removal on s (an earlier change) has already billed the usage of meter in the
+ * minute of c->now. */
+static bool minute_billed_by_removal(bctx *c, const tg_subscription *s, const char *meter)
+{
+    for (size_t i = 0; i < s->npending; i++) {
+        const tg_pending_line *l = &s->pending[i];
+        tg_price p;
+        tg_err ignore = {0}, *saved = c->err;
+        c->err = &ignore;
+        int rc = l->proration ? TG_ENOTFOUND : bill_load_price(c, l->price, NULL, &p);
+        c->err = saved;
+        if (!rc && minute_up(l->period_end) > c->now && strcmp(p.meter, meter) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Bills the usage of the metered items a change removed or moved to another meter. Usage on
+ * each minute is billed once: an item starting now on the same meter takes this minute (it
+ * starts where the removed one ends) unless an earlier removal already billed it (then it
+ * starts at the next minute); otherwise the removed item bills its last minute. */
+static int bill_ended_items(bctx *c, tg_subscription *s, const struct ended_item *ended,
+                            size_t nended)
+{
+    for (size_t k = 0; k < s->nitems; k++) {
+        tg_sub_item *it = &s->items[k];
+        if (it->price.metered && it->usage_from == c->now &&
+            minute_billed_by_removal(c, s, it->price.meter))
+            it->usage_from = minute_up(c->now);
+    }
+    for (size_t i = 0; i < nended; i++) {
+        int64_t end = c->now;
+        for (size_t k = 0; k < s->nitems; k++)
+            if (s->items[k].price.metered && s->items[k].usage_from == c->now &&
+                strcmp(s->items[k].price.meter, ended[i].it.price.meter) == 0)
+                end = tg_window_start(c->now, 60);
+        int rc = bill_removed_usage(c, s, &ended[i].it, end, ended[i].why);
+        if (rc)
+            return rc;
+    }
+    return TG_OK;
+}
+
 static int sub_update_items(bctx *c, tg_subscription *s, const tg_sub_params *p, bool *prorated)
 {
     int rc = items_alloc(c, s, s->nitems + p->nitems);
+    /* Metered items removed or moved to another meter: their usage is billed at the end. */
+    struct ended_item *ended = tg_arena_alloc(c->a, (p->nitems + 1) * sizeof *ended);
+    size_t nended = 0;
+    if (!ended)
+        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
     bool proration = p->proration != TG_PRORATE_NONE;
     for (size_t i = 0; !rc && i < p->nitems; i++) {
         const tg_sub_item_spec *spec = &p->items[i];
@@ -1375,8 +1439,8 @@ static int sub_update_items(bctx *c, tg_subscription *s, const tg_sub_params *p,
         if (spec->deleted) {
             if (proration)
                 rc = prorate(c, s, it, &old_price, old_qty, NULL, 0);
-            if (!rc && it->price.metered)
-                rc = bill_removed_usage(c, s, it, "removed");
+            if (it->price.metered)
+                ended[nended].why = "removed", ended[nended++].it = *it;
             memmove(&s->items[k], &s->items[k + 1], (s->nitems - k - 1) * sizeof *it);
             s->nitems--;
             *prorated = true;
@@ -1396,8 +1460,7 @@ static int sub_update_items(bctx *c, tg_subscription *s, const tg_sub_params *p,
             /* Another meter: what the old one counted so far is billed like a removed item's
              * usage, and the item counts the new meter's usage from now on. */
             if (np.metered && strcmp(np.meter, old_price.meter) != 0) {
-                if ((rc = bill_removed_usage(c, s, it, "changed")))
-                    return rc;
+                ended[nended].why = "changed", ended[nended++].it = *it;
                 it->usage_from = c->now;
                 it->billed = 0;
             }
@@ -1422,7 +1485,7 @@ static int sub_update_items(bctx *c, tg_subscription *s, const tg_sub_params *p,
     if (!rc && !s->nitems)
         return tg_err_set(c->err, TG_EINVAL, "items",
                           "A subscription must keep at least one item; cancel it instead.");
-    return rc;
+    return rc ? rc : bill_ended_items(c, s, ended, nended);
 }
 
 static int sub_update_fn(bctx *c, void *arg)

@@ -84,3 +84,47 @@ test('a price cannot be on a subscription twice: an item changed to it, or a sch
   await w.advance(MAR + 2 * HOUR);
   assert.equal(billedFor(await w.invoices(sub.id), cat.p1), 1000);
 });
+
+test('a metered item removed and added again in the same minute: the minute is billed once', async () => {
+  const w = await world();
+  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.p1.id }] });
+  await w.advance(T + DAY + 30);
+  await w.use(700, T + DAY + 10);
+  await stripe.subscriptions.update(sub.id, { items: [{ id: sub.items.data[0].id, deleted: true }, { price: cat.p1.id }] });
+  await w.advance(T + DAY + 45);
+  await w.use(11, T + DAY + 50);                               // after the change, same minute
+  await w.advance(T + DAY + 5 * 60);
+  await w.use(22);                                              // a later minute: the new item's
+  await w.advance(MAR + 2 * HOUR);
+  assert.equal(billedFor(await w.invoices(sub.id), cat.p1), 733);
+});
+
+test('the final invoice of a cancellation bills the usage of the cancellation minute', async () => {
+  const w = await world();
+  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.p1.id }] });
+  await w.advance(T + DAY + 50);
+  await w.use(300, T + DAY - 30);
+  await w.use(4000, T + DAY + 10);
+  const canceled = await stripe.subscriptions.cancel(sub.id, { invoice_now: true });
+  assert.equal(canceled.ended_at, T + DAY + 50);
+  const invs = await w.invoices(sub.id);
+  const final = invs.find((i) => i.id === canceled.latest_invoice);
+  assert.equal(final.total, 4300);
+  assert.equal(billedFor(invs, cat.p1), 4300);
+});
+
+test('a metered item removed, then added again by a later request in the same minute: the minute is billed once', async () => {
+  const w = await world();
+  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.p1.id }, { price: cat.seat.id }] });
+  await w.advance(T + DAY + 20);
+  await w.use(700, T + DAY + 10);
+  await stripe.subscriptions.update(sub.id, { items: [{ id: sub.items.data.find((i) => i.price.id === cat.p1.id).id, deleted: true }] });
+  await w.advance(T + DAY + 40);
+  await stripe.subscriptions.update(sub.id, { items: [{ price: cat.p1b.id }] });
+  await w.advance(T + DAY + 5 * 60);
+  await w.use(10);
+  await w.advance(MAR + 2 * HOUR);
+  const invs = await w.invoices(sub.id);
+  assert.equal(billedFor(invs, cat.p1), 700);
+  assert.equal(billedFor(invs, cat.p1b), 30);
+});
