@@ -881,6 +881,37 @@ int bill_cancel_clock_subscriptions(bctx *c, const char *clock)
     }
 }
 
+int tg_billing_customer_deleted(tg_service *svc, tg_store *s, const tg_scope *scope,
+                                const tg_customer *cu, tg_arena *a, tg_err *err)
+{
+    bctx c = {.svc = svc, .s = s, .scope = scope, .a = a, .now = tg_service_now(svc), .err = err};
+    int64_t now = c.now;
+    int rc = cu->test_clock[0] ? tg_test_clock_time(svc, s, scope, cu->test_clock, &now, err)
+                               : TG_OK;
+    tg_page page = {.limit = 100};
+    tg_obj_filter f = {.customer = cu->id, .active = 1};
+    while (!rc) {
+        tg_subscription *subs;
+        size_t n;
+        bool more;
+        rc = bill_list(&c, KIND_SUB, &f, &page, decode_sub, sizeof *subs, (void **)&subs, &n,
+                       &more);
+        if (rc || !n)
+            return rc;
+        for (size_t i = 0; !rc && i < n; i++) {
+            tg_subscription *sub = &subs[i];
+            c.now = now;
+            rc = sub_advance(&c, sub, now); /* what it owes until now first */
+            if (!rc && sub_live(sub)) {
+                sub->canceled_at = now;
+                if (!(rc = sub_end(&c, sub, now, false)))
+                    rc = save_sub(&c, sub);
+            }
+        }
+    }
+    return rc;
+}
+
 /* ---------------------------------------------------------------- the scheduler */
 
 typedef struct due_args {

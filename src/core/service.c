@@ -801,6 +801,10 @@ static int customer_write_job(tg_store *s, void *arg, tg_err *err)
         }
     }
     if (c->delete) {
+        /* As on Stripe, its subscriptions are canceled at once. */
+        int rc = tg_billing_customer_deleted(c->svc, s, c->scope, &cur, c->a, err);
+        if (rc)
+            return rc;
         cur.deleted = true;
     } else {
         apply_opt(&cur.email, &c->patch->email);

@@ -61,6 +61,11 @@ int64_t tg_customer_now(tg_service *svc, const tg_scope *scope, const char *cust
 int tg_test_clock_time(tg_service *svc, tg_store *s, const tg_scope *scope, const char *id,
                        int64_t *frozen, tg_err *err);
 
+/* Defined in billing.c: cancels the live subscriptions of a customer being deleted, at its
+ * time, without a final invoice (the customer's writer job calls it before the deletion). */
+int tg_billing_customer_deleted(tg_service *svc, tg_store *s, const tg_scope *scope,
+                                const tg_customer *cu, tg_arena *a, tg_err *err);
+
 /* billing.c's state, owned by the service (NULL until tg_billing_start). */
 struct tg_billing **tg_service_billing(tg_service *svc);
 

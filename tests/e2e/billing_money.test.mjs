@@ -128,3 +128,19 @@ test('a metered item removed, then added again by a later request in the same mi
   assert.equal(billedFor(invs, cat.p1), 700);
   assert.equal(billedFor(invs, cat.p1b), 30);
 });
+
+test('deleting a customer cancels its subscriptions at once; nothing is billed afterwards', async () => {
+  const w = await world();
+  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat28.id }, { price: cat.p1.id }] });
+  await w.advance(T + 3 * DAY);
+  const del = await stripe.customers.del(w.cus.id);
+  assert.equal(del.deleted, true);
+  const gone = await stripe.subscriptions.retrieve(sub.id);
+  assert.equal(gone.status, 'canceled');
+  assert.equal(gone.ended_at, T + 3 * DAY);
+  assert.equal(gone.canceled_at, T + 3 * DAY);
+  await w.advance(MAR + 2 * HOUR);
+  const invs = await w.invoices(sub.id);
+  assert.deepEqual(invs.map((i) => i.billing_reason), ['subscription_create']);
+  assert.equal((await stripe.subscriptions.retrieve(sub.id)).status, 'canceled');
+});
