@@ -1092,7 +1092,10 @@ static int item_new(bctx *c, tg_subscription *s, const tg_sub_item_spec *spec, s
     }
     it->quantity = it->price.metered ? 0 : spec->has_quantity ? spec->quantity : 1;
     it->created = c->now;
-    it->usage_from = c->now;
+    /* Usage during a trial is not billed: an item added to a trialing subscription counts
+     * from the trial's end. */
+    it->usage_from = s->status == TG_SUB_TRIALING && s->trial_end > c->now ? s->trial_end
+                                                                            : c->now;
     tg_metadata md;
     tg_metadata none = {0};
     if (tg_metadata_apply(&none, false, &spec->metadata, c->a, &md))

@@ -144,3 +144,18 @@ test('deleting a customer cancels its subscriptions at once; nothing is billed a
   assert.deepEqual(invs.map((i) => i.billing_reason), ['subscription_create']);
   assert.equal((await stripe.subscriptions.retrieve(sub.id)).status, 'canceled');
 });
+
+test('a metered item added and removed during a trial bills none of its trial usage', async () => {
+  const w = await world();
+  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat.id }], trial_period_days: 14 });
+  await w.advance(T + DAY);
+  const upd = await stripe.subscriptions.update(sub.id, { items: [{ price: cat.p1.id }] });
+  const si = upd.items.data.find((i) => i.price.id === cat.p1.id).id;
+  await w.advance(T + DAY + HOUR); await w.use(5000);
+  await w.advance(T + 2 * DAY);
+  await stripe.subscriptions.update(sub.id, { items: [{ id: si, deleted: true }] });
+  await w.advance(T + 14 * DAY + 2 * HOUR);
+  const invs = await w.invoices(sub.id);
+  assert.equal(billedFor(invs, cat.p1), 0);
+  assert.equal(total(invs), 3000);
+});
