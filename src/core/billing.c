@@ -665,6 +665,32 @@ static int apply_next_phase(bctx *c, tg_subscription *s, int64_t t)
     return TG_OK;
 }
 
+/* The length of the full period that [start, end) belongs to (a first period shortened by a
+ * future anchor is prorated against a whole one). */
+static int64_t full_period(const tg_subscription *s, int64_t start, int64_t end)
+{
+    if (start >= s->billing_cycle_anchor)
+        return end - start;
+    return tg_period_boundary(s->billing_cycle_anchor, s->interval, s->interval_count,
+                              s->anchor_day, 1) -
+           s->billing_cycle_anchor;
+}
+
+/* The licensed lines of the period [t, end), billed in advance: prorated when the anchor
+ * shortens it (after a trial), and then free when the subscription was created with
+ * proration_behavior=none. */
+static int licensed_lines(bctx *c, tg_invoice *v, const tg_subscription *s, int64_t t,
+                          int64_t end)
+{
+    int64_t full = full_period(s, t, end);
+    bool free_stub = s->free_stub && end - t < full;
+    int rc = TG_OK;
+    for (size_t i = 0; !rc && i < s->nitems; i++)
+        if (!s->items[i].price.metered)
+            rc = licensed_line(c, v, &s->items[i], t, end, end - full, end, free_stub);
+    return rc;
+}
+
 /* A new period starts at t: bill the one that ended (metered usage, pending prorations) and
  * the one that starts (licensed items, in advance). */
 static int sub_renew(bctx *c, tg_subscription *s, int64_t t, bool after_trial)
@@ -687,14 +713,13 @@ static int sub_renew(bctx *c, tg_subscription *s, int64_t t, bool after_trial)
         if (!rc)
             end = next_boundary(s, t);
     }
-    for (size_t i = 0; !rc && i < s->nitems; i++) {
-        if (s->items[i].price.metered) {
-            if (after_trial) /* usage counts from the trial's end */
-                s->items[i].usage_from = t, s->items[i].billed = 0;
-        } else {
-            rc = licensed_line(c, &v, &s->items[i], t, end, t, end, false);
+    for (size_t i = 0; !rc && i < s->nitems; i++)
+        if (s->items[i].price.metered && after_trial) { /* usage counts from the trial's end */
+            s->items[i].usage_from = t;
+            s->items[i].billed = 0;
         }
-    }
+    if (!rc)
+        rc = licensed_lines(c, &v, s, t, end);
     if (rc)
         return rc;
     s->period_start = t;
@@ -1127,17 +1152,6 @@ static int metadata_merge(bctx *c, tg_metadata *md, bool clear, const tg_metadat
     return TG_OK;
 }
 
-/* The length of the full period that [start, end) belongs to (a first period shortened by a
- * future anchor is prorated against a whole one). */
-static int64_t full_period(const tg_subscription *s, int64_t start, int64_t end)
-{
-    if (start >= s->billing_cycle_anchor)
-        return end - start;
-    return tg_period_boundary(s->billing_cycle_anchor, s->interval, s->interval_count,
-                              s->anchor_day, 1) -
-           s->billing_cycle_anchor;
-}
-
 static int sub_create_fn(bctx *c, void *arg)
 {
     sub_args *sa = arg;
@@ -1210,6 +1224,7 @@ static int sub_create_fn(bctx *c, void *arg)
     s->cancel_at = p->cancel_at_set ? p->cancel_at : 0;
     if (s->cancel_at && s->cancel_at <= now)
         return tg_err_set(c->err, TG_EINVAL, "cancel_at", "cancel_at must be in the future.");
+    s->free_stub = trial_end && p->proration == TG_PRORATE_NONE;
     s->send_invoice = p->send_invoice == 1;
     s->days_until_due = p->days_until_due ? p->days_until_due : 30;
     s->default_payment_method = p->default_payment_method.value;
@@ -1947,10 +1962,8 @@ static int invoice_preview_fn(bctx *c, void *arg)
         rc = pending_lines(c, v, &s);
     if (!rc && s.next_phase.set && !s.cancel_at_period_end)
         rc = apply_next_phase(c, &s, t);
-    int64_t end = next_boundary(&s, t);
-    for (size_t i = 0; !rc && !s.cancel_at_period_end && i < s.nitems; i++)
-        if (!s.items[i].price.metered)
-            rc = licensed_line(c, v, &s.items[i], t, end, t, end, false);
+    if (!rc && !s.cancel_at_period_end)
+        rc = licensed_lines(c, v, &s, t, next_boundary(&s, t));
     if (rc)
         return rc;
     for (size_t i = 0; i < v->nlines; i++)

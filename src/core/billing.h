@@ -171,6 +171,8 @@ typedef struct tg_subscription {
     const char *description;
     bool send_invoice;    /* collection_method */
     int64_t days_until_due;
+    bool free_stub; /* proration_behavior=none at creation: a period after the trial that the
+                     * anchor shortens is free */
     tg_sub_item *items;
     size_t nitems;
     tg_pending_line *pending;

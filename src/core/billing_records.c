@@ -367,6 +367,7 @@ void tg_subscription_encode(tg_buf *b, const tg_subscription *s)
             put_nested(b, 39, phase_item_encode, &s->next_phase.items[i]);
     }
     put_metadata(b, 40, &s->metadata);
+    INT(41, s->free_stub);
 }
 
 int tg_subscription_decode(const void *data, size_t len, tg_arena *a, tg_subscription *s)
@@ -440,6 +441,7 @@ int tg_subscription_decode(const void *data, size_t len, tg_arena *a, tg_subscri
             break;
         }
         case 40: rc = get_metadata(&f, a, &s->metadata); break;
+        case 41: s->free_stub = f.i; break;
         }
         if (rc < 0)
             break;

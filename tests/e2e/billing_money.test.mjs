@@ -159,3 +159,30 @@ test('a metered item added and removed during a trial bills none of its trial us
   assert.equal(billedFor(invs, cat.p1), 0);
   assert.equal(total(invs), 3000);
 });
+
+test('a trial followed by a stub up to the anchor: the stub is prorated like one without a trial (free with proration_behavior=none)', async () => {
+  const JAN10 = utc(2025, 1, 10), JAN17 = utc(2025, 1, 17);
+  // The same stub, Jan 17 -> Feb 1, without a trial: the reference amount.
+  const ref = await world(JAN17);
+  const plain = await stripe.subscriptions.create({ customer: ref.cus.id, items: [{ price: cat.seat.id }], billing_cycle_anchor: T });
+  const stub = (await stripe.invoices.retrieve(plain.latest_invoice)).total;
+  assert.ok(stub > 0 && stub < 3000, `stub ${stub}`);
+  for (const [proration_behavior, want] of [[undefined, stub], ['none', 0]]) {
+    const w = await world(JAN10);
+    const sub = await stripe.subscriptions.create({
+      customer: w.cus.id, items: [{ price: cat.seat.id }], trial_period_days: 7,
+      billing_cycle_anchor_config: { day_of_month: 1 }, ...(proration_behavior ? { proration_behavior } : {}),
+    });
+    assert.equal(sub.trial_end, JAN17);
+    assert.equal((await stripe.invoices.createPreview({ subscription: sub.id })).total, want);
+    await w.advance(JAN17 + 10);
+    const inv = (await w.invoices(sub.id)).find((i) => i.billing_reason === 'subscription_cycle');
+    assert.equal(inv.period_end, JAN17);
+    const line = inv.lines.data[0];
+    assert.equal(line.period.start, JAN17);
+    assert.equal(line.period.end, T);
+    assert.equal(inv.total, want, `proration_behavior=${proration_behavior}`);
+    const preview = await stripe.invoices.createPreview({ subscription: sub.id });
+    assert.equal(preview.total, 3000);                        // Feb 1 -> Mar 1, a whole period
+  }
+});
