@@ -1880,8 +1880,14 @@ static int invoice_act_fn(bctx *c, void *arg)
             return tg_err_set(c->err, TG_EINVAL, "paid_out_of_band",
                               "Tollgate collects no payments: record a payment made elsewhere "
                               "with paid_out_of_band=true.");
-        if (v->status == TG_INV_DRAFT && (rc = invoice_finalize(c, v, sp)))
-            return rc;
+        if (v->status == TG_INV_DRAFT) {
+            if ((rc = invoice_finalize(c, v, sp)))
+                return rc;
+            if (v->status == TG_INV_PAID) { /* nothing was due: finalizing paid it */
+                v->paid_out_of_band = true;
+                break;
+            }
+        }
         if (v->status == TG_INV_PAID)
             return tg_err_set(c->err, TG_ESTATE, NULL, "This invoice is already paid.");
         if (v->status != TG_INV_OPEN && v->status != TG_INV_UNCOLLECTIBLE)

@@ -186,3 +186,16 @@ test('a trial followed by a stub up to the anchor: the stub is prorated like one
     assert.equal(preview.total, 3000);                        // Feb 1 -> Mar 1, a whole period
   }
 });
+
+test('paying a zero-amount draft finalizes it and leaves it paid', async () => {
+  const w = await world();
+  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.p1.id }] });
+  await w.advance(MAR + 10 * 60);
+  const draft = (await w.invoices(sub.id)).find((i) => i.billing_reason === 'subscription_cycle');
+  assert.equal(draft.status, 'draft');
+  assert.equal(draft.amount_due, 0);
+  const paid = await stripe.invoices.pay(draft.id, { paid_out_of_band: true });
+  assert.equal(paid.status, 'paid');
+  assert.equal((await stripe.invoices.retrieve(draft.id)).status, 'paid');
+  await expectStripeError(stripe.invoices.pay(draft.id, { paid_out_of_band: true }), { status: 400, code: 'resource_state_invalid' });
+});
