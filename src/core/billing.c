@@ -1949,7 +1949,10 @@ static int invoice_preview_fn(bctx *c, void *arg)
                           "The subscription %s has no upcoming invoice (%s).", s.id,
                           s.status == TG_SUB_PAUSED ? "paused" : "canceled");
     refresh_prices(c, &s);
-    int64_t t = s.period_end;
+    /* A cancellation at the period's end or inside it makes the next invoice the final one:
+     * usage and pending lines up to the cancellation, no new period. */
+    bool ending = s.cancel_at_period_end || (s.cancel_at && s.cancel_at <= s.period_end);
+    int64_t t = s.cancel_at && s.cancel_at < s.period_end ? s.cancel_at : s.period_end;
     bool after_trial = s.status == TG_SUB_TRIALING;
     if ((rc = invoice_new(c, &s, TG_REASON_UPCOMING, s.period_start, t, v)))
         return rc;
@@ -1966,9 +1969,9 @@ static int invoice_preview_fn(bctx *c, void *arg)
         }
     if (!rc)
         rc = pending_lines(c, v, &s);
-    if (!rc && s.next_phase.set && !s.cancel_at_period_end)
+    if (!rc && s.next_phase.set && !ending)
         rc = apply_next_phase(c, &s, t);
-    if (!rc && !s.cancel_at_period_end)
+    if (!rc && !ending)
         rc = licensed_lines(c, v, &s, t, next_boundary(&s, t));
     if (rc)
         return rc;

@@ -199,3 +199,18 @@ test('paying a zero-amount draft finalizes it and leaves it paid', async () => {
   assert.equal((await stripe.invoices.retrieve(draft.id)).status, 'paid');
   await expectStripeError(stripe.invoices.pay(draft.id, { paid_out_of_band: true }), { status: 400, code: 'resource_state_invalid' });
 });
+
+test('the preview of a subscription with cancel_at inside the period is its final invoice', async () => {
+  const w = await world();
+  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat28.id }, { price: cat.p1.id }], cancel_at: T + 10 * DAY, proration_behavior: 'none' });
+  await w.advance(T + HOUR); await w.use(100);
+  const preview = await stripe.invoices.createPreview({ subscription: sub.id });
+  assert.equal(preview.period_end, T + 10 * DAY);
+  assert.deepEqual(preview.lines.data.map(priceOf), [cat.p1.id]);
+  assert.equal(preview.total, 100);
+  await w.advance(T + 10 * DAY + HOUR);
+  const invs = await w.invoices(sub.id);
+  const final = invs.find((i) => i.billing_reason === 'subscription_cycle');
+  assert.equal(final.total, preview.total);
+  assert.equal(final.period_end, preview.period_end);
+});
