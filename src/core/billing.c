@@ -665,15 +665,15 @@ static int apply_next_phase(bctx *c, tg_subscription *s, int64_t t)
     return TG_OK;
 }
 
-/* The length of the full period that [start, end) belongs to (a first period shortened by a
- * future anchor is prorated against a whole one). */
+/* The length of the full period that [start, end) belongs to: a first period shortened by a
+ * future anchor is prorated against the whole period that ends at the anchor (so an anchor on
+ * the next natural billing date makes a whole period at the full price). */
 static int64_t full_period(const tg_subscription *s, int64_t start, int64_t end)
 {
     if (start >= s->billing_cycle_anchor)
         return end - start;
-    return tg_period_boundary(s->billing_cycle_anchor, s->interval, s->interval_count,
-                              s->anchor_day, 1) -
-           s->billing_cycle_anchor;
+    return s->billing_cycle_anchor - tg_period_boundary(s->billing_cycle_anchor, s->interval,
+                                                        s->interval_count, s->anchor_day, -1);
 }
 
 /* The licensed lines of the period [t, end), billed in advance: prorated when the anchor

@@ -214,3 +214,14 @@ test('the preview of a subscription with cancel_at inside the period is its fina
   assert.equal(final.total, preview.total);
   assert.equal(final.period_end, preview.period_end);
 });
+
+test('a first period shortened by the anchor is prorated against the period that ends at the anchor', async () => {
+  const w = await world();
+  // Feb 1 -> Mar 1 is a whole (28-day) period: full price.
+  const whole = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat.id }], billing_cycle_anchor: MAR });
+  assert.equal((await stripe.invoices.retrieve(whole.latest_invoice)).total, 3000);
+  // Feb 15 -> Mar 1: 14 of Feb 1 -> Mar 1's 28 days.
+  const w2 = await world(T + 14 * DAY);
+  const half = await stripe.subscriptions.create({ customer: w2.cus.id, items: [{ price: cat.seat.id }], billing_cycle_anchor: MAR });
+  assert.equal((await stripe.invoices.retrieve(half.latest_invoice)).total, 1500);
+});
