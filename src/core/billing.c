@@ -1212,10 +1212,11 @@ static int sub_create_fn(bctx *c, void *arg)
     } else {
         s->billing_cycle_anchor = start;
     }
-    if (s->billing_cycle_anchor > start + interval_seconds(s->interval, s->interval_count))
+    int64_t natural = tg_period_boundary(start, s->interval, s->interval_count, 0, 1);
+    if (s->billing_cycle_anchor > natural)
         return tg_err_set(c->err, TG_EINVAL, "billing_cycle_anchor",
                           "The billing cycle anchor cannot be later than the next natural "
-                          "billing date.");
+                          "billing date (%lld).", (long long)natural);
     s->anchor_month = p->anchor_month;
     s->anchor_hour = p->anchor_hour;
     s->anchor_minute = p->anchor_minute;

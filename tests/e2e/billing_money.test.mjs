@@ -215,6 +215,15 @@ test('the preview of a subscription with cancel_at inside the period is its fina
   assert.equal(final.period_end, preview.period_end);
 });
 
+test('the billing cycle anchor must not be later than the next natural billing date', async () => {
+  const w = await world();
+  await expectStripeError(stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat.id }], billing_cycle_anchor: T + 30 * DAY }),
+    { status: 400, param: 'billing_cycle_anchor' });
+  assert.equal((await stripe.subscriptions.list({ customer: w.cus.id })).data.length, 0);
+  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat.id }], billing_cycle_anchor: MAR });
+  assert.equal(sub.billing_cycle_anchor, MAR);
+});
+
 test('a first period shortened by the anchor is prorated against the period that ends at the anchor', async () => {
   const w = await world();
   // Feb 1 -> Mar 1 is a whole (28-day) period: full price.
