@@ -1225,9 +1225,13 @@ static int sub_create_fn(bctx *c, void *arg)
     s->cancel_at = p->cancel_at_set ? p->cancel_at : 0;
     if (s->cancel_at && s->cancel_at <= now)
         return tg_err_set(c->err, TG_EINVAL, "cancel_at", "cancel_at must be in the future.");
+    if (p->proration == TG_PRORATE_ALWAYS_INVOICE)
+        return tg_err_set(c->err, TG_EINVAL, "proration_behavior",
+                          "proration_behavior=always_invoice is not supported when creating a "
+                          "subscription: its first invoice is made at once.");
     s->free_stub = trial_end && p->proration == TG_PRORATE_NONE;
     s->send_invoice = p->send_invoice == 1;
-    s->days_until_due = p->days_until_due ? p->days_until_due : 30;
+    s->days_until_due = p->days_until_due >= 0 ? p->days_until_due : 30;
     s->default_payment_method = p->default_payment_method.value;
     s->description = p->description.value;
     if ((rc = metadata_merge(c, &s->metadata, false, &p->metadata)))
@@ -1590,7 +1594,7 @@ static int sub_update_fn(bctx *c, void *arg)
     }
     if (p->send_invoice >= 0)
         s->send_invoice = p->send_invoice;
-    if (p->days_until_due)
+    if (p->days_until_due >= 0)
         s->days_until_due = p->days_until_due;
     if (p->default_payment_method.set)
         s->default_payment_method = p->default_payment_method.value;
@@ -1817,6 +1821,7 @@ typedef struct inv_args {
     const char *id;
     tg_inv_action act;
     bool paid_out_of_band;
+    int auto_advance;
     tg_invoice *out;
 } inv_args;
 
@@ -1875,6 +1880,8 @@ static int invoice_act_fn(bctx *c, void *arg)
             return tg_err_set(c->err, TG_ESTATE, NULL, "This invoice is already finalized (%s).",
                               inv_status_words[v->status]);
         rc = invoice_finalize(c, v, sp);
+        if (!rc && ia->auto_advance >= 0 && v->status == TG_INV_OPEN)
+            v->auto_advance = ia->auto_advance;
         break;
     case TG_INV_PAY:
         if (!ia->paid_out_of_band)
@@ -1926,9 +1933,10 @@ static int invoice_act_fn(bctx *c, void *arg)
 }
 
 int tg_invoice_act(tg_service *svc, const tg_scope *scope, const char *id, tg_inv_action act,
-                   bool paid_out_of_band, tg_arena *a, tg_invoice *out, tg_err *err)
+                   bool paid_out_of_band, int auto_advance, tg_arena *a, tg_invoice *out,
+                   tg_err *err)
 {
-    inv_args ia = {id, act, paid_out_of_band, out};
+    inv_args ia = {id, act, paid_out_of_band, auto_advance, out};
     return bill_write(svc, scope, a, invoice_act_fn, &ia, err);
 }
 

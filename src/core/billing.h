@@ -210,7 +210,7 @@ typedef struct tg_sub_params {
     int proration;            /* -1 = default (create_prorations) */
     int64_t proration_date;   /* 0 = now */
     int send_invoice;         /* -1 leave */
-    int64_t days_until_due;
+    int64_t days_until_due;   /* -1 = default (30) or leave */
     tg_opt_str default_payment_method, description;
     bool metadata_clear;
     tg_metadata metadata;
@@ -374,9 +374,11 @@ int tg_invoice_list(tg_service *svc, const tg_scope *scope, const tg_invoice_fil
                     const tg_page *page, tg_arena *a, tg_invoice **out, size_t *n,
                     bool *has_more, tg_err *err);
 typedef enum { TG_INV_FINALIZE, TG_INV_PAY, TG_INV_VOID_IT, TG_INV_UNCOLLECT } tg_inv_action;
-/* pay requires paid_out_of_band (Tollgate collects no payments). */
+/* pay requires paid_out_of_band (Tollgate collects no payments); finalize sets the invoice's
+ * auto_advance when auto_advance >= 0. */
 int tg_invoice_act(tg_service *svc, const tg_scope *scope, const char *id, tg_inv_action act,
-                   bool paid_out_of_band, tg_arena *a, tg_invoice *out, tg_err *err);
+                   bool paid_out_of_band, int auto_advance, tg_arena *a, tg_invoice *out,
+                   tg_err *err);
 /* The subscription's next invoice as if its period ended now: usage so far. */
 int tg_invoice_preview(tg_service *svc, const tg_scope *scope, const char *subscription,
                        tg_arena *a, tg_invoice *out, tg_err *err);

@@ -1049,6 +1049,7 @@ static bool read_sub_params(tg_req *req, bool update, tg_sub_params *p)
     p->cancel_at_period_end = -1;
     p->proration = -1;
     p->send_invoice = -1;
+    p->days_until_due = -1;
     if (!update)
         p_str_required(req, NULL, "customer", NULL, 255, &p->customer);
     read_items(req, update, p);
@@ -1449,17 +1450,18 @@ static int h_invoice_list(tg_req *req)
 
 static int invoice_action(tg_req *req, tg_inv_action act)
 {
-    bool oob = false, auto_advance;
+    bool oob = false, advance;
+    int auto_advance = -1;
     if (act == TG_INV_PAY)
         p_bool(req, NULL, "paid_out_of_band", NULL, &oob);
-    if (act == TG_INV_FINALIZE)
-        p_bool(req, NULL, "auto_advance", NULL, &auto_advance);
+    if (act == TG_INV_FINALIZE && p_bool(req, NULL, "auto_advance", NULL, &advance))
+        auto_advance = advance;
     p_expand(req);
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_invoice v;
     return invoice_reply(req, tg_invoice_act(req->svc, &req->scope, tg_seg(req, 2), act, oob,
-                                             &req->arena, &v, &req->err), &v);
+                                             auto_advance, &req->arena, &v, &req->err), &v);
 }
 
 static int h_invoice_finalize(tg_req *req) { return invoice_action(req, TG_INV_FINALIZE); }

@@ -234,3 +234,34 @@ test('a first period shortened by the anchor is prorated against the period that
   const half = await stripe.subscriptions.create({ customer: w2.cus.id, items: [{ price: cat.seat.id }], billing_cycle_anchor: MAR });
   assert.equal((await stripe.invoices.retrieve(half.latest_invoice)).total, 1500);
 });
+
+test('days_until_due=0 is kept: invoices are due when finalized', async () => {
+  const w = await world();
+  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat.id }], collection_method: 'send_invoice', days_until_due: 0 });
+  assert.equal(sub.days_until_due, 0);
+  const first = await stripe.invoices.retrieve(sub.latest_invoice);
+  assert.equal(first.due_date, first.status_transitions.finalized_at);
+  const upd = await stripe.subscriptions.update(sub.id, { days_until_due: 7 });
+  assert.equal(upd.days_until_due, 7);
+  assert.equal((await stripe.subscriptions.update(sub.id, { days_until_due: 0 })).days_until_due, 0);
+  assert.equal((await stripe.subscriptions.update(sub.id, { description: 'x' })).days_until_due, 0);
+});
+
+test('proration_behavior=always_invoice is refused on create, as on Stripe', async () => {
+  const w = await world();
+  await expectStripeError(stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat.id }], proration_behavior: 'always_invoice' }),
+    { status: 400, param: 'proration_behavior' });
+  assert.equal((await stripe.subscriptions.list({ customer: w.cus.id })).data.length, 0);
+});
+
+test('finalizing with auto_advance=false keeps the invoice from advancing by itself', async () => {
+  const w = await world();
+  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.p1.id }] });
+  await w.advance(T + HOUR); await w.use(100);
+  await w.advance(MAR + 10 * 60);
+  const draft = (await w.invoices(sub.id)).find((i) => i.billing_reason === 'subscription_cycle');
+  const fin = await stripe.invoices.finalizeInvoice(draft.id, { auto_advance: false });
+  assert.equal(fin.status, 'open');
+  assert.equal(fin.auto_advance, false);
+  assert.equal((await stripe.invoices.retrieve(draft.id)).auto_advance, false);
+});
