@@ -1041,7 +1041,7 @@ typedef struct sub_args {
     const tg_sub_params *p;
     tg_subscription *out;
     bool invoice_now;
-    const char *reason;
+    const tg_cancel_details *details;
     const tg_sub_next_phase *phase;
     tg_invoice *invoice;
 } sub_args;
@@ -1726,17 +1726,20 @@ static int sub_cancel_fn(bctx *c, void *arg)
     if (!sub_live(s))
         return tg_err_set(c->err, TG_ESTATE, NULL, "The subscription %s is canceled.", s->id);
     s->canceled_at = c->now;
-    s->cancellation_reason = sa->reason;
+    s->cancellation_reason = sa->details->reason;
+    s->cancellation_comment = sa->details->comment;
+    s->cancellation_feedback = sa->details->feedback;
     if ((rc = sub_end(c, s, c->now, sa->invoice_now)))
         return rc;
     return save_sub(c, s);
 }
 
 int tg_subscription_cancel(tg_service *svc, const tg_scope *scope, const char *id,
-                           bool invoice_now, const char *reason, tg_arena *a,
+                           bool invoice_now, const tg_cancel_details *details, tg_arena *a,
                            tg_subscription *out, tg_err *err)
 {
-    sub_args sa = {.id = id, .out = out, .invoice_now = invoice_now, .reason = reason};
+    sub_args sa = {.id = id, .out = out, .invoice_now = invoice_now,
+                   .details = details};
     return bill_write(svc, scope, a, sub_cancel_fn, &sa, err);
 }
 

@@ -167,6 +167,7 @@ typedef struct tg_subscription {
     int64_t cancel_at, canceled_at, ended_at, paused_at; /* 0 = null */
     bool invoice_now_on_cancel;
     const char *cancellation_reason;  /* cancellation_details[reason] */
+    const char *cancellation_comment, *cancellation_feedback; /* ... [comment], [feedback] */
     const char *default_payment_method;
     const char *description;
     bool send_invoice;    /* collection_method */
@@ -356,9 +357,13 @@ int tg_subscription_retrieve(tg_service *svc, const tg_scope *scope, const char 
 int tg_subscription_list(tg_service *svc, const tg_scope *scope, const tg_sub_filter *f,
                          const tg_page *page, tg_arena *a, tg_subscription **out, size_t *n,
                          bool *has_more, tg_err *err);
+/* cancellation_details of a cancellation (NULL fields: none). */
+typedef struct tg_cancel_details {
+    const char *reason, *comment, *feedback;
+} tg_cancel_details;
 /* Cancels now; invoice_now bills the usage so far (and pending prorations). */
 int tg_subscription_cancel(tg_service *svc, const tg_scope *scope, const char *id,
-                           bool invoice_now, const char *reason, tg_arena *a,
+                           bool invoice_now, const tg_cancel_details *details, tg_arena *a,
                            tg_subscription *out, tg_err *err);
 /* A paused subscription starts a new period now. */
 int tg_subscription_resume(tg_service *svc, const tg_scope *scope, const char *id, tg_arena *a,

@@ -368,6 +368,8 @@ void tg_subscription_encode(tg_buf *b, const tg_subscription *s)
     }
     put_metadata(b, 40, &s->metadata);
     INT(41, s->free_stub);
+    STR(42, s->cancellation_comment);
+    STR(43, s->cancellation_feedback);
 }
 
 int tg_subscription_decode(const void *data, size_t len, tg_arena *a, tg_subscription *s)
@@ -442,6 +444,8 @@ int tg_subscription_decode(const void *data, size_t len, tg_arena *a, tg_subscri
         }
         case 40: rc = get_metadata(&f, a, &s->metadata); break;
         case 41: s->free_stub = f.i; break;
+        case 42: s->cancellation_comment = tg_rec_strdup(&f, a); break;
+        case 43: s->cancellation_feedback = tg_rec_strdup(&f, a); break;
         }
         if (rc < 0)
             break;

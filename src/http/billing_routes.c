@@ -258,8 +258,8 @@ static void render_subscription(tg_jw *w, const tg_subscription *s)
     jw_kint_or_null(w, "canceled_at", s->canceled_at);
     jw_key(w, "cancellation_details");
     jw_obj(w);
-    jw_knull(w, "comment");
-    jw_knull(w, "feedback");
+    jw_kstr(w, "comment", s->cancellation_comment);
+    jw_kstr(w, "feedback", s->cancellation_feedback);
     jw_kstr(w, "reason", s->canceled_at ? (s->cancellation_reason ? s->cancellation_reason
                                                                    : "cancellation_requested")
                                         : NULL);
@@ -1170,21 +1170,31 @@ static int h_sub_retrieve(tg_req *req)
 static int h_sub_cancel(tg_req *req)
 {
     bool invoice_now = false;
-    const char *reason = NULL;
+    tg_cancel_details details = {0};
     p_bool(req, NULL, "invoice_now", NULL, &invoice_now);
     tg_param *cd = tg_param_get(req->params, "cancellation_details");
     if (cd) {
-        const char *feedback;
-        p_str(req, cd, "comment", "cancellation_details[comment]", 5000, &reason);
-        p_str(req, cd, "feedback", "cancellation_details[feedback]", 64, &feedback);
-        reason = "cancellation_requested";
+        static const char *const feedbacks[] = {
+            "customer_service", "low_quality", "missing_features", "other", "switched_service",
+            "too_complex", "too_expensive", "unused", NULL};
+        int fb;
+        p_str(req, cd, "comment", "cancellation_details[comment]", 5000, &details.comment);
+        tg_param *f = tg_param_get(cd, "feedback");
+        if (f && f->kind == TG_PARAM_STRING && f->value && *f->value &&
+            p_enum(req, cd, "feedback", "cancellation_details[feedback]", feedbacks, &fb))
+            details.feedback = feedbacks[fb];
+        else if (f)
+            f->used = true; /* "" clears: no feedback */
+        if (details.comment && !*details.comment)
+            details.comment = NULL;
+        details.reason = "cancellation_requested";
     }
     p_expand(req);
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_subscription s;
     return sub_reply(req, tg_subscription_cancel(req->svc, &req->scope, tg_seg(req, 2),
-                                                 invoice_now, reason, &req->arena, &s,
+                                                 invoice_now, &details, &req->arena, &s,
                                                  &req->err), &s);
 }
 

@@ -265,3 +265,14 @@ test('finalizing with auto_advance=false keeps the invoice from advancing by its
   assert.equal(fin.auto_advance, false);
   assert.equal((await stripe.invoices.retrieve(draft.id)).auto_advance, false);
 });
+
+test('cancellation_details[comment|feedback] on cancel are kept; an unknown feedback is refused', async () => {
+  const w = await world();
+  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat.id }] });
+  await expectStripeError(stripe.subscriptions.cancel(sub.id, { cancellation_details: { feedback: 'bored' } }),
+    { status: 400, param: 'cancellation_details[feedback]' });
+  assert.equal((await stripe.subscriptions.retrieve(sub.id)).status, 'active');
+  const c = await stripe.subscriptions.cancel(sub.id, { cancellation_details: { comment: 'Too pricey for us', feedback: 'too_expensive' } });
+  assert.deepEqual({ ...c.cancellation_details }, { comment: 'Too pricey for us', feedback: 'too_expensive', reason: 'cancellation_requested' });
+  assert.deepEqual({ ...(await stripe.subscriptions.retrieve(sub.id)).cancellation_details }, { ...c.cancellation_details });
+});
