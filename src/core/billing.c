@@ -1043,6 +1043,7 @@ typedef struct sub_args {
     bool invoice_now;
     const tg_cancel_details *details;
     const tg_sub_next_phase *phase;
+    const tg_phase_checks *checks;
     tg_invoice *invoice;
 } sub_args;
 
@@ -1776,11 +1777,59 @@ int tg_subscription_resume(tg_service *svc, const tg_scope *scope, const char *i
     return bill_write(svc, scope, a, sub_resume_fn, &sa, err);
 }
 
+/* Whether phases[0][items] are exactly the subscription's items (each price once, with its
+ * quantity when licensed). */
+static bool phase_is_current(const tg_subscription *s, const tg_phase_checks *k)
+{
+    if (k->ncurrent != s->nitems)
+        return false;
+    for (size_t i = 0; i < k->ncurrent; i++) {
+        size_t j = 0;
+        while (j < s->nitems && strcmp(s->items[j].price.id, k->current[i].price) != 0)
+            j++;
+        if (j == s->nitems ||
+            (!s->items[j].price.metered && s->items[j].quantity != k->current[i].quantity))
+            return false;
+        for (size_t e = 0; e < i; e++)
+            if (strcmp(k->current[e].price, k->current[i].price) == 0)
+                return false;
+    }
+    return true;
+}
+
+/* Refuses phase dates and current items other than Tollgate's one schedule shape. */
+static int check_phases(bctx *c, const tg_subscription *s, const tg_phase_checks *k)
+{
+    const char *param = NULL;
+    int64_t want = 0;
+    if (k->start_date[0] && k->start_date[0] != s->period_start)
+        param = "phases[0][start_date]", want = s->period_start;
+    else if (k->end_date[0] && k->end_date[0] != s->period_end)
+        param = "phases[0][end_date]", want = s->period_end;
+    else if (k->start_date[1] && k->start_date[1] != s->period_end)
+        param = "phases[1][start_date]", want = s->period_end;
+    if (param)
+        return tg_err_set(c->err, TG_EINVAL, param,
+                          "Tollgate schedules change phase at the current period's end: %s "
+                          "must be %lld.", param, (long long)want);
+    if (k->end_date[1])
+        return tg_err_set(c->err, TG_EINVAL, "phases[1][end_date]",
+                          "Tollgate schedules are released when the next phase starts: "
+                          "phases[1][end_date] is not supported.");
+    if (k->ncurrent && !phase_is_current(s, k))
+        return tg_err_set(c->err, TG_EINVAL, "phases[0][items]",
+                          "phases[0][items] must be the subscription's current items and "
+                          "quantities; changes take effect in phases[1].");
+    return TG_OK;
+}
+
 static int sub_phase_fn(bctx *c, void *arg)
 {
     sub_args *sa = arg;
     tg_subscription *s = sa->out;
     int rc = sub_enter_live(c, sa->id, s);
+    if (!rc && sa->checks)
+        rc = check_phases(c, s, sa->checks);
     if (rc)
         return rc;
     if (sa->phase->set) {
@@ -1811,10 +1860,11 @@ static int sub_phase_fn(bctx *c, void *arg)
 }
 
 int tg_subscription_set_next_phase(tg_service *svc, const tg_scope *scope, const char *id,
-                                   const tg_sub_next_phase *phase, tg_arena *a,
+                                   const tg_sub_next_phase *phase,
+                                   const tg_phase_checks *checks, tg_arena *a,
                                    tg_subscription *out, tg_err *err)
 {
-    sub_args sa = {.id = id, .out = out, .phase = phase};
+    sub_args sa = {.id = id, .out = out, .phase = phase, .checks = checks};
     return bill_write(svc, scope, a, sub_phase_fn, &sa, err);
 }
 

@@ -368,9 +368,20 @@ int tg_subscription_cancel(tg_service *svc, const tg_scope *scope, const char *i
 /* A paused subscription starts a new period now. */
 int tg_subscription_resume(tg_service *svc, const tg_scope *scope, const char *id, tg_arena *a,
                            tg_subscription *out, tg_err *err);
-/* The phase that takes effect at the next renewal (items replace the current ones). */
+/* What a schedule update says about its phases besides the next phase's items (0 / 0 items:
+ * not given). Tollgate schedules have one shape: the current phase (the current items,
+ * ending at the current period's end) and a next phase starting then, released once
+ * started; anything given must describe that shape. */
+typedef struct tg_phase_checks {
+    int64_t start_date[2], end_date[2];
+    size_t ncurrent;
+    tg_phase_item current[TG_SUB_ITEMS_MAX]; /* phases[0][items] */
+} tg_phase_checks;
+/* The phase that takes effect at the next renewal (items replace the current ones); checks
+ * may be NULL. */
 int tg_subscription_set_next_phase(tg_service *svc, const tg_scope *scope, const char *id,
-                                   const tg_sub_next_phase *phase, tg_arena *a,
+                                   const tg_sub_next_phase *phase,
+                                   const tg_phase_checks *checks, tg_arena *a,
                                    tg_subscription *out, tg_err *err);
 
 int tg_invoice_retrieve(tg_service *svc, const tg_scope *scope, const char *id, tg_arena *a,

@@ -1257,9 +1257,10 @@ static bool schedule_sub_id(tg_req *req, const char *sched, char *out, size_t ca
 
 /* phases[1][items] (the phase after the current one) into ph. phases[0] describes the
  * current phase and must end at the current period's end. */
-static bool read_phases(tg_req *req, tg_sub_next_phase *ph)
+static bool read_phases(tg_req *req, tg_sub_next_phase *ph, tg_phase_checks *checks)
 {
     memset(ph, 0, sizeof *ph);
+    memset(checks, 0, sizeof *checks);
     tg_param *phases = tg_param_get(req->params, "phases");
     if (!phases) {
         tg_err_set(&req->err, TG_EMISSING, "phases", "Missing required param: phases.");
@@ -1280,10 +1281,12 @@ static bool read_phases(tg_req *req, tg_sub_next_phase *ph)
         }
         char path[80];
         int64_t v;
+        /* iterations=1 and either proration_behavior describe the one shape as it is (the
+         * change happens at a renewal, where nothing is prorated); dates are checked. */
         snprintf(path, sizeof path, "phases[%zu][start_date]", k);
-        p_int(req, e, "start_date", path, 0, 253402300799LL, &v);
+        p_int(req, e, "start_date", path, 1, 253402300799LL, &checks->start_date[k]);
         snprintf(path, sizeof path, "phases[%zu][end_date]", k);
-        p_int(req, e, "end_date", path, 0, 253402300799LL, &v);
+        p_int(req, e, "end_date", path, 1, 253402300799LL, &checks->end_date[k]);
         snprintf(path, sizeof path, "phases[%zu][iterations]", k);
         p_int(req, e, "iterations", path, 1, 1, &v);
         snprintf(path, sizeof path, "phases[%zu][proration_behavior]", k);
@@ -1308,11 +1311,10 @@ static bool read_phases(tg_req *req, tg_sub_next_phase *ph)
             p_int(req, it, "quantity", path, 0, 1000000000000LL, &qty);
             if (tg_req_failed(req))
                 return false;
-            if (k == 1) {
-                tg_strlcpy(ph->items[i].price, price, sizeof ph->items[i].price);
-                ph->items[i].quantity = qty;
-                ph->nitems = i + 1;
-            }
+            tg_phase_item *dst = k == 1 ? &ph->items[i] : &checks->current[i];
+            tg_strlcpy(dst->price, price, sizeof dst->price);
+            dst->quantity = qty;
+            *(k == 1 ? &ph->nitems : &checks->ncurrent) = i + 1;
         }
         if (k == 1)
             ph->set = true;
@@ -1334,8 +1336,8 @@ static int h_schedule_create(tg_req *req)
     tg_subscription s;
     tg_sub_next_phase none = {0};
     /* A schedule made from a subscription starts with no change planned. */
-    if (tg_subscription_set_next_phase(req->svc, &req->scope, from, &none, &req->arena, &s,
-                                       &req->err))
+    if (tg_subscription_set_next_phase(req->svc, &req->scope, from, &none, NULL, &req->arena,
+                                       &s, &req->err))
         return tg_reply_error(req);
     render_schedule(&req->jw, &s);
     return 200;
@@ -1345,11 +1347,13 @@ static int h_schedule_update(tg_req *req)
 {
     char sub_id[TG_ID_MAX];
     tg_sub_next_phase ph;
-    if (!schedule_sub_id(req, tg_seg(req, 2), sub_id, sizeof sub_id) || !read_phases(req, &ph))
+    tg_phase_checks checks;
+    if (!schedule_sub_id(req, tg_seg(req, 2), sub_id, sizeof sub_id) ||
+        !read_phases(req, &ph, &checks))
         return tg_reply_error(req);
     tg_subscription s;
-    if (tg_subscription_set_next_phase(req->svc, &req->scope, sub_id, &ph, &req->arena, &s,
-                                       &req->err))
+    if (tg_subscription_set_next_phase(req->svc, &req->scope, sub_id, &ph, &checks, &req->arena,
+                                       &s, &req->err))
         return tg_reply_error(req);
     render_schedule(&req->jw, &s);
     return 200;

@@ -276,3 +276,28 @@ test('cancellation_details[comment|feedback] on cancel are kept; an unknown feed
   assert.deepEqual({ ...c.cancellation_details }, { comment: 'Too pricey for us', feedback: 'too_expensive', reason: 'cancellation_requested' });
   assert.deepEqual({ ...(await stripe.subscriptions.retrieve(sub.id)).cancellation_details }, { ...c.cancellation_details });
 });
+
+test('schedule phases: dates and current items that Tollgate cannot follow are refused, not ignored', async () => {
+  const w = await world();
+  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat.id, quantity: 2 }, { price: cat.p1.id }] });
+  const sched = await stripe.subscriptionSchedules.create({ from_subscription: sub.id });
+  const cur = [{ price: cat.seat.id, quantity: 2 }, { price: cat.p1.id }];
+  const next = [{ price: cat.seat.id, quantity: 1 }, { price: cat.p1b.id }];
+  const refused = [
+    [[{ items: cur, end_date: T + 40 * DAY }, { items: next, start_date: T + 40 * DAY }], 'phases[0][end_date]'],
+    [[{ items: cur }, { items: next, start_date: T + 40 * DAY }], 'phases[1][start_date]'],
+    [[{ items: cur, start_date: T + DAY }, { items: next }], 'phases[0][start_date]'],
+    [[{ items: cur }, { items: next, end_date: APR }], 'phases[1][end_date]'],
+    [[{ items: [{ price: cat.seat.id, quantity: 1 }, { price: cat.p1.id }] }, { items: next }], 'phases[0][items]'],
+    [[{ items: [{ price: cat.seat.id, quantity: 2 }] }, { items: next }], 'phases[0][items]'],
+  ];
+  for (const [phases, param] of refused)
+    await expectStripeError(stripe.subscriptionSchedules.update(sched.id, { phases }), { status: 400, param });
+  assert.equal((await stripe.subscriptionSchedules.retrieve(sched.id)).phases.length, 1);
+  const ok = await stripe.subscriptionSchedules.update(sched.id, { phases: [
+    { items: cur, start_date: T, end_date: MAR, proration_behavior: 'none' },
+    { items: next, start_date: MAR, iterations: 1, proration_behavior: 'create_prorations' },
+  ] });
+  assert.equal(ok.phases.length, 2);
+  assert.equal(ok.phases[1].start_date, MAR);
+});
