@@ -676,6 +676,13 @@ static int64_t full_period(const tg_subscription *s, int64_t start, int64_t end)
                                                         s->interval_count, s->anchor_day, -1);
 }
 
+/* Where the licensed charge of the period [t, end) stops: at a cancel_at inside it, unless
+ * it was set with proration_behavior=none. */
+static int64_t licensed_end(const tg_subscription *s, int64_t t, int64_t end)
+{
+    return s->cancel_at > t && s->cancel_at < end && !s->cancel_no_prorate ? s->cancel_at : end;
+}
+
 /* The licensed lines of the period [t, end), billed in advance: prorated when the anchor
  * shortens it (after a trial), and then free when the subscription was created with
  * proration_behavior=none. */
@@ -684,10 +691,11 @@ static int licensed_lines(bctx *c, tg_invoice *v, const tg_subscription *s, int6
 {
     int64_t full = full_period(s, t, end);
     bool free_stub = s->free_stub && end - t < full;
+    int64_t to = licensed_end(s, t, end);
     int rc = TG_OK;
     for (size_t i = 0; !rc && i < s->nitems; i++)
         if (!s->items[i].price.metered)
-            rc = licensed_line(c, v, &s->items[i], t, end, end - full, end, free_stub);
+            rc = licensed_line(c, v, &s->items[i], t, to, end - full, end, free_stub);
     return rc;
 }
 
@@ -724,6 +732,7 @@ static int sub_renew(bctx *c, tg_subscription *s, int64_t t, bool after_trial)
         return rc;
     s->period_start = t;
     s->period_end = end;
+    s->licensed_until = licensed_end(s, t, end) < end ? licensed_end(s, t, end) : 0;
     if ((rc = invoice_created(c, &v, s)) || (rc = save_invoice(c, &v)))
         return rc;
     return bill_emit(c, "customer.subscription.updated", TG_OBJ_SUBSCRIPTION, s);
@@ -1231,6 +1240,7 @@ static int sub_create_fn(bctx *c, void *arg)
                           "proration_behavior=always_invoice is not supported when creating a "
                           "subscription: its first invoice is made at once.");
     s->free_stub = trial_end && p->proration == TG_PRORATE_NONE;
+    s->cancel_no_prorate = s->cancel_at && p->proration == TG_PRORATE_NONE;
     s->send_invoice = p->send_invoice == 1;
     s->days_until_due = p->days_until_due >= 0 ? p->days_until_due : 30;
     s->default_payment_method = p->default_payment_method.value;
@@ -1266,9 +1276,13 @@ static int sub_create_fn(bctx *c, void *arg)
     int64_t full = full_period(s, s->period_start, s->period_end);
     bool free_first = trial_end || (p->proration == TG_PRORATE_NONE &&
                                     s->period_end - s->period_start < full);
+    /* A cancel_at inside the first period ends its charge there. */
+    int64_t to = licensed_end(s, s->period_start, s->period_end);
+    if (!trial_end && to < s->period_end)
+        s->licensed_until = to;
     for (size_t i = 0; !rc && i < s->nitems; i++)
         if (!s->items[i].price.metered)
-            rc = licensed_line(c, &v, &s->items[i], s->period_start, s->period_end,
+            rc = licensed_line(c, &v, &s->items[i], s->period_start, to,
                                s->period_end - full, s->period_end, free_first);
     if (rc || (rc = invoice_created(c, &v, s)))
         return rc;
@@ -1360,11 +1374,11 @@ static int sub_enter_live(bctx *c, const char *id, tg_subscription *s)
 
 /* A proration for item it changing from (old_price, old_qty) to (new_price, new_qty) at
  * c->now: a credit for the unused time of the old and a charge for the rest of the new. */
-static int prorate(bctx *c, tg_subscription *s, const tg_sub_item *it, const tg_price *old_price,
-                   int64_t old_qty, const tg_price *new_price, int64_t new_qty)
+static int prorate_span(bctx *c, tg_subscription *s, const tg_sub_item *it, int64_t from,
+                        int64_t to, const tg_price *old_price, int64_t old_qty,
+                        const tg_price *new_price, int64_t new_qty)
 {
-    int64_t remaining = s->period_end - c->now, len = full_period(s, s->period_start,
-                                                                  s->period_end);
+    int64_t remaining = to - from, len = full_period(s, s->period_start, s->period_end);
     if (remaining <= 0 || len <= 0 || s->status == TG_SUB_TRIALING)
         return TG_OK;
     tg_pending_line *p = tg_arena_alloc(c->a, (s->npending + 2) * sizeof *p);
@@ -1390,8 +1404,8 @@ static int prorate(bctx *c, tg_subscription *s, const tg_sub_item *it, const tg_
         tg_strlcpy(l->item, it->id, sizeof l->item);
         l->proration = true;
         l->quantity = tg_dec_from_int(qty);
-        l->period_start = c->now;
-        l->period_end = s->period_end;
+        l->period_start = from;
+        l->period_end = to;
         char desc[400];
         snprintf(desc, sizeof desc, "%s time on %lld × %s", k ? "Remaining" : "Unused",
                  (long long)qty, name);
@@ -1399,6 +1413,39 @@ static int prorate(bctx *c, tg_subscription *s, const tg_sub_item *it, const tg_
             return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
         s->npending++;
     }
+    return TG_OK;
+}
+
+/* The end of what the current period's licensed items have been charged for. */
+static int64_t charged_until(const tg_subscription *s)
+{
+    return s->licensed_until ? s->licensed_until : s->period_end;
+}
+
+static int prorate(bctx *c, tg_subscription *s, const tg_sub_item *it, const tg_price *old_price,
+                   int64_t old_qty, const tg_price *new_price, int64_t new_qty)
+{
+    return prorate_span(c, s, it, c->now, charged_until(s), old_price, old_qty, new_price,
+                        new_qty);
+}
+
+/* A cancel_at set, moved or cleared with prorations: the licensed items' charge for the
+ * current period now ends at the cancellation (or the period's end), with a credit for the
+ * time it no longer covers or a charge for the time it covers again. */
+static int prorate_cancel_at(bctx *c, tg_subscription *s, bool proration)
+{
+    s->cancel_no_prorate = s->cancel_at && !proration;
+    int64_t to = licensed_end(s, s->period_start, s->period_end), from = charged_until(s);
+    if (!proration || to == from || s->status == TG_SUB_TRIALING)
+        return TG_OK;
+    for (size_t i = 0; i < s->nitems; i++) {
+        const tg_sub_item *it = &s->items[i];
+        int rc = to < from ? prorate_span(c, s, it, to, from, &it->price, it->quantity, NULL, 0)
+                           : prorate_span(c, s, it, from, to, NULL, 0, &it->price, it->quantity);
+        if (rc)
+            return rc;
+    }
+    s->licensed_until = to < s->period_end ? to : 0;
     return TG_OK;
 }
 
@@ -1570,6 +1617,13 @@ static int sub_update_fn(bctx *c, void *arg)
         if (s->cancel_at)
             s->cancel_at_period_end = false;
     }
+    bool prorated = false;
+    if (p->cancel_at_set || p->cancel_at_period_end >= 0) {
+        size_t before = s->npending;
+        if ((rc = prorate_cancel_at(c, s, p->proration != TG_PRORATE_NONE)))
+            return rc;
+        prorated = s->npending > before;
+    }
     if (p->trial_end || p->trial_end_now) {
         if (s->status != TG_SUB_TRIALING)
             return tg_err_set(c->err, TG_ESTATE, "trial_end",
@@ -1603,7 +1657,6 @@ static int sub_update_fn(bctx *c, void *arg)
         s->description = p->description.value;
     if ((rc = metadata_merge(c, &s->metadata, p->metadata_clear, &p->metadata)))
         return rc;
-    bool prorated = false;
     if (p->has_items && (rc = sub_update_items(c, s, p, &prorated)))
         return rc;
     if ((rc = bill_emit(c, "customer.subscription.updated", TG_OBJ_SUBSCRIPTION, s)))

@@ -174,6 +174,9 @@ typedef struct tg_subscription {
     int64_t days_until_due;
     bool free_stub; /* proration_behavior=none at creation: a period after the trial that the
                      * anchor shortens is free */
+    bool cancel_no_prorate; /* cancel_at was set with proration_behavior=none */
+    int64_t licensed_until; /* the current period's licensed items are charged up to here
+                             * (a cancel_at inside it, prorated); 0 = the period's end */
     tg_sub_item *items;
     size_t nitems;
     tg_pending_line *pending;

@@ -370,6 +370,8 @@ void tg_subscription_encode(tg_buf *b, const tg_subscription *s)
     INT(41, s->free_stub);
     STR(42, s->cancellation_comment);
     STR(43, s->cancellation_feedback);
+    INT(44, s->cancel_no_prorate);
+    INT(45, s->licensed_until);
 }
 
 int tg_subscription_decode(const void *data, size_t len, tg_arena *a, tg_subscription *s)
@@ -446,6 +448,8 @@ int tg_subscription_decode(const void *data, size_t len, tg_arena *a, tg_subscri
         case 41: s->free_stub = f.i; break;
         case 42: s->cancellation_comment = tg_rec_strdup(&f, a); break;
         case 43: s->cancellation_feedback = tg_rec_strdup(&f, a); break;
+        case 44: s->cancel_no_prorate = f.i; break;
+        case 45: s->licensed_until = f.i; break;
         }
         if (rc < 0)
             break;

@@ -301,3 +301,42 @@ test('schedule phases: dates and current items that Tollgate cannot follow are r
   assert.equal(ok.phases.length, 2);
   assert.equal(ok.phases[1].start_date, MAR);
 });
+
+test('cancel_at inside the period prorates the licensed items (create_prorations by default, none on request)', async () => {
+  const prorations = (inv) => inv.lines.data.filter((l) => l.parent.subscription_item_details.proration).reduce((a, l) => a + l.amount, 0);
+  // On create: the first invoice charges up to cancel_at only (14 of February's 28 days).
+  const w = await world();
+  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat28.id }, { price: cat.p1.id }], cancel_at: T + 14 * DAY });
+  const first = await stripe.invoices.retrieve(sub.latest_invoice);
+  assert.equal(first.total, 1400);
+  assert.deepEqual({ ...first.lines.data[0].period }, { start: T, end: T + 14 * DAY });
+  await w.advance(T + HOUR); await w.use(100);
+  await w.advance(T + 15 * DAY);
+  const invs = await w.invoices(sub.id);
+  assert.equal((await stripe.subscriptions.retrieve(sub.id)).status, 'canceled');
+  assert.equal(total(invs), 1400 + 100);
+
+  // On update: a credit for the time after cancel_at; moving or clearing cancel_at reverses it.
+  const w2 = await world();
+  const sub2 = await stripe.subscriptions.create({ customer: w2.cus.id, items: [{ price: cat.seat28.id }] });
+  await w2.advance(T + 7 * DAY);
+  await stripe.subscriptions.update(sub2.id, { cancel_at: T + 14 * DAY });
+  assert.equal(prorations(await stripe.invoices.createPreview({ subscription: sub2.id })), -1400);
+  await stripe.subscriptions.update(sub2.id, { cancel_at: T + 21 * DAY });
+  assert.equal(prorations(await stripe.invoices.createPreview({ subscription: sub2.id })), -700);
+  await stripe.subscriptions.update(sub2.id, { cancel_at: '' });
+  assert.equal(prorations(await stripe.invoices.createPreview({ subscription: sub2.id })), 0);
+  await stripe.subscriptions.update(sub2.id, { cancel_at: T + 21 * DAY });
+  await w2.advance(T + 22 * DAY);
+  const fin = (await w2.invoices(sub2.id)).find((i) => i.billing_reason === 'subscription_cycle');
+  assert.equal(prorations(fin), -700);
+  assert.equal(fin.amount_due, 0);
+
+  // proration_behavior=none: nothing is prorated.
+  const w3 = await world();
+  const sub3 = await stripe.subscriptions.create({ customer: w3.cus.id, items: [{ price: cat.seat28.id }], cancel_at: T + 14 * DAY, proration_behavior: 'none' });
+  assert.equal((await stripe.invoices.retrieve(sub3.latest_invoice)).total, 2800);
+  const sub4 = await stripe.subscriptions.create({ customer: w3.cus.id, items: [{ price: cat.seat28.id }] });
+  await stripe.subscriptions.update(sub4.id, { cancel_at: T + 14 * DAY, proration_behavior: 'none' });
+  assert.equal(prorations(await stripe.invoices.createPreview({ subscription: sub4.id })), 0);
+});
