@@ -899,12 +899,14 @@ int bill_cancel_clock_subscriptions(bctx *c, const char *clock)
 {
     tg_page page = {.limit = 100};
     tg_obj_filter f = {.clock = clock, .active = 1};
-    for (;;) {
+    /* They end in the clock's world, at its frozen time. */
+    int rc = tg_test_clock_time(c->svc, c->s, c->scope, clock, &c->now, c->err);
+    while (!rc) {
         tg_subscription *subs;
         size_t n;
         bool more;
-        int rc = bill_list(c, KIND_SUB, &f, &page, decode_sub, sizeof *subs, (void **)&subs, &n,
-                           &more);
+        rc = bill_list(c, KIND_SUB, &f, &page, decode_sub, sizeof *subs, (void **)&subs, &n,
+                       &more);
         if (rc || !n)
             return rc;
         for (size_t i = 0; i < n; i++) {
@@ -913,6 +915,7 @@ int bill_cancel_clock_subscriptions(bctx *c, const char *clock)
                 return rc;
         }
     }
+    return rc;
 }
 
 int tg_billing_customer_deleted(tg_service *svc, tg_store *s, const tg_scope *scope,

@@ -340,3 +340,14 @@ test('cancel_at inside the period prorates the licensed items (create_prorations
   await stripe.subscriptions.update(sub4.id, { cancel_at: T + 14 * DAY, proration_behavior: 'none' });
   assert.equal(prorations(await stripe.invoices.createPreview({ subscription: sub4.id })), 0);
 });
+
+test('deleting a test clock ends its subscriptions at the clock time', async () => {
+  const w = await world();
+  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat.id }] });
+  await w.advance(T + 3 * DAY);
+  await stripe.testHelpers.testClocks.del(w.clock.id);
+  const gone = await stripe.subscriptions.retrieve(sub.id);
+  assert.equal(gone.status, 'canceled');
+  assert.equal(gone.ended_at, T + 3 * DAY);
+  assert.equal(gone.canceled_at, T + 3 * DAY);
+});
