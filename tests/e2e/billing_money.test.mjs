@@ -43,10 +43,13 @@ const priceOf = (l) => l.pricing.price_details.price;
 const allLines = (invs) => invs.flatMap((i) => i.lines.data.map((l) => ({ inv: i, price: priceOf(l), q: l.quantity_decimal ?? String(l.quantity), amount: l.amount, l })));
 const billedFor = (invs, price) => allLines(invs).filter((l) => l.price === price.id).reduce((a, l) => a + l.amount, 0);
 const total = (invs) => invs.reduce((a, i) => a + i.total, 0);
+/** A subscription of w's customer to prices (one item each), with extra create parameters. */
+const subscribe = (w, prices, extra = {}) =>
+  stripe.subscriptions.create({ customer: w.cus.id, items: prices.map((p) => ({ price: p.id })), ...extra });
 
 test('a metered item moved to a price on another meter: usage of both meters is billed once, each at its price', async () => {
   const w = await world();
-  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.p1.id }] });
+  const sub = await subscribe(w, [cat.p1]);
   const si = sub.items.data[0].id;
   await w.advance(T + HOUR); await w.use(1000);
   await w.advance(MAR + 2 * HOUR);
@@ -69,7 +72,7 @@ test('a metered item moved to a price on another meter: usage of both meters is 
 
 test('a price cannot be on a subscription twice: an item changed to it, or a schedule phase listing it twice, is refused', async () => {
   const w = await world();
-  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.p1.id }, { price: cat.p2.id }] });
+  const sub = await subscribe(w, [cat.p1, cat.p2]);
   const siB = sub.items.data.find((i) => i.price.id === cat.p2.id).id;
   await expectStripeError(stripe.subscriptions.update(sub.id, { items: [{ id: siB, price: cat.p1.id }] }),
     { status: 400, code: 'parameter_invalid', param: 'items[0][price]' });
@@ -87,7 +90,7 @@ test('a price cannot be on a subscription twice: an item changed to it, or a sch
 
 test('a metered item removed and added again in the same minute: the minute is billed once', async () => {
   const w = await world();
-  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.p1.id }] });
+  const sub = await subscribe(w, [cat.p1]);
   await w.advance(T + DAY + 30);
   await w.use(700, T + DAY + 10);
   await stripe.subscriptions.update(sub.id, { items: [{ id: sub.items.data[0].id, deleted: true }, { price: cat.p1.id }] });
@@ -101,7 +104,7 @@ test('a metered item removed and added again in the same minute: the minute is b
 
 test('the final invoice of a cancellation bills the usage of the cancellation minute', async () => {
   const w = await world();
-  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.p1.id }] });
+  const sub = await subscribe(w, [cat.p1]);
   await w.advance(T + DAY + 50);
   await w.use(300, T + DAY - 30);
   await w.use(4000, T + DAY + 10);
@@ -115,7 +118,7 @@ test('the final invoice of a cancellation bills the usage of the cancellation mi
 
 test('a metered item removed, then added again by a later request in the same minute: the minute is billed once', async () => {
   const w = await world();
-  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.p1.id }, { price: cat.seat.id }] });
+  const sub = await subscribe(w, [cat.p1, cat.seat]);
   await w.advance(T + DAY + 20);
   await w.use(700, T + DAY + 10);
   await stripe.subscriptions.update(sub.id, { items: [{ id: sub.items.data.find((i) => i.price.id === cat.p1.id).id, deleted: true }] });
@@ -131,7 +134,7 @@ test('a metered item removed, then added again by a later request in the same mi
 
 test('deleting a customer cancels its subscriptions at once; nothing is billed afterwards', async () => {
   const w = await world();
-  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat28.id }, { price: cat.p1.id }] });
+  const sub = await subscribe(w, [cat.seat28, cat.p1]);
   await w.advance(T + 3 * DAY);
   const del = await stripe.customers.del(w.cus.id);
   assert.equal(del.deleted, true);
@@ -147,7 +150,7 @@ test('deleting a customer cancels its subscriptions at once; nothing is billed a
 
 test('a metered item added and removed during a trial bills none of its trial usage', async () => {
   const w = await world();
-  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat.id }], trial_period_days: 14 });
+  const sub = await subscribe(w, [cat.seat], { trial_period_days: 14 });
   await w.advance(T + DAY);
   const upd = await stripe.subscriptions.update(sub.id, { items: [{ price: cat.p1.id }] });
   const si = upd.items.data.find((i) => i.price.id === cat.p1.id).id;
@@ -189,7 +192,7 @@ test('a trial followed by a stub up to the anchor: the stub is prorated like one
 
 test('paying a zero-amount draft finalizes it and leaves it paid', async () => {
   const w = await world();
-  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.p1.id }] });
+  const sub = await subscribe(w, [cat.p1]);
   await w.advance(MAR + 10 * 60);
   const draft = (await w.invoices(sub.id)).find((i) => i.billing_reason === 'subscription_cycle');
   assert.equal(draft.status, 'draft');
@@ -202,7 +205,7 @@ test('paying a zero-amount draft finalizes it and leaves it paid', async () => {
 
 test('the preview of a subscription with cancel_at inside the period is its final invoice', async () => {
   const w = await world();
-  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat28.id }, { price: cat.p1.id }], cancel_at: T + 10 * DAY, proration_behavior: 'none' });
+  const sub = await subscribe(w, [cat.seat28, cat.p1], { cancel_at: T + 10 * DAY, proration_behavior: 'none' });
   await w.advance(T + HOUR); await w.use(100);
   const preview = await stripe.invoices.createPreview({ subscription: sub.id });
   assert.equal(preview.period_end, T + 10 * DAY);
@@ -217,27 +220,27 @@ test('the preview of a subscription with cancel_at inside the period is its fina
 
 test('the billing cycle anchor must not be later than the next natural billing date', async () => {
   const w = await world();
-  await expectStripeError(stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat.id }], billing_cycle_anchor: T + 30 * DAY }),
+  await expectStripeError(subscribe(w, [cat.seat], { billing_cycle_anchor: T + 30 * DAY }),
     { status: 400, param: 'billing_cycle_anchor' });
   assert.equal((await stripe.subscriptions.list({ customer: w.cus.id })).data.length, 0);
-  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat.id }], billing_cycle_anchor: MAR });
+  const sub = await subscribe(w, [cat.seat], { billing_cycle_anchor: MAR });
   assert.equal(sub.billing_cycle_anchor, MAR);
 });
 
 test('a first period shortened by the anchor is prorated against the period that ends at the anchor', async () => {
   const w = await world();
   // Feb 1 -> Mar 1 is a whole (28-day) period: full price.
-  const whole = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat.id }], billing_cycle_anchor: MAR });
+  const whole = await subscribe(w, [cat.seat], { billing_cycle_anchor: MAR });
   assert.equal((await stripe.invoices.retrieve(whole.latest_invoice)).total, 3000);
   // Feb 15 -> Mar 1: 14 of Feb 1 -> Mar 1's 28 days.
   const w2 = await world(T + 14 * DAY);
-  const half = await stripe.subscriptions.create({ customer: w2.cus.id, items: [{ price: cat.seat.id }], billing_cycle_anchor: MAR });
+  const half = await subscribe(w2, [cat.seat], { billing_cycle_anchor: MAR });
   assert.equal((await stripe.invoices.retrieve(half.latest_invoice)).total, 1500);
 });
 
 test('days_until_due=0 is kept: invoices are due when finalized', async () => {
   const w = await world();
-  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat.id }], collection_method: 'send_invoice', days_until_due: 0 });
+  const sub = await subscribe(w, [cat.seat], { collection_method: 'send_invoice', days_until_due: 0 });
   assert.equal(sub.days_until_due, 0);
   const first = await stripe.invoices.retrieve(sub.latest_invoice);
   assert.equal(first.due_date, first.status_transitions.finalized_at);
@@ -249,14 +252,14 @@ test('days_until_due=0 is kept: invoices are due when finalized', async () => {
 
 test('proration_behavior=always_invoice is refused on create, as on Stripe', async () => {
   const w = await world();
-  await expectStripeError(stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat.id }], proration_behavior: 'always_invoice' }),
+  await expectStripeError(subscribe(w, [cat.seat], { proration_behavior: 'always_invoice' }),
     { status: 400, param: 'proration_behavior' });
   assert.equal((await stripe.subscriptions.list({ customer: w.cus.id })).data.length, 0);
 });
 
 test('finalizing with auto_advance=false keeps the invoice from advancing by itself', async () => {
   const w = await world();
-  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.p1.id }] });
+  const sub = await subscribe(w, [cat.p1]);
   await w.advance(T + HOUR); await w.use(100);
   await w.advance(MAR + 10 * 60);
   const draft = (await w.invoices(sub.id)).find((i) => i.billing_reason === 'subscription_cycle');
@@ -268,7 +271,7 @@ test('finalizing with auto_advance=false keeps the invoice from advancing by its
 
 test('cancellation_details[comment|feedback] on cancel are kept; an unknown feedback is refused', async () => {
   const w = await world();
-  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat.id }] });
+  const sub = await subscribe(w, [cat.seat]);
   await expectStripeError(stripe.subscriptions.cancel(sub.id, { cancellation_details: { feedback: 'bored' } }),
     { status: 400, param: 'cancellation_details[feedback]' });
   assert.equal((await stripe.subscriptions.retrieve(sub.id)).status, 'active');
@@ -306,7 +309,7 @@ test('cancel_at inside the period prorates the licensed items (create_prorations
   const prorations = (inv) => inv.lines.data.filter((l) => l.parent.subscription_item_details.proration).reduce((a, l) => a + l.amount, 0);
   // On create: the first invoice charges up to cancel_at only (14 of February's 28 days).
   const w = await world();
-  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat28.id }, { price: cat.p1.id }], cancel_at: T + 14 * DAY });
+  const sub = await subscribe(w, [cat.seat28, cat.p1], { cancel_at: T + 14 * DAY });
   const first = await stripe.invoices.retrieve(sub.latest_invoice);
   assert.equal(first.total, 1400);
   assert.deepEqual({ ...first.lines.data[0].period }, { start: T, end: T + 14 * DAY });
@@ -318,7 +321,7 @@ test('cancel_at inside the period prorates the licensed items (create_prorations
 
   // On update: a credit for the time after cancel_at; moving or clearing cancel_at reverses it.
   const w2 = await world();
-  const sub2 = await stripe.subscriptions.create({ customer: w2.cus.id, items: [{ price: cat.seat28.id }] });
+  const sub2 = await subscribe(w2, [cat.seat28]);
   await w2.advance(T + 7 * DAY);
   await stripe.subscriptions.update(sub2.id, { cancel_at: T + 14 * DAY });
   assert.equal(prorations(await stripe.invoices.createPreview({ subscription: sub2.id })), -1400);
@@ -334,16 +337,16 @@ test('cancel_at inside the period prorates the licensed items (create_prorations
 
   // proration_behavior=none: nothing is prorated.
   const w3 = await world();
-  const sub3 = await stripe.subscriptions.create({ customer: w3.cus.id, items: [{ price: cat.seat28.id }], cancel_at: T + 14 * DAY, proration_behavior: 'none' });
+  const sub3 = await subscribe(w3, [cat.seat28], { cancel_at: T + 14 * DAY, proration_behavior: 'none' });
   assert.equal((await stripe.invoices.retrieve(sub3.latest_invoice)).total, 2800);
-  const sub4 = await stripe.subscriptions.create({ customer: w3.cus.id, items: [{ price: cat.seat28.id }] });
+  const sub4 = await subscribe(w3, [cat.seat28]);
   await stripe.subscriptions.update(sub4.id, { cancel_at: T + 14 * DAY, proration_behavior: 'none' });
   assert.equal(prorations(await stripe.invoices.createPreview({ subscription: sub4.id })), 0);
 });
 
 test('deleting a test clock ends its subscriptions at the clock time', async () => {
   const w = await world();
-  const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat.id }] });
+  const sub = await subscribe(w, [cat.seat]);
   await w.advance(T + 3 * DAY);
   await stripe.testHelpers.testClocks.del(w.clock.id);
   const gone = await stripe.subscriptions.retrieve(sub.id);
