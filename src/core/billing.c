@@ -277,39 +277,59 @@ static int64_t minute_up(int64_t t)
     return tg_window_start(t + 59, 60);
 }
 
+/* A customer's usage of meter over [from, to) (0 when the meter is gone). */
+static int usage_of(bctx *c, const char *customer, const char *meter, int64_t from, int64_t to,
+                    tg_dec *q)
+{
+    int rc = tg_usage_between(c->svc, c->s, c->scope, meter, customer, from, to, q, NULL,
+                              c->err);
+    if (rc == TG_ENOTFOUND)
+        *q = 0;
+    return rc == TG_ENOTFOUND ? TG_OK : rc;
+}
+
 /* Usage of a metered item billable on a line for the period [pstart, pend): for additive
- * meters what is unbilled since usage_from, for `last` meters the period's last value. */
+ * meters what is unbilled since usage_from (usage that arrived late for invoiced periods is
+ * carried here), but never less than the period's own usage (events of invoiced periods
+ * cancelled since do not lower it); for `last` meters the period's last value. *cum (may be
+ * NULL) gets what the item has billed once this line is: everything since usage_from. */
 static int metered_usage(bctx *c, const char *customer, const char *meter, int64_t usage_from,
-                         int64_t pstart, int64_t pend, tg_dec billed, tg_dec *q)
+                         int64_t pstart, int64_t pend, tg_dec billed, tg_dec *q, tg_dec *cum)
 {
     tg_meter m;
     tg_err ignore = {0};
+    tg_dec all = billed, cur = 0;
+    int64_t to = minute_up(pend);
+    int rc = TG_OK;
     if (c->s->ops->meter_get(c->s, c->scope, meter, &m, &ignore)) {
         *q = 0; /* the meter is gone: nothing more can be measured */
-        return TG_OK;
-    }
-    bool additive = m.formula != TG_FORMULA_LAST;
-    int64_t from = additive ? usage_from : (pstart > usage_from ? pstart : usage_from);
-    int rc = tg_usage_between(c->svc, c->s, c->scope, meter, customer, from, minute_up(pend), q,
-                              NULL, c->err);
-    if (rc == TG_ENOTFOUND) {
-        *q = 0;
-        return TG_OK;
+    } else if (m.formula == TG_FORMULA_LAST) {
+        rc = usage_of(c, customer, meter, pstart > usage_from ? pstart : usage_from, to, q);
+    } else {
+        /* The period's own usage starts where the previous line's ended (its minute_up). */
+        int64_t cur_from = usage_from >= pstart ? usage_from : minute_up(pstart);
+        rc = usage_of(c, customer, meter, usage_from, to, &all);
+        if (!rc)
+            rc = usage_of(c, customer, meter, cur_from, to, &cur);
+        if (!rc && tg_dec_sub(all, billed, q))
+            return tg_err_set(c->err, TG_EINVAL, NULL, "Usage overflows.");
+        if (!rc && *q < cur)
+            *q = cur;
     }
     if (rc)
         return rc;
-    if (additive && tg_dec_sub(*q, billed, q))
-        return tg_err_set(c->err, TG_EINVAL, NULL, "Usage overflows.");
     if (*q < 0)
         *q = 0; /* negative usage is billed as 0 (and stays owed against later usage) */
+    if (cum)
+        *cum = all;
     return TG_OK;
 }
 
 static int metered_quantity(bctx *c, const tg_subscription *s, const tg_sub_item *it,
-                            int64_t pstart, int64_t pend, tg_dec billed, tg_dec *q)
+                            int64_t pstart, int64_t pend, tg_dec billed, tg_dec *q, tg_dec *cum)
 {
     return metered_usage(c, s->customer, it->price.meter, it->usage_from, pstart, pend, billed,
-                         q);
+                         q, cum);
 }
 
 static int metered_line_price(bctx *c, tg_invoice_line *l, const tg_price *p)
@@ -336,7 +356,7 @@ static int metered_line(bctx *c, tg_invoice *v, const tg_subscription *s, const 
     l->usage_from = it->usage_from;
     l->period_start = pstart;
     l->period_end = pend;
-    rc = metered_quantity(c, s, it, pstart, pend, it->billed, &l->quantity);
+    rc = metered_quantity(c, s, it, pstart, pend, it->billed, &l->quantity, NULL);
     return rc ? rc : metered_line_price(c, l, &it->price);
 }
 
@@ -474,15 +494,14 @@ static int invoice_finalize(bctx *c, tg_invoice *v, tg_subscription *s)
             if (strcmp(s->items[k].id, l->subscription_item) == 0 &&
                 strcmp(s->items[k].price.meter, p.meter) == 0)
                 it = &s->items[k];
+        tg_dec billed;
         rc = metered_usage(c, v->customer, p.meter, it ? it->usage_from : l->usage_from,
-                           l->period_start, l->period_end, l->usage_before, &l->quantity);
+                           l->period_start, l->period_end, l->usage_before, &l->quantity,
+                           &billed);
         if (!rc)
             rc = metered_line_price(c, l, &p);
         if (rc)
             return rc;
-        tg_dec billed;
-        if (tg_dec_add(l->usage_before, l->quantity, &billed))
-            return tg_err_set(c->err, TG_EINVAL, NULL, "Usage overflows.");
         if (it && billed > it->billed)
             it->billed = billed;
     }
@@ -561,9 +580,7 @@ static int billed_with_drafts(bctx *c, const tg_subscription *s, const tg_sub_it
                 !line_on_meter(c, l, it->price.meter))
                 continue;
             rc = metered_quantity(c, s, it, l->period_start, l->period_end, l->usage_before,
-                                  &q);
-            if (!rc && tg_dec_add(l->usage_before, q, &total))
-                rc = tg_err_set(c->err, TG_EINVAL, NULL, "Usage overflows.");
+                                  &q, &total);
             if (!rc && total > *billed)
                 *billed = total;
         }
@@ -1337,7 +1354,7 @@ static int bill_removed_usage(bctx *c, tg_subscription *s, const tg_sub_item *it
     tg_dec billed, q;
     int rc = billed_with_drafts(c, s, it, &billed);
     if (!rc)
-        rc = metered_quantity(c, s, it, s->period_start, end, billed, &q);
+        rc = metered_quantity(c, s, it, s->period_start, end, billed, &q, NULL);
     if (rc || q <= 0)
         return rc;
     tg_pending_line *p = tg_arena_alloc(c->a, (s->npending + 1) * sizeof *p);

@@ -354,3 +354,18 @@ test('deleting a test clock ends its subscriptions at the clock time', async () 
   assert.equal(gone.ended_at, T + 3 * DAY);
   assert.equal(gone.canceled_at, T + 3 * DAY);
 });
+
+test('an event of an invoiced period cancelled afterwards does not lower the next invoice', async () => {
+  const w = await world();
+  const sub = await subscribe(w, [cat.p1]);
+  await w.advance(MAR - 10 * 60);
+  const id = uniq('late');
+  await stripe.billing.meterEvents.create({ event_name: cat.m1.event_name, identifier: id, timestamp: w.now, payload: { stripe_customer_id: w.cus.id, value: '300' } });
+  await w.advance(MAR + 2 * HOUR);                               // February's invoice: 300, finalized
+  await stripe.billing.meterEventAdjustments.create({ event_name: cat.m1.event_name, type: 'cancel', cancel: { identifier: id } });
+  await w.advance(MAR + DAY); await w.use(500);
+  await w.advance(APR + 2 * HOUR);
+  const invs = await w.invoices(sub.id);
+  const amounts = invs.filter((i) => i.billing_reason === 'subscription_cycle').map((i) => i.total).reverse();
+  assert.deepEqual(amounts, [300, 500]);
+});
