@@ -362,7 +362,12 @@ static void render_line(tg_jw *w, const tg_invoice *v, const tg_invoice_line *l)
     else
         jw_knull(w, "unit_amount_decimal");
     jw_end(w);
-    jw_kint(w, "quantity", (int64_t)(l->quantity / TG_DEC_ONE));
+    /* quantity is a 64-bit integer; beyond it only quantity_decimal can say the usage. */
+    tg_dec whole = l->quantity / TG_DEC_ONE;
+    if (whole > INT64_MAX || whole < INT64_MIN)
+        jw_knull(w, "quantity");
+    else
+        jw_kint(w, "quantity", (int64_t)whole);
     dec_string(w, "quantity_decimal", l->quantity);
     jw_kint(w, "subtotal", l->amount);
     empty_array(w, "taxes");

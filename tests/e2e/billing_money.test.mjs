@@ -4,7 +4,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, createMeter, expectStripeError, uniq, HOUR, DAY } from './helpers.mjs';
+import { startServer, createMeter, expectStripeError, stripeClient, uniq, HOUR, DAY } from './helpers.mjs';
 
 let srv, stripe;
 const utc = (y, m, d, h = 0, mi = 0, s = 0) => Date.UTC(y, m - 1, d, h, mi, s) / 1000;
@@ -368,4 +368,25 @@ test('an event of an invoiced period cancelled afterwards does not lower the nex
   const invs = await w.invoices(sub.id);
   const amounts = invs.filter((i) => i.billing_reason === 'subscription_cycle').map((i) => i.total).reverse();
   assert.deepEqual(amounts, [300, 500]);
+});
+
+test('a usage quantity beyond 64 bits is shown exactly in quantity_decimal and as quantity null, never wrapped', async () => {
+  const meter = await createMeter(stripe);
+  const tiny = await stripe.prices.create({ product: cat.api1.id, currency: 'usd', unit_amount_decimal: '0.000000000001', recurring: { interval: 'month', usage_type: 'metered', meter: meter.id } });
+  const w = await world();
+  const sub = await subscribe(w, [tiny]);
+  await w.advance(T + HOUR);
+  const session = await stripe.v2.billing.meterEventSession.create();
+  const streaming = stripeClient(session.authentication_token, srv.port);
+  const ts = new Date((T + HOUR) * 1000).toISOString();
+  for (let b = 0; b < 100; b++) {
+    const events = Array.from({ length: 100 }, () => ({ event_name: meter.event_name, identifier: uniq('big'), timestamp: ts, payload: { stripe_customer_id: w.cus.id, value: '999999999999999' } }));
+    await streaming.v2.billing.meterEventStream.create({ events });
+  }
+  await w.advance(MAR + 2 * HOUR);
+  const inv = (await w.invoices(sub.id)).find((i) => i.billing_reason === 'subscription_cycle');
+  const line = inv.lines.data[0];
+  assert.equal(line.quantity_decimal.toString(), '9999999999999990000');
+  assert.equal(line.quantity, null, `quantity ${line.quantity}`);
+  assert.equal(line.amount, 10000000);                       // 9,999,999.99999999 cents, rounded once
 });
