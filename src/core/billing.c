@@ -935,37 +935,6 @@ int bill_cancel_clock_subscriptions(bctx *c, const char *clock)
     return rc;
 }
 
-int tg_billing_customer_deleted(tg_service *svc, tg_store *s, const tg_scope *scope,
-                                const tg_customer *cu, tg_arena *a, tg_err *err)
-{
-    bctx c = {.svc = svc, .s = s, .scope = scope, .a = a, .now = tg_service_now(svc), .err = err};
-    int64_t now = c.now;
-    int rc = cu->test_clock[0] ? tg_test_clock_time(svc, s, scope, cu->test_clock, &now, err)
-                               : TG_OK;
-    tg_page page = {.limit = 100};
-    tg_obj_filter f = {.customer = cu->id, .active = 1};
-    while (!rc) {
-        tg_subscription *subs;
-        size_t n;
-        bool more;
-        rc = bill_list(&c, KIND_SUB, &f, &page, decode_sub, sizeof *subs, (void **)&subs, &n,
-                       &more);
-        if (rc || !n)
-            return rc;
-        for (size_t i = 0; !rc && i < n; i++) {
-            tg_subscription *sub = &subs[i];
-            c.now = now;
-            rc = sub_advance(&c, sub, now); /* what it owes until now first */
-            if (!rc && sub_live(sub)) {
-                sub->canceled_at = now;
-                if (!(rc = sub_end(&c, sub, now, false)))
-                    rc = save_sub(&c, sub);
-            }
-        }
-    }
-    return rc;
-}
-
 /* ---------------------------------------------------------------- the scheduler */
 
 typedef struct due_args {
@@ -1815,6 +1784,38 @@ int tg_subscription_cancel(tg_service *svc, const tg_scope *scope, const char *i
     sub_args sa = {.id = id, .out = out, .invoice_now = invoice_now,
                    .details = details};
     return bill_write(svc, scope, a, sub_cancel_fn, &sa, err);
+}
+
+int tg_billing_customer_deleted(tg_service *svc, tg_store *s, const tg_scope *scope,
+                                const tg_customer *cu, tg_arena *a, tg_err *err)
+{
+    bctx c = {.svc = svc, .s = s, .scope = scope, .a = a, .err = err};
+    tg_cancel_details none = {0};
+    tg_page page = {.limit = 100};
+    tg_obj_filter f = {.customer = cu->id, .active = 1};
+    int rc = TG_OK;
+    while (!rc) {
+        tg_subscription *subs, out;
+        size_t n;
+        bool more;
+        rc = bill_list(&c, KIND_SUB, &f, &page, decode_sub, sizeof *subs, (void **)&subs, &n,
+                       &more);
+        if (rc || !n)
+            break;
+        /* Each is canceled as DELETE /v1/subscriptions/{id} does, at the customer's time; one
+         * that its due steps end first is already canceled. */
+        for (size_t i = 0; !rc && i < n; i++) {
+            sub_args sa = {.id = subs[i].id, .out = &out, .details = &none};
+            c.now = tg_service_now(svc);
+            if ((rc = sub_cancel_fn(&c, &sa)) == TG_ESTATE && !sub_live(&out)) {
+                tg_err_clear(err);
+                rc = TG_OK;
+            }
+        }
+    }
+    if (c.touched_registry)
+        tg_ent_registry_clear(*tg_service_entitlements(svc));
+    return rc;
 }
 
 static int sub_resume_fn(bctx *c, void *arg)
