@@ -268,10 +268,9 @@ static int licensed_line(bctx *c, tg_invoice *v, const tg_sub_item *it, int64_t 
 }
 
 /* Usage is counted by UTC minute. A line or an item's usage ending inside a minute takes that
- * whole minute (the minute belongs to what was there when it began): a cancellation, a
- * removal or a change bills the usage of its own minute, and what comes next on the same
- * meter starts at the following minute. An item starting inside a minute nobody billed counts
- * that minute. */
+ * whole minute: a cancellation, a removal or a meter change bills the usage of its own
+ * minute. An item starting inside a minute counts that minute too, unless it replaces one on
+ * the same meter there (bill_ended_items): then the minute is counted once. */
 static int64_t minute_up(int64_t t)
 {
     return tg_window_start(t + 59, 60);
