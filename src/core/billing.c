@@ -746,9 +746,10 @@ static int sub_renew(bctx *c, tg_subscription *s, int64_t t, bool after_trial)
         rc = licensed_lines(c, &v, s, t, end);
     if (rc)
         return rc;
+    int64_t charged = licensed_end(s, t, end);
     s->period_start = t;
     s->period_end = end;
-    s->licensed_until = licensed_end(s, t, end) < end ? licensed_end(s, t, end) : 0;
+    s->licensed_until = charged < end ? charged : 0;
     if ((rc = invoice_created(c, &v, s)) || (rc = save_invoice(c, &v)))
         return rc;
     return bill_emit(c, "customer.subscription.updated", TG_OBJ_SUBSCRIPTION, s);
