@@ -166,6 +166,11 @@ static void test_subscription_round_trip(void **state)
     s.period_start = 1;
     s.period_end = 2;
     s.trial_end_behavior = TG_TRIAL_END_PAUSE;
+    s.free_stub = true;
+    s.cancel_no_prorate = true;
+    s.licensed_until = 1767312000;
+    s.cancellation_comment = "Too pricey";
+    s.cancellation_feedback = "too_expensive";
     s.items = items;
     s.nitems = 2;
     s.pending = &pending;
@@ -185,6 +190,11 @@ static void test_subscription_round_trip(void **state)
     assert_int_equal(t.anchor_day, 31);
     assert_int_equal(t.anchor_hour, -1);
     assert_int_equal(t.trial_end_behavior, TG_TRIAL_END_PAUSE);
+    assert_true(t.free_stub);
+    assert_true(t.cancel_no_prorate);
+    assert_int_equal(t.licensed_until, 1767312000);
+    assert_string_equal(t.cancellation_comment, "Too pricey");
+    assert_string_equal(t.cancellation_feedback, "too_expensive");
     assert_int_equal(t.nitems, 2);
     assert_string_equal(t.items[1].id, "si_b");
     assert_int_equal(t.items[1].quantity, 7);
