@@ -440,8 +440,12 @@ static void note_installed(bctx *c, const char *customer)
     }
 }
 
-/* Reads the committed usage of each limited grant and installs the customer in the registry.
- * Runs inside a writer job (see the top comment). */
+static int load_sessions(bctx *c, const char *customer);
+
+/* Reads the committed usage of each limited grant and installs the customer in the registry;
+ * a customer the registry did not hold comes with the holds of its stored live sessions,
+ * whichever job installs it first (a check, a session, or a refresh after a restart or after
+ * a failed batch cleared the registry). Runs inside a writer job (see the top comment). */
 static int install(bctx *c, const char *customer, int64_t customer_seq, const tg_grant *g,
                    size_t n)
 {
@@ -462,10 +466,14 @@ static int install(bctx *c, const char *customer, int64_t customer_seq, const tg
         if (rc && rc != TG_ENOTFOUND)
             return rc;
     }
+    struct tg_ent_registry *r = registry(c->svc);
+    pthread_mutex_lock(&r->mu);
+    bool present = find_locked(r, c->scope, customer) != NULL;
+    pthread_mutex_unlock(&r->mu);
     note_installed(c, customer);
-    if (registry_put(registry(c->svc), c->scope, customer, customer_seq, eg, n))
+    if (registry_put(r, c->scope, customer, customer_seq, eg, n))
         return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
-    return TG_OK;
+    return present ? TG_OK : load_sessions(c, customer);
 }
 
 int ent_refresh(bctx *c, const char *customer)
@@ -924,21 +932,23 @@ static int publish_stored_session(bctx *c, void *item, void *arg)
     return session_publish(c, item);
 }
 
-/* Installs a customer the registry does not hold yet, from its stored grants, with the holds
- * of its live usage sessions (after a restart, or after a failed batch cleared the registry). */
+/* The holds of a customer's stored live sessions, into its registry node. */
+static int load_sessions(bctx *c, const char *customer)
+{
+    tg_obj_filter f = {.customer = customer, .active = 1};
+    return each_object(c, KIND_USAGE_SESSION, &f, decode_session, sizeof(tg_usage_session),
+                       publish_stored_session, NULL);
+}
+
+/* Installs a customer the registry does not hold yet, from its stored grants (install adds
+ * the holds of its live usage sessions). */
 static int load_fn(bctx *c, void *arg)
 {
     load_args *la = arg;
     tg_grant *g;
     size_t n;
     int rc = load_grants(c, la->customer, &g, &n);
-    if (!rc)
-        rc = install(c, la->customer, la->customer_seq, g, n);
-    tg_obj_filter f = {.customer = la->customer, .active = 1};
-    if (!rc)
-        rc = each_object(c, KIND_USAGE_SESSION, &f, decode_session, sizeof(tg_usage_session),
-                         publish_stored_session, NULL);
-    return rc;
+    return rc ? rc : install(c, la->customer, la->customer_seq, g, n);
 }
 
 /* Units held by the live sessions of a feature, but `except`; a session whose heartbeats

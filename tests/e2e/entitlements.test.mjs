@@ -1202,6 +1202,35 @@ describe('usage sessions across a restart', () => {
     const b = await ps.rawRequest('POST', '/v1/usage_sessions', params);
     assert.ok(a.granted_seconds + b.granted_seconds <= 40, `granted ${a.granted_seconds} + ${b.granted_seconds} of 40`);
   });
+
+  test('a subscription change after a kill -9 keeps the live sessions\' holds', async () => {
+    const meter = await createMeter(ps);
+    const f = await ps.entitlements.features.create({ name: 'Calls', lookup_key: uniq('calls') });
+    const prod = await ps.products.create({ name: 'Calls 40 s' });
+    const price = await ps.prices.create({ product: prod.id, currency: 'usd', unit_amount: 100, recurring: { interval: 'month' } });
+    await ps.rawRequest('POST', `/v1/products/${prod.id}/features`, {
+      entitlement_feature: f.id, usage_limit: { meter: meter.id, quantity: '40' },
+    });
+    const clock = await ps.testHelpers.testClocks.create({ frozen_time: JAN + DAY });
+    const cus = await ps.customers.create({ name: 'R', test_clock: clock.id, invoice_settings: { default_payment_method: 'pm_card_visa' } });
+    const sub = await ps.subscriptions.create({ customer: cus.id, items: [{ price: price.id }] });
+    const params = { customer: cus.id, feature: f.lookup_key, event_name: meter.event_name };
+    const a = await ps.rawRequest('POST', '/v1/usage_sessions', params);
+    assert.equal(a.granted_seconds, 30);
+    await p.restart({ hard: true });
+    ps = p.stripe;
+    // The first thing to touch the customer after the restart recomputes its grants.
+    await ps.subscriptions.update(sub.id, { metadata: { x: '1' } });
+    const r = await check(cus.id, f.lookup_key, undefined, ps);
+    assert.equal(r.limit.reserved, '30', JSON.stringify(r.limit));
+    const b = await ps.rawRequest('POST', '/v1/usage_sessions', params);
+    assert.equal(b.granted_seconds, 10);
+    await ps.testHelpers.testClocks.advance(clock.id, { frozen_time: JAN + DAY + 30 });
+    await ps.rawRequest('POST', `/v1/usage_sessions/${a.id}/heartbeat`, {});
+    await ps.rawRequest('POST', `/v1/usage_sessions/${b.id}/heartbeat`, {});
+    const after = await check(cus.id, f.lookup_key, undefined, ps);
+    assert.equal(after.limit.used, '40', JSON.stringify(after.limit));
+  });
 });
 
 // =============================================================================================
