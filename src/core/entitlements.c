@@ -38,13 +38,15 @@
 typedef struct ent_grant {
     tg_grant g;
     int64_t meter_seq; /* limited grants */
+    char event_name[TG_NAME_MAX + 1]; /* limited grants: the event their meter counts */
     tg_dec used;       /* usage of the period, committed */
 } ent_grant;
 
-/* What checks need of a customer's usage session: what it holds of the limit. */
+/* What checks need of a customer's usage session: what it holds of the limits counting its
+ * meter (every limit on that meter, whatever the feature: they all count its events). */
 typedef struct ent_session {
     char id[TG_ID_MAX];
-    char feature[TG_LOOKUP_KEY_MAX + 1];
+    char event_name[TG_NAME_MAX + 1];
     bool active;
     int64_t last_heartbeat, timeout;
     int64_t held; /* units reserved plus units being recorded */
@@ -459,8 +461,10 @@ static int install(bctx *c, const char *customer, int64_t customer_seq, const tg
             continue;
         tg_meter m;
         tg_err ignore = {0};
-        if (c->s->ops->meter_get(c->s, c->scope, g[i].limit.meter, &m, &ignore) == TG_OK)
+        if (c->s->ops->meter_get(c->s, c->scope, g[i].limit.meter, &m, &ignore) == TG_OK) {
             eg[i].meter_seq = m.seq;
+            tg_strlcpy(eg[i].event_name, m.event_name, sizeof eg[i].event_name);
+        }
         int rc = tg_usage_between(c->svc, c->s, c->scope, g[i].limit.meter, customer,
                                   g[i].period_start, g[i].period_end, &eg[i].used, NULL, c->err);
         if (rc && rc != TG_ENOTFOUND)
@@ -951,14 +955,15 @@ static int load_fn(bctx *c, void *arg)
     return rc ? rc : install(c, la->customer, la->customer_seq, g, n);
 }
 
-/* Units held by the live sessions of a feature, but `except`; a session whose heartbeats
- * stopped longer than its timeout ago holds nothing. */
-static int64_t held_locked(const ent_node *node, const char *feature, const char *except,
+/* Units held by the live sessions recording event_name (whatever their feature: every limit
+ * on that meter counts them), but `except`; a session whose heartbeats stopped longer than
+ * its timeout ago holds nothing. */
+static int64_t held_locked(const ent_node *node, const char *event_name, const char *except,
                            int64_t now)
 {
     int64_t held = 0;
     for (const ent_session *s = node->sessions; s; s = s->next)
-        if (s->active && strcmp(s->feature, feature) == 0 &&
+        if (s->active && strcmp(s->event_name, event_name) == 0 &&
             (!except || strcmp(s->id, except) != 0) && now - s->last_heartbeat <= s->timeout)
             held += s->held;
     return held;
@@ -990,7 +995,7 @@ static bool check_locked(struct tg_ent_registry *r, const tg_scope *scope, const
     out->hard = g->g.limit.hard;
     out->period_start = g->g.period_start;
     out->period_end = g->g.period_end;
-    out->reserved = tg_dec_from_int(held_locked(node, feature, NULL, now));
+    out->reserved = tg_dec_from_int(held_locked(node, g->event_name, NULL, now));
     tg_dec left = out->quantity - out->used - out->reserved;
     out->remaining = left > 0 ? left : 0;
     bool over = want > 0 ? want > left : left <= 0;
@@ -1071,7 +1076,7 @@ static int session_publish(bctx *c, const tg_usage_session *u)
         ;
     if (node && !s && (s = calloc(1, sizeof *s))) {
         tg_strlcpy(s->id, u->id, sizeof s->id);
-        tg_strlcpy(s->feature, u->feature, sizeof s->feature);
+        tg_strlcpy(s->event_name, u->event_name, sizeof s->event_name);
         s->next = node->sessions;
         node->sessions = s;
     }
@@ -1099,31 +1104,43 @@ static int session_save(bctx *c, const tg_usage_session *u)
     return rc ? rc : session_publish(c, u);
 }
 
-/* Units of the feature's limit nobody holds: the limit less the period's usage and what
- * other sessions hold, rounded down to whole units. *limited false: no limit. */
+/* Units the session may use that nobody else holds: for every hard limit of the customer
+ * counting the session's meter (its feature's, and any other feature's on the same meter:
+ * they all count its events), the limit less the period's usage and what other sessions on
+ * that meter hold, rounded down to whole units; the smallest. *limited false: no hard limit
+ * counts the meter. *meter: a hard limit of the session's feature that counts another meter
+ * (its events could not count against it), else NULL. -1: not entitled to the feature. */
 static int64_t available_units(bctx *c, const tg_usage_session *u, bool *limited,
                                const char **meter)
 {
     struct tg_ent_registry *r = registry(c->svc);
-    int64_t avail = -1;
+    bool entitled = false;
+    int64_t avail = INT64_MAX;
     *limited = false;
+    *meter = NULL;
     pthread_mutex_lock(&r->mu);
     ent_node *node = find_locked(r, c->scope, u->customer);
+    int64_t held = node ? held_locked(node, u->event_name, u->id, c->now) : 0;
     for (size_t i = 0; node && i < node->n; i++) {
         const ent_grant *g = &node->grants[i];
-        if (strcmp(g->g.lookup_key, u->feature) != 0)
+        bool hard = g->g.limit.set && g->g.limit.hard; /* a soft limit is reported only */
+        bool own = strcmp(g->g.lookup_key, u->feature) == 0;
+        entitled |= own;
+        if (!hard)
             continue;
-        avail = INT64_MAX;
-        if (g->g.limit.set && g->g.limit.hard) { /* a soft limit is reported, not enforced */
-            *limited = true;
-            *meter = tg_arena_strdup(c->a, g->g.limit.meter);
-            tg_dec left = g->g.limit.quantity - g->used -
-                          tg_dec_from_int(held_locked(node, u->feature, u->id, c->now));
-            avail = left <= 0 ? 0 : (int64_t)(left / TG_DEC_ONE);
+        if (strcmp(g->event_name, u->event_name) != 0) {
+            if (own && !*meter)
+                *meter = tg_arena_strdup(c->a, g->g.limit.meter);
+            continue;
         }
+        *limited = true;
+        tg_dec left = g->g.limit.quantity - g->used - tg_dec_from_int(held);
+        int64_t units = left <= 0 ? 0 : (int64_t)(left / TG_DEC_ONE);
+        if (units < avail)
+            avail = units;
     }
     pthread_mutex_unlock(&r->mu);
-    return avail; /* -1: not entitled */
+    return entitled ? avail : -1;
 }
 
 /* Grants more time: a chunk ahead of what is recorded (the heartbeat timeout for seconds,
@@ -1174,15 +1191,13 @@ static int session_start_fn(bctx *c, void *arg)
     u->livemode = c->scope->livemode;
     u->created = u->last_heartbeat = c->now;
     bool limited;
-    const char *meter = NULL;
+    const char *meter;
     int64_t avail = available_units(c, u, &limited, &meter);
     if (avail < 0)
         return tg_err_set(c->err, TG_ENOENTITLEMENT, "feature",
                           "The customer %s is not entitled to %s: a plan with this feature is "
                           "needed.", p->customer, p->feature);
-    tg_meter m;
-    if (limited && (!tg_meter_for_event(c->svc, c->scope, p->event_name, &m) ||
-                    strcmp(m.id, meter) != 0))
+    if (meter)
         return tg_err_set(c->err, TG_EINVAL, "event_name",
                           "The limit of %s counts meter %s: record its event name.", p->feature,
                           meter);

@@ -1175,6 +1175,37 @@ describe('usage sessions', () => {
   });
 });
 
+describe('usage sessions: every hard limit counting the meter, as it is now', () => {
+  const feature = (name) => stripe.entitlements.features.create({ name, lookup_key: uniq(name) });
+
+  test('two features limited on one meter: each one\'s sessions see the other\'s holds', async () => {
+    const m = await createMeter(stripe);
+    const [fa, fb, fc] = [await feature('a'), await feature('b'), await feature('c')];
+    const p = await plan('A 40 + B 1000 + C unlimited, one meter', 1000, [
+      { feature: fa, limit: { meter: m.id, quantity: '40' } },
+      { feature: fb, limit: { meter: m.id, quantity: '1000' } },
+      { feature: fc },
+    ]);
+    const w = await world(JAN + DAY);
+    await w.subscribe([p]);
+    const a = await w.start({ feature: fa.lookup_key, event_name: m.event_name });
+    assert.deepEqual([a.granted_seconds, a.remaining], [30, '10']);
+    let lb = (await w.check(fb.lookup_key)).limit;
+    assert.deepEqual([lb.reserved, lb.remaining], ['30', '970']);
+    // B's and C's sessions record on A's meter: they get only what A's limit leaves.
+    const b = await w.start({ feature: fb.lookup_key, event_name: m.event_name });
+    assert.deepEqual([b.granted_seconds, b.remaining], [10, '0']);
+    await expectPaymentRequired(w.start({ feature: fc.lookup_key, event_name: m.event_name }), 'usage_limit_reached');
+    await w.tick(30);
+    const ba = await sessions.beat(a.id);
+    const bb = await sessions.beat(b.id);
+    assert.equal(ba.billed_quantity + bb.billed_quantity, 40);
+    const la = (await w.check(fa.lookup_key)).limit;
+    assert.deepEqual([la.used, la.reserved, la.remaining], ['40', '0', '0']);
+    assert.equal(await usage(stripe, m.id, w.cus.id, JAN, FEB), 40);
+  });
+});
+
 describe('usage sessions across a restart', () => {
   let p;
   let ps;
