@@ -1108,15 +1108,15 @@ static int session_save(bctx *c, const tg_usage_session *u)
  * counting the session's meter (its feature's, and any other feature's on the same meter:
  * they all count its events), the limit less the period's usage and what other sessions on
  * that meter hold, rounded down to whole units; the smallest. *limited false: no hard limit
- * counts the meter. *meter: a hard limit of the session's feature that counts another meter
- * (its events could not count against it), else NULL. -1: not entitled to the feature. */
-static int64_t available_units(bctx *c, const tg_usage_session *u, bool *limited,
-                               const char **meter)
+ * counts the meter (the answer is then INT64_MAX). *meter: a hard limit of the session's
+ * feature that counts another meter (its events could not count against it), else NULL.
+ * *entitled: the customer has the feature. */
+static int64_t available_units(bctx *c, const tg_usage_session *u, bool *entitled,
+                               bool *limited, const char **meter)
 {
     struct tg_ent_registry *r = registry(c->svc);
-    bool entitled = false;
     int64_t avail = INT64_MAX;
-    *limited = false;
+    *entitled = *limited = false;
     *meter = NULL;
     pthread_mutex_lock(&r->mu);
     ent_node *node = find_locked(r, c->scope, u->customer);
@@ -1125,7 +1125,7 @@ static int64_t available_units(bctx *c, const tg_usage_session *u, bool *limited
         const ent_grant *g = &node->grants[i];
         bool hard = g->g.limit.set && g->g.limit.hard; /* a soft limit is reported only */
         bool own = strcmp(g->g.lookup_key, u->feature) == 0;
-        entitled |= own;
+        *entitled |= own;
         if (!hard)
             continue;
         if (strcmp(g->event_name, u->event_name) != 0) {
@@ -1140,7 +1140,7 @@ static int64_t available_units(bctx *c, const tg_usage_session *u, bool *limited
             avail = units;
     }
     pthread_mutex_unlock(&r->mu);
-    return entitled ? avail : -1;
+    return avail;
 }
 
 /* Grants more time: a chunk ahead of what is recorded (the heartbeat timeout for seconds,
@@ -1190,10 +1190,10 @@ static int session_start_fn(bctx *c, void *arg)
     u->heartbeat_timeout = p->heartbeat_timeout ? p->heartbeat_timeout : SESSION_TIMEOUT_DEFAULT;
     u->livemode = c->scope->livemode;
     u->created = u->last_heartbeat = c->now;
-    bool limited;
+    bool entitled, limited;
     const char *meter;
-    int64_t avail = available_units(c, u, &limited, &meter);
-    if (avail < 0)
+    int64_t avail = available_units(c, u, &entitled, &limited, &meter);
+    if (!entitled)
         return tg_err_set(c->err, TG_ENOENTITLEMENT, "feature",
                           "The customer %s is not entitled to %s: a plan with this feature is "
                           "needed.", p->customer, p->feature);
@@ -1245,9 +1245,16 @@ static int session_heartbeat_fn(bctx *c, void *arg)
     int64_t due = u->minute_up ? (elapsed + 59) / 60 : elapsed;
     if (u->minute_up && due < 1)
         due = 1;
-    bool capped = due > u->recorded + u->reserved;
+    /* Never more than was granted, nor than the hard limits counting the meter leave now: the
+     * grant was made under the limits of its time, and a downgrade since may have lowered
+     * them. */
+    bool entitled, limited;
+    const char *meter;
+    int64_t avail = available_units(c, u, &entitled, &limited, &meter);
+    int64_t allowed = limited && avail < u->reserved ? avail : u->reserved;
+    bool capped = due > u->recorded + allowed;
     if (capped)
-        due = u->recorded + u->reserved; /* never more than was granted: a hard cap holds */
+        due = u->recorded + allowed;
     if (due > u->recorded) {
         u->seq++;
         u->pending = due - u->recorded;
@@ -1262,11 +1269,10 @@ static int session_heartbeat_fn(bctx *c, void *arg)
         u->granted_seconds = 0;
         return session_save(c, u);
     }
-    bool limited;
-    const char *meter;
-    int64_t avail = available_units(c, u, &limited, &meter);
-    if (avail < 0)
-        avail = 0, limited = true; /* the entitlement is gone: no more time */
+    /* The entitlement is gone, or its hard limit now counts another meter: no more time. */
+    if (!entitled || meter)
+        avail = 0, limited = true;
+    u->limited = limited;
     regrant(u, avail, limited, elapsed);
     if (u->granted_seconds <= 0) {
         u->status = TG_USESS_LIMIT_REACHED;

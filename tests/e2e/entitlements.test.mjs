@@ -1204,6 +1204,53 @@ describe('usage sessions: every hard limit counting the meter, as it is now', ()
     assert.deepEqual([la.used, la.reserved, la.remaining], ['40', '0', '0']);
     assert.equal(await usage(stripe, m.id, w.cus.id, JAN, FEB), 40);
   });
+
+  test('a downgrade during a call: the next heartbeat records no more than the new limit leaves', async () => {
+    const m = await createMeter(stripe);
+    const f = await feature('calls');
+    const big = await plan('Big 100 s', 3000, [{ feature: f, limit: { meter: m.id, quantity: '100' } }]);
+    const small = await plan('Small 10 s', 1000, [{ feature: f, limit: { meter: m.id, quantity: '10' } }]);
+    const w = await world(JAN + DAY);
+    const T = w.now;
+    const sub = await w.subscribe([big]);
+    const s = await w.start({ feature: f.lookup_key, event_name: m.event_name });
+    assert.equal(s.granted_seconds, 30);
+    await stripe.subscriptions.update(sub.id, {
+      items: [{ id: sub.items.data[0].id, price: small.price.id }], proration_behavior: 'none',
+    });
+    assert.deepEqual([(await w.check(f.lookup_key)).limit.quantity, (await w.check(f.lookup_key)).limit.reserved], ['10', '30']);
+    await w.tick(30);
+    const b = await sessions.beat(s.id);
+    assert.deepEqual([b.status, b.billed_quantity, b.granted_seconds, b.ended_at], ['limit_reached', 10, 0, T + 30]);
+    const r = await w.check(f.lookup_key);
+    assert.deepEqual([r.limit.used, r.limit.reserved, r.limit.quantity, r.entitled], ['10', '0', '10', false]);
+    assert.equal(await usage(stripe, m.id, w.cus.id, JAN, FEB), 10);
+  });
+
+  test('a plan change moving the limit to another meter ends the call at its next heartbeat', async () => {
+    const m1 = await createMeter(stripe);
+    const m2 = await createMeter(stripe);
+    const f = await feature('calls');
+    const old = await plan('Calls on m1', 3000, [{ feature: f, limit: { meter: m1.id, quantity: '100' } }]);
+    const neu = await plan('Calls on m2', 3000, [{ feature: f, limit: { meter: m2.id, quantity: '100' } }]);
+    const w = await world(JAN + DAY);
+    const sub = await w.subscribe([old]);
+    const s = await w.start({ feature: f.lookup_key, event_name: m1.event_name, heartbeat_timeout: 60 });
+    await stripe.subscriptions.update(sub.id, {
+      items: [{ id: sub.items.data[0].id, price: neu.price.id }], proration_behavior: 'none',
+    });
+    await w.tick(20);
+    // The 20 s already talked are billed where the call recorded them; then it hangs up.
+    const b = await sessions.beat(s.id);
+    assert.deepEqual([b.status, b.billed_quantity, b.granted_seconds], ['limit_reached', 20, 0]);
+    await w.tick(20);
+    const again = await sessions.beat(s.id);
+    assert.equal(again.billed_quantity, 20);
+    assert.equal(await usage(stripe, m1.id, w.cus.id, JAN, FEB), 20);
+    await expectStripeError(w.start({ feature: f.lookup_key, event_name: m1.event_name }), { status: 400, param: 'event_name' });
+    const s2 = await w.start({ feature: f.lookup_key, event_name: m2.event_name });
+    assert.deepEqual([s2.granted_seconds, s2.remaining], [30, '70']);
+  });
 });
 
 describe('usage sessions across a restart', () => {
