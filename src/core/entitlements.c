@@ -969,6 +969,37 @@ static int64_t held_locked(const ent_node *node, const char *event_name, const c
     return held;
 }
 
+/* How much a grant's limit leaves (the limit less usage and holds on its meter). */
+static tg_dec left_locked(const ent_node *node, const ent_grant *g, int64_t now)
+{
+    return g->g.limit.quantity - g->used -
+           tg_dec_from_int(held_locked(node, g->event_name, NULL, now));
+}
+
+/* Rank of a grant's limit: a hard limit binds more than a soft one, a soft one more than none. */
+static int bind_rank(const ent_grant *g)
+{
+    return !g->g.limit.set ? 0 : g->g.limit.hard ? 2 : 1;
+}
+
+/* The grant a check answers for when two granted features share a lookup key (an archived
+ * feature and the one that took its key): the most restrictive, the one a usage session is
+ * held to as well (sessions are bounded by every hard limit on their meter). */
+static const ent_grant *key_grant_locked(const ent_node *node, const char *feature, int64_t now)
+{
+    const ent_grant *best = NULL;
+    for (size_t i = 0; i < node->n; i++) {
+        const ent_grant *g = &node->grants[i];
+        if (strcmp(g->g.lookup_key, feature) != 0)
+            continue;
+        if (!best || bind_rank(g) > bind_rank(best) ||
+            (bind_rank(g) == bind_rank(best) && bind_rank(g) &&
+             left_locked(node, g, now) < left_locked(node, best, now)))
+            best = g;
+    }
+    return best;
+}
+
 /* Fills out from the registry; false when the customer is not there. */
 static bool check_locked(struct tg_ent_registry *r, const tg_scope *scope, const char *customer,
                          const char *feature, tg_dec want, int64_t now, tg_ent_check *out)
@@ -977,10 +1008,7 @@ static bool check_locked(struct tg_ent_registry *r, const tg_scope *scope, const
     if (!node)
         return false;
     memset(out, 0, sizeof *out);
-    const ent_grant *g = NULL;
-    for (size_t i = 0; i < node->n && !g; i++)
-        if (strcmp(node->grants[i].g.lookup_key, feature) == 0)
-            g = &node->grants[i];
+    const ent_grant *g = key_grant_locked(node, feature, now);
     if (!g) {
         out->reason = "no_entitlement";
         return true;
@@ -996,7 +1024,7 @@ static bool check_locked(struct tg_ent_registry *r, const tg_scope *scope, const
     out->period_start = g->g.period_start;
     out->period_end = g->g.period_end;
     out->reserved = tg_dec_from_int(held_locked(node, g->event_name, NULL, now));
-    tg_dec left = out->quantity - out->used - out->reserved;
+    tg_dec left = left_locked(node, g, now);
     out->remaining = left > 0 ? left : 0;
     bool over = want > 0 ? want > left : left <= 0;
     if (over) {

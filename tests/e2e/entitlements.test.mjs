@@ -1251,6 +1251,30 @@ describe('usage sessions: every hard limit counting the meter, as it is now', ()
     const s2 = await w.start({ feature: f.lookup_key, event_name: m2.event_name });
     assert.deepEqual([s2.granted_seconds, s2.remaining], [30, '70']);
   });
+
+  test('two granted features with one lookup key: checks and sessions both answer for the tighter limit', async () => {
+    const m = await createMeter(stripe);
+    const key = uniq('calls');
+    const old = await stripe.entitlements.features.create({ name: 'Calls (old)', lookup_key: key });
+    const capped = await plan('Calls 10 s (old feature)', 1000, [{ feature: old, limit: { meter: m.id, quantity: '10' } }]);
+    await stripe.entitlements.features.update(old.id, { active: false }); // frees the key, still grants
+    const neu = await stripe.entitlements.features.create({ name: 'Calls', lookup_key: key });
+    const free = await plan('Calls unlimited', 1000, [{ feature: neu }]);
+    const mid = await plan('Calls 100 s', 1000, [{ feature: neu, limit: { meter: m.id, quantity: '100' } }]);
+    for (const [order, label] of [[[free, capped], 'no limit first'], [[mid, capped], 'a larger limit first']]) {
+      const w = await world(JAN + DAY);
+      await w.subscribe(order);
+      const r = await w.check(key);
+      assert.deepEqual([r.entitled, r.limit?.quantity, r.limit?.remaining], [true, '10', '10'], label);
+      const s = await w.start({ feature: key, event_name: m.event_name });
+      assert.deepEqual([s.granted_seconds, s.remaining], [10, '0'], label);
+      await w.tick(30);
+      const b = await sessions.beat(s.id);
+      assert.deepEqual([b.status, b.billed_quantity], ['limit_reached', 10], label);
+      const after = await w.check(key);
+      assert.deepEqual([after.entitled, after.reason, after.limit.used], [false, 'limit_reached', '10'], label);
+    }
+  });
 });
 
 describe('usage sessions across a restart', () => {
