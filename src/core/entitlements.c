@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/log.h"
 #include "base/str.h"
 #include "core/billing_internal.h"
 #include "core/metadata.h"
@@ -1125,8 +1126,10 @@ static int session_save(bctx *c, const tg_usage_session *u)
     tg_buf b;
     tg_buf_init(&b, TG_RECORD_MAX);
     tg_usage_session_encode(&b, u);
+    /* Listed as live while it runs or has an event still to record (see
+     * tg_usage_sessions_recover). */
     tg_obj o = {.kind = KIND_USAGE_SESSION, .created = u->created,
-                .active = u->status == TG_USESS_ACTIVE, .customer = u->customer};
+                .active = u->status == TG_USESS_ACTIVE || u->pending, .customer = u->customer};
     tg_strlcpy(o.id, u->id, sizeof o.id);
     int rc = bill_save(c, &o, &b);
     return rc ? rc : session_publish(c, u);
@@ -1435,4 +1438,60 @@ int tg_usage_session_retrieve(tg_service *svc, const tg_scope *scope, const char
 {
     session_args sa = {NULL, id, false, out, 0};
     return bill_read(svc, scope, a, session_get_fn, &sa, err);
+}
+
+/* ---------------------------------------------------------------- recovery */
+
+typedef struct pending_list {
+    tg_usage_session *u;
+    size_t n, cap;
+} pending_list;
+
+static int collect_pending(bctx *c, void *item, void *arg)
+{
+    const tg_usage_session *u = item;
+    pending_list *pl = arg;
+    if (!u->pending)
+        return TG_OK;
+    if (pl->n == pl->cap) {
+        size_t cap = pl->cap ? pl->cap * 2 : 16;
+        tg_usage_session *p = tg_arena_alloc(c->a, cap * sizeof *p);
+        if (!p)
+            return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+        if (pl->n)
+            memcpy(p, pl->u, pl->n * sizeof *p);
+        pl->u = p;
+        pl->cap = cap;
+    }
+    pl->u[pl->n++] = *u;
+    return TG_OK;
+}
+
+static int pending_list_fn(bctx *c, void *arg)
+{
+    tg_obj_filter f = {.active = 1};
+    return each_object(c, KIND_USAGE_SESSION, &f, decode_session, sizeof(tg_usage_session),
+                       collect_pending, arg);
+}
+
+void tg_usage_sessions_recover(tg_service *svc, const char *account)
+{
+    for (int live = 0; live < 2; live++) {
+        tg_scope scope = {.livemode = live};
+        tg_strlcpy(scope.account, account, sizeof scope.account);
+        tg_arena a;
+        tg_arena_init(&a, 0);
+        pending_list pl = {0};
+        tg_err e = {0};
+        if (bill_read(svc, &scope, &a, pending_list_fn, &pl, &e))
+            tg_log(TG_LOG_WARN, "usage sessions: %s", e.msg);
+        for (size_t i = 0; i < pl.n; i++) {
+            session_args sa = {NULL, pl.u[i].id, false, &pl.u[i], 0};
+            tg_err_clear(&e);
+            if (session_record(svc, &scope, &a, &sa, &e))
+                tg_log(TG_LOG_WARN, "usage session %s: its last heartbeat could not be "
+                       "recorded yet: %s", pl.u[i].id, e.msg);
+        }
+        tg_arena_free(&a);
+    }
 }

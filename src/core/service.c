@@ -544,6 +544,8 @@ int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *
     }
     if (!rc && tg_billing_start(svc, !svc->cfg.no_billing_scheduler))
         rc = tg_err_set(err, TG_ENOMEM, NULL, "cannot start the billing scheduler");
+    if (!rc)
+        tg_usage_sessions_recover(svc, svc->account);
     if (rc) {
         if (svc->wstore && !svc->writer)
             svc->wstore->ops->close(svc->wstore);

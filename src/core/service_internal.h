@@ -52,6 +52,10 @@ void tg_ent_registry_forget(struct tg_ent_registry *r, const tg_scope *scope,
 void tg_ent_registry_free(struct tg_ent_registry *r);
 void tg_ent_on_usage(void *ctx, int64_t meter_seq, int64_t customer_seq, int64_t minute,
                      tg_dec sum);
+/* At start-up: records the units of usage sessions whose last heartbeat was committed but not
+ * yet recorded as a meter event (a crash in between), whether or not the call goes on; what
+ * fails is logged and left to the session's next heartbeat. */
+void tg_usage_sessions_recover(tg_service *svc, const char *account);
 
 /* The time of the customer's world: its test clock's frozen time, else the server's clock. */
 int64_t tg_customer_now(tg_service *svc, const tg_scope *scope, const char *customer_id);

@@ -11,7 +11,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, stripeClient, expectStripeError, createMeter, uniq, usage, eventually, HOUR, DAY,
+  startServer, stripeClient, expectStripeError, createMeter, uniq, usage, eventually, sleep, HOUR, DAY,
 } from './helpers.mjs';
 
 let srv;
@@ -1332,6 +1332,39 @@ describe('usage sessions across a restart', () => {
     await ps.rawRequest('POST', `/v1/usage_sessions/${b.id}/heartbeat`, {});
     const after = await check(cus.id, f.lookup_key, undefined, ps);
     assert.equal(after.limit.used, '40', JSON.stringify(after.limit));
+  });
+
+  test('heartbeats cut by a kill -9 are billed once, even when the calls never come back', async () => {
+    const meter = await createMeter(ps);
+    const f = await ps.entitlements.features.create({ name: 'Calls', lookup_key: uniq('calls') });
+    const prod = await ps.products.create({ name: 'Calls' });
+    const price = await ps.prices.create({ product: prod.id, currency: 'usd', unit_amount: 100, recurring: { interval: 'month' } });
+    await ps.products.createFeature(prod.id, { entitlement_feature: f.id });
+    const N = 60;
+    for (let round = 0; round < 6; round++) {
+      const clock = await ps.testHelpers.testClocks.create({ frozen_time: JAN + DAY });
+      const cus = await ps.customers.create({ name: 'R', test_clock: clock.id, invoice_settings: { default_payment_method: 'pm_card_visa' } });
+      await ps.subscriptions.create({ customer: cus.id, items: [{ price: price.id }] });
+      const params = { customer: cus.id, feature: f.lookup_key, event_name: meter.event_name, heartbeat_timeout: 3600 };
+      const ids = [];
+      for (let i = 0; i < N; i++) ids.push((await ps.rawRequest('POST', '/v1/usage_sessions', params)).id);
+      await ps.testHelpers.testClocks.advance(clock.id, { frozen_time: JAN + DAY + 100 });
+      const beats = ids.map((id) => ps.rawRequest('POST', `/v1/usage_sessions/${id}/heartbeat`, {}).catch(() => null));
+      await sleep(2 + round * 3);
+      await p.kill9();
+      await Promise.all(beats);
+      await p.restart();
+      ps = p.stripe;
+      // Nobody heartbeats again: the sessions expire.
+      await ps.testHelpers.testClocks.advance(clock.id, { frozen_time: JAN + DAY + 4000 });
+      let billed = 0;
+      for (const id of ids) {
+        const s = await ps.rawRequest('GET', `/v1/usage_sessions/${id}`);
+        assert.equal(s.status, 'expired');
+        billed += s.billed_quantity;
+      }
+      assert.equal(await usage(ps, meter.id, cus.id, JAN, FEB), billed, `round ${round}`);
+    }
   });
 });
 
