@@ -1197,6 +1197,7 @@ typedef struct session_args {
     bool end;
     tg_usage_session *u;
     int64_t customer_seq;
+    bool deferred; /* the heartbeat waited for another one's event: nothing of it was done */
 } session_args;
 
 static int session_start_fn(bctx *c, void *arg)
@@ -1262,8 +1263,11 @@ static int session_heartbeat_fn(bctx *c, void *arg)
     session_args *sa = arg;
     tg_usage_session *u = sa->u;
     int rc = session_enter(c, sa->id, u);
+    /* Over, or another heartbeat's event still to be recorded first (one in flight, or a
+     * crash in between): the caller records it, then comes back. */
+    sa->deferred = !rc && u->status == TG_USESS_ACTIVE && u->pending;
     if (rc || u->status != TG_USESS_ACTIVE || u->pending)
-        return rc; /* over, or an event still to be recorded first (a retry after a crash) */
+        return rc;
     if (c->now - u->last_heartbeat > u->heartbeat_timeout) {
         /* Its heartbeats stopped: it is billed to its last heartbeat. */
         u->status = TG_USESS_EXPIRED;
@@ -1393,7 +1397,7 @@ int tg_usage_session_start(tg_service *svc, const tg_scope *scope,
     int rc = tg_metadata_validate(&p->payload, "payload", err);
     if (rc)
         return rc;
-    session_args sa = {p, NULL, false, out, seq};
+    session_args sa = {p, NULL, false, out, seq, false};
     rc = bill_write(svc, scope, a, session_start_fn, &sa, err);
     return rc ? rc : session_record(svc, scope, a, &sa, err);
 }
@@ -1401,16 +1405,24 @@ int tg_usage_session_start(tg_service *svc, const tg_scope *scope,
 int tg_usage_session_heartbeat(tg_service *svc, const tg_scope *scope, const char *id, bool end,
                                tg_arena *a, tg_usage_session *out, tg_err *err)
 {
-    session_args sa = {NULL, id, end, out, 0};
-    int rc = bill_write(svc, scope, a, session_heartbeat_fn, &sa, err);
-    if (!rc && out->pending) {
-        int64_t granted = out->granted_seconds;
-        tg_dec remaining = out->remaining;
-        rc = session_record(svc, scope, a, &sa, err);
-        out->granted_seconds = granted;
-        out->remaining = remaining;
+    session_args sa = {NULL, id, end, out, 0, false};
+    /* A heartbeat (or end) that meets another one's event being recorded records that event
+     * too (the same identifier: it counts once) and then does its own work; it never answers
+     * with the session as another request left it. */
+    for (int attempt = 0; attempt < 4; attempt++) {
+        int rc = bill_write(svc, scope, a, session_heartbeat_fn, &sa, err);
+        if (!rc && out->pending) {
+            int64_t granted = out->granted_seconds;
+            tg_dec remaining = out->remaining;
+            rc = session_record(svc, scope, a, &sa, err);
+            out->granted_seconds = granted;
+            out->remaining = remaining;
+        }
+        if (rc || !sa.deferred)
+            return rc;
     }
-    return rc;
+    return tg_err_set(err, TG_EBUSY, NULL,
+                      "The usage session %s is busy with other heartbeats; retry.", id);
 }
 
 static int session_get_fn(bctx *c, void *arg)
@@ -1436,7 +1448,7 @@ static int session_get_fn(bctx *c, void *arg)
 int tg_usage_session_retrieve(tg_service *svc, const tg_scope *scope, const char *id,
                               tg_arena *a, tg_usage_session *out, tg_err *err)
 {
-    session_args sa = {NULL, id, false, out, 0};
+    session_args sa = {NULL, id, false, out, 0, false};
     return bill_read(svc, scope, a, session_get_fn, &sa, err);
 }
 
@@ -1486,7 +1498,7 @@ void tg_usage_sessions_recover(tg_service *svc, const char *account)
         if (bill_read(svc, &scope, &a, pending_list_fn, &pl, &e))
             tg_log(TG_LOG_WARN, "usage sessions: %s", e.msg);
         for (size_t i = 0; i < pl.n; i++) {
-            session_args sa = {NULL, pl.u[i].id, false, &pl.u[i], 0};
+            session_args sa = {NULL, pl.u[i].id, false, &pl.u[i], 0, false};
             tg_err_clear(&e);
             if (session_record(svc, &scope, &a, &sa, &e))
                 tg_log(TG_LOG_WARN, "usage session %s: its last heartbeat could not be "

@@ -1161,6 +1161,30 @@ describe('usage sessions', () => {
     assert.ok(s2.granted_seconds > 0);
   });
 
+  test('an end racing a heartbeat always ends the session', async () => {
+    const m = await createMeter(stripe);
+    const f = await stripe.entitlements.features.create({ name: 'Race', lookup_key: uniq('race') });
+    const p = await plan('Race 100000 s', 1000, [{ feature: f, limit: { meter: m.id, quantity: '100000' } }]);
+    const w = await world(JAN + DAY);
+    await w.subscribe([p]);
+    let billed = 0;
+    for (let i = 0; i < 40; i++) {
+      const s = await w.start({ feature: f.lookup_key, event_name: m.event_name, heartbeat_timeout: 60 });
+      await w.tick(10);
+      const beat = sessions.beat(s.id);
+      await sleep(i % 5);
+      const [, e] = await Promise.all([beat, sessions.end(s.id)]);
+      assert.ok(['ended', 'limit_reached'].includes(e.status), `try ${i}: ${JSON.stringify(e)}`);
+      assert.equal(e.ended_at, w.now, `try ${i}`);
+      const g = await sessions.get(s.id);
+      assert.deepEqual([g.status, g.billed_quantity], [e.status, e.billed_quantity], `try ${i}`);
+      billed += g.billed_quantity;
+    }
+    const r = await w.check(f.lookup_key);
+    assert.deepEqual([r.limit.reserved, r.limit.used], ['0', String(billed)]);
+    assert.equal(billed, 400);
+  });
+
   test('losing the entitlement mid-call stops the session at its next heartbeat', async () => {
     const w = await world(JAN + DAY);
     const sub = await w.subscribe([cat.callFreePlan]);
