@@ -1174,11 +1174,17 @@ static int64_t available_units(bctx *c, const tg_usage_session *u, bool *entitle
     return avail;
 }
 
-/* Grants more time: a chunk ahead of what is recorded (the heartbeat timeout for seconds,
- * one minute for minute_up), within what the limit leaves. */
+/* Grants more time: a chunk ahead of what is recorded (the heartbeat timeout for seconds;
+ * for minute_up the minutes that cover the heartbeat timeout from now, at least the next
+ * one), within what the limit leaves. */
 static void regrant(tg_usage_session *u, int64_t avail, bool limited, int64_t elapsed)
 {
-    int64_t chunk = u->minute_up ? 1 : u->heartbeat_timeout;
+    int64_t chunk = u->heartbeat_timeout;
+    if (u->minute_up) {
+        chunk = (elapsed + u->heartbeat_timeout + 59) / 60 - u->recorded;
+        if (chunk < 1)
+            chunk = 1;
+    }
     if (limited) {
         int64_t left = avail - u->pending;
         u->reserved = left < chunk ? (left > 0 ? left : 0) : chunk;

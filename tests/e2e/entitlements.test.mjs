@@ -1013,6 +1013,24 @@ describe('usage sessions', () => {
     await expectPaymentRequired(w.start(MIN()), 'usage_limit_reached');
   });
 
+  test('minute_up with a heartbeat timeout of several minutes: each grant covers the timeout', async () => {
+    const w = await world(JAN + DAY);
+    await w.subscribe([cat.callFreePlan]);
+    const free = { feature: 'call_free', event_name: cat.minutes.event_name, rounding: 'minute_up', heartbeat_timeout: 300 };
+    const s = await w.start(free);
+    assert.equal(s.granted_seconds, 300);
+    await w.tick(300);
+    let b = await sessions.beat(s.id);
+    assert.deepEqual([b.status, b.billed_quantity, b.granted_seconds], ['active', 5, 300]);
+    await w.tick(250);
+    b = await sessions.beat(s.id);
+    assert.deepEqual([b.status, b.billed_quantity, b.granted_seconds], ['active', 10, 350]);
+    await w.tick(300);
+    const e = await sessions.end(s.id);
+    assert.deepEqual([e.status, e.billed_quantity], ['ended', 15]); // 850 s
+    assert.equal(await usage(stripe, cat.minutes.id, w.cus.id, JAN, FEB), 15);
+  });
+
   test('a hard cap: billing stops at the cap, the heartbeat says limit_reached, a new session is 402', async () => {
     const w = await world(JAN + DAY);
     const T = w.now;
