@@ -1204,7 +1204,24 @@ typedef struct session_args {
     tg_usage_session *u;
     int64_t customer_seq;
     bool deferred; /* the heartbeat waited for another one's event: nothing of it was done */
+    bool dropped;  /* the pending units could never be recorded and were given up */
 } session_args;
+
+/* Can the session's usage still be recorded? Its meter may have been deactivated and its
+ * customer deleted since it started; then the session can only end. */
+static int session_recordable(bctx *c, const tg_usage_session *u)
+{
+    tg_meter m;
+    if (!tg_meter_for_event(c->svc, c->scope, u->event_name, &m))
+        return tg_err_set(c->err, TG_ENOMETER, "event_name",
+                          "No active meter found for event name %s: the usage session %s can "
+                          "only be ended.", u->event_name, u->id);
+    if (!tg_customer_seq(c->svc, c->scope, u->customer))
+        return tg_err_set(c->err, TG_ECUSTOMER, "customer",
+                          "No such customer: '%s': the usage session %s can only be ended.",
+                          u->customer, u->id);
+    return TG_OK;
+}
 
 static int session_start_fn(bctx *c, void *arg)
 {
@@ -1282,6 +1299,17 @@ static int session_heartbeat_fn(bctx *c, void *arg)
         u->granted_seconds = 0;
         return session_save(c, u);
     }
+    if ((rc = session_recordable(c, u))) {
+        if (!sa->end)
+            return rc;
+        /* It ends billed what was recorded: the time since cannot be. */
+        tg_err_clear(c->err);
+        u->status = TG_USESS_ENDED;
+        u->ended_at = u->last_heartbeat = c->now;
+        u->reserved = 0;
+        u->granted_seconds = 0;
+        return session_save(c, u);
+    }
     int64_t elapsed = c->now - u->created;
     int64_t due = u->minute_up ? (elapsed + 59) / 60 : elapsed;
     if (u->minute_up && due < 1)
@@ -1338,6 +1366,30 @@ static int session_settle_fn(bctx *c, void *arg)
     return session_save(c, &cur);
 }
 
+/* Gives up the session's pending units, which can never be recorded: it does not claim them. */
+static int session_drop_fn(bctx *c, void *arg)
+{
+    session_args *sa = arg;
+    tg_usage_session cur;
+    int rc = bill_load(c, KIND_USAGE_SESSION, sa->u->id, "id", decode_session, &cur);
+    if (rc || cur.seq != sa->u->seq || !cur.pending)
+        return rc;
+    cur.recorded -= cur.pending;
+    cur.pending = 0;
+    *sa->u = cur;
+    return session_save(c, &cur);
+}
+
+/* The pending event was refused for good (its meter or its customer is gone): the units are
+ * given up, so that the session never shows them billed, and rc is returned. */
+static int session_unrecordable(tg_service *svc, const tg_scope *scope, tg_arena *a,
+                                session_args *sa, int rc)
+{
+    tg_err ignore = {0};
+    sa->dropped = bill_write(svc, scope, a, session_drop_fn, sa, &ignore) == TG_OK;
+    return rc;
+}
+
 /* Records the session's pending units as one meter event whose identifier is derived from
  * the session and its sequence number (a retry is a duplicate, never a second count), then
  * marks it recorded. */
@@ -1349,8 +1401,10 @@ static int session_record(tg_service *svc, const tg_scope *scope, tg_arena *a, s
         return TG_OK;
     tg_meter m;
     if (!tg_meter_for_event(svc, scope, u->event_name, &m))
-        return tg_err_set(err, TG_ENOMETER, "event_name",
-                          "No active meter found for event name %s.", u->event_name);
+        return session_unrecordable(svc, scope, a, sa,
+                                    tg_err_set(err, TG_ENOMETER, "event_name",
+                                               "No active meter found for event name %s.",
+                                               u->event_name));
     tg_event *e = tg_arena_alloc(a, sizeof *e);
     tg_kv *kv = tg_arena_alloc(a, (u->payload.n + 2) * sizeof *kv);
     char *value = tg_arena_alloc(a, 24);
@@ -1372,6 +1426,8 @@ static int session_record(tg_service *svc, const tg_scope *scope, tg_arena *a, s
     e->timestamp = TG_TIME_NOW;
     int result = TG_OK;
     int rc = tg_event_prepare(svc, scope, e, NULL, err);
+    if (rc && rc != TG_ENOMEM)
+        return session_unrecordable(svc, scope, a, sa, rc);
     if (!rc)
         rc = tg_events_record(svc, scope, e, 1, &result, NULL, 0, err);
     if (rc)
@@ -1403,7 +1459,7 @@ int tg_usage_session_start(tg_service *svc, const tg_scope *scope,
     int rc = tg_metadata_validate(&p->payload, "payload", err);
     if (rc)
         return rc;
-    session_args sa = {p, NULL, false, out, seq, false};
+    session_args sa = {.p = p, .u = out, .customer_seq = seq};
     rc = bill_write(svc, scope, a, session_start_fn, &sa, err);
     return rc ? rc : session_record(svc, scope, a, &sa, err);
 }
@@ -1411,7 +1467,7 @@ int tg_usage_session_start(tg_service *svc, const tg_scope *scope,
 int tg_usage_session_heartbeat(tg_service *svc, const tg_scope *scope, const char *id, bool end,
                                tg_arena *a, tg_usage_session *out, tg_err *err)
 {
-    session_args sa = {NULL, id, end, out, 0, false};
+    session_args sa = {.id = id, .end = end, .u = out};
     /* A heartbeat (or end) that meets another one's event being recorded records that event
      * too (the same identifier: it counts once) and then does its own work; it never answers
      * with the session as another request left it. */
@@ -1420,9 +1476,16 @@ int tg_usage_session_heartbeat(tg_service *svc, const tg_scope *scope, const cha
         if (!rc && out->pending) {
             int64_t granted = out->granted_seconds;
             tg_dec remaining = out->remaining;
+            sa.dropped = false;
             rc = session_record(svc, scope, a, &sa, err);
             out->granted_seconds = granted;
             out->remaining = remaining;
+            /* Units refused for good were given up: an end still ends, and a heartbeat that
+             * met another's event does its own work (and meets the same refusal). */
+            if (rc && sa.dropped && (sa.deferred || end)) {
+                tg_err_clear(err);
+                rc = TG_OK;
+            }
         }
         if (rc || !sa.deferred)
             return rc;
@@ -1454,7 +1517,7 @@ static int session_get_fn(bctx *c, void *arg)
 int tg_usage_session_retrieve(tg_service *svc, const tg_scope *scope, const char *id,
                               tg_arena *a, tg_usage_session *out, tg_err *err)
 {
-    session_args sa = {NULL, id, false, out, 0, false};
+    session_args sa = {.id = id, .u = out};
     return bill_read(svc, scope, a, session_get_fn, &sa, err);
 }
 
@@ -1504,7 +1567,7 @@ void tg_usage_sessions_recover(tg_service *svc, const char *account)
         if (bill_read(svc, &scope, &a, pending_list_fn, &pl, &e))
             tg_log(TG_LOG_WARN, "usage sessions: %s", e.msg);
         for (size_t i = 0; i < pl.n; i++) {
-            session_args sa = {NULL, pl.u[i].id, false, &pl.u[i], 0, false};
+            session_args sa = {.id = pl.u[i].id, .u = &pl.u[i]};
             tg_err_clear(&e);
             if (session_record(svc, &scope, &a, &sa, &e))
                 tg_log(TG_LOG_WARN, "usage session %s: its last heartbeat could not be "

@@ -1203,6 +1203,40 @@ describe('usage sessions', () => {
     assert.equal(billed, 400);
   });
 
+  test('a session whose usage can no longer be recorded can still end, billed only what was recorded', async () => {
+    const m = await createMeter(stripe);
+    const f = await stripe.entitlements.features.create({ name: 'Gone', lookup_key: uniq('gone') });
+    const p = await plan('Gone 1000 s', 1000, [{ feature: f, limit: { meter: m.id, quantity: '1000' } }]);
+    // The meter is deactivated during the call.
+    let w = await world(JAN + DAY);
+    await w.subscribe([p]);
+    let s = await w.start({ feature: f.lookup_key, event_name: m.event_name });
+    await w.tick(20);
+    assert.equal((await sessions.beat(s.id)).billed_quantity, 20);
+    await stripe.billing.meters.deactivate(m.id);
+    await w.tick(10);
+    await expectStripeError(sessions.beat(s.id), { status: 400, code: 'no_meter', param: 'event_name' });
+    assert.deepEqual([(await sessions.get(s.id)).billed_quantity, (await sessions.get(s.id)).status], [20, 'active']);
+    let e = await sessions.end(s.id);
+    assert.deepEqual([e.status, e.billed_quantity, e.ended_at], ['ended', 20, w.now]);
+    await stripe.billing.meters.reactivate(m.id);
+    assert.equal(await usage(stripe, m.id, w.cus.id, JAN, FEB), 20);
+    assert.equal((await w.check(f.lookup_key)).limit.reserved, '0');
+    // The customer is deleted during the call.
+    w = await world(JAN + DAY);
+    await w.subscribe([p]);
+    s = await w.start({ feature: f.lookup_key, event_name: m.event_name });
+    await w.tick(20);
+    assert.equal((await sessions.beat(s.id)).billed_quantity, 20);
+    await stripe.customers.del(w.cus.id);
+    await w.tick(10);
+    await expectStripeError(sessions.beat(s.id), { status: 400, param: 'customer' });
+    assert.equal((await sessions.get(s.id)).billed_quantity, 20);
+    e = await sessions.end(s.id);
+    assert.deepEqual([e.status, e.billed_quantity, e.ended_at], ['ended', 20, w.now]);
+    assert.equal((await sessions.end(s.id)).status, 'ended');
+  });
+
   test('losing the entitlement mid-call stops the session at its next heartbeat', async () => {
     const w = await world(JAN + DAY);
     const sub = await w.subscribe([cat.callFreePlan]);
