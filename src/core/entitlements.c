@@ -1197,6 +1197,34 @@ static void regrant(tg_usage_session *u, int64_t avail, bool limited, int64_t el
     u->remaining = limited ? tg_dec_from_int(avail - u->pending - u->reserved) : 0;
 }
 
+/* Units due for a call that has run until t: its seconds, or the minutes it has started. */
+static int64_t units_due(const tg_usage_session *u, int64_t t)
+{
+    int64_t elapsed = t - u->created;
+    if (!u->minute_up)
+        return elapsed;
+    return elapsed < 1 ? 1 : (elapsed + 59) / 60;
+}
+
+/* The earliest start of a customer's current grant periods after `after` and at most `until`,
+ * moved back to its minute (usage is kept per minute, and the minute holding a boundary
+ * belongs to the later period); 0 when there is none. */
+static int64_t period_bound(bctx *c, const char *customer, int64_t after, int64_t until)
+{
+    struct tg_ent_registry *r = registry(c->svc);
+    int64_t bound = 0;
+    pthread_mutex_lock(&r->mu);
+    const ent_node *node = find_locked(r, c->scope, customer);
+    for (size_t i = 0; node && i < node->n; i++) {
+        int64_t b = node->grants[i].g.period_start;
+        b -= (b % 60 + 60) % 60;
+        if (b > after && b <= until && (!bound || b < bound))
+            bound = b;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return bound;
+}
+
 typedef struct session_args {
     const tg_usage_session_params *p;
     const char *id;
@@ -1311,9 +1339,7 @@ static int session_heartbeat_fn(bctx *c, void *arg)
         return session_save(c, u);
     }
     int64_t elapsed = c->now - u->created;
-    int64_t due = u->minute_up ? (elapsed + 59) / 60 : elapsed;
-    if (u->minute_up && due < 1)
-        due = 1;
+    int64_t due = units_due(u, c->now);
     /* Never more than was granted, nor than the hard limits counting the meter leave now: the
      * grant was made under the limits of its time, and a downgrade since may have lowered
      * them. */
@@ -1324,6 +1350,21 @@ static int session_heartbeat_fn(bctx *c, void *arg)
     bool capped = due > u->recorded + allowed;
     if (capped)
         due = u->recorded + allowed;
+    /* Time before a period boundary is recorded first, stamped in the period it belongs to
+     * (the caller then comes back for the rest). */
+    int64_t bound = period_bound(c, u->customer, u->last_heartbeat, c->now);
+    int64_t before = bound ? units_due(u, bound) : 0;
+    if (before > due)
+        before = due;
+    if (before > u->recorded) {
+        u->seq++;
+        u->pending = before - u->recorded;
+        u->recorded = before;
+        u->reserved -= u->pending;
+        u->last_heartbeat = bound - 1;
+        sa->deferred = true;
+        return session_save(c, u);
+    }
     if (due > u->recorded) {
         u->seq++;
         u->pending = due - u->recorded;
@@ -1423,9 +1464,16 @@ static int session_record(tg_service *svc, const tg_scope *scope, tg_arena *a, s
     e->payload = (tg_metadata){kv, n};
     tg_strlcpy(e->event_name, u->event_name, sizeof e->event_name);
     snprintf(e->identifier, sizeof e->identifier, "%s-%lld", u->id, (long long)u->seq);
-    e->timestamp = TG_TIME_NOW;
+    /* Stamped at the heartbeat that computed the units (the period they belong to); one
+     * recorded so late that the time is out of the acceptance window is stamped now. */
+    e->timestamp = u->last_heartbeat;
     int result = TG_OK;
     int rc = tg_event_prepare(svc, scope, e, NULL, err);
+    if (rc == TG_ETOOOLD) {
+        tg_err_clear(err);
+        e->timestamp = TG_TIME_NOW;
+        rc = tg_event_prepare(svc, scope, e, NULL, err);
+    }
     if (rc && rc != TG_ENOMEM)
         return session_unrecordable(svc, scope, a, sa, rc);
     if (!rc)

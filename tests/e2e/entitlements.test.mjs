@@ -1237,6 +1237,30 @@ describe('usage sessions', () => {
     assert.equal((await sessions.end(s.id)).status, 'ended');
   });
 
+  test('a call across a period boundary: each period gets its own seconds', async () => {
+    const m = await createMeter(stripe);
+    const f = await stripe.entitlements.features.create({ name: 'Bound', lookup_key: uniq('bound') });
+    const p = await plan('Bound 100 s', 1000, [{ feature: f, limit: { meter: m.id, quantity: '100' } }]);
+    const w = await world(JAN); // periods from the 1st
+    await w.subscribe([p]);
+    await w.advance(FEB - 20);
+    await w.use(m, 90);
+    await w.advance(FEB - 8);
+    const s = await w.start({ feature: f.lookup_key, event_name: m.event_name });
+    assert.equal(s.granted_seconds, 10);
+    await w.advance(FEB + 2);
+    const b = await sessions.beat(s.id);
+    assert.deepEqual([b.status, b.billed_quantity, b.last_heartbeat_at], ['active', 10, FEB + 2]);
+    assert.equal(await usage(stripe, m.id, w.cus.id, JAN, FEB), 98);
+    assert.equal(await usage(stripe, m.id, w.cus.id, FEB, MAR), 2);
+    const r = await w.check(f.lookup_key);
+    assert.deepEqual([r.limit.period_start, r.limit.used], [FEB, '2']);
+    await w.advance(FEB + 12);
+    const e = await sessions.end(s.id);
+    assert.deepEqual([e.status, e.billed_quantity], ['ended', 20]);
+    assert.equal(await usage(stripe, m.id, w.cus.id, FEB, MAR), 12);
+  });
+
   test('losing the entitlement mid-call stops the session at its next heartbeat', async () => {
     const w = await world(JAN + DAY);
     const sub = await w.subscribe([cat.callFreePlan]);
