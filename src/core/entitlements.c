@@ -43,12 +43,13 @@ typedef struct ent_grant {
     tg_dec used;       /* usage of the period, committed */
 } ent_grant;
 
-/* What checks need of a customer's usage session: what it holds of the limits counting its
- * meter (every limit on that meter, whatever the feature: they all count its events). */
+/* What checks need of a customer's live usage session: what it holds of the limits counting
+ * its meter (every limit on that meter, whatever the feature: they all count its events). A
+ * session that holds nothing any more (over, or its heartbeats stopped longer than its
+ * timeout ago) is dropped from the list. */
 typedef struct ent_session {
     char id[TG_ID_MAX];
     char event_name[TG_NAME_MAX + 1];
-    bool active;
     int64_t last_heartbeat, timeout;
     int64_t held; /* units reserved plus units being recorded */
     struct ent_session *next;
@@ -929,12 +930,25 @@ typedef struct load_args {
 } load_args;
 
 static int session_publish(bctx *c, const tg_usage_session *u);
+static int session_save(bctx *c, const tg_usage_session *u);
 static int decode_session(const void *d, size_t n, tg_arena *a, void *out);
 
+/* A stored live session, into the registry; one whose heartbeats stopped longer than its
+ * timeout ago (and with nothing to record) is stored as expired, as a heartbeat would, so
+ * that later loads no longer read it. */
 static int publish_stored_session(bctx *c, void *item, void *arg)
 {
     (void)arg;
-    return session_publish(c, item);
+    tg_usage_session *u = item;
+    if (u->status == TG_USESS_ACTIVE && !u->pending &&
+        tg_customer_now(c->svc, c->scope, u->customer) - u->last_heartbeat >
+            u->heartbeat_timeout) {
+        u->status = TG_USESS_EXPIRED;
+        u->ended_at = u->last_heartbeat;
+        u->reserved = 0;
+        return session_save(c, u);
+    }
+    return session_publish(c, u);
 }
 
 /* The holds of a customer's stored live sessions, into its registry node. */
@@ -964,7 +978,7 @@ static int64_t held_locked(const ent_node *node, const char *event_name, const c
 {
     int64_t held = 0;
     for (const ent_session *s = node->sessions; s; s = s->next)
-        if (s->active && strcmp(s->event_name, event_name) == 0 &&
+        if (strcmp(s->event_name, event_name) == 0 &&
             (!except || strcmp(s->id, except) != 0) && now - s->last_heartbeat <= s->timeout)
             held += s->held;
     return held;
@@ -1093,24 +1107,38 @@ static int node_ensure(bctx *c, const char *customer, int64_t customer_seq)
     return load_fn(c, &la);
 }
 
-/* Mirrors a session's hold in the registry (adding it when new). */
+/* Mirrors a session's hold in the registry: adds it when new, drops it once it holds
+ * nothing, and drops the customer's other sessions that hold nothing any more (their
+ * heartbeats stopped longer than their timeout ago), so the list keeps live sessions only. */
 static int session_publish(bctx *c, const tg_usage_session *u)
 {
     note_installed(c, u->customer);
+    int64_t now = tg_customer_now(c->svc, c->scope, u->customer);
+    bool live = (u->status == TG_USESS_ACTIVE || u->pending) &&
+                now - u->last_heartbeat <= u->heartbeat_timeout;
     struct tg_ent_registry *r = registry(c->svc);
     pthread_mutex_lock(&r->mu);
     ent_node *node = find_locked(r, c->scope, u->customer);
     ent_session *s = NULL;
-    for (s = node ? node->sessions : NULL; s && strcmp(s->id, u->id) != 0; s = s->next)
-        ;
-    if (node && !s && (s = calloc(1, sizeof *s))) {
+    for (ent_session **p = node ? &node->sessions : NULL; p && *p;) {
+        ent_session *e = *p;
+        bool self = strcmp(e->id, u->id) == 0;
+        if (self ? !live : now - e->last_heartbeat > e->timeout) {
+            *p = e->next;
+            free(e);
+            continue;
+        }
+        if (self)
+            s = e;
+        p = &e->next;
+    }
+    if (node && !s && live && (s = calloc(1, sizeof *s))) {
         tg_strlcpy(s->id, u->id, sizeof s->id);
         tg_strlcpy(s->event_name, u->event_name, sizeof s->event_name);
         s->next = node->sessions;
         node->sessions = s;
     }
     if (s) {
-        s->active = u->status == TG_USESS_ACTIVE || u->pending;
         s->last_heartbeat = u->last_heartbeat;
         s->timeout = u->heartbeat_timeout;
         s->held = (u->status == TG_USESS_ACTIVE ? u->reserved : 0) + u->pending;
@@ -1118,7 +1146,19 @@ static int session_publish(bctx *c, const tg_usage_session *u)
     pthread_mutex_unlock(&r->mu);
     /* No node: the registry was cleared meanwhile; the session comes back with its customer
      * (load_fn reads the live sessions from storage). */
-    return !node || s ? TG_OK : tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+    return !node || !live || s ? TG_OK : tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+}
+
+size_t tg_ent_registry_sessions(struct tg_ent_registry *r)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; i < ENT_BUCKETS; i++)
+        for (const ent_node *node = r->by_id[i]; node; node = node->next)
+            for (const ent_session *s = node->sessions; s; s = s->next)
+                n++;
+    pthread_mutex_unlock(&r->mu);
+    return n;
 }
 
 static int session_save(bctx *c, const tg_usage_session *u)

@@ -50,6 +50,8 @@ void tg_ent_registry_clear(struct tg_ent_registry *r);
 void tg_ent_registry_forget(struct tg_ent_registry *r, const tg_scope *scope,
                             const char *customer);
 void tg_ent_registry_free(struct tg_ent_registry *r);
+/* The usage sessions the registry holds (live ones only), for tests. */
+size_t tg_ent_registry_sessions(struct tg_ent_registry *r);
 void tg_ent_on_usage(void *ctx, int64_t meter_seq, int64_t customer_seq, int64_t minute,
                      tg_dec sum);
 /* At start-up: records the units of usage sessions whose last heartbeat was committed but not
