@@ -683,6 +683,17 @@ static int product_feature_load(bctx *c, const char *product, const char *id,
     return rc;
 }
 
+/* Refuses a feature the product already has (any of its product features, every page). */
+static int refuse_attached(bctx *c, void *item, void *arg)
+{
+    const tg_product_feature *other = item;
+    const feature_args *fa = arg;
+    if (strcmp(other->feature.id, fa->feature) == 0)
+        return tg_err_set(c->err, TG_EEXISTS, "entitlement_feature",
+                          "The feature %s is already attached to %s.", fa->feature, fa->product);
+    return TG_OK;
+}
+
 static int attach_fn(bctx *c, void *arg)
 {
     feature_args *fa = arg;
@@ -697,22 +708,9 @@ static int attach_fn(bctx *c, void *arg)
     if (!pf->feature.active)
         return tg_err_set(c->err, TG_ESTATE, "entitlement_feature",
                           "The feature %s is archived and cannot be attached.", fa->feature);
-    tg_obj *rows;
-    size_t n;
-    tg_page page = {.limit = 100};
     tg_obj_filter f = {.parent = fa->product, .active = -1};
-    rc = c->s->ops->obj_list(c->s, c->scope, KIND_PRODUCT_FEATURE, &f, &page, c->a, &rows, &n,
-                             c->err);
-    for (size_t i = 0; !rc && i < n; i++) {
-        tg_product_feature other;
-        if (tg_product_feature_decode(rows[i].body, rows[i].len, c->a, &other) < 0)
-            return tg_err_set(c->err, TG_ESTORE, NULL, "Corrupt product feature.");
-        if (strcmp(other.feature.id, fa->feature) == 0)
-            return tg_err_set(c->err, TG_EEXISTS, "entitlement_feature",
-                              "The feature %s is already attached to %s.", fa->feature,
-                              fa->product);
-    }
-    if (rc)
+    if ((rc = each_object(c, KIND_PRODUCT_FEATURE, &f, decode_product_feature,
+                          sizeof(tg_product_feature), refuse_attached, fa)))
         return rc;
     if (fa->limit->set) {
         tg_meter m;

@@ -395,6 +395,23 @@ describe('product features', () => {
     assert.equal((await stripe.products.listFeatures(prod.id)).data.length, 1);
   });
 
+  test('the same feature twice is refused on a product with more than 100 features', async () => {
+    const prod = await stripe.products.create({ name: 'Many features' });
+    const feats = [];
+    for (let i = 0; i < 102; i++) {
+      const f = await stripe.entitlements.features.create({ name: `F${i}`, lookup_key: uniq('many') });
+      await stripe.products.createFeature(prod.id, { entitlement_feature: f.id });
+      feats.push(f);
+    }
+    for (const f of [feats[0], feats[1], feats[100], feats[101]]) {
+      await expectStripeError(stripe.products.createFeature(prod.id, { entitlement_feature: f.id }), {
+        status: 400, code: 'resource_already_exists', param: 'entitlement_feature',
+      });
+    }
+    const all = await stripe.products.listFeatures(prod.id, { limit: 100 }).autoPagingToArray({ limit: 1000 });
+    assert.equal(all.length, 102);
+  });
+
   test('usage_limit validation; enforcement defaults to hard', async () => {
     const prod = await stripe.products.create({ name: 'Limits' });
     const f = await stripe.entitlements.features.create({ name: 'Limited', lookup_key: uniq('lim') });
