@@ -301,6 +301,21 @@ static int each_object(bctx *c, const char *kind, const tg_obj_filter *f, tg_dec
 
 /* ---------------------------------------------------------------- computing grants */
 
+/* An arena array of n items of size bytes with room for one more: items itself, or a copy
+ * with twice the capacity (*cap updated); NULL when out of memory. */
+static void *arena_room(bctx *c, void *items, size_t n, size_t *cap, size_t size)
+{
+    if (n < *cap)
+        return items;
+    size_t grown = *cap ? *cap * 2 : 8;
+    void *p = tg_arena_alloc(c->a, grown * size);
+    if (p && n)
+        memcpy(p, items, n * size);
+    if (p)
+        *cap = grown;
+    return p;
+}
+
 typedef struct grant_set {
     tg_grant *g;
     size_t n, cap;
@@ -332,16 +347,8 @@ static int grant_add(bctx *c, void *item, void *arg)
         }
         return TG_OK;
     }
-    if (gs->n == gs->cap) {
-        size_t cap = gs->cap ? gs->cap * 2 : 8;
-        tg_grant *p = tg_arena_alloc(c->a, cap * sizeof *p);
-        if (!p)
-            return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
-        if (gs->n)
-            memcpy(p, gs->g, gs->n * sizeof *p);
-        gs->g = p;
-        gs->cap = cap;
-    }
+    if (!(gs->g = arena_room(c, gs->g, gs->n, &gs->cap, sizeof *gs->g)))
+        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
     tg_grant *g = &gs->g[gs->n++];
     memset(g, 0, sizeof *g);
     tg_strlcpy(g->feature, f.id, sizeof g->feature);
@@ -1430,33 +1437,34 @@ static int session_heartbeat_fn(bctx *c, void *arg)
     return session_save(c, u);
 }
 
-/* Marks the session's pending event recorded. */
-static int session_settle_fn(bctx *c, void *arg)
+/* Clears the session's pending event, unless a later heartbeat has taken its place: recorded
+ * (settle), or given up because it can never be recorded (drop: the session does not claim
+ * the units). */
+static int session_clear(bctx *c, session_args *sa, bool drop)
 {
-    session_args *sa = arg;
     tg_usage_session cur;
     int rc = bill_load(c, KIND_USAGE_SESSION, sa->u->id, "id", decode_session, &cur);
     if (rc || cur.seq != sa->u->seq || !cur.pending)
         return rc;
+    if (drop) {
+        cur.recorded -= cur.pending;
+    } else {
+        cur.granted_seconds = sa->u->granted_seconds;
+        cur.remaining = sa->u->remaining;
+    }
     cur.pending = 0;
-    cur.granted_seconds = sa->u->granted_seconds;
-    cur.remaining = sa->u->remaining;
     *sa->u = cur;
     return session_save(c, &cur);
 }
 
-/* Gives up the session's pending units, which can never be recorded: it does not claim them. */
+static int session_settle_fn(bctx *c, void *arg)
+{
+    return session_clear(c, arg, false);
+}
+
 static int session_drop_fn(bctx *c, void *arg)
 {
-    session_args *sa = arg;
-    tg_usage_session cur;
-    int rc = bill_load(c, KIND_USAGE_SESSION, sa->u->id, "id", decode_session, &cur);
-    if (rc || cur.seq != sa->u->seq || !cur.pending)
-        return rc;
-    cur.recorded -= cur.pending;
-    cur.pending = 0;
-    *sa->u = cur;
-    return session_save(c, &cur);
+    return session_clear(c, arg, true);
 }
 
 /* The pending event was refused for good (its meter or its customer is gone): the units are
@@ -1620,16 +1628,8 @@ static int collect_pending(bctx *c, void *item, void *arg)
     pending_list *pl = arg;
     if (!u->pending)
         return TG_OK;
-    if (pl->n == pl->cap) {
-        size_t cap = pl->cap ? pl->cap * 2 : 16;
-        tg_usage_session *p = tg_arena_alloc(c->a, cap * sizeof *p);
-        if (!p)
-            return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
-        if (pl->n)
-            memcpy(p, pl->u, pl->n * sizeof *p);
-        pl->u = p;
-        pl->cap = cap;
-    }
+    if (!(pl->u = arena_room(c, pl->u, pl->n, &pl->cap, sizeof *pl->u)))
+        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
     pl->u[pl->n++] = *u;
     return TG_OK;
 }

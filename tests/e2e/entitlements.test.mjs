@@ -869,6 +869,15 @@ describe('entitlement check', () => {
 // 5. Usage sessions
 
 const SEC = () => ({ feature: 'call_seconds', event_name: cat.seconds.event_name });
+
+/** A new meter, a feature (lookup key `name`_...) and a plan granting it with a hard limit of
+ * `quantity` of that meter. */
+async function limitedPlan(name, quantity) {
+  const m = await createMeter(stripe);
+  const f = await stripe.entitlements.features.create({ name, lookup_key: uniq(name) });
+  const p = await plan(`${name} ${quantity}`, 1000, [{ feature: f, limit: { meter: m.id, quantity } }]);
+  return { m, f, p };
+}
 const MIN = () => ({ feature: 'call_minutes', event_name: cat.minutes.event_name, rounding: 'minute_up' });
 
 describe('usage sessions', () => {
@@ -1197,9 +1206,7 @@ describe('usage sessions', () => {
   });
 
   test('an end racing a heartbeat always ends the session', async () => {
-    const m = await createMeter(stripe);
-    const f = await stripe.entitlements.features.create({ name: 'Race', lookup_key: uniq('race') });
-    const p = await plan('Race 100000 s', 1000, [{ feature: f, limit: { meter: m.id, quantity: '100000' } }]);
+    const { m, f, p } = await limitedPlan('race', '100000');
     const w = await world(JAN + DAY);
     await w.subscribe([p]);
     let billed = 0;
@@ -1221,9 +1228,7 @@ describe('usage sessions', () => {
   });
 
   test('a session whose usage can no longer be recorded can still end, billed only what was recorded', async () => {
-    const m = await createMeter(stripe);
-    const f = await stripe.entitlements.features.create({ name: 'Gone', lookup_key: uniq('gone') });
-    const p = await plan('Gone 1000 s', 1000, [{ feature: f, limit: { meter: m.id, quantity: '1000' } }]);
+    const { m, f, p } = await limitedPlan('gone', '1000');
     // The meter is deactivated during the call.
     let w = await world(JAN + DAY);
     await w.subscribe([p]);
@@ -1255,9 +1260,7 @@ describe('usage sessions', () => {
   });
 
   test('a call across a period boundary: each period gets its own seconds', async () => {
-    const m = await createMeter(stripe);
-    const f = await stripe.entitlements.features.create({ name: 'Bound', lookup_key: uniq('bound') });
-    const p = await plan('Bound 100 s', 1000, [{ feature: f, limit: { meter: m.id, quantity: '100' } }]);
+    const { m, f, p } = await limitedPlan('bound', '100');
     const w = await world(JAN); // periods from the 1st
     await w.subscribe([p]);
     await w.advance(FEB - 20);
@@ -1400,18 +1403,24 @@ describe('usage sessions across a restart', () => {
   before(async () => { p = await startServer(); ps = p.stripe; });
   after(async () => { await p?.close(); });
 
-  test('a live session still holds its share after a restart', async () => {
+  /** A customer on a clock subscribed to a plan of feature `key` (usage_limit: `limit` of a
+   * new meter, or none), and the params of a session for it. */
+  async function subscriber(key, limit) {
     const meter = await createMeter(ps);
-    const f = await ps.entitlements.features.create({ name: 'Calls', lookup_key: 'calls' });
-    const prod = await ps.products.create({ name: 'Calls 40 s' });
+    const f = await ps.entitlements.features.create({ name: 'Calls', lookup_key: key });
+    const prod = await ps.products.create({ name: 'Calls' });
     const price = await ps.prices.create({ product: prod.id, currency: 'usd', unit_amount: 100, recurring: { interval: 'month' } });
     await ps.rawRequest('POST', `/v1/products/${prod.id}/features`, {
-      entitlement_feature: f.id, usage_limit: { meter: meter.id, quantity: '40' },
+      entitlement_feature: f.id, ...(limit ? { usage_limit: { meter: meter.id, quantity: limit } } : {}),
     });
     const clock = await ps.testHelpers.testClocks.create({ frozen_time: JAN + DAY });
     const cus = await ps.customers.create({ name: 'R', test_clock: clock.id, invoice_settings: { default_payment_method: 'pm_card_visa' } });
-    await ps.subscriptions.create({ customer: cus.id, items: [{ price: price.id }] });
-    const params = { customer: cus.id, feature: 'calls', event_name: meter.event_name };
+    const sub = await ps.subscriptions.create({ customer: cus.id, items: [{ price: price.id }] });
+    return { meter, clock, cus, sub, params: { customer: cus.id, feature: key, event_name: meter.event_name } };
+  }
+
+  test('a live session still holds its share after a restart', async () => {
+    const { cus, params } = await subscriber('calls', '40');
     const a = await ps.rawRequest('POST', '/v1/usage_sessions', params);
     assert.equal(a.granted_seconds, 30);
     await p.restart();
@@ -1423,46 +1432,30 @@ describe('usage sessions across a restart', () => {
   });
 
   test('a subscription change after a kill -9 keeps the live sessions\' holds', async () => {
-    const meter = await createMeter(ps);
-    const f = await ps.entitlements.features.create({ name: 'Calls', lookup_key: uniq('calls') });
-    const prod = await ps.products.create({ name: 'Calls 40 s' });
-    const price = await ps.prices.create({ product: prod.id, currency: 'usd', unit_amount: 100, recurring: { interval: 'month' } });
-    await ps.rawRequest('POST', `/v1/products/${prod.id}/features`, {
-      entitlement_feature: f.id, usage_limit: { meter: meter.id, quantity: '40' },
-    });
-    const clock = await ps.testHelpers.testClocks.create({ frozen_time: JAN + DAY });
-    const cus = await ps.customers.create({ name: 'R', test_clock: clock.id, invoice_settings: { default_payment_method: 'pm_card_visa' } });
-    const sub = await ps.subscriptions.create({ customer: cus.id, items: [{ price: price.id }] });
-    const params = { customer: cus.id, feature: f.lookup_key, event_name: meter.event_name };
+    const key = uniq('calls');
+    const { clock, cus, sub, params } = await subscriber(key, '40');
     const a = await ps.rawRequest('POST', '/v1/usage_sessions', params);
     assert.equal(a.granted_seconds, 30);
     await p.restart({ hard: true });
     ps = p.stripe;
     // The first thing to touch the customer after the restart recomputes its grants.
     await ps.subscriptions.update(sub.id, { metadata: { x: '1' } });
-    const r = await check(cus.id, f.lookup_key, undefined, ps);
+    const r = await check(cus.id, key, undefined, ps);
     assert.equal(r.limit.reserved, '30', JSON.stringify(r.limit));
     const b = await ps.rawRequest('POST', '/v1/usage_sessions', params);
     assert.equal(b.granted_seconds, 10);
     await ps.testHelpers.testClocks.advance(clock.id, { frozen_time: JAN + DAY + 30 });
     await ps.rawRequest('POST', `/v1/usage_sessions/${a.id}/heartbeat`, {});
     await ps.rawRequest('POST', `/v1/usage_sessions/${b.id}/heartbeat`, {});
-    const after = await check(cus.id, f.lookup_key, undefined, ps);
+    const after = await check(cus.id, key, undefined, ps);
     assert.equal(after.limit.used, '40', JSON.stringify(after.limit));
   });
 
   test('heartbeats cut by a kill -9 are billed once, even when the calls never come back', async () => {
-    const meter = await createMeter(ps);
-    const f = await ps.entitlements.features.create({ name: 'Calls', lookup_key: uniq('calls') });
-    const prod = await ps.products.create({ name: 'Calls' });
-    const price = await ps.prices.create({ product: prod.id, currency: 'usd', unit_amount: 100, recurring: { interval: 'month' } });
-    await ps.products.createFeature(prod.id, { entitlement_feature: f.id });
     const N = 60;
     for (let round = 0; round < 6; round++) {
-      const clock = await ps.testHelpers.testClocks.create({ frozen_time: JAN + DAY });
-      const cus = await ps.customers.create({ name: 'R', test_clock: clock.id, invoice_settings: { default_payment_method: 'pm_card_visa' } });
-      await ps.subscriptions.create({ customer: cus.id, items: [{ price: price.id }] });
-      const params = { customer: cus.id, feature: f.lookup_key, event_name: meter.event_name, heartbeat_timeout: 3600 };
+      const { meter, clock, cus, params: p0 } = await subscriber(uniq('calls'));
+      const params = { ...p0, heartbeat_timeout: 3600 };
       const ids = [];
       for (let i = 0; i < N; i++) ids.push((await ps.rawRequest('POST', '/v1/usage_sessions', params)).id);
       await ps.testHelpers.testClocks.advance(clock.id, { frozen_time: JAN + DAY + 100 });

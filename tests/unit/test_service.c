@@ -5,7 +5,9 @@
  * cancellation, event timestamps) are exact and repeatable. They check what a customer is
  * billed: exact decimal sums, duplicate identifiers, pre-aggregation windows keeping the most
  * recently received event, cancellations, hourly summaries with their cursors, one active meter
- * per event name, idempotency claims, and that everything survives a close and reopen.
+ * per event name, idempotency claims, and that everything survives a close and reopen. And
+ * that the entitlement registry keeps live usage sessions only (its memory and the walk every
+ * check makes follow the calls in progress, not every call a customer ever made).
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -19,8 +21,11 @@
 
 #include <cmocka.h>
 
+#include "core/billing.h"
+#include "core/entitlements.h"
 #include "core/metering.h"
 #include "core/service.h"
+#include "core/service_internal.h"
 #include "store/sqlite.h"
 
 #define T0 INT64_C(1717243200)  /* 2024-06-01T12:00:00Z, hour aligned */
@@ -821,6 +826,144 @@ static void test_reopen_persists(void **state)
     assert_int_equal(tg_key_authenticate(f->svc, "sk_test_nope", &live, &e4), TG_EAUTHINVALID);
 }
 
+/* ---------------------------------------------------------------- usage sessions */
+
+/* Subscribes the customer (with a payment method) to a product granting the unlimited
+ * feature "calls"; sessions record on the meter call_seconds. */
+static void subscribe_to_calls(fixture *f)
+{
+    create_meter(f, "call_seconds", TG_FORMULA_SUM, TG_WINDOW_NONE);
+    tg_err err = {0};
+    tg_customer_patch cp;
+    memset(&cp, 0, sizeof cp);
+    cp.default_payment_method = (tg_opt_str){true, "pm_card_visa"};
+    tg_customer cu;
+    if (tg_customer_update(f->svc, &f->scope, f->customer, &cp, &f->a, &cu, &err))
+        fail_msg("customer: %s", err.msg);
+    tg_product_patch pp;
+    memset(&pp, 0, sizeof pp);
+    pp.name = (tg_opt_str){true, "Calls"};
+    pp.active = -1;
+    tg_product prod;
+    if (tg_product_create(f->svc, &f->scope, &pp, &f->a, &prod, &err))
+        fail_msg("product: %s", err.msg);
+    tg_price ps;
+    memset(&ps, 0, sizeof ps);
+    ps.active = true;
+    snprintf(ps.currency, sizeof ps.currency, "usd");
+    snprintf(ps.product, sizeof ps.product, "%s", prod.id);
+    ps.recurring = true;
+    ps.interval = TG_INTERVAL_MONTH;
+    ps.interval_count = 1;
+    ps.unit_amount_set = true;
+    ps.pricing.scheme = TG_SCHEME_PER_UNIT;
+    ps.pricing.unit_amount = tg_dec_from_int(1000);
+    tg_price price;
+    if (tg_price_create(f->svc, &f->scope, &ps, NULL, false, &f->a, &price, &err))
+        fail_msg("price: %s", err.msg);
+    tg_metadata none = {0};
+    tg_feature feat;
+    if (tg_feature_create(f->svc, &f->scope, "Calls", "calls", &none, &f->a, &feat, &err))
+        fail_msg("feature: %s", err.msg);
+    tg_usage_limit nolimit = {0};
+    tg_product_feature pf;
+    if (tg_product_feature_attach(f->svc, &f->scope, prod.id, feat.id, &nolimit, &f->a, &pf,
+                                  &err))
+        fail_msg("attach: %s", err.msg);
+    tg_sub_params sp;
+    memset(&sp, 0, sizeof sp);
+    sp.anchor_day = sp.anchor_month = sp.anchor_hour = sp.anchor_minute = sp.anchor_second = -1;
+    sp.trial_end_behavior = -1;
+    sp.cancel_at_period_end = -1;
+    sp.proration = -1;
+    sp.send_invoice = -1;
+    sp.customer = f->customer;
+    sp.items[0].price = price.id;
+    sp.nitems = 1;
+    sp.has_items = true;
+    tg_subscription sub;
+    if (tg_subscription_create(f->svc, &f->scope, &sp, &f->a, &sub, &err))
+        fail_msg("subscription: %s", err.msg);
+}
+
+static size_t registry_sessions(fixture *f)
+{
+    return tg_ent_registry_sessions(*tg_service_entitlements(f->svc));
+}
+
+static void start(fixture *f, int64_t timeout, tg_usage_session *out)
+{
+    tg_usage_session_params p;
+    memset(&p, 0, sizeof p);
+    p.customer = f->customer;
+    p.feature = "calls";
+    p.event_name = "call_seconds";
+    p.heartbeat_timeout = timeout;
+    tg_err err = {0};
+    if (tg_usage_session_start(f->svc, &f->scope, &p, &f->a, out, &err))
+        fail_msg("start: %s", err.msg);
+    assert_int_equal(out->status, TG_USESS_ACTIVE);
+}
+
+static void beat(fixture *f, const char *id, bool end, tg_usage_session *out)
+{
+    tg_err err = {0};
+    if (tg_usage_session_heartbeat(f->svc, &f->scope, id, end, &f->a, out, &err))
+        fail_msg("heartbeat: %s", err.msg);
+}
+
+static void test_ended_sessions_leave_the_registry(void **state)
+{
+    fixture *f = *state;
+    subscribe_to_calls(f);
+    tg_usage_session s, e;
+    for (int i = 0; i < 200; i++) {
+        start(f, 30, &s);
+        assert_int_equal(registry_sessions(f), 1);
+        set_now(f, f->now + 5);
+        beat(f, s.id, true, &e);
+        assert_int_equal(e.status, TG_USESS_ENDED);
+        assert_int_equal(e.recorded, 5);
+        assert_int_equal(registry_sessions(f), 0);
+    }
+}
+
+static void test_stopped_sessions_leave_the_registry(void **state)
+{
+    fixture *f = *state;
+    subscribe_to_calls(f);
+    int64_t t0 = f->now;
+    tg_usage_session s, live;
+    for (int i = 0; i < 50; i++)
+        start(f, 10, &s);
+    assert_int_equal(registry_sessions(f), 50);
+    set_now(f, f->now + 11); /* every heartbeat stopped longer than its timeout ago */
+    start(f, 60, &live);
+    assert_int_equal(registry_sessions(f), 1);
+
+    /* After a restart, loading the customer stores the stopped sessions as expired: they are
+     * not in the registry, and a retrieve shows what is stored. */
+    tg_service_close(f->svc);
+    f->svc = NULL;
+    assert_int_equal(open_service(f), TG_OK);
+    tg_ent_check c;
+    tg_err err = {0};
+    if (tg_entitlement_check(f->svc, &f->scope, f->customer, "calls", 0, &c, &err))
+        fail_msg("check: %s", err.msg);
+    assert_true(c.entitled);
+    assert_int_equal(registry_sessions(f), 1);
+    tg_usage_session g;
+    if (tg_usage_session_retrieve(f->svc, &f->scope, s.id, &f->a, &g, &err))
+        fail_msg("retrieve: %s", err.msg);
+    assert_int_equal(g.status, TG_USESS_EXPIRED);
+    assert_int_equal(g.ended_at, t0);
+    set_now(f, f->now + 10);
+    beat(f, live.id, false, &g);
+    assert_int_equal(g.status, TG_USESS_ACTIVE);
+    assert_int_equal(g.recorded, 10);
+    assert_int_equal(registry_sessions(f), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -836,6 +979,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_scopes_and_customer_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idempotency_claims, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_persists, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ended_sessions_leave_the_registry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stopped_sessions_leave_the_registry, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
