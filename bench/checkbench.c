@@ -124,7 +124,7 @@ int main(int argc, char **argv)
         return 1;
     world w = {0};
     tg_err err = {0};
-    tg_service_config cfg = {0, 0, 4, true};
+    tg_service_config cfg = {.readers = 4, .no_billing_scheduler = true};
     if (tg_service_open(&w.svc, tg_store_sqlite_factory(dir), &clock_real, &cfg, &err))
         fail("open", &err);
     char secret[TG_ID_MAX];

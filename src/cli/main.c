@@ -1,7 +1,7 @@
 /* main.c -- the `tollgate` command: subcommands over the same service the server uses.
  *
  *   tollgate serve [--data DIR] [--listen HOST:PORT] [--max-body BYTES]
- *                  [--max-stream-events N] [--batch-events N] [--queue-events N]
+ *                  [--max-stream-events N] [--batch-events N] [--queue-events N] [--queue-bytes BYTES]
  *                  [--http-threads N] [--check-lane-realtime] [--invoice-grace SECONDS]
  *                  [--request-timeout SECONDS]
  *   tollgate keys create [--data DIR] [--live]
@@ -40,6 +40,7 @@ typedef struct options {
     bool live, check_lane_realtime;
     size_t max_body, max_stream_events, batch_events, queue_events, http_threads;
     size_t request_timeout; /* seconds */
+    size_t queue_bytes;
     long long invoice_grace; /* seconds, -1 = the default */
 } options;
 
@@ -48,6 +49,7 @@ static int usage(void)
     fprintf(stderr,
             "usage: tollgate serve [--data DIR] [--listen HOST:PORT] [--max-body BYTES]\n"
             "                      [--max-stream-events N] [--batch-events N] [--queue-events N]\n"
+            "                      [--queue-bytes BYTES]\n"
             "                      [--http-threads N] [--check-lane-realtime]\n"
             "                      [--invoice-grace SECONDS] [--request-timeout SECONDS]\n"
             "       tollgate keys create [--data DIR] [--live]\n"
@@ -105,6 +107,8 @@ static int parse_options(int argc, char **argv, int first, options *o)
             ;
         else if (strcmp(a, "--queue-events") == 0 && parse_size(v, &o->queue_events))
             ;
+        else if (strcmp(a, "--queue-bytes") == 0 && parse_size(v, &o->queue_bytes))
+            ;
         else if (strcmp(a, "--http-threads") == 0 && parse_size(v, &o->http_threads) &&
                  o->http_threads <= 64)
             ;
@@ -126,7 +130,7 @@ static int open_service(const options *o, bool scheduler, tg_service **svc)
         fprintf(stderr, "tollgate: cannot create %s: %s\n", o->data, strerror(errno));
         return 1;
     }
-    tg_service_config cfg = {o->queue_events, o->batch_events, 8, !scheduler};
+    tg_service_config cfg = {o->queue_events, o->batch_events, 8, !scheduler, o->queue_bytes};
     tg_err err = {0};
     if (tg_service_open(svc, tg_store_sqlite_factory(o->data), &real_clock, &cfg, &err)) {
         fprintf(stderr, "tollgate: %s\n", err.msg);

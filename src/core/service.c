@@ -500,6 +500,8 @@ int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *
     svc->cfg = *cfg;
     if (!svc->cfg.queue_max_events)
         svc->cfg.queue_max_events = 200000;
+    if (!svc->cfg.queue_max_bytes)
+        svc->cfg.queue_max_bytes = (size_t)256 << 20;
     if (!svc->cfg.batch_max_events)
         svc->cfg.batch_max_events = 10000;
     if (svc->cfg.readers <= 0)
@@ -537,8 +539,8 @@ int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *
         /* Checkpoint cost grows with distinct (meter, customer, minute) buckets, not events:
          * folding every 10 s writes each busy bucket once per 10 s. Recovery replays at most
          * the blocks of the last 10 s. */
-        tg_writer_config wc = {svc->cfg.queue_max_events, svc->cfg.batch_max_events, 10000,
-                               tg_ent_on_usage, svc->ents};
+        tg_writer_config wc = {svc->cfg.queue_max_events, svc->cfg.queue_max_bytes,
+                               svc->cfg.batch_max_events, 10000, tg_ent_on_usage, svc->ents};
         rc = tg_writer_start(&svc->writer, svc->wstore, clock, &wc, svc->overlay, svc->hash_seed,
                              err);
     }
@@ -1133,6 +1135,14 @@ static void event_job_init(tg_job *job, const tg_scope *scope, tg_event *events,
     job->scope = scope;
     job->events = events;
     job->nevents = n;
+    for (size_t i = 0; i < n; i++) {
+        job->bytes += sizeof events[i];
+        for (size_t k = 0; k < events[i].payload.n; k++)
+            job->bytes += strlen(events[i].payload.items[k].key) + sizeof(tg_kv) +
+                          (events[i].payload.items[k].value
+                               ? strlen(events[i].payload.items[k].value)
+                               : 0);
+    }
     job->results = results;
     job->errors = errors;
     job->nerrors = nerrors;

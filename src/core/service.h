@@ -24,6 +24,10 @@ typedef struct tg_service_config {
     size_t batch_max_events; /* events per transaction (default 10000) */
     int readers;             /* reading connections (default 8) */
     bool no_billing_scheduler; /* the CLI runs due billing itself (`tollgate bill run`) */
+    /* The backlog is also bounded by the memory its events hold (the event records and their
+     * payload text), default 256 MiB: events with large payloads (up to the request body
+     * limit each) would otherwise hold up to queue_max_events of them. */
+    size_t queue_max_bytes;
 } tg_service_config;
 
 int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *clock,

@@ -93,7 +93,7 @@ struct tg_writer {
     pthread_mutex_t mu;
     pthread_cond_t work_cv;
     tg_job *head, *tail;
-    size_t queued_events;
+    size_t queued_events, queued_bytes;
     bool stopping;
 
     /* batch state (writer thread only) */
@@ -981,6 +981,7 @@ static void *writer_main(void *arg)
         w->queued_events -= weight;
         for (tg_job *j = batch, *next; j; j = next) {
             next = j->next;
+            w->queued_bytes -= j->bytes;
             if (j->detached) {
                 if (j->rc)
                     tg_log(TG_LOG_WARN, "writer: background write failed: %s", j->err.msg);
@@ -1242,7 +1243,9 @@ static int enqueue_locked(tg_writer *w, tg_job *job)
      * refused forever. Only events are bounded: function jobs are catalog writes, whose
      * callers wait, and idempotency records (tg_writer_post), one per answered request. */
     bool bounded = !job->fn;
-    if (bounded && w->queued_events && w->queued_events + weight > w->cfg.queue_max_events)
+    bool full = w->queued_events + weight > w->cfg.queue_max_events ||
+                (w->cfg.queue_max_bytes && w->queued_bytes + job->bytes > w->cfg.queue_max_bytes);
+    if (bounded && w->queued_events && full)
         return tg_err_set(&job->err, TG_EBUSY, NULL,
                           "Too many events are waiting to be written; retry shortly.");
     job->next = NULL;
@@ -1253,6 +1256,7 @@ static int enqueue_locked(tg_writer *w, tg_job *job)
         w->head = job;
     w->tail = job;
     w->queued_events += weight;
+    w->queued_bytes += job->bytes;
     pthread_cond_signal(&w->work_cv);
     return TG_OK;
 }

@@ -40,6 +40,7 @@ struct tg_job {
     const tg_scope *scope;
     tg_event *events;
     size_t nevents;
+    size_t bytes;                 /* memory its events hold while queued (payload text) */
     int *results;                 /* nevents results, filled by the writer */
     const tg_meter_error *errors; /* refusal counts to add in the same transaction */
     size_t nerrors;
@@ -62,6 +63,7 @@ struct tg_job {
 
 typedef struct tg_writer_config {
     size_t queue_max_events; /* events admitted but not yet committed */
+    size_t queue_max_bytes;  /* and the bytes they hold (tg_job.bytes); 0 = no bound */
     size_t batch_max_events; /* events per transaction */
     int checkpoint_ms;       /* live usage is folded into stored pages about this often */
     /* Called for each committed (meter, customer, minute) usage delta, after the commit and

@@ -757,6 +757,35 @@ describe('back-pressure', () => {
       await own.close();
     }
   });
+  test('the writer backlog is bounded in bytes too: large payloads get 429 before memory runs away', async () => {
+    // 4 KiB of queued event memory, events of ~2 KiB payload, one event a transaction: most
+    // concurrent requests find the backlog full; what is admitted counts once.
+    const own = await startServer({ args: ['--queue-bytes', '4096', '--batch-events', '1'] });
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+    try {
+      const m = await createMeter(own.stripe);
+      const c = await createCustomer(own.stripe);
+      const T = Math.floor(nowSec() / 60) * 60 - 600;
+      const rs = await Promise.all(Array.from({ length: 100 }, (_, i) => rawRequest(own.port, 'POST', '/v1/billing/meter_events', {
+        auth: own.key, agent,
+        body: `event_name=${m.event_name}&identifier=bb-${i}&payload[stripe_customer_id]=${c.id}` +
+          `&payload[value]=1&timestamp=${T}&payload[note]=${'n'.repeat(2000)}`,
+      })));
+      const ok = rs.filter((r) => r.status === 200).length;
+      const limited = rs.filter((r) => r.status === 429);
+      assert.equal(ok + limited.length, 100, rs.filter((r) => r.status !== 200 && r.status !== 429).map((r) => r.text).join('\n'));
+      assert.ok(limited.length > 0, 'no 429 with a 4 KiB backlog and 100 concurrent 2 KiB events');
+      assert.ok(ok > 0, 'an empty backlog always admits');
+      for (const r of limited) assert.equal(r.headers['stripe-should-retry'], 'true');
+      const sum = (await own.stripe.billing.meters.listEventSummaries(m.id, {
+        customer: c.id, start_time: T, end_time: T + 60,
+      })).data[0]?.aggregated_value ?? 0;
+      assert.equal(sum, ok);
+    } finally {
+      agent.destroy();
+      await own.close();
+    }
+  });
 });
 
 describe('shutdown', () => {

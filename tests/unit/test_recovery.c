@@ -62,7 +62,7 @@ static void rm_dir(const char *dir)
 
 static int open_service(fixture *f)
 {
-    tg_service_config cfg = {0, 0, 2, false};
+    tg_service_config cfg = {.readers = 2};
     tg_err err = {0};
     int rc = tg_service_open(&f->svc, tg_store_sqlite_factory(f->dir), &f->clock, &cfg, &err);
     if (rc)
