@@ -269,8 +269,11 @@ static int licensed_line(bctx *c, tg_invoice *v, const tg_sub_item *it, int64_t 
 
 /* Usage is counted by UTC minute. A line or an item's usage ending inside a minute takes that
  * whole minute: a cancellation, a removal or a meter change bills the usage of its own
- * minute. An item starting inside a minute counts that minute too, unless it replaces one on
- * the same meter there (bill_ended_items): then the minute is counted once. */
+ * minute, and a period's lines end at minute_up(period end) (a minute belongs to the interval
+ * it starts in). An item starting inside a minute counts that minute too, unless it replaces
+ * one on the same meter there: during a period the new item takes the minute and the old one
+ * ends at its start (bill_ended_items); at a period's end the old one's line takes it and
+ * the new one starts at minute_up (usage_start_after). */
 static int64_t minute_up(int64_t t)
 {
     return tg_window_start(t + 59, 60);
@@ -644,7 +647,19 @@ static int sub_end(bctx *c, tg_subscription *s, int64_t t, bool final_invoice)
     return bill_emit(c, "customer.subscription.deleted", TG_OBJ_SUBSCRIPTION, s);
 }
 
-/* Replaces the items with the next phase's (a schedule's phase starting now). */
+/* Where the usage of a metered item starting at t on s counts from: the minute containing t
+ * belongs to the interval it starts in, so when an item of s on the same meter has been
+ * billed up to t (its line ends at minute_up(t)), the new item counts from minute_up(t). */
+static int64_t usage_start_after(const tg_subscription *s, const tg_price *p, int64_t t)
+{
+    for (size_t k = 0; p->metered && k < s->nitems; k++)
+        if (s->items[k].price.metered && strcmp(s->items[k].price.meter, p->meter) == 0)
+            return minute_up(t);
+    return t;
+}
+
+/* Replaces the items with the next phase's (a schedule's phase starting now, where the
+ * previous period's lines end). */
 static int apply_next_phase(bctx *c, tg_subscription *s, int64_t t)
 {
     tg_sub_item *items = tg_arena_alloc(c->a, s->next_phase.nitems * sizeof *items);
@@ -669,7 +684,7 @@ static int apply_next_phase(bctx *c, tg_subscription *s, int64_t t)
             }
         if (!it->created) {
             it->created = t;
-            it->usage_from = t;
+            it->usage_from = usage_start_after(s, &it->price, t);
         }
         it->quantity = it->price.metered ? 0 : s->next_phase.items[i].quantity;
     }

@@ -370,6 +370,21 @@ test('an event of an invoiced period cancelled afterwards does not lower the nex
   assert.deepEqual(amounts, [300, 500]);
 });
 
+test('a schedule phase changing the price on a meter at a boundary inside a minute: the boundary minute is billed once', async () => {
+  const w = await world(T + 30);
+  const sub = await subscribe(w, [cat.p1]);
+  const sched = await stripe.subscriptionSchedules.create({ from_subscription: sub.id });
+  await stripe.subscriptionSchedules.update(sched.id, { phases: [{ items: [{ price: cat.p1.id }] }, { items: [{ price: cat.p1b.id }] }] });
+  await w.advance(MAR + 45);
+  await w.use(1000, MAR + 40);                                   // the minute starts before the boundary (MAR+30)
+  await w.use(10, MAR + 70);
+  await w.advance(MAR + 2 * HOUR);
+  await w.advance(APR + 2 * HOUR);
+  const invs = await w.invoices(sub.id);
+  assert.equal(billedFor(invs, cat.p1), 1000);
+  assert.equal(billedFor(invs, cat.p1b), 30);
+});
+
 test('a usage quantity beyond 64 bits is shown exactly in quantity_decimal and as quantity null, never wrapped', async () => {
   const meter = await createMeter(stripe);
   const tiny = await stripe.prices.create({ product: cat.api1.id, currency: 'usd', unit_amount_decimal: '0.000000000001', recurring: { interval: 'month', usage_type: 'metered', meter: meter.id } });
