@@ -291,16 +291,17 @@ static int usage_of(bctx *c, const char *customer, const char *meter, int64_t fr
 }
 
 /* Usage of a metered item billable on a line for the period [pstart, pend): for additive
- * meters what is unbilled since usage_from (usage that arrived late for invoiced periods is
- * carried here), but never less than the period's own usage (events of invoiced periods
- * cancelled since do not lower it); for `last` meters the period's last value. *cum (may be
- * NULL) gets what the item has billed once this line is: everything since usage_from. */
+ * meters what is unbilled since usage_from, net: usage that arrived late for invoiced periods
+ * is carried here, and so is negative usage (a negative event or the cancellation of an event
+ * of an invoiced period), which lowers this line and, beyond it, later ones; for `last`
+ * meters the period's last value. *cum (may be NULL) gets the item's net usage since
+ * usage_from: what it has billed once this line is, unless that is less than billed. */
 static int metered_usage(bctx *c, const char *customer, const char *meter, int64_t usage_from,
                          int64_t pstart, int64_t pend, tg_dec billed, tg_dec *q, tg_dec *cum)
 {
     tg_meter m;
     tg_err ignore = {0};
-    tg_dec all = billed, cur = 0;
+    tg_dec all = billed;
     int64_t to = minute_up(pend);
     int rc = TG_OK;
     if (c->s->ops->meter_get(c->s, c->scope, meter, &m, &ignore)) {
@@ -308,20 +309,14 @@ static int metered_usage(bctx *c, const char *customer, const char *meter, int64
     } else if (m.formula == TG_FORMULA_LAST) {
         rc = usage_of(c, customer, meter, pstart > usage_from ? pstart : usage_from, to, q);
     } else {
-        /* The period's own usage starts where the previous line's ended (its minute_up). */
-        int64_t cur_from = usage_from >= pstart ? usage_from : minute_up(pstart);
         rc = usage_of(c, customer, meter, usage_from, to, &all);
-        if (!rc)
-            rc = usage_of(c, customer, meter, cur_from, to, &cur);
         if (!rc && tg_dec_sub(all, billed, q))
             return tg_err_set(c->err, TG_EINVAL, NULL, "Usage overflows.");
-        if (!rc && *q < cur)
-            *q = cur;
     }
     if (rc)
         return rc;
     if (*q < 0)
-        *q = 0; /* negative usage is billed as 0 (and stays owed against later usage) */
+        *q = 0; /* negative usage is billed as 0 and stays owed against later usage */
     if (cum)
         *cum = all;
     return TG_OK;
