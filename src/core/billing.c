@@ -1101,6 +1101,14 @@ static int price_not_on(bctx *c, const tg_sub_item *items, size_t n, const tg_su
     return TG_OK;
 }
 
+/* Where the usage of a metered item starting now on s (added, or moved to another meter)
+ * counts from: usage during a trial is not billed, so on a trialing subscription it counts
+ * from the trial's end. */
+static int64_t usage_start_now(const bctx *c, const tg_subscription *s)
+{
+    return s->status == TG_SUB_TRIALING && s->trial_end > c->now ? s->trial_end : c->now;
+}
+
 static int item_new(bctx *c, tg_subscription *s, const tg_sub_item_spec *spec, size_t index,
                     tg_sub_item *it)
 {
@@ -1126,10 +1134,7 @@ static int item_new(bctx *c, tg_subscription *s, const tg_sub_item_spec *spec, s
     }
     it->quantity = it->price.metered ? 0 : spec->has_quantity ? spec->quantity : 1;
     it->created = c->now;
-    /* Usage during a trial is not billed: an item added to a trialing subscription counts
-     * from the trial's end. */
-    it->usage_from = s->status == TG_SUB_TRIALING && s->trial_end > c->now ? s->trial_end
-                                                                            : c->now;
+    it->usage_from = usage_start_now(c, s);
     tg_metadata md;
     tg_metadata none = {0};
     if (tg_metadata_apply(&none, false, &spec->metadata, c->a, &md))
@@ -1559,10 +1564,11 @@ static int sub_update_items(bctx *c, tg_subscription *s, const tg_sub_params *p,
                                   "An item cannot change between a licensed and a metered "
                                   "price; add a new item instead.");
             /* Another meter: what the old one counted so far is billed like a removed item's
-             * usage, and the item counts the new meter's usage from now on. */
+             * usage, and the item counts the new meter's usage from now on (from the trial's
+             * end during a trial). */
             if (np.metered && strcmp(np.meter, old_price.meter) != 0) {
                 ended[nended].why = "changed", ended[nended++].it = *it;
-                it->usage_from = c->now;
+                it->usage_from = usage_start_now(c, s);
                 it->billed = 0;
             }
             it->price = np;

@@ -392,6 +392,21 @@ test('net usage: negative usage, and an event of an invoiced period cancelled af
   assert.deepEqual(await cycle(w2, sub2), [300, 200]);             // the cancelled 300 is credited
 });
 
+test('a metered item moved to another meter during a trial bills none of its trial usage', async () => {
+  const w = await world();
+  const sub = await subscribe(w, [cat.seat28, cat.p1], { trial_period_days: 14 });
+  const si = sub.items.data.find((i) => i.price.id === cat.p1.id).id;
+  await w.advance(T + DAY);
+  await stripe.subscriptions.update(sub.id, { items: [{ id: si, price: cat.p2.id }] });
+  await w.use(5000, w.now, cat.m2);
+  await w.advance(T + 2 * DAY);
+  await stripe.subscriptions.update(sub.id, { items: [{ id: si, deleted: true }] });
+  await w.advance(T + 14 * DAY + 2 * HOUR);
+  const invs = await w.invoices(sub.id);
+  assert.equal(billedFor(invs, cat.p2), 0);
+  assert.equal(total(invs), 2800);
+});
+
 test('a usage quantity beyond 64 bits is shown exactly in quantity_decimal and as quantity null, never wrapped', async () => {
   const meter = await createMeter(stripe);
   const tiny = await stripe.prices.create({ product: cat.api1.id, currency: 'usd', unit_amount_decimal: '0.000000000001', recurring: { interval: 'month', usage_type: 'metered', meter: meter.id } });
