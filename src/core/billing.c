@@ -1609,7 +1609,9 @@ static int sub_update_fn(bctx *c, void *arg)
                          p->trial_end || p->trial_end_now))
         return tg_err_set(c->err, TG_ESTATE, NULL,
                           "A canceled subscription can only update its metadata.");
-    if (p->cancel_at_period_end >= 0) {
+    int64_t old_cancel_at = s->cancel_at;
+    bool old_at_period_end = s->cancel_at_period_end;
+    if (p->cancel_at_period_end >= 0 && p->cancel_at_period_end != s->cancel_at_period_end) {
         s->cancel_at_period_end = p->cancel_at_period_end;
         if (s->cancel_at_period_end)
             s->cancel_at = 0;
@@ -1623,7 +1625,9 @@ static int sub_update_fn(bctx *c, void *arg)
             s->cancel_at_period_end = false;
     }
     bool prorated = false;
-    if (p->cancel_at_set || p->cancel_at_period_end >= 0) {
+    /* Only a change of the cancellation moves its proration: sending the same values again
+     * keeps the one made when it was set (or its absence, with proration_behavior=none). */
+    if (s->cancel_at != old_cancel_at || s->cancel_at_period_end != old_at_period_end) {
         size_t before = s->npending;
         if ((rc = prorate_cancel_at(c, s, p->proration != TG_PRORATE_NONE)))
             return rc;

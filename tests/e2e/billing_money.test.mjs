@@ -407,6 +407,19 @@ test('a metered item moved to another meter during a trial bills none of its tri
   assert.equal(total(invs), 2800);
 });
 
+test('an update that leaves cancel_at and cancel_at_period_end as they are changes no cancel_at proration', async () => {
+  const w = await world();
+  const sub = await subscribe(w, [cat.seat28], { cancel_at: T + 14 * DAY, proration_behavior: 'none' });
+  await w.advance(T + DAY);
+  await stripe.subscriptions.update(sub.id, { cancel_at_period_end: false });
+  await stripe.subscriptions.update(sub.id, { cancel_at: T + 14 * DAY });
+  await w.advance(T + 15 * DAY);
+  const invs = await w.invoices(sub.id);
+  assert.equal((await stripe.subscriptions.retrieve(sub.id)).status, 'canceled');
+  assert.deepEqual(allLines(invs).filter((l) => l.l.parent.subscription_item_details.proration).map((l) => l.amount), []);
+  assert.equal(total(invs), 2800);
+});
+
 test('a usage quantity beyond 64 bits is shown exactly in quantity_decimal and as quantity null, never wrapped', async () => {
   const meter = await createMeter(stripe);
   const tiny = await stripe.prices.create({ product: cat.api1.id, currency: 'usd', unit_amount_decimal: '0.000000000001', recurring: { interval: 'month', usage_type: 'metered', meter: meter.id } });
