@@ -466,6 +466,26 @@ static int invoice_mark_paid(bctx *c, tg_invoice *v)
     return bill_emit(c, "invoice.paid", TG_OBJ_INVOICE, v);
 }
 
+/* Whether a line's price counts usage of meter (an item may have changed meters since). */
+static bool line_on_meter(bctx *c, const tg_invoice_line *l, const char *meter)
+{
+    tg_price p;
+    tg_err ignore = {0}, *saved = c->err;
+    c->err = &ignore;
+    int rc = bill_load_price(c, l->price, NULL, &p);
+    c->err = saved;
+    return rc == TG_OK && strcmp(p.meter, meter) == 0;
+}
+
+/* Whether metered line l, whose price is on meter, still counts the usage of item it: the
+ * line's item, on the same meter and still counting from where it did when the line was made
+ * (an item moved to another meter, and maybe back, counts again from the move). */
+static bool item_counts_line(const tg_invoice_line *l, const tg_sub_item *it, const char *meter)
+{
+    return strcmp(it->id, l->subscription_item) == 0 && strcmp(it->price.meter, meter) == 0 &&
+           it->usage_from == l->usage_from;
+}
+
 /* Finalizes a draft: metered lines take the usage received meanwhile, items record what is
  * now billed, the invoice gets its number and is open (or paid when nothing is due).
  * s is the invoice's subscription (loaded by the caller, saved by the caller), or NULL. */
@@ -484,12 +504,11 @@ static int invoice_finalize(bctx *c, tg_invoice *v, tg_subscription *s)
         c->err = saved;
         if (rc)
             continue; /* unreadable price: the line keeps the draft's amount */
-        /* Its item, unless the item has moved to another meter since (then what the item
-         * counts is another meter's usage). */
+        /* Its item, unless the item has started counting again since (it moved to another
+         * meter, and maybe back): then the line counts with its own usage start. */
         tg_sub_item *it = NULL;
         for (size_t k = 0; s && k < s->nitems; k++)
-            if (strcmp(s->items[k].id, l->subscription_item) == 0 &&
-                strcmp(s->items[k].price.meter, p.meter) == 0)
+            if (item_counts_line(l, &s->items[k], p.meter))
                 it = &s->items[k];
         tg_dec billed;
         rc = metered_usage(c, v->customer, p.meter, it ? it->usage_from : l->usage_from,
@@ -549,17 +568,6 @@ static int sub_drafts(bctx *c, const tg_subscription *s, tg_invoice **out, size_
     return rc;
 }
 
-/* Whether a line's price counts usage of meter (an item may have changed meters since). */
-static bool line_on_meter(bctx *c, const tg_invoice_line *l, const char *meter)
-{
-    tg_price p;
-    tg_err ignore = {0}, *saved = c->err;
-    c->err = &ignore;
-    int rc = bill_load_price(c, l->price, NULL, &p);
-    c->err = saved;
-    return rc == TG_OK && strcmp(p.meter, meter) == 0;
-}
-
 /* What an item has billed counting its lines on drafts not finalized yet, with the usage
  * those lines would take if they finalized now. */
 static int billed_with_drafts(bctx *c, const tg_subscription *s, const tg_sub_item *it,
@@ -573,7 +581,7 @@ static int billed_with_drafts(bctx *c, const tg_subscription *s, const tg_sub_it
         for (size_t k = 0; !rc && k < drafts[i].nlines; k++) {
             const tg_invoice_line *l = &drafts[i].lines[k];
             tg_dec q, total;
-            if (!l->metered || strcmp(l->subscription_item, it->id) != 0 ||
+            if (!l->metered || !item_counts_line(l, it, it->price.meter) ||
                 !line_on_meter(c, l, it->price.meter))
                 continue;
             rc = metered_quantity(c, s, it, l->period_start, l->period_end, l->usage_before,

@@ -420,6 +420,22 @@ test('an update that leaves cancel_at and cancel_at_period_end as they are chang
   assert.equal(total(invs), 2800);
 });
 
+test('an item moved to another meter and back while the previous period is a draft: the draft keeps its usage', async () => {
+  const w = await world();
+  const sub = await subscribe(w, [cat.p1, cat.seat]);
+  const si = sub.items.data.find((i) => i.price.id === cat.p1.id).id;
+  await w.advance(T + DAY); await w.use(1000);
+  await w.advance(MAR + 600);                                    // February's draft is in its grace period
+  await stripe.subscriptions.update(sub.id, { items: [{ id: si, price: cat.p2.id }], proration_behavior: 'none' });
+  await w.advance(MAR + 1200);
+  await stripe.subscriptions.update(sub.id, { items: [{ id: si, price: cat.p1b.id }], proration_behavior: 'none' });
+  await w.use(100);
+  await w.advance(APR + 3 * HOUR);
+  const invs = await w.invoices(sub.id);
+  assert.equal(billedFor(invs, cat.p1), 1000);
+  assert.equal(billedFor(invs, cat.p1b), 300);
+});
+
 test('a usage quantity beyond 64 bits is shown exactly in quantity_decimal and as quantity null, never wrapped', async () => {
   const meter = await createMeter(stripe);
   const tiny = await stripe.prices.create({ product: cat.api1.id, currency: 'usd', unit_amount_decimal: '0.000000000001', recurring: { interval: 'month', usage_type: 'metered', meter: meter.id } });
