@@ -267,13 +267,13 @@ static int licensed_line(bctx *c, tg_invoice *v, const tg_sub_item *it, int64_t 
     return l->description ? TG_OK : tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
 }
 
-/* Usage is counted by UTC minute. A line or an item's usage ending inside a minute takes that
- * whole minute: a cancellation, a removal or a meter change bills the usage of its own
- * minute, and a period's lines end at minute_up(period end) (a minute belongs to the interval
- * it starts in). An item starting inside a minute counts that minute too, unless it replaces
- * one on the same meter there: during a period the new item takes the minute and the old one
- * ends at its start (bill_ended_items); at a period's end the old one's line takes it and
- * the new one starts at minute_up (usage_start_after). */
+/* Usage is counted by UTC minute, and a minute belongs to the interval it starts in: a line
+ * ending inside a minute (a period's end, a cancellation, a removal, a meter change) takes
+ * that whole minute, up to minute_up(end), and records it (bill_through). An item starting
+ * inside a minute counts that minute too, unless a line of the customer on the same meter has
+ * already taken it (then it starts at minute_up: usage_start); when an item removed or moved
+ * away on the same subscription has another counting its meter from this minute, the new one
+ * takes the minute and the old one ends at its start (bill_ended_items). */
 static int64_t minute_up(int64_t t)
 {
     return tg_window_start(t + 59, 60);
@@ -288,6 +288,47 @@ static int usage_of(bctx *c, const char *customer, const char *meter, int64_t fr
     if (rc == TG_ENOTFOUND)
         *q = 0;
     return rc == TG_ENOTFOUND ? TG_OK : rc;
+}
+
+/* The instant up to which a customer's usage of a meter has been billed by a line that ended
+ * (a period's, a cancellation's or a removal's: they bill through minute_up(their end)), kept
+ * as a setting per (customer, meter); 0 when none. An item of any subscription of the customer
+ * that starts counting that meter earlier, inside the minute such a line took, starts there. */
+static void billed_through_name(const bctx *c, const char *customer, const char *meter,
+                                char *out, size_t cap)
+{
+    snprintf(out, cap, "billed_through:%s:%d:%s:%s", c->scope->account, c->scope->livemode,
+             customer, meter);
+}
+
+static int64_t billed_through(bctx *c, const char *customer, const char *meter)
+{
+    char name[TG_ID_MAX * 3 + 40], *value = NULL;
+    tg_err ignore = {0};
+    billed_through_name(c, customer, meter, name, sizeof name);
+    if (c->s->ops->setting_get(c->s, name, c->a, &value, &ignore) == TG_OK && value)
+        return strtoll(value, NULL, 10);
+    return 0;
+}
+
+/* Records that a line bills customer's usage of meter up to minute_up(end). */
+static int bill_through(bctx *c, const char *customer, const char *meter, int64_t end)
+{
+    int64_t t = minute_up(end);
+    if (billed_through(c, customer, meter) >= t)
+        return TG_OK;
+    char name[TG_ID_MAX * 3 + 40], value[24];
+    billed_through_name(c, customer, meter, name, sizeof name);
+    snprintf(value, sizeof value, "%lld", (long long)t);
+    return c->s->ops->setting_put(c->s, name, value, c->err);
+}
+
+/* Where the usage of a metered item of s on price p starting at t counts from: t, or the end
+ * of the minute containing t when a line that ended in that minute has billed it. */
+static int64_t usage_start(bctx *c, const tg_subscription *s, const tg_price *p, int64_t t)
+{
+    int64_t through = p->metered ? billed_through(c, s->customer, p->meter) : 0;
+    return through > t ? through : t;
 }
 
 /* Usage of a metered item billable on a line for the period [pstart, pend): for additive
@@ -355,6 +396,15 @@ static int metered_line(bctx *c, tg_invoice *v, const tg_subscription *s, const 
     l->period_end = pend;
     rc = metered_quantity(c, s, it, pstart, pend, it->billed, &l->quantity, NULL);
     return rc ? rc : metered_line_price(c, l, &it->price);
+}
+
+/* The metered line of an item whose usage of [pstart, pend) is billed now (a renewal or a
+ * cancellation): it bills through minute_up(pend). */
+static int ended_metered_line(bctx *c, tg_invoice *v, const tg_subscription *s,
+                              const tg_sub_item *it, int64_t pstart, int64_t pend)
+{
+    int rc = metered_line(c, v, s, it, pstart, pend);
+    return rc ? rc : bill_through(c, s->customer, it->price.meter, pend);
 }
 
 static int pending_lines(bctx *c, tg_invoice *v, tg_subscription *s)
@@ -629,7 +679,7 @@ static int sub_end(bctx *c, tg_subscription *s, int64_t t, bool final_invoice)
             return rc;
         for (size_t i = 0; !rc && i < s->nitems; i++)
             if (s->items[i].price.metered)
-                rc = metered_line(c, &v, s, &s->items[i], s->period_start, t);
+                rc = ended_metered_line(c, &v, s, &s->items[i], s->period_start, t);
         if (!rc)
             rc = pending_lines(c, &v, s);
         if (!rc)
@@ -648,17 +698,6 @@ static int sub_end(bctx *c, tg_subscription *s, int64_t t, bool final_invoice)
         s->canceled_at = t;
     s->period_end = s->period_end > t ? t : s->period_end;
     return bill_emit(c, "customer.subscription.deleted", TG_OBJ_SUBSCRIPTION, s);
-}
-
-/* Where the usage of a metered item starting at t on s counts from: the minute containing t
- * belongs to the interval it starts in, so when an item of s on the same meter has been
- * billed up to t (its line ends at minute_up(t)), the new item counts from minute_up(t). */
-static int64_t usage_start_after(const tg_subscription *s, const tg_price *p, int64_t t)
-{
-    for (size_t k = 0; p->metered && k < s->nitems; k++)
-        if (s->items[k].price.metered && strcmp(s->items[k].price.meter, p->meter) == 0)
-            return minute_up(t);
-    return t;
 }
 
 /* Replaces the items with the next phase's (a schedule's phase starting now, where the
@@ -687,7 +726,7 @@ static int apply_next_phase(bctx *c, tg_subscription *s, int64_t t)
             }
         if (!it->created) {
             it->created = t;
-            it->usage_from = usage_start_after(s, &it->price, t);
+            it->usage_from = usage_start(c, s, &it->price, t); /* after the old lines' */
         }
         it->quantity = it->price.metered ? 0 : s->next_phase.items[i].quantity;
     }
@@ -747,7 +786,7 @@ static int sub_renew(bctx *c, tg_subscription *s, int64_t t, bool after_trial)
         return rc;
     for (size_t i = 0; !rc && i < s->nitems; i++)
         if (s->items[i].price.metered && !after_trial)
-            rc = metered_line(c, &v, s, &s->items[i], old_start, t);
+            rc = ended_metered_line(c, &v, s, &s->items[i], old_start, t);
     if (!rc)
         rc = pending_lines(c, &v, s);
     if (!rc && s->next_phase.set && s->next_phase.start <= t) {
@@ -757,7 +796,7 @@ static int sub_renew(bctx *c, tg_subscription *s, int64_t t, bool after_trial)
     }
     for (size_t i = 0; !rc && i < s->nitems; i++)
         if (s->items[i].price.metered && after_trial) { /* usage counts from the trial's end */
-            s->items[i].usage_from = t;
+            s->items[i].usage_from = usage_start(c, s, &s->items[i].price, t);
             s->items[i].billed = 0;
         }
     if (!rc)
@@ -1112,9 +1151,10 @@ static int price_not_on(bctx *c, const tg_sub_item *items, size_t n, const tg_su
 /* Where the usage of a metered item starting now on s (added, or moved to another meter)
  * counts from: usage during a trial is not billed, so on a trialing subscription it counts
  * from the trial's end. */
-static int64_t usage_start_now(const bctx *c, const tg_subscription *s)
+static int64_t usage_start_now(bctx *c, const tg_subscription *s, const tg_price *p)
 {
-    return s->status == TG_SUB_TRIALING && s->trial_end > c->now ? s->trial_end : c->now;
+    return s->status == TG_SUB_TRIALING && s->trial_end > c->now ? s->trial_end
+                                                                  : usage_start(c, s, p, c->now);
 }
 
 static int item_new(bctx *c, tg_subscription *s, const tg_sub_item_spec *spec, size_t index,
@@ -1142,7 +1182,7 @@ static int item_new(bctx *c, tg_subscription *s, const tg_sub_item_spec *spec, s
     }
     it->quantity = it->price.metered ? 0 : spec->has_quantity ? spec->quantity : 1;
     it->created = c->now;
-    it->usage_from = usage_start_now(c, s);
+    it->usage_from = usage_start_now(c, s, &it->price);
     tg_metadata md;
     tg_metadata none = {0};
     if (tg_metadata_apply(&none, false, &spec->metadata, c->a, &md))
@@ -1347,6 +1387,8 @@ static int bill_removed_usage(bctx *c, tg_subscription *s, const tg_sub_item *it
     int rc = billed_with_drafts(c, s, it, &billed);
     if (!rc)
         rc = metered_quantity(c, s, it, s->period_start, end, billed, &q, NULL);
+    if (!rc)
+        rc = bill_through(c, s->customer, it->price.meter, end);
     if (rc || q <= 0)
         return rc;
     tg_pending_line *p = tg_arena_alloc(c->a, (s->npending + 1) * sizeof *p);
@@ -1466,42 +1508,23 @@ struct ended_item {
     const char *why;
 };
 
-/* Whether a removal on s (an earlier change) has already billed the usage of meter in the
- * minute of c->now. */
-static bool minute_billed_by_removal(bctx *c, const tg_subscription *s, const char *meter)
-{
-    for (size_t i = 0; i < s->npending; i++) {
-        const tg_pending_line *l = &s->pending[i];
-        tg_price p;
-        tg_err ignore = {0}, *saved = c->err;
-        c->err = &ignore;
-        int rc = l->proration ? TG_ENOTFOUND : bill_load_price(c, l->price, NULL, &p);
-        c->err = saved;
-        if (!rc && minute_up(l->period_end) > c->now && strcmp(p.meter, meter) == 0)
-            return true;
-    }
-    return false;
-}
-
 /* Bills the usage of the metered items a change removed or moved to another meter. Usage on
- * each minute is billed once: an item starting now on the same meter takes this minute (it
- * starts where the removed one ends) unless an earlier removal already billed it (then it
- * starts at the next minute); otherwise the removed item bills its last minute. */
+ * each minute is billed once: an item that started counting the same meter in this minute,
+ * after the removed one (by this change or an earlier one), takes the minute, and the removed
+ * one ends at its start; otherwise the removed item bills its last minute (and an item
+ * starting later in that minute counts from the next one: usage_start). */
 static int bill_ended_items(bctx *c, tg_subscription *s, const struct ended_item *ended,
                             size_t nended)
 {
-    for (size_t k = 0; k < s->nitems; k++) {
-        tg_sub_item *it = &s->items[k];
-        if (it->price.metered && it->usage_from == c->now &&
-            minute_billed_by_removal(c, s, it->price.meter))
-            it->usage_from = minute_up(c->now);
-    }
+    int64_t minute = tg_window_start(c->now, 60);
     for (size_t i = 0; i < nended; i++) {
         int64_t end = c->now;
         for (size_t k = 0; k < s->nitems; k++)
-            if (s->items[k].price.metered && s->items[k].usage_from == c->now &&
+            if (s->items[k].price.metered && s->items[k].usage_from <= c->now &&
+                s->items[k].usage_from > ended[i].it.usage_from &&
+                tg_window_start(s->items[k].usage_from, 60) == minute &&
                 strcmp(s->items[k].price.meter, ended[i].it.price.meter) == 0)
-                end = tg_window_start(c->now, 60);
+                end = minute;
         int rc = bill_removed_usage(c, s, &ended[i].it, end, ended[i].why);
         if (rc)
             return rc;
@@ -1576,7 +1599,7 @@ static int sub_update_items(bctx *c, tg_subscription *s, const tg_sub_params *p,
              * end during a trial). */
             if (np.metered && strcmp(np.meter, old_price.meter) != 0) {
                 ended[nended].why = "changed", ended[nended++].it = *it;
-                it->usage_from = usage_start_now(c, s);
+                it->usage_from = usage_start_now(c, s, &np);
                 it->billed = 0;
             }
             it->price = np;
@@ -1862,7 +1885,7 @@ static int sub_resume_fn(bctx *c, void *arg)
     s->paused_at = 0;
     s->period_start = s->period_end = c->now;
     for (size_t i = 0; i < s->nitems; i++) {
-        s->items[i].usage_from = c->now;
+        s->items[i].usage_from = usage_start(c, s, &s->items[i].price, c->now);
         s->items[i].billed = 0;
     }
     if ((rc = bill_emit(c, "customer.subscription.resumed", TG_OBJ_SUBSCRIPTION, s)))

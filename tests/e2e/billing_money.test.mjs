@@ -436,6 +436,57 @@ test('an item moved to another meter and back while the previous period is a dra
   assert.equal(billedFor(invs, cat.p1b), 300);
 });
 
+test('a subscription cancelled and another created in the same minute: the minute is billed once', async () => {
+  const w = await world();
+  const a = await subscribe(w, [cat.p1]);
+  await w.advance(T + DAY + 30);
+  await w.use(700, T + DAY + 10);
+  await stripe.subscriptions.cancel(a.id, { invoice_now: true });
+  await w.advance(T + DAY + 40);
+  const b = await subscribe(w, [cat.p1]);
+  await w.advance(T + DAY + 5 * 60); await w.use(20);
+  await w.advance(MAR + DAY + 2 * HOUR);                         // B's first period ends at MAR+DAY+40
+  assert.equal(billedFor(await w.invoices(a.id), cat.p1), 700);
+  assert.equal(billedFor(await w.invoices(b.id), cat.p1), 20);
+});
+
+test('a metered item removed, its removal invoiced or renewed, then added again in the same minute: the minute is billed once', async () => {
+  const w = await world();
+  const sub = await subscribe(w, [cat.p1, cat.seat]);
+  await w.advance(T + DAY + 20);
+  await w.use(700, T + DAY + 10);
+  const si = sub.items.data.find((i) => i.price.id === cat.p1.id).id;
+  await stripe.subscriptions.update(sub.id, { items: [{ id: si, deleted: true }], proration_behavior: 'always_invoice' });
+  await w.advance(T + DAY + 40);
+  await stripe.subscriptions.update(sub.id, { items: [{ price: cat.p1.id }] });
+  await w.advance(MAR + 2 * HOUR);
+  assert.equal(billedFor(await w.invoices(sub.id), cat.p1), 700);
+
+  const w2 = await world(T + 30);                                // boundaries at :30
+  const sub2 = await subscribe(w2, [cat.p1, cat.seat]);
+  await w2.advance(MAR + 10);
+  await w2.use(900, MAR + 5);
+  const si2 = sub2.items.data.find((i) => i.price.id === cat.p1.id).id;
+  await stripe.subscriptions.update(sub2.id, { items: [{ id: si2, deleted: true }] });
+  await w2.advance(MAR + 40);                                    // the renewal at MAR+30 invoices the removal
+  await stripe.subscriptions.update(sub2.id, { items: [{ price: cat.p1.id }] });
+  await w2.advance(APR + 2 * HOUR);
+  assert.equal(billedFor(await w2.invoices(sub2.id), cat.p1), 900);
+});
+
+test('a metered item added, then one on the same meter removed later in the same minute: the minute is billed once', async () => {
+  const w = await world();
+  const sub = await subscribe(w, [cat.p1, cat.seat]);
+  await w.advance(T + DAY + 20);
+  await w.use(700, T + DAY + 5);
+  await stripe.subscriptions.update(sub.id, { items: [{ price: cat.p1b.id }] });
+  await w.advance(T + DAY + 40);
+  await stripe.subscriptions.update(sub.id, { items: [{ id: sub.items.data.find((i) => i.price.id === cat.p1.id).id, deleted: true }] });
+  await w.advance(MAR + 2 * HOUR);
+  const invs = await w.invoices(sub.id);
+  assert.equal(billedFor(invs, cat.p1) / 1 + billedFor(invs, cat.p1b) / 3, 700);
+});
+
 test('a usage quantity beyond 64 bits is shown exactly in quantity_decimal and as quantity null, never wrapped', async () => {
   const meter = await createMeter(stripe);
   const tiny = await stripe.prices.create({ product: cat.api1.id, currency: 'usd', unit_amount_decimal: '0.000000000001', recurring: { interval: 'month', usage_type: 'metered', meter: meter.id } });
