@@ -487,6 +487,18 @@ test('a metered item added, then one on the same meter removed later in the same
   assert.equal(billedFor(invs, cat.p1) / 1 + billedFor(invs, cat.p1b) / 3, 700);
 });
 
+test('a last meter at a boundary inside a minute: the last value of that minute is the earlier period\'s, and the later one\'s until another is sent', async () => {
+  const meter = await createMeter(stripe, { formula: 'last' });
+  const gauge = await stripe.prices.create({ product: cat.api1.id, currency: 'usd', unit_amount: 100, recurring: { interval: 'month', usage_type: 'metered', meter: meter.id } });
+  const w = await world(T + 30);
+  const sub = await subscribe(w, [gauge]);
+  await w.advance(MAR - 100); await w.use(50, w.now, meter);
+  await w.advance(MAR + 40); await w.use(10, w.now, meter);     // same minute as the boundary (MAR+30)
+  await w.advance(APR + 2 * HOUR);
+  const lines = allLines(await w.invoices(sub.id)).filter((l) => l.price === gauge.id).map((l) => [l.l.period.start, Number(l.q), l.amount]);
+  assert.deepEqual(lines.sort((a, b) => a[0] - b[0]), [[T + 30, 10, 1000], [MAR + 30, 10, 1000]]);
+});
+
 test('a usage quantity beyond 64 bits is shown exactly in quantity_decimal and as quantity null, never wrapped', async () => {
   const meter = await createMeter(stripe);
   const tiny = await stripe.prices.create({ product: cat.api1.id, currency: 'usd', unit_amount_decimal: '0.000000000001', recurring: { interval: 'month', usage_type: 'metered', meter: meter.id } });
