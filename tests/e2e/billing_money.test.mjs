@@ -42,6 +42,7 @@ async function world(t0 = T, customer = { invoice_settings: { default_payment_me
 const priceOf = (l) => l.pricing.price_details.price;
 const allLines = (invs) => invs.flatMap((i) => i.lines.data.map((l) => ({ inv: i, price: priceOf(l), q: l.quantity_decimal ?? String(l.quantity), amount: l.amount, l })));
 const billedFor = (invs, price) => allLines(invs).filter((l) => l.price === price.id).reduce((a, l) => a + l.amount, 0);
+const itemOf = (sub, price) => sub.items.data.find((i) => i.price.id === price.id).id;
 const total = (invs) => invs.reduce((a, i) => a + i.total, 0);
 /** A subscription of w's customer to prices (one item each), with extra create parameters. */
 const subscribe = (w, prices, extra = {}) =>
@@ -73,7 +74,7 @@ test('a metered item moved to a price on another meter: usage of both meters is 
 test('a price cannot be on a subscription twice: an item changed to it, or a schedule phase listing it twice, is refused', async () => {
   const w = await world();
   const sub = await subscribe(w, [cat.p1, cat.p2]);
-  const siB = sub.items.data.find((i) => i.price.id === cat.p2.id).id;
+  const siB = itemOf(sub, cat.p2);
   await expectStripeError(stripe.subscriptions.update(sub.id, { items: [{ id: siB, price: cat.p1.id }] }),
     { status: 400, code: 'parameter_invalid', param: 'items[0][price]' });
   const sched = await stripe.subscriptionSchedules.create({ from_subscription: sub.id });
@@ -121,7 +122,7 @@ test('a metered item removed, then added again by a later request in the same mi
   const sub = await subscribe(w, [cat.p1, cat.seat]);
   await w.advance(T + DAY + 20);
   await w.use(700, T + DAY + 10);
-  await stripe.subscriptions.update(sub.id, { items: [{ id: sub.items.data.find((i) => i.price.id === cat.p1.id).id, deleted: true }] });
+  await stripe.subscriptions.update(sub.id, { items: [{ id: itemOf(sub, cat.p1), deleted: true }] });
   await w.advance(T + DAY + 40);
   await stripe.subscriptions.update(sub.id, { items: [{ price: cat.p1b.id }] });
   await w.advance(T + DAY + 5 * 60);
@@ -153,7 +154,7 @@ test('a metered item added and removed during a trial bills none of its trial us
   const sub = await subscribe(w, [cat.seat], { trial_period_days: 14 });
   await w.advance(T + DAY);
   const upd = await stripe.subscriptions.update(sub.id, { items: [{ price: cat.p1.id }] });
-  const si = upd.items.data.find((i) => i.price.id === cat.p1.id).id;
+  const si = itemOf(upd, cat.p1);
   await w.advance(T + DAY + HOUR); await w.use(5000);
   await w.advance(T + 2 * DAY);
   await stripe.subscriptions.update(sub.id, { items: [{ id: si, deleted: true }] });
@@ -395,7 +396,7 @@ test('net usage: negative usage, and an event of an invoiced period cancelled af
 test('a metered item moved to another meter during a trial bills none of its trial usage', async () => {
   const w = await world();
   const sub = await subscribe(w, [cat.seat28, cat.p1], { trial_period_days: 14 });
-  const si = sub.items.data.find((i) => i.price.id === cat.p1.id).id;
+  const si = itemOf(sub, cat.p1);
   await w.advance(T + DAY);
   await stripe.subscriptions.update(sub.id, { items: [{ id: si, price: cat.p2.id }] });
   await w.use(5000, w.now, cat.m2);
@@ -423,7 +424,7 @@ test('an update that leaves cancel_at and cancel_at_period_end as they are chang
 test('an item moved to another meter and back while the previous period is a draft: the draft keeps its usage', async () => {
   const w = await world();
   const sub = await subscribe(w, [cat.p1, cat.seat]);
-  const si = sub.items.data.find((i) => i.price.id === cat.p1.id).id;
+  const si = itemOf(sub, cat.p1);
   await w.advance(T + DAY); await w.use(1000);
   await w.advance(MAR + 600);                                    // February's draft is in its grace period
   await stripe.subscriptions.update(sub.id, { items: [{ id: si, price: cat.p2.id }], proration_behavior: 'none' });
@@ -455,7 +456,7 @@ test('a metered item removed, its removal invoiced or renewed, then added again 
   const sub = await subscribe(w, [cat.p1, cat.seat]);
   await w.advance(T + DAY + 20);
   await w.use(700, T + DAY + 10);
-  const si = sub.items.data.find((i) => i.price.id === cat.p1.id).id;
+  const si = itemOf(sub, cat.p1);
   await stripe.subscriptions.update(sub.id, { items: [{ id: si, deleted: true }], proration_behavior: 'always_invoice' });
   await w.advance(T + DAY + 40);
   await stripe.subscriptions.update(sub.id, { items: [{ price: cat.p1.id }] });
@@ -466,7 +467,7 @@ test('a metered item removed, its removal invoiced or renewed, then added again 
   const sub2 = await subscribe(w2, [cat.p1, cat.seat]);
   await w2.advance(MAR + 10);
   await w2.use(900, MAR + 5);
-  const si2 = sub2.items.data.find((i) => i.price.id === cat.p1.id).id;
+  const si2 = itemOf(sub2, cat.p1);
   await stripe.subscriptions.update(sub2.id, { items: [{ id: si2, deleted: true }] });
   await w2.advance(MAR + 40);                                    // the renewal at MAR+30 invoices the removal
   await stripe.subscriptions.update(sub2.id, { items: [{ price: cat.p1.id }] });
@@ -481,7 +482,7 @@ test('a metered item added, then one on the same meter removed later in the same
   await w.use(700, T + DAY + 5);
   await stripe.subscriptions.update(sub.id, { items: [{ price: cat.p1b.id }] });
   await w.advance(T + DAY + 40);
-  await stripe.subscriptions.update(sub.id, { items: [{ id: sub.items.data.find((i) => i.price.id === cat.p1.id).id, deleted: true }] });
+  await stripe.subscriptions.update(sub.id, { items: [{ id: itemOf(sub, cat.p1), deleted: true }] });
   await w.advance(MAR + 2 * HOUR);
   const invs = await w.invoices(sub.id);
   assert.equal(billedFor(invs, cat.p1) / 1 + billedFor(invs, cat.p1b) / 3, 700);
