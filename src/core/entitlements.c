@@ -61,6 +61,11 @@ typedef struct ent_node {
     int64_t customer_seq;
     ent_grant *grants;
     size_t n;
+    /* Limited grants whose period has ended, the latest of each feature, with their usage:
+     * the limits of the time a call's heartbeat finds before a period boundary (its seconds
+     * there were reserved under them). Kept while the customer stays in the registry. */
+    ent_grant *prev;
+    size_t nprev;
     ent_session *sessions;
     struct ent_node *next, *next_by_seq;
 } ent_node;
@@ -112,6 +117,7 @@ static void node_free(ent_node *n)
         free(s);
     }
     free(n->grants);
+    free(n->prev);
     free(n);
 }
 
@@ -152,7 +158,8 @@ void tg_ent_registry_forget(struct tg_ent_registry *r, const tg_scope *scope,
         while (*q != node)
             q = &(*q)->next_by_seq;
         *q = node->next_by_seq;
-        atomic_fetch_sub(&r->limited, (int)count_limited(node->grants, node->n));
+        atomic_fetch_sub(&r->limited, (int)(count_limited(node->grants, node->n) +
+                                            count_limited(node->prev, node->nprev)));
         node_free(node);
     }
     pthread_mutex_unlock(&r->mu);
@@ -184,9 +191,48 @@ static size_t count_limited(const ent_grant *g, size_t n)
     return k;
 }
 
+/* Has a limited grant's period ended: by now, or by the start of the period of the grant
+ * replacing it (a renewal is installed at once, whatever the time of the job)? */
+static bool period_ended(const ent_grant *g, const ent_grant *grants, size_t n, int64_t now)
+{
+    if (!g->g.limit.set)
+        return false;
+    for (size_t i = 0; i < n && g->g.period_end > now; i++)
+        if (strcmp(grants[i].g.feature, g->g.feature) == 0)
+            now = grants[i].g.period_start;
+    return g->g.period_end <= now;
+}
+
+/* The grants of node whose period has ended (limited ones, with their usage) as grants (the
+ * new ones) replace them, into its ended-period list, each replacing the entry of its
+ * feature there. Call with r->mu held. */
+static void keep_ended_locked(ent_node *node, const ent_grant *grants, size_t n, int64_t now)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < node->n; i++)
+        k += period_ended(&node->grants[i], grants, n, now);
+    if (!k)
+        return;
+    ent_grant *prev = realloc(node->prev, (node->nprev + k) * sizeof *prev);
+    if (!prev)
+        return; /* out of memory: those seconds are held to their reservations only */
+    node->prev = prev;
+    for (size_t i = 0; i < node->n; i++) {
+        const ent_grant *g = &node->grants[i];
+        if (!period_ended(g, grants, n, now))
+            continue;
+        size_t j = 0;
+        while (j < node->nprev && strcmp(prev[j].g.feature, g->g.feature) != 0)
+            j++;
+        if (j == node->nprev)
+            node->nprev++;
+        prev[j] = *g;
+    }
+}
+
 /* Installs a customer's grants (their counters already read), replacing what was there. */
 static int registry_put(struct tg_ent_registry *r, const tg_scope *scope, const char *customer,
-                        int64_t customer_seq, const ent_grant *grants, size_t n)
+                        int64_t customer_seq, const ent_grant *grants, size_t n, int64_t now)
 {
     ent_grant *copy = NULL;
     if (n && !(copy = malloc(n * sizeof *copy)))
@@ -211,13 +257,31 @@ static int registry_put(struct tg_ent_registry *r, const tg_scope *scope, const 
         node->next_by_seq = r->by_seq[k];
         r->by_seq[k] = node;
     }
-    atomic_fetch_sub(&r->limited, (int)count_limited(node->grants, node->n));
+    atomic_fetch_sub(&r->limited, (int)(count_limited(node->grants, node->n) +
+                                        count_limited(node->prev, node->nprev)));
+    keep_ended_locked(node, copy, n, now);
     free(node->grants);
     node->grants = copy;
     node->n = n;
-    atomic_fetch_add(&r->limited, (int)count_limited(copy, n));
+    atomic_fetch_add(&r->limited, (int)(count_limited(copy, n) +
+                                        count_limited(node->prev, node->nprev)));
     pthread_mutex_unlock(&r->mu);
     return TG_OK;
+}
+
+/* A time moved back to its minute: usage is kept per minute, and the minute holding a period
+ * bound belongs to the later period (tg_usage_between's rule). */
+static int64_t minute_of(int64_t t)
+{
+    return t - (t % 60 + 60) % 60;
+}
+
+static void count_usage(ent_grant *g, size_t n, int64_t meter_seq, int64_t minute, tg_dec sum)
+{
+    for (size_t i = 0; i < n; i++)
+        if (g[i].g.limit.set && g[i].meter_seq == meter_seq &&
+            minute >= minute_of(g[i].g.period_start) && minute < minute_of(g[i].g.period_end))
+            tg_dec_add(g[i].used, sum, &g[i].used);
 }
 
 void tg_ent_on_usage(void *ctx, int64_t meter_seq, int64_t customer_seq, int64_t minute,
@@ -230,15 +294,8 @@ void tg_ent_on_usage(void *ctx, int64_t meter_seq, int64_t customer_seq, int64_t
     for (ent_node *n = r->by_seq[slot_seq(customer_seq)]; n; n = n->next_by_seq) {
         if (n->customer_seq != customer_seq)
             continue;
-        for (size_t i = 0; i < n->n; i++) {
-            ent_grant *g = &n->grants[i];
-            /* Usage is kept per minute: the minute holding a bound belongs to the later
-             * period (tg_usage_between's rule). */
-            if (g->g.limit.set && g->meter_seq == meter_seq &&
-                minute >= g->g.period_start - (g->g.period_start % 60 + 60) % 60 &&
-                minute < g->g.period_end - (g->g.period_end % 60 + 60) % 60)
-                tg_dec_add(g->used, sum, &g->used);
-        }
+        count_usage(n->grants, n->n, meter_seq, minute, sum);
+        count_usage(n->prev, n->nprev, meter_seq, minute, sum);
     }
     pthread_mutex_unlock(&r->mu);
 }
@@ -484,7 +541,8 @@ static int install(bctx *c, const char *customer, int64_t customer_seq, const tg
     bool present = find_locked(r, c->scope, customer) != NULL;
     pthread_mutex_unlock(&r->mu);
     note_installed(c, customer);
-    if (registry_put(r, c->scope, customer, customer_seq, eg, n))
+    if (registry_put(r, c->scope, customer, customer_seq, eg, n,
+                     tg_customer_now(c->svc, c->scope, customer)))
         return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
     return present ? TG_OK : load_sessions(c, customer);
 }
@@ -1180,14 +1238,23 @@ static int session_save(bctx *c, const tg_usage_session *u)
     return rc ? rc : session_publish(c, u);
 }
 
-/* Units the session may use that nobody else holds: for every hard limit of the customer
- * counting the session's meter (its feature's, and any other feature's on the same meter:
- * they all count its events), the limit less the period's usage and what other sessions on
- * that meter hold, rounded down to whole units; the smallest. *limited false: no hard limit
- * counts the meter (the answer is then INT64_MAX). *meter: a hard limit of the session's
- * feature that counts another meter (its events could not count against it), else NULL.
- * *entitled: the customer has the feature. */
-static int64_t available_units(bctx *c, const tg_usage_session *u, bool *entitled,
+/* Whole units a hard limit on the session's meter leaves it, given what the others hold. */
+static int64_t units_left(const ent_grant *g, int64_t held)
+{
+    tg_dec left = g->g.limit.quantity - g->used - tg_dec_from_int(held);
+    return left <= 0 ? 0 : (int64_t)(left / TG_DEC_ONE);
+}
+
+/* Units the session may use at time t that nobody else holds: for every hard limit of the
+ * customer counting the session's meter over a period holding t (its feature's, and any
+ * other feature's on the same meter: they all count its events), the limit less the period's
+ * usage and what other sessions on that meter hold, rounded down to whole units; the
+ * smallest. t before a current period's start is counted against the limits of the period
+ * that ended there, when the registry still has them. *limited false: no hard limit counts
+ * the meter (the answer is then INT64_MAX). *meter: a hard limit of the session's feature
+ * that counts another meter (its events could not count against it), else NULL.
+ * *entitled: the customer has the feature now. */
+static int64_t available_units(bctx *c, const tg_usage_session *u, int64_t t, bool *entitled,
                                bool *limited, const char **meter)
 {
     struct tg_ent_registry *r = registry(c->svc);
@@ -1197,21 +1264,24 @@ static int64_t available_units(bctx *c, const tg_usage_session *u, bool *entitle
     pthread_mutex_lock(&r->mu);
     ent_node *node = find_locked(r, c->scope, u->customer);
     int64_t held = node ? held_locked(node, u->event_name, u->id, c->now) : 0;
-    for (size_t i = 0; node && i < node->n; i++) {
-        const ent_grant *g = &node->grants[i];
+    for (size_t i = 0; node && i < node->n + node->nprev; i++) {
+        bool ended = i >= node->n;
+        const ent_grant *g = ended ? &node->prev[i - node->n] : &node->grants[i];
         bool hard = g->g.limit.set && g->g.limit.hard; /* a soft limit is reported only */
         bool own = strcmp(g->g.lookup_key, u->feature) == 0;
-        *entitled |= own;
-        if (!hard)
+        *entitled |= own && !ended;
+        bool counts = ended ? t >= minute_of(g->g.period_start) &&
+                                  t < minute_of(g->g.period_end)
+                            : t >= c->now || t >= minute_of(g->g.period_start);
+        if (!hard || !counts)
             continue;
         if (strcmp(g->event_name, u->event_name) != 0) {
-            if (own && !*meter)
+            if (own && !ended && !*meter)
                 *meter = tg_arena_strdup(c->a, g->g.limit.meter);
             continue;
         }
         *limited = true;
-        tg_dec left = g->g.limit.quantity - g->used - tg_dec_from_int(held);
-        int64_t units = left <= 0 ? 0 : (int64_t)(left / TG_DEC_ONE);
+        int64_t units = units_left(g, held);
         if (units < avail)
             avail = units;
     }
@@ -1261,8 +1331,7 @@ static int64_t period_bound(bctx *c, const char *customer, int64_t after, int64_
     pthread_mutex_lock(&r->mu);
     const ent_node *node = find_locked(r, c->scope, customer);
     for (size_t i = 0; node && i < node->n; i++) {
-        int64_t b = node->grants[i].g.period_start;
-        b -= (b % 60 + 60) % 60;
+        int64_t b = minute_of(node->grants[i].g.period_start);
         if (b > after && b <= until && (!bound || b < bound))
             bound = b;
     }
@@ -1277,6 +1346,7 @@ typedef struct session_args {
     tg_usage_session *u;
     int64_t customer_seq;
     bool deferred; /* the heartbeat waited for another one's event: nothing of it was done */
+    bool split;    /* the heartbeat recorded its time up to a period boundary: the rest to do */
     bool dropped;  /* the pending units could never be recorded and were given up */
 } session_args;
 
@@ -1320,7 +1390,7 @@ static int session_start_fn(bctx *c, void *arg)
     u->created = u->last_heartbeat = c->now;
     bool entitled, limited;
     const char *meter;
-    int64_t avail = available_units(c, u, &entitled, &limited, &meter);
+    int64_t avail = available_units(c, u, c->now, &entitled, &limited, &meter);
     if (!entitled)
         return tg_err_set(c->err, TG_ENOENTITLEMENT, "feature",
                           "The customer %s is not entitled to %s: a plan with this feature is "
@@ -1384,30 +1454,37 @@ static int session_heartbeat_fn(bctx *c, void *arg)
         return session_save(c, u);
     }
     int64_t elapsed = c->now - u->created;
-    int64_t due = units_due(u, c->now);
-    /* Never more than was granted, nor than the hard limits counting the meter leave now: the
-     * grant was made under the limits of its time, and a downgrade since may have lowered
-     * them. */
+    /* Time before a period boundary belongs to the period it was reserved in: it is recorded
+     * first, stamped there and held to that period's limits (the caller then comes back for
+     * the rest, once per boundary). */
+    int64_t bound = period_bound(c, u->customer, u->last_heartbeat, c->now);
+    while (bound && units_due(u, bound) <= u->recorded)
+        bound = period_bound(c, u->customer, bound, c->now);
+    int64_t due = units_due(u, bound ? bound : c->now);
+    /* Never more than was granted, nor than the hard limits counting the meter leave at that
+     * time: the grant was made under the limits of its time, and a downgrade since may have
+     * lowered them. */
     bool entitled, limited;
     const char *meter;
-    int64_t avail = available_units(c, u, &entitled, &limited, &meter);
+    int64_t avail = available_units(c, u, bound ? bound - 1 : c->now, &entitled, &limited,
+                                    &meter);
     int64_t allowed = limited && avail < u->reserved ? avail : u->reserved;
     bool capped = due > u->recorded + allowed;
     if (capped)
         due = u->recorded + allowed;
-    /* Time before a period boundary is recorded first, stamped in the period it belongs to
-     * (the caller then comes back for the rest). */
-    int64_t bound = period_bound(c, u->customer, u->last_heartbeat, c->now);
-    int64_t before = bound ? units_due(u, bound) : 0;
-    if (before > due)
-        before = due;
-    if (before > u->recorded) {
-        u->seq++;
-        u->pending = before - u->recorded;
-        u->recorded = before;
+    if (bound) {
+        u->seq += due > u->recorded;
+        u->pending = due - u->recorded;
+        u->recorded = due;
         u->reserved -= u->pending;
         u->last_heartbeat = bound - 1;
-        sa->deferred = true;
+        sa->split = !capped;
+        if (capped) { /* cut off at the limit before the boundary: nothing after it counts */
+            u->status = TG_USESS_LIMIT_REACHED;
+            u->ended_at = c->now;
+            u->reserved = 0;
+            u->granted_seconds = 0;
+        }
         return session_save(c, u);
     }
     if (due > u->recorded) {
@@ -1564,8 +1641,10 @@ int tg_usage_session_heartbeat(tg_service *svc, const tg_scope *scope, const cha
     session_args sa = {.id = id, .end = end, .u = out};
     /* A heartbeat (or end) that meets another one's event being recorded records that event
      * too (the same identifier: it counts once) and then does its own work; it never answers
-     * with the session as another request left it. */
-    for (int attempt = 0; attempt < 4; attempt++) {
+     * with the session as another request left it. Its own time up to a period boundary is
+     * one more round, which does not count as meeting another. */
+    for (int attempt = 0, rounds = 0; attempt < 4 && rounds < 64; rounds++) {
+        sa.split = false;
         int rc = bill_write(svc, scope, a, session_heartbeat_fn, &sa, err);
         if (!rc && out->pending) {
             int64_t granted = out->granted_seconds;
@@ -1576,13 +1655,14 @@ int tg_usage_session_heartbeat(tg_service *svc, const tg_scope *scope, const cha
             out->remaining = remaining;
             /* Units refused for good were given up: an end still ends, and a heartbeat that
              * met another's event does its own work (and meets the same refusal). */
-            if (rc && sa.dropped && (sa.deferred || end)) {
+            if (rc && sa.dropped && (sa.deferred || sa.split || end)) {
                 tg_err_clear(err);
                 rc = TG_OK;
             }
         }
-        if (rc || !sa.deferred)
+        if (rc || !(sa.deferred || sa.split))
             return rc;
+        attempt += sa.deferred;
     }
     return tg_err_set(err, TG_EBUSY, NULL,
                       "The usage session %s is busy with other heartbeats; retry.", id);

@@ -1347,6 +1347,50 @@ describe('usage sessions: every hard limit counting the meter, as it is now', ()
     assert.equal(await usage(stripe, m.id, w.cus.id, JAN, FEB), 10);
   });
 
+  test('a heartbeat after a renewal: the seconds before it are held to the old period\'s limit, once', async () => {
+    const m = await createMeter(stripe);
+    const f = await feature('calls');
+    const big = await plan('Big 100 s', 3000, [{ feature: f, limit: { meter: m.id, quantity: '100' } }]);
+    const small = await plan('Small 10 s', 1000, [{ feature: f, limit: { meter: m.id, quantity: '10' } }]);
+    const P = { feature: f.lookup_key, event_name: m.event_name };
+    // A downgrade late in January: January's limit is 10, of which 5 are used; the call had
+    // reserved 30 under the old limit. Its heartbeat comes after the renewal.
+    const w = await world(JAN);
+    const sub = await w.subscribe([big]);
+    await w.advance(FEB - 60);
+    const c = await w.start(P);
+    await w.tick(5);
+    await sessions.end(c.id);
+    await w.advance(FEB - 25);
+    const a = await w.start(P);
+    assert.equal(a.granted_seconds, 30);
+    await w.advance(FEB - 20);
+    await stripe.subscriptions.update(sub.id, {
+      items: [{ id: sub.items.data[0].id, price: small.price.id }], proration_behavior: 'none',
+    });
+    await w.advance(FEB + 5);
+    const b = await sessions.beat(a.id);
+    assert.deepEqual([b.status, b.billed_quantity, b.granted_seconds], ['limit_reached', 5, 0]);
+    assert.equal(await usage(stripe, m.id, w.cus.id, JAN, FEB), 10);
+    assert.equal(await usage(stripe, m.id, w.cus.id, FEB, MAR), 0);
+
+    // February used up at once: the 30 seconds reserved in January are billed there, and a
+    // lone heartbeat answers at once (never 429); 95 of 100 used leaves the call 5 more.
+    for (const [febUse, status, granted] of [[100, 'limit_reached', 0], [95, 'active', 5]]) {
+      const v = await world(JAN);
+      await v.subscribe([big]);
+      await v.advance(FEB - 30);
+      const s = await v.start(P);
+      assert.equal(s.granted_seconds, 30);
+      await v.advance(FEB);
+      await v.use(m, febUse);
+      const r = await sessions.beat(s.id);
+      assert.deepEqual([r.status, r.billed_quantity, r.granted_seconds], [status, 30, granted], `February ${febUse}`);
+      assert.equal(await usage(stripe, m.id, v.cus.id, JAN, FEB), 30);
+      assert.equal(await usage(stripe, m.id, v.cus.id, FEB, MAR), febUse);
+    }
+  });
+
   test('a plan change moving the limit to another meter ends the call at its next heartbeat', async () => {
     const m1 = await createMeter(stripe);
     const m2 = await createMeter(stripe);
