@@ -44,14 +44,16 @@ typedef struct ent_grant {
 } ent_grant;
 
 /* What checks need of a customer's live usage session: what it holds of the limits counting
- * its meter (every limit on that meter, whatever the feature: they all count its events). A
- * session that holds nothing any more (over, or its heartbeats stopped longer than its
- * timeout ago) is dropped from the list. */
+ * its meter (every limit on that meter, whatever the feature: they all count its events). Its
+ * reservation lapses when its heartbeats stop longer than its timeout; its pending units
+ * (committed, not yet recorded) are held until cleared, whatever the time. A session that
+ * holds nothing any more is dropped from the list. */
 typedef struct ent_session {
     char id[TG_ID_MAX];
     char event_name[TG_NAME_MAX + 1];
     int64_t last_heartbeat, timeout;
-    int64_t held; /* units reserved plus units being recorded */
+    int64_t reserved; /* units granted ahead, while the session is active */
+    int64_t pending;  /* units being recorded */
     struct ent_session *next;
 } ent_session;
 
@@ -1033,17 +1035,22 @@ static int load_fn(bctx *c, void *arg)
     return rc ? rc : install(c, la->customer, la->customer_seq, g, n);
 }
 
+/* Does a session still hold its reservation (its heartbeats have not stopped)? */
+static bool reserving(const ent_session *s, int64_t now)
+{
+    return now - s->last_heartbeat <= s->timeout;
+}
+
 /* Units held by the live sessions recording event_name (whatever their feature: every limit
- * on that meter counts them), but `except`; a session whose heartbeats stopped longer than
- * its timeout ago holds nothing. */
+ * on that meter counts them), but `except`: their pending units, and the reservations of
+ * those whose heartbeats did not stop longer than their timeout ago. */
 static int64_t held_locked(const ent_node *node, const char *event_name, const char *except,
                            int64_t now)
 {
     int64_t held = 0;
     for (const ent_session *s = node->sessions; s; s = s->next)
-        if (strcmp(s->event_name, event_name) == 0 &&
-            (!except || strcmp(s->id, except) != 0) && now - s->last_heartbeat <= s->timeout)
-            held += s->held;
+        if (strcmp(s->event_name, event_name) == 0 && (!except || strcmp(s->id, except) != 0))
+            held += s->pending + (reserving(s, now) ? s->reserved : 0);
     return held;
 }
 
@@ -1171,14 +1178,15 @@ static int node_ensure(bctx *c, const char *customer, int64_t customer_seq)
 }
 
 /* Mirrors a session's hold in the registry: adds it when new, drops it once it holds
- * nothing, and drops the customer's other sessions that hold nothing any more (their
- * heartbeats stopped longer than their timeout ago), so the list keeps live sessions only. */
+ * nothing, and drops the customer's other sessions that hold nothing any more (nothing
+ * pending, and their heartbeats stopped longer than their timeout ago), so the list keeps
+ * live sessions only. */
 static int session_publish(bctx *c, const tg_usage_session *u)
 {
     note_installed(c, u->customer);
     int64_t now = tg_customer_now(c->svc, c->scope, u->customer);
-    bool live = (u->status == TG_USESS_ACTIVE || u->pending) &&
-                now - u->last_heartbeat <= u->heartbeat_timeout;
+    bool live = u->pending || (u->status == TG_USESS_ACTIVE &&
+                               now - u->last_heartbeat <= u->heartbeat_timeout);
     struct tg_ent_registry *r = registry(c->svc);
     pthread_mutex_lock(&r->mu);
     ent_node *node = find_locked(r, c->scope, u->customer);
@@ -1186,7 +1194,7 @@ static int session_publish(bctx *c, const tg_usage_session *u)
     for (ent_session **p = node ? &node->sessions : NULL; p && *p;) {
         ent_session *e = *p;
         bool self = strcmp(e->id, u->id) == 0;
-        if (self ? !live : now - e->last_heartbeat > e->timeout) {
+        if (self ? !live : !e->pending && !reserving(e, now)) {
             *p = e->next;
             free(e);
             continue;
@@ -1204,7 +1212,8 @@ static int session_publish(bctx *c, const tg_usage_session *u)
     if (s) {
         s->last_heartbeat = u->last_heartbeat;
         s->timeout = u->heartbeat_timeout;
-        s->held = (u->status == TG_USESS_ACTIVE ? u->reserved : 0) + u->pending;
+        s->reserved = u->status == TG_USESS_ACTIVE ? u->reserved : 0;
+        s->pending = u->pending;
     }
     pthread_mutex_unlock(&r->mu);
     /* No node: the registry was cleared meanwhile; the session comes back with its customer

@@ -1522,6 +1522,89 @@ describe('usage sessions across a restart', () => {
   });
 });
 
+describe('usage sessions when the writer is saturated', () => {
+  let q;
+  let qs;
+  before(async () => { q = await startServer({ args: ['--queue-events', '1'] }); qs = q.stripe; });
+  after(async () => { await q?.close(); });
+
+  const raw = (method, path, params) => qs.rawRequest(method, path, params);
+  const outcome = (promise) => promise.then((v) => v, (e) => ({ error: e }));
+
+  /** A customer on a clock subscribed to a new plan granting a new feature (usage_limit: `limit`
+   * of meter `m`, or none). */
+  async function subscriber(m, limit) {
+    const f = await qs.entitlements.features.create({ name: 'Calls', lookup_key: uniq('calls') });
+    const prod = await qs.products.create({ name: 'Calls' });
+    const price = await qs.prices.create({ product: prod.id, currency: 'usd', unit_amount: 100, recurring: { interval: 'month' } });
+    await raw('POST', `/v1/products/${prod.id}/features`, {
+      entitlement_feature: f.id, ...(limit ? { usage_limit: { meter: m.id, quantity: limit } } : {}),
+    });
+    const clock = await qs.testHelpers.testClocks.create({ frozen_time: JAN + DAY });
+    const cus = await qs.customers.create({ name: 'Q', test_clock: clock.id, invoice_settings: { default_payment_method: 'pm_card_visa' } });
+    await qs.subscriptions.create({ customer: cus.id, items: [{ price: price.id }] });
+    const tick = async (s) => {
+      const now = (await qs.testHelpers.testClocks.retrieve(clock.id)).frozen_time;
+      await qs.testHelpers.testClocks.advance(clock.id, { frozen_time: now + s });
+    };
+    return { cus, tick, params: { customer: cus.id, feature: f.lookup_key, event_name: m.event_name } };
+  }
+
+  /** Runs fn while other clients keep the event queue full (events of meter `noise`). */
+  async function flooded(noise, customer, fn) {
+    let stop = false;
+    const flood = async () => {
+      while (!stop) {
+        await qs.billing.meterEvents.create({
+          event_name: noise.event_name, payload: { stripe_customer_id: customer, value: '1' },
+        }).catch(() => null);
+      }
+    };
+    const floods = Array.from({ length: 6 }, flood);
+    try {
+      await sleep(5);
+      return await fn();
+    } finally {
+      stop = true;
+      await Promise.all(floods);
+    }
+  }
+
+  test('units committed but not yet recorded stay held past the heartbeat timeout', async () => {
+    const m = await createMeter(qs);
+    const noise = await createMeter(qs);
+    // A heartbeat whose own event is refused (429): its 30 units are committed, not recorded.
+    let w;
+    let a;
+    let hb;
+    for (let tries = 0; tries < 40 && !hb?.error; tries++) {
+      w = await subscriber(m, '100');
+      a = await raw('POST', '/v1/usage_sessions', w.params);
+      await w.tick(30);
+      hb = await flooded(noise, w.cus.id, () => outcome(raw('POST', `/v1/usage_sessions/${a.id}/heartbeat`, {})));
+    }
+    assert.equal(hb.error?.statusCode, 429, 'no heartbeat met a full queue');
+    const limit = async () => (await check(w.cus.id, w.params.feature, undefined, qs)).limit;
+    assert.deepEqual([(await limit()).used, (await limit()).reserved], ['0', '60']);
+    // Its client is gone: the reservation lapses, the 30 pending units stay held.
+    await w.tick(31);
+    assert.deepEqual([(await limit()).reserved, (await limit()).remaining], ['30', '70']);
+    const b = await raw('POST', '/v1/usage_sessions', w.params);
+    let bb = b;
+    for (let i = 0; i < 6 && bb.status === 'active'; i++) {
+      await w.tick(30);
+      bb = await raw('POST', `/v1/usage_sessions/${b.id}/heartbeat`, {});
+    }
+    assert.deepEqual([bb.status, bb.billed_quantity], ['limit_reached', 70]);
+    // The late retry records the 30 units: used reaches the limit, never more.
+    const late = await raw('POST', `/v1/usage_sessions/${a.id}/heartbeat`, {});
+    assert.deepEqual([late.status, late.billed_quantity], ['expired', 30]);
+    const end = await limit();
+    assert.deepEqual([end.used, end.reserved], ['100', '0']);
+    assert.equal(await usage(qs, m.id, w.cus.id, JAN, FEB), 100);
+  });
+});
+
 // =============================================================================================
 // 6. The seed scenario: Starter runs out mid-call, upgrades to Pro, continues.
 
