@@ -1357,6 +1357,7 @@ typedef struct session_args {
     bool deferred; /* the heartbeat waited for another one's event: nothing of it was done */
     bool split;    /* the heartbeat recorded its time up to a period boundary: the rest to do */
     bool dropped;  /* the pending units could never be recorded and were given up */
+    bool sent;     /* the pending units' meter event is recorded (or was already) */
 } session_args;
 
 /* Can the session's usage still be recorded? Its meter may have been deactivated and its
@@ -1543,6 +1544,22 @@ static int session_clear(bctx *c, session_args *sa, bool drop)
     return session_save(c, &cur);
 }
 
+/* A start refused after its job committed: the session ends where it started, its pending
+ * units given up (they were not recorded), its hold released. */
+static int session_abandon_fn(bctx *c, void *arg)
+{
+    session_args *sa = arg;
+    tg_usage_session cur;
+    int rc = bill_load(c, KIND_USAGE_SESSION, sa->u->id, "id", decode_session, &cur);
+    if (rc || cur.seq != sa->u->seq)
+        return rc;
+    cur.recorded -= cur.pending;
+    cur.pending = cur.reserved = 0;
+    cur.status = TG_USESS_ENDED;
+    cur.ended_at = cur.last_heartbeat = cur.created;
+    return session_save(c, &cur);
+}
+
 static int session_settle_fn(bctx *c, void *arg)
 {
     return session_clear(c, arg, false);
@@ -1612,6 +1629,7 @@ static int session_record(tg_service *svc, const tg_scope *scope, tg_arena *a, s
         rc = tg_events_record(svc, scope, e, 1, &result, NULL, 0, err);
     if (rc)
         return rc;
+    sa->sent = true;
     return bill_write(svc, scope, a, session_settle_fn, sa, err); /* recorded, or already */
 }
 
@@ -1640,8 +1658,21 @@ int tg_usage_session_start(tg_service *svc, const tg_scope *scope,
     if (rc)
         return rc;
     session_args sa = {.p = p, .u = out, .customer_seq = seq};
-    rc = bill_write(svc, scope, a, session_start_fn, &sa, err);
-    return rc ? rc : session_record(svc, scope, a, &sa, err);
+    if ((rc = bill_write(svc, scope, a, session_start_fn, &sa, err)))
+        return rc;
+    if (!(rc = session_record(svc, scope, a, &sa, err)) || sa.sent) {
+        /* Once its first minute is recorded the session has started; a failure to mark it
+         * recorded is mended by its next heartbeat (the same identifier, counted once). */
+        tg_err_clear(err);
+        return TG_OK;
+    }
+    /* Its first minute could not be recorded: the start is refused, so the session is ended
+     * billed nothing and holding nothing (no heartbeat or recovery records it later). */
+    tg_err ignore = {0};
+    if (bill_write(svc, scope, a, session_abandon_fn, &sa, &ignore))
+        tg_log(TG_LOG_WARN, "usage session %s: a refused start could not be ended: %s", out->id,
+               ignore.msg);
+    return rc;
 }
 
 int tg_usage_session_heartbeat(tg_service *svc, const tg_scope *scope, const char *id, bool end,

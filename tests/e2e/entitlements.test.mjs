@@ -1603,6 +1603,30 @@ describe('usage sessions when the writer is saturated', () => {
     assert.deepEqual([end.used, end.reserved], ['100', '0']);
     assert.equal(await usage(qs, m.id, w.cus.id, JAN, FEB), 100);
   });
+
+  test('a minute_up start refused with 429 bills nothing and holds nothing, even after a restart', async () => {
+    const m = await createMeter(qs);
+    const noise = await createMeter(qs);
+    let w;
+    let started = [];
+    let refused = [];
+    for (let tries = 0; tries < 20 && !refused.length; tries++) {
+      w = await subscriber(m, '1000');
+      const params = { ...w.params, rounding: 'minute_up', heartbeat_timeout: 60 };
+      const res = await flooded(noise, w.cus.id, () => Promise.all(Array.from({ length: 40 }, () => outcome(raw('POST', '/v1/usage_sessions', params)))));
+      started = res.filter((r) => r.id);
+      refused = res.filter((r) => r.error);
+    }
+    assert.ok(refused.length > 0, 'no start met a full queue');
+    for (const r of refused) assert.equal(r.error.statusCode, 429);
+    const limit = async () => (await check(w.cus.id, w.params.feature, undefined, qs)).limit;
+    // Each started call: its first minute used, the next one reserved; the refused hold nothing.
+    assert.deepEqual([(await limit()).used, (await limit()).reserved], [String(started.length), String(started.length)]);
+    await q.restart();
+    qs = q.stripe;
+    assert.equal(await usage(qs, m.id, w.cus.id, JAN, FEB), started.length);
+    assert.deepEqual([(await limit()).used, (await limit()).reserved], [String(started.length), String(started.length)]);
+  });
 });
 
 // =============================================================================================
