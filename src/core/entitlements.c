@@ -1247,27 +1247,28 @@ static int session_save(bctx *c, const tg_usage_session *u)
     return rc ? rc : session_publish(c, u);
 }
 
-/* Whole units a hard limit on the session's meter leaves it, given what the others hold. */
-static int64_t units_left(const ent_grant *g, int64_t held)
+/* Whole units a hard limit on the session's meter leaves it, given what the others hold: a
+ * count, not a decimal (a limit may leave more than an int64_t counts). */
+static tg_dec units_left(const ent_grant *g, int64_t held)
 {
     tg_dec left = g->g.limit.quantity - g->used - tg_dec_from_int(held);
-    return left <= 0 ? 0 : (int64_t)(left / TG_DEC_ONE);
+    return left <= 0 ? 0 : left / TG_DEC_ONE;
 }
 
 /* Units the session may use at time t that nobody else holds: for every hard limit of the
  * customer counting the session's meter over a period holding t (its feature's, and any
  * other feature's on the same meter: they all count its events), the limit less the period's
  * usage and what other sessions on that meter hold, rounded down to whole units; the
- * smallest. t before a current period's start is counted against the limits of the period
+ * smallest, as a count (not a decimal: it may exceed INT64_MAX). t before a current period's start is counted against the limits of the period
  * that ended there, when the registry still has them. *limited false: no hard limit counts
  * the meter (the answer is then INT64_MAX). *meter: a hard limit of the session's feature
  * that counts another meter (its events could not count against it), else NULL.
  * *entitled: the customer has the feature now. */
-static int64_t available_units(bctx *c, const tg_usage_session *u, int64_t t, bool *entitled,
-                               bool *limited, const char **meter)
+static tg_dec available_units(bctx *c, const tg_usage_session *u, int64_t t, bool *entitled,
+                              bool *limited, const char **meter)
 {
     struct tg_ent_registry *r = registry(c->svc);
-    int64_t avail = INT64_MAX;
+    tg_dec avail = INT64_MAX;
     *entitled = *limited = false;
     *meter = NULL;
     pthread_mutex_lock(&r->mu);
@@ -1289,10 +1290,10 @@ static int64_t available_units(bctx *c, const tg_usage_session *u, int64_t t, bo
                 *meter = tg_arena_strdup(c->a, g->g.limit.meter);
             continue;
         }
-        *limited = true;
-        int64_t units = units_left(g, held);
-        if (units < avail)
+        tg_dec units = units_left(g, held);
+        if (!*limited || units < avail)
             avail = units;
+        *limited = true;
     }
     pthread_mutex_unlock(&r->mu);
     return avail;
@@ -1301,7 +1302,7 @@ static int64_t available_units(bctx *c, const tg_usage_session *u, int64_t t, bo
 /* Grants more time: a chunk ahead of what is recorded (the heartbeat timeout for seconds;
  * for minute_up the minutes that cover the heartbeat timeout from now, at least the next
  * one), within what the limit leaves. */
-static void regrant(tg_usage_session *u, int64_t avail, bool limited, int64_t elapsed)
+static void regrant(tg_usage_session *u, tg_dec avail, bool limited, int64_t elapsed)
 {
     int64_t chunk = u->heartbeat_timeout;
     if (u->minute_up) {
@@ -1310,15 +1311,15 @@ static void regrant(tg_usage_session *u, int64_t avail, bool limited, int64_t el
             chunk = 1;
     }
     if (limited) {
-        int64_t left = avail - u->pending;
-        u->reserved = left < chunk ? (left > 0 ? left : 0) : chunk;
+        tg_dec left = avail - u->pending;
+        u->reserved = left < chunk ? (left > 0 ? (int64_t)left : 0) : chunk;
     } else {
         u->reserved = chunk;
     }
     u->granted_seconds = (u->recorded + u->reserved) * unit_seconds(u) - elapsed;
     if (u->granted_seconds < 0)
         u->granted_seconds = 0;
-    u->remaining = limited ? tg_dec_from_int(avail - u->pending - u->reserved) : 0;
+    u->remaining = limited ? (avail - u->pending - u->reserved) * TG_DEC_ONE : 0;
 }
 
 /* Units due for a call that has run until t: its seconds, or the minutes it has started. */
@@ -1400,7 +1401,7 @@ static int session_start_fn(bctx *c, void *arg)
     u->created = u->last_heartbeat = c->now;
     bool entitled, limited;
     const char *meter;
-    int64_t avail = available_units(c, u, c->now, &entitled, &limited, &meter);
+    tg_dec avail = available_units(c, u, c->now, &entitled, &limited, &meter);
     if (!entitled)
         return tg_err_set(c->err, TG_ENOENTITLEMENT, "feature",
                           "The customer %s is not entitled to %s: a plan with this feature is "
@@ -1476,9 +1477,9 @@ static int session_heartbeat_fn(bctx *c, void *arg)
      * lowered them. */
     bool entitled, limited;
     const char *meter;
-    int64_t avail = available_units(c, u, bound ? bound - 1 : c->now, &entitled, &limited,
-                                    &meter);
-    int64_t allowed = limited && avail < u->reserved ? avail : u->reserved;
+    tg_dec avail = available_units(c, u, bound ? bound - 1 : c->now, &entitled, &limited,
+                                   &meter);
+    int64_t allowed = limited && avail < u->reserved ? (int64_t)avail : u->reserved;
     bool capped = due > u->recorded + allowed;
     if (capped)
         due = u->recorded + allowed;

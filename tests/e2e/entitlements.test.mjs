@@ -1391,6 +1391,22 @@ describe('usage sessions: every hard limit counting the meter, as it is now', ()
     }
   });
 
+  test('limits beyond 2^63 units: sessions start, granted and remaining exact', async () => {
+    for (const q of ['9223372036854775808', '18446744073709551646', '99999999999999999999999999']) {
+      const m = await createMeter(stripe);
+      const f = await feature('calls');
+      const p = await plan(`Huge ${q}`, 1000, [{ feature: f, limit: { meter: m.id, quantity: q } }]);
+      const w = await world(JAN + DAY);
+      await w.subscribe([p]);
+      const s = await w.start({ feature: f.lookup_key, event_name: m.event_name });
+      assert.deepEqual([s.status, s.granted_seconds, s.remaining], ['active', 30, (BigInt(q) - 30n).toString()], q);
+      await w.tick(10);
+      const b = await sessions.beat(s.id);
+      assert.deepEqual([b.status, b.billed_quantity, b.remaining], ['active', 10, (BigInt(q) - 40n).toString()], q);
+      assert.equal((await w.check(f.lookup_key)).limit.remaining, (BigInt(q) - 40n).toString(), q);
+    }
+  });
+
   test('a plan change moving the limit to another meter ends the call at its next heartbeat', async () => {
     const m1 = await createMeter(stripe);
     const m2 = await createMeter(stripe);
