@@ -1325,11 +1325,17 @@ describe('usage sessions: every hard limit counting the meter, as it is now', ()
     assert.equal(await usage(stripe, m.id, w.cus.id, JAN, FEB), 40);
   });
 
-  test('a downgrade during a call: the next heartbeat records no more than the new limit leaves', async () => {
+  /** A new meter and feature, and two plans granting it with a hard limit of 100 and 10. */
+  async function bigAndSmall() {
     const m = await createMeter(stripe);
     const f = await feature('calls');
     const big = await plan('Big 100 s', 3000, [{ feature: f, limit: { meter: m.id, quantity: '100' } }]);
     const small = await plan('Small 10 s', 1000, [{ feature: f, limit: { meter: m.id, quantity: '10' } }]);
+    return { m, f, big, small };
+  }
+
+  test('a downgrade during a call: the next heartbeat records no more than the new limit leaves', async () => {
+    const { m, f, big, small } = await bigAndSmall();
     const w = await world(JAN + DAY);
     const T = w.now;
     const sub = await w.subscribe([big]);
@@ -1348,10 +1354,7 @@ describe('usage sessions: every hard limit counting the meter, as it is now', ()
   });
 
   test('a heartbeat after a renewal: the seconds before it are held to the old period\'s limit, once', async () => {
-    const m = await createMeter(stripe);
-    const f = await feature('calls');
-    const big = await plan('Big 100 s', 3000, [{ feature: f, limit: { meter: m.id, quantity: '100' } }]);
-    const small = await plan('Small 10 s', 1000, [{ feature: f, limit: { meter: m.id, quantity: '10' } }]);
+    const { m, f, big, small } = await bigAndSmall();
     const P = { feature: f.lookup_key, event_name: m.event_name };
     // A downgrade late in January: January's limit is 10, of which 5 are used; the call had
     // reserved 30 under the old limit. Its heartbeat comes after the renewal.
