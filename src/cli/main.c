@@ -10,16 +10,21 @@
  * The CLI and the server both call core/service.h; neither goes through the other. Exit codes:
  * 0 success, 1 runtime failure, 2 usage error. `serve` blocks SIGTERM and SIGINT in every
  * thread and waits for them in main: on either, it stops accepting, lets in-flight requests
- * finish, drains the writer (every queued write commits) and exits 0.
+ * finish, drains the writer (every queued write commits) and exits 0. `serve` and `bill run`
+ * hold the data directory (DIR/tollgate.lock) until they exit: one refuses to start while the
+ * other runs, since each keeps in memory what it has written (identifiers, live usage).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "core/billing.h"
@@ -124,12 +129,33 @@ static int parse_options(int argc, char **argv, int first, options *o)
     return 0;
 }
 
+/* Holds the data directory for the life of the process (the lock goes with it, however it
+ * exits); 1 when another process holds it. */
+static int hold_data(const char *data)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tollgate.lock", data);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        fprintf(stderr, "tollgate: cannot open %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+        return 0; /* fd stays open until exit */
+    fprintf(stderr, "tollgate: %s is in use by another tollgate process (a running server "
+            "closes due billing periods by itself; stop it to run this)\n", data);
+    close(fd);
+    return 1;
+}
+
 static int open_service(const options *o, bool scheduler, tg_service **svc)
 {
     if (mkdir(o->data, 0700) && errno != EEXIST) {
         fprintf(stderr, "tollgate: cannot create %s: %s\n", o->data, strerror(errno));
         return 1;
     }
+    if (hold_data(o->data))
+        return 1;
     tg_service_config cfg = {o->queue_events, o->batch_events, 8, !scheduler, o->queue_bytes};
     tg_err err = {0};
     if (tg_service_open(svc, tg_store_sqlite_factory(o->data), &real_clock, &cfg, &err)) {
@@ -142,8 +168,9 @@ static int open_service(const options *o, bool scheduler, tg_service **svc)
 }
 
 /* Closes every billing period (and finalizes every draft) due by now, as the server's
- * scheduler does; running it twice, or beside a running server, never bills a period twice
- * (each step moves its object's due time in the same commit). */
+ * scheduler does; running it twice never bills a period twice (each step moves its object's
+ * due time in the same commit). It refuses to start while a server holds the data directory
+ * (see hold_data). */
 static int cmd_bill_run(const options *o)
 {
     tg_service *svc;

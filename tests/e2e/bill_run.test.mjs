@@ -1,5 +1,5 @@
 // `tollgate bill run` closes due periods offline, like the server's scheduler, and running it
-// twice (or beside the server) never bills a period twice.
+// twice never bills a period twice; it refuses to run beside a server on the same data.
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -49,6 +49,20 @@ test('bill run closes a due trial end once; a second run finds nothing', async (
   assert.equal(cycle.status, 'draft');
   assert.equal(cycle.total, 1000);
   assert.equal(cycle.automatically_finalizes_at, trialEnd + 3600);
+});
+
+test('bill run refuses to start while a server holds the data directory, and runs once it stops', async () => {
+  const s = await startServer();
+  try {
+    const beside = await runCli(['bill', 'run', '--data', s.dir]);
+    assert.equal(beside.code, 1);
+    assert.match(beside.stderr, /in use by another tollgate process/);
+    await s.stop();
+    const alone = await runCli(['bill', 'run', '--data', s.dir]);
+    assert.equal(alone.code, 0, alone.stderr);
+  } finally {
+    await s.close();
+  }
 });
 
 test('bill run refuses bad options', async () => {
