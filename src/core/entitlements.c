@@ -1259,16 +1259,20 @@ static tg_dec units_left(const ent_grant *g, int64_t held)
  * customer counting the session's meter over a period holding t (its feature's, and any
  * other feature's on the same meter: they all count its events), the limit less the period's
  * usage and what other sessions on that meter hold, rounded down to whole units; the
- * smallest, as a count (not a decimal: it may exceed INT64_MAX). t before a current period's start is counted against the limits of the period
- * that ended there, when the registry still has them. *limited false: no hard limit counts
- * the meter (the answer is then INT64_MAX). *meter: a hard limit of the session's feature
- * that counts another meter (its events could not count against it), else NULL.
+ * smallest, as a count (not a decimal: it may exceed INT64_MAX). t before a current period's
+ * start is counted against the limits of the period that ended there, when the registry
+ * still has them. *limited false: no hard limit counts the meter (the answer is then
+ * INT64_MAX). *meter: a hard limit of the session's feature
+ * that counts another meter (its events could not count against it) when none of its
+ * feature's hard limits counts the session's meter (two granted features may share a lookup
+ * key: the session may record the meter of either), else NULL.
  * *entitled: the customer has the feature now. */
 static tg_dec available_units(bctx *c, const tg_usage_session *u, int64_t t, bool *entitled,
                               bool *limited, const char **meter)
 {
     struct tg_ent_registry *r = registry(c->svc);
     tg_dec avail = INT64_MAX;
+    bool counted = false; /* a hard limit of the session's feature counts its meter */
     *entitled = *limited = false;
     *meter = NULL;
     pthread_mutex_lock(&r->mu);
@@ -1294,8 +1298,11 @@ static tg_dec available_units(bctx *c, const tg_usage_session *u, int64_t t, boo
         if (!*limited || units < avail)
             avail = units;
         *limited = true;
+        counted |= own && !ended;
     }
     pthread_mutex_unlock(&r->mu);
+    if (counted)
+        *meter = NULL;
     return avail;
 }
 

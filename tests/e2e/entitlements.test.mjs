@@ -1458,6 +1458,29 @@ describe('usage sessions: every hard limit counting the meter, as it is now', ()
       assert.deepEqual([after.entitled, after.reason, after.limit.used], [false, 'limit_reached', '10'], label);
     }
   });
+
+  test('two granted features with one lookup key, limited on two meters: a session records either', async () => {
+    const m1 = await createMeter(stripe);
+    const m2 = await createMeter(stripe);
+    const key = uniq('calls');
+    const old = await stripe.entitlements.features.create({ name: 'Calls (old)', lookup_key: key });
+    const p1 = await plan('Calls 10 s (old feature)', 1000, [{ feature: old, limit: { meter: m1.id, quantity: '10' } }]);
+    await stripe.entitlements.features.update(old.id, { active: false });
+    const neu = await stripe.entitlements.features.create({ name: 'Calls', lookup_key: key });
+    const p2 = await plan('Calls 100 s', 1000, [{ feature: neu, limit: { meter: m2.id, quantity: '100' } }]);
+    const w = await world(JAN + DAY);
+    await w.subscribe([p1, p2]);
+    for (const [m, granted, remaining] of [[m1, 10, '0'], [m2, 30, '70']]) {
+      const s = await w.start({ feature: key, event_name: m.event_name });
+      assert.deepEqual([s.status, s.granted_seconds, s.remaining], ['active', granted, remaining], m.event_name);
+      await w.tick(5);
+      const b = await sessions.beat(s.id);
+      assert.deepEqual([b.status, b.billed_quantity], ['active', 5], m.event_name);
+      assert.equal((await sessions.end(s.id)).billed_quantity, 5);
+    }
+    const other = await createMeter(stripe);
+    await expectStripeError(w.start({ feature: key, event_name: other.event_name }), { status: 400, param: 'event_name' });
+  });
 });
 
 describe('usage sessions across a restart', () => {
