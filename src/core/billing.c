@@ -1387,9 +1387,9 @@ static int bill_removed_usage(bctx *c, tg_subscription *s, const tg_sub_item *it
     int rc = billed_with_drafts(c, s, it, &billed);
     if (!rc)
         rc = metered_quantity(c, s, it, s->period_start, end, billed, &q, NULL);
-    if (!rc)
-        rc = bill_through(c, s->customer, it->price.meter, end);
     if (rc || q <= 0)
+        return rc; /* no line: nothing takes the rest of the minute from a later item */
+    if ((rc = bill_through(c, s->customer, it->price.meter, end)))
         return rc;
     tg_pending_line *p = tg_arena_alloc(c->a, (s->npending + 1) * sizeof *p);
     if (!p)

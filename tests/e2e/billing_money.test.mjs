@@ -133,6 +133,20 @@ test('a metered item removed, then added again by a later request in the same mi
   assert.equal(billedFor(invs, cat.p1b), 30);
 });
 
+test('a metered item with no usage removed, another on its meter added in the same minute: the new item bills that minute', async () => {
+  const w = await world();
+  const sub = await subscribe(w, [cat.p1, cat.seat]);
+  await w.advance(T + DAY + 30);
+  await stripe.subscriptions.update(sub.id, { items: [{ id: itemOf(sub, cat.p1), deleted: true }], proration_behavior: 'none' });
+  await w.advance(T + DAY + 40);
+  await stripe.subscriptions.update(sub.id, { items: [{ price: cat.p1b.id }] });
+  await w.use(700, T + DAY + 50);
+  await w.advance(MAR + 2 * HOUR);
+  const invs = await w.invoices(sub.id);
+  assert.equal(billedFor(invs, cat.p1), 0);
+  assert.equal(billedFor(invs, cat.p1b), 2100);
+});
+
 test('deleting a customer cancels its subscriptions at once; nothing is billed afterwards', async () => {
   const w = await world();
   const sub = await subscribe(w, [cat.seat28, cat.p1]);
