@@ -53,7 +53,9 @@ typedef struct ent_session {
     char event_name[TG_NAME_MAX + 1];
     int64_t last_heartbeat, timeout;
     int64_t reserved; /* units granted ahead, while the session is active */
-    int64_t pending;  /* units being recorded */
+    int64_t pending;  /* units being recorded (stamped at last_heartbeat) */
+    int64_t covered;  /* the time its recorded units reach (its reservation runs from there) */
+    int64_t unit;     /* seconds per unit: 1, or 60 for minute_up */
     struct ent_session *next;
 } ent_session;
 
@@ -1054,6 +1056,27 @@ static int64_t held_locked(const ent_node *node, const char *event_name, const c
     return held;
 }
 
+/* Units held for a period that ended at `end` by the live sessions recording event_name, but
+ * `except`: the pending units stamped before it, and the part of a reservation its session can
+ * still record before it (none once the session has recorded its time up to `end`; a
+ * reservation granted under a later period's limit is no part of the ended one). */
+static int64_t held_before_locked(const ent_node *node, const char *event_name,
+                                  const char *except, int64_t now, int64_t end)
+{
+    int64_t held = 0;
+    for (const ent_session *s = node->sessions; s; s = s->next) {
+        if (strcmp(s->event_name, event_name) != 0 || (except && strcmp(s->id, except) == 0))
+            continue;
+        if (s->last_heartbeat < end)
+            held += s->pending;
+        if (reserving(s, now) && s->covered < end) {
+            int64_t before = (end - s->covered + s->unit - 1) / s->unit;
+            held += s->reserved < before ? s->reserved : before;
+        }
+    }
+    return held;
+}
+
 /* How much a grant's limit leaves (the limit less usage and holds on its meter). */
 static tg_dec left_locked(const ent_node *node, const ent_grant *g, int64_t now)
 {
@@ -1214,6 +1237,8 @@ static int session_publish(bctx *c, const tg_usage_session *u)
         s->timeout = u->heartbeat_timeout;
         s->reserved = u->status == TG_USESS_ACTIVE ? u->reserved : 0;
         s->pending = u->pending;
+        s->unit = unit_seconds(u);
+        s->covered = u->created + u->recorded * s->unit;
     }
     pthread_mutex_unlock(&r->mu);
     /* No node: the registry was cleared meanwhile; the session comes back with its customer
@@ -1261,8 +1286,9 @@ static tg_dec units_left(const ent_grant *g, int64_t held)
  * usage and what other sessions on that meter hold, rounded down to whole units; the
  * smallest, as a count (not a decimal: it may exceed INT64_MAX). t before a current period's
  * start is counted against the limits of the period that ended there, when the registry
- * still has them. *limited false: no hard limit counts the meter (the answer is then
- * INT64_MAX). *meter: a hard limit of the session's feature
+ * still has them, less only what other sessions hold in that period (not what they were
+ * granted since, under the new period's limits). *limited false: no hard limit counts the
+ * meter (the answer is then INT64_MAX). *meter: a hard limit of the session's feature
  * that counts another meter (its events could not count against it) when none of its
  * feature's hard limits counts the session's meter (two granted features may share a lookup
  * key: the session may record the meter of either), else NULL.
@@ -1294,7 +1320,10 @@ static tg_dec available_units(bctx *c, const tg_usage_session *u, int64_t t, boo
                 *meter = tg_arena_strdup(c->a, g->g.limit.meter);
             continue;
         }
-        tg_dec units = units_left(g, held);
+        tg_dec units = units_left(g, ended ? held_before_locked(node, u->event_name, u->id,
+                                                                c->now,
+                                                                minute_of(g->g.period_end))
+                                           : held);
         if (!*limited || units < avail)
             avail = units;
         *limited = true;

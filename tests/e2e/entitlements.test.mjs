@@ -1394,6 +1394,41 @@ describe('usage sessions: every hard limit counting the meter, as it is now', ()
     }
   });
 
+  test('calls spanning a renewal: each one\'s January seconds are held to January, not cut by the others\' February grants', async () => {
+    const { m, f, p } = await limitedPlan('span', '60');
+    const P = { feature: f.lookup_key, event_name: m.event_name, heartbeat_timeout: 30 };
+    // Two calls share January's 60 seconds; A's heartbeat after the renewal reserves February
+    // time, which is no part of what January leaves B.
+    const w = await world(JAN);
+    await w.subscribe([p]);
+    await w.advance(FEB - 30);
+    const a = await w.start(P), b = await w.start(P);
+    assert.deepEqual([a.granted_seconds, b.granted_seconds, b.remaining], [30, 30, '0']);
+    await w.advance(FEB);
+    for (const s of [a, b]) {
+      const r = await sessions.beat(s.id);
+      assert.deepEqual([r.status, r.billed_quantity, r.granted_seconds], ['active', 30, 30]);
+    }
+    assert.equal(await usage(stripe, m.id, w.cus.id, JAN, FEB), 60);
+    assert.equal(await usage(stripe, m.id, w.cus.id, FEB, MAR), 0);
+
+    // A call started in February holds nothing of January: the January call is billed its 30.
+    const v = await world(JAN);
+    await v.subscribe([p]);
+    await v.advance(FEB - 100);
+    await v.use(m, 20);
+    await v.advance(FEB - 30);
+    const c = await v.start(P);
+    assert.deepEqual([c.granted_seconds, c.remaining], [30, '10']);
+    await v.advance(FEB);
+    const d = await v.start(P);
+    assert.equal(d.granted_seconds, 30);
+    const r = await sessions.beat(c.id);
+    assert.deepEqual([r.status, r.billed_quantity], ['active', 30]);
+    assert.equal(await usage(stripe, m.id, v.cus.id, JAN, FEB), 50);
+    assert.equal(await usage(stripe, m.id, v.cus.id, FEB, MAR), 0);
+  });
+
   test('limits beyond 2^63 units: sessions start, granted and remaining exact', async () => {
     for (const q of ['9223372036854775808', '18446744073709551646', '99999999999999999999999999']) {
       const m = await createMeter(stripe);
