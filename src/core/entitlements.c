@@ -16,6 +16,16 @@
  * missed. A check is then a lookup under one mutex. A job that fails drops the entry it
  * wrote, and a batch that fails to commit clears the registry (the next check reloads its
  * customer through a writer job).
+ *
+ * Usage sessions (stored as `usage_session` objects) hold part of a limit: a grant is a
+ * reservation, kept per meter, since every hard limit on a meter counts its events whatever
+ * the feature. A heartbeat is a writer job that computes the units due, caps them at the grant
+ * and at what the limits leave, and stores them as pending before the meter event (identifier:
+ * session and sequence number) is recorded; a later job clears them. Start-up records what a
+ * crash left pending. Pending units are held until cleared, a reservation until the heartbeats
+ * stop. A heartbeat whose time spans a period renewal records the time before it against the
+ * ended period's limit (kept in the registry for that), counting only what other sessions
+ * hold in that period. docs/DESIGN.md, "Entitlements and caps", has the reasoning.
  */
 #include "core/entitlements.h"
 
