@@ -18,6 +18,12 @@
  * draft finalizes, so usage that arrives during the grace period is included and usage that
  * arrives later (for an already invoiced period) is carried into the next invoice instead of
  * being lost. Meters with the `last` formula bill the period's last value instead.
+ *
+ * Usage is stored per UTC minute, so a boundary inside a minute gives the whole minute to one
+ * side: a minute belongs to the interval it starts in (minute_up below). A line that ends
+ * inside a minute records, per (customer, meter), that it billed through the minute's end
+ * (bill_through), and an item of any of the customer's subscriptions that starts counting that
+ * meter inside the minute starts after it (usage_start): no minute is counted by two items.
  */
 #include <pthread.h>
 #include <stdio.h>
