@@ -7,7 +7,8 @@
  * recently received event, cancellations, hourly summaries with their cursors, one active meter
  * per event name, idempotency claims, and that everything survives a close and reopen. And
  * that the entitlement registry keeps live usage sessions only (its memory and the walk every
- * check makes follow the calls in progress, not every call a customer ever made).
+ * check makes follow the calls in progress, not every call a customer ever made). And the
+ * SHA-256 that keys are stored under, against known answers.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -21,6 +22,7 @@
 
 #include <cmocka.h>
 
+#include "base/ids.h"
 #include "core/billing.h"
 #include "core/entitlements.h"
 #include "core/metering.h"
@@ -964,9 +966,45 @@ static void test_stopped_sessions_leave_the_registry(void **state)
     assert_int_equal(registry_sessions(f), 1);
 }
 
+/* API keys and idempotency keys are stored and compared as SHA-256 hex: known answers, and the
+ * same answers from threads hashing at once (each has its own digest context). */
+static void *sha256_worker(void *arg)
+{
+    int *bad = arg;
+    char h[65];
+    for (int i = 0; i < 2000; i++) {
+        tg_sha256_hex("abc", 3, h);
+        if (strcmp(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"))
+            (*bad)++;
+    }
+    return NULL;
+}
+
+static void test_sha256_known_answers(void **state)
+{
+    (void)state;
+    char h[65];
+    tg_sha256_hex("", 0, h);
+    assert_string_equal(h, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    tg_sha256_hex("abc", 3, h);
+    assert_string_equal(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    tg_sha256_hex(two, strlen(two), h);
+    assert_string_equal(h, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    pthread_t t[4];
+    int bad[4] = {0};
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, sha256_worker, &bad[i]), 0);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(bad[i], 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sha256_known_answers),
         cmocka_unit_test_setup_teardown(test_exact_sum_and_duplicates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prepare_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prepare_memo, setup, teardown),
