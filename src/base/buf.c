@@ -37,7 +37,7 @@ static int reserve(tg_buf *b, size_t extra)
     return 0;
 }
 
-int tg_buf_append(tg_buf *b, const void *p, size_t n)
+int tg_buf_append_slow(tg_buf *b, const void *p, size_t n)
 {
     if (reserve(b, n))
         return -1;
@@ -48,9 +48,17 @@ int tg_buf_append(tg_buf *b, const void *p, size_t n)
     return 0;
 }
 
-int tg_buf_puts(tg_buf *b, const char *s)
+int tg_buf_put_int(tg_buf *b, int64_t v)
 {
-    return tg_buf_append(b, s, strlen(s));
+    char digits[21], *p = digits + sizeof digits;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    return tg_buf_append(b, p, (size_t)(digits + sizeof digits - p));
 }
 
 int tg_buf_printf(tg_buf *b, const char *fmt, ...)

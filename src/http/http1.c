@@ -19,8 +19,10 @@ size_t tg_http1_head_end(const char *data, size_t len, size_t *scanned)
 {
     /* A line feed followed by an optional CR and another line feed ends the head. */
     for (size_t i = *scanned; i < len; i++) {
-        if (data[i] != '\n')
-            continue;
+        const char *nl = memchr(data + i, '\n', len - i);
+        if (!nl)
+            break;
+        i = (size_t)(nl - data);
         size_t j = i + 1;
         if (j < len && data[j] == '\r')
             j++;
@@ -76,17 +78,17 @@ static bool percent_decode(char *s)
  * (its CR too). NULL when a CR stands alone or a NUL byte appears. */
 static char *end_line(char *p, char *end)
 {
-    for (; p < end; p++) {
-        if (*p == '\n') {
-            if (p[-1] == '\r')
-                p[-1] = '\0';
-            *p = '\0';
-            return p + 1;
-        }
-        if (*p == '\0' || (*p == '\r' && (p + 1 >= end || p[1] != '\n')))
-            return NULL;
-    }
-    return NULL;
+    char *nl = memchr(p, '\n', (size_t)(end - p));
+    if (!nl)
+        return NULL;
+    size_t n = (size_t)(nl - p);
+    const char *cr = memchr(p, '\r', n);
+    if ((cr && cr != nl - 1) || memchr(p, '\0', n))
+        return NULL;
+    if (nl[-1] == '\r')
+        nl[-1] = '\0';
+    *nl = '\0';
+    return nl + 1;
 }
 
 static bool has_token(const char *list, const char *token)

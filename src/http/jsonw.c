@@ -1,7 +1,6 @@
 /* jsonw.c -- streaming JSON writer (see jsonw.h). */
 #include "http/jsonw.h"
 
-#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -121,7 +120,7 @@ void jw_str(tg_jw *w, const char *s)
 void jw_int(tg_jw *w, int64_t v)
 {
     sep(w);
-    tg_buf_printf(w->b, "%" PRId64, v);
+    tg_buf_put_int(w->b, v);
 }
 
 void jw_bool(tg_jw *w, bool v)

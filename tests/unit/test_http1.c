@@ -142,6 +142,17 @@ static void test_head_refusals(void **state)
     strcat(many, "\r\n");
     assert_int_equal(parse(many, &h, &buf), 431);
     free(buf);
+    /* a NUL byte anywhere in a line, or a CR that ends none, refuses the head */
+    static const char nul_head[] = "GET / HTTP/1.1\r\nHost: h\r\nA: x\0y\r\n\r\n";
+    static const char cr_head[] = "GET / HTTP/1.1\r\nHost: h\r\nA: \r\r\n\r\n";
+    const char *heads[] = {nul_head, cr_head};
+    size_t lens[] = {sizeof nul_head - 1, sizeof cr_head - 1};
+    for (size_t i = 0; i < 2; i++) {
+        char copy[64];
+        memcpy(copy, heads[i], lens[i]);
+        const char *why = NULL;
+        assert_int_equal(tg_http1_parse_head(copy, lens[i], &h, &why), 400);
+    }
 }
 
 static void test_head_end_any_split(void **state)
