@@ -10,6 +10,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 static tg_param *new_node(tg_arena *a, tg_param_kind kind)
@@ -41,6 +42,11 @@ static bool valid_utf8(const unsigned char *s, size_t len)
 {
     size_t i = 0;
     while (i < len) {
+        uint64_t w; /* eight ASCII bytes at a time */
+        if (i + 8 <= len && (memcpy(&w, s + i, 8), !(w & 0x8080808080808080ULL))) {
+            i += 8;
+            continue;
+        }
         unsigned char c = s[i];
         size_t n;
         unsigned cp;
@@ -91,26 +97,31 @@ static char *form_decode(const char *s, size_t len, tg_arena *a, tg_err *err)
         return NULL;
     }
     size_t n = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] == '%') {
-            if (i + 2 >= len) {
-                tg_err_set(err, TG_EMALFORMED, NULL,
-                           "Invalid request body: incomplete percent-encoding.");
-                return NULL;
+    if (!memchr(s, '%', len) && !memchr(s, '+', len)) { /* most names and values: a copy */
+        memcpy(out, s, len);
+        n = len;
+    } else {
+        for (size_t i = 0; i < len; i++) {
+            if (s[i] == '%') {
+                if (i + 2 >= len) {
+                    tg_err_set(err, TG_EMALFORMED, NULL,
+                               "Invalid request body: incomplete percent-encoding.");
+                    return NULL;
+                }
+                int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
+                if (h < 0 || l < 0) {
+                    tg_err_set(err, TG_EMALFORMED, NULL,
+                               "Invalid request body: bad percent-encoding '%%%c%c'.", s[i + 1],
+                               s[i + 2]);
+                    return NULL;
+                }
+                out[n++] = (char)(h * 16 + l);
+                i += 2;
+            } else if (s[i] == '+') {
+                out[n++] = ' ';
+            } else {
+                out[n++] = s[i];
             }
-            int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
-            if (h < 0 || l < 0) {
-                tg_err_set(err, TG_EMALFORMED, NULL,
-                           "Invalid request body: bad percent-encoding '%%%c%c'.", s[i + 1],
-                           s[i + 2]);
-                return NULL;
-            }
-            out[n++] = (char)(h * 16 + l);
-            i += 2;
-        } else if (s[i] == '+') {
-            out[n++] = ' ';
-        } else {
-            out[n++] = s[i];
         }
     }
     out[n] = '\0';

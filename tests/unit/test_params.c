@@ -140,6 +140,7 @@ static void test_form_trees(void **state)
         {"a=b=c", "{a=\"b=c\"}"},
         {"name=%C3%A9t%C3%A9", "{name=\"\xC3\xA9t\xC3\xA9\"}"},
         {"a=%F0%9F%98%80", "{a=\"\xF0\x9F\x98\x80\"}"},
+        {"long=abcdefghijklmn%F0%9F%98%80opqrstuvwxyz+2", "{long=\"abcdefghijklmn\xF0\x9F\x98\x80opqrstuvwxyz 2\"}"},
         {"a=1&a=2", "{a=\"2\"}"}, /* a repeated scalar: the last wins */
         {"m[a][b][c]=1&m[a][d]=2", "{m={a={b={c=\"1\"},d=\"2\"}}}"},
     };
@@ -182,6 +183,13 @@ static void test_form_refusals(void **state)
         {"a=%C3", TG_EMALFORMED},          /* truncated sequence */
         {"a=%C0%AF", TG_EMALFORMED},       /* overlong encoding */
         {"a=%ED%A0%80", TG_EMALFORMED},    /* UTF-16 surrogate */
+        /* after runs of ASCII that the check skips eight bytes at a time */
+        {"a=abcdefgh%ff", TG_EMALFORMED},
+        {"a=abcdefghijklmno%ff", TG_EMALFORMED},
+        {"a=abcdefghijklmnop%C3", TG_EMALFORMED},
+        {"a=abcdefg%C3%A9abcdefgh%ED%A0%80", TG_EMALFORMED},
+        {"abcdefghijklmnop%ff=1", TG_EMALFORMED},
+        {"a=abcdefghijklmnop%00", TG_EMALFORMED},
         {"a=x%00y", TG_EMALFORMED},        /* NUL inside a value */
         {"a=1&a[b]=2", TG_EMALFORMED},     /* value, then hash */
         {"a[b]=2&a=1", TG_EMALFORMED},     /* hash, then value */
