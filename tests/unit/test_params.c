@@ -270,6 +270,15 @@ static void test_json_trees(void **state)
         {"{\"arr\":[\"a\",1,null,{\"k\":\"v\"},[]]}", "{arr=[\"a\",#1,null,{k=\"v\"},[]]}"},
         {"{\"u\":\"\\u00e9\\n\"}", "{u=\"\xC3\xA9\n\"}"},
         {" \n{\"a\" : \"b\"}\n ", "{a=\"b\"}"},
+        /* strings scanned eight bytes at a time: ends and escapes at every offset around a
+         * word, and multi-byte UTF-8 inside words */
+        {"{\"abcdefg\":\"01234567\"}", "{abcdefg=\"01234567\"}"},
+        {"{\"k\":\"0123456789abcdef\"}", "{k=\"0123456789abcdef\"}"},
+        {"{\"k\":\"01234567\\\"x\"}", "{k=\"01234567\"x\"}"},
+        {"{\"k\":\"0123456\\\\x\"}", "{k=\"0123456\\x\"}"},
+        {"{\"k\":\"012345678\\n\"}", "{k=\"012345678\n\"}"},
+        {"{\"k\":\"d\xC3\xA9j\xC3\xA0 vu, \xE2\x82\xAC 12345678\"}",
+         "{k=\"d\xC3\xA9j\xC3\xA0 vu, \xE2\x82\xAC 12345678\"}"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char out[1024];
@@ -326,6 +335,13 @@ static void test_json_refusals(void **state)
         {"{\"a\":1,\"a\":2}", TG_EMALFORMED},       /* duplicate key */
         {"{\"a\":\"\\u0000\"}", TG_EMALFORMED},      /* NUL in a string */
         {"{\"a\":\"\xff\"}", TG_EMALFORMED},         /* invalid UTF-8 */
+        {"{\"a\":\"01234567\x01\"}", TG_EMALFORMED},   /* control characters, in and */
+        {"{\"a\":\"0123456\x1f" "89abcdef\"}", TG_EMALFORMED}, /* after the words skipped */
+        {"{\"a\":\"0123456789abcdef\n\"}", TG_EMALFORMED},
+        {"{\"a\":\"0123\xff" "4567abcdefgh\"}", TG_EMALFORMED}, /* invalid UTF-8 in a word */
+        {"{\"a\":\"01234567\xC3\"}", TG_EMALFORMED},
+        {"{\"a\":\"0123456789abcdef", TG_EMALFORMED},    /* unterminated */
+        {"{\"a\":\"0123456789abcdef\\", TG_EMALFORMED},
         /* 9 nested containers below the top-level object */
         {"{\"a\":{\"b\":{\"c\":{\"d\":{\"e\":{\"f\":{\"g\":{\"h\":{\"i\":\"x\"}}}}}}}}}",
          TG_EMALFORMED},
