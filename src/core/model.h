@@ -114,6 +114,11 @@ typedef struct tg_event {
     tg_window window;    /* the meter's event_time_window */
     bool additive;       /* sum or count without a window: stored in blocks, see writer.c */
     tg_metadata extras;  /* payload keys the meter does not interpret */
+    /* The identifier's index hash under the scope it was prepared for (tg_event_prepare
+     * computes it on the request's thread, so the writer, the serial part, need not); an
+     * identifier changed afterwards must be prepared again. */
+    uint64_t id_hash;
+    const tg_scope *id_hash_scope;
     /* Filled by the store on insert / read (row-stored events): */
     int64_t seq;         /* receive order, unique per store */
     tg_event_state state;

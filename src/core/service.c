@@ -1121,6 +1121,8 @@ int tg_event_prepare(tg_service *svc, const tg_scope *scope, tg_event *e, tg_met
     e->extras.n = e->payload.n - front;
     if (!e->identifier[0] && tg_id_random(e->identifier, sizeof e->identifier, "", 32))
         return tg_err_set(err, TG_ESTORE, NULL, "random generator failed");
+    e->id_hash = tg_dedupe_hash(svc->hash_seed, scope->account, scope->livemode, e->identifier);
+    e->id_hash_scope = scope;
     e->created = tg_service_now(svc);
     return TG_OK;
 }

@@ -533,11 +533,15 @@ static int apply_events(tg_writer *w, tg_job *j, tg_err *err)
                 return rc;
         }
         if (i < j->nevents) {
-            uint64_t ah = tg_dedupe_hash(w->seed, j->scope->account, j->scope->livemode,
-                                         j->events[i].identifier);
+            const tg_event *e = &j->events[i];
+            /* Hashed when prepared, if it was prepared for this job's scope (the service's
+             * seed is the writer's: see tg_service_open). */
+            uint64_t ah = e->id_hash_scope == j->scope
+                              ? e->id_hash
+                              : tg_dedupe_hash(w->seed, j->scope->account, j->scope->livemode,
+                                               e->identifier);
             ring[i % PREFETCH_AHEAD] = ah;
             tg_dedupe_prefetch(w->index, ah);
-            const tg_event *e = &j->events[i];
             delta_prefetch(w, e->meter_seq, e->customer_seq, tg_window_start(e->timestamp, 60));
         }
     }
