@@ -42,7 +42,19 @@ static bool is_tchar(unsigned char ch)
 {
     if ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z'))
         return true;
-    return ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+    switch (ch) {
+    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+': case '-':
+    case '.': case '^': case '_': case '`': case '|': case '~':
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Whether header name n is name (ASCII case-insensitive); the first letters decide most. */
+static bool header_is(const char *n, const char *name)
+{
+    return (n[0] | 0x20) == (name[0] | 0x20) && strcasecmp(n, name) == 0;
 }
 
 static int hexval(unsigned char ch)
@@ -193,20 +205,20 @@ static int derive_framing(tg_http1_head *h, const char **why)
     h->keep_alive = h->minor == 1;
     for (int i = 0; i < h->nheaders; i++) {
         const char *n = h->headers[i].name, *v = h->headers[i].value;
-        if (strcasecmp(n, "Content-Length") == 0) {
+        if (header_is(n, "Content-Length")) {
             if (cl)
                 return *why = "More than one Content-Length header.", 400;
             cl = v;
-        } else if (strcasecmp(n, "Transfer-Encoding") == 0) {
+        } else if (header_is(n, "Transfer-Encoding")) {
             if (te)
                 return *why = "More than one Transfer-Encoding header.", 400;
             te = v;
-        } else if (strcasecmp(n, "Connection") == 0) {
+        } else if (header_is(n, "Connection")) {
             if (has_token(v, "close"))
                 h->keep_alive = false;
             else if (has_token(v, "keep-alive"))
                 h->keep_alive = true;
-        } else if (strcasecmp(n, "Expect") == 0) {
+        } else if (header_is(n, "Expect")) {
             h->expect_continue = strcasecmp(v, "100-continue") == 0;
         }
     }
@@ -267,7 +279,7 @@ int tg_http1_parse_head(char *buf, size_t len, tg_http1_head *h, const char **wh
 const char *tg_http1_header_value(const tg_http1_head *h, const char *name)
 {
     for (int i = 0; i < h->nheaders; i++)
-        if (strcasecmp(h->headers[i].name, name) == 0)
+        if (header_is(h->headers[i].name, name))
             return h->headers[i].value;
     return NULL;
 }

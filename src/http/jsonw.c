@@ -57,12 +57,28 @@ static size_t utf8_sequence(const unsigned char *p)
     return n;
 }
 
+/* True for a byte written as it is: printable ASCII but the quote and the backslash. */
+static bool plain(unsigned char c)
+{
+    return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+}
+
 /* Writes s as a JSON string. Bytes that are not well-formed UTF-8 (a path's percent escapes
- * can carry any) are written as U+FFFD, so the output is always valid JSON. */
+ * can carry any) are written as U+FFFD, so the output is always valid JSON. Most strings
+ * (keys, ids, names) need no escape: they are found so first and copied whole. */
 static void write_string(tg_buf *b, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
+    size_t head = 0;
+    while (plain((unsigned char)s[head]))
+        head++;
     tg_buf_append(b, "\"", 1);
+    tg_buf_append(b, s, head);
+    if (!s[head]) {
+        tg_buf_append(b, "\"", 1);
+        return;
+    }
+    s += head;
     const char *run = s;
     for (const char *p = s; *p; p++) {
         unsigned char c = (unsigned char)*p;
