@@ -352,6 +352,34 @@ describe('HTTP/1.1 on the wire', () => {
     for (const x of r.responses) assert.match(x.headers['request-id'], /^req_/);
   });
 
+  test('one connection changing keys: each request is answered for its own key', async () => {
+    // The server remembers the key a connection last authenticated with; a different key on
+    // the same connection (another mode, an invalid one, Basic auth, none) must not reuse it.
+    const get = (authLine) => `GET /v1/customers?limit=1 HTTP/1.1\r\nHost: t\r\n${authLine}\r\n`;
+    const createAs = (authLine, name) =>
+      `POST /v1/customers HTTP/1.1\r\nHost: t\r\n${authLine}Content-Type: application/x-www-form-urlencoded\r\n` +
+      `Content-Length: ${Buffer.byteLength(`name=${name}`)}\r\n\r\nname=${name}`;
+    const bearer = (k) => `Authorization: Bearer ${k}\r\n`;
+    const basic = (k) => `Authorization: Basic ${Buffer.from(`${k}:`).toString('base64')}\r\n`;
+    const r = await onSocket(srv.port, [
+      get(bearer(srv.key)) + createAs(bearer(srv.liveKey), 'switch-live') + get(bearer(`${srv.key}x`)) +
+        createAs(bearer(srv.key), 'switch-test') + get('') + createAs(basic(srv.liveKey), 'switch-basic') +
+        get(bearer(srv.key.slice(0, -1))) + get(bearer(srv.key)),
+    ], { expect: 8 });
+    assert.equal(r.closed, false);
+    assert.deepEqual(r.responses.map((x) => x.status), [200, 200, 401, 200, 401, 200, 401, 200]);
+    assert.equal(r.responses[1].json.livemode, true);
+    assert.equal(r.responses[2].json.error.code, 'api_key_invalid');
+    assert.equal(r.responses[3].json.livemode, false);
+    assert.equal(r.responses[4].json.error.code, 'api_key_missing');
+    assert.equal(r.responses[5].json.livemode, true);
+    assert.equal(r.responses[6].json.error.code, 'api_key_invalid');
+    for (const list of [r.responses[0], r.responses[7]]) { // lists of test-mode customers
+      assert.equal(list.json.object, 'list');
+      assert.ok(list.json.data.length === 1 && list.json.data[0].livemode === false, list.body);
+    }
+  });
+
   test('a pipelined read waits for the events before it: it sees them', async () => {
     // Meter events run together (each waits for its commit); a request of another kind
     // after them must see their effect, as if the requests had come one by one.
