@@ -18,11 +18,18 @@ static inline void tg_varint_put(tg_buf *b, unsigned __int128 v)
 {
     unsigned char tmp[19];
     size_t n = 0;
-    do {
-        unsigned char byte = (unsigned char)(v & 0x7f);
-        v >>= 7;
-        tmp[n++] = byte | (v ? 0x80 : 0);
-    } while (v);
+    if (!(v >> 64)) { /* nearly every value: 64-bit shifts are half the work of 128-bit ones */
+        uint64_t u = (uint64_t)v;
+        for (; u >= 0x80; u >>= 7)
+            tmp[n++] = (unsigned char)(u | 0x80);
+        tmp[n++] = (unsigned char)u;
+    } else {
+        do {
+            unsigned char byte = (unsigned char)(v & 0x7f);
+            v >>= 7;
+            tmp[n++] = byte | (v ? 0x80 : 0);
+        } while (v);
+    }
     tg_buf_append(b, tmp, n);
 }
 
