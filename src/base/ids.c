@@ -45,8 +45,9 @@ int tg_id_random(char *out, size_t outsz, const char *prefix, size_t n)
 /* SHA-256 through a digest context per thread over an algorithm fetched once. EVP_Digest with
  * EVP_sha256() fetches the algorithm from OpenSSL 3's provider on every call, under shared
  * locks and reference counts: measured (1M digests of an API key per thread, bench machine)
- * 311 ns a digest on one thread and 1,373 ns on each of two at once; this way 76-88 ns on one
- * or two. Every authenticated request hashes its API key. */
+ * 311-365 ns a digest on one thread and 1,220-1,470 ns on each of two at once; this way
+ * 76-116 ns on one or two. API keys (once a connection: http/server.c), meter event session
+ * tokens (every stream request), idempotent requests and their keys are hashed with it. */
 static EVP_MD *sha256_md;
 static pthread_key_t sha256_ctx_key;
 static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;

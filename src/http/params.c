@@ -42,10 +42,13 @@ static bool valid_utf8(const unsigned char *s, size_t len)
 {
     size_t i = 0;
     while (i < len) {
-        uint64_t w; /* eight ASCII bytes at a time */
-        if (i + 8 <= len && (memcpy(&w, s + i, 8), !(w & 0x8080808080808080ULL))) {
-            i += 8;
-            continue;
+        if (i + 8 <= len) { /* eight ASCII bytes at a time */
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (!(w & 0x8080808080808080ULL)) {
+                i += 8;
+                continue;
+            }
         }
         unsigned char c = s[i];
         size_t n;
