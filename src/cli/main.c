@@ -156,7 +156,11 @@ static int open_service(const options *o, bool scheduler, tg_service **svc)
     }
     if (hold_data(o->data))
         return 1;
-    tg_service_config cfg = {o->queue_events, o->batch_events, 8, !scheduler, o->queue_bytes};
+    tg_service_config cfg = {.queue_max_events = o->queue_events,
+                             .batch_max_events = o->batch_events,
+                             .readers = 8,
+                             .no_billing_scheduler = !scheduler,
+                             .queue_max_bytes = o->queue_bytes};
     tg_err err = {0};
     if (tg_service_open(svc, tg_store_sqlite_factory(o->data), &real_clock, &cfg, &err)) {
         fprintf(stderr, "tollgate: %s\n", err.msg);

@@ -1,8 +1,10 @@
-/* daypage.c -- encoding and merging of day pages (see daypage.h). A merge is a single pass
- * over the old entries and the (sorted) deltas, like merging two sorted lists; the old
- * entries no delta touches are copied as bytes, not decoded and encoded again. */
+/* daypage.c -- encoding and merging of day pages, and delta runs (see daypage.h). A merge is
+ * a single pass over the old entries and the (sorted) deltas, like merging two sorted lists;
+ * the old entries no delta touches are copied as bytes, not decoded and encoded again. A
+ * delta run shares the entry encoding, with offsets not bounded by a day. */
 #include "core/daypage.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 #include "core/varint.h"
@@ -136,4 +138,76 @@ int tg_daypage_merge(int64_t day, const void *old, size_t oldlen, const tg_delta
     if (have < 0)
         return -1;
     return out->failed ? -1 : 0;
+}
+
+/* ---------------------------------------------------------------- delta runs */
+
+#define RUN_FIRST INT64_MIN       /* reader state: no entry read yet */
+#define RUN_MAX_MINUTES (INT64_C(1) << 40) /* |minute index| bound: far past any timestamp */
+
+int tg_deltarun_put(tg_buf *out, const tg_delta *d, size_t n)
+{
+    int64_t prev = 0;
+    bool first = true;
+    for (size_t i = 0; i < n;) {
+        tg_delta e = d[i++];
+        while (i < n && d[i].minute == e.minute) {
+            if (tg_dec_add(e.sum, d[i].sum, &e.sum) ||
+                __builtin_add_overflow(e.count, d[i].count, &e.count))
+                return -1;
+            i++;
+        }
+        if (e.minute % 60 || e.minute / 60 <= -RUN_MAX_MINUTES ||
+            e.minute / 60 >= RUN_MAX_MINUTES || (!first && e.minute <= prev))
+            return -1;
+        if (first)
+            tg_varint_put(out, tg_zigzag(e.minute / 60));
+        else
+            tg_varint_put(out, (unsigned __int128)((e.minute - prev) / 60));
+        prev = e.minute;
+        first = false;
+        tg_dec_put_compact(out, e.sum);
+        tg_varint_put(out, tg_zigzag(e.count));
+    }
+    return out->failed ? -1 : 0;
+}
+
+void tg_deltarun_open(tg_daypage_reader *r, const void *data, size_t len)
+{
+    r->p = data;
+    r->end = r->p + len;
+    r->minute = RUN_FIRST;
+}
+
+int tg_deltarun_next(tg_daypage_reader *r, tg_delta *out)
+{
+    if (r->p == r->end)
+        return 0;
+    unsigned __int128 off, c;
+    tg_dec sum;
+    if (get_varint(r, &off))
+        return -1;
+    int64_t index;
+    if (r->minute == RUN_FIRST) {
+        __int128 v = tg_unzigzag(off);
+        if (v <= -RUN_MAX_MINUTES || v >= RUN_MAX_MINUTES)
+            return -1;
+        index = (int64_t)v;
+    } else {
+        if (off == 0 || off >= (unsigned __int128)RUN_MAX_MINUTES)
+            return -1;
+        index = r->minute / 60 + (int64_t)off;
+        if (index >= RUN_MAX_MINUTES)
+            return -1;
+    }
+    if (tg_dec_get_compact(&r->p, r->end, &sum) || get_varint(r, &c))
+        return -1;
+    __int128 count = tg_unzigzag(c);
+    if (count < INT64_MIN || count > INT64_MAX)
+        return -1;
+    r->minute = index * 60;
+    out->minute = r->minute;
+    out->sum = sum;
+    out->count = (int64_t)count;
+    return 1;
 }

@@ -32,4 +32,15 @@ void tg_daypage_open(tg_daypage_reader *r, int64_t day, const void *data, size_t
 /* Reads the next entry: 1 when read, 0 at the end, -1 when the page is corrupt. */
 int tg_daypage_next(tg_daypage_reader *r, tg_delta *out);
 
+/* Delta runs: a pair's spilled live usage (core/writer.c), deltas of any minutes. Entries are
+ * encoded as in a page, except that the first minute offset is counted from minute 0 (as a
+ * zigzag varint), later ones from the entry before without a bound, and entries whose count
+ * is 0 are kept: a delta's sum need not be 0 when its count is (an event recorded and another
+ * of the same minute canceled). tg_deltarun_put appends d[0..n) (minute ascending; equal
+ * minutes are added together) and returns 0, or -1 when a sum overflows or out is full. */
+int tg_deltarun_put(tg_buf *out, const tg_delta *d, size_t n);
+void tg_deltarun_open(tg_daypage_reader *r, const void *data, size_t len);
+/* Reads the next delta: 1 when read, 0 at the end, -1 when the run is corrupt. */
+int tg_deltarun_next(tg_daypage_reader *r, tg_delta *out);
+
 #endif

@@ -65,13 +65,7 @@ struct tg_overlay {
     size_t size, bytes; /* the writer's counts of deltas and bytes, all shards */
 };
 
-/* A growable array of deltas, used to merge a pair's two parts. */
-typedef struct delta_vec {
-    tg_delta *d;
-    size_t n, cap;
-} delta_vec;
-
-static int vec_push(delta_vec *v, const tg_delta *d)
+int tg_delta_vec_push(tg_delta_vec *v, const tg_delta *d)
 {
     if (v->n == v->cap) {
         size_t cap = v->cap ? v->cap * 2 : 64;
@@ -96,6 +90,11 @@ static uint64_t pair_hash(uint64_t m, uint64_t c)
 static shard *shard_of(tg_overlay *o, uint64_t h)
 {
     return &o->shards[h & (SHARDS - 1)];
+}
+
+int tg_overlay_shard(uint64_t meter_seq, uint64_t customer_seq)
+{
+    return (int)(pair_hash(meter_seq, customer_seq) & (SHARDS - 1));
 }
 
 tg_overlay *tg_overlay_new(size_t freeze_at)
@@ -246,7 +245,7 @@ static int frozen_next(const unsigned char **p, const unsigned char *end, int64_
 /* Appends to v the pair's deltas with from <= minute < to, both parts merged, minute
  * ascending. fp and p may be NULL. Returns 0, or -1 when out of memory. */
 static int pair_merged(const shard *s, const frozen_pair *fp, const pair *p, int64_t from,
-                       int64_t to, delta_vec *v)
+                       int64_t to, tg_delta_vec *v)
 {
     const unsigned char *f = fp ? s->fdata + fp->off : NULL, *fend = fp ? f + fp->len : NULL;
     int64_t prev = 0;
@@ -272,7 +271,7 @@ static int pair_merged(const shard *s, const frozen_pair *fp, const pair *p, int
         } else {
             e = p->d[k++]; /* earlier minute, or one whose sum would overflow: kept apart */
         }
-        if (vec_push(v, &e))
+        if (tg_delta_vec_push(v, &e))
             return -1;
     }
 }
@@ -305,7 +304,7 @@ static void shard_freeze(tg_overlay *o, shard *s)
 {
     pair **hp = malloc((s->npairs ? s->npairs : 1) * sizeof *hp);
     frozen_pair *np = malloc((s->nfpairs + s->npairs + 1) * sizeof *np);
-    delta_vec v = {0};
+    tg_delta_vec v = {0};
     tg_buf data;
     tg_buf_init(&data, (size_t)1 << 40);
     size_t n = 0, i = 0, j = 0, nfp = 0, ndeltas = 0;
@@ -473,7 +472,7 @@ long tg_overlay_read(tg_overlay *o, uint64_t meter_seq, uint64_t customer_seq, i
 {
     uint64_t h = pair_hash(meter_seq, customer_seq);
     const shard *s = shard_of(o, h);
-    delta_vec v = {0};
+    tg_delta_vec v = {0};
     *out = NULL;
     if (pair_merged(s, find_frozen(s, meter_seq, customer_seq),
                     find_pair(s, h, meter_seq, customer_seq), from, to, &v)) {
@@ -489,7 +488,7 @@ long tg_overlay_read(tg_overlay *o, uint64_t meter_seq, uint64_t customer_seq, i
     return (long)v.n;
 }
 
-static int visit(const delta_vec *v, uint64_t m, uint64_t c,
+static int visit(const tg_delta_vec *v, uint64_t m, uint64_t c,
                  int (*fn)(void *ctx, uint64_t meter_seq, uint64_t customer_seq,
                            const tg_delta *d),
                  void *ctx)
@@ -508,7 +507,7 @@ int tg_overlay_each_in_shard(tg_overlay *o, int shard_index,
                              void *ctx)
 {
     const shard *s = &o->shards[shard_index];
-    delta_vec v = {0};
+    tg_delta_vec v = {0};
     int rc = 0;
     /* frozen pairs, each merged with its hash part; then the pairs only in the hash part */
     for (size_t i = 0; !rc && i < s->nfpairs; i++) {
@@ -524,7 +523,7 @@ int tg_overlay_each_in_shard(tg_overlay *o, int shard_index,
     for (size_t b = 0; !rc && b < s->nbuckets; b++)
         for (pair *p = s->buckets[b]; !rc && p; p = p->next)
             if (!find_frozen(s, p->meter_seq, p->customer_seq)) {
-                delta_vec pv = {p->d, p->n, p->cap};
+                tg_delta_vec pv = {p->d, p->n, p->cap};
                 rc = visit(&pv, p->meter_seq, p->customer_seq, fn, ctx);
             }
     free(v.d);
@@ -553,6 +552,12 @@ void tg_overlay_unlock_shard(tg_overlay *o, int shard_index)
 size_t tg_overlay_size(tg_overlay *o)
 {
     return o->size;
+}
+
+size_t tg_overlay_shard_size(tg_overlay *o, int shard_index)
+{
+    const shard *s = &o->shards[shard_index];
+    return s->ndeltas + s->fdeltas;
 }
 
 size_t tg_overlay_bytes(tg_overlay *o)

@@ -28,6 +28,13 @@ typedef struct tg_delta {
     int64_t count;
 } tg_delta;
 
+/* A growable array of deltas. Push returns 0, or -1 when out of memory; free d. */
+typedef struct tg_delta_vec {
+    tg_delta *d;
+    size_t n, cap;
+} tg_delta_vec;
+int tg_delta_vec_push(tg_delta_vec *v, const tg_delta *d);
+
 /* freeze_at: a shard's hash part is frozen once it holds this many deltas (and a quarter of
  * the frozen part); 0 for the default, 4096. Tests pass 1 to freeze on every add. */
 tg_overlay *tg_overlay_new(size_t freeze_at);
@@ -65,6 +72,8 @@ long tg_overlay_read(tg_overlay *o, uint64_t meter_seq, uint64_t customer_seq, i
  * the commit succeeded, and unlocks: no reader sees a pair both folded and still in the
  * overlay. */
 #define TG_OVERLAY_SHARDS 64
+/* The shard of a pair: stored with spilled usage (core/store.h), so it must not change. */
+int tg_overlay_shard(uint64_t meter_seq, uint64_t customer_seq);
 int tg_overlay_each_in_shard(tg_overlay *o, int shard,
                              int (*fn)(void *ctx, uint64_t meter_seq, uint64_t customer_seq,
                                        const tg_delta *d),
@@ -75,6 +84,7 @@ void tg_overlay_unlock_shard(tg_overlay *o, int shard);
 
 /* Number of (pair, minute) deltas held, and the memory they take (about). Writer thread. */
 size_t tg_overlay_size(tg_overlay *o);
+size_t tg_overlay_shard_size(tg_overlay *o, int shard);
 size_t tg_overlay_bytes(tg_overlay *o);
 
 #endif

@@ -536,11 +536,9 @@ int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *
     if (!rc)
         rc = cust_reload(svc, svc->wstore, err);
     if (!rc) {
-        /* Checkpoint cost grows with distinct (meter, customer, minute) buckets, not events:
-         * folding every 10 s writes each busy bucket once per 10 s. Recovery replays at most
-         * the blocks of the last 10 s. */
         tg_writer_config wc = {svc->cfg.queue_max_events, svc->cfg.queue_max_bytes,
-                               svc->cfg.batch_max_events, 10000, tg_ent_on_usage, svc->ents};
+                               svc->cfg.batch_max_events, svc->cfg.fold_interval_ms,
+                               tg_ent_on_usage, svc->ents};
         rc = tg_writer_start(&svc->writer, svc->wstore, clock, &wc, svc->overlay, svc->hash_seed,
                              err);
     }
@@ -1378,6 +1376,56 @@ static int collect_day(void *ctx, int64_t day, const void *data, size_t len)
     return TG_OK;
 }
 
+/* A pair's spilled deltas (core/writer.c) with from <= minute < to, gathered under the pair's
+ * overlay lock and added to its live deltas. */
+typedef struct spill_read_ctx {
+    int64_t from, to;
+    tg_delta_vec v;
+} spill_read_ctx;
+
+static int collect_spill(void *ctx, const tg_spill *row)
+{
+    spill_read_ctx *c = ctx;
+    tg_daypage_reader r;
+    tg_delta d;
+    int rc;
+    tg_deltarun_open(&r, row->data, row->len);
+    while ((rc = tg_deltarun_next(&r, &d)) == 1)
+        if (d.minute >= c->from && d.minute < c->to && tg_delta_vec_push(&c->v, &d))
+            return TG_ENOMEM;
+    return rc < 0 ? TG_ESTORE : TG_OK;
+}
+
+static int delta_newest_first(const void *a, const void *b)
+{
+    const tg_delta *x = a, *y = b;
+    return (x->minute < y->minute) - (x->minute > y->minute);
+}
+
+/* Adds live[0..nlive) to the spilled deltas in c and leaves the sum in c, newest first, one
+ * delta a minute. TG_EINVAL when a sum overflows. */
+static int spill_add_live(spill_read_ctx *c, const tg_delta *live, long nlive)
+{
+    tg_delta_vec *v = &c->v;
+    for (long i = 0; i < nlive; i++)
+        if (tg_delta_vec_push(v, &live[i]))
+            return TG_ENOMEM;
+    qsort(v->d, v->n, sizeof *v->d, delta_newest_first);
+    size_t out = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        if (out && v->d[out - 1].minute == v->d[i].minute) {
+            tg_delta *t = &v->d[out - 1];
+            if (tg_dec_add(t->sum, v->d[i].sum, &t->sum) ||
+                __builtin_add_overflow(t->count, v->d[i].count, &t->count))
+                return TG_EINVAL;
+        } else {
+            v->d[out++] = v->d[i];
+        }
+    }
+    v->n = out;
+    return TG_OK;
+}
+
 /* Reads the minute buckets of (meter, customer) in [from, to), newest first. Additive meters
  * read their day pages plus the live overlay, under the pair's overlay lock, so a concurrent
  * fold is seen entirely or not at all; other meters read their minute buckets. With
@@ -1413,6 +1461,12 @@ static int read_buckets(tg_service *svc, tg_store *s, const tg_meter *m, int64_t
     } else {
         rc = s->ops->bucket_each(s, m->seq, customer_seq, from, to, collect_bucket, &stored, err);
     }
+    spill_read_ctx spilled = {from, to, {NULL, 0, 0}};
+    if (!rc && lock)
+        rc = s->ops->spill_each(s, tg_overlay_shard((uint64_t)m->seq, (uint64_t)customer_seq),
+                                m->seq, customer_seq, collect_spill, &spilled, err);
+    if (rc == TG_ESTORE && !err->code)
+        tg_err_set(err, rc, NULL, "Corrupt spilled usage.");
     if (!rc && lock)
         nlive = tg_overlay_read(svc->overlay, (uint64_t)m->seq, (uint64_t)customer_seq, from, to,
                                 &live);
@@ -1420,6 +1474,14 @@ static int read_buckets(tg_service *svc, tg_store *s, const tg_meter *m, int64_t
         tg_overlay_unlock(lock);
     if (!rc && nlive < 0)
         rc = TG_ENOMEM;
+    if (!rc && spilled.v.n) { /* the spills and the live deltas, as one newest-first list */
+        rc = spill_add_live(&spilled, live, nlive);
+        free(live);
+        live = spilled.v.d;
+        nlive = (long)spilled.v.n;
+        spilled.v.d = NULL;
+    }
+    free(spilled.v.d);
     /* Merge two newest-first sequences. */
     size_t i = 0, k = 0;
     while (!rc && (i < stored.n || k < (size_t)nlive)) {

@@ -28,6 +28,9 @@ typedef struct tg_service_config {
      * payload text), default 256 MiB: events with large payloads (up to the request body
      * limit each) would otherwise hold up to queue_max_events of them. */
     size_t queue_max_bytes;
+    /* How often live usage is folded into storage, about (default 10 s): each busy (meter,
+     * customer) is written once per interval, and a restart replays at most that much. */
+    int fold_interval_ms;
 } tg_service_config;
 
 int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *clock,

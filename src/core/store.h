@@ -45,6 +45,15 @@ typedef struct tg_obj_filter {
     size_t ntags;
 } tg_obj_filter;
 
+/* One spilled row of live usage (see spill_put below). */
+typedef struct tg_spill {
+    int shard;
+    int64_t meter_seq, customer_seq, seq;
+    int64_t through_block, through_cancel; /* the marks: what the spill includes */
+    const void *data;                      /* a delta run; NULL when only marks were read */
+    size_t len;
+} tg_spill;
+
 typedef struct tg_store_ops {
     const char *name;
     void (*close)(tg_store *s);
@@ -161,6 +170,19 @@ typedef struct tg_store_ops {
                     int64_t to_day,
                     int (*fn)(void *ctx, int64_t day, const void *data, size_t len), void *ctx,
                     tg_err *err);
+
+    /* Spilled live usage (core/writer.c): between folds into day pages, a shard of the overlay
+     * is written as one row per (meter, customer) holding that pair's deltas of any days
+     * (core/daypage.h's delta runs), with the marks of the spill. A row's key is (shard,
+     * meter, customer, seq); the shard is core/overlay.h's tg_overlay_shard of the pair, so a
+     * fold finds a shard's rows in one range. spill_each visits, in key order: with
+     * meter_seq >= 0 the rows of that pair, else with shard >= 0 every row of the shard, else
+     * every row with data NULL (the marks, for start-up replay); it stops at fn's first
+     * non-zero return, which it returns. spill_delete_shard deletes a shard's rows. */
+    int (*spill_put)(tg_store *s, const tg_spill *row, tg_err *err);
+    int (*spill_each)(tg_store *s, int shard, int64_t meter_seq, int64_t customer_seq,
+                      int (*fn)(void *ctx, const tg_spill *row), void *ctx, tg_err *err);
+    int (*spill_delete_shard)(tg_store *s, int shard, tg_err *err);
 
     /* The surviving event of a pre-aggregation window (event_time_window meters). */
     int (*window_get)(tg_store *s, int64_t meter_seq, int64_t customer_seq, int64_t window_start,

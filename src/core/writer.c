@@ -16,8 +16,10 @@
  *      and wake the submitters. A failed commit discards the batch's blocks, deltas and
  *      identifiers, so nothing uncommitted is ever visible or acknowledged.
  * Folding: each batch's transaction also folds the overlay shards that are due (round-robin,
- * so the whole overlay is folded about every cfg.checkpoint_ms) into the stored day pages,
- * and each page records the last block and cancellation it includes. The batch commits while
+ * so the whole overlay is folded about every cfg.checkpoint_ms) into storage: usually as
+ * spills (one row per pair, written without reading; see "spilling" below), every fourth
+ * time into the stored day pages together with the spills. Each page and spill records the
+ * last block and cancellation it includes. The batch commits while
  * holding those shards' write locks and empties them once committed, so readers see a pair
  * either in the overlay or in its pages, never both. There is no stop-the-world checkpoint:
  * the work is spread over the batches. At start-up an event is replayed into the overlay only
@@ -44,6 +46,7 @@
 #define BLOCK_CACHE_BYTES (4u << 20)
 #define BLOCK_CAP (256u << 20)
 #define OVERLAY_FOLD_BYTES (48u << 20)
+#define SPILLS_PER_FOLD 3
 
 /* Batch tables are cleared by moving to a new generation, not by memset: a slot is in use
  * only when its gen equals the table's, so a small batch after a large one costs nothing. */
@@ -116,6 +119,11 @@ struct tg_writer {
      * per cfg.checkpoint_ms; `credit` accumulates shards due since the last fold */
     double fold_credit;
     int next_shard;
+    /* spilling: a shard's live usage is spilled SPILLS_PER_FOLD times, then folded into its
+     * pages together with the spills; fold_kind[] records what a fold did until its commit */
+    int spills[TG_OVERLAY_SHARDS];
+    enum { FOLD_NOTHING, FOLD_SPILLED, FOLD_TO_PAGES } fold_kind[TG_OVERLAY_SHARDS];
+    int64_t spill_seq;
     int64_t last_fold_ms, last_prune;
 };
 
@@ -642,14 +650,15 @@ typedef struct fold_ctx {
     int64_t through_block, through_cancel; /* the marks written on every page folded */
     uint64_t meter_seq, customer_seq;
     int64_t day;
-    tg_delta *d;
-    size_t n, cap;
+    tg_delta_vec v; /* the deltas collected */
     tg_buf page;
+    int shard;       /* spilling: the shard, and the spill's seq */
+    int64_t seq;
 } fold_ctx;
 
 static int fold_flush(fold_ctx *f)
 {
-    if (!f->n)
+    if (!f->v.n)
         return TG_OK;
     tg_store *s = f->w->store;
     tg_arena a;
@@ -661,7 +670,7 @@ static int fold_flush(fold_ctx *f)
     if (rc == TG_ENOTFOUND)
         rc = TG_OK;
     tg_buf_reset(&f->page);
-    if (!rc && tg_daypage_merge(f->day, old, oldlen, f->d, f->n, &f->page))
+    if (!rc && tg_daypage_merge(f->day, old, oldlen, f->v.d, f->v.n, &f->page))
         rc = tg_err_set(f->err, TG_ESTORE, NULL, "Cannot merge the day page of meter %llu.",
                         (unsigned long long)f->meter_seq);
     if (!rc)
@@ -669,36 +678,243 @@ static int fold_flush(fold_ctx *f)
                              f->page.data, f->page.len, f->through_block, f->through_cancel,
                              f->err);
     tg_arena_free(&a);
-    f->n = 0;
+    f->v.n = 0;
     return rc;
+}
+
+/* Appends d to f's deltas (of one pair, or of one pair and day). */
+static int fold_push(fold_ctx *f, const tg_delta *d)
+{
+    return tg_delta_vec_push(&f->v, d) ? tg_err_set(f->err, TG_ENOMEM, NULL, NULL) : TG_OK;
 }
 
 static int fold_delta(void *ctx, uint64_t meter_seq, uint64_t customer_seq, const tg_delta *d)
 {
     fold_ctx *f = ctx;
     int64_t day = tg_window_start(d->minute, 86400);
-    if (f->n && (meter_seq != f->meter_seq || customer_seq != f->customer_seq || day != f->day)) {
+    if (f->v.n && (meter_seq != f->meter_seq || customer_seq != f->customer_seq || day != f->day)) {
         int rc = fold_flush(f);
         if (rc)
             return rc;
     }
-    if (f->n == f->cap) {
-        size_t cap = f->cap ? f->cap * 2 : 256;
-        tg_delta *p = realloc(f->d, cap * sizeof *p);
-        if (!p)
-            return tg_err_set(f->err, TG_ENOMEM, NULL, NULL);
-        f->d = p;
-        f->cap = cap;
-    }
     f->meter_seq = meter_seq;
     f->customer_seq = customer_seq;
     f->day = day;
-    f->d[f->n++] = *d;
+    return fold_push(f, d);
+}
+
+/* ---------------------------------------------------------------- spilling
+ *
+ * Folding a shard rewrites the day page of every (pair, day) it has deltas for, and a page
+ * costs what it holds, not what changes: usage spread over many days (a backfill) rewrites
+ * nearly every page at each fold, so the cost of a fold grew with the stored data (at 30M
+ * backfilled events, pages of ~110 entries took ~17 us each to read, merge and write). So a
+ * fold usually spills the shard instead: one row per pair, holding that pair's deltas of all
+ * days as a delta run (core/daypage.h), written without reading anything. Every
+ * (SPILLS_PER_FOLD + 1)th fold of a shard merges its spills and its live usage into the
+ * pages and deletes the spills, in one transaction. A spill carries the marks a page would,
+ * so start-up replays only what neither pages nor spills include; readers add a pair's
+ * spills to its pages under the same shard lock. */
+
+static int spill_flush(fold_ctx *f)
+{
+    if (!f->v.n)
+        return TG_OK;
+    tg_buf_reset(&f->page);
+    if (tg_deltarun_put(&f->page, f->v.d, f->v.n))
+        return tg_err_set(f->err, TG_ESTORE, NULL, "Cannot spill the live usage of meter %llu.",
+                          (unsigned long long)f->meter_seq);
+    tg_spill row = {f->shard, (int64_t)f->meter_seq, (int64_t)f->customer_seq, f->seq,
+                    f->through_block, f->through_cancel, f->page.data, f->page.len};
+    f->v.n = 0;
+    tg_store *s = f->w->store;
+    return s->ops->spill_put(s, &row, f->err);
+}
+
+static int spill_delta(void *ctx, uint64_t meter_seq, uint64_t customer_seq, const tg_delta *d)
+{
+    fold_ctx *f = ctx;
+    if (f->v.n && (meter_seq != f->meter_seq || customer_seq != f->customer_seq)) {
+        int rc = spill_flush(f);
+        if (rc)
+            return rc;
+    }
+    f->meter_seq = meter_seq;
+    f->customer_seq = customer_seq;
+    return fold_push(f, d);
+}
+
+/* A shard's spills, read before its fold into pages: per pair (in key order), the deltas of
+ * all its rows merged into one minute-ascending list d[start, end). */
+typedef struct spilled_pair {
+    uint64_t meter_seq, customer_seq;
+    size_t start, end;
+} spilled_pair;
+
+typedef struct spilled {
+    spilled_pair *p;
+    size_t np, pcap;
+    tg_delta *d, *tmp; /* tmp: room for merging a row into its pair's list */
+    size_t n, cap;
+    tg_err *err;
+} spilled;
+
+static int spilled_reserve(spilled *sp, size_t more)
+{
+    if (sp->n + more <= sp->cap)
+        return TG_OK;
+    size_t cap = sp->cap ? sp->cap : 4096;
+    while (cap < sp->n + more)
+        cap *= 2;
+    tg_delta *d = realloc(sp->d, cap * sizeof *d);
+    if (d)
+        sp->d = d;
+    tg_delta *t = d ? realloc(sp->tmp, cap * sizeof *t) : NULL;
+    if (t)
+        sp->tmp = t;
+    if (!d || !t)
+        return TG_ENOMEM;
+    sp->cap = cap;
     return TG_OK;
 }
 
-/* Folds shards [first, first + n) (mod TG_OVERLAY_SHARDS) into day pages inside the current
- * transaction, marking the pages with the given block and cancellation. */
+/* Merges the minute-ascending lists a[0..na) and b[0..nb) into out (equal minutes stay
+ * side by side: the page merge adds them up). */
+static void merge_deltas(const tg_delta *a, size_t na, const tg_delta *b, size_t nb,
+                         tg_delta *out)
+{
+    size_t i = 0, k = 0;
+    while (i < na || k < nb)
+        *out++ = k == nb || (i < na && a[i].minute <= b[k].minute) ? a[i++] : b[k++];
+}
+
+static int gather_spill(void *ctx, const tg_spill *row)
+{
+    spilled *sp = ctx;
+    bool same = sp->np && sp->p[sp->np - 1].meter_seq == (uint64_t)row->meter_seq &&
+                sp->p[sp->np - 1].customer_seq == (uint64_t)row->customer_seq;
+    if (!same) {
+        if (sp->np == sp->pcap) {
+            size_t cap = sp->pcap ? sp->pcap * 2 : 256;
+            spilled_pair *p = realloc(sp->p, cap * sizeof *p);
+            if (!p)
+                return tg_err_set(sp->err, TG_ENOMEM, NULL, NULL);
+            sp->p = p;
+            sp->pcap = cap;
+        }
+        sp->p[sp->np++] = (spilled_pair){(uint64_t)row->meter_seq, (uint64_t)row->customer_seq,
+                                         sp->n, sp->n};
+    }
+    spilled_pair *pair = &sp->p[sp->np - 1];
+    /* a run's entries take at least 3 bytes each: len / 3 bounds the row's deltas */
+    if (spilled_reserve(sp, row->len / 3 + 1))
+        return tg_err_set(sp->err, TG_ENOMEM, NULL, NULL);
+    tg_daypage_reader r;
+    tg_deltarun_open(&r, row->data, row->len);
+    size_t n = sp->n;
+    int rc = 0;
+    while (n < sp->cap && (rc = tg_deltarun_next(&r, &sp->d[n])) == 1)
+        n++;
+    if (rc < 0 || r.p != r.end)
+        return tg_err_set(sp->err, TG_ESTORE, NULL, "Corrupt spilled usage of meter %lld.",
+                          (long long)row->meter_seq);
+    if (same) { /* merge the row's run into the pair's list */
+        size_t na = sp->n - pair->start, nb = n - sp->n;
+        merge_deltas(&sp->d[pair->start], na, &sp->d[sp->n], nb, sp->tmp);
+        memcpy(&sp->d[pair->start], sp->tmp, (na + nb) * sizeof *sp->tmp);
+    }
+    sp->n = n;
+    pair->end = n;
+    return TG_OK;
+}
+
+/* Live usage of the pairs that have no spills, for fold_shard_to_pages. */
+typedef struct live_only_ctx {
+    fold_ctx *f;
+    const spilled *sp;
+    uint64_t meter_seq, customer_seq; /* the last pair looked up, and whether it has spills */
+    bool looked_up, has_spills;
+} live_only_ctx;
+
+static bool has_spills(const spilled *sp, uint64_t m, uint64_t c)
+{
+    size_t lo = 0, hi = sp->np;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const spilled_pair *p = &sp->p[mid];
+        if (p->meter_seq == m && p->customer_seq == c)
+            return true;
+        if (p->meter_seq < m || (p->meter_seq == m && p->customer_seq < c))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return false;
+}
+
+static int fold_live_only(void *ctx, uint64_t meter_seq, uint64_t customer_seq,
+                          const tg_delta *d)
+{
+    live_only_ctx *l = ctx;
+    if (!l->looked_up || meter_seq != l->meter_seq || customer_seq != l->customer_seq) {
+        l->meter_seq = meter_seq;
+        l->customer_seq = customer_seq;
+        l->looked_up = true;
+        l->has_spills = has_spills(l->sp, meter_seq, customer_seq);
+    }
+    return l->has_spills ? TG_OK : fold_delta(l->f, meter_seq, customer_seq, d);
+}
+
+/* Folds one pair's spilled list and its live deltas into its pages. */
+static int fold_spilled_pair(tg_writer *w, fold_ctx *f, const spilled *sp,
+                             const spilled_pair *p)
+{
+    tg_delta *live = NULL;
+    void *lock = tg_overlay_rdlock(w->overlay, p->meter_seq, p->customer_seq);
+    long nlive = tg_overlay_read(w->overlay, p->meter_seq, p->customer_seq, INT64_MIN,
+                                 INT64_MAX, &live);
+    tg_overlay_unlock(lock);
+    if (nlive < 0)
+        return TG_ENOMEM;
+    int rc = TG_OK;
+    size_t i = p->start;
+    long k = nlive - 1; /* live is newest first */
+    while (!rc && (i < p->end || k >= 0)) {
+        const tg_delta *d = k < 0 || (i < p->end && sp->d[i].minute <= live[k].minute)
+                                ? &sp->d[i++]
+                                : &live[k--];
+        rc = fold_delta(f, p->meter_seq, p->customer_seq, d);
+    }
+    free(live);
+    return rc;
+}
+
+/* Folds one shard's spills and live usage into its day pages and deletes the spills. */
+static int fold_shard_to_pages(tg_writer *w, int shard, fold_ctx *f)
+{
+    tg_store *s = w->store;
+    spilled sp;
+    memset(&sp, 0, sizeof sp);
+    sp.err = f->err;
+    int rc = s->ops->spill_each(s, shard, -1, -1, gather_spill, &sp, f->err);
+    for (size_t i = 0; i < sp.np && !rc; i++)
+        rc = fold_spilled_pair(w, f, &sp, &sp.p[i]);
+    live_only_ctx l = {f, &sp, 0, 0, false, false};
+    if (!rc)
+        rc = tg_overlay_each_in_shard(w->overlay, shard, fold_live_only, &l);
+    if (!rc)
+        rc = fold_flush(f);
+    if (!rc && sp.np)
+        rc = s->ops->spill_delete_shard(s, shard, f->err);
+    free(sp.p);
+    free(sp.d);
+    free(sp.tmp);
+    return rc;
+}
+
+/* Folds shards [first, first + n) (mod TG_OVERLAY_SHARDS) inside the current transaction,
+ * each into spills or into its day pages (see spilling above), marking what it writes with
+ * the given block and cancellation. */
 static int fold_shards(tg_writer *w, int first, int n, int64_t through_block,
                        int64_t through_cancel, tg_err *err)
 {
@@ -712,15 +928,37 @@ static int fold_shards(tg_writer *w, int first, int n, int64_t through_block,
     int rc = TG_OK;
     for (int i = 0; i < n && !rc; i++) {
         int shard = (first + i) % TG_OVERLAY_SHARDS;
-        rc = tg_overlay_each_in_shard(w->overlay, shard, fold_delta, &f);
+        /* an idle shard's spills go to its pages at its next fold */
+        bool idle = tg_overlay_shard_size(w->overlay, shard) == 0;
+        w->fold_kind[shard] = idle && !w->spills[shard]              ? FOLD_NOTHING
+                              : idle || w->spills[shard] >= SPILLS_PER_FOLD ? FOLD_TO_PAGES
+                                                                          : FOLD_SPILLED;
+        if (w->fold_kind[shard] == FOLD_TO_PAGES) {
+            rc = fold_shard_to_pages(w, shard, &f);
+        } else if (w->fold_kind[shard] == FOLD_SPILLED) {
+            f.shard = shard;
+            f.seq = ++w->spill_seq;
+            rc = tg_overlay_each_in_shard(w->overlay, shard, spill_delta, &f);
+            if (!rc)
+                rc = spill_flush(&f);
+        }
         if (rc == TG_ENOMEM && !err->code)
             tg_err_set(err, rc, NULL, "Out of memory while folding live usage.");
-        if (!rc)
-            rc = fold_flush(&f);
     }
-    free(f.d);
+    free(f.v.d);
     tg_buf_free(&f.page);
     return rc;
+}
+
+/* Whether a fold has anything to do: live usage, or spills to take to their pages. */
+static bool fold_pending(tg_writer *w)
+{
+    if (tg_overlay_size(w->overlay))
+        return true;
+    for (int i = 0; i < TG_OVERLAY_SHARDS; i++)
+        if (w->spills[i])
+            return true;
+    return false;
 }
 
 /* How many shards are due for folding now (0..TG_OVERLAY_SHARDS). */
@@ -755,6 +993,13 @@ static int commit_folded(tg_writer *w, int first, int n, tg_err *err)
         tg_overlay_unlock_shard(w->overlay, shard);
     }
     if (!rc) {
+        for (int i = 0; i < n; i++) {
+            int shard = (first + i) % TG_OVERLAY_SHARDS;
+            if (w->fold_kind[shard] == FOLD_TO_PAGES)
+                w->spills[shard] = 0;
+            else if (w->fold_kind[shard] == FOLD_SPILLED)
+                w->spills[shard]++;
+        }
         w->next_shard = (first + n) % TG_OVERLAY_SHARDS;
         w->fold_credit -= n;
         if (w->fold_credit < 0)
@@ -768,7 +1013,7 @@ static int commit_folded(tg_writer *w, int first, int n, tg_err *err)
 static void fold_now(tg_writer *w, bool all)
 {
     int n = all ? TG_OVERLAY_SHARDS : shards_due(w);
-    if (n <= 0 || tg_overlay_size(w->overlay) == 0)
+    if (n <= 0 || !fold_pending(w))
         return;
     tg_store *s = w->store;
     tg_err err = {0};
@@ -910,7 +1155,7 @@ static void run_batch(tg_writer *w, tg_job *batch, size_t events)
     /* Fold the due overlay shards in this same transaction. Their deltas come from blocks
      * committed before this batch: the pages are marked with the batch's starting marks. */
     int fold_first = w->next_shard, fold_n = 0;
-    if (!rc && tg_overlay_size(w->overlay)) {
+    if (!rc && fold_pending(w)) {
         fold_n = shards_due(w);
         if (fold_n)
             rc = fold_shards(w, fold_first, fold_n, last_block, last_cancel, &err);
@@ -958,7 +1203,7 @@ static void *writer_main(void *arg)
             clock_gettime(CLOCK_REALTIME, &until);
             until.tv_sec += 1;
             pthread_cond_timedwait(&w->work_cv, &w->mu, &until);
-            if (!w->head && tg_overlay_size(w->overlay)) {
+            if (!w->head && fold_pending(w)) {
                 pthread_mutex_unlock(&w->mu);
                 fold_now(w, false); /* idle: keep folding on schedule */
                 pthread_mutex_lock(&w->mu);
@@ -1011,8 +1256,9 @@ static void *writer_main(void *arg)
 
 /* ================================================================ recovery */
 
-/* The marks of every stored day page, for start-up replay: an event is replayed into the
- * overlay only when its page has not absorbed its block (likewise cancellations). */
+/* The marks of every stored day page and spill, for start-up replay: an event is replayed
+ * into the overlay only when neither its page nor its pair's spills have absorbed its block
+ * (likewise cancellations). */
 typedef struct page_mark {
     int64_t meter_seq, customer_seq, day;
     int64_t through_block, through_cancel;
@@ -1036,9 +1282,9 @@ static page_mark *mark_slot(recover_ctx *r, int64_t m, int64_t c, int64_t day)
             return &r->marks[k];
 }
 
-static int add_mark(void *ctx, int64_t m, int64_t c, int64_t day, int64_t tb, int64_t tc)
+/* Records marks for (m, c, day); a key seen before keeps the highest of each. */
+static int mark_put(recover_ctx *r, int64_t m, int64_t c, int64_t day, int64_t tb, int64_t tc)
 {
-    recover_ctx *r = ctx;
     if ((r->nmarks + 1) * 2 > r->cap) {
         size_t oldcap = r->cap;
         page_mark *old = r->marks;
@@ -1052,6 +1298,13 @@ static int add_mark(void *ctx, int64_t m, int64_t c, int64_t day, int64_t tb, in
         free(old);
     }
     page_mark *p = mark_slot(r, m, c, day);
+    if (p->used) {
+        if (tb > p->through_block)
+            p->through_block = tb;
+        if (tc > p->through_cancel)
+            p->through_cancel = tc;
+        return TG_OK;
+    }
     p->used = true;
     p->meter_seq = m;
     p->customer_seq = c;
@@ -1062,12 +1315,40 @@ static int add_mark(void *ctx, int64_t m, int64_t c, int64_t day, int64_t tb, in
     return TG_OK;
 }
 
-static const page_mark *find_mark(recover_ctx *r, int64_t m, int64_t c, int64_t minute)
+static int add_page_mark(void *ctx, int64_t m, int64_t c, int64_t day, int64_t tb, int64_t tc)
+{
+    return mark_put(ctx, m, c, day, tb, tc);
+}
+
+/* A pair's spills are marked under this day: a spill holds the pair's deltas of every day. */
+#define SPILL_MARK_DAY INT64_MIN
+
+static int add_spill_mark(void *ctx, const tg_spill *row)
+{
+    recover_ctx *r = ctx;
+    tg_writer *w = r->w;
+    if (row->seq > w->spill_seq)
+        w->spill_seq = row->seq;
+    if (row->shard >= 0 && row->shard < TG_OVERLAY_SHARDS)
+        w->spills[row->shard] = SPILLS_PER_FOLD; /* its next fold goes to the pages */
+    return mark_put(r, row->meter_seq, row->customer_seq, SPILL_MARK_DAY, row->through_block,
+                    row->through_cancel);
+}
+
+/* Whether the stored usage of (m, c) at minute already includes the block `id` (cancel:
+ * the cancellation `id`): its day page's marks or its spills' say so. */
+static bool absorbed(recover_ctx *r, int64_t m, int64_t c, int64_t minute, int64_t id,
+                     bool cancel)
 {
     if (!r->cap)
-        return NULL;
-    page_mark *p = mark_slot(r, m, c, tg_window_start(minute, 86400));
-    return p->used ? p : NULL;
+        return false;
+    const page_mark *marks[2] = {mark_slot(r, m, c, tg_window_start(minute, 86400)),
+                                 mark_slot(r, m, c, SPILL_MARK_DAY)};
+    for (int i = 0; i < 2; i++)
+        if (marks[i]->used &&
+            id <= (cancel ? marks[i]->through_cancel : marks[i]->through_block))
+            return true;
+    return false;
 }
 
 static int recover_block(void *ctx, int64_t seq, const tg_scope *scope, int64_t created,
@@ -1090,8 +1371,7 @@ static int recover_block(void *ctx, int64_t seq, const tg_scope *scope, int64_t 
                              (uint64_t)seq))
             return tg_err_set(r->err, TG_ENOMEM, NULL, "identifier index: out of memory");
         int64_t minute = tg_window_start(ev.timestamp, 60);
-        const page_mark *pm = find_mark(r, (int64_t)ev.meter_seq, (int64_t)ev.customer_seq, minute);
-        if (!pm || seq > pm->through_block) {
+        if (!absorbed(r, (int64_t)ev.meter_seq, (int64_t)ev.customer_seq, minute, seq, false)) {
             if (tg_overlay_add(w->overlay, ev.meter_seq, ev.customer_seq, minute, ev.value, 1))
                 return tg_err_set(r->err, TG_ENOMEM, NULL, "overlay: out of memory");
             r->replayed++;
@@ -1137,8 +1417,7 @@ static int recover_cancel(void *ctx, int64_t id, int64_t block, int64_t index)
             rc = TG_ESTORE;
     if (!rc) {
         int64_t minute = tg_window_start(ev.timestamp, 60);
-        const page_mark *pm = find_mark(r, (int64_t)ev.meter_seq, (int64_t)ev.customer_seq, minute);
-        if ((!pm || id > pm->through_cancel) &&
+        if (!absorbed(r, (int64_t)ev.meter_seq, (int64_t)ev.customer_seq, minute, id, true) &&
             tg_overlay_add(w->overlay, ev.meter_seq, ev.customer_seq, minute, -ev.value, -1))
             rc = TG_ENOMEM;
     }
@@ -1157,7 +1436,9 @@ static int recover(tg_writer *w, tg_err *err)
     r.w = w;
     r.err = err;
     int64_t t0 = mono_ms();
-    int rc = w->store->ops->day_marks_each(w->store, add_mark, &r, err);
+    int rc = w->store->ops->day_marks_each(w->store, add_page_mark, &r, err);
+    if (!rc)
+        rc = w->store->ops->spill_each(w->store, -1, -1, -1, add_spill_mark, &r, err);
     if (!rc)
         rc = w->store->ops->block_each(w->store, 0, recover_block, &r, err);
     if (!rc)

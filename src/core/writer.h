@@ -65,7 +65,7 @@ typedef struct tg_writer_config {
     size_t queue_max_events; /* events admitted but not yet committed */
     size_t queue_max_bytes;  /* and the bytes they hold (tg_job.bytes); 0 = no bound */
     size_t batch_max_events; /* events per transaction */
-    int checkpoint_ms;       /* live usage is folded into stored pages about this often */
+    int checkpoint_ms;       /* live usage is folded (spilled or into pages) about this often */
     /* Called for each committed (meter, customer, minute) usage delta, after the commit and
      * before the batch is answered (the entitlement counters); may be NULL. */
     void (*on_usage)(void *ctx, int64_t meter_seq, int64_t customer_seq, int64_t minute,

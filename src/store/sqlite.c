@@ -77,6 +77,10 @@ static const char *const migrations[] = {
     "CREATE INDEX objects_parent ON objects(account, livemode, kind, parent, seq)"
     "  WHERE parent IS NOT NULL;"
     "CREATE INDEX objects_due ON objects(clock, due) WHERE due > 0;",
+    /* 3: spilled live usage */
+    "CREATE TABLE spills(shard INT NOT NULL, meter_seq INT NOT NULL, customer_seq INT NOT NULL,"
+    "  seq INT NOT NULL, through_block INT NOT NULL, through_cancel INT NOT NULL,"
+    "  data BLOB NOT NULL, PRIMARY KEY(shard, meter_seq, customer_seq, seq)) WITHOUT ROWID;",
 };
 
 enum {
@@ -88,6 +92,7 @@ enum {
     Q_EVENT_IDENTS, Q_BLOCK_APPEND, Q_BLOCK_GET, Q_BLOCK_EACH, Q_CANCEL_PUT, Q_CANCEL_EACH,
     Q_BUCKET_GET, Q_BUCKET_PUT, Q_BUCKET_DEL, Q_BUCKET_EACH,
     Q_WINDOW_GET, Q_WINDOW_PUT, Q_DAY_GET, Q_DAY_PUT, Q_DAY_EACH, Q_DAY_MARKS,
+    Q_SPILL_PUT, Q_SPILL_PAIR, Q_SPILL_SHARD, Q_SPILL_MARKS, Q_SPILL_DELETE,
     Q_IDEM_GET, Q_IDEM_PUT, Q_SESSION_PUT, Q_SESSION_GET,
     Q_MERR_ADD, Q_MERR_SEQ, Q_PRUNE_IDEM, Q_PRUNE_SESSIONS,
     Q_OBJ_PUT, Q_OBJ_GET, Q_OBJ_DELETE, Q_OBJ_DUE, Q_OBJ_DUE_CLOCK,
@@ -175,6 +180,16 @@ static const char *const sql[Q_COUNT] = {
     [Q_DAY_MARKS] = "SELECT meter_seq,customer_seq,day,through_block,through_cancel FROM day_pages",
     [Q_DAY_EACH] = "SELECT day,data FROM day_pages WHERE meter_seq=?1 AND customer_seq=?2"
                    " AND day>=?3 AND day<?4 ORDER BY day DESC",
+    [Q_SPILL_PUT] = "INSERT INTO spills(shard,meter_seq,customer_seq,seq,through_block,"
+                    "through_cancel,data) VALUES(?1,?2,?3,?4,?5,?6,?7)",
+    [Q_SPILL_PAIR] = "SELECT shard,meter_seq,customer_seq,seq,through_block,through_cancel,data"
+                     " FROM spills WHERE shard=?1 AND meter_seq=?2 AND customer_seq=?3"
+                     " ORDER BY seq",
+    [Q_SPILL_SHARD] = "SELECT shard,meter_seq,customer_seq,seq,through_block,through_cancel,data"
+                      " FROM spills WHERE shard=?1 ORDER BY meter_seq,customer_seq,seq",
+    [Q_SPILL_MARKS] = "SELECT shard,meter_seq,customer_seq,seq,through_block,through_cancel"
+                      " FROM spills",
+    [Q_SPILL_DELETE] = "DELETE FROM spills WHERE shard=?1",
     [Q_WINDOW_GET] = "SELECT seq,ts FROM windows WHERE meter_seq=?1 AND customer_seq=?2"
                      " AND start=?3",
     [Q_WINDOW_PUT] = "INSERT INTO windows(meter_seq,customer_seq,start,seq,ts)"
@@ -1088,6 +1103,68 @@ static int sq_window_put(tg_store *base, int64_t meter_id, int64_t customer_id, 
     return exec_done(s, st, err, "window_put");
 }
 
+/* ---------------------------------------------------------------- spilled live usage */
+
+static int sq_spill_put(tg_store *base, const tg_spill *row, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_SPILL_PUT, err);
+    if (!st)
+        return TG_ESTORE;
+    sqlite3_bind_int(st, 1, row->shard);
+    sqlite3_bind_int64(st, 2, row->meter_seq);
+    sqlite3_bind_int64(st, 3, row->customer_seq);
+    sqlite3_bind_int64(st, 4, row->seq);
+    sqlite3_bind_int64(st, 5, row->through_block);
+    sqlite3_bind_int64(st, 6, row->through_cancel);
+    sqlite3_bind_blob(st, 7, row->len ? row->data : "", (int)row->len, SQLITE_STATIC);
+    return exec_done(s, st, err, "spill_put");
+}
+
+static int sq_spill_each(tg_store *base, int shard, int64_t meter_seq, int64_t customer_seq,
+                         int (*fn)(void *ctx, const tg_spill *row), void *ctx, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    bool marks = shard < 0;
+    sqlite3_stmt *st = stmt(s, marks ? Q_SPILL_MARKS : meter_seq >= 0 ? Q_SPILL_PAIR : Q_SPILL_SHARD,
+                            err);
+    if (!st)
+        return TG_ESTORE;
+    if (!marks)
+        sqlite3_bind_int(st, 1, shard);
+    if (!marks && meter_seq >= 0) {
+        sqlite3_bind_int64(st, 2, meter_seq);
+        sqlite3_bind_int64(st, 3, customer_seq);
+    }
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        tg_spill row = {sqlite3_column_int(st, 0), sqlite3_column_int64(st, 1),
+                        sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3),
+                        sqlite3_column_int64(st, 4), sqlite3_column_int64(st, 5), NULL, 0};
+        if (!marks) {
+            row.data = sqlite3_column_blob(st, 6);
+            row.len = (size_t)sqlite3_column_bytes(st, 6);
+        }
+        int frc = fn(ctx, &row);
+        if (frc) {
+            sqlite3_reset(st);
+            return frc;
+        }
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? TG_OK : db_error(s, err, "spill_each");
+}
+
+static int sq_spill_delete_shard(tg_store *base, int shard, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_SPILL_DELETE, err);
+    if (!st)
+        return TG_ESTORE;
+    sqlite3_bind_int(st, 1, shard);
+    return exec_done(s, st, err, "spill_delete_shard");
+}
+
 /* ---------------------------------------------------------------- day pages */
 
 static int sq_day_get(tg_store *base, int64_t meter_seq, int64_t customer_seq, int64_t day,
@@ -1581,6 +1658,9 @@ static const tg_store_ops sqlite_ops = {
     .day_put = sq_day_put,
     .day_each = sq_day_each,
     .day_marks_each = sq_day_marks_each,
+    .spill_put = sq_spill_put,
+    .spill_each = sq_spill_each,
+    .spill_delete_shard = sq_spill_delete_shard,
     .window_get = sq_window_get,
     .window_put = sq_window_put,
     .idem_get = sq_idem_get,

@@ -255,6 +255,100 @@ static void test_merge_refusals(void **state)
     tg_buf_free(&out);
 }
 
+/* Delta runs: random deltas over months (also before 1970), with counts of 0 and below and
+ * repeated minutes, read back as one delta a minute, each the sum of that minute's. */
+static void test_deltarun_against_model(void **state)
+{
+    (void)state;
+    enum { N = 3000 };
+    static tg_delta d[N];
+    uint64_t seed = 0x51ED5EEDu;
+    tg_buf run;
+    tg_buf_init(&run, 1 << 20);
+    for (int round = 0; round < 20; round++) {
+        size_t n = 1 + rnd(&seed) % N;
+        int64_t base = (int64_t)(rnd(&seed) % 2000000) * 60 - INT64_C(600000) * 60;
+        for (size_t i = 0; i < n; i++) {
+            d[i].minute = base + (int64_t)(rnd(&seed) % 90000) * 60; /* ~2 months */
+            d[i].sum = (tg_dec)(rnd(&seed) % 2000001) - 1000000;
+            d[i].count = (int64_t)(rnd(&seed) % 5) - 2; /* -2..2: zero counts included */
+        }
+        qsort(d, n, sizeof *d, delta_cmp);
+        tg_buf_reset(&run);
+        assert_int_equal(tg_deltarun_put(&run, d, n), 0);
+        tg_daypage_reader r;
+        tg_deltarun_open(&r, run.data, run.len);
+        tg_delta got;
+        size_t i = 0;
+        int rc;
+        while ((rc = tg_deltarun_next(&r, &got)) == 1) {
+            assert_true(i < n);
+            tg_delta want = d[i++];
+            for (; i < n && d[i].minute == want.minute; i++) {
+                want.sum += d[i].sum;
+                want.count += d[i].count;
+            }
+            assert_int_equal(got.minute, want.minute);
+            assert_true(got.sum == want.sum);
+            assert_int_equal(got.count, want.count);
+        }
+        assert_int_equal(rc, 0);
+        assert_int_equal(i, n);
+    }
+    tg_buf_free(&run);
+}
+
+static void test_deltarun_refusals(void **state)
+{
+    (void)state;
+    tg_buf run;
+    tg_buf_init(&run, 1 << 20);
+    /* out of order, not on a minute, a sum overflowing within a minute */
+    tg_delta unordered[2] = {{.minute = DAY + 120, .sum = 1, .count = 1},
+                             {.minute = DAY + 60, .sum = 1, .count = 1}};
+    assert_int_equal(tg_deltarun_put(&run, unordered, 2), -1);
+    tg_buf_reset(&run);
+    tg_delta off_minute = {.minute = DAY + 30, .sum = 1, .count = 1};
+    assert_int_equal(tg_deltarun_put(&run, &off_minute, 1), -1);
+    tg_buf_reset(&run);
+    tg_delta over[2] = {{.minute = DAY, .sum = DEC_MAX, .count = 1},
+                        {.minute = DAY, .sum = 1, .count = 1}};
+    assert_int_equal(tg_deltarun_put(&run, over, 2), -1);
+
+    /* every cut of a run: between entries it is a shorter run, elsewhere refused */
+    tg_delta d[3] = {{.minute = DAY, .sum = 5, .count = 0},
+                     {.minute = DAY + 86400 * 40, .sum = DEC_MAX, .count = -3},
+                     {.minute = DAY + 86400 * 41, .sum = -7, .count = 1}};
+    tg_buf_reset(&run);
+    assert_int_equal(tg_deltarun_put(&run, d, 3), 0);
+    bool boundary[96] = {false};
+    assert_true(run.len < sizeof boundary);
+    tg_daypage_reader r;
+    tg_delta e;
+    tg_deltarun_open(&r, run.data, run.len);
+    boundary[0] = true;
+    while (tg_deltarun_next(&r, &e) == 1)
+        boundary[r.p - (const unsigned char *)run.data] = true;
+    for (size_t len = 0; len <= run.len; len++) {
+        unsigned char *cut = malloc(len ? len : 1);
+        assert_non_null(cut);
+        memcpy(cut, run.data, len);
+        tg_deltarun_open(&r, cut, len);
+        int rc;
+        while ((rc = tg_deltarun_next(&r, &e)) == 1)
+            ;
+        if (rc != (boundary[len] ? 0 : -1))
+            fail_msg("cut at %zu of %zu: read ended with %d", len, run.len, rc);
+        free(cut);
+    }
+    /* a zero offset after the first entry is corrupt */
+    const unsigned char zero_step[] = {0x02, 0x00, 0x02, 0x02, 0x00, 0x00, 0x02};
+    tg_deltarun_open(&r, zero_step, sizeof zero_step);
+    assert_int_equal(tg_deltarun_next(&r, &e), 1);
+    assert_int_equal(tg_deltarun_next(&r, &e), -1);
+    tg_buf_free(&run);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -262,6 +356,8 @@ int main(void)
         cmocka_unit_test(test_merge_against_model),
         cmocka_unit_test(test_merge_steps_equal_one_merge),
         cmocka_unit_test(test_merge_refusals),
+        cmocka_unit_test(test_deltarun_against_model),
+        cmocka_unit_test(test_deltarun_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -41,6 +41,7 @@ typedef struct fixture {
     char customer[TG_ID_MAX];
     tg_meter meter;
     tg_arena a;
+    int fold_ms; /* the service's fold interval (0: its default) */
 } fixture;
 
 static int64_t fake_now(void *ctx)
@@ -62,7 +63,7 @@ static void rm_dir(const char *dir)
 
 static int open_service(fixture *f)
 {
-    tg_service_config cfg = {.readers = 2};
+    tg_service_config cfg = {.readers = 2, .fold_interval_ms = f->fold_ms};
     tg_err err = {0};
     int rc = tg_service_open(&f->svc, tg_store_sqlite_factory(f->dir), &f->clock, &cfg, &err);
     if (rc)
@@ -79,11 +80,12 @@ static void reopen(fixture *f)
     assert_int_equal(open_service(f), TG_OK);
 }
 
-static int setup(void **state)
+static int setup_folding_every(void **state, int fold_ms)
 {
     fixture *f = calloc(1, sizeof *f);
     if (!f)
         return -1;
+    f->fold_ms = fold_ms;
     snprintf(f->dir, sizeof f->dir, "/tmp/tg-recovery-XXXXXX");
     if (!mkdtemp(f->dir)) {
         free(f);
@@ -128,6 +130,17 @@ static int setup(void **state)
     }
     *state = f;
     return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_folding_every(state, 0);
+}
+
+/* Folds only when the service closes: the tests below choose when spills happen. */
+static int setup_folding_at_close(void **state)
+{
+    return setup_folding_every(state, 24 * 3600 * 1000);
 }
 
 static int teardown(void **state)
@@ -342,6 +355,34 @@ static void test_cancel_survives_reopen(void **state)
     assert_dec_equal(total(f), want);
 }
 
+/* What the crash children leave: events a-0..1999 and b-0..999, less a-1500 and b-300. */
+static tg_dec crash_children_total(void)
+{
+    tg_dec want = expected_total(0, 2000);
+    assert_int_equal(tg_dec_add(want, expected_total(0, 1000), &want), 0);
+    assert_int_equal(tg_dec_sub(want, value_dec(1500), &want), 0);
+    assert_int_equal(tg_dec_sub(want, value_dec(300), &want), 0);
+    return want;
+}
+
+/* Closes f's service and runs child(f) in a forked process that exits without closing
+ * anything or running atexit handlers: a crash after its acknowledged writes. */
+static void run_crash_child(fixture *f, int (*child)(fixture *))
+{
+    tg_service_close(f->svc);
+    f->svc = NULL;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(child(f));
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("crash child failed (status %#x)", status);
+}
+
 /* The child of test_crash_replays: records, lets the writer checkpoint while idle, records
  * more and cancels one event of each part, then exits without closing anything (the
  * acknowledged writes are durable; the overlay and the index die with the process). */
@@ -461,24 +502,9 @@ static void test_every_batch_position_indexed(void **state)
 static void test_crash_replays(void **state)
 {
     fixture *f = *state;
-    tg_service_close(f->svc);
-    f->svc = NULL;
+    run_crash_child(f, crash_child);
 
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0)
-        _exit(crash_child(f)); /* no close, no atexit handlers: a crash after the acks */
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        fail_msg("crash child failed (status %#x)", status);
-
-    tg_dec want = expected_total(0, 2000);
-    assert_int_equal(tg_dec_add(want, expected_total(0, 1000), &want), 0);
-    assert_int_equal(tg_dec_sub(want, value_dec(1500), &want), 0);
-    assert_int_equal(tg_dec_sub(want, value_dec(300), &want), 0);
+    tg_dec want = crash_children_total();
 
     assert_int_equal(open_service(f), TG_OK);
     assert_dec_equal(total(f), want);
@@ -495,6 +521,141 @@ static void test_crash_replays(void **state)
     assert_dec_equal(total(f), want);
 }
 
+/* ---------------------------------------------------------------- spills */
+
+static int count_row(void *ctx, const tg_spill *row)
+{
+    (void)row;
+    (*(size_t *)ctx)++;
+    return 0;
+}
+
+/* The spilled rows in f's directory, read through a store connection of its own. */
+static size_t spill_rows(fixture *f)
+{
+    tg_store *s = NULL;
+    tg_err err = {0};
+    assert_int_equal(tg_store_sqlite_open(f->dir, &s, &err), TG_OK);
+    size_t n = 0;
+    assert_int_equal(s->ops->spill_each(s, -1, -1, -1, count_row, &n, &err), TG_OK);
+    s->ops->close(s);
+    return n;
+}
+
+/* A close folds every shard: a shard's first folds spill its live usage (no page is read),
+ * and a restart sends the next fold of a shard with spills to its pages. Totals are exact
+ * in every state: usage in spills only, in spills plus live deltas and a cancellation, and
+ * in pages again with the spills deleted. */
+static void test_spills_then_pages(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(record_range(f, "a", 0, 2000, TG_OK), 2000);
+    tg_dec want = expected_total(0, 2000);
+    reopen(f);
+    assert_int_equal(spill_rows(f), 1); /* one pair: one row */
+    assert_dec_equal(total(f), want);
+
+    assert_int_equal(record_range(f, "b", 0, 1000, TG_OK), 1000);
+    tg_err err = {0};
+    assert_int_equal(tg_event_cancel(f->svc, &f->scope, "api_call", "a-1500", &err), TG_OK);
+    assert_int_equal(tg_dec_add(want, expected_total(0, 1000), &want), 0);
+    assert_int_equal(tg_dec_sub(want, value_dec(1500), &want), 0);
+    assert_dec_equal(total(f), want); /* spill + live deltas */
+
+    reopen(f);
+    assert_int_equal(spill_rows(f), 0); /* folded into the pages */
+    assert_dec_equal(total(f), want);
+    assert_int_equal(record_range(f, "a", 0, 2000, TG_EDUPLICATE), 2000);
+    reopen(f);
+    assert_dec_equal(total(f), want);
+}
+
+/* Events of several customers (70 pairs over 64 shards, so shards hold several pairs): the
+ * fold into pages meets pairs with spills and live usage, with spills only, and with live
+ * usage only, side by side in one shard. Each customer's total stays exact. */
+static void test_spills_of_many_pairs(void **state)
+{
+    fixture *f = *state;
+    enum { NC = 70, PER = 30 };
+    char ids[NC][TG_ID_MAX];
+    tg_dec want[NC];
+    char mine[TG_ID_MAX];
+    snprintf(mine, sizeof mine, "%s", f->customer);
+    for (int c = 0; c < NC; c++) {
+        tg_customer_patch p;
+        memset(&p, 0, sizeof p);
+        tg_customer cu;
+        tg_err err = {0};
+        assert_int_equal(tg_customer_create(f->svc, &f->scope, &p, &f->a, &cu, &err), TG_OK);
+        snprintf(ids[c], sizeof ids[c], "%s", cu.id);
+        want[c] = 0;
+    }
+    /* phase 0: customers 0..34; phase 1: customers 20..69 (one close between them) */
+    for (int phase = 0; phase < 2; phase++) {
+        for (int c = phase ? 20 : 0; c < (phase ? NC : 35); c++) {
+            char prefix[32];
+            snprintf(prefix, sizeof prefix, "c%d-p%d", c, phase);
+            memcpy(f->customer, ids[c], sizeof f->customer);
+            assert_int_equal(record_range(f, prefix, (size_t)c, PER, TG_OK), PER);
+            assert_int_equal(tg_dec_add(want[c], expected_total((size_t)c, PER), &want[c]), 0);
+        }
+        reopen(f); /* phase 0's close spills; the restart sends the next folds to pages */
+        if (phase == 0)
+            assert_true(spill_rows(f) == 35);
+    }
+    /* Shards that had spills went to their pages; the others spilled at this close. */
+    size_t left = spill_rows(f);
+    assert_true(left > 0 && left < 35);
+    for (int round = 0; round < 2; round++) {
+        for (int c = 0; c < NC; c++) {
+            memcpy(f->customer, ids[c], sizeof f->customer);
+            assert_dec_equal(total(f), want[c]);
+        }
+        reopen(f);
+    }
+    assert_int_equal(spill_rows(f), 0);
+    snprintf(f->customer, sizeof f->customer, "%s", mine);
+}
+
+/* The child of test_crash_after_spill: records, closes (spilling), opens, records more and
+ * cancels one event of each part, then dies without closing. */
+static int spill_crash_child(fixture *f)
+{
+    if (open_service(f))
+        return 1;
+    if (record_core(f, "a", 0, 2000, TG_OK) != 2000)
+        return 2;
+    tg_service_close(f->svc);
+    if (open_service(f))
+        return 3;
+    if (record_core(f, "b", 0, 1000, TG_OK) != 1000)
+        return 4;
+    const char *cancel[] = {"a-1500", "b-300"};
+    for (int i = 0; i < 2; i++) {
+        tg_err err = {0};
+        if (tg_event_cancel(f->svc, &f->scope, "api_call", cancel[i], &err))
+            return 5;
+    }
+    return 0;
+}
+
+/* After a crash, start-up replays exactly what the spills do not include: the spilled events
+ * are not counted twice, the later events and both cancellations are counted once. */
+static void test_crash_after_spill(void **state)
+{
+    fixture *f = *state;
+    run_crash_child(f, spill_crash_child);
+    assert_int_equal(spill_rows(f), 1);
+
+    tg_dec want = crash_children_total();
+    assert_int_equal(open_service(f), TG_OK);
+    assert_dec_equal(total(f), want);
+    reopen(f); /* folds the spill and the replayed usage into the pages */
+    assert_int_equal(spill_rows(f), 0);
+    assert_dec_equal(total(f), want);
+    assert_int_equal(record_range(f, "b", 0, 1000, TG_EDUPLICATE), 1000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -503,6 +664,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel_survives_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_replays, setup, teardown),
         cmocka_unit_test_setup_teardown(test_every_batch_position_indexed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spills_then_pages, setup_folding_at_close,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_crash_after_spill, setup_folding_at_close,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_spills_of_many_pairs, setup_folding_at_close,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

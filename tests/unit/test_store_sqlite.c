@@ -546,6 +546,90 @@ static void test_buckets(void **state)
     assert_int_equal(f->s->ops->bucket_put(f->s, 1, 1, &zero2, &err), TG_OK);
 }
 
+typedef struct spill_acc {
+    int n;
+    int stop_at; /* return 7 after this many rows, when set */
+    tg_spill rows[8];
+    char data[8][16];
+} spill_acc;
+
+static int spill_add(void *ctx, const tg_spill *row)
+{
+    spill_acc *acc = ctx;
+    assert_true(acc->n < 8);
+    acc->rows[acc->n] = *row;
+    if (row->data) {
+        assert_true(row->len < sizeof acc->data[0]);
+        memcpy(acc->data[acc->n], row->data, row->len);
+        acc->data[acc->n][row->len] = '\0';
+    }
+    acc->n++;
+    return acc->n == acc->stop_at ? 7 : 0;
+}
+
+static void spill_put(fixture *f, int shard, int64_t m, int64_t c, int64_t seq, const char *data)
+{
+    tg_err err = {0};
+    tg_spill row = {shard, m, c, seq, seq * 10, seq * 100, data, strlen(data)};
+    assert_int_equal(f->s->ops->spill_put(f->s, &row, &err), TG_OK);
+}
+
+static void test_spills(void **state)
+{
+    fixture *f = *state;
+    tg_err err = {0};
+    spill_put(f, 5, 1, 2, 8, "p12-8");
+    spill_put(f, 5, 1, 2, 3, "p12-3");
+    spill_put(f, 5, 1, 1, 9, "p11-9");
+    spill_put(f, 6, 4, 4, 2, "p44-2");
+
+    /* one pair: its rows in seq order, every field */
+    spill_acc acc;
+    memset(&acc, 0, sizeof acc);
+    assert_int_equal(f->s->ops->spill_each(f->s, 5, 1, 2, spill_add, &acc, &err), TG_OK);
+    assert_int_equal(acc.n, 2);
+    assert_string_equal(acc.data[0], "p12-3");
+    assert_string_equal(acc.data[1], "p12-8");
+    assert_int_equal(acc.rows[1].shard, 5);
+    assert_int_equal(acc.rows[1].meter_seq, 1);
+    assert_int_equal(acc.rows[1].customer_seq, 2);
+    assert_int_equal(acc.rows[1].seq, 8);
+    assert_int_equal(acc.rows[1].through_block, 80);
+    assert_int_equal(acc.rows[1].through_cancel, 800);
+
+    /* one shard: in key order, not the other shard's */
+    memset(&acc, 0, sizeof acc);
+    assert_int_equal(f->s->ops->spill_each(f->s, 5, -1, -1, spill_add, &acc, &err), TG_OK);
+    assert_int_equal(acc.n, 3);
+    assert_string_equal(acc.data[0], "p11-9");
+    assert_string_equal(acc.data[1], "p12-3");
+    assert_string_equal(acc.data[2], "p12-8");
+
+    /* every row, marks only */
+    memset(&acc, 0, sizeof acc);
+    assert_int_equal(f->s->ops->spill_each(f->s, -1, -1, -1, spill_add, &acc, &err), TG_OK);
+    assert_int_equal(acc.n, 4);
+    for (int i = 0; i < 4; i++)
+        assert_null(acc.rows[i].data);
+
+    /* a callback's non-zero return stops the walk and is returned */
+    memset(&acc, 0, sizeof acc);
+    acc.stop_at = 1;
+    assert_int_equal(f->s->ops->spill_each(f->s, 5, -1, -1, spill_add, &acc, &err), 7);
+    assert_int_equal(acc.n, 1);
+
+    /* the same key twice is refused */
+    tg_spill dup = {5, 1, 2, 8, 0, 0, "x", 1};
+    assert_int_equal(f->s->ops->spill_put(f->s, &dup, &err), TG_ESTORE);
+
+    /* deleting a shard leaves the others */
+    assert_int_equal(f->s->ops->spill_delete_shard(f->s, 5, &err), TG_OK);
+    memset(&acc, 0, sizeof acc);
+    assert_int_equal(f->s->ops->spill_each(f->s, -1, -1, -1, spill_add, &acc, &err), TG_OK);
+    assert_int_equal(acc.n, 1);
+    assert_int_equal(acc.rows[0].shard, 6);
+}
+
 static void test_windows(void **state)
 {
     fixture *f = *state;
@@ -686,6 +770,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_event_insert_dedupe, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_each_in_range, setup, teardown),
         cmocka_unit_test_setup_teardown(test_buckets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spills, setup, teardown),
         cmocka_unit_test_setup_teardown(test_windows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),
