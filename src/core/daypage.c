@@ -179,12 +179,13 @@ void tg_deltarun_open(tg_daypage_reader *r, const void *data, size_t len)
     r->minute = RUN_FIRST;
 }
 
-int tg_deltarun_next(tg_daypage_reader *r, tg_delta *out)
+/* Reads the next entry's minute into r->minute, leaving r->p on its value: 1, 0 at the end,
+ * -1 when corrupt. */
+static int run_step(tg_daypage_reader *r)
 {
     if (r->p == r->end)
         return 0;
-    unsigned __int128 off, c;
-    tg_dec sum;
+    unsigned __int128 off;
     if (get_varint(r, &off))
         return -1;
     int64_t index;
@@ -200,12 +201,30 @@ int tg_deltarun_next(tg_daypage_reader *r, tg_delta *out)
         if (index >= RUN_MAX_MINUTES)
             return -1;
     }
+    r->minute = index * 60;
+    return 1;
+}
+
+int tg_deltarun_next(tg_daypage_reader *r, tg_delta *out)
+{
+    return tg_deltarun_next_from(r, INT64_MIN, out);
+}
+
+int tg_deltarun_next_from(tg_daypage_reader *r, int64_t from, tg_delta *out)
+{
+    int rc;
+    while ((rc = run_step(r)) == 1 && r->minute < from)
+        if (r->p >= r->end || *r->p++ > TG_DEC_SCALE_DIGITS || skip_varint(r) || skip_varint(r))
+            return -1;
+    if (rc != 1)
+        return rc;
+    unsigned __int128 c;
+    tg_dec sum;
     if (tg_dec_get_compact(&r->p, r->end, &sum) || get_varint(r, &c))
         return -1;
     __int128 count = tg_unzigzag(c);
     if (count < INT64_MIN || count > INT64_MAX)
         return -1;
-    r->minute = index * 60;
     out->minute = r->minute;
     out->sum = sum;
     out->count = (int64_t)count;

@@ -40,7 +40,9 @@ int tg_daypage_next(tg_daypage_reader *r, tg_delta *out);
  * minutes are added together) and returns 0, or -1 when a sum overflows or out is full. */
 int tg_deltarun_put(tg_buf *out, const tg_delta *d, size_t n);
 void tg_deltarun_open(tg_daypage_reader *r, const void *data, size_t len);
-/* Reads the next delta: 1 when read, 0 at the end, -1 when the run is corrupt. */
+/* Reads the next delta: 1 when read, 0 at the end, -1 when the run is corrupt. _from steps
+ * over the entries before minute `from` without decoding their values. */
 int tg_deltarun_next(tg_daypage_reader *r, tg_delta *out);
+int tg_deltarun_next_from(tg_daypage_reader *r, int64_t from, tg_delta *out);
 
 #endif

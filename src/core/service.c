@@ -1376,12 +1376,57 @@ static int collect_day(void *ctx, int64_t day, const void *data, size_t len)
     return TG_OK;
 }
 
-/* A pair's spilled deltas (core/writer.c) with from <= minute < to, gathered under the pair's
+/* Merges the newest-first lists a[0..na) and b[0..nb) (one delta a minute each) into out
+ * (room for na + nb), adding up the deltas of a minute in both; returns how many it wrote,
+ * or -1 when a sum overflows. */
+static long merge_newest_first(const tg_delta *a, size_t na, const tg_delta *b, size_t nb,
+                               tg_delta *out)
+{
+    size_t i = 0, k = 0;
+    long n = 0;
+    while (i < na || k < nb) {
+        if (k == nb || (i < na && a[i].minute > b[k].minute)) {
+            out[n++] = a[i++];
+        } else if (i == na || b[k].minute > a[i].minute) {
+            out[n++] = b[k++];
+        } else {
+            tg_delta d = a[i++];
+            if (tg_dec_add(d.sum, b[k].sum, &d.sum) ||
+                __builtin_add_overflow(d.count, b[k].count, &d.count))
+                return -1;
+            k++;
+            out[n++] = d;
+        }
+    }
+    return n;
+}
+
+/* A pair's spilled deltas (core/writer.c) with from <= minute < to, read under the pair's
  * overlay lock and added to its live deltas. */
 typedef struct spill_read_ctx {
     int64_t from, to;
-    tg_delta_vec v;
+    tg_delta_vec v;   /* the rows read so far, newest first, one delta a minute */
+    tg_delta_vec row; /* one row's deltas in range */
 } spill_read_ctx;
+
+/* Replaces v's list by its merge with d[0..n) (newest first): TG_OK, TG_ENOMEM, or
+ * TG_EINVAL when a sum overflows. */
+static int spill_merge(tg_delta_vec *v, const tg_delta *d, size_t n)
+{
+    tg_delta *out = malloc((v->n + n + 1) * sizeof *out);
+    if (!out)
+        return TG_ENOMEM;
+    long m = merge_newest_first(v->d, v->n, d, n, out);
+    if (m < 0) {
+        free(out);
+        return TG_EINVAL;
+    }
+    free(v->d);
+    v->d = out;
+    v->n = (size_t)m;
+    v->cap = v->n;
+    return TG_OK;
+}
 
 static int collect_spill(void *ctx, const tg_spill *row)
 {
@@ -1389,41 +1434,19 @@ static int collect_spill(void *ctx, const tg_spill *row)
     tg_daypage_reader r;
     tg_delta d;
     int rc;
+    c->row.n = 0;
     tg_deltarun_open(&r, row->data, row->len);
-    while ((rc = tg_deltarun_next(&r, &d)) == 1)
-        if (d.minute >= c->from && d.minute < c->to && tg_delta_vec_push(&c->v, &d))
+    while ((rc = tg_deltarun_next_from(&r, c->from, &d)) == 1 && d.minute < c->to)
+        if (tg_delta_vec_push(&c->row, &d))
             return TG_ENOMEM;
-    return rc < 0 ? TG_ESTORE : TG_OK;
-}
-
-static int delta_newest_first(const void *a, const void *b)
-{
-    const tg_delta *x = a, *y = b;
-    return (x->minute < y->minute) - (x->minute > y->minute);
-}
-
-/* Adds live[0..nlive) to the spilled deltas in c and leaves the sum in c, newest first, one
- * delta a minute. TG_EINVAL when a sum overflows. */
-static int spill_add_live(spill_read_ctx *c, const tg_delta *live, long nlive)
-{
-    tg_delta_vec *v = &c->v;
-    for (long i = 0; i < nlive; i++)
-        if (tg_delta_vec_push(v, &live[i]))
-            return TG_ENOMEM;
-    qsort(v->d, v->n, sizeof *v->d, delta_newest_first);
-    size_t out = 0;
-    for (size_t i = 0; i < v->n; i++) {
-        if (out && v->d[out - 1].minute == v->d[i].minute) {
-            tg_delta *t = &v->d[out - 1];
-            if (tg_dec_add(t->sum, v->d[i].sum, &t->sum) ||
-                __builtin_add_overflow(t->count, v->d[i].count, &t->count))
-                return TG_EINVAL;
-        } else {
-            v->d[out++] = v->d[i];
-        }
+    if (rc < 0)
+        return TG_ESTORE;
+    for (size_t i = 0, k = c->row.n; i < k / 2; i++) { /* ascending to newest first */
+        tg_delta t = c->row.d[i];
+        c->row.d[i] = c->row.d[k - 1 - i];
+        c->row.d[k - 1 - i] = t;
     }
-    v->n = out;
-    return TG_OK;
+    return c->row.n ? spill_merge(&c->v, c->row.d, c->row.n) : TG_OK;
 }
 
 /* Reads the minute buckets of (meter, customer) in [from, to), newest first. Additive meters
@@ -1461,7 +1484,7 @@ static int read_buckets(tg_service *svc, tg_store *s, const tg_meter *m, int64_t
     } else {
         rc = s->ops->bucket_each(s, m->seq, customer_seq, from, to, collect_bucket, &stored, err);
     }
-    spill_read_ctx spilled = {from, to, {NULL, 0, 0}};
+    spill_read_ctx spilled = {from, to, {NULL, 0, 0}, {NULL, 0, 0}};
     if (!rc && lock)
         rc = s->ops->spill_each(s, tg_overlay_shard((uint64_t)m->seq, (uint64_t)customer_seq),
                                 m->seq, customer_seq, collect_spill, &spilled, err);
@@ -1475,13 +1498,14 @@ static int read_buckets(tg_service *svc, tg_store *s, const tg_meter *m, int64_t
     if (!rc && nlive < 0)
         rc = TG_ENOMEM;
     if (!rc && spilled.v.n) { /* the spills and the live deltas, as one newest-first list */
-        rc = spill_add_live(&spilled, live, nlive);
+        rc = spill_merge(&spilled.v, live, (size_t)nlive);
         free(live);
         live = spilled.v.d;
         nlive = (long)spilled.v.n;
         spilled.v.d = NULL;
     }
     free(spilled.v.d);
+    free(spilled.row.d);
     /* Merge two newest-first sequences. */
     size_t i = 0, k = 0;
     while (!rc && (i < stored.n || k < (size_t)nlive)) {

@@ -294,6 +294,23 @@ static void test_deltarun_against_model(void **state)
         }
         assert_int_equal(rc, 0);
         assert_int_equal(i, n);
+        /* reading from a minute steps over exactly the entries before it */
+        int64_t from = d[rnd(&seed) % n].minute + (int64_t)(rnd(&seed) % 3) * 60 - 60;
+        tg_daypage_reader all, part;
+        tg_delta a, b;
+        tg_deltarun_open(&all, run.data, run.len);
+        tg_deltarun_open(&part, run.data, run.len);
+        int ra;
+        while ((ra = tg_deltarun_next(&all, &a)) == 1 && a.minute < from)
+            ;
+        for (; ra == 1; ra = tg_deltarun_next(&all, &a)) {
+            assert_int_equal(tg_deltarun_next_from(&part, from, &b), 1);
+            assert_int_equal(b.minute, a.minute);
+            assert_true(b.sum == a.sum);
+            assert_int_equal(b.count, a.count);
+        }
+        assert_int_equal(ra, 0);
+        assert_int_equal(tg_deltarun_next_from(&part, from, &b), 0);
     }
     tg_buf_free(&run);
 }
@@ -333,12 +350,15 @@ static void test_deltarun_refusals(void **state)
         unsigned char *cut = malloc(len ? len : 1);
         assert_non_null(cut);
         memcpy(cut, run.data, len);
-        tg_deltarun_open(&r, cut, len);
-        int rc;
-        while ((rc = tg_deltarun_next(&r, &e)) == 1)
-            ;
-        if (rc != (boundary[len] ? 0 : -1))
-            fail_msg("cut at %zu of %zu: read ended with %d", len, run.len, rc);
+        for (int skip = 0; skip < 2; skip++) { /* decoding every entry, or stepping over */
+            tg_deltarun_open(&r, cut, len);
+            int rc;
+            while ((rc = tg_deltarun_next_from(&r, skip ? INT64_MAX : INT64_MIN, &e)) == 1)
+                ;
+            if (rc != (boundary[len] ? 0 : -1))
+                fail_msg("cut at %zu of %zu (skip %d): read ended with %d", len, run.len, skip,
+                         rc);
+        }
         free(cut);
     }
     /* a zero offset after the first entry is corrupt */
