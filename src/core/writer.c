@@ -744,20 +744,25 @@ static int spill_delta(void *ctx, uint64_t meter_seq, uint64_t customer_seq, con
     return fold_push(f, d);
 }
 
-/* A shard's spills, read before its fold into pages: per pair (in key order), the deltas of
- * all its rows merged into one minute-ascending list d[start, end). */
+/* A shard's spills, read pair by pair (in key order) as its fold into pages goes: the pairs
+ * seen, and the current pair's deltas, all its rows merged into one minute-ascending list
+ * d[start, end). Each pair is folded once its rows are read, so memory follows one pair,
+ * not the shard (a backfill's shard held ~190,000 spilled deltas). */
 typedef struct spilled_pair {
     uint64_t meter_seq, customer_seq;
     size_t start, end;
 } spilled_pair;
 
 typedef struct spilled {
+    tg_writer *w;
+    fold_ctx *f;
     spilled_pair *p;
     size_t np, pcap;
     tg_delta *d, *tmp; /* tmp: room for merging a row into its pair's list */
     size_t n, cap;
-    tg_err *err;
 } spilled;
+
+static int fold_spilled_pair(spilled *sp, const spilled_pair *p);
 
 static int spilled_reserve(spilled *sp, size_t more)
 {
@@ -788,27 +793,36 @@ static void merge_deltas(const tg_delta *a, size_t na, const tg_delta *b, size_t
         *out++ = k == nb || (i < na && a[i].minute <= b[k].minute) ? a[i++] : b[k++];
 }
 
-static int gather_spill(void *ctx, const tg_spill *row)
+/* Reads one spill row (spill_each visits a shard's rows pair by pair); a row of a new pair
+ * first folds the pair before it. */
+static int fold_spill_row(void *ctx, const tg_spill *row)
 {
     spilled *sp = ctx;
+    tg_err *err = sp->f->err;
     bool same = sp->np && sp->p[sp->np - 1].meter_seq == (uint64_t)row->meter_seq &&
                 sp->p[sp->np - 1].customer_seq == (uint64_t)row->customer_seq;
     if (!same) {
+        if (sp->np) {
+            int rc = fold_spilled_pair(sp, &sp->p[sp->np - 1]);
+            if (rc)
+                return rc;
+            sp->n = 0;
+        }
         if (sp->np == sp->pcap) {
             size_t cap = sp->pcap ? sp->pcap * 2 : 256;
             spilled_pair *p = realloc(sp->p, cap * sizeof *p);
             if (!p)
-                return tg_err_set(sp->err, TG_ENOMEM, NULL, NULL);
+                return tg_err_set(err, TG_ENOMEM, NULL, NULL);
             sp->p = p;
             sp->pcap = cap;
         }
         sp->p[sp->np++] = (spilled_pair){(uint64_t)row->meter_seq, (uint64_t)row->customer_seq,
-                                         sp->n, sp->n};
+                                         0, 0};
     }
     spilled_pair *pair = &sp->p[sp->np - 1];
     /* a run's entries take at least 3 bytes each: len / 3 bounds the row's deltas */
     if (spilled_reserve(sp, row->len / 3 + 1))
-        return tg_err_set(sp->err, TG_ENOMEM, NULL, NULL);
+        return tg_err_set(err, TG_ENOMEM, NULL, NULL);
     tg_daypage_reader r;
     tg_deltarun_open(&r, row->data, row->len);
     size_t n = sp->n;
@@ -816,7 +830,7 @@ static int gather_spill(void *ctx, const tg_spill *row)
     while (n < sp->cap && (rc = tg_deltarun_next(&r, &sp->d[n])) == 1)
         n++;
     if (rc < 0 || r.p != r.end)
-        return tg_err_set(sp->err, TG_ESTORE, NULL, "Corrupt spilled usage of meter %lld.",
+        return tg_err_set(err, TG_ESTORE, NULL, "Corrupt spilled usage of meter %lld.",
                           (long long)row->meter_seq);
     if (same) { /* merge the row's run into the pair's list */
         size_t na = sp->n - pair->start, nb = n - sp->n;
@@ -866,9 +880,10 @@ static int fold_live_only(void *ctx, uint64_t meter_seq, uint64_t customer_seq,
 }
 
 /* Folds one pair's spilled list and its live deltas into its pages. */
-static int fold_spilled_pair(tg_writer *w, fold_ctx *f, const spilled *sp,
-                             const spilled_pair *p)
+static int fold_spilled_pair(spilled *sp, const spilled_pair *p)
 {
+    tg_writer *w = sp->w;
+    fold_ctx *f = sp->f;
     tg_delta *live = NULL;
     void *lock = tg_overlay_rdlock(w->overlay, p->meter_seq, p->customer_seq);
     long nlive = tg_overlay_read(w->overlay, p->meter_seq, p->customer_seq, INT64_MIN,
@@ -895,10 +910,11 @@ static int fold_shard_to_pages(tg_writer *w, int shard, fold_ctx *f)
     tg_store *s = w->store;
     spilled sp;
     memset(&sp, 0, sizeof sp);
-    sp.err = f->err;
-    int rc = s->ops->spill_each(s, shard, -1, -1, gather_spill, &sp, f->err);
-    for (size_t i = 0; i < sp.np && !rc; i++)
-        rc = fold_spilled_pair(w, f, &sp, &sp.p[i]);
+    sp.w = w;
+    sp.f = f;
+    int rc = s->ops->spill_each(s, shard, -1, -1, fold_spill_row, &sp, f->err);
+    if (!rc && sp.np)
+        rc = fold_spilled_pair(&sp, &sp.p[sp.np - 1]);
     live_only_ctx l = {f, &sp, 0, 0, false, false};
     if (!rc)
         rc = tg_overlay_each_in_shard(w->overlay, shard, fold_live_only, &l);
