@@ -158,8 +158,9 @@ int tg_deltarun_put(tg_buf *out, const tg_delta *d, size_t n)
             i++;
         }
         if (e.minute % 60 || e.minute / 60 <= -RUN_MAX_MINUTES ||
-            e.minute / 60 >= RUN_MAX_MINUTES || (!first && e.minute <= prev))
-            return -1;
+            e.minute / 60 >= RUN_MAX_MINUTES ||
+            (!first && (e.minute <= prev || (e.minute - prev) / 60 >= RUN_MAX_MINUTES)))
+            return -1; /* the reader's bounds: what is written can be read back */
         if (first)
             tg_varint_put(out, tg_zigzag(e.minute / 60));
         else

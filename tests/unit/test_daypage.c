@@ -331,6 +331,12 @@ static void test_deltarun_refusals(void **state)
     tg_delta over[2] = {{.minute = DAY, .sum = DEC_MAX, .count = 1},
                         {.minute = DAY, .sum = 1, .count = 1}};
     assert_int_equal(tg_deltarun_put(&run, over, 2), -1);
+    /* two minutes each within the bounds, but further apart than a reader accepts */
+    tg_buf_reset(&run);
+    int64_t far = (INT64_C(1) << 40) - 1;
+    tg_delta apart[2] = {{.minute = -far * 60, .sum = 1, .count = 1},
+                         {.minute = far * 60, .sum = 1, .count = 1}};
+    assert_int_equal(tg_deltarun_put(&run, apart, 2), -1);
 
     /* every cut of a run: between entries it is a shorter run, elsewhere refused */
     tg_delta d[3] = {{.minute = DAY, .sum = 5, .count = 0},

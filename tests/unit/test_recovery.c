@@ -617,6 +617,44 @@ static void test_spills_of_many_pairs(void **state)
     snprintf(f->customer, sizeof f->customer, "%s", mine);
 }
 
+/* Folding every millisecond, so a pair's shard spills again and again between batches: up
+ * to three spill rows a pair, merged on read and at the fourth fold into the pages, with a
+ * cancellation of the round before in each round. Totals are exact after every round and
+ * after restarts. */
+static void test_repeated_spills(void **state)
+{
+    fixture *f = *state;
+    tg_service_close(f->svc);
+    f->svc = NULL;
+    f->fold_ms = 1;
+    assert_int_equal(open_service(f), TG_OK);
+    tg_dec want = 0;
+    size_t most_rows = 0;
+    for (size_t round = 0; round < 12; round++) {
+        char prefix[16];
+        snprintf(prefix, sizeof prefix, "r%zu", round);
+        assert_int_equal(record_range(f, prefix, round * 300, 300, TG_OK), 300);
+        assert_int_equal(tg_dec_add(want, expected_total(round * 300, 300), &want), 0);
+        if (round) { /* cancel an event of the round before, spilled or folded by now */
+            char id[32];
+            snprintf(id, sizeof id, "r%zu-%zu", round - 1, (round - 1) * 300 + 7);
+            tg_err err = {0};
+            assert_int_equal(tg_event_cancel(f->svc, &f->scope, "api_call", id, &err), TG_OK);
+            assert_int_equal(tg_dec_sub(want, value_dec((round - 1) * 300 + 7), &want), 0);
+        }
+        usleep(30 * 1000); /* idle: the writer folds on its 1 ms schedule */
+        size_t rows = spill_rows(f);
+        if (rows > most_rows)
+            most_rows = rows;
+        assert_dec_equal(total(f), want);
+    }
+    assert_true(most_rows >= 2); /* several rows a pair were read and merged */
+    reopen(f);
+    assert_dec_equal(total(f), want);
+    reopen(f);
+    assert_dec_equal(total(f), want);
+}
+
 /* The child of test_crash_after_spill: records, closes (spilling), opens, records more and
  * cancels one event of each part, then dies without closing. */
 static int spill_crash_child(fixture *f)
@@ -670,6 +708,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_spills_of_many_pairs, setup_folding_at_close,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_repeated_spills, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
