@@ -25,6 +25,10 @@ tg_civil tg_civil_from_unix(int64_t t);
 int64_t tg_unix_from_civil(const tg_civil *c);
 int tg_days_in_month(int64_t year, int month);
 
+/* Parses an ISO-8601 time "YYYY-MM-DDTHH:MM:SS[.fff][Z|±HH:MM]" (v2 timestamps) to Unix
+ * seconds; the fraction is dropped. By hand: this runs once per streamed event. */
+bool tg_parse_iso_time(const char *s, int64_t *out);
+
 /* The k-th boundary after anchor (k = 0 is the anchor; k < 0 counts back before it): anchor +
  * k * count units, with the day of month clamped to the target month's length. `day_of_month`
  * (1..31, or 0 to use the anchor's) is the day the cycle aims for, so an anchor config of 31

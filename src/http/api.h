@@ -47,6 +47,8 @@ struct tg_req {
     const char *segs[TG_MAX_SEGS]; /* path segments; route params are read from here */
     int nsegs;
     tg_param *params;
+    char *body;      /* the raw body, for a route that decodes it itself (TG_ROUTE_OWN_BODY) */
+    size_t body_len;
     tg_scope scope;
     const char *idem_key; /* the request's Idempotency-Key once claimed, else NULL */
     tg_err err;
@@ -75,6 +77,8 @@ enum {
     TG_ROUTE_PUBLIC = 8,  /* no authentication (/healthz) */
     TG_ROUTE_RECORDS = 16, /* records meter events (parks): pipelined ones run together */
     TG_ROUTE_CHECK = 32,   /* an entitlement check: its connection moves to the check lane */
+    TG_ROUTE_OWN_BODY = 64, /* the handler decodes the (JSON) body: params hold the query only,
+                             * until it calls tg_req_parse_body */
 };
 
 typedef struct tg_route {
@@ -128,6 +132,15 @@ bool tg_req_record_failed(tg_req *req);
 
 /* Refuses parameters no getter read; returns true when the request may proceed. */
 bool tg_req_params_done(tg_req *req);
+
+/* The meter event stream's events read the general way, from the body (req->body) as a
+ * parameter tree: any body the fast path (stream_json.h) declines, so every refusal is named
+ * here. False with req->err set. (routes.c; tests compare the two ways.) */
+bool tg_stream_events_general(tg_req *req, tg_event **out, size_t *n);
+
+/* A TG_ROUTE_OWN_BODY handler's general way: decodes req->body into req->params as the
+ * transport does for other JSON routes. False with req->err set on a malformed body. */
+bool tg_req_parse_body(tg_req *req);
 
 /* True when an error has been recorded. */
 static inline bool tg_req_failed(const tg_req *req)

@@ -431,27 +431,13 @@ static size_t utf8_put(char *out, unsigned cp)
 }
 
 /* Reads a string (r->p at the opening quote) into a new arena copy. */
-/* True when the eight bytes at p are ASCII and none is a quote, a backslash or a control
- * character (the bit tricks of "Bit Twiddling Hacks": a zero byte of w ^ quote, of
- * w ^ backslash, or a byte of w below 0x20 sets its top bit, as a byte past 0x7F has it; bytes
- * past the first such one may too, which only sends the caller to its byte loop). */
-static bool plain_word(const char *p)
-{
-    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
-    uint64_t w, q, b;
-    memcpy(&w, p, 8);
-    q = w ^ (ones * '"');
-    b = w ^ (ones * '\\');
-    return !((((q - ones) & ~q) | ((b - ones) & ~b) | ((w - ones * 0x20) & ~w) | w) & highs);
-}
-
 static int json_string(json_reader *r, const char **out)
 {
     r->p++; /* the quote */
     const char *s = r->p;
     bool plain = true;
     unsigned char high = 0; /* the bytes' top bits: none means ASCII, valid UTF-8 */
-    while (r->end - r->p >= 8 && plain_word(r->p))
+    while (r->end - r->p >= 8 && tg_json_plain_word(r->p))
         r->p += 8;
     while (r->p < r->end && *r->p != '"') {
         unsigned char c = (unsigned char)*r->p;

@@ -16,6 +16,8 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "base/arena.h"
 #include "base/err.h"
@@ -50,6 +52,27 @@ int tg_params_parse_form(tg_param *root, const char *s, size_t len, tg_arena *a,
 /* Adds one already-decoded pair (a query argument decoded by the HTTP library). */
 int tg_params_add_pair(tg_param *root, const char *key, const char *value, tg_arena *a,
                        tg_err *err);
+
+/* The eight bytes at p with the top bit set in each that is not plain ASCII -- a quote, a
+ * backslash, a control character or a byte past 0x7F (the bit tricks of "Bit Twiddling
+ * Hacks": a zero byte of w ^ quote, of w ^ backslash, or a byte of w below 0x20 sets its top
+ * bit, as a byte past 0x7F has it). Exact up to the first byte marked; bytes past it may be
+ * marked too, which only sends a caller to look closer. */
+static inline uint64_t tg_json_special_bytes(const char *p)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t w, q, b;
+    memcpy(&w, p, 8);
+    q = w ^ (ones * '"');
+    b = w ^ (ones * '\\');
+    return (((q - ones) & ~q) | ((b - ones) & ~b) | ((w - ones * 0x20) & ~w) | w) & highs;
+}
+
+/* True when the eight bytes at p are all plain (see tg_json_special_bytes). */
+static inline bool tg_json_plain_word(const char *p)
+{
+    return !tg_json_special_bytes(p);
+}
 
 /* Adds the members of a JSON object text s[0..len) to root. */
 int tg_params_parse_json(tg_param *root, const char *s, size_t len, tg_arena *a, tg_err *err);

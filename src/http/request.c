@@ -274,6 +274,12 @@ bool tg_req_params_done(tg_req *req)
     return true;
 }
 
+bool tg_req_parse_body(tg_req *req)
+{
+    return !req->body_len || tg_params_parse_json(req->params, req->body, req->body_len,
+                                                  &req->arena, &req->err) == TG_OK;
+}
+
 /* ---------------------------------------------------------------- deferred recording */
 
 int tg_req_record_events(tg_req *req, tg_event *events, size_t n, int *results,

@@ -14,8 +14,10 @@
 #include "base/ids.h"
 #include "base/log.h"
 #include "base/str.h"
+#include "core/calendar.h"
 #include "core/metering.h"
 #include "http/api.h"
+#include "http/stream_json.h"
 
 /* ================================================================ customers */
 
@@ -333,74 +335,6 @@ static int h_summaries(tg_req *req)
 
 /* ================================================================ meter events */
 
-/* Reads n decimal digits at *p into *out; false when any is not a digit. */
-static bool digits(const char **p, int n, int *out)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++) {
-        char c = (*p)[i];
-        if (c < '0' || c > '9')
-            return false;
-        v = v * 10 + (c - '0');
-    }
-    *p += n;
-    *out = v;
-    return true;
-}
-
-/* Parses an ISO-8601 time "YYYY-MM-DDTHH:MM:SS[.fff][Z|±HH:MM]" (v2 timestamps) to Unix
- * seconds; the fraction is dropped. By hand: this runs once per streamed event. */
-static bool parse_iso_time(const char *s, int64_t *out)
-{
-    int y, mo, d, h, mi, sec;
-    const char *p = s;
-    if (!digits(&p, 4, &y) || *p++ != '-' || !digits(&p, 2, &mo) || *p++ != '-' ||
-        !digits(&p, 2, &d))
-        return false;
-    if (*p != 'T' && *p != 't')
-        return false;
-    p++;
-    if (!digits(&p, 2, &h) || *p++ != ':' || !digits(&p, 2, &mi) || *p++ != ':' ||
-        !digits(&p, 2, &sec))
-        return false;
-    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || sec > 60)
-        return false;
-    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    if (mo == 2 && d == 29 && !leap)
-        return false;
-    if (*p == '.') {
-        p++;
-        if (*p < '0' || *p > '9')
-            return false;
-        while (*p >= '0' && *p <= '9')
-            p++;
-    }
-    int64_t offset = 0;
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        int oh, om;
-        int sign = *p++ == '+' ? 1 : -1;
-        if (!digits(&p, 2, &oh) || *p++ != ':' || !digits(&p, 2, &om) || oh > 23 || om > 59)
-            return false;
-        offset = sign * (oh * 3600 + om * 60);
-    } else {
-        return false;
-    }
-    if (*p)
-        return false;
-    /* Days from the civil date (proleptic Gregorian), after Howard Hinnant's algorithm. */
-    int64_t yy = y - (mo <= 2);
-    int64_t era = (yy >= 0 ? yy : yy - 399) / 400;
-    int64_t yoe = yy - era * 400;
-    int64_t doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    int64_t days = era * 146097 + doe - 719468;
-    *out = days * 86400 + h * 3600 + mi * 60 + sec - offset;
-    return true;
-}
-
 /* Reads one event's parameters from hash `ev` (v2: ISO-8601 times) into e. Parameter names
  * in errors are relative to ev; the stream prefixes them with the element. */
 static bool read_event(tg_req *req, tg_param *ev, bool iso_time, tg_event *e)
@@ -414,7 +348,7 @@ static bool read_event(tg_req *req, tg_param *ev, bool iso_time, tg_event *e)
     e->timestamp = TG_TIME_NOW;
     if (iso_time) {
         const char *ts;
-        if (p_str(req, ev, "timestamp", NULL, 64, &ts) && !parse_iso_time(ts, &e->timestamp))
+        if (p_str(req, ev, "timestamp", NULL, 64, &ts) && !tg_parse_iso_time(ts, &e->timestamp))
             tg_err_set(&req->err, TG_EINVAL, "timestamp",
                        "Invalid timestamp: must be an ISO-8601 time such as "
                        "2024-06-01T12:00:00Z.");
@@ -689,56 +623,75 @@ static int stream_done(tg_req *req)
     return 200;
 }
 
-static int h_stream(tg_req *req)
+bool tg_stream_events_general(tg_req *req, tg_event **out, size_t *nout)
 {
+    if (!tg_req_parse_body(req))
+        return false;
     tg_param *events = tg_param_get(req->params, "events");
     if (!events || events->kind != TG_PARAM_ARRAY || events->count == 0) {
         tg_err_set(&req->err, events ? TG_EINVAL : TG_EMISSING, "events",
                    events ? "Invalid events: must be a non-empty array."
                           : "Missing required param: events.");
-        return tg_reply_error(req);
+        return false;
     }
     if (events->count > req->cfg->max_stream_events) {
         tg_err_set(&req->err, TG_EINVAL, "events",
                    "Invalid events: at most %zu events per request.", req->cfg->max_stream_events);
-        return tg_reply_error(req);
+        return false;
     }
-    size_t n = events->count;
+    size_t n = events->count, i = 0;
     tg_event *evs = tg_arena_alloc(&req->arena, n * sizeof *evs);
-    tg_meter_error *errs = tg_arena_alloc(&req->arena, 64 * sizeof *errs);
-    int *results = tg_arena_alloc(&req->arena, n * sizeof *results);
-    if (!evs || !errs || !results) {
+    if (!evs) {
         tg_err_set(&req->err, TG_ENOMEM, NULL, NULL);
-        return tg_reply_error(req);
+        return false;
     }
-    size_t i = 0;
-    char base[41];
-    bool keyed = key_identifier_base(req, base);
     for (tg_param *ev = events->first; ev; ev = ev->next, i++) {
         ev->used = true;
         if (ev->kind != TG_PARAM_HASH) {
             tg_err_set(&req->err, TG_EINVAL, "events", "Invalid events[%zu]: must be an object.", i);
-            return tg_reply_error(req);
+            return false;
         }
         if (!read_event(req, ev, true, &evs[i])) {
             /* name the element: the getters saw only the inner key */
             char p2[sizeof req->err.param];
             snprintf(p2, sizeof p2, "events[%zu][%.120s]", i, req->err.param);
             snprintf(req->err.param, sizeof req->err.param, "%s", p2);
-            return tg_reply_error(req);
+            return false;
         }
-        if (keyed)
-            key_identifier(base, i, &evs[i]);
     }
     if (!tg_req_params_done(req))
+        return false;
+    *out = evs;
+    *nout = n;
+    return true;
+}
+
+static int h_stream(tg_req *req)
+{
+    tg_event *evs;
+    size_t n;
+    bool fast = !req->params->first && req->body_len &&
+                tg_stream_json_decode(req->body, req->body_len, req->cfg->max_stream_events,
+                                      &req->arena, &evs, &n);
+    if (!fast && !tg_stream_events_general(req, &evs, &n))
         return tg_reply_error(req);
+    tg_meter_error *errs = tg_arena_alloc(&req->arena, 64 * sizeof *errs);
+    int *results = tg_arena_alloc(&req->arena, n * sizeof *results);
+    if (!errs || !results) {
+        tg_err_set(&req->err, TG_ENOMEM, NULL, NULL);
+        return tg_reply_error(req);
+    }
+    char base[41];
+    if (key_identifier_base(req, base))
+        for (size_t i = 0; i < n; i++)
+            key_identifier(base, i, &evs[i]);
 
     /* Validation of meters, customers, values and times is asynchronous in Stripe's stream:
      * refused events are left out and counted, and the request still succeeds. */
     size_t nvalid = 0, nerrs = 0, refused = 0;
     int64_t now = tg_service_now(req->svc);
     tg_meter_memo memo = {0};
-    for (i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         tg_err e = {0};
         if (tg_event_prepare(req->svc, &req->scope, &evs[i], &memo, &e)) {
             if (e.code == TG_ESTORE || e.code == TG_ENOMEM) {
@@ -828,6 +781,6 @@ const tg_route tg_routes[] = {
      TG_ROUTE_SECRET | TG_ROUTE_JSON},
     {"POST", "/v2/billing/meter_event_session", h_session_create, TG_ROUTE_SECRET | TG_ROUTE_JSON},
     {"POST", "/v2/billing/meter_event_stream", h_stream,
-     TG_ROUTE_SESSION | TG_ROUTE_JSON | TG_ROUTE_RECORDS},
+     TG_ROUTE_SESSION | TG_ROUTE_JSON | TG_ROUTE_RECORDS | TG_ROUTE_OWN_BODY},
 };
 const size_t tg_nroutes = sizeof tg_routes / sizeof tg_routes[0];

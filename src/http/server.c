@@ -335,6 +335,10 @@ static int decode_params(request *r)
                                   &req->err);
     if (rc || !r->body.len)
         return rc;
+    req->body = r->body.data;
+    req->body_len = r->body.len;
+    if (r->route->flags & TG_ROUTE_OWN_BODY)
+        return TG_OK;
     const char *ct = tg_http1_header_value(&r->h, "Content-Type");
     bool json = (r->route->flags & TG_ROUTE_JSON) ||
                 (ct && strncasecmp(ct, "application/json", 16) == 0);
