@@ -312,27 +312,39 @@ static bool build_request(worker *w, conn *c, double t0)
     if (v1) {
         unsigned long long k = w->seq++;
         event_fields(w, k, &meter, &cust, value, &ts);
-        len = (size_t)sprintf(b,
-                              "event_name=%s&identifier=%s-%d-%llu&payload[stripe_customer_id]=%s"
-                              "&payload[value]=%s&timestamp=%lld",
-                              meter, opt.run_id, w->id, k, cust, value, (long long)ts);
+        char *p = b;
+        p = put_str(p, "event_name=");
+        p = put_str(p, meter);
+        p = put_str(p, "&identifier=");
+        p = put_identifier(p, opt.run_id, w->id, k);
+        p = put_str(p, "&payload[stripe_customer_id]=");
+        p = put_str(p, cust);
+        p = put_str(p, "&payload[value]=");
+        p = put_str(p, value);
+        p = put_str(p, "&timestamp=");
+        if (ts < 0)
+            *p++ = '-';
+        p = put_u64(p, (unsigned long long)(ts < 0 ? -ts : ts));
+        len = (size_t)(p - b);
     } else {
-        len = (size_t)sprintf(b, "{\"events\":[");
+        char *p = put_str(b, "{\"events\":[");
         for (int i = 0; i < n; i++) {
             unsigned long long k = w->seq++;
             event_fields(w, k, &meter, &cust, value, &ts);
-            struct tm tm;
-            time_t tt = (time_t)ts;
-            gmtime_r(&tt, &tm);
-            char iso[32];
-            strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%SZ", &tm);
-            len += (size_t)sprintf(b + len,
-                                   "%s{\"event_name\":\"%s\",\"identifier\":\"%s-%d-%llu\","
-                                   "\"payload\":{\"stripe_customer_id\":\"%s\",\"value\":\"%s\"},"
-                                   "\"timestamp\":\"%s\"}",
-                                   i ? "," : "", meter, opt.run_id, w->id, k, cust, value, iso);
+            p = put_str(p, i ? ",{\"event_name\":\"" : "{\"event_name\":\"");
+            p = put_str(p, meter);
+            p = put_str(p, "\",\"identifier\":\"");
+            p = put_identifier(p, opt.run_id, w->id, k);
+            p = put_str(p, "\",\"payload\":{\"stripe_customer_id\":\"");
+            p = put_str(p, cust);
+            p = put_str(p, "\",\"value\":\"");
+            p = put_str(p, value);
+            p = put_str(p, "\"},\"timestamp\":\"");
+            p = put_utc(p, ts, 'T');
+            p = put_str(p, "Z\"}");
         }
-        len += (size_t)sprintf(b + len, "]}");
+        p = put_str(p, "]}");
+        len = (size_t)(p - b);
     }
     char head[1024];
     int hl = snprintf(head, sizeof head,

@@ -173,7 +173,8 @@ static void *worker_main(void *arg)
             unsigned long long k = w->seq++;
             const char **v = vals + i * 5;
             v[0] = p;
-            p += sprintf(p, "%s-%d-%llu", opt.run_id, w->id, k) + 1;
+            p = put_identifier(p, opt.run_id, w->id, k);
+            *p++ = '\0';
             int mi, ci;
             int64_t ts;
             char value[32];
@@ -182,12 +183,12 @@ static void *worker_main(void *arg)
             v[1] = meters[mi];
             v[2] = customers[ci];
             v[3] = p;
-            p += sprintf(p, "%s", value) + 1;
-            struct tm tm;
-            time_t tt = (time_t)ts;
-            gmtime_r(&tt, &tm);
+            p = put_str(p, value);
+            *p++ = '\0';
             v[4] = p;
-            p += strftime(p, 40, "%Y-%m-%d %H:%M:%S+00", &tm) + 1;
+            p = put_utc(p, ts, ' ');
+            p = put_str(p, "+00");
+            *p++ = '\0';
         }
         double t0 = now_s();
         PGresult *r;
