@@ -119,6 +119,8 @@ typedef struct tg_event {
      * identifier changed afterwards must be prepared again. */
     uint64_t id_hash;
     const tg_scope *id_hash_scope;
+    /* The customer's registry hash, when tg_event_prefetch computed it (0: not yet). */
+    uint64_t customer_hash;
     /* Filled by the store on insert / read (row-stored events): */
     int64_t seq;         /* receive order, unique per store */
     tg_event_state state;

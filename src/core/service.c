@@ -259,10 +259,14 @@ static void reg_reload_after_failure(void *arg)
 
 /* ---------------------------------------------------------------- customer registry */
 
+static uint64_t cust_hash(const tg_service *svc, const tg_scope *scope, const char *id)
+{
+    return tg_dedupe_hash(svc->hash_seed, scope->account, scope->livemode, id);
+}
+
 static size_t cust_slot(const tg_service *svc, const tg_scope *scope, const char *id)
 {
-    return tg_dedupe_hash(svc->hash_seed, scope->account, scope->livemode, id) &
-           (CUSTOMER_BUCKETS - 1);
+    return cust_hash(svc, scope, id) & (CUSTOMER_BUCKETS - 1);
 }
 
 /* The registry's node for a clock, created (time unknown) when absent. Caller holds reg_lock
@@ -351,13 +355,16 @@ static int64_t clock_load(tg_service *svc, const tg_scope *scope, const char *id
 /* The row number of a customer in scope, or 0. A deleted customer is found only with
  * include_deleted (summaries of past usage); events need a live one. *now (when not NULL)
  * is replaced by the time of the customer's world when it is on a test clock. */
+/* The customer's sequence number (0: none), and in *now its clock's time if it has a test
+ * clock. hash: cust_hash of the customer, or 0 to compute it. */
 static int64_t cust_find_at(tg_service *svc, const tg_scope *scope, const char *id,
-                            bool include_deleted, int64_t *now)
+                            bool include_deleted, int64_t *now, uint64_t hash)
 {
     int64_t seq = 0, frozen = INT64_MIN;
     char clock[TG_ID_MAX] = "";
+    size_t slot = (hash ? hash : cust_hash(svc, scope, id)) & (CUSTOMER_BUCKETS - 1);
     pthread_rwlock_rdlock(&svc->reg_lock);
-    for (customer_node *n = svc->customers[cust_slot(svc, scope, id)]; n; n = n->next)
+    for (customer_node *n = svc->customers[slot]; n; n = n->next)
         if ((include_deleted || !n->deleted) && strcmp(n->id, id) == 0 &&
             same_scope(&n->scope, scope)) {
             seq = n->seq;
@@ -380,13 +387,13 @@ static int64_t cust_find_at(tg_service *svc, const tg_scope *scope, const char *
 static int64_t cust_find(tg_service *svc, const tg_scope *scope, const char *id,
                          bool include_deleted)
 {
-    return cust_find_at(svc, scope, id, include_deleted, NULL);
+    return cust_find_at(svc, scope, id, include_deleted, NULL, 0);
 }
 
 int64_t tg_customer_now(tg_service *svc, const tg_scope *scope, const char *customer_id)
 {
     int64_t now = tg_service_now(svc);
-    cust_find_at(svc, scope, customer_id, true, &now);
+    cust_find_at(svc, scope, customer_id, true, &now, 0);
     return now;
 }
 
@@ -1067,6 +1074,20 @@ static const tg_meter *meter_for_event(tg_service *svc, const tg_scope *scope,
     return it->found ? &it->m : NULL;
 }
 
+void tg_event_prefetch(tg_service *svc, const tg_scope *scope, tg_event *e,
+                       tg_meter_memo *memo)
+{
+    tg_meter local;
+    bool inactive;
+    const tg_meter *mp = meter_for_event(svc, scope, e->event_name, memo, &local, &inactive);
+    const char *cust = mp ? tg_metadata_get(&e->payload, mp->customer_key) : NULL;
+    if (!cust)
+        return;
+    e->customer_hash = cust_hash(svc, scope, cust);
+    /* a hint: the bucket's address only, read under the lock by tg_event_prepare */
+    __builtin_prefetch(&svc->customers[e->customer_hash & (CUSTOMER_BUCKETS - 1)]);
+}
+
 int tg_event_prepare(tg_service *svc, const tg_scope *scope, tg_event *e, tg_meter_memo *memo,
                      tg_err *err)
 {
@@ -1087,7 +1108,7 @@ int tg_event_prepare(tg_service *svc, const tg_scope *scope, tg_event *e, tg_met
      * usage in the clock's time. */
     int64_t now = tg_service_now(svc);
     const char *cust = tg_metadata_get(&e->payload, mp->customer_key);
-    int64_t customer_seq = cust ? cust_find_at(svc, scope, cust, false, &now) : 0;
+    int64_t customer_seq = cust ? cust_find_at(svc, scope, cust, false, &now, e->customer_hash) : 0;
     if (e->timestamp == TG_TIME_NOW)
         e->timestamp = now;
     rc = tg_event_check(mp, e, now, err);

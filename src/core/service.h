@@ -107,6 +107,14 @@ typedef struct tg_meter_memo {
 int tg_event_prepare(tg_service *svc, const tg_scope *scope, tg_event *e, tg_meter_memo *memo,
                      tg_err *err);
 
+/* Starts the memory loads tg_event_prepare(e) will wait for: the customer registry is larger
+ * than the caches, so each event's lookup missed them. A request with many events calls it a
+ * few events ahead of tg_event_prepare, with the same scope and memo, and the payload left as
+ * it was; it only computes the customer's hash into e and prefetches, so results are the same
+ * with or without it. */
+void tg_event_prefetch(tg_service *svc, const tg_scope *scope, tg_event *e,
+                       tg_meter_memo *memo);
+
 /* Records prepared events durably (group commit) and fills results[i] with TG_OK or
  * TG_EDUPLICATE. errors (may be NULL) are refusal counts written in the same transaction;
  * when errors is not NULL (asynchronous validation, the v2 stream), duplicates are counted

@@ -666,6 +666,9 @@ bool tg_stream_events_general(tg_req *req, tg_event **out, size_t *nout)
     return true;
 }
 
+/* Events whose customer lookups are started ahead of their validation (tg_event_prefetch). */
+#define STREAM_PREFETCH_AHEAD 8
+
 static int h_stream(tg_req *req)
 {
     tg_event *evs;
@@ -691,7 +694,11 @@ static int h_stream(tg_req *req)
     size_t nvalid = 0, nerrs = 0, refused = 0;
     int64_t now = tg_service_now(req->svc);
     tg_meter_memo memo = {0};
+    for (size_t i = 0; i < n && i < STREAM_PREFETCH_AHEAD; i++)
+        tg_event_prefetch(req->svc, &req->scope, &evs[i], &memo);
     for (size_t i = 0; i < n; i++) {
+        if (i + STREAM_PREFETCH_AHEAD < n)
+            tg_event_prefetch(req->svc, &req->scope, &evs[i + STREAM_PREFETCH_AHEAD], &memo);
         tg_err e = {0};
         if (tg_event_prepare(req->svc, &req->scope, &evs[i], &memo, &e)) {
             if (e.code == TG_ESTORE || e.code == TG_ENOMEM) {
