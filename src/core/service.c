@@ -354,9 +354,8 @@ static int64_t clock_load(tg_service *svc, const tg_scope *scope, const char *id
 
 /* The row number of a customer in scope, or 0. A deleted customer is found only with
  * include_deleted (summaries of past usage); events need a live one. *now (when not NULL)
- * is replaced by the time of the customer's world when it is on a test clock. */
-/* The customer's sequence number (0: none), and in *now its clock's time if it has a test
- * clock. hash: cust_hash of the customer, or 0 to compute it. */
+ * is replaced by the time of the customer's world when it is on a test clock. hash: the
+ * customer's cust_hash when the caller has it (tg_event_prefetch), or 0. */
 static int64_t cust_find_at(tg_service *svc, const tg_scope *scope, const char *id,
                             bool include_deleted, int64_t *now, uint64_t hash)
 {
