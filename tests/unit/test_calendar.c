@@ -5,6 +5,8 @@
  * rule (Jan 31 -> Feb 28 -> Mar 31), leap days for monthly and yearly anchors, day_of_month
  * configs, weeks, days and multi-unit intervals; period_containing is checked at, just before
  * and just after every boundary (before the anchor too), and decades of daily periods away.
+ * The v2 timestamp parser is checked on fixed texts both sides of each rule and against the
+ * civil conversion over four centuries.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -368,10 +370,60 @@ static void test_interval_count_ok(void **state)
     }
 }
 
+static void test_iso_time(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        int64_t want;
+    } ok[] = {
+        {"1970-01-01T00:00:00Z", 0},
+        {"2024-06-01T12:00:00Z", 1717243200},
+        {"2024-06-01t12:00:00z", 1717243200},
+        {"2024-06-01T12:00:00.999Z", 1717243200}, /* the fraction is dropped */
+        {"2024-06-01T14:30:00+02:30", 1717243200},
+        {"2024-06-01T09:00:00-03:00", 1717243200},
+        {"2024-02-29T00:00:00Z", 1709164800},
+        {"2016-12-31T23:59:60Z", 1483228800}, /* a leap second reads as the next second */
+        {"1969-12-31T23:59:59Z", -1},
+        {"0000-03-01T00:00:00Z", -62162035200},
+        {"9999-12-31T23:59:59Z", 253402300799},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        int64_t t = 0;
+        if (!tg_parse_iso_time(ok[i].text, &t) || t != ok[i].want)
+            fail_msg("%s: got %lld", ok[i].text, (long long)t);
+    }
+    static const char *const bad[] = {
+        "", "2024-06-01", "2024-06-01T12:00:00", "2024-06-01 12:00:00Z", "2024-6-01T12:00:00Z",
+        "2024-13-01T12:00:00Z", "2024-00-01T12:00:00Z", "2024-04-31T12:00:00Z",
+        "2023-02-29T00:00:00Z", "1900-02-29T00:00:00Z", "2024-06-01T24:00:00Z",
+        "2024-06-01T12:60:00Z", "2024-06-01T12:00:61Z", "2024-06-01T12:00:00.Z",
+        "2024-06-01T12:00:00+2:00", "2024-06-01T12:00:00+24:00", "2024-06-01T12:00:00Zx",
+        "2024-06-01T12:00:00+02:00 ", "x2024-06-01T12:00:00Z",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int64_t t;
+        if (tg_parse_iso_time(bad[i], &t))
+            fail_msg("took %s", bad[i]);
+    }
+    /* every day of four centuries at a changing time of day, against the civil conversion */
+    for (int64_t t = at(1900, 1, 1, 0, 0, 0); t < at(2300, 1, 1, 0, 0, 0); t += 86400 + 3607) {
+        tg_civil c = tg_civil_from_unix(t);
+        char text[40];
+        snprintf(text, sizeof text, "%04lld-%02d-%02dT%02d:%02d:%02dZ", (long long)c.year, c.month,
+                 c.day, c.hour, c.minute, c.second);
+        int64_t back = 0;
+        if (!tg_parse_iso_time(text, &back) || back != t)
+            fail_msg("%s: got %lld, want %lld", text, (long long)back, (long long)t);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_civil_known_times),
+        cmocka_unit_test(test_iso_time),
         cmocka_unit_test(test_civil_day_walk),
         cmocka_unit_test(test_civil_round_trip_wide),
         cmocka_unit_test(test_days_in_month),
