@@ -30,8 +30,18 @@
 #include "core/writer.h"
 
 #define REGISTRY_BUCKETS 1024
-#define KEY_CACHE_SLOTS 256
+#define CRED_CACHE_SLOTS 256
 #define IDEM_BUCKETS 1024
+
+/* A direct-mapped cache of SHA-256 credential hashes and what they resolved to. */
+typedef struct cred_cache {
+    pthread_rwlock_t lock;
+    struct cred_entry {
+        char hash[65];
+        tg_scope scope;
+        int64_t expires; /* sessions; 0 for keys */
+    } slots[CRED_CACHE_SLOTS];
+} cred_cache;
 
 typedef struct meter_node {
     tg_scope scope;
@@ -96,13 +106,11 @@ struct tg_service {
     struct tg_billing *billing;    /* billing.c's scheduler and settings */
     struct tg_ent_registry *ents; /* entitlements.c's check registry */
 
-    /* Resolved API keys (SHA-256 -> scope), so a request costs no read for its key. Keys are
-     * never revoked yet; a revocation will have to clear this. */
-    pthread_rwlock_t key_lock;
-    struct key_cache_entry {
-        char hash[65];
-        tg_scope scope;
-    } key_cache[KEY_CACHE_SLOTS];
+    /* Resolved credentials, so a request costs no read for its key or session: API keys
+     * (never revoked yet; a revocation will have to clear this cache) and meter event sessions
+     * (never revoked before they expire; the expiry is cached with them). Two caches, so that
+     * neither kind of credential can ever be taken for the other. */
+    cred_cache keys, sessions;
 };
 
 static uint64_t fnv(const char *s, uint64_t h)
@@ -516,7 +524,8 @@ int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *
     pthread_cond_init(&svc->pool_cv, NULL);
     pthread_rwlock_init(&svc->reg_lock, NULL);
     pthread_mutex_init(&svc->idem_mu, NULL);
-    pthread_rwlock_init(&svc->key_lock, NULL);
+    pthread_rwlock_init(&svc->keys.lock, NULL);
+    pthread_rwlock_init(&svc->sessions.lock, NULL);
     svc->pool = calloc((size_t)svc->cfg.readers, sizeof *svc->pool);
     svc->pool_busy = calloc((size_t)svc->cfg.readers, sizeof *svc->pool_busy);
     if (!svc->pool || !svc->pool_busy) {
@@ -590,7 +599,8 @@ void tg_service_close(tg_service *svc)
     pthread_cond_destroy(&svc->pool_cv);
     pthread_rwlock_destroy(&svc->reg_lock);
     pthread_mutex_destroy(&svc->idem_mu);
-    pthread_rwlock_destroy(&svc->key_lock);
+    pthread_rwlock_destroy(&svc->keys.lock);
+    pthread_rwlock_destroy(&svc->sessions.lock);
     free(svc);
 }
 
@@ -714,18 +724,42 @@ int tg_key_create_offline(tg_store_factory factory, const tg_clock *clock, bool 
     return rc;
 }
 
+static struct cred_entry *cred_slot(cred_cache *c, const char *hash)
+{
+    return &c->slots[fnv(hash, 1469598103934665603ULL) % CRED_CACHE_SLOTS];
+}
+
+/* True, with *scope and *expires, when hash is cached. */
+static bool cred_cache_get(cred_cache *c, const char *hash, tg_scope *scope, int64_t *expires)
+{
+    struct cred_entry *slot = cred_slot(c, hash);
+    pthread_rwlock_rdlock(&c->lock);
+    bool hit = strcmp(slot->hash, hash) == 0;
+    if (hit) {
+        *scope = slot->scope;
+        *expires = slot->expires;
+    }
+    pthread_rwlock_unlock(&c->lock);
+    return hit;
+}
+
+static void cred_cache_put(cred_cache *c, const char *hash, const tg_scope *scope,
+                           int64_t expires)
+{
+    struct cred_entry *slot = cred_slot(c, hash);
+    pthread_rwlock_wrlock(&c->lock);
+    memcpy(slot->hash, hash, sizeof slot->hash);
+    slot->scope = *scope;
+    slot->expires = expires;
+    pthread_rwlock_unlock(&c->lock);
+}
+
 int tg_key_authenticate(tg_service *svc, const char *secret, tg_scope *scope, tg_err *err)
 {
     char hash[65];
     tg_sha256_hex(secret, strlen(secret), hash);
-    struct key_cache_entry *slot = &svc->key_cache[fnv(hash, 1469598103934665603ULL) %
-                                                   KEY_CACHE_SLOTS];
-    pthread_rwlock_rdlock(&svc->key_lock);
-    bool hit = strcmp(slot->hash, hash) == 0;
-    if (hit)
-        *scope = slot->scope;
-    pthread_rwlock_unlock(&svc->key_lock);
-    if (hit)
+    int64_t never;
+    if (cred_cache_get(&svc->keys, hash, scope, &never))
         return TG_OK;
     tg_store *s;
     int rc = reader_get(svc, &s, err);
@@ -733,12 +767,8 @@ int tg_key_authenticate(tg_service *svc, const char *secret, tg_scope *scope, tg
         return rc;
     rc = s->ops->key_lookup(s, hash, scope, err);
     reader_put(svc, s);
-    if (!rc) {
-        pthread_rwlock_wrlock(&svc->key_lock);
-        memcpy(slot->hash, hash, sizeof slot->hash);
-        slot->scope = *scope;
-        pthread_rwlock_unlock(&svc->key_lock);
-    }
+    if (!rc)
+        cred_cache_put(&svc->keys, hash, scope, 0);
     return rc;
 }
 
@@ -1705,20 +1735,24 @@ int tg_session_authenticate(tg_service *svc, const char *token, tg_scope *scope,
 {
     char hash[65];
     tg_sha256_hex(token, strlen(token), hash);
-    tg_store *s;
-    int rc = reader_get(svc, &s, err);
-    if (rc)
-        return rc;
     int64_t expires = 0;
-    tg_err lookup = {0};
-    rc = s->ops->session_get(s, hash, scope, &expires, &lookup);
-    reader_put(svc, s);
-    if (rc == TG_ENOTFOUND || (rc == TG_OK && expires <= tg_service_now(svc)))
+    int rc = TG_OK;
+    if (!cred_cache_get(&svc->sessions, hash, scope, &expires)) {
+        tg_store *s;
+        if ((rc = reader_get(svc, &s, err)))
+            return rc;
+        tg_err lookup = {0};
+        rc = s->ops->session_get(s, hash, scope, &expires, &lookup);
+        reader_put(svc, s);
+        if (rc && rc != TG_ENOTFOUND)
+            return tg_err_set(err, rc, NULL, "%s", lookup.msg);
+        if (!rc)
+            cred_cache_put(&svc->sessions, hash, scope, expires);
+    }
+    if (rc == TG_ENOTFOUND || expires <= tg_service_now(svc))
         return tg_err_set(err, TG_ESESSION, NULL,
                           "The meter event session token is invalid or has expired; create a "
                           "new session.");
-    if (rc)
-        return tg_err_set(err, rc, NULL, "%s", lookup.msg);
     return TG_OK;
 }
 

@@ -828,6 +828,56 @@ static void test_reopen_persists(void **state)
     assert_int_equal(tg_key_authenticate(f->svc, "sk_test_nope", &live, &e4), TG_EAUTHINVALID);
 }
 
+/* ---------------------------------------------------------------- meter event sessions */
+
+/* A session authenticates until its expiry and not from then on, whether its answer comes from
+ * storage or from the credential cache (the second use of a token, and every use after a
+ * restart's first); keys and sessions never stand in for each other. */
+static void test_session_expiry_and_credential_kinds(void **state)
+{
+    fixture *f = *state;
+    tg_session ses;
+    tg_err err = {0};
+    assert_int_equal(tg_session_create(f->svc, &f->scope, &ses, &err), TG_OK);
+    assert_int_equal(ses.expires_at, T0 + 15 * 60);
+    for (int use = 0; use < 3; use++) {
+        tg_scope got;
+        memset(&got, 0, sizeof got);
+        assert_int_equal(tg_session_authenticate(f->svc, ses.token, &got, &err), TG_OK);
+        assert_string_equal(got.account, f->scope.account);
+        assert_int_equal(got.livemode, f->scope.livemode);
+    }
+    /* the last second before expiry, then the expiry itself, from the cache */
+    set_now(f, ses.expires_at - 1);
+    tg_scope got;
+    assert_int_equal(tg_session_authenticate(f->svc, ses.token, &got, &err), TG_OK);
+    set_now(f, ses.expires_at);
+    tg_err e1 = {0};
+    assert_int_equal(tg_session_authenticate(f->svc, ses.token, &got, &e1), TG_ESESSION);
+
+    /* the same rule from storage: a restart starts with empty caches */
+    tg_session later;
+    set_now(f, T0);
+    assert_int_equal(tg_session_create(f->svc, &f->scope, &later, &err), TG_OK);
+    tg_service_close(f->svc);
+    f->svc = NULL;
+    set_now(f, later.expires_at);
+    assert_int_equal(open_service(f), TG_OK);
+    tg_err e2 = {0};
+    assert_int_equal(tg_session_authenticate(f->svc, later.token, &got, &e2), TG_ESESSION);
+    set_now(f, later.expires_at - 1);
+    assert_int_equal(tg_session_authenticate(f->svc, later.token, &got, &err), TG_OK);
+
+    /* a token is never a key, a key never a token, though both are cached by the same hash */
+    char secret[TG_ID_MAX];
+    assert_int_equal(tg_key_create(f->svc, false, secret, &err), TG_OK);
+    assert_int_equal(tg_key_authenticate(f->svc, secret, &got, &err), TG_OK);
+    tg_err e3 = {0}, e4 = {0}, e5 = {0};
+    assert_int_equal(tg_session_authenticate(f->svc, secret, &got, &e3), TG_ESESSION);
+    assert_int_equal(tg_key_authenticate(f->svc, later.token, &got, &e4), TG_EAUTHINVALID);
+    assert_int_equal(tg_session_authenticate(f->svc, "mes_tok_unknown", &got, &e5), TG_ESESSION);
+}
+
 /* ---------------------------------------------------------------- usage sessions */
 
 /* Subscribes the customer (with a payment method) to a product granting the unlimited
@@ -1017,6 +1067,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_scopes_and_customer_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idempotency_claims, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_persists, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_session_expiry_and_credential_kinds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ended_sessions_leave_the_registry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stopped_sessions_leave_the_registry, setup,
                                         teardown),
