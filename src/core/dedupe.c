@@ -14,18 +14,19 @@
  * identifier (304 MiB at 33M identifiers, 373 MiB at 34M).
  *
  * Slot arrays are whole pages mapped with mmap, not taken from malloc, so a grown partition's
- * old memory can never linger in the heap (from malloc, whose mmap threshold rises to 32 MiB
- * after the first large free, every outgrown array stayed there as a hole too small for the
- * next size: measured, 155 MiB of free but resident heap at 30M identifiers). A partition
- * grows in place: its entries are copied aside to a scratch array the index keeps (sized for
- * the largest partition and half as much again: about 1/50 of the index), the array is extended with mremap (which
- * moves page table entries, never the pages), cleared, and the entries placed again. Only
- * the added quarter is new memory. On the benchmark's VM, memory the process has not touched
- * before costs about 4.4 us a 4 KiB page at first touch even when mapped with MAP_POPULATE
- * (the host backs it then), and a page fault about 7 us; growing into a fresh array paid that
- * for the whole array at every growth. Raw inserts, same run: 31-32 ns per entry moved at 5M
- * identifiers into fresh arrays, 22-23 in place; at 30M, 27 and 23. Fewer mmap and munmap
- * calls also mean fewer TLB shootdowns across the server's CPUs.
+ * old memory can never linger in the heap (from malloc, with glibc's mmap threshold risen to
+ * 32 MiB, every outgrown array stayed there as a hole too small for the next size: measured,
+ * 155 MiB of free but resident heap at 30M identifiers). A partition grows in place: its
+ * entries are copied aside to a scratch array the index keeps (room for the largest
+ * partition's entries and half as much again: about 1/50 of the index), the array is
+ * extended with mremap (which moves page table entries, never the pages), cleared, and the
+ * entries placed again. Only the added quarter is new memory. On the benchmark's VM, memory
+ * the process has not touched before costs about 4.4 us a 4 KiB page at first touch even
+ * when mapped with MAP_POPULATE (the host backs it then), and a page fault about 7 us;
+ * growing into a fresh array paid that for the whole array at every growth. Raw inserts,
+ * same run: 31-32 ns per entry moved at 5M identifiers into fresh arrays, 22-23 in place; at
+ * 30M, 27 and 23. Fewer mmap and munmap calls also mean fewer TLB shootdowns across the
+ * server's CPUs.
  */
 #include "core/dedupe.h"
 
