@@ -216,14 +216,16 @@ static int cmd_serve(const options *o)
      * glibc's thresholds are pinned rather than left to adapt: each request's and each
      * batch's memory (bodies, decoded events, blocks: up to a few hundred KiB) comes from the
      * heap, not from mmap (below 1 MiB), and freed memory stays in the arena for the next
-     * requests unless 32 MiB of it lies free at the top. Adapting, glibc starts at 128 KiB and
+     * requests unless 16 MiB of it lies free at the top. Adapting, glibc starts at 128 KiB and
      * 256 KiB; with 8 MiB the same 2,000 pages were still handed back and faulted in again
      * every few hundred milliseconds, as a burst of acknowledged requests freed more than
      * that at once. On the benchmark's VM a fault costs about 7 us: the request threads took
-     * 7-10 faults per 1,000 events in batches of 100 (0.05-0.07 us an event), now 0.6. */
+     * 7-10 faults per 1,000 events in batches of 100 (0.05-0.07 us an event), with 16 or
+     * 32 MiB 0.5-0.7 (batches of 1,000 on 32 connections: 1.0); the smaller bounds what two
+     * arenas can hold back. */
     mallopt(M_ARENA_MAX, 2);
     mallopt(M_MMAP_THRESHOLD, 1 << 20);
-    mallopt(M_TRIM_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 16 << 20);
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);

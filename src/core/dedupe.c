@@ -18,7 +18,7 @@
  * 32 MiB, every outgrown array stayed there as a hole too small for the next size: measured,
  * 155 MiB of free but resident heap at 30M identifiers). A partition grows in place: its
  * entries are copied aside to a scratch array the index keeps (room for the largest
- * partition's entries and half as much again: about 1/50 of the index), the array is
+ * partition's entries: about 1/75 of the index), the array is
  * extended with mremap (which moves page table entries, never the pages), cleared, and the
  * entries placed again. Only the added quarter is new memory. On the benchmark's VM, memory
  * the process has not touched before costs about 4.4 us a 4 KiB page at first touch even
@@ -223,13 +223,14 @@ static int grow(tg_dedupe *d, partition *p)
         target *= GROWTH;
         size = ((size_t)target + PAGE_SLOTS - 1) / PAGE_SLOTS * PAGE_SLOTS;
     } while (size <= oldsize);
-    if (p->used > d->scratch_cap) { /* room for the largest partition's entries, and then some */
-        size_t cap = p->used + p->used / 2;
-        free(d->scratch); /* its contents are not needed: no copy */
-        d->scratch = malloc(cap * sizeof *d->scratch);
-        d->scratch_cap = d->scratch ? cap : 0;
-        if (!d->scratch)
+    if (p->used > d->scratch_cap) {
+        /* realloc: past glibc's mmap threshold it moves pages with mremap, so only the
+         * added part is new memory (see above) */
+        uint64_t *scratch = realloc(d->scratch, p->used * sizeof *scratch);
+        if (!scratch)
             return -1;
+        d->scratch = scratch;
+        d->scratch_cap = p->used;
     }
     size_t n = 0;
     for (size_t i = 0; i < oldsize; i++)
