@@ -3,7 +3,7 @@
 # missing, so `make run` and `make test` work on a fresh Debian machine.
 set -euo pipefail
 pkgs=(build-essential pkg-config libjansson-dev libsqlite3-dev libssl-dev
-      libcurl4-openssl-dev libpq-dev libcmocka-dev nodejs npm)
+      libcurl4-openssl-dev libpq-dev libcmocka-dev sqlite3 nodejs npm)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -45,7 +45,8 @@
     X(EPRICEMETER, -31, "price_meter_inactive", "the price's meter is inactive")          \
     X(ENOENTITLEMENT, -32, "entitlement_required", "the customer is not entitled to this") \
     X(ELIMIT, -33, "usage_limit_reached", "the usage limit is reached")                   \
-    X(EVALUEDIGITS, -34, "meter_event_value_too_many_digits", "value has too many digits")
+    X(EVALUEDIGITS, -34, "meter_event_value_too_many_digits", "value has too many digits") \
+    X(EIDEMLOST, -35, "idempotency_response_lost", "the request ran; its response was lost")
 
 enum {
     TG_OK = 0,

@@ -1981,6 +1981,7 @@ static int sub_phase_fn(bctx *c, void *arg)
     }
     if (!s->schedule[0]) /* a schedule exists from its creation, phases or not */
         snprintf(s->schedule, sizeof s->schedule, "sub_sched_%s", s->id + 4);
+    tg_idem_note_id(s->schedule); /* what a schedule create answers with */
     if (!sa->phase->set) {
         s->next_phase.set = false;
         s->next_phase.nitems = 0;

@@ -22,6 +22,7 @@ int bill_new_id(bctx *c, char *out, const char *prefix)
 {
     if (tg_id_random(out, TG_ID_MAX, prefix, 24))
         return tg_err_set(c->err, TG_ESTORE, NULL, "random generator failed");
+    tg_idem_note_id(out);
     return TG_OK;
 }
 

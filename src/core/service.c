@@ -10,7 +10,10 @@
  *
  * Idempotency: claims live in an in-memory table (RUNNING, then DONE with the response until
  * the response row is committed); stored rows answer after that. The table makes a concurrent
- * retry see 409 instead of running twice.
+ * retry see 409 instead of running twice. The response is stored by a later batch than the
+ * request's writes, so each write job of a bound request (tg_idem_bind) also stores, in its
+ * own savepoint, a record that the writes are done: a retry after a crash in between is then
+ * answered from the objects as they are, never by running the writes again.
  */
 #include "core/service.h"
 
@@ -604,9 +607,69 @@ void tg_service_close(tg_service *svc)
     free(svc);
 }
 
+/* The request bound to this thread (tg_idem_bind); on the writer thread, the one whose job
+ * runs (marked_job). */
+static _Thread_local tg_idem_mark *bound_mark;
+
+void tg_idem_bind(tg_idem_mark *m)
+{
+    bound_mark = m;
+}
+
+void tg_idem_note_id(const char *id)
+{
+    tg_idem_mark *m = bound_mark;
+    if (!m || !m->created_prefix || m->created[0])
+        return;
+    size_t n = strlen(m->created_prefix);
+    /* exactly this kind: "sub_" is not "sub_sched_" (ids' random tails have no '_') */
+    if (strncmp(id, m->created_prefix, n) == 0 && !strchr(id + n, '_'))
+        tg_strlcpy(m->created, id, sizeof m->created);
+}
+
+/* A bound request's write job: the job itself, then the record that its writes are done. */
+typedef struct marked_call {
+    tg_job_fn fn;
+    void *arg;
+    void (*on_failure)(void *arg);
+    tg_idem_mark *mark;
+    int64_t now;
+} marked_call;
+
+static int marked_job(tg_store *s, void *arg, tg_err *err)
+{
+    marked_call *m = arg;
+    bound_mark = m->mark;
+    int rc = m->fn(s, m->arg, err);
+    bound_mark = NULL;
+    if (rc)
+        return rc;
+    tg_idem rec = {.status = TG_IDEM_COMMITTED,
+                   .body = m->mark->created,
+                   .body_len = strlen(m->mark->created),
+                   .created = m->now};
+    tg_strlcpy(rec.request_hash, m->mark->request_hash, sizeof rec.request_hash);
+    return s->ops->idem_put(s, &m->mark->scope, m->mark->key, &rec, err);
+}
+
+static void marked_failure(void *arg)
+{
+    marked_call *m = arg;
+    if (m->on_failure)
+        m->on_failure(m->arg);
+}
+
 /* Queues job on the writer, waits for its commit and passes its error on. */
 static int run_job(tg_service *svc, tg_job *job, tg_err *err)
 {
+    marked_call call;
+    if (bound_mark && job->fn) {
+        call = (marked_call){job->fn, job->arg, job->on_failure, bound_mark,
+                             tg_service_now(svc)};
+        job->fn = marked_job;
+        job->arg = &call;
+        job->on_failure = marked_failure;
+    }
     int rc = tg_writer_run(svc->writer, job);
     if (rc)
         tg_err_set(err, rc, job->err.param, "%s", job->err.msg);
@@ -827,6 +890,7 @@ static int customer_write_job(tg_store *s, void *arg, tg_err *err)
         memset(&cur, 0, sizeof cur);
         if (tg_id_random(cur.id, sizeof cur.id, "cus_", 14))
             return tg_err_set(err, TG_ESTORE, NULL, "random generator failed");
+        tg_idem_note_id(cur.id);
         cur.livemode = c->scope->livemode;
         cur.created = tg_service_now(c->svc);
         if (c->patch->test_clock) {
@@ -983,6 +1047,7 @@ int tg_meter_create(tg_service *svc, const tg_scope *scope, const tg_meter *spec
     c.m = *spec;
     if (tg_id_random(c.m.id, sizeof c.m.id, "mtr_", 24))
         return tg_err_set(err, TG_ESTORE, NULL, "random generator failed");
+    tg_idem_note_id(c.m.id);
     c.m.created = c.m.updated = tg_service_now(svc);
     c.m.livemode = scope->livemode;
     c.m.active = true;
@@ -1841,6 +1906,12 @@ int tg_idem_claim(tg_service *svc, const tg_scope *scope, const char *key,
     reader_put(svc, s);
     if (rc == TG_ENOTFOUND)
         return TG_OK; /* a new request: the claim stays until tg_idem_finish */
+    bool committed = !rc && stored->status == TG_IDEM_COMMITTED &&
+                     strcmp(stored->request_hash, request_hash) == 0;
+    if (committed) {
+        *replay = true; /* the claim stays: the caller answers, then finishes */
+        return TG_OK;
+    }
     tg_idem_finish(svc, scope, key, request_hash, 0, NULL, 0, false);
     if (rc)
         return tg_err_set(err, rc, NULL, "%s", lookup.msg);

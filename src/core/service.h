@@ -165,12 +165,39 @@ int tg_meter_error_list(tg_service *svc, const tg_scope *scope, const char *mete
 
 /* Claims key for a request whose parameters hash to request_hash. Returns:
  *   TG_OK with *replay false: the caller runs the request, then calls tg_idem_finish;
- *   TG_OK with *replay true: a stored response is in *stored (body in a);
+ *   TG_OK with *replay true: a stored response is in *stored (body in a); or, when
+ *     stored->status is TG_IDEM_COMMITTED, the writes of an earlier run under the key committed
+ *     but its response was never stored (the server stopped in between): stored->body is the
+ *     id of the object it created ("" if none), and the claim is held, so the caller answers
+ *     without running the writes again and then calls tg_idem_finish;
  *   TG_EIDEMMISMATCH: the key was used with other parameters;
  *   TG_EIDEMBUSY: a request with this key is still running. */
 int tg_idem_claim(tg_service *svc, const tg_scope *scope, const char *key,
                   const char *request_hash, tg_arena *a, bool *replay, tg_idem *stored,
                   tg_err *err);
+
+/* A request running under a claimed key. While it is bound to the calling thread, every write
+ * the thread makes (tg_service_write and the service's own) stores, in the same transaction,
+ * a TG_IDEM_COMMITTED record under the key: a response stored later replaces it, and if the
+ * server stops first, tg_idem_claim reports that the writes are done. The first id of kind
+ * created_prefix ("cus_") that the writes create is noted in `created` and kept in the record,
+ * so a retry can be answered with that object. Event jobs carry no record: meter events under
+ * a key derive their identifiers from it instead. */
+#define TG_IDEM_COMMITTED 0 /* stored status: the writes committed, the response is not known */
+typedef struct tg_idem_mark {
+    tg_scope scope;
+    char key[256];
+    char request_hash[65];
+    const char *created_prefix; /* NULL: note nothing */
+    char created[TG_ID_MAX];
+} tg_idem_mark;
+
+/* Binds m to the calling thread (NULL unbinds); m must outlive the binding. */
+void tg_idem_bind(tg_idem_mark *m);
+
+/* Notes a newly made object id in the bound mark, if it is the first of the mark's kind. The
+ * writer calls it for the jobs it runs on a bound request's behalf. */
+void tg_idem_note_id(const char *id);
 
 /* Stores the response of a claimed key (durably, in the background) and releases the claim.
  * store=false releases without storing (the request failed validation). */

@@ -86,6 +86,10 @@ typedef struct tg_route {
     const char *pattern; /* "/v1/customers/:id" */
     tg_handler handler;
     int flags;
+    /* POST routes that make an object: its id's prefix ("cus_"). A retry whose first run's
+     * writes committed but whose response was lost is answered by the GET of pattern + "/" +
+     * that id; for other POST routes, by the GET of the path up to its ":id" segment. */
+    const char *creates;
 } tg_route;
 
 extern const tg_route tg_routes[];

@@ -419,12 +419,15 @@ static int h_session_retrieve(tg_req *req)
 
 /* ================================================================ the table */
 
+/* Only the routes that make an object name `creates`; the others leave it NULL. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 const tg_route tg_entitlement_routes[] = {
-    {"POST", "/v1/entitlements/features", h_feature_create, TG_ROUTE_SECRET},
+    {"POST", "/v1/entitlements/features", h_feature_create, TG_ROUTE_SECRET, "feat_"},
     {"GET", "/v1/entitlements/features", h_feature_list, TG_ROUTE_SECRET},
     {"GET", "/v1/entitlements/features/:id", h_feature_retrieve, TG_ROUTE_SECRET},
     {"POST", "/v1/entitlements/features/:id", h_feature_update, TG_ROUTE_SECRET},
-    {"POST", "/v1/products/:id/features", h_product_feature_attach, TG_ROUTE_SECRET},
+    {"POST", "/v1/products/:id/features", h_product_feature_attach, TG_ROUTE_SECRET, "prodft_"},
     {"GET", "/v1/products/:id/features", h_product_feature_list, TG_ROUTE_SECRET},
     {"GET", "/v1/products/:id/features/:fid", h_product_feature_retrieve, TG_ROUTE_SECRET},
     {"DELETE", "/v1/products/:id/features/:fid", h_product_feature_detach, TG_ROUTE_SECRET},
@@ -432,10 +435,11 @@ const tg_route tg_entitlement_routes[] = {
     {"GET", "/v1/entitlements/active_entitlements/:id", h_entitlement_retrieve,
      TG_ROUTE_SECRET},
     {"GET", "/v1/entitlements/check", h_entitlement_check, TG_ROUTE_SECRET | TG_ROUTE_CHECK},
-    {"POST", "/v1/usage_sessions", h_session_start, TG_ROUTE_SECRET},
+    {"POST", "/v1/usage_sessions", h_session_start, TG_ROUTE_SECRET, "usess_"},
     {"GET", "/v1/usage_sessions/:id", h_session_retrieve, TG_ROUTE_SECRET},
     {"POST", "/v1/usage_sessions/:id/heartbeat", h_session_heartbeat, TG_ROUTE_SECRET},
     {"POST", "/v1/usage_sessions/:id/end", h_session_end, TG_ROUTE_SECRET},
 };
+#pragma GCC diagnostic pop
 const size_t tg_nentitlement_routes =
     sizeof tg_entitlement_routes / sizeof tg_entitlement_routes[0];

@@ -30,7 +30,8 @@ int tg_render_error(const tg_err *err, tg_buf *buf, bool *should_retry)
     case TG_EAUTHMISSING:
     case TG_EAUTHINVALID: status = 401; break;
     case TG_ESESSION: status = 401, type = "temporary_session_expired"; break;
-    case TG_EIDEMMISMATCH: type = "idempotency_error"; break;
+    case TG_EIDEMMISMATCH:
+    case TG_EIDEMLOST: type = "idempotency_error"; break;
     case TG_EIDEMBUSY: status = 409, type = "idempotency_error"; break;
     case TG_EBUSY: status = 429, type = "rate_limit_error", *should_retry = true; break;
     case TG_ESHUTDOWN: status = 503, type = "api_error", *should_retry = true; break;

@@ -136,6 +136,7 @@ struct request {
     const char *idem_key;
     char request_hash[65];
     bool claimed;
+    bool replaying; /* answering from the objects for a run whose response was lost */
     bool answered;
     tg_buf answer; /* the answer, while a request before it is still unanswered */
 };
@@ -512,12 +513,72 @@ static void answer(request *r, int status)
         tg_err_set(&req->err, TG_ENOMEM, NULL, "The response is too large.");
         status = tg_reply_error(req);
     }
+    bool store = r->replaying ? status == 200 : idem_storable(status, req->err.code);
     if (r->claimed)
         tg_idem_finish(r->c->lp->srv->svc, &req->scope, r->idem_key, r->request_hash, status,
-                       req->out.data, req->out.len, idem_storable(status, req->err.code));
+                       req->out.data, req->out.len, store);
     tg_log(TG_LOG_DEBUG, "%s %s -> %d %s", req->method, req->path, status, r->request_id);
     emit(r, status, req->out.data ? req->out.data : "{}", req->out.len, req->should_retry_header,
-         r->idem_key, false);
+         r->idem_key, r->replaying);
+}
+
+/* Index of the first ":name" segment of a route pattern, or -1. */
+static int pattern_id_segment(const char *pattern)
+{
+    int i = 0;
+    for (const char *p = pattern; *p;) {
+        while (*p == '/')
+            p++;
+        if (*p == ':')
+            return i;
+        if (*p)
+            i++;
+        p += strcspn(p, "/");
+    }
+    return -1;
+}
+
+/* Answers a claimed request whose first run under the key committed its writes, but whose
+ * response was lost (the server stopped before storing it): running it again would write
+ * twice, so the answer is the object as it is now, from its GET route: for a route that
+ * `creates`, the object noted when it was written; for others, the one the path names (up to
+ * its ":id" segment). Query and body are not applied (so `expand` is not either). A request
+ * with no such object is refused with EIDEMLOST. Only a 200 is stored under the key. */
+static void replay_committed(request *r, const char *created)
+{
+    tg_req *req = r->req;
+    const tg_route *post = r->route, *get = NULL;
+    int keep = !post->creates ? pattern_id_segment(post->pattern) + 1 : *created ? req->nsegs : 0;
+    r->replaying = true;
+    if (keep > 0) {
+        tg_buf path;
+        tg_buf_init(&path, 4096);
+        for (int i = 0; i < keep; i++)
+            tg_buf_printf(&path, "/%s", req->segs[i]);
+        if (post->creates)
+            tg_buf_printf(&path, "/%s", created);
+        req->method = "GET";
+        req->path = path.data ? tg_arena_strdup(&req->arena, path.data) : NULL;
+        tg_buf_free(&path);
+        req->params = tg_params_new(&req->arena);
+        if (req->path && req->params) {
+            req->nsegs = split_path(req->path, &req->arena, req->segs, TG_MAX_SEGS);
+            if (req->nsegs < 0 || find_route(req, &get))
+                get = NULL;
+        }
+        tg_err_clear(&req->err);
+    }
+    tg_log(TG_LOG_INFO, "idempotency key %s: the first run's response was lost; answering %s",
+           r->idem_key, get ? req->path : "with an error");
+    if (!get) {
+        tg_err_set(&req->err, TG_EIDEMLOST, NULL,
+                   "A request with this idempotency key ran and its changes were saved, but "
+                   "its response was lost when the server stopped; it is not run again. Use "
+                   "a new key to make another request.");
+        answer(r, tg_reply_error(req));
+        return;
+    }
+    answer(r, get->handler(req));
 }
 
 static void park(void *ctx)
@@ -625,15 +686,36 @@ static void request_run(request *r)
         if (tg_idem_claim(srv->svc, &req->scope, r->idem_key, r->request_hash, &req->arena,
                           &replayed, &stored, &req->err))
             goto fail;
-        if (replayed) {
+        if (replayed && stored.status != TG_IDEM_COMMITTED) {
             emit(r, stored.status, stored.body, stored.body_len, false, r->idem_key, true);
             return;
         }
         r->claimed = true;
         req->idem_key = r->idem_key;
+        if (replayed) {
+            replay_committed(r, stored.body);
+            return;
+        }
     }
 
+    /* Writes under a key record that they are done (see tg_idem_bind). Meter events need no
+     * record: their identifiers derive from the key. */
+    tg_idem_mark *mark = NULL;
+    if (r->claimed && !(r->route->flags & TG_ROUTE_RECORDS)) {
+        mark = tg_arena_alloc(&req->arena, sizeof *mark);
+        if (!mark) {
+            tg_err_set(&req->err, TG_ENOMEM, NULL, NULL);
+            goto fail;
+        }
+        memset(mark, 0, sizeof *mark);
+        mark->scope = req->scope;
+        tg_strlcpy(mark->key, r->idem_key, sizeof mark->key);
+        tg_strlcpy(mark->request_hash, r->request_hash, sizeof mark->request_hash);
+        mark->created_prefix = r->route->creates;
+    }
+    tg_idem_bind(mark);
     int status = r->route->handler(req);
+    tg_idem_bind(NULL);
     if (status == TG_HTTP_DEFERRED)
         return; /* parked: the loop runs the continuation when woken (see run_woken) */
     answer(r, status);

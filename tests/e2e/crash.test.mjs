@@ -4,9 +4,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import {
   startServer, rawRequest, stripeClient, nowSec, uniq, createMeter, createCustomer,
-  eventually, floorTo, sleep,
+  eventually, floorTo, sleep, expectStripeError,
 } from './helpers.mjs';
 
 const N = Number(process.env.TOLLGATE_CRASH_EVENTS || 20000);
@@ -226,6 +228,132 @@ test('kill -9 under v1 load with Idempotency-Keys and no identifiers: retries co
   t.diagnostic(`${acked.size} acked of ${M} before the kill; on retry ${replayed} replayed`);
   assert.deepEqual(bad.slice(0, 20), [], `${bad.length} retries failed`);
   assert.equal(await total(srv.stripe, meter.id, cus.id, T), M, 'each request counted once');
+});
+
+test('kill -9 under customer creates and updates with Idempotency-Keys: a retry never runs a write twice', async (t) => {
+  // A create commits before its key's answer is stored; a crash between the two used to let the
+  // retry create a second customer. Now the write and a record of it commit together, and the
+  // retry answers with the object the first run wrote (created) or changed (updated).
+  const M = 800;
+  const run = uniq('icrash');
+  const key = (i) => `${run}-${i}`;
+  const targets = await Promise.all(Array.from({ length: 8 }, () => createCustomer(srv.stripe)));
+  const isUpdate = (i) => i % 4 === 3;
+  const target = (i) => targets[Math.floor(i / 4) % targets.length].id; // 25 updates each
+  const pathFor = (i) => (isUpdate(i) ? `/v1/customers/${target(i)}` : '/v1/customers');
+  const params = (i) => (isUpdate(i) ? { metadata: { [`u${i}`]: key(i) } }
+    : { email: `${key(i)}@example.test`, metadata: { k: key(i) } });
+  const bodyFor = (i) => (isUpdate(i) ? `metadata[u${i}]=${key(i)}`
+    : `email=${key(i)}%40example.test&metadata[k]=${key(i)}`);
+  const firstId = new Map();
+  let agent = new http.Agent({ keepAlive: true, maxSockets: CONC });
+  const port = srv.port;
+  const { acked, unexpected } = await loadUntilKilled(M, CONC, M * 0.5, KILL_AFTER_MS, async (i) => {
+    const r = await rawRequest(port, 'POST', pathFor(i), {
+      body: bodyFor(i), auth: srv.key, agent, timeout: 20000, headers: { 'Idempotency-Key': key(i) },
+    });
+    if (r.status === 200) firstId.set(i, r.json.id);
+    return r;
+  });
+  agent.destroy();
+  assert.deepEqual(unexpected, []);
+  assert.ok(acked.size > 0, 'nothing was acknowledged before the kill');
+  await srv.restart({ hard: true });
+
+  // Retry every request with its key through the official client, as stripe-node does when a
+  // connection drops: each succeeds and names the object of the first run.
+  const bad = [];
+  let replayed = 0;
+  await pool([...Array(M).keys()], CONC, async (i) => {
+    let res;
+    try {
+      res = isUpdate(i)
+        ? await srv.stripe.customers.update(target(i), params(i), { idempotencyKey: key(i) })
+        : await srv.stripe.customers.create(params(i), { idempotencyKey: key(i) });
+    } catch (e) {
+      bad.push(`${i}: ${e.statusCode} ${e.message}`);
+      return undefined;
+    }
+    if (res.lastResponse.headers['idempotent-replayed'] === 'true') replayed++;
+    if (isUpdate(i) && res.id !== target(i)) bad.push(`${i}: update answered ${res.id}`);
+    if (firstId.has(i) && res.id !== firstId.get(i)) bad.push(`${i}: ${res.id} != first ${firstId.get(i)}`);
+    if (!isUpdate(i)) firstId.set(i, res.id);
+    return undefined;
+  });
+  const lost = (srv.output().match(/response was lost; answering \/v1\/customers/g) ?? []).length;
+  t.diagnostic(`${acked.size} acked of ${M} before the kill; on retry ${replayed} replayed, ` +
+    `${lost} of them from the objects (their responses were lost in the kill)`);
+  assert.deepEqual(bad.slice(0, 20), [], `${bad.length} retries failed`);
+
+  // Exactly one customer per create key; every update applied once, to its target.
+  const perKey = new Map();
+  for await (const c of srv.stripe.customers.list({ limit: 100 })) {
+    const k = c.metadata?.k;
+    if (k?.startsWith(run)) perKey.set(k, (perKey.get(k) ?? 0) + 1);
+  }
+  const creates = [...Array(M).keys()].filter((i) => !isUpdate(i));
+  const doubled = creates.filter((i) => perKey.get(key(i)) !== 1).map((i) => `${key(i)}: ${perKey.get(key(i))}`);
+  assert.deepEqual(doubled.slice(0, 20), [], `${doubled.length} keys without exactly one customer`);
+  for (const c of targets) {
+    const now = await srv.stripe.customers.retrieve(c.id);
+    const want = [...Array(M).keys()].filter((i) => isUpdate(i) && target(i) === c.id).length;
+    assert.equal(Object.keys(now.metadata).length, want, `updates of ${c.id}`);
+  }
+});
+
+test('a response lost in a restart is answered from the objects its request wrote, never by running it again', async () => {
+  // The state a crash leaves between a request's commit and its stored response, made exactly:
+  // each request runs once, the server stops, and its stored response is turned back into the
+  // record its writes committed with (status 0, the id of the object it created).
+  const stripe = srv.stripe;
+  const run = uniq('lost');
+  const k = (name) => `${run}-${name}`;
+  const target = await createCustomer(stripe);
+  const meter = await createMeter(stripe);
+  await stripe.billing.meterEvents.create({
+    event_name: meter.event_name, identifier: k('event'), payload: { stripe_customer_id: target.id, value: '1' },
+  });
+  const calls = {
+    create: () => stripe.customers.create({ name: 'lost create' }, { idempotencyKey: k('create') }),
+    update: () => stripe.customers.update(target.id, { name: 'lost update' }, { idempotencyKey: k('update') }),
+    product: () => stripe.products.create({ name: 'lost product' }, { idempotencyKey: k('product') }),
+    adjustment: () => stripe.billing.meterEventAdjustments.create(
+      { event_name: meter.event_name, type: 'cancel', cancel: { identifier: k('event') } },
+      { idempotencyKey: k('adjustment') }),
+  };
+  const first = {};
+  for (const [name, call] of Object.entries(calls)) first[name] = await call();
+  await stripe.customers.update(first.create.id, { email: 'changed@example.test' }); // since then
+
+  await srv.stop();
+  const created = { create: first.create.id, product: first.product.id };
+  const sql = Object.keys(calls).map((name) => `UPDATE idempotency SET status=0, body='${created[name] ?? ''}' ` +
+    `WHERE key='${k(name)}';`).join('\n');
+  const out = spawnSync('sqlite3', [join(srv.dir, 'tollgate.db')], { input: sql, encoding: 'utf8' });
+  assert.equal(out.status, 0, out.stderr);
+  await srv.restart();
+
+  for (let round = 0; round < 2; round++) { // the second round replays what the first stored
+    const again = await calls.create();
+    assert.equal(again.id, first.create.id);
+    assert.equal(again.email, 'changed@example.test', 'the object as it is now');
+    assert.equal(again.lastResponse.headers['idempotent-replayed'], 'true');
+    const updated = await calls.update();
+    assert.equal(updated.id, target.id);
+    assert.equal(updated.name, 'lost update');
+    assert.equal(updated.lastResponse.headers['idempotent-replayed'], 'true');
+    const product = await calls.product();
+    assert.equal(product.id, first.product.id);
+    // No object to show: refused, and still not run again.
+    await expectStripeError(calls.adjustment(), {
+      status: 400, type: 'idempotency_error', code: 'idempotency_response_lost', message: /not run again/,
+    });
+  }
+  const named = [];
+  for await (const c of stripe.customers.list({ limit: 100 })) if (c.name === 'lost create') named.push(c.id);
+  assert.deepEqual(named, [first.create.id]);
+  const products = await stripe.products.list({ limit: 100 });
+  assert.equal(products.data.filter((p) => p.name === 'lost product').length, 1);
 });
 
 test('the server still shuts down cleanly after the crash tests', async () => {

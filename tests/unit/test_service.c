@@ -763,6 +763,89 @@ static void test_idempotency_claims(void **state)
     tg_idem_finish(f->svc, &f->scope, "key-2", h2, 0, NULL, 0, false);
 }
 
+/* A write under a bound key commits a record of itself: after a crash before the response is
+ * stored (here: no tg_idem_finish, then a reopen), the claim reports the writes as done and
+ * names the object they created, and holds the key until the caller finishes. A failed write
+ * leaves no record. Only the first id of the mark's exact kind is noted. */
+static void test_idempotency_record_commits_with_the_writes(void **state)
+{
+    fixture *f = *state;
+    char h1[65];
+    tg_sha256_hex("create", 6, h1);
+    tg_idem stored;
+    memset(&stored, 0, sizeof stored);
+    bool replay = true;
+    tg_err err = {0};
+    assert_int_equal(tg_idem_claim(f->svc, &f->scope, "key-w", h1, &f->a, &replay, &stored, &err),
+                     TG_OK);
+    assert_false(replay);
+    tg_idem_mark mark = {.scope = f->scope, .created_prefix = "cus_"};
+    snprintf(mark.key, sizeof mark.key, "key-w");
+    snprintf(mark.request_hash, sizeof mark.request_hash, "%s", h1);
+    tg_idem_bind(&mark);
+    tg_meter m = create_meter(f, "bound_call", TG_FORMULA_SUM, TG_WINDOW_NONE); /* not cus_ */
+    tg_customer_patch p;
+    memset(&p, 0, sizeof p);
+    tg_customer c1, c2;
+    assert_int_equal(tg_customer_create(f->svc, &f->scope, &p, &f->a, &c1, &err), TG_OK);
+    assert_int_equal(tg_customer_create(f->svc, &f->scope, &p, &f->a, &c2, &err), TG_OK);
+    tg_idem_bind(NULL);
+    assert_string_equal(mark.created, c1.id);
+    assert_string_not_equal(m.id, c1.id);
+
+    /* the server stops before the response is stored */
+    tg_service_close(f->svc);
+    f->svc = NULL;
+    assert_int_equal(open_service(f), TG_OK);
+    replay = false;
+    assert_int_equal(tg_idem_claim(f->svc, &f->scope, "key-w", h1, &f->a, &replay, &stored, &err),
+                     TG_OK);
+    assert_true(replay);
+    assert_int_equal(stored.status, TG_IDEM_COMMITTED);
+    assert_int_equal(stored.body_len, strlen(c1.id));
+    assert_memory_equal(stored.body, c1.id, strlen(c1.id));
+    claim_arg twin = {f, "key-w", h1, 99, true};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, claim_thread, &twin), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(twin.rc, TG_EIDEMBUSY); /* the claim is held while the caller answers */
+    const char *body = "{\"id\":\"cus\"}";
+    tg_idem_finish(f->svc, &f->scope, "key-w", h1, 200, body, strlen(body), true);
+    assert_int_equal(tg_idem_claim(f->svc, &f->scope, "key-w", h1, &f->a, &replay, &stored, &err),
+                     TG_OK);
+    assert_true(replay);
+    assert_int_equal(stored.status, 200);
+    assert_memory_equal(stored.body, body, strlen(body));
+
+    /* a failed write records nothing */
+    tg_idem_mark failed = {.scope = f->scope, .created_prefix = "cus_"};
+    snprintf(failed.key, sizeof failed.key, "key-f");
+    snprintf(failed.request_hash, sizeof failed.request_hash, "%s", h1);
+    assert_int_equal(tg_idem_claim(f->svc, &f->scope, "key-f", h1, &f->a, &replay, &stored, &err),
+                     TG_OK);
+    tg_idem_bind(&failed);
+    tg_err e2 = {0};
+    assert_int_equal(tg_customer_update(f->svc, &f->scope, "cus_missing", &p, &f->a, &c2, &e2),
+                     TG_ENOTFOUND);
+    tg_idem_bind(NULL);
+    tg_idem_finish(f->svc, &f->scope, "key-f", h1, 404, "{}", 2, false);
+    assert_int_equal(tg_idem_claim(f->svc, &f->scope, "key-f", h1, &f->a, &replay, &stored, &err),
+                     TG_OK);
+    assert_false(replay);
+    tg_idem_finish(f->svc, &f->scope, "key-f", h1, 0, NULL, 0, false);
+
+    /* the kind is exact, and the first id of it wins */
+    tg_idem_mark kind = {.created_prefix = "sub_"};
+    tg_idem_bind(&kind);
+    tg_idem_note_id("sub_sched_AbC");
+    assert_string_equal(kind.created, "");
+    tg_idem_note_id("sub_AbC");
+    tg_idem_note_id("sub_DeF");
+    tg_idem_bind(NULL);
+    tg_idem_note_id("sub_GhI"); /* unbound: noted nowhere */
+    assert_string_equal(kind.created, "sub_AbC");
+}
+
 static void test_reopen_persists(void **state)
 {
     fixture *f = *state;
@@ -1066,6 +1149,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_one_active_meter_per_event_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scopes_and_customer_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idempotency_claims, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idempotency_record_commits_with_the_writes, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_reopen_persists, setup, teardown),
         cmocka_unit_test_setup_teardown(test_session_expiry_and_credential_kinds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ended_sessions_leave_the_registry, setup, teardown),
