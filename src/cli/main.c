@@ -5,6 +5,7 @@
  *                  [--http-threads N] [--check-lane-realtime] [--invoice-grace SECONDS]
  *                  [--request-timeout SECONDS]
  *   tollgate keys create [--data DIR] [--live]
+ *   tollgate keys revoke SECRET_KEY [--data DIR]
  *   tollgate bill run [--data DIR] [--invoice-grace SECONDS]
  *
  * The CLI and the server both call core/service.h; neither goes through the other. Exit codes:
@@ -58,6 +59,7 @@ static int usage(void)
             "                      [--http-threads N] [--check-lane-realtime]\n"
             "                      [--invoice-grace SECONDS] [--request-timeout SECONDS]\n"
             "       tollgate keys create [--data DIR] [--live]\n"
+            "       tollgate keys revoke SECRET_KEY [--data DIR]\n"
             "       tollgate bill run [--data DIR] [--invoice-grace SECONDS]\n");
     return 2;
 }
@@ -208,6 +210,24 @@ static int cmd_keys_create(const options *o)
     return 0;
 }
 
+/* Safe while the server runs: it looks keys up again within a second or two. */
+static int cmd_keys_revoke(const options *o, const char *secret)
+{
+    char db[4096];
+    snprintf(db, sizeof db, "%s/tollgate.db", o->data);
+    if (access(db, F_OK) != 0) {
+        fprintf(stderr, "tollgate: no data directory at %s\n", o->data);
+        return 1;
+    }
+    tg_err err = {0};
+    if (tg_key_revoke_offline(tg_store_sqlite_factory(o->data), &real_clock, secret, &err)) {
+        fprintf(stderr, "tollgate: %s\n", err.msg);
+        return 1;
+    }
+    printf("revoked %.12s...\n", secret);
+    return 0;
+}
+
 static int cmd_serve(const options *o)
 {
     /* glibc gives each thread its own malloc arena, and each keeps the memory of the large
@@ -281,6 +301,11 @@ int main(int argc, char **argv)
         if (parse_options(argc, argv, 3, &o))
             return 2;
         return cmd_keys_create(&o);
+    }
+    if (argc >= 4 && strcmp(argv[1], "keys") == 0 && strcmp(argv[2], "revoke") == 0) {
+        if (parse_options(argc, argv, 4, &o))
+            return 2;
+        return cmd_keys_revoke(&o, argv[3]);
     }
     if (argc >= 3 && strcmp(argv[1], "bill") == 0 && strcmp(argv[2], "run") == 0) {
         if (parse_options(argc, argv, 3, &o))

@@ -42,7 +42,7 @@ typedef struct cred_cache {
     struct cred_entry {
         char hash[65];
         tg_scope scope;
-        int64_t expires; /* sessions; 0 for keys */
+        int64_t expires; /* sessions: the expiry; keys: when to look the key up again */
     } slots[CRED_CACHE_SLOTS];
 } cred_cache;
 
@@ -110,9 +110,9 @@ struct tg_service {
     struct tg_ent_registry *ents; /* entitlements.c's check registry */
 
     /* Resolved credentials, so a request costs no read for its key or session: API keys
-     * (never revoked yet; a revocation will have to clear this cache) and meter event sessions
-     * (never revoked before they expire; the expiry is cached with them). Two caches, so that
-     * neither kind of credential can ever be taken for the other. */
+     * (looked up again after TG_KEY_RECHECK_S, so a revocation takes effect) and meter event
+     * sessions (never revoked before they expire; the expiry is cached with them). Two caches,
+     * so that neither kind of credential can ever be taken for the other. */
     cred_cache keys, sessions;
 };
 
@@ -762,6 +762,19 @@ int tg_key_create(tg_service *svc, bool live, char *secret, tg_err *err)
     return rc ? rc : write_job(svc, key_insert_job, &k, NULL, err);
 }
 
+/* Runs fn(s, arg) in one transaction of s: committed if it succeeds, else rolled back. */
+static int store_transaction(tg_store *s, tg_job_fn fn, void *arg, tg_err *err)
+{
+    int rc = s->ops->begin(s, err);
+    if (rc)
+        return rc;
+    rc = fn(s, arg, err);
+    if (!rc)
+        return s->ops->commit(s, err);
+    s->ops->rollback(s);
+    return rc;
+}
+
 int tg_key_create_offline(tg_store_factory factory, const tg_clock *clock, bool live,
                           char *secret, tg_err *err)
 {
@@ -774,14 +787,32 @@ int tg_key_create_offline(tg_store_factory factory, const tg_clock *clock, bool 
     if (!rc)
         rc = key_new(&k, account, live, tg_clock_now(clock), secret, err);
     if (!rc)
-        rc = s->ops->begin(s, err);
-    if (!rc) {
-        rc = key_insert_job(s, &k, err);
-        if (!rc)
-            rc = s->ops->commit(s, err);
-        else
-            s->ops->rollback(s);
-    }
+        rc = store_transaction(s, key_insert_job, &k, err);
+    if (s)
+        s->ops->close(s);
+    return rc;
+}
+
+typedef struct key_revocation {
+    char hash[65];
+    int64_t now;
+} key_revocation;
+
+static int key_revoke_job(tg_store *s, void *arg, tg_err *err)
+{
+    key_revocation *r = arg;
+    return s->ops->key_revoke(s, r->hash, r->now, err);
+}
+
+int tg_key_revoke_offline(tg_store_factory factory, const tg_clock *clock, const char *secret,
+                          tg_err *err)
+{
+    key_revocation r = {.now = tg_clock_now(clock)};
+    tg_sha256_hex(secret, strlen(secret), r.hash);
+    tg_store *s = NULL;
+    int rc = factory.open(factory.arg, false, &s, err);
+    if (!rc)
+        rc = store_transaction(s, key_revoke_job, &r, err);
     if (s)
         s->ops->close(s);
     return rc;
@@ -821,8 +852,8 @@ int tg_key_authenticate(tg_service *svc, const char *secret, tg_scope *scope, tg
 {
     char hash[65];
     tg_sha256_hex(secret, strlen(secret), hash);
-    int64_t never;
-    if (cred_cache_get(&svc->keys, hash, scope, &never))
+    int64_t now = tg_service_now(svc), recheck;
+    if (cred_cache_get(&svc->keys, hash, scope, &recheck) && now < recheck)
         return TG_OK;
     tg_store *s;
     int rc = reader_get(svc, &s, err);
@@ -831,7 +862,7 @@ int tg_key_authenticate(tg_service *svc, const char *secret, tg_scope *scope, tg
     rc = s->ops->key_lookup(s, hash, scope, err);
     reader_put(svc, s);
     if (!rc)
-        cred_cache_put(&svc->keys, hash, scope, 0);
+        cred_cache_put(&svc->keys, hash, scope, now + TG_KEY_RECHECK_S);
     return rc;
 }
 

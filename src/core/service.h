@@ -53,7 +53,16 @@ int tg_key_create(tg_service *svc, bool live, char *secret, tg_err *err);
 int tg_key_create_offline(tg_store_factory factory, const tg_clock *clock, bool live,
                           char *secret, tg_err *err);
 
-/* Resolves a secret key to its scope. TG_EAUTHINVALID when unknown. */
+/* Revokes a secret key (the CLI; safe while a server runs on the same data directory).
+ * TG_ENOTFOUND when no active key is that secret. */
+int tg_key_revoke_offline(tg_store_factory factory, const tg_clock *clock, const char *secret,
+                          tg_err *err);
+
+/* Resolves a secret key to its scope. TG_EAUTHINVALID when unknown or revoked. A resolved key
+ * is cached for TG_KEY_RECHECK_S seconds and then looked up again, so a key revoked while the
+ * server runs stops working within that; callers that cache it too (the HTTP layer, per
+ * connection) hold it no longer. */
+#define TG_KEY_RECHECK_S 1
 int tg_key_authenticate(tg_service *svc, const char *secret, tg_scope *scope, tg_err *err);
 
 /* ---- customers ---- */

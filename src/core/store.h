@@ -75,6 +75,8 @@ typedef struct tg_store_ops {
     int (*key_insert)(tg_store *s, const char *hash, const tg_scope *scope, const char *prefix,
                       int64_t created, tg_err *err);
     int (*key_lookup)(tg_store *s, const char *hash, tg_scope *scope_out, tg_err *err);
+    /* Marks an active key revoked (at `now`); TG_ENOTFOUND when no active key has the hash. */
+    int (*key_revoke)(tg_store *s, const char *hash, int64_t now, tg_err *err);
 
     /* Customers. customer_put inserts (setting c->seq) or replaces the whole row. */
     int (*customer_put)(tg_store *s, const tg_scope *scope, tg_customer *c, tg_err *err);

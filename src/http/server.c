@@ -177,9 +177,11 @@ struct conn {
     int queued, parked;
     /* The secret key this connection last authenticated with, and its scope: a client sends
      * the same key with every request, and hashing it again cost ~3,400 instructions a
-     * request. Keys are never revoked (the service's key cache relies on that too). */
+     * request. Trusted until key_until (the loop's clock), then authenticated again, so a
+     * revoked key stops working within 2 x TG_KEY_RECHECK_S. */
     char key[AUTH_KEY_CACHED];
     tg_scope key_scope;
+    time_t key_until;
 };
 
 /* ---------------------------------------------------------------- routing */
@@ -305,10 +307,11 @@ static int authenticate(conn *c, tg_req *req, const char *authorization, int fla
                           "Bearer YOUR_SECRET_KEY').");
     if (flags & TG_ROUTE_SESSION)
         return tg_session_authenticate(req->svc, cred, &req->scope, &req->err);
-    if (c->key[0] && strcmp(cred, c->key) == 0) {
+    if (c->key[0] && c->lp->now < c->key_until && strcmp(cred, c->key) == 0) {
         req->scope = c->key_scope;
         return TG_OK;
     }
+    c->key[0] = '\0';
     if ((strncmp(cred, "sk_test_", 8) != 0 && strncmp(cred, "sk_live_", 8) != 0) ||
         tg_key_authenticate(req->svc, cred, &req->scope, &req->err) == TG_EAUTHINVALID) {
         tg_err_clear(&req->err);
@@ -318,6 +321,7 @@ static int authenticate(conn *c, tg_req *req, const char *authorization, int fla
     if (!req->err.code && strlen(cred) < sizeof c->key) {
         strcpy(c->key, cred);
         c->key_scope = req->scope;
+        c->key_until = c->lp->now + TG_KEY_RECHECK_S;
     }
     return req->err.code;
 }

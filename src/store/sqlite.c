@@ -85,7 +85,7 @@ static const char *const migrations[] = {
 
 enum {
     Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_SAVEPOINT, Q_RELEASE, Q_ROLLBACK_TO,
-    Q_SETTING_GET, Q_SETTING_PUT, Q_KEY_INSERT, Q_KEY_LOOKUP,
+    Q_SETTING_GET, Q_SETTING_PUT, Q_KEY_INSERT, Q_KEY_LOOKUP, Q_KEY_REVOKE,
     Q_CUSTOMER_PUT, Q_CUSTOMER_GET, Q_CUSTOMER_SEQ, Q_CUSTOMER_EACH,
     Q_METER_PUT, Q_METER_GET, Q_METER_SEQ, Q_METER_EACH,
     Q_EVENT_INSERT, Q_EVENT_GET, Q_EVENT_STATE, Q_EVENT_RANGE,
@@ -115,6 +115,7 @@ static const char *const sql[Q_COUNT] = {
                       " ON CONFLICT(name) DO UPDATE SET value=excluded.value",
     [Q_KEY_INSERT] = "INSERT INTO api_keys(hash,account,livemode,prefix,created) VALUES(?1,?2,?3,?4,?5)",
     [Q_KEY_LOOKUP] = "SELECT account, livemode FROM api_keys WHERE hash=?1 AND revoked=0",
+    [Q_KEY_REVOKE] = "UPDATE api_keys SET revoked=?2 WHERE hash=?1 AND revoked=0",
     [Q_CUSTOMER_PUT] =
         "INSERT INTO customers(account,livemode,id,created,deleted,email,name,description,metadata,"
         "test_clock,default_payment_method) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"
@@ -414,6 +415,20 @@ static int sq_key_lookup(tg_store *base, const char *hash, tg_scope *scope_out, 
     scope_out->livemode = sqlite3_column_int(st, 1) != 0;
     sqlite3_reset(st);
     return TG_OK;
+}
+
+static int sq_key_revoke(tg_store *base, const char *hash, int64_t now, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_KEY_REVOKE, err);
+    if (!st)
+        return TG_ESTORE;
+    sqlite3_bind_text(st, 1, hash, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, now > 0 ? now : 1); /* nonzero: 0 means active */
+    int rc = exec_done(s, st, err, "key_revoke");
+    if (!rc && sqlite3_changes(s->db) == 0)
+        return tg_err_set(err, TG_ENOTFOUND, NULL, "No active API key matches.");
+    return rc;
 }
 
 /* ---------------------------------------------------------------- lists */
@@ -1633,6 +1648,7 @@ static const tg_store_ops sqlite_ops = {
     .setting_put = sq_setting_put,
     .key_insert = sq_key_insert,
     .key_lookup = sq_key_lookup,
+    .key_revoke = sq_key_revoke,
     .customer_put = sq_customer_put,
     .customer_get = sq_customer_get,
     .customer_list = sq_customer_list,

@@ -5,11 +5,12 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
+import { join } from 'node:path';
 import { readdir } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import {
   startServer, rawRequest, stripeClient, expectRawError, nowSec, uniq, createMeter, createCustomer, sleep,
-  floorTo, usage,
+  floorTo, usage, runCli,
 } from './helpers.mjs';
 
 let srv;
@@ -60,6 +61,36 @@ describe('authentication', () => {
     assert.equal(created.json.livemode, true);
     const bad = await srv.raw('GET', '/v1/customers', { auth: null, headers: { Authorization: basic('sk_test_wrong') } });
     expectRawError(bad, { status: 401, code: 'api_key_invalid' });
+  });
+
+  test('a key revoked with `tollgate keys revoke` while the server runs stops working within seconds', async () => {
+    const made = await runCli(['keys', 'create', '--data', srv.dir]);
+    assert.equal(made.code, 0, made.stderr);
+    const key = made.stdout.trim().split('\n').pop();
+    const stripe = stripeClient(key, srv.port);
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 }); // one connection, kept
+    const viaConn = () => rawRequest(srv.port, 'GET', '/v1/customers?limit=1', { auth: key, agent });
+    assert.equal((await stripe.customers.list({ limit: 1 })).object, 'list');
+    assert.equal((await viaConn()).status, 200);
+
+    const revoked = await runCli(['keys', 'revoke', key, '--data', srv.dir]);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    assert.match(revoked.stdout, /^revoked sk_test_/);
+    const t0 = Date.now();
+    let r;
+    while ((r = await viaConn()).status === 200 && Date.now() - t0 < 5000) await sleep(50);
+    agent.destroy();
+    expectRawError(r, { status: 401, code: 'api_key_invalid' });
+    await assert.rejects(stripe.customers.list({ limit: 1 }), (e) => e.type === 'StripeAuthenticationError' && e.statusCode === 401);
+    assert.equal((await srv.stripe.customers.list({ limit: 1 })).object, 'list', 'other keys still work');
+
+    const again = await runCli(['keys', 'revoke', key, '--data', srv.dir]);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /No active API key matches/);
+    const nowhere = await runCli(['keys', 'revoke', key, '--data', join(srv.dir, 'missing')]);
+    assert.equal(nowhere.code, 1);
+    assert.match(nowhere.stderr, /no data directory/);
+    assert.equal((await runCli(['keys', 'revoke'])).code, 2, 'usage');
   });
 
   test('the key is also accepted without trailing colon in Basic', async () => {

@@ -911,6 +911,35 @@ static void test_reopen_persists(void **state)
     assert_int_equal(tg_key_authenticate(f->svc, "sk_test_nope", &live, &e4), TG_EAUTHINVALID);
 }
 
+/* A key revoked from outside the running service (the CLI) stops authenticating once its
+ * cached resolution is TG_KEY_RECHECK_S old; other keys are unaffected; revoking twice, or a
+ * key that never existed, is TG_ENOTFOUND. */
+static void test_key_revocation(void **state)
+{
+    fixture *f = *state;
+    char doomed[TG_ID_MAX], kept[TG_ID_MAX];
+    tg_err err = {0};
+    tg_scope scope;
+    assert_int_equal(tg_key_create(f->svc, false, doomed, &err), TG_OK);
+    assert_int_equal(tg_key_create(f->svc, false, kept, &err), TG_OK);
+    assert_int_equal(tg_key_authenticate(f->svc, doomed, &scope, &err), TG_OK);
+    assert_int_equal(tg_key_authenticate(f->svc, kept, &scope, &err), TG_OK);
+
+    tg_store_factory store = tg_store_sqlite_factory(f->dir);
+    assert_int_equal(tg_key_revoke_offline(store, &f->clock, doomed, &err), TG_OK);
+    assert_int_equal(tg_key_authenticate(f->svc, doomed, &scope, &err), TG_OK); /* cached */
+    set_now(f, T0 + TG_KEY_RECHECK_S);
+    tg_err e2 = {0};
+    assert_int_equal(tg_key_authenticate(f->svc, doomed, &scope, &e2), TG_EAUTHINVALID);
+    assert_int_equal(tg_key_authenticate(f->svc, kept, &scope, &err), TG_OK);
+    assert_string_equal(scope.account, f->scope.account);
+
+    tg_err e3 = {0}, e4 = {0};
+    assert_int_equal(tg_key_revoke_offline(store, &f->clock, doomed, &e3), TG_ENOTFOUND);
+    assert_int_equal(tg_key_revoke_offline(store, &f->clock, "sk_test_never", &e4),
+                     TG_ENOTFOUND);
+}
+
 /* ---------------------------------------------------------------- meter event sessions */
 
 /* A session authenticates until its expiry and not from then on, whether its answer comes from
@@ -1153,6 +1182,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_reopen_persists, setup, teardown),
         cmocka_unit_test_setup_teardown(test_session_expiry_and_credential_kinds, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_revocation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ended_sessions_leave_the_registry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stopped_sessions_leave_the_registry, setup,
                                         teardown),
