@@ -76,3 +76,21 @@ void tg_arena_free(tg_arena *a)
     a->head = NULL;
     a->used_total = 0;
 }
+
+void tg_arena_reset(tg_arena *a)
+{
+    tg_arena_chunk *c = a->head;
+    while (c && c->next) { /* the first chunk is the last in the list */
+        tg_arena_chunk *next = c->next;
+        free(c);
+        c = next;
+    }
+    if (c && c->size > 4096) { /* a first allocation larger than a chunk: not worth keeping */
+        free(c);
+        c = NULL;
+    }
+    if (c)
+        c->used = 0;
+    a->head = c;
+    a->used_total = 0;
+}

@@ -75,6 +75,8 @@
 #define OUT_HIGH_WATER (1u << 20) /* stop answering pipelined requests above this unsent */
 #define MAX_PIPELINE 32           /* requests of one connection recording events at once */
 #define TURN_REQUESTS 64          /* requests one connection starts before the others' turn */
+#define SPARE_REQUESTS 128        /* finished requests a loop keeps for reuse */
+#define SPARE_BUFFER (64u << 10)  /* a kept request keeps buffers up to this size */
 
 typedef struct loop loop;
 typedef struct conn conn;
@@ -111,6 +113,8 @@ struct loop {
     conn *conns;        /* every open connection of this loop */
     conn *closed;       /* closed in this iteration, freed at its end */
     conn *ready;        /* connections whose turn ended with requests left (see conn_process) */
+    request *spare;     /* finished requests kept with their memory (see request_new) */
+    unsigned nspare;
     time_t now;
     char date[40]; /* the Date header's value, for `now` */
 };
@@ -355,27 +359,70 @@ static int decode_params(request *r)
 
 /* ---------------------------------------------------------------- requests and answers */
 
+/* Requests are recycled through their loop's spare list with their memory (the arena's first
+ * chunk, the body, answer and output buffers up to SPARE_BUFFER): a request otherwise cost
+ * about six mallocs and frees, some 5% of the server's time on single events. */
 static request *request_new(conn *c)
 {
-    request *r = calloc(1, sizeof *r);
-    if (!r)
-        return NULL;
+    loop *lp = c->lp;
+    request *r = lp->spare;
+    if (r) {
+        lp->spare = r->next;
+        lp->nspare--;
+        tg_arena arena = r->rq.arena;
+        tg_buf body = r->body, answer = r->answer, out = r->rq.out;
+        memset(r, 0, sizeof *r);
+        r->rq.arena = arena;
+        r->body = body;
+        r->answer = answer;
+        r->rq.out = out;
+    } else {
+        r = calloc(1, sizeof *r);
+        if (!r)
+            return NULL;
+        tg_arena_init(&r->rq.arena, 64u << 20);
+        tg_buf_init(&r->body, lp->srv->cfg.max_body);
+        tg_buf_init(&r->answer, RESPONSE_CAP + 4096);
+        tg_buf_init(&r->rq.out, RESPONSE_CAP);
+    }
     r->c = c;
-    tg_arena_init(&r->rq.arena, 64u << 20);
-    tg_buf_init(&r->body, c->lp->srv->cfg.max_body);
-    tg_buf_init(&r->answer, RESPONSE_CAP + 4096);
     return r;
 }
 
-static void request_free(request *r)
+static void request_destroy(request *r)
 {
-    if (!r)
-        return;
     tg_buf_free(&r->rq.out);
     tg_arena_free(&r->rq.arena);
     tg_buf_free(&r->body);
     tg_buf_free(&r->answer);
     free(r);
+}
+
+static void keep_buffer(tg_buf *b)
+{
+    if (b->alloc > SPARE_BUFFER)
+        tg_buf_free(b);
+    else
+        tg_buf_reset(b);
+}
+
+/* Called on the loop thread that owns r's connection. */
+static void request_free(request *r)
+{
+    if (!r)
+        return;
+    loop *lp = r->c->lp;
+    if (lp->nspare >= SPARE_REQUESTS) {
+        request_destroy(r);
+        return;
+    }
+    tg_arena_reset(&r->rq.arena);
+    keep_buffer(&r->rq.out);
+    keep_buffer(&r->body);
+    keep_buffer(&r->answer);
+    r->next = lp->spare;
+    lp->spare = r;
+    lp->nspare++;
 }
 
 /* Writes one JSON response into dst. Headers are Stripe's: Request-Id, Stripe-Version, no
@@ -638,7 +685,6 @@ static void request_prepare(request *r)
     req->park = park;
     req->wake = wake;
     req->transport_ctx = r;
-    tg_buf_init(&req->out, RESPONSE_CAP);
     jw_init(&req->jw, &req->out);
     tg_id_unique(r->request_id, sizeof r->request_id, "req_", 14);
     r->version = tg_http1_header_value(&r->h, "Stripe-Version");
@@ -1416,6 +1462,12 @@ static void loops_free(tg_server *srv)
             close(lp->wakefd);
         pthread_mutex_destroy(&lp->mu);
     }
+    for (unsigned i = 0; i < srv->nloops; i++) /* after every connection: theirs land here */
+        while (srv->loops[i].spare) {
+            request *r = srv->loops[i].spare;
+            srv->loops[i].spare = r->next;
+            request_destroy(r);
+        }
     free(srv->loops);
 }
 
