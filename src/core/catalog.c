@@ -301,6 +301,7 @@ static int product_create_fn(bctx *c, void *arg)
         if (rc != TG_ENOTFOUND)
             return tg_err_set(c->err, rc, NULL, "%s", ignore.msg);
         tg_strlcpy(p->id, pa->patch->id, sizeof p->id);
+        tg_idem_note_chosen_id(p->id);
     } else {
         int rc = bill_new_id(c, p->id, "prod_");
         if (rc)

@@ -627,6 +627,13 @@ void tg_idem_note_id(const char *id)
         tg_strlcpy(m->created, id, sizeof m->created);
 }
 
+void tg_idem_note_chosen_id(const char *id)
+{
+    tg_idem_mark *m = bound_mark;
+    if (m && m->created_prefix && !m->created[0])
+        tg_strlcpy(m->created, id, sizeof m->created);
+}
+
 /* A bound request's write job: the job itself, then the record that its writes are done. */
 typedef struct marked_call {
     tg_job_fn fn;

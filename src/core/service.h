@@ -208,6 +208,10 @@ void tg_idem_bind(tg_idem_mark *m);
  * writer calls it for the jobs it runs on a bound request's behalf. */
 void tg_idem_note_id(const char *id);
 
+/* The same for an id the caller chose (a product's `id`), which has no kind's prefix: noted
+ * if the bound request makes an object and none is noted yet. */
+void tg_idem_note_chosen_id(const char *id);
+
 /* Stores the response of a claimed key (durably, in the background) and releases the claim.
  * store=false releases without storing (the request failed validation). */
 void tg_idem_finish(tg_service *svc, const tg_scope *scope, const char *key,

@@ -844,6 +844,21 @@ static void test_idempotency_record_commits_with_the_writes(void **state)
     tg_idem_bind(NULL);
     tg_idem_note_id("sub_GhI"); /* unbound: noted nowhere */
     assert_string_equal(kind.created, "sub_AbC");
+
+    /* a product created with an id of the caller's choosing is noted as it is */
+    tg_idem_mark chosen = {.scope = f->scope, .created_prefix = "prod_"};
+    snprintf(chosen.key, sizeof chosen.key, "key-p");
+    snprintf(chosen.request_hash, sizeof chosen.request_hash, "%s", h1);
+    tg_product_patch pp;
+    memset(&pp, 0, sizeof pp);
+    pp.id = "my-plan";
+    pp.name = (tg_opt_str){.set = true, .value = "Plan"};
+    pp.active = -1;
+    tg_product prod;
+    tg_idem_bind(&chosen);
+    assert_int_equal(tg_product_create(f->svc, &f->scope, &pp, &f->a, &prod, &err), TG_OK);
+    tg_idem_bind(NULL);
+    assert_string_equal(chosen.created, "my-plan");
 }
 
 static void test_reopen_persists(void **state)
