@@ -154,6 +154,7 @@ typedef struct tg_session {
     char token[TG_ID_MAX];
     int64_t created, expires_at;
     bool livemode;
+    char key_hash[65]; /* SHA-256 of the secret key that made it; "" if not known */
 } tg_session;
 
 /* Count of stream events refused by asynchronous validation, per (meter, reason). */

@@ -36,13 +36,16 @@
 #define CRED_CACHE_SLOTS 256
 #define IDEM_BUCKETS 1024
 
-/* A direct-mapped cache of SHA-256 credential hashes and what they resolved to. */
+/* A direct-mapped cache of SHA-256 credential hashes and what they resolved to, trusted
+ * until `recheck` (TG_KEY_RECHECK_S after the lookup), so a revoked key, and the sessions it
+ * made, stop working within that. */
 typedef struct cred_cache {
     pthread_rwlock_t lock;
     struct cred_entry {
         char hash[65];
         tg_scope scope;
-        int64_t expires; /* sessions: the expiry; keys: when to look the key up again */
+        int64_t expires; /* sessions: the expiry; keys: 0 */
+        int64_t recheck;
     } slots[CRED_CACHE_SLOTS];
 } cred_cache;
 
@@ -109,10 +112,10 @@ struct tg_service {
     struct tg_billing *billing;    /* billing.c's scheduler and settings */
     struct tg_ent_registry *ents; /* entitlements.c's check registry */
 
-    /* Resolved credentials, so a request costs no read for its key or session: API keys
-     * (looked up again after TG_KEY_RECHECK_S, so a revocation takes effect) and meter event
-     * sessions (never revoked before they expire; the expiry is cached with them). Two caches,
-     * so that neither kind of credential can ever be taken for the other. */
+    /* Resolved credentials, so a request costs no read for its key or session: API keys and
+     * meter event sessions (the expiry cached with them), both looked up again after
+     * TG_KEY_RECHECK_S, so a key's revocation ends it and its sessions. Two caches, so that
+     * neither kind of credential can ever be taken for the other. */
     cred_cache keys, sessions;
 };
 
@@ -830,12 +833,13 @@ static struct cred_entry *cred_slot(cred_cache *c, const char *hash)
     return &c->slots[fnv(hash, 1469598103934665603ULL) % CRED_CACHE_SLOTS];
 }
 
-/* True, with *scope and *expires, when hash is cached. */
-static bool cred_cache_get(cred_cache *c, const char *hash, tg_scope *scope, int64_t *expires)
+/* True, with *scope and *expires, when hash is cached and need not be looked up again yet. */
+static bool cred_cache_get(cred_cache *c, const char *hash, int64_t now, tg_scope *scope,
+                           int64_t *expires)
 {
     struct cred_entry *slot = cred_slot(c, hash);
     pthread_rwlock_rdlock(&c->lock);
-    bool hit = strcmp(slot->hash, hash) == 0;
+    bool hit = now < slot->recheck && strcmp(slot->hash, hash) == 0;
     if (hit) {
         *scope = slot->scope;
         *expires = slot->expires;
@@ -844,7 +848,7 @@ static bool cred_cache_get(cred_cache *c, const char *hash, tg_scope *scope, int
     return hit;
 }
 
-static void cred_cache_put(cred_cache *c, const char *hash, const tg_scope *scope,
+static void cred_cache_put(cred_cache *c, const char *hash, int64_t now, const tg_scope *scope,
                            int64_t expires)
 {
     struct cred_entry *slot = cred_slot(c, hash);
@@ -852,6 +856,7 @@ static void cred_cache_put(cred_cache *c, const char *hash, const tg_scope *scop
     memcpy(slot->hash, hash, sizeof slot->hash);
     slot->scope = *scope;
     slot->expires = expires;
+    slot->recheck = now + TG_KEY_RECHECK_S;
     pthread_rwlock_unlock(&c->lock);
 }
 
@@ -859,8 +864,8 @@ int tg_key_authenticate(tg_service *svc, const char *secret, tg_scope *scope, tg
 {
     char hash[65];
     tg_sha256_hex(secret, strlen(secret), hash);
-    int64_t now = tg_service_now(svc), recheck;
-    if (cred_cache_get(&svc->keys, hash, scope, &recheck) && now < recheck)
+    int64_t now = tg_service_now(svc), unused;
+    if (cred_cache_get(&svc->keys, hash, now, scope, &unused))
         return TG_OK;
     tg_store *s;
     int rc = reader_get(svc, &s, err);
@@ -869,7 +874,7 @@ int tg_key_authenticate(tg_service *svc, const char *secret, tg_scope *scope, tg
     rc = s->ops->key_lookup(s, hash, scope, err);
     reader_put(svc, s);
     if (!rc)
-        cred_cache_put(&svc->keys, hash, scope, now + TG_KEY_RECHECK_S);
+        cred_cache_put(&svc->keys, hash, now, scope, 0);
     return rc;
 }
 
@@ -1820,9 +1825,12 @@ static int session_job(tg_store *s, void *arg, tg_err *err)
     return s->ops->session_put(s, c->scope, c->hash, c->ses, err);
 }
 
-int tg_session_create(tg_service *svc, const tg_scope *scope, tg_session *out, tg_err *err)
+int tg_session_create(tg_service *svc, const tg_scope *scope, const char *key, tg_session *out,
+                      tg_err *err)
 {
     memset(out, 0, sizeof *out);
+    if (key)
+        tg_sha256_hex(key, strlen(key), out->key_hash);
     if (tg_id_random(out->id, sizeof out->id, "mtrses_", 24) ||
         tg_id_random(out->token, sizeof out->token, "mes_tok_", 40))
         return tg_err_set(err, TG_ESTORE, NULL, "random generator failed");
@@ -1838,9 +1846,9 @@ int tg_session_authenticate(tg_service *svc, const char *token, tg_scope *scope,
 {
     char hash[65];
     tg_sha256_hex(token, strlen(token), hash);
-    int64_t expires = 0;
+    int64_t expires = 0, now = tg_service_now(svc);
     int rc = TG_OK;
-    if (!cred_cache_get(&svc->sessions, hash, scope, &expires)) {
+    if (!cred_cache_get(&svc->sessions, hash, now, scope, &expires)) {
         tg_store *s;
         if ((rc = reader_get(svc, &s, err)))
             return rc;
@@ -1850,9 +1858,9 @@ int tg_session_authenticate(tg_service *svc, const char *token, tg_scope *scope,
         if (rc && rc != TG_ENOTFOUND)
             return tg_err_set(err, rc, NULL, "%s", lookup.msg);
         if (!rc)
-            cred_cache_put(&svc->sessions, hash, scope, expires);
+            cred_cache_put(&svc->sessions, hash, now, scope, expires);
     }
-    if (rc == TG_ENOTFOUND || expires <= tg_service_now(svc))
+    if (rc == TG_ENOTFOUND || expires <= now)
         return tg_err_set(err, TG_ESESSION, NULL,
                           "The meter event session token is invalid or has expired; create a "
                           "new session.");

@@ -162,8 +162,11 @@ int tg_summary_list(tg_service *svc, const tg_scope *scope, const char *meter_id
 
 /* ---- meter event sessions (v2 stream) ---- */
 
-int tg_session_create(tg_service *svc, const tg_scope *scope, tg_session *out, tg_err *err);
-/* Resolves a stream token; TG_ESESSION when unknown or expired. */
+/* Makes a session for the secret key `key` (NULL: not tied to a key); it ends with the key's
+ * revocation. */
+int tg_session_create(tg_service *svc, const tg_scope *scope, const char *key, tg_session *out,
+                      tg_err *err);
+/* Resolves a stream token; TG_ESESSION when unknown, expired or its key revoked. */
 int tg_session_authenticate(tg_service *svc, const char *token, tg_scope *scope, tg_err *err);
 
 int tg_meter_error_list(tg_service *svc, const tg_scope *scope, const char *meter_id,

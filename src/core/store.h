@@ -198,7 +198,8 @@ typedef struct tg_store_ops {
     int (*idem_put)(tg_store *s, const tg_scope *scope, const char *key, const tg_idem *rec,
                     tg_err *err);
 
-    /* Meter event sessions, by the SHA-256 of the token. */
+    /* Meter event sessions, by the SHA-256 of the token. session_get finds no session whose
+     * key (ses->key_hash, when known) is revoked. */
     int (*session_put)(tg_store *s, const tg_scope *scope, const char *token_hash,
                        const tg_session *ses, tg_err *err);
     int (*session_get)(tg_store *s, const char *token_hash, tg_scope *scope_out,

@@ -50,6 +50,7 @@ struct tg_req {
     char *body;      /* the raw body, for a route that decodes it itself (TG_ROUTE_OWN_BODY) */
     size_t body_len;
     tg_scope scope;
+    const char *key;      /* the secret key it authenticated with (NULL for a session token) */
     const char *idem_key; /* the request's Idempotency-Key once claimed, else NULL */
     tg_err err;
     /* response */

@@ -572,7 +572,7 @@ static int h_session_create(tg_req *req)
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_session s;
-    if (tg_session_create(req->svc, &req->scope, &s, &req->err))
+    if (tg_session_create(req->svc, &req->scope, req->key, &s, &req->err))
         return tg_reply_error(req);
     tg_jw *w = &req->jw;
     jw_obj(w);

@@ -320,6 +320,7 @@ static int authenticate(conn *c, tg_req *req, const char *authorization, int fla
         return tg_session_authenticate(req->svc, cred, &req->scope, &req->err);
     if (c->key[0] && c->lp->now < c->key_until && strcmp(cred, c->key) == 0) {
         req->scope = c->key_scope;
+        req->key = c->key; /* unchanged while this request's handler runs */
         return TG_OK;
     }
     c->key[0] = '\0';
@@ -329,12 +330,17 @@ static int authenticate(conn *c, tg_req *req, const char *authorization, int fla
         return tg_err_set(&req->err, TG_EAUTHINVALID, NULL, "Invalid API Key provided: %.8s***",
                           cred);
     }
-    if (!req->err.code && strlen(cred) < sizeof c->key) {
+    if (req->err.code)
+        return req->err.code;
+    if (strlen(cred) < sizeof c->key) {
         strcpy(c->key, cred);
         c->key_scope = req->scope;
         c->key_until = c->lp->now + TG_KEY_RECHECK_S;
+        req->key = c->key;
+    } else if (!(req->key = tg_arena_strdup(&req->arena, cred))) {
+        return tg_err_set(&req->err, TG_ENOMEM, NULL, NULL);
     }
-    return req->err.code;
+    return TG_OK;
 }
 
 /* ---------------------------------------------------------------- parameters */

@@ -81,6 +81,8 @@ static const char *const migrations[] = {
     "CREATE TABLE spills(shard INT NOT NULL, meter_seq INT NOT NULL, customer_seq INT NOT NULL,"
     "  seq INT NOT NULL, through_block INT NOT NULL, through_cancel INT NOT NULL,"
     "  data BLOB NOT NULL, PRIMARY KEY(shard, meter_seq, customer_seq, seq)) WITHOUT ROWID;",
+    /* 4: a session remembers the key that made it (NULL before), and dies with its revocation */
+    "ALTER TABLE sessions ADD COLUMN key_hash TEXT;",
 };
 
 enum {
@@ -203,9 +205,11 @@ static const char *const sql[Q_COUNT] = {
                    " VALUES(?1,?2,?3,?4,?5,?6,?7) ON CONFLICT(account,livemode,key) DO UPDATE SET"
                    " request_hash=excluded.request_hash, status=excluded.status,"
                    " body=excluded.body, created=excluded.created",
-    [Q_SESSION_PUT] = "INSERT INTO sessions(token_hash,account,livemode,id,created,expires_at)"
-                      " VALUES(?1,?2,?3,?4,?5,?6)",
-    [Q_SESSION_GET] = "SELECT account,livemode,expires_at FROM sessions WHERE token_hash=?1",
+    [Q_SESSION_PUT] = "INSERT INTO sessions(token_hash,account,livemode,id,created,expires_at,"
+                      "key_hash) VALUES(?1,?2,?3,?4,?5,?6,?7)",
+    [Q_SESSION_GET] = "SELECT account,livemode,expires_at FROM sessions s WHERE token_hash=?1"
+                      " AND (key_hash IS NULL OR EXISTS(SELECT 1 FROM api_keys k"
+                      " WHERE k.hash=s.key_hash AND k.revoked=0))",
     [Q_MERR_ADD] = "INSERT INTO meter_errors(account,livemode,id,meter_id,code,count,last_message,"
                    "last_seen) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)"
                    " ON CONFLICT(account,livemode,meter_id,code) DO UPDATE SET"
@@ -1323,6 +1327,10 @@ static int sq_session_put(tg_store *base, const tg_scope *scope, const char *tok
     sqlite3_bind_text(st, 4, ses->id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 5, ses->created);
     sqlite3_bind_int64(st, 6, ses->expires_at);
+    if (ses->key_hash[0])
+        sqlite3_bind_text(st, 7, ses->key_hash, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 7);
     return exec_done(s, st, err, "session_put");
 }
 

@@ -63,7 +63,7 @@ describe('authentication', () => {
     expectRawError(bad, { status: 401, code: 'api_key_invalid' });
   });
 
-  test('a key revoked with `tollgate keys revoke` while the server runs stops working within seconds', async () => {
+  test('a key revoked with `tollgate keys revoke` while the server runs stops working within seconds, with its stream sessions', async () => {
     const made = await runCli(['keys', 'create', '--data', srv.dir]);
     assert.equal(made.code, 0, made.stderr);
     const key = made.stdout.trim().split('\n').pop();
@@ -72,6 +72,12 @@ describe('authentication', () => {
     const viaConn = () => rawRequest(srv.port, 'GET', '/v1/customers?limit=1', { auth: key, agent });
     assert.equal((await stripe.customers.list({ limit: 1 })).object, 'list');
     assert.equal((await viaConn()).status, 200);
+    const token = (await stripe.v2.billing.meterEventSession.create()).authentication_token;
+    const other = (await srv.stripe.v2.billing.meterEventSession.create()).authentication_token;
+    const stream = (t) => stripeClient(t, srv.port).v2.billing.meterEventStream.create({
+      events: [{ event_name: meter.event_name, payload: { stripe_customer_id: cus.id, value: '1' } }],
+    });
+    await stream(token);
 
     const revoked = await runCli(['keys', 'revoke', key, '--data', srv.dir]);
     assert.equal(revoked.code, 0, revoked.stderr);
@@ -83,6 +89,14 @@ describe('authentication', () => {
     expectRawError(r, { status: 401, code: 'api_key_invalid' });
     await assert.rejects(stripe.customers.list({ limit: 1 }), (e) => e.type === 'StripeAuthenticationError' && e.statusCode === 401);
     assert.equal((await srv.stripe.customers.list({ limit: 1 })).object, 'list', 'other keys still work');
+    // The session the revoked key made ends with it (the cache looks it up again within 1 s).
+    let refused;
+    while (Date.now() - t0 < 5000) {
+      try { await stream(token); await sleep(50); } catch (e) { refused = e; break; }
+    }
+    assert.equal(refused?.statusCode, 401, `stream with the revoked key's session: ${refused?.message}`);
+    assert.equal(refused.raw?.code ?? refused.code, 'billing_meter_event_session_expired');
+    await stream(other); // another key's session goes on
 
     const again = await runCli(['keys', 'revoke', key, '--data', srv.dir]);
     assert.equal(again.code, 1);

@@ -927,8 +927,9 @@ static void test_reopen_persists(void **state)
 }
 
 /* A key revoked from outside the running service (the CLI) stops authenticating once its
- * cached resolution is TG_KEY_RECHECK_S old; other keys are unaffected; revoking twice, or a
- * key that never existed, is TG_ENOTFOUND. */
+ * cached resolution is TG_KEY_RECHECK_S old, and so do the meter event sessions it made;
+ * other keys and their sessions, and sessions tied to no key, are unaffected; revoking twice,
+ * or a key that never existed, is TG_ENOTFOUND. */
 static void test_key_revocation(void **state)
 {
     fixture *f = *state;
@@ -939,6 +940,11 @@ static void test_key_revocation(void **state)
     assert_int_equal(tg_key_create(f->svc, false, kept, &err), TG_OK);
     assert_int_equal(tg_key_authenticate(f->svc, doomed, &scope, &err), TG_OK);
     assert_int_equal(tg_key_authenticate(f->svc, kept, &scope, &err), TG_OK);
+    tg_session by_doomed, by_kept, by_none;
+    assert_int_equal(tg_session_create(f->svc, &f->scope, doomed, &by_doomed, &err), TG_OK);
+    assert_int_equal(tg_session_create(f->svc, &f->scope, kept, &by_kept, &err), TG_OK);
+    assert_int_equal(tg_session_create(f->svc, &f->scope, NULL, &by_none, &err), TG_OK);
+    assert_int_equal(tg_session_authenticate(f->svc, by_doomed.token, &scope, &err), TG_OK);
 
     tg_store_factory store = tg_store_sqlite_factory(f->dir);
     assert_int_equal(tg_key_revoke_offline(store, &f->clock, doomed, &err), TG_OK);
@@ -948,6 +954,10 @@ static void test_key_revocation(void **state)
     assert_int_equal(tg_key_authenticate(f->svc, doomed, &scope, &e2), TG_EAUTHINVALID);
     assert_int_equal(tg_key_authenticate(f->svc, kept, &scope, &err), TG_OK);
     assert_string_equal(scope.account, f->scope.account);
+    tg_err e5 = {0};
+    assert_int_equal(tg_session_authenticate(f->svc, by_doomed.token, &scope, &e5), TG_ESESSION);
+    assert_int_equal(tg_session_authenticate(f->svc, by_kept.token, &scope, &err), TG_OK);
+    assert_int_equal(tg_session_authenticate(f->svc, by_none.token, &scope, &err), TG_OK);
 
     tg_err e3 = {0}, e4 = {0};
     assert_int_equal(tg_key_revoke_offline(store, &f->clock, doomed, &e3), TG_ENOTFOUND);
@@ -965,7 +975,7 @@ static void test_session_expiry_and_credential_kinds(void **state)
     fixture *f = *state;
     tg_session ses;
     tg_err err = {0};
-    assert_int_equal(tg_session_create(f->svc, &f->scope, &ses, &err), TG_OK);
+    assert_int_equal(tg_session_create(f->svc, &f->scope, NULL, &ses, &err), TG_OK);
     assert_int_equal(ses.expires_at, T0 + 15 * 60);
     for (int use = 0; use < 3; use++) {
         tg_scope got;
@@ -985,7 +995,7 @@ static void test_session_expiry_and_credential_kinds(void **state)
     /* the same rule from storage: a restart starts with empty caches */
     tg_session later;
     set_now(f, T0);
-    assert_int_equal(tg_session_create(f->svc, &f->scope, &later, &err), TG_OK);
+    assert_int_equal(tg_session_create(f->svc, &f->scope, NULL, &later, &err), TG_OK);
     tg_service_close(f->svc);
     f->svc = NULL;
     set_now(f, later.expires_at);
