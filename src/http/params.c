@@ -336,16 +336,14 @@ int tg_params_parse_form(tg_param *root, const char *s, size_t len, tg_arena *a,
 {
     size_t pos = 0, pairs = 0;
     while (pos < len) {
-        size_t end = pos;
-        while (end < len && s[end] != '&')
-            end++;
+        const char *amp = memchr(s + pos, '&', len - pos);
+        size_t end = amp ? (size_t)(amp - s) : len;
         if (end > pos) {
             if (++pairs > TG_PARAMS_MAX_PAIRS)
                 return tg_err_set(err, TG_EMALFORMED, NULL,
                                   "Invalid request: more than %d parameters.", TG_PARAMS_MAX_PAIRS);
-            size_t eq = pos;
-            while (eq < end && s[eq] != '=')
-                eq++;
+            const char *eqp = memchr(s + pos, '=', end - pos);
+            size_t eq = eqp ? (size_t)(eqp - s) : end;
             char *key = form_decode(s + pos, eq - pos, a, err);
             if (!key)
                 return err->code;
