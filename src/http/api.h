@@ -80,6 +80,8 @@ enum {
     TG_ROUTE_CHECK = 32,   /* an entitlement check: its connection moves to the check lane */
     TG_ROUTE_OWN_BODY = 64, /* the handler decodes the (JSON) body: params hold the query only,
                              * until it calls tg_req_parse_body */
+    TG_ROUTE_REPEATABLE = 128, /* running it twice is harmless (a second meter event session):
+                                * its writes under a key keep no record (see tg_idem_bind) */
 };
 
 typedef struct tg_route {

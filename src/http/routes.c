@@ -789,7 +789,8 @@ const tg_route tg_routes[] = {
      TG_ROUTE_SECRET | TG_ROUTE_JSON | TG_ROUTE_RECORDS},
     {"POST", "/v2/billing/meter_event_adjustments", h_v2_adjustment_create,
      TG_ROUTE_SECRET | TG_ROUTE_JSON},
-    {"POST", "/v2/billing/meter_event_session", h_session_create, TG_ROUTE_SECRET | TG_ROUTE_JSON},
+    {"POST", "/v2/billing/meter_event_session", h_session_create,
+     TG_ROUTE_SECRET | TG_ROUTE_JSON | TG_ROUTE_REPEATABLE},
     {"POST", "/v2/billing/meter_event_stream", h_stream,
      TG_ROUTE_SESSION | TG_ROUTE_JSON | TG_ROUTE_RECORDS | TG_ROUTE_OWN_BODY},
 };

@@ -762,9 +762,10 @@ static void request_run(request *r)
     }
 
     /* Writes under a key record that they are done (see tg_idem_bind). Meter events need no
-     * record: their identifiers derive from the key. */
+     * record: their identifiers derive from the key; nor do repeatable routes: after a lost
+     * response a second meter event session serves better than a refusal. */
     tg_idem_mark *mark = NULL;
-    if (r->claimed && !(r->route->flags & TG_ROUTE_RECORDS)) {
+    if (r->claimed && !(r->route->flags & (TG_ROUTE_RECORDS | TG_ROUTE_REPEATABLE))) {
         mark = tg_arena_alloc(&req->arena, sizeof *mark);
         if (!mark) {
             tg_err_set(&req->err, TG_ENOMEM, NULL, NULL);

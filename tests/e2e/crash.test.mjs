@@ -323,12 +323,16 @@ test('a response lost in a restart is answered from the objects its request wrot
   };
   const first = {};
   for (const [name, call] of Object.entries(calls)) first[name] = await call();
+  // A v2 meter event session keeps no record (a second session harms nothing): its lost
+  // response leaves no row at all, and the retry makes a new session.
+  const session = () => stripe.v2.billing.meterEventSession.create({}, { idempotencyKey: k('session') });
+  const firstSession = await session();
   await stripe.customers.update(first.create.id, { email: 'changed@example.test' }); // since then
 
   await srv.stop();
   const created = { create: first.create.id, product: first.product.id };
   const sql = Object.keys(calls).map((name) => `UPDATE idempotency SET status=0, body='${created[name] ?? ''}' ` +
-    `WHERE key='${k(name)}';`).join('\n');
+    `WHERE key='${k(name)}';`).join('\n') + `\nDELETE FROM idempotency WHERE key='${k('session')}';`;
   const out = spawnSync('sqlite3', [join(srv.dir, 'tollgate.db')], { input: sql, encoding: 'utf8' });
   assert.equal(out.status, 0, out.stderr);
   await srv.restart();
@@ -349,6 +353,9 @@ test('a response lost in a restart is answered from the objects its request wrot
       status: 400, type: 'idempotency_error', code: 'idempotency_response_lost', message: /not run again/,
     });
   }
+  const again = await session();
+  assert.notEqual(again.id, firstSession.id);
+  assert.notEqual(again.lastResponse.headers['idempotent-replayed'], 'true');
   const named = [];
   for await (const c of stripe.customers.list({ limit: 100 })) if (c.name === 'lost create') named.push(c.id);
   assert.deepEqual(named, [first.create.id]);
