@@ -1,25 +1,259 @@
 /* billing_records.c -- billing objects to and from their stored records (core/record.h).
  *
- * One encoder and one decoder per object, each a flat list of fields with fixed tags. Nested
- * objects (tiers, subscription items with their price copy, pending lines, invoice lines) are
- * records inside a bytes field. Tags are part of the storage format: never renumber one, add
- * new ones. Decoders start from a zeroed object, so a field missing from an older row reads
- * as its zero value.
+ * Each object is described once, by a table of its fields: the tag, the kind of member and
+ * where it lies in the struct. One encoder and one decoder walk any table, so a field added to
+ * an object is one line, and its encoding and decoding cannot disagree. Encoding writes the
+ * fields in table order; decoding starts from a zeroed object (so a field missing from an
+ * older row reads as its zero value), finds each stored tag in the table and skips tags it
+ * does not know. Nested objects (tiers, subscription items with their price copy, pending
+ * lines, invoice lines, limits) are records inside a bytes field, described by tables of their
+ * own. Tags are part of the storage format: never renumber one, add new ones.
+ *
+ * Integer members of any width are written as int64 and read back into their own width; the
+ * member's type picks the width at compile time (_Generic), so a member of a type the table
+ * cannot hold does not compile. A field can depend on a bool of its object (`flag`): it is
+ * written only when the bool is true, and reading it sets the bool (a tier's optional amounts,
+ * a product feature's limit, a subscription's next phase).
  */
 #include "core/billing_records.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #include "core/metadata.h"
 #include "core/record.h"
 
-/* Encodes a nested record built by fn into field tag of b. */
-static void put_nested(tg_buf *b, unsigned tag, void (*fn)(tg_buf *, const void *),
-                       const void *obj)
+typedef enum {
+    K_BOOL, K_INT, K_UNSIGNED, K_INT64, /* integers, by the member's type */
+    K_DEC,                       /* tg_dec */
+    K_ID,                        /* char[size], not written when empty */
+    K_CHARS,                     /* char[size], written even when empty */
+    K_STR,                       /* const char * in the arena, not written when NULL */
+    K_META,                      /* tg_metadata, not written when empty */
+    K_RECORD,                    /* a nested object (sub) */
+    K_LIST,                      /* an arena array of sub, its size_t count at `count` */
+    K_ARRAY,                     /* a fixed array of sub, its size_t count at `count` */
+    K_OLD_INT_DEC,               /* read only: an older integer form of a tg_dec member */
+} field_kind;
+
+typedef struct schema schema;
+
+typedef struct field {
+    unsigned tag;
+    field_kind kind;
+    size_t off, size;  /* the member */
+    size_t flag;       /* offset + 1 of the bool the field depends on; 0: none */
+    size_t count;      /* K_LIST, K_ARRAY: offset of the element count */
+    const schema *sub; /* K_RECORD, K_LIST, K_ARRAY */
+} field;
+
+struct schema {
+    const field *fields;
+    size_t n, size;
+};
+
+#define SCHEMA(fields, type) {fields, sizeof fields / sizeof *fields, sizeof(type)}
+
+/* The field macros describe members of the struct named T, defined before each table. */
+#define AT(m) .off = offsetof(T, m), .size = sizeof(((T *)0)->m)
+#define WHEN(m) .flag = offsetof(T, m) + 1
+#define INT_KIND(m) \
+    _Generic(((T *)0)->m, bool: K_BOOL, int: K_INT, unsigned: K_UNSIGNED, int64_t: K_INT64)
+#define INT(t, m) {.tag = (t), .kind = INT_KIND(m), AT(m)}
+#define INT_WHEN(t, m, f) {.tag = (t), .kind = INT_KIND(m), AT(m), WHEN(f)}
+#define DEC(t, m) {.tag = (t), .kind = K_DEC, AT(m)}
+#define DEC_WHEN(t, m, f) {.tag = (t), .kind = K_DEC, AT(m), WHEN(f)}
+#define ID(t, m) {.tag = (t), .kind = K_ID, AT(m)}
+#define CHARS(t, m) {.tag = (t), .kind = K_CHARS, AT(m)}
+#define STR(t, m) {.tag = (t), .kind = K_STR, AT(m)}
+#define META(t, m) {.tag = (t), .kind = K_META, AT(m)}
+#define RECORD(t, m, s) {.tag = (t), .kind = K_RECORD, AT(m), .sub = &(s)}
+#define RECORD_WHEN(t, m, s, f) {.tag = (t), .kind = K_RECORD, AT(m), .sub = &(s), WHEN(f)}
+#define LIST(t, m, n, s) {.tag = (t), .kind = K_LIST, AT(m), .count = offsetof(T, n), .sub = &(s)}
+#define ARRAY_WHEN(t, m, n, s, f) \
+    {.tag = (t), .kind = K_ARRAY, AT(m), .count = offsetof(T, n), .sub = &(s), WHEN(f)}
+#define OLD_INT_DEC(t, m) {.tag = (t), .kind = K_OLD_INT_DEC, AT(m)}
+
+/* ---------------------------------------------------------------- the tables */
+
+#define T tg_product
+static const field product_fields[] = {
+    ID(1, id), INT(2, created), INT(3, updated), INT(4, livemode), INT(5, active),
+    INT(6, deleted), STR(7, name), STR(8, description), META(9, metadata),
+};
+#undef T
+static const schema product_schema = SCHEMA(product_fields, tg_product);
+
+#define T tg_tier
+static const field tier_fields[] = {
+    INT(1, up_to_inf), INT(2, up_to), DEC_WHEN(3, unit_amount, has_unit),
+    DEC_WHEN(4, flat_amount, has_flat),
+};
+#undef T
+static const schema tier_schema = SCHEMA(tier_fields, tg_tier);
+
+#define T tg_price
+static const field price_fields[] = {
+    ID(1, id), ID(2, product), ID(3, currency), INT(4, created), INT(5, livemode),
+    INT(6, active), INT(7, recurring), INT(8, interval), INT(9, interval_count),
+    INT(10, metered), ID(11, meter), INT(12, trial_period_days), INT(13, unit_amount_set),
+    INT(14, pricing.scheme), DEC(15, pricing.unit_amount), INT(16, pricing.tiers_mode),
+    LIST(17, pricing.tiers, pricing.ntiers, tier_schema), INT(18, pricing.divide_by),
+    INT(19, pricing.round_up), STR(20, lookup_key), STR(21, nickname), META(22, metadata),
+};
+#undef T
+static const schema price_schema = SCHEMA(price_fields, tg_price);
+
+#define T tg_test_clock
+static const field test_clock_fields[] = {
+    ID(1, id), INT(2, created), INT(3, frozen_time), INT(4, deletes_after), STR(5, name),
+    INT(6, status), INT(7, deleted),
+};
+#undef T
+static const schema test_clock_schema = SCHEMA(test_clock_fields, tg_test_clock);
+
+#define T tg_sub_item
+static const field item_fields[] = {
+    ID(1, id), INT(2, created), RECORD(3, price, price_schema), INT(4, quantity),
+    META(5, metadata), INT(6, usage_from), DEC(7, billed),
+};
+#undef T
+static const schema item_schema = SCHEMA(item_fields, tg_sub_item);
+
+#define T tg_pending_line
+static const field pending_fields[] = {
+    ID(1, price), ID(2, item), INT(3, amount),
+    DEC(8, quantity), OLD_INT_DEC(4, quantity), /* tag 4: whole quantities, before usage lines */
+    INT(9, proration), INT(5, period_start), INT(6, period_end), STR(7, description),
+};
+#undef T
+static const schema pending_schema = SCHEMA(pending_fields, tg_pending_line);
+
+#define T tg_phase_item
+static const field phase_item_fields[] = {CHARS(1, price), INT(2, quantity)};
+#undef T
+static const schema phase_item_schema = SCHEMA(phase_item_fields, tg_phase_item);
+
+#define T tg_subscription
+static const field subscription_fields[] = {
+    ID(1, id), ID(2, customer), ID(3, currency), ID(4, test_clock), ID(5, latest_invoice),
+    ID(6, schedule), INT(7, created), INT(8, start_date), INT(9, livemode), INT(10, status),
+    INT(11, interval), INT(12, interval_count), INT(13, billing_cycle_anchor),
+    INT(14, anchor_day), INT(15, anchor_month), INT(16, anchor_hour), INT(17, anchor_minute),
+    INT(18, anchor_second), INT(19, period_start), INT(20, period_end), INT(21, trial_start),
+    INT(22, trial_end), INT(23, trial_end_behavior), INT(24, trial_reminded),
+    INT(25, cancel_at_period_end), INT(26, cancel_at), INT(27, canceled_at), INT(28, ended_at),
+    INT(29, paused_at), INT(30, invoice_now_on_cancel), STR(31, cancellation_reason),
+    STR(32, default_payment_method), STR(33, description), INT(34, send_invoice),
+    INT(35, days_until_due), LIST(36, items, nitems, item_schema),
+    LIST(37, pending, npending, pending_schema),
+    INT_WHEN(38, next_phase.start, next_phase.set),
+    ARRAY_WHEN(39, next_phase.items, next_phase.nitems, phase_item_schema, next_phase.set),
+    META(40, metadata), INT(41, free_stub), STR(42, cancellation_comment),
+    STR(43, cancellation_feedback), INT(44, cancel_no_prorate), INT(45, licensed_until),
+};
+#undef T
+static const schema subscription_schema = SCHEMA(subscription_fields, tg_subscription);
+
+#define T tg_invoice_line
+static const field line_fields[] = {
+    ID(1, id), ID(2, price), ID(3, product), ID(4, subscription_item), STR(5, description),
+    INT(6, amount), DEC(7, quantity), INT(8, unit_amount_set), DEC(9, unit_amount),
+    INT(10, period_start), INT(11, period_end), INT(12, proration), INT(13, metered),
+    DEC(14, usage_before), INT(15, usage_from),
+};
+#undef T
+static const schema line_schema = SCHEMA(line_fields, tg_invoice_line);
+
+#define T tg_invoice
+static const field invoice_fields[] = {
+    ID(1, id), ID(2, customer), ID(3, subscription), ID(4, currency), ID(5, test_clock),
+    ID(6, number), INT(7, livemode), INT(8, status), INT(9, billing_reason), INT(10, created),
+    INT(11, period_start), INT(12, period_end), INT(13, automatically_finalizes_at),
+    INT(14, finalized_at), INT(15, paid_at), INT(16, voided_at),
+    INT(17, marked_uncollectible_at), INT(18, auto_advance), INT(19, paid_out_of_band),
+    INT(20, send_invoice), INT(21, due_date), INT(22, subtotal), INT(23, total),
+    INT(24, amount_due), INT(25, amount_paid), INT(26, amount_remaining),
+    LIST(27, lines, nlines, line_schema), META(28, metadata),
+};
+#undef T
+static const schema invoice_schema = SCHEMA(invoice_fields, tg_invoice);
+
+#define T tg_feature
+static const field feature_fields[] = {
+    ID(1, id), INT(2, created), INT(3, livemode), INT(4, active), STR(5, name),
+    ID(6, lookup_key), META(7, metadata),
+};
+#undef T
+static const schema feature_schema = SCHEMA(feature_fields, tg_feature);
+
+#define T tg_usage_limit
+static const field limit_fields[] = {CHARS(1, meter), DEC(2, quantity), INT(3, hard)};
+#undef T
+static const schema limit_schema = SCHEMA(limit_fields, tg_usage_limit);
+
+#define T tg_product_feature
+static const field product_feature_fields[] = {
+    ID(1, id), ID(2, product), INT(3, created), INT(4, livemode), ID(5, feature.id),
+    RECORD_WHEN(6, limit, limit_schema, limit.set),
+};
+#undef T
+static const schema product_feature_schema = SCHEMA(product_feature_fields, tg_product_feature);
+
+#define T tg_grant
+static const field grant_fields[] = {
+    ID(1, feature), ID(2, lookup_key), RECORD_WHEN(3, limit, limit_schema, limit.set),
+    INT(4, period_start), INT(5, period_end),
+};
+#undef T
+static const schema grant_schema = SCHEMA(grant_fields, tg_grant);
+
+#define T tg_active_entitlement
+static const field active_entitlement_fields[] = {
+    CHARS(1, id), CHARS(2, feature), CHARS(3, lookup_key), INT(4, livemode),
+};
+#undef T
+static const schema active_entitlement_schema =
+    SCHEMA(active_entitlement_fields, tg_active_entitlement);
+
+#define T tg_entitlement_summary
+static const field ent_summary_fields[] = {
+    ID(1, customer), LIST(2, items, n, active_entitlement_schema),
+};
+#undef T
+static const schema ent_summary_schema = SCHEMA(ent_summary_fields, tg_entitlement_summary);
+
+#define T tg_usage_session
+static const field usage_session_fields[] = {
+    ID(1, id), ID(2, customer), ID(3, feature), ID(4, event_name), META(5, payload),
+    INT(6, minute_up), INT(7, heartbeat_timeout), INT(8, livemode), INT(9, limited),
+    INT(10, status), INT(11, created), INT(12, last_heartbeat), INT(13, ended_at),
+    INT(14, recorded), INT(15, reserved), INT(16, seq), INT(17, pending),
+};
+#undef T
+static const schema usage_session_schema = SCHEMA(usage_session_fields, tg_usage_session);
+
+/* An event's object, by its kind (the members of tg_billing_event's union). */
+static const schema *const event_object_schema[] = {
+    [TG_OBJ_PRODUCT] = &product_schema,
+    [TG_OBJ_PRICE] = &price_schema,
+    [TG_OBJ_TEST_CLOCK] = &test_clock_schema,
+    [TG_OBJ_SUBSCRIPTION] = &subscription_schema,
+    [TG_OBJ_INVOICE] = &invoice_schema,
+    [TG_OBJ_ENTITLEMENT_SUMMARY] = &ent_summary_schema,
+    [TG_OBJ_FEATURE] = &feature_schema,
+};
+
+/* ---------------------------------------------------------------- encoding */
+
+static void encode(tg_buf *b, const schema *s, const void *obj);
+
+/* Encodes obj as a record inside field tag of b. */
+static void put_nested(tg_buf *b, unsigned tag, const schema *s, const void *obj)
 {
     tg_buf inner;
     tg_buf_init(&inner, TG_RECORD_MAX);
-    fn(&inner, obj);
+    encode(&inner, s, obj);
     if (inner.failed)
         b->failed = true;
     tg_rec_bytes(b, tag, inner.data ? inner.data : "", inner.len);
@@ -38,12 +272,66 @@ static void put_metadata(tg_buf *b, unsigned tag, const tg_metadata *md)
     tg_buf_free(&inner);
 }
 
-static int get_metadata(const tg_rec_field *f, tg_arena *a, tg_metadata *md)
+/* Pointer members are read and written with memcpy: their types (const char *, const tg_tier
+ * *, ...) differ from the void * the walker handles them as. */
+static const void *ptr_at(const char *p)
 {
-    return tg_metadata_decode(f->data, f->len, a, md) ? -1 : 0;
+    const void *v;
+    memcpy(&v, p, sizeof v);
+    return v;
 }
 
-/* Appends one element to an arena array that grows by doubling. */
+static void encode(tg_buf *b, const schema *s, const void *obj)
+{
+    const char *o = obj;
+    for (size_t i = 0; i < s->n; i++) {
+        const field *f = &s->fields[i];
+        const char *m = o + f->off;
+        if (f->flag && !*(const bool *)(o + f->flag - 1))
+            continue;
+        switch (f->kind) {
+        case K_BOOL: tg_rec_int(b, f->tag, *(const bool *)m); break;
+        case K_INT: tg_rec_int(b, f->tag, *(const int *)m); break;
+        case K_UNSIGNED: tg_rec_int(b, f->tag, *(const unsigned *)m); break;
+        case K_INT64: tg_rec_int(b, f->tag, *(const int64_t *)m); break;
+        case K_DEC: tg_rec_dec(b, f->tag, *(const tg_dec *)m); break;
+        case K_ID: tg_rec_str(b, f->tag, m[0] ? m : NULL); break;
+        case K_CHARS: tg_rec_str(b, f->tag, m); break;
+        case K_STR: tg_rec_str(b, f->tag, ptr_at(m)); break;
+        case K_META: put_metadata(b, f->tag, (const tg_metadata *)m); break;
+        case K_RECORD: put_nested(b, f->tag, f->sub, m); break;
+        case K_LIST:
+        case K_ARRAY: {
+            const char *items = f->kind == K_LIST ? ptr_at(m) : m;
+            size_t n = *(const size_t *)(o + f->count);
+            for (size_t k = 0; k < n; k++)
+                put_nested(b, f->tag, f->sub, items + k * f->sub->size);
+            break;
+        }
+        case K_OLD_INT_DEC: break;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- decoding */
+
+static int decode(const schema *s, const void *data, size_t len, tg_arena *a, void *obj);
+
+/* The field of s with this tag, looked for from *next on: stored fields come in table order,
+ * so the search usually ends at once. */
+static const field *field_of(const schema *s, unsigned tag, size_t *next)
+{
+    for (size_t k = 0; k < s->n; k++) {
+        size_t i = (*next + k) % s->n;
+        if (s->fields[i].tag == tag) {
+            *next = i + 1;
+            return &s->fields[i];
+        }
+    }
+    return NULL;
+}
+
+/* Appends room for one element to an arena array that grows by doubling. */
 static void *grow(tg_arena *a, void *items, size_t n, size_t size)
 {
     if (n && (n & (n - 1)))
@@ -55,681 +343,137 @@ static void *grow(tg_arena *a, void *items, size_t n, size_t size)
     return p;
 }
 
-#define STR(tag, field) tg_rec_str(b, tag, field)
-#define INT(tag, field) tg_rec_int(b, tag, (int64_t)(field))
-#define FIX(tag, field) tg_rec_str(b, tag, (field)[0] ? (field) : NULL)
-
-/* ---------------------------------------------------------------- products */
-
-void tg_product_encode(tg_buf *b, const tg_product *p)
+/* Reads field value f into member m of object o as d describes it. */
+static int decode_field(const field *d, const tg_rec_field *f, tg_arena *a, char *o)
 {
-    FIX(1, p->id);
-    INT(2, p->created);
-    INT(3, p->updated);
-    INT(4, p->livemode);
-    INT(5, p->active);
-    INT(6, p->deleted);
-    STR(7, p->name);
-    STR(8, p->description);
-    put_metadata(b, 9, &p->metadata);
+    char *m = o + d->off;
+    switch (d->kind) {
+    case K_BOOL: *(bool *)m = f->i != 0; break;
+    case K_INT: *(int *)m = (int)f->i; break;
+    case K_UNSIGNED: *(unsigned *)m = (unsigned)f->i; break;
+    case K_INT64: *(int64_t *)m = f->i; break;
+    case K_DEC: *(tg_dec *)m = f->d; break;
+    case K_ID:
+    case K_CHARS: tg_rec_copy(f, m, d->size); break;
+    case K_STR: {
+        char *str = tg_rec_strdup(f, a);
+        memcpy(m, &str, sizeof str);
+        break;
+    }
+    case K_META: return tg_metadata_decode(f->data, f->len, a, (tg_metadata *)m) ? -1 : 0;
+    case K_RECORD: return decode(d->sub, f->data, f->len, a, m);
+    case K_LIST:
+    case K_ARRAY: {
+        size_t *n = (size_t *)(o + d->count);
+        char *items = m;
+        if (d->kind == K_LIST) {
+            if (!(items = grow(a, (void *)ptr_at(m), *n, d->sub->size)))
+                return -1;
+            memcpy(m, &items, sizeof items);
+        } else if (*n >= d->size / d->sub->size) {
+            return -1;
+        }
+        return decode(d->sub, f->data, f->len, a, items + (*n)++ * d->sub->size);
+    }
+    case K_OLD_INT_DEC: *(tg_dec *)m = tg_dec_from_int(f->i); break;
+    }
+    return 0;
 }
 
+static int decode(const schema *s, const void *data, size_t len, tg_arena *a, void *obj)
+{
+    char *o = obj;
+    memset(o, 0, s->size);
+    tg_rec_reader r;
+    tg_rec_field f;
+    int rc;
+    size_t next = 0;
+    tg_rec_open(&r, data, len);
+    while ((rc = tg_rec_next(&r, &f)) == 1) {
+        const field *d = field_of(s, f.tag, &next);
+        if (!d)
+            continue;
+        if (decode_field(d, &f, a, o) < 0)
+            return -1;
+        if (d->flag)
+            *(bool *)(o + d->flag - 1) = true;
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------- the objects */
+
+void tg_product_encode(tg_buf *b, const tg_product *p) { encode(b, &product_schema, p); }
 int tg_product_decode(const void *data, size_t len, tg_arena *a, tg_product *p)
 {
-    memset(p, 0, sizeof *p);
-    tg_rec_reader r;
-    tg_rec_field f;
-    int rc;
-    tg_rec_open(&r, data, len);
-    while ((rc = tg_rec_next(&r, &f)) == 1) {
-        switch (f.tag) {
-        case 1: tg_rec_copy(&f, p->id, sizeof p->id); break;
-        case 2: p->created = f.i; break;
-        case 3: p->updated = f.i; break;
-        case 4: p->livemode = f.i; break;
-        case 5: p->active = f.i; break;
-        case 6: p->deleted = f.i; break;
-        case 7: p->name = tg_rec_strdup(&f, a); break;
-        case 8: p->description = tg_rec_strdup(&f, a); break;
-        case 9: rc = get_metadata(&f, a, &p->metadata); break;
-        }
-        if (rc < 0)
-            break;
-    }
-    return rc;
+    return decode(&product_schema, data, len, a, p);
 }
 
-/* ---------------------------------------------------------------- prices */
-
-static void tier_encode(tg_buf *b, const void *obj)
-{
-    const tg_tier *t = obj;
-    INT(1, t->up_to_inf);
-    INT(2, t->up_to);
-    if (t->has_unit)
-        tg_rec_dec(b, 3, t->unit_amount);
-    if (t->has_flat)
-        tg_rec_dec(b, 4, t->flat_amount);
-}
-
-static int tier_decode(const tg_rec_field *outer, tg_tier *t)
-{
-    memset(t, 0, sizeof *t);
-    tg_rec_reader r;
-    tg_rec_field f;
-    int rc;
-    tg_rec_open(&r, outer->data, outer->len);
-    while ((rc = tg_rec_next(&r, &f)) == 1) {
-        switch (f.tag) {
-        case 1: t->up_to_inf = f.i; break;
-        case 2: t->up_to = f.i; break;
-        case 3: t->has_unit = true; t->unit_amount = f.d; break;
-        case 4: t->has_flat = true; t->flat_amount = f.d; break;
-        }
-    }
-    return rc;
-}
-
-void tg_price_encode(tg_buf *b, const tg_price *p)
-{
-    FIX(1, p->id);
-    FIX(2, p->product);
-    FIX(3, p->currency);
-    INT(4, p->created);
-    INT(5, p->livemode);
-    INT(6, p->active);
-    INT(7, p->recurring);
-    INT(8, p->interval);
-    INT(9, p->interval_count);
-    INT(10, p->metered);
-    FIX(11, p->meter);
-    INT(12, p->trial_period_days);
-    INT(13, p->unit_amount_set);
-    INT(14, p->pricing.scheme);
-    tg_rec_dec(b, 15, p->pricing.unit_amount);
-    INT(16, p->pricing.tiers_mode);
-    for (size_t i = 0; i < p->pricing.ntiers; i++)
-        put_nested(b, 17, tier_encode, &p->pricing.tiers[i]);
-    INT(18, p->pricing.divide_by);
-    INT(19, p->pricing.round_up);
-    STR(20, p->lookup_key);
-    STR(21, p->nickname);
-    put_metadata(b, 22, &p->metadata);
-}
-
+void tg_price_encode(tg_buf *b, const tg_price *p) { encode(b, &price_schema, p); }
 int tg_price_decode(const void *data, size_t len, tg_arena *a, tg_price *p)
 {
-    memset(p, 0, sizeof *p);
-    tg_rec_reader r;
-    tg_rec_field f;
-    int rc;
-    tg_tier *tiers = NULL;
-    tg_rec_open(&r, data, len);
-    while ((rc = tg_rec_next(&r, &f)) == 1) {
-        switch (f.tag) {
-        case 1: tg_rec_copy(&f, p->id, sizeof p->id); break;
-        case 2: tg_rec_copy(&f, p->product, sizeof p->product); break;
-        case 3: tg_rec_copy(&f, p->currency, sizeof p->currency); break;
-        case 4: p->created = f.i; break;
-        case 5: p->livemode = f.i; break;
-        case 6: p->active = f.i; break;
-        case 7: p->recurring = f.i; break;
-        case 8: p->interval = (tg_interval)f.i; break;
-        case 9: p->interval_count = (int)f.i; break;
-        case 10: p->metered = f.i; break;
-        case 11: tg_rec_copy(&f, p->meter, sizeof p->meter); break;
-        case 12: p->trial_period_days = f.i; break;
-        case 13: p->unit_amount_set = f.i; break;
-        case 14: p->pricing.scheme = (tg_billing_scheme)f.i; break;
-        case 15: p->pricing.unit_amount = f.d; break;
-        case 16: p->pricing.tiers_mode = (tg_tiers_mode)f.i; break;
-        case 17:
-            if (!(tiers = grow(a, tiers, p->pricing.ntiers, sizeof *tiers)))
-                return -1;
-            rc = tier_decode(&f, &tiers[p->pricing.ntiers++]);
-            p->pricing.tiers = tiers;
-            break;
-        case 18: p->pricing.divide_by = f.i; break;
-        case 19: p->pricing.round_up = f.i; break;
-        case 20: p->lookup_key = tg_rec_strdup(&f, a); break;
-        case 21: p->nickname = tg_rec_strdup(&f, a); break;
-        case 22: rc = get_metadata(&f, a, &p->metadata); break;
-        }
-        if (rc < 0)
-            break;
-    }
-    return rc;
+    return decode(&price_schema, data, len, a, p);
 }
 
-/* ---------------------------------------------------------------- test clocks */
-
-void tg_test_clock_encode(tg_buf *b, const tg_test_clock *c)
-{
-    FIX(1, c->id);
-    INT(2, c->created);
-    INT(3, c->frozen_time);
-    INT(4, c->deletes_after);
-    STR(5, c->name);
-    INT(6, c->status);
-    INT(7, c->deleted);
-}
-
+void tg_test_clock_encode(tg_buf *b, const tg_test_clock *c) { encode(b, &test_clock_schema, c); }
 int tg_test_clock_decode(const void *data, size_t len, tg_arena *a, tg_test_clock *c)
 {
-    memset(c, 0, sizeof *c);
-    tg_rec_reader r;
-    tg_rec_field f;
-    int rc;
-    tg_rec_open(&r, data, len);
-    while ((rc = tg_rec_next(&r, &f)) == 1) {
-        switch (f.tag) {
-        case 1: tg_rec_copy(&f, c->id, sizeof c->id); break;
-        case 2: c->created = f.i; break;
-        case 3: c->frozen_time = f.i; break;
-        case 4: c->deletes_after = f.i; break;
-        case 5: c->name = tg_rec_strdup(&f, a); break;
-        case 6: c->status = (tg_clock_status)f.i; break;
-        case 7: c->deleted = f.i; break;
-        }
-    }
-    return rc;
-}
-
-/* ---------------------------------------------------------------- subscriptions */
-
-static void price_encode_any(tg_buf *b, const void *obj)
-{
-    tg_price_encode(b, obj);
-}
-
-static void item_encode(tg_buf *b, const void *obj)
-{
-    const tg_sub_item *it = obj;
-    FIX(1, it->id);
-    INT(2, it->created);
-    put_nested(b, 3, price_encode_any, &it->price);
-    INT(4, it->quantity);
-    put_metadata(b, 5, &it->metadata);
-    INT(6, it->usage_from);
-    tg_rec_dec(b, 7, it->billed);
-}
-
-static int item_decode(const tg_rec_field *outer, tg_arena *a, tg_sub_item *it)
-{
-    memset(it, 0, sizeof *it);
-    tg_rec_reader r;
-    tg_rec_field f;
-    int rc;
-    tg_rec_open(&r, outer->data, outer->len);
-    while ((rc = tg_rec_next(&r, &f)) == 1) {
-        switch (f.tag) {
-        case 1: tg_rec_copy(&f, it->id, sizeof it->id); break;
-        case 2: it->created = f.i; break;
-        case 3: rc = tg_price_decode(f.data, f.len, a, &it->price); break;
-        case 4: it->quantity = f.i; break;
-        case 5: rc = get_metadata(&f, a, &it->metadata); break;
-        case 6: it->usage_from = f.i; break;
-        case 7: it->billed = f.d; break;
-        }
-        if (rc < 0)
-            break;
-    }
-    return rc;
-}
-
-static void pending_encode(tg_buf *b, const void *obj)
-{
-    const tg_pending_line *l = obj;
-    FIX(1, l->price);
-    FIX(2, l->item);
-    INT(3, l->amount);
-    tg_rec_dec(b, 8, l->quantity); /* tag 4 held a whole quantity before usage lines */
-    INT(9, l->proration);
-    INT(5, l->period_start);
-    INT(6, l->period_end);
-    STR(7, l->description);
-}
-
-static int pending_decode(const tg_rec_field *outer, tg_arena *a, tg_pending_line *l)
-{
-    memset(l, 0, sizeof *l);
-    tg_rec_reader r;
-    tg_rec_field f;
-    int rc;
-    tg_rec_open(&r, outer->data, outer->len);
-    while ((rc = tg_rec_next(&r, &f)) == 1) {
-        switch (f.tag) {
-        case 1: tg_rec_copy(&f, l->price, sizeof l->price); break;
-        case 2: tg_rec_copy(&f, l->item, sizeof l->item); break;
-        case 3: l->amount = f.i; break;
-        case 4: l->quantity = tg_dec_from_int(f.i); break;
-        case 5: l->period_start = f.i; break;
-        case 6: l->period_end = f.i; break;
-        case 7: l->description = tg_rec_strdup(&f, a); break;
-        case 8: l->quantity = f.d; break;
-        case 9: l->proration = f.i; break;
-        }
-    }
-    return rc;
-}
-
-static void phase_item_encode(tg_buf *b, const void *obj)
-{
-    const tg_phase_item *it = obj;
-    STR(1, it->price);
-    INT(2, it->quantity);
+    return decode(&test_clock_schema, data, len, a, c);
 }
 
 void tg_subscription_encode(tg_buf *b, const tg_subscription *s)
 {
-    FIX(1, s->id);
-    FIX(2, s->customer);
-    FIX(3, s->currency);
-    FIX(4, s->test_clock);
-    FIX(5, s->latest_invoice);
-    FIX(6, s->schedule);
-    INT(7, s->created);
-    INT(8, s->start_date);
-    INT(9, s->livemode);
-    INT(10, s->status);
-    INT(11, s->interval);
-    INT(12, s->interval_count);
-    INT(13, s->billing_cycle_anchor);
-    INT(14, s->anchor_day);
-    INT(15, s->anchor_month);
-    INT(16, s->anchor_hour);
-    INT(17, s->anchor_minute);
-    INT(18, s->anchor_second);
-    INT(19, s->period_start);
-    INT(20, s->period_end);
-    INT(21, s->trial_start);
-    INT(22, s->trial_end);
-    INT(23, s->trial_end_behavior);
-    INT(24, s->trial_reminded);
-    INT(25, s->cancel_at_period_end);
-    INT(26, s->cancel_at);
-    INT(27, s->canceled_at);
-    INT(28, s->ended_at);
-    INT(29, s->paused_at);
-    INT(30, s->invoice_now_on_cancel);
-    STR(31, s->cancellation_reason);
-    STR(32, s->default_payment_method);
-    STR(33, s->description);
-    INT(34, s->send_invoice);
-    INT(35, s->days_until_due);
-    for (size_t i = 0; i < s->nitems; i++)
-        put_nested(b, 36, item_encode, &s->items[i]);
-    for (size_t i = 0; i < s->npending; i++)
-        put_nested(b, 37, pending_encode, &s->pending[i]);
-    if (s->next_phase.set) {
-        INT(38, s->next_phase.start);
-        for (size_t i = 0; i < s->next_phase.nitems; i++)
-            put_nested(b, 39, phase_item_encode, &s->next_phase.items[i]);
-    }
-    put_metadata(b, 40, &s->metadata);
-    INT(41, s->free_stub);
-    STR(42, s->cancellation_comment);
-    STR(43, s->cancellation_feedback);
-    INT(44, s->cancel_no_prorate);
-    INT(45, s->licensed_until);
+    encode(b, &subscription_schema, s);
 }
-
 int tg_subscription_decode(const void *data, size_t len, tg_arena *a, tg_subscription *s)
 {
-    memset(s, 0, sizeof *s);
-    tg_rec_reader r;
-    tg_rec_field f;
-    int rc;
-    tg_rec_open(&r, data, len);
-    while ((rc = tg_rec_next(&r, &f)) == 1) {
-        switch (f.tag) {
-        case 1: tg_rec_copy(&f, s->id, sizeof s->id); break;
-        case 2: tg_rec_copy(&f, s->customer, sizeof s->customer); break;
-        case 3: tg_rec_copy(&f, s->currency, sizeof s->currency); break;
-        case 4: tg_rec_copy(&f, s->test_clock, sizeof s->test_clock); break;
-        case 5: tg_rec_copy(&f, s->latest_invoice, sizeof s->latest_invoice); break;
-        case 6: tg_rec_copy(&f, s->schedule, sizeof s->schedule); break;
-        case 7: s->created = f.i; break;
-        case 8: s->start_date = f.i; break;
-        case 9: s->livemode = f.i; break;
-        case 10: s->status = (tg_sub_status)f.i; break;
-        case 11: s->interval = (tg_interval)f.i; break;
-        case 12: s->interval_count = (int)f.i; break;
-        case 13: s->billing_cycle_anchor = f.i; break;
-        case 14: s->anchor_day = (int)f.i; break;
-        case 15: s->anchor_month = (int)f.i; break;
-        case 16: s->anchor_hour = (int)f.i; break;
-        case 17: s->anchor_minute = (int)f.i; break;
-        case 18: s->anchor_second = (int)f.i; break;
-        case 19: s->period_start = f.i; break;
-        case 20: s->period_end = f.i; break;
-        case 21: s->trial_start = f.i; break;
-        case 22: s->trial_end = f.i; break;
-        case 23: s->trial_end_behavior = (tg_trial_end)f.i; break;
-        case 24: s->trial_reminded = f.i; break;
-        case 25: s->cancel_at_period_end = f.i; break;
-        case 26: s->cancel_at = f.i; break;
-        case 27: s->canceled_at = f.i; break;
-        case 28: s->ended_at = f.i; break;
-        case 29: s->paused_at = f.i; break;
-        case 30: s->invoice_now_on_cancel = f.i; break;
-        case 31: s->cancellation_reason = tg_rec_strdup(&f, a); break;
-        case 32: s->default_payment_method = tg_rec_strdup(&f, a); break;
-        case 33: s->description = tg_rec_strdup(&f, a); break;
-        case 34: s->send_invoice = f.i; break;
-        case 35: s->days_until_due = f.i; break;
-        case 36:
-            if (!(s->items = grow(a, s->items, s->nitems, sizeof *s->items)))
-                return -1;
-            rc = item_decode(&f, a, &s->items[s->nitems++]);
-            break;
-        case 37:
-            if (!(s->pending = grow(a, s->pending, s->npending, sizeof *s->pending)))
-                return -1;
-            rc = pending_decode(&f, a, &s->pending[s->npending++]);
-            break;
-        case 38: s->next_phase.set = true; s->next_phase.start = f.i; break;
-        case 39: {
-            if (s->next_phase.nitems >= TG_SUB_ITEMS_MAX)
-                return -1;
-            tg_rec_reader ir;
-            tg_rec_field g;
-            size_t k = s->next_phase.nitems++;
-            tg_rec_open(&ir, f.data, f.len);
-            while ((rc = tg_rec_next(&ir, &g)) == 1) {
-                if (g.tag == 1)
-                    tg_rec_copy(&g, s->next_phase.items[k].price, TG_ID_MAX);
-                else if (g.tag == 2)
-                    s->next_phase.items[k].quantity = g.i;
-            }
-            break;
-        }
-        case 40: rc = get_metadata(&f, a, &s->metadata); break;
-        case 41: s->free_stub = f.i; break;
-        case 42: s->cancellation_comment = tg_rec_strdup(&f, a); break;
-        case 43: s->cancellation_feedback = tg_rec_strdup(&f, a); break;
-        case 44: s->cancel_no_prorate = f.i; break;
-        case 45: s->licensed_until = f.i; break;
-        }
-        if (rc < 0)
-            break;
-    }
-    return rc;
+    return decode(&subscription_schema, data, len, a, s);
 }
 
-/* ---------------------------------------------------------------- invoices */
-
-static void line_encode(tg_buf *b, const void *obj)
-{
-    const tg_invoice_line *l = obj;
-    FIX(1, l->id);
-    FIX(2, l->price);
-    FIX(3, l->product);
-    FIX(4, l->subscription_item);
-    STR(5, l->description);
-    INT(6, l->amount);
-    tg_rec_dec(b, 7, l->quantity);
-    INT(8, l->unit_amount_set);
-    tg_rec_dec(b, 9, l->unit_amount);
-    INT(10, l->period_start);
-    INT(11, l->period_end);
-    INT(12, l->proration);
-    INT(13, l->metered);
-    tg_rec_dec(b, 14, l->usage_before);
-    INT(15, l->usage_from);
-}
-
-static int line_decode(const tg_rec_field *outer, tg_arena *a, tg_invoice_line *l)
-{
-    memset(l, 0, sizeof *l);
-    tg_rec_reader r;
-    tg_rec_field f;
-    int rc;
-    tg_rec_open(&r, outer->data, outer->len);
-    while ((rc = tg_rec_next(&r, &f)) == 1) {
-        switch (f.tag) {
-        case 1: tg_rec_copy(&f, l->id, sizeof l->id); break;
-        case 2: tg_rec_copy(&f, l->price, sizeof l->price); break;
-        case 3: tg_rec_copy(&f, l->product, sizeof l->product); break;
-        case 4: tg_rec_copy(&f, l->subscription_item, sizeof l->subscription_item); break;
-        case 5: l->description = tg_rec_strdup(&f, a); break;
-        case 6: l->amount = f.i; break;
-        case 7: l->quantity = f.d; break;
-        case 8: l->unit_amount_set = f.i; break;
-        case 9: l->unit_amount = f.d; break;
-        case 10: l->period_start = f.i; break;
-        case 11: l->period_end = f.i; break;
-        case 12: l->proration = f.i; break;
-        case 13: l->metered = f.i; break;
-        case 14: l->usage_before = f.d; break;
-        case 15: l->usage_from = f.i; break;
-        }
-    }
-    return rc;
-}
-
-void tg_invoice_encode(tg_buf *b, const tg_invoice *v)
-{
-    FIX(1, v->id);
-    FIX(2, v->customer);
-    FIX(3, v->subscription);
-    FIX(4, v->currency);
-    FIX(5, v->test_clock);
-    FIX(6, v->number);
-    INT(7, v->livemode);
-    INT(8, v->status);
-    INT(9, v->billing_reason);
-    INT(10, v->created);
-    INT(11, v->period_start);
-    INT(12, v->period_end);
-    INT(13, v->automatically_finalizes_at);
-    INT(14, v->finalized_at);
-    INT(15, v->paid_at);
-    INT(16, v->voided_at);
-    INT(17, v->marked_uncollectible_at);
-    INT(18, v->auto_advance);
-    INT(19, v->paid_out_of_band);
-    INT(20, v->send_invoice);
-    INT(21, v->due_date);
-    INT(22, v->subtotal);
-    INT(23, v->total);
-    INT(24, v->amount_due);
-    INT(25, v->amount_paid);
-    INT(26, v->amount_remaining);
-    for (size_t i = 0; i < v->nlines; i++)
-        put_nested(b, 27, line_encode, &v->lines[i]);
-    put_metadata(b, 28, &v->metadata);
-}
-
+void tg_invoice_encode(tg_buf *b, const tg_invoice *v) { encode(b, &invoice_schema, v); }
 int tg_invoice_decode(const void *data, size_t len, tg_arena *a, tg_invoice *v)
 {
-    memset(v, 0, sizeof *v);
-    tg_rec_reader r;
-    tg_rec_field f;
-    int rc;
-    tg_rec_open(&r, data, len);
-    while ((rc = tg_rec_next(&r, &f)) == 1) {
-        switch (f.tag) {
-        case 1: tg_rec_copy(&f, v->id, sizeof v->id); break;
-        case 2: tg_rec_copy(&f, v->customer, sizeof v->customer); break;
-        case 3: tg_rec_copy(&f, v->subscription, sizeof v->subscription); break;
-        case 4: tg_rec_copy(&f, v->currency, sizeof v->currency); break;
-        case 5: tg_rec_copy(&f, v->test_clock, sizeof v->test_clock); break;
-        case 6: tg_rec_copy(&f, v->number, sizeof v->number); break;
-        case 7: v->livemode = f.i; break;
-        case 8: v->status = (tg_inv_status)f.i; break;
-        case 9: v->billing_reason = (tg_billing_reason)f.i; break;
-        case 10: v->created = f.i; break;
-        case 11: v->period_start = f.i; break;
-        case 12: v->period_end = f.i; break;
-        case 13: v->automatically_finalizes_at = f.i; break;
-        case 14: v->finalized_at = f.i; break;
-        case 15: v->paid_at = f.i; break;
-        case 16: v->voided_at = f.i; break;
-        case 17: v->marked_uncollectible_at = f.i; break;
-        case 18: v->auto_advance = f.i; break;
-        case 19: v->paid_out_of_band = f.i; break;
-        case 20: v->send_invoice = f.i; break;
-        case 21: v->due_date = f.i; break;
-        case 22: v->subtotal = f.i; break;
-        case 23: v->total = f.i; break;
-        case 24: v->amount_due = f.i; break;
-        case 25: v->amount_paid = f.i; break;
-        case 26: v->amount_remaining = f.i; break;
-        case 27:
-            if (!(v->lines = grow(a, v->lines, v->nlines, sizeof *v->lines)))
-                return -1;
-            rc = line_decode(&f, a, &v->lines[v->nlines++]);
-            break;
-        case 28: rc = get_metadata(&f, a, &v->metadata); break;
-        }
-        if (rc < 0)
-            break;
-    }
-    return rc;
+    return decode(&invoice_schema, data, len, a, v);
 }
 
-/* ---------------------------------------------------------------- entitlements */
-
-void tg_feature_encode(tg_buf *b, const tg_feature *f)
-{
-    FIX(1, f->id);
-    INT(2, f->created);
-    INT(3, f->livemode);
-    INT(4, f->active);
-    STR(5, f->name);
-    FIX(6, f->lookup_key);
-    put_metadata(b, 7, &f->metadata);
-}
-
+void tg_feature_encode(tg_buf *b, const tg_feature *f) { encode(b, &feature_schema, f); }
 int tg_feature_decode(const void *data, size_t len, tg_arena *a, tg_feature *f)
 {
-    memset(f, 0, sizeof *f);
-    tg_rec_reader r;
-    tg_rec_field x;
-    int rc;
-    tg_rec_open(&r, data, len);
-    while ((rc = tg_rec_next(&r, &x)) == 1) {
-        switch (x.tag) {
-        case 1: tg_rec_copy(&x, f->id, sizeof f->id); break;
-        case 2: f->created = x.i; break;
-        case 3: f->livemode = x.i; break;
-        case 4: f->active = x.i; break;
-        case 5: f->name = tg_rec_strdup(&x, a); break;
-        case 6: tg_rec_copy(&x, f->lookup_key, sizeof f->lookup_key); break;
-        case 7: rc = get_metadata(&x, a, &f->metadata); break;
-        }
-        if (rc < 0)
-            break;
-    }
-    return rc;
-}
-
-static void limit_encode(tg_buf *b, unsigned tag, const tg_usage_limit *l)
-{
-    if (!l->set)
-        return;
-    tg_buf inner;
-    tg_buf_init(&inner, TG_RECORD_MAX);
-    tg_rec_str(&inner, 1, l->meter);
-    tg_rec_dec(&inner, 2, l->quantity);
-    tg_rec_int(&inner, 3, l->hard);
-    if (inner.failed)
-        b->failed = true;
-    tg_rec_bytes(b, tag, inner.data ? inner.data : "", inner.len);
-    tg_buf_free(&inner);
-}
-
-static int limit_decode(const tg_rec_field *outer, tg_usage_limit *l)
-{
-    memset(l, 0, sizeof *l);
-    l->set = true;
-    tg_rec_reader r;
-    tg_rec_field f;
-    int rc;
-    tg_rec_open(&r, outer->data, outer->len);
-    while ((rc = tg_rec_next(&r, &f)) == 1) {
-        switch (f.tag) {
-        case 1: tg_rec_copy(&f, l->meter, sizeof l->meter); break;
-        case 2: l->quantity = f.d; break;
-        case 3: l->hard = f.i; break;
-        }
-    }
-    return rc;
+    return decode(&feature_schema, data, len, a, f);
 }
 
 void tg_product_feature_encode(tg_buf *b, const tg_product_feature *p)
 {
-    FIX(1, p->id);
-    FIX(2, p->product);
-    INT(3, p->created);
-    INT(4, p->livemode);
-    FIX(5, p->feature.id);
-    limit_encode(b, 6, &p->limit);
+    encode(b, &product_feature_schema, p);
 }
-
 int tg_product_feature_decode(const void *data, size_t len, tg_arena *a, tg_product_feature *p)
 {
-    (void)a;
-    memset(p, 0, sizeof *p);
-    tg_rec_reader r;
-    tg_rec_field f;
-    int rc;
-    tg_rec_open(&r, data, len);
-    while ((rc = tg_rec_next(&r, &f)) == 1) {
-        switch (f.tag) {
-        case 1: tg_rec_copy(&f, p->id, sizeof p->id); break;
-        case 2: tg_rec_copy(&f, p->product, sizeof p->product); break;
-        case 3: p->created = f.i; break;
-        case 4: p->livemode = f.i; break;
-        case 5: tg_rec_copy(&f, p->feature.id, sizeof p->feature.id); break;
-        case 6: rc = limit_decode(&f, &p->limit); break;
-        }
-        if (rc < 0)
-            break;
-    }
-    return rc;
+    return decode(&product_feature_schema, data, len, a, p);
 }
 
-static void grant_encode(tg_buf *b, const tg_grant *g)
+void tg_ent_summary_encode(tg_buf *b, const tg_entitlement_summary *s)
 {
-    FIX(1, g->feature);
-    FIX(2, g->lookup_key);
-    limit_encode(b, 3, &g->limit);
-    INT(4, g->period_start);
-    INT(5, g->period_end);
+    encode(b, &ent_summary_schema, s);
 }
-
-static void grant_encode_any(tg_buf *b, const void *obj)
+int tg_ent_summary_decode(const void *data, size_t len, tg_arena *a, tg_entitlement_summary *s)
 {
-    grant_encode(b, obj);
+    return decode(&ent_summary_schema, data, len, a, s);
 }
 
-static int grant_decode(const tg_rec_field *outer, tg_grant *g)
+void tg_usage_session_encode(tg_buf *b, const tg_usage_session *u)
 {
-    memset(g, 0, sizeof *g);
-    tg_rec_reader r;
-    tg_rec_field f;
-    int rc;
-    tg_rec_open(&r, outer->data, outer->len);
-    while ((rc = tg_rec_next(&r, &f)) == 1) {
-        switch (f.tag) {
-        case 1: tg_rec_copy(&f, g->feature, sizeof g->feature); break;
-        case 2: tg_rec_copy(&f, g->lookup_key, sizeof g->lookup_key); break;
-        case 3: rc = limit_decode(&f, &g->limit); break;
-        case 4: g->period_start = f.i; break;
-        case 5: g->period_end = f.i; break;
-        }
-        if (rc < 0)
-            break;
-    }
-    return rc;
+    encode(b, &usage_session_schema, u);
+}
+int tg_usage_session_decode(const void *data, size_t len, tg_arena *a, tg_usage_session *u)
+{
+    return decode(&usage_session_schema, data, len, a, u);
 }
 
+/* A customer's grants: a record of grant records, each in field 1. */
 void tg_grants_encode(tg_buf *b, const tg_grant *g, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        put_nested(b, 1, grant_encode_any, &g[i]);
+        put_nested(b, 1, &grant_schema, &g[i]);
 }
 
 int tg_grants_decode(const void *data, size_t len, tg_arena *a, tg_grant **out, size_t *n)
@@ -745,140 +489,22 @@ int tg_grants_decode(const void *data, size_t len, tg_arena *a, tg_grant **out, 
             continue;
         if (!(*out = grow(a, *out, *n, sizeof **out)))
             return -1;
-        if ((rc = grant_decode(&f, &(*out)[(*n)++])) < 0)
+        if ((rc = decode(&grant_schema, f.data, f.len, a, &(*out)[(*n)++])) < 0)
             break;
     }
     return rc;
 }
 
-void tg_ent_summary_encode(tg_buf *b, const tg_entitlement_summary *s)
-{
-    FIX(1, s->customer);
-    for (size_t i = 0; i < s->n; i++) {
-        tg_buf inner;
-        tg_buf_init(&inner, TG_RECORD_MAX);
-        tg_rec_str(&inner, 1, s->items[i].id);
-        tg_rec_str(&inner, 2, s->items[i].feature);
-        tg_rec_str(&inner, 3, s->items[i].lookup_key);
-        tg_rec_int(&inner, 4, s->items[i].livemode);
-        if (inner.failed)
-            b->failed = true;
-        tg_rec_bytes(b, 2, inner.data ? inner.data : "", inner.len);
-        tg_buf_free(&inner);
-    }
-}
-
-int tg_ent_summary_decode(const void *data, size_t len, tg_arena *a, tg_entitlement_summary *s)
-{
-    memset(s, 0, sizeof *s);
-    tg_rec_reader r;
-    tg_rec_field f;
-    int rc;
-    tg_rec_open(&r, data, len);
-    while ((rc = tg_rec_next(&r, &f)) == 1) {
-        if (f.tag == 1) {
-            tg_rec_copy(&f, s->customer, sizeof s->customer);
-        } else if (f.tag == 2) {
-            if (!(s->items = grow(a, s->items, s->n, sizeof *s->items)))
-                return -1;
-            tg_active_entitlement *e = &s->items[s->n++];
-            memset(e, 0, sizeof *e);
-            tg_rec_reader ir;
-            tg_rec_field g;
-            tg_rec_open(&ir, f.data, f.len);
-            while ((rc = tg_rec_next(&ir, &g)) == 1) {
-                switch (g.tag) {
-                case 1: tg_rec_copy(&g, e->id, sizeof e->id); break;
-                case 2: tg_rec_copy(&g, e->feature, sizeof e->feature); break;
-                case 3: tg_rec_copy(&g, e->lookup_key, sizeof e->lookup_key); break;
-                case 4: e->livemode = g.i; break;
-                }
-            }
-            if (rc < 0)
-                break;
-        }
-    }
-    return rc;
-}
-
-void tg_usage_session_encode(tg_buf *b, const tg_usage_session *u)
-{
-    FIX(1, u->id);
-    FIX(2, u->customer);
-    FIX(3, u->feature);
-    FIX(4, u->event_name);
-    put_metadata(b, 5, &u->payload);
-    INT(6, u->minute_up);
-    INT(7, u->heartbeat_timeout);
-    INT(8, u->livemode);
-    INT(9, u->limited);
-    INT(10, u->status);
-    INT(11, u->created);
-    INT(12, u->last_heartbeat);
-    INT(13, u->ended_at);
-    INT(14, u->recorded);
-    INT(15, u->reserved);
-    INT(16, u->seq);
-    INT(17, u->pending);
-}
-
-int tg_usage_session_decode(const void *data, size_t len, tg_arena *a, tg_usage_session *u)
-{
-    memset(u, 0, sizeof *u);
-    tg_rec_reader r;
-    tg_rec_field f;
-    int rc;
-    tg_rec_open(&r, data, len);
-    while ((rc = tg_rec_next(&r, &f)) == 1) {
-        switch (f.tag) {
-        case 1: tg_rec_copy(&f, u->id, sizeof u->id); break;
-        case 2: tg_rec_copy(&f, u->customer, sizeof u->customer); break;
-        case 3: tg_rec_copy(&f, u->feature, sizeof u->feature); break;
-        case 4: tg_rec_copy(&f, u->event_name, sizeof u->event_name); break;
-        case 5: rc = get_metadata(&f, a, &u->payload); break;
-        case 6: u->minute_up = f.i; break;
-        case 7: u->heartbeat_timeout = f.i; break;
-        case 8: u->livemode = f.i; break;
-        case 9: u->limited = f.i; break;
-        case 10: u->status = (tg_usess_status)f.i; break;
-        case 11: u->created = f.i; break;
-        case 12: u->last_heartbeat = f.i; break;
-        case 13: u->ended_at = f.i; break;
-        case 14: u->recorded = f.i; break;
-        case 15: u->reserved = f.i; break;
-        case 16: u->seq = f.i; break;
-        case 17: u->pending = f.i; break;
-        }
-        if (rc < 0)
-            break;
-    }
-    return rc;
-}
-
-/* ---------------------------------------------------------------- events */
-
+/* An event: its fields, then its object's record in field 6, read as its kind (field 5,
+ * written before it) says. */
 void tg_billing_event_encode(tg_buf *b, const tg_billing_event *e)
 {
-    FIX(1, e->id);
-    STR(2, e->type);
-    INT(3, e->created);
-    INT(4, e->livemode);
-    INT(5, e->kind);
-    tg_buf inner;
-    tg_buf_init(&inner, TG_RECORD_MAX);
-    switch (e->kind) {
-    case TG_OBJ_PRODUCT: tg_product_encode(&inner, &e->object.product); break;
-    case TG_OBJ_PRICE: tg_price_encode(&inner, &e->object.price); break;
-    case TG_OBJ_TEST_CLOCK: tg_test_clock_encode(&inner, &e->object.clock); break;
-    case TG_OBJ_SUBSCRIPTION: tg_subscription_encode(&inner, &e->object.sub); break;
-    case TG_OBJ_INVOICE: tg_invoice_encode(&inner, &e->object.invoice); break;
-    case TG_OBJ_FEATURE: tg_feature_encode(&inner, &e->object.feature); break;
-    case TG_OBJ_ENTITLEMENT_SUMMARY: tg_ent_summary_encode(&inner, &e->object.summary); break;
-    }
-    if (inner.failed)
-        b->failed = true;
-    tg_rec_bytes(b, 6, inner.data ? inner.data : "", inner.len);
-    tg_buf_free(&inner);
+    tg_rec_str(b, 1, e->id[0] ? e->id : NULL);
+    tg_rec_str(b, 2, e->type);
+    tg_rec_int(b, 3, e->created);
+    tg_rec_int(b, 4, e->livemode);
+    tg_rec_int(b, 5, e->kind);
+    put_nested(b, 6, event_object_schema[e->kind], &e->object);
 }
 
 int tg_billing_event_decode(const void *data, size_t len, tg_arena *a, tg_billing_event *e)
@@ -894,27 +520,16 @@ int tg_billing_event_decode(const void *data, size_t len, tg_arena *a, tg_billin
         case 2: e->type = tg_rec_strdup(&f, a); break;
         case 3: e->created = f.i; break;
         case 4: e->livemode = f.i; break;
-        case 5: e->kind = (tg_obj_kind)f.i; break;
+        case 5:
+            if (f.i < 0 || (size_t)f.i >= sizeof event_object_schema / sizeof *event_object_schema)
+                return -1;
+            e->kind = (tg_obj_kind)f.i;
+            break;
         case 6:
-            switch (e->kind) { /* the kind field is written first */
-            case TG_OBJ_PRODUCT: rc = tg_product_decode(f.data, f.len, a, &e->object.product); break;
-            case TG_OBJ_PRICE: rc = tg_price_decode(f.data, f.len, a, &e->object.price); break;
-            case TG_OBJ_TEST_CLOCK:
-                rc = tg_test_clock_decode(f.data, f.len, a, &e->object.clock);
-                break;
-            case TG_OBJ_SUBSCRIPTION:
-                rc = tg_subscription_decode(f.data, f.len, a, &e->object.sub);
-                break;
-            case TG_OBJ_INVOICE: rc = tg_invoice_decode(f.data, f.len, a, &e->object.invoice); break;
-            case TG_OBJ_FEATURE: rc = tg_feature_decode(f.data, f.len, a, &e->object.feature); break;
-            case TG_OBJ_ENTITLEMENT_SUMMARY:
-                rc = tg_ent_summary_decode(f.data, f.len, a, &e->object.summary);
-                break;
-            }
+            if (decode(event_object_schema[e->kind], f.data, f.len, a, &e->object) < 0)
+                return -1;
             break;
         }
-        if (rc < 0)
-            break;
     }
     return rc;
 }
