@@ -40,6 +40,7 @@
 
 #define FAILED_MAX 64       /* objects whose step failed, remembered for a retry later */
 #define FAILED_RETRY 60     /* seconds before the scheduler tries a failed step again */
+#define TRIAL_MAX (730 * 86400) /* a trial ends at most two years after its subscription starts */
 
 struct tg_billing {
     pthread_t thread;
@@ -125,11 +126,14 @@ static bool sub_live(const tg_subscription *s)
     return s->status != TG_SUB_CANCELED;
 }
 
-/* The next time the engine must look at s (0: never). */
+/* The next time the engine must look at s (0: never). A paused subscription has no period:
+ * only a cancel_at ends its wait. */
 static int64_t sub_due(const tg_subscription *s)
 {
-    if (!sub_live(s) || s->status == TG_SUB_PAUSED)
+    if (!sub_live(s))
         return 0;
+    if (s->status == TG_SUB_PAUSED)
+        return s->cancel_at;
     int64_t due = s->period_end;
     if (s->status == TG_SUB_TRIALING && !s->trial_reminded) {
         int64_t remind = s->trial_end - TG_TRIAL_REMINDER;
@@ -679,11 +683,13 @@ static int sub_end(bctx *c, tg_subscription *s, int64_t t, bool final_invoice)
     int rc = finalize_drafts(c, s);
     if (rc)
         return rc;
-    if (final_invoice && s->status != TG_SUB_TRIALING && (has_metered(s) || s->npending)) {
+    /* Usage during a trial or a pause is not billed. */
+    bool usage = s->status != TG_SUB_TRIALING && s->status != TG_SUB_PAUSED;
+    if (final_invoice && s->status != TG_SUB_TRIALING && ((usage && has_metered(s)) || s->npending)) {
         tg_invoice v;
         if ((rc = invoice_new(c, s, TG_REASON_SUBSCRIPTION_CYCLE, s->period_start, t, &v)))
             return rc;
-        for (size_t i = 0; !rc && i < s->nitems; i++)
+        for (size_t i = 0; !rc && usage && i < s->nitems; i++)
             if (s->items[i].price.metered)
                 rc = ended_metered_line(c, &v, s, &s->items[i], s->period_start, t);
         if (!rc)
@@ -744,15 +750,17 @@ static int apply_next_phase(bctx *c, tg_subscription *s, int64_t t)
     return TG_OK;
 }
 
-/* The length of the full period that [start, end) belongs to: a first period shortened by a
- * future anchor is prorated against the whole period that ends at the anchor (so an anchor on
- * the next natural billing date makes a whole period at the full price). */
-static int64_t full_period(const tg_subscription *s, int64_t start, int64_t end)
+/* The length of the natural period (between two boundaries of the anchor's cycle) that ends
+ * with the period ending at `end`. A period that starts later than its natural start is a stub
+ * prorated against it: a first period shortened by a future anchor (the whole period that
+ * ends at the anchor; so an anchor on the next natural billing date makes a whole period at
+ * the full price), or the period after a trial that ends past the anchor. */
+static int64_t full_period(const tg_subscription *s, int64_t end)
 {
-    if (start >= s->billing_cycle_anchor)
-        return end - start;
-    return s->billing_cycle_anchor - tg_period_boundary(s->billing_cycle_anchor, s->interval,
-                                                        s->interval_count, s->anchor_day, -1);
+    int64_t start, natural_end;
+    tg_period_containing(s->billing_cycle_anchor, s->interval, s->interval_count, s->anchor_day,
+                         end - 1, &start, &natural_end);
+    return natural_end - start;
 }
 
 /* Where the licensed charge of the period [t, end) stops: at a cancel_at inside it, unless
@@ -768,7 +776,7 @@ static int64_t licensed_end(const tg_subscription *s, int64_t t, int64_t end)
 static int licensed_lines(bctx *c, tg_invoice *v, const tg_subscription *s, int64_t t,
                           int64_t end)
 {
-    int64_t full = full_period(s, t, end);
+    int64_t full = full_period(s, end);
     bool free_stub = s->free_stub && end - t < full;
     int64_t to = licensed_end(s, t, end);
     int rc = TG_OK;
@@ -1257,7 +1265,7 @@ static int sub_create_fn(bctx *c, void *arg)
     if (trial_end && trial_end <= now)
         return tg_err_set(c->err, TG_EINVAL, "trial_end",
                           "The trial end must be in the future (after %lld).", (long long)now);
-    if (trial_end > now + 730 * 86400)
+    if (trial_end > now + TRIAL_MAX)
         return tg_err_set(c->err, TG_EINVAL, "trial_end",
                           "The trial can last at most two years.");
     s->trial_end_behavior = p->trial_end_behavior >= 0 ? (tg_trial_end)p->trial_end_behavior
@@ -1331,7 +1339,7 @@ static int sub_create_fn(bctx *c, void *arg)
     if ((rc = invoice_new(c, s, TG_REASON_SUBSCRIPTION_CREATE, s->period_start, s->period_end,
                           &v)))
         return rc;
-    int64_t full = full_period(s, s->period_start, s->period_end);
+    int64_t full = full_period(s, s->period_end);
     bool free_first = trial_end || (p->proration == TG_PRORATE_NONE &&
                                     s->period_end - s->period_start < full);
     /* A cancel_at inside the first period ends its charge there. */
@@ -1389,6 +1397,8 @@ static int sub_enter(bctx *c, const char *id, tg_subscription *s)
 static int bill_removed_usage(bctx *c, tg_subscription *s, const tg_sub_item *it, int64_t end,
                               const char *until)
 {
+    if (s->status == TG_SUB_PAUSED)
+        return TG_OK; /* its usage since the pause is not billed; resuming starts afresh */
     tg_dec billed, q;
     int rc = billed_with_drafts(c, s, it, &billed);
     if (!rc)
@@ -1438,7 +1448,7 @@ static int prorate_span(bctx *c, tg_subscription *s, const tg_sub_item *it, int6
                         int64_t to, const tg_price *old_price, int64_t old_qty,
                         const tg_price *new_price, int64_t new_qty)
 {
-    int64_t remaining = to - from, len = full_period(s, s->period_start, s->period_end);
+    int64_t remaining = to - from, len = full_period(s, s->period_end);
     if (remaining <= 0 || len <= 0 || s->status == TG_SUB_TRIALING)
         return TG_OK;
     tg_pending_line *p = tg_arena_alloc(c->a, (s->npending + 2) * sizeof *p);
@@ -1677,6 +1687,9 @@ static int sub_update_fn(bctx *c, void *arg)
         int64_t t = p->trial_end_now ? c->now : p->trial_end;
         if (t < c->now)
             return tg_err_set(c->err, TG_EINVAL, "trial_end", "The trial end must be in the future.");
+        if (t > s->start_date + TRIAL_MAX)
+            return tg_err_set(c->err, TG_EINVAL, "trial_end",
+                              "The trial can last at most two years.");
         /* An anchor that came from the trial's end follows it, earlier or later. */
         if (!s->anchor_day && s->billing_cycle_anchor == s->trial_end)
             s->billing_cycle_anchor = t;
@@ -1880,6 +1893,8 @@ static int sub_resume_fn(bctx *c, void *arg)
     sub_args *sa = arg;
     tg_subscription *s = sa->out;
     int rc = sub_enter(c, sa->id, s);
+    if (!rc)
+        rc = sub_advance(c, s, c->now); /* a cancel_at that has come ends it first */
     if (rc)
         return rc;
     if (s->status != TG_SUB_PAUSED)

@@ -534,3 +534,92 @@ test('a usage quantity beyond 64 bits is shown exactly in quantity_decimal and a
   assert.equal(line.quantity, null, `quantity ${line.quantity}`);
   assert.equal(line.amount, 10000000);                       // 9,999,999.99999999 cents, rounded once
 });
+
+test('a trial that ends past the anchor: the period after it is a stub prorated against its natural period, and so are changes in it', async () => {
+  // Price 3000 a month, T = Feb 1. The anchor (Feb 1, from day_of_month=1 after a trial to
+  // Jan 17) stays when the trial is extended past it to Feb 15: Feb 15 -> Mar 1 is 14 of
+  // Feb 1 -> Mar 1's 28 days.
+  const w = await world(utc(2025, 1, 10));
+  const sub = await stripe.subscriptions.create({
+    customer: w.cus.id, items: [{ price: cat.seat.id }], trial_period_days: 7,
+    billing_cycle_anchor_config: { day_of_month: 1 },
+  });
+  await w.advance(utc(2025, 1, 15));
+  await stripe.subscriptions.update(sub.id, { trial_end: T + 14 * DAY });
+  await w.advance(T + 14 * DAY + HOUR);
+  const first = (await w.invoices(sub.id)).find((i) => i.billing_reason === 'subscription_cycle');
+  assert.equal(first.total, 1500, 'half of Feb 1 -> Mar 1');
+  // Seven days later, two seats: credit 3000 x 7/28 and charge 6000 x 7/28 for the rest.
+  await w.advance(T + 21 * DAY);
+  await stripe.subscriptions.update(sub.id, { items: [{ id: sub.items.data[0].id, quantity: 2 }] });
+  const preview = await stripe.invoices.createPreview({ subscription: sub.id });
+  const prorations = preview.lines.data.filter((l) => l.parent.subscription_item_details.proration).map((l) => l.amount);
+  assert.deepEqual(prorations.sort((a, b) => a - b), [-750, 1500]);
+  // An anchor before the trial's end on create: Jan 20 -> (trial to Jan 22) -> Feb 20 is 29
+  // of Jan 20 -> Feb 20's 31 days: 3000 x 29/31 = 2806.45 -> 2806.
+  const w2 = await world(utc(2025, 1, 10));
+  const early = await stripe.subscriptions.create({
+    customer: w2.cus.id, items: [{ price: cat.seat.id }], trial_end: utc(2025, 1, 22),
+    billing_cycle_anchor: utc(2025, 1, 20),
+  });
+  await w2.advance(utc(2025, 1, 22, 1));
+  const stub = (await w2.invoices(early.id)).find((i) => i.billing_reason === 'subscription_cycle');
+  assert.equal(stub.total, 2806);
+  // A trial lasts at most two years from its subscription's start, on update as on create.
+  const w3 = await world(T);
+  const trialing = await subscribe(w3, [cat.seat], { trial_period_days: 7 });
+  await expectStripeError(stripe.subscriptions.update(trialing.id, { trial_end: T + 731 * DAY }),
+    { status: 400, param: 'trial_end', message: /two years/ });
+  assert.equal((await stripe.subscriptions.retrieve(trialing.id)).trial_end, T + 7 * DAY);
+});
+
+test('usage sent while a subscription is paused is billed by nothing: not a final invoice, not a metered item changed while paused', async () => {
+  const TRIAL_END = T + 7 * DAY;
+  const paused = async () => {
+    const w = await world(T, {});
+    const sub = await subscribe(w, [cat.p1, cat.seat], {
+      trial_period_days: 7, trial_settings: { end_behavior: { missing_payment_method: 'pause' } },
+    });
+    await w.advance(TRIAL_END + 3 * DAY);
+    assert.equal((await stripe.subscriptions.retrieve(sub.id)).status, 'paused');
+    await w.use(100, TRIAL_END + 2 * DAY);
+    return { w, sub };
+  };
+  // Canceled with invoice_now while paused: no usage line, so no final invoice at all.
+  const a = await paused();
+  const before = (await a.w.invoices(a.sub.id)).length;
+  const canceled = await stripe.subscriptions.cancel(a.sub.id, { invoice_now: true });
+  assert.equal(canceled.status, 'canceled');
+  const after = await a.w.invoices(a.sub.id);
+  assert.equal(billedFor(after, cat.p1), 0);
+  assert.equal(after.length, before);
+  // The metered item moved to another meter while paused, then resumed: the resume bills the
+  // seat only.
+  const b = await paused();
+  await stripe.subscriptions.update(b.sub.id, { items: [{ id: itemOf(b.sub, cat.p1), price: cat.p2.id }] });
+  await b.w.advance(TRIAL_END + 4 * DAY);
+  await stripe.subscriptions.update(b.sub.id, { default_payment_method: 'pm_x' });
+  const resumed = await stripe.subscriptions.resume(b.sub.id, { billing_cycle_anchor: 'now' });
+  assert.equal(resumed.status, 'active');
+  const invs = await b.w.invoices(b.sub.id);
+  assert.equal(billedFor(invs, cat.p1), 0);
+  assert.equal(billedFor(invs, cat.p2), 0);
+  assert.equal(billedFor(invs, cat.seat), 3000);
+});
+
+test('cancel_at set on a paused subscription ends it then; a resume after that is refused', async () => {
+  const w = await world(T, {});
+  const sub = await subscribe(w, [cat.seat], {
+    trial_period_days: 7, trial_settings: { end_behavior: { missing_payment_method: 'pause' } },
+  });
+  await w.advance(T + 8 * DAY);
+  const u = await stripe.subscriptions.update(sub.id, { cancel_at: T + 12 * DAY });
+  assert.equal(u.status, 'paused');
+  await w.advance(T + 20 * DAY);
+  const s = await stripe.subscriptions.retrieve(sub.id);
+  assert.equal(s.status, 'canceled');
+  assert.equal(s.ended_at, T + 12 * DAY);
+  await expectStripeError(stripe.subscriptions.resume(sub.id, { billing_cycle_anchor: 'now' }),
+    { status: 400, code: 'resource_state_invalid' });
+  assert.equal(total(await w.invoices(sub.id)), 0, 'nothing charged: the trial, then the pause');
+});
