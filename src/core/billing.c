@@ -1205,6 +1205,18 @@ static int item_new(bctx *c, tg_subscription *s, const tg_sub_item_spec *spec, s
     return bill_new_id(c, it->id, "si_");
 }
 
+/* Stripe's metadata limits, on the subscription's and on each item's. */
+static int sub_params_check_metadata(const tg_sub_params *p, tg_err *err)
+{
+    int rc = tg_metadata_validate(&p->metadata, "metadata", err);
+    for (size_t i = 0; !rc && i < p->nitems; i++) {
+        char param[48];
+        snprintf(param, sizeof param, "items[%zu][metadata]", i);
+        rc = tg_metadata_validate(&p->items[i].metadata, param, err);
+    }
+    return rc;
+}
+
 static int items_alloc(bctx *c, tg_subscription *s, size_t cap)
 {
     tg_sub_item *items = tg_arena_alloc(c->a, (cap ? cap : 1) * sizeof *items);
@@ -1216,14 +1228,15 @@ static int items_alloc(bctx *c, tg_subscription *s, size_t cap)
     return TG_OK;
 }
 
-static int metadata_merge(bctx *c, tg_metadata *md, bool clear, const tg_metadata *patch)
+static int metadata_merge(bctx *c, tg_metadata *md, bool clear, const tg_metadata *patch,
+                          const char *param)
 {
     tg_metadata merged;
     if (tg_metadata_apply(md, clear, patch, c->a, &merged))
         return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
     if (merged.n > TG_METADATA_KEYS_MAX)
-        return tg_err_set(c->err, TG_EINVAL, "metadata",
-                          "Invalid metadata: at most %d keys are allowed.", TG_METADATA_KEYS_MAX);
+        return tg_err_set(c->err, TG_EINVAL, param, "Invalid %s: at most %d keys are allowed.",
+                          param, TG_METADATA_KEYS_MAX);
     *md = merged;
     return TG_OK;
 }
@@ -1311,7 +1324,7 @@ static int sub_create_fn(bctx *c, void *arg)
     s->days_until_due = p->days_until_due >= 0 ? p->days_until_due : 30;
     s->default_payment_method = p->default_payment_method.value;
     s->description = p->description.value;
-    if ((rc = metadata_merge(c, &s->metadata, false, &p->metadata)))
+    if ((rc = metadata_merge(c, &s->metadata, false, &p->metadata, "metadata")))
         return rc;
     /* The first period. */
     s->period_start = now;
@@ -1373,7 +1386,7 @@ int tg_subscription_create(tg_service *svc, const tg_scope *scope, const tg_sub_
             snprintf(param, sizeof param, "items[%zu][price]", i);
             return tg_err_set(err, TG_EMISSING, param, "Missing required param: %s.", param);
         }
-    int rc = tg_metadata_validate(&p->metadata, "metadata", err);
+    int rc = sub_params_check_metadata(p, err);
     if (rc)
         return rc;
     sub_args sa = {.p = p, .out = out};
@@ -1628,7 +1641,8 @@ static int sub_update_items(bctx *c, tg_subscription *s, const tg_sub_params *p,
             }
             it->quantity = spec->quantity;
         }
-        if ((rc = metadata_merge(c, &it->metadata, spec->metadata_clear, &spec->metadata)))
+        snprintf(param, sizeof param, "items[%zu][metadata]", i);
+        if ((rc = metadata_merge(c, &it->metadata, spec->metadata_clear, &spec->metadata, param)))
             return rc;
         if (old_qty != it->quantity || strcmp(old_price.id, it->price.id) != 0) {
             *prorated = true;
@@ -1714,7 +1728,7 @@ static int sub_update_fn(bctx *c, void *arg)
         s->default_payment_method = p->default_payment_method.value;
     if (p->description.set)
         s->description = p->description.value;
-    if ((rc = metadata_merge(c, &s->metadata, p->metadata_clear, &p->metadata)))
+    if ((rc = metadata_merge(c, &s->metadata, p->metadata_clear, &p->metadata, "metadata")))
         return rc;
     if (p->has_items && (rc = sub_update_items(c, s, p, &prorated)))
         return rc;
@@ -1737,7 +1751,7 @@ int tg_subscription_update(tg_service *svc, const tg_scope *scope, const char *i
                            const tg_sub_params *p, tg_arena *a, tg_subscription *out,
                            tg_err *err)
 {
-    int rc = tg_metadata_validate(&p->metadata, "metadata", err);
+    int rc = sub_params_check_metadata(p, err);
     if (rc)
         return rc;
     sub_args sa = {.id = id, .p = p, .out = out};
@@ -1978,6 +1992,10 @@ static int sub_phase_fn(bctx *c, void *arg)
         rc = check_phases(c, s, sa->checks);
     if (rc)
         return rc;
+    if (!sa->checks && s->schedule[0]) /* a schedule made from it: it has one already */
+        return tg_err_set(c->err, TG_ESTATE, "from_subscription",
+                          "The subscription %s is already attached to the schedule %s.", s->id,
+                          s->schedule);
     if (sa->phase->set) {
         tg_subscription probe = *s; /* same currency and interval as now */
         tg_sub_item *seen = tg_arena_alloc(c->a, (sa->phase->nitems + 1) * sizeof *seen);

@@ -731,7 +731,8 @@ static int clock_delete_fn(bctx *c, void *arg)
         tg_customer *cs;
         size_t n;
         tg_page page = {.limit = 100};
-        rc = c->s->ops->customer_list(c->s, c->scope, ca->id, &page, c->a, &cs, &n, c->err);
+        tg_customer_filter on_clock = {.test_clock = ca->id};
+        rc = c->s->ops->customer_list(c->s, c->scope, &on_clock, &page, c->a, &cs, &n, c->err);
         if (rc || !n)
             break;
         for (size_t i = 0; !rc && i < n; i++) {

@@ -39,6 +39,12 @@ typedef struct tg_kv {
     const char *value; /* NULL in a patch means "remove this key" */
 } tg_kv;
 
+/* Filters of GET /v1/customers. test_clock NULL: customers on no test clock (Stripe's
+ * default), else that clock's; email NULL: any, else exactly that email (case-sensitive). */
+typedef struct tg_customer_filter {
+    const char *test_clock, *email;
+} tg_customer_filter;
+
 typedef struct tg_metadata {
     tg_kv *items;
     size_t n;

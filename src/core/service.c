@@ -1029,7 +1029,7 @@ static void page_finish(void *items, size_t size, size_t *n, const tg_page *page
     *n = (size_t)page->limit;
 }
 
-int tg_customer_list(tg_service *svc, const tg_scope *scope, const char *test_clock,
+int tg_customer_list(tg_service *svc, const tg_scope *scope, const tg_customer_filter *f,
                      const tg_page *page, tg_arena *a, tg_customer **out, size_t *n,
                      bool *has_more, tg_err *err)
 {
@@ -1037,7 +1037,7 @@ int tg_customer_list(tg_service *svc, const tg_scope *scope, const char *test_cl
     int rc = reader_get(svc, &s, err);
     if (rc)
         return rc;
-    rc = s->ops->customer_list(s, scope, test_clock, page, a, out, n, err);
+    rc = s->ops->customer_list(s, scope, f, page, a, out, n, err);
     reader_put(svc, s);
     if (rc)
         return rc;

@@ -74,8 +74,7 @@ int tg_customer_retrieve(tg_service *svc, const tg_scope *scope, const char *id,
 int tg_customer_update(tg_service *svc, const tg_scope *scope, const char *id,
                        const tg_customer_patch *p, tg_arena *a, tg_customer *out, tg_err *err);
 int tg_customer_delete(tg_service *svc, const tg_scope *scope, const char *id, tg_err *err);
-/* test_clock NULL: customers on no test clock (Stripe's default); else that clock's. */
-int tg_customer_list(tg_service *svc, const tg_scope *scope, const char *test_clock,
+int tg_customer_list(tg_service *svc, const tg_scope *scope, const tg_customer_filter *f,
                      const tg_page *page, tg_arena *a, tg_customer **out, size_t *n,
                      bool *has_more, tg_err *err);
 

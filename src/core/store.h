@@ -82,8 +82,7 @@ typedef struct tg_store_ops {
     int (*customer_put)(tg_store *s, const tg_scope *scope, tg_customer *c, tg_err *err);
     int (*customer_get)(tg_store *s, const tg_scope *scope, const char *id, tg_arena *a,
                         tg_customer *out, tg_err *err);
-    /* test_clock NULL: customers on no test clock (Stripe's default), else that clock's. */
-    int (*customer_list)(tg_store *s, const tg_scope *scope, const char *test_clock,
+    int (*customer_list)(tg_store *s, const tg_scope *scope, const tg_customer_filter *f,
                          const tg_page *page, tg_arena *a, tg_customer **out, size_t *n,
                          tg_err *err);
 

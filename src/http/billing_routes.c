@@ -398,17 +398,23 @@ static void render_invoice(tg_jw *w, const tg_invoice *v)
     jw_knull(w, "description");
     empty_array(w, "discounts");
     jw_kint_or_null(w, "due_date", v->due_date);
-    jw_knull(w, "ending_balance"); /* there is no customer balance */
+    /* There is no customer balance: 0 once finalized, null before, as on Stripe. */
+    if (v->status == TG_INV_DRAFT || v->billing_reason == TG_REASON_UPCOMING)
+        jw_knull(w, "ending_balance");
+    else
+        jw_kint(w, "ending_balance", 0);
     jw_knull(w, "hosted_invoice_url");
     jw_key(w, "lines");
     jw_obj(w);
     jw_kstr(w, "object", "list");
     jw_key(w, "data");
     jw_arr(w);
-    for (size_t i = 0; i < v->nlines && i < 10; i++)
+    /* The first ten lines, the rest at the url; a preview is not stored, so it has them all. */
+    size_t shown = v->billing_reason == TG_REASON_UPCOMING || v->nlines < 10 ? v->nlines : 10;
+    for (size_t i = 0; i < shown; i++)
         render_line(w, v, &v->lines[i]);
     jw_aend(w);
-    jw_kbool(w, "has_more", v->nlines > 10);
+    jw_kbool(w, "has_more", v->nlines > shown);
     jw_kint(w, "total_count", (int64_t)v->nlines);
     char url[160];
     snprintf(url, sizeof url, "/v1/invoices/%s/lines", v->id);
@@ -1348,6 +1354,17 @@ static int h_schedule_create(tg_req *req)
     return 200;
 }
 
+/* A schedule is found through its subscription: a missing one is named as the schedule. */
+static int schedule_error(tg_req *req)
+{
+    if (req->err.code == TG_ENOTFOUND && strcmp(req->err.param, "id") == 0) {
+        tg_err_clear(&req->err);
+        tg_err_set(&req->err, TG_ENOTFOUND, "schedule", "No such subscription schedule: '%s'",
+                   tg_seg(req, 2));
+    }
+    return tg_reply_error(req);
+}
+
 static int h_schedule_update(tg_req *req)
 {
     char sub_id[TG_ID_MAX];
@@ -1359,7 +1376,7 @@ static int h_schedule_update(tg_req *req)
     tg_subscription s;
     if (tg_subscription_set_next_phase(req->svc, &req->scope, sub_id, &ph, &checks, &req->arena,
                                        &s, &req->err))
-        return tg_reply_error(req);
+        return schedule_error(req);
     render_schedule(&req->jw, &s);
     return 200;
 }
@@ -1373,7 +1390,7 @@ static int h_schedule_retrieve(tg_req *req)
         return tg_reply_error(req);
     tg_subscription s;
     if (tg_subscription_retrieve(req->svc, &req->scope, sub_id, &req->arena, &s, &req->err))
-        return tg_reply_error(req);
+        return schedule_error(req);
     render_schedule(&req->jw, &s);
     return 200;
 }

@@ -580,7 +580,7 @@ static int sq_customer_get(tg_store *base, const tg_scope *scope, const char *id
     return rc ? tg_err_set(err, TG_ESTORE, NULL, "corrupt customer row") : TG_OK;
 }
 
-static int sq_customer_list(tg_store *base, const tg_scope *scope, const char *test_clock,
+static int sq_customer_list(tg_store *base, const tg_scope *scope, const tg_customer_filter *f,
                             const tg_page *page, tg_arena *a, tg_customer **out, size_t *n,
                             tg_err *err)
 {
@@ -589,14 +589,16 @@ static int sq_customer_list(tg_store *base, const tg_scope *scope, const char *t
     int rc = page_bounds(s, Q_CUSTOMER_SEQ, scope, page, &lo, &hi, err);
     if (rc)
         return rc;
-    sqlite3_stmt *st = page_query(s, CUSTOMER_COLS, "customers",
-                                  test_clock ? "AND deleted=0 AND test_clock=?6"
-                                             : "AND deleted=0 AND test_clock IS NULL",
-                                  scope, page, lo, hi, err);
+    char where[96];
+    snprintf(where, sizeof where, "AND deleted=0 AND test_clock %s%s",
+             f->test_clock ? "=?6" : "IS NULL", f->email ? " AND email=?7" : "");
+    sqlite3_stmt *st = page_query(s, CUSTOMER_COLS, "customers", where, scope, page, lo, hi, err);
     if (!st)
         return TG_ESTORE;
-    if (test_clock)
-        sqlite3_bind_text(st, 6, test_clock, -1, SQLITE_TRANSIENT);
+    if (f->test_clock)
+        sqlite3_bind_text(st, 6, f->test_clock, -1, SQLITE_TRANSIENT);
+    if (f->email)
+        sqlite3_bind_text(st, 7, f->email, -1, SQLITE_TRANSIENT);
     *out = tg_arena_alloc(a, (size_t)(page->limit + 1) * sizeof(tg_customer));
     *n = 0;
     if (!*out) {

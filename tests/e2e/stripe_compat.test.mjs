@@ -1,0 +1,97 @@
+// What code written for Stripe meets first when it is pointed at Tollgate: list filters,
+// metadata limits on nested objects, previews with many lines, schedule errors, and the
+// endpoints Tollgate does not have answering as unknown URLs (never as an unknown object).
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, createCustomer, expectStripeError, uniq } from './helpers.mjs';
+
+let srv, stripe;
+const cat = {};
+before(async () => {
+  srv = await startServer();
+  stripe = srv.stripe;
+  cat.prod = await stripe.products.create({ name: 'Seats' });
+  cat.seat = await stripe.prices.create({ product: cat.prod.id, currency: 'usd', unit_amount: 1000, recurring: { interval: 'month' } });
+});
+after(async () => { await srv?.close(); });
+
+const payingCustomer = (extra = {}) => createCustomer(stripe, { invoice_settings: { default_payment_method: 'pm_x' }, ...extra });
+
+test('customers.list({email}) finds the customers with exactly that email', async () => {
+  const email = `${uniq('a')}@example.test`;
+  const a = await createCustomer(stripe, { email });
+  const b = await createCustomer(stripe, { email });
+  await createCustomer(stripe, { email: email.toUpperCase() });
+  const found = await stripe.customers.list({ email, limit: 1 });
+  assert.deepEqual(found.data.map((c) => c.id), [b.id]);
+  assert.equal(found.has_more, true);
+  assert.deepEqual((await stripe.customers.list({ email }).autoPagingToArray({ limit: 10 })).map((c) => c.id), [b.id, a.id]);
+  assert.deepEqual((await stripe.customers.list({ email: 'nobody@example.test' })).data, []);
+});
+
+test('search endpoints answer 404 unrecognized_request_url, not a lookup of an object named "search"', async () => {
+  for (const call of [
+    () => stripe.customers.search({ query: "email:'a@b.c'" }),
+    () => stripe.subscriptions.search({ query: "status:'active'" }),
+    () => stripe.invoices.search({ query: "total>100" }),
+    () => stripe.products.search({ query: "active:'true'" }),
+    () => stripe.prices.search({ query: "active:'true'" }),
+  ])
+    await expectStripeError(call(), { status: 404, code: 'unrecognized_request_url', message: /Search is not supported/ });
+});
+
+test('subscription item metadata has Stripe\'s limits, on create and on update, and a refusal changes nothing', async () => {
+  const cus = await payingCustomer();
+  await expectStripeError(stripe.subscriptions.create({
+    customer: cus.id, items: [{ price: cat.seat.id, metadata: { ['k'.repeat(41)]: 'v' } }],
+  }), { status: 400, param: `items[0][metadata][${'k'.repeat(41)}]` });
+  await expectStripeError(stripe.subscriptions.create({
+    customer: cus.id, items: [{ price: cat.seat.id, metadata: { k: 'v'.repeat(501) } }],
+  }), { status: 400, param: 'items[0][metadata][k]' });
+  const many = Object.fromEntries(Array.from({ length: 51 }, (_, i) => [`k${i}`, 'v']));
+  await expectStripeError(stripe.subscriptions.create({ customer: cus.id, items: [{ price: cat.seat.id, metadata: many }] }),
+    { status: 400, param: 'items[0][metadata]' });
+  assert.equal((await stripe.subscriptions.list({ customer: cus.id })).data.length, 0);
+  const sub = await stripe.subscriptions.create({ customer: cus.id, items: [{ price: cat.seat.id, metadata: { a: '1' } }] });
+  const item = sub.items.data[0].id;
+  await expectStripeError(stripe.subscriptions.update(sub.id, { items: [{ id: item, metadata: { k: 'v'.repeat(501) } }] }),
+    { status: 400, param: 'items[0][metadata][k]' });
+  // 50 keys in all once merged: one more than the item has room for.
+  const fifty = Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`k${i}`, 'v']));
+  await expectStripeError(stripe.subscriptions.update(sub.id, { items: [{ id: item, metadata: fifty }] }),
+    { status: 400, param: 'items[0][metadata]' });
+  assert.deepEqual((await stripe.subscriptions.retrieve(sub.id)).items.data[0].metadata, { a: '1' });
+});
+
+test('a preview with more than ten lines shows them all (it is not stored: there is no /lines to page)', async () => {
+  const cus = await payingCustomer();
+  const prices = [];
+  for (let i = 0; i < 14; i++)
+    prices.push(await stripe.prices.create({ product: cat.prod.id, currency: 'usd', unit_amount: 100 + i, recurring: { interval: 'month' } }));
+  const sub = await stripe.subscriptions.create({ customer: cus.id, items: prices.map((p) => ({ price: p.id })) });
+  const preview = await stripe.invoices.createPreview({ subscription: sub.id });
+  assert.equal(preview.lines.data.length, 14);
+  assert.equal(preview.lines.has_more, false);
+  assert.equal(preview.lines.data.reduce((a, l) => a + l.amount, 0), preview.total);
+  assert.equal(preview.ending_balance, null);
+  // A stored invoice shows ten and pages the rest.
+  const first = await stripe.invoices.retrieve(sub.latest_invoice);
+  assert.equal(first.lines.data.length, 10);
+  assert.equal(first.lines.has_more, true);
+  assert.equal((await stripe.invoices.listLineItems(first.id).autoPagingToArray({ limit: 100 })).length, 14);
+  assert.equal(first.status, 'open');
+  assert.equal(first.ending_balance, 0, 'finalized: the (absent) customer balance is 0, not null');
+});
+
+test('schedules: an unknown one is named as a schedule; a subscription with one cannot make another', async () => {
+  await expectStripeError(stripe.subscriptionSchedules.retrieve('sub_sched_nope'),
+    { status: 404, code: 'resource_missing', message: "No such subscription schedule: 'sub_sched_nope'" });
+  await expectStripeError(stripe.subscriptionSchedules.update('sub_sched_nope', { phases: [{ items: [{ price: cat.seat.id }] }] }),
+    { status: 404, code: 'resource_missing', message: /No such subscription schedule/ });
+  const cus = await payingCustomer();
+  const sub = await stripe.subscriptions.create({ customer: cus.id, items: [{ price: cat.seat.id }] });
+  const sched = await stripe.subscriptionSchedules.create({ from_subscription: sub.id });
+  await expectStripeError(stripe.subscriptionSchedules.create({ from_subscription: sub.id }),
+    { status: 400, param: 'from_subscription', message: new RegExp(`already attached to the schedule ${sched.id}`) });
+});
