@@ -150,8 +150,9 @@ static int save_sub(bctx *c, const tg_subscription *s)
     tg_buf_init(&b, TG_RECORD_MAX);
     tg_subscription_encode(&b, s);
     /* The prices and products of its items, for GET /v1/subscriptions?price= and for
-     * finding the subscribers of a product whose features change. */
-    size_t cap = 2 + s->nitems * 2 * (TG_ID_MAX + 10);
+     * finding the subscribers of a product whose features change; the items' ids, for
+     * finding the subscription of an item (/v1/subscription_items/:id). */
+    size_t cap = 2 + s->nitems * 3 * (TG_ID_MAX + 10);
     char *tags = tg_arena_alloc(c->a, cap);
     if (!tags) {
         tg_buf_free(&b);
@@ -159,8 +160,9 @@ static int save_sub(bctx *c, const tg_subscription *s)
     }
     size_t len = (size_t)snprintf(tags, cap, " ");
     for (size_t i = 0; i < s->nitems; i++)
-        len += (size_t)snprintf(tags + len, cap - len, "price=%s product=%s ",
-                                s->items[i].price.id, s->items[i].price.product);
+        len += (size_t)snprintf(tags + len, cap - len, "price=%s product=%s item=%s ",
+                                s->items[i].price.id, s->items[i].price.product,
+                                s->items[i].id);
     tg_obj o = {.kind = KIND_SUB, .created = s->created, .active = sub_live(s),
                 .customer = s->customer, .lookup = sub_status_words[s->status],
                 .clock = s->test_clock[0] ? s->test_clock : NULL, .due = sub_due(s),
@@ -1785,6 +1787,64 @@ int tg_subscription_retrieve(tg_service *svc, const tg_scope *scope, const char 
 {
     sub_args sa = {.id = id, .out = out};
     return bill_read(svc, scope, a, sub_get_fn, &sa, err);
+}
+
+typedef struct item_owner_args {
+    const char *item;
+    char *owner;
+} item_owner_args;
+
+static bool sub_has_item(const tg_subscription *s, const char *item)
+{
+    for (size_t i = 0; i < s->nitems; i++)
+        if (strcmp(s->items[i].id, item) == 0)
+            return true;
+    return false;
+}
+
+/* The subscription an item is on, by the item's tag. A subscription last saved before items
+ * were tagged has none: those are read through, a page at a time, only when the tag finds
+ * nothing (an unknown item costs a pass over the subscriptions). */
+static int item_owner_fn(bctx *c, void *arg)
+{
+    item_owner_args *o = arg;
+    char tag[TG_ID_MAX + 16];
+    const char *tags[1] = {tag};
+    snprintf(tag, sizeof tag, " item=%s ", o->item);
+    tg_obj_filter f = {.active = -1, .tags = tags, .ntags = 1};
+    tg_page page = {.limit = 1};
+    tg_subscription *subs;
+    size_t n;
+    bool more = true;
+    int rc = bill_list(c, KIND_SUB, &f, &page, decode_sub, sizeof *subs, (void **)&subs, &n,
+                       &more);
+    if (!rc && n && sub_has_item(&subs[0], o->item)) {
+        tg_strlcpy(o->owner, subs[0].id, TG_ID_MAX);
+        return TG_OK;
+    }
+    tg_obj_filter all = {.active = -1};
+    page.limit = 100;
+    for (more = true; !rc && more; page.starting_after = subs[n - 1].id) {
+        if ((rc = bill_list(c, KIND_SUB, &all, &page, decode_sub, sizeof *subs, (void **)&subs,
+                            &n, &more)))
+            break;
+        for (size_t i = 0; i < n; i++)
+            if (sub_has_item(&subs[i], o->item)) {
+                tg_strlcpy(o->owner, subs[i].id, TG_ID_MAX);
+                return TG_OK;
+            }
+        if (!n)
+            break;
+    }
+    return rc ? rc : tg_err_set(c->err, TG_ENOTFOUND, "id", "No such subscription item: '%s'",
+                                o->item);
+}
+
+int tg_subscription_item_owner(tg_service *svc, const tg_scope *scope, const char *item,
+                               tg_arena *a, char owner[TG_ID_MAX], tg_err *err)
+{
+    item_owner_args o = {item, owner};
+    return bill_read(svc, scope, a, item_owner_fn, &o, err);
 }
 
 typedef struct sub_list_args {

@@ -357,6 +357,9 @@ int tg_subscription_update(tg_service *svc, const tg_scope *scope, const char *i
                            tg_err *err);
 int tg_subscription_retrieve(tg_service *svc, const tg_scope *scope, const char *id,
                              tg_arena *a, tg_subscription *out, tg_err *err);
+/* The id of the subscription that has the item (TG_ENOTFOUND, param "id", when none). */
+int tg_subscription_item_owner(tg_service *svc, const tg_scope *scope, const char *item,
+                               tg_arena *a, char owner[TG_ID_MAX], tg_err *err);
 int tg_subscription_list(tg_service *svc, const tg_scope *scope, const tg_sub_filter *f,
                          const tg_page *page, tg_arena *a, tg_subscription **out, size_t *n,
                          bool *has_more, tg_err *err);

@@ -170,6 +170,8 @@ static inline const char *tg_seg(const tg_req *req, int i)
 
 /* Starts a list response {object:"list", url, has_more, data:[ … ]}: call jw_aend + jw_end
  * after writing the items. */
+/* Writes Stripe's answer to a delete, {id, object, deleted: true}; returns 200. */
+int tg_reply_deleted(tg_req *req, const char *id, const char *object);
 void tg_list_begin(tg_req *req, const char *url);
 void tg_list_end(tg_req *req, bool has_more);
 

@@ -99,6 +99,38 @@ static void empty_array(tg_jw *w, const char *key)
     jw_aend(w);
 }
 
+/* The items [*from, *to) of a list kept in memory (an invoice's lines, a subscription's items),
+ * in their own order, that a page asks for: cursors are ids of the items, item k's id at
+ * ids + k * stride. False, with the error set, when a cursor is not one of them. */
+static bool page_window(tg_req *req, const tg_page *page, const char *what, const char *ids,
+                        size_t stride, size_t n, size_t *from, size_t *to, bool *more)
+{
+    *from = 0;
+    *to = n;
+    const char *cursor = page->starting_after ? page->starting_after : page->ending_before;
+    if (cursor) {
+        size_t k = 0;
+        while (k < n && strcmp(ids + k * stride, cursor) != 0)
+            k++;
+        if (k == n) {
+            tg_err_set(&req->err, TG_ENOTFOUND,
+                       page->starting_after ? "starting_after" : "ending_before",
+                       "No such %s: '%s'", what, cursor);
+            return false;
+        }
+        if (page->starting_after)
+            *from = k + 1;
+        else
+            *to = k;
+    }
+    *more = *to - *from > (size_t)page->limit;
+    if (*more && page->ending_before)
+        *from = *to - (size_t)page->limit;
+    else if (*more)
+        *to = *from + (size_t)page->limit;
+    return true;
+}
+
 /* ================================================================ renderers */
 
 static void render_product(tg_jw *w, const tg_product *p)
@@ -615,23 +647,13 @@ static int h_product_retrieve(tg_req *req)
                                                   &req->arena, &p, &req->err), &p);
 }
 
-static int reply_deleted(tg_req *req, const char *id, const char *object)
-{
-    jw_obj(&req->jw);
-    jw_kstr(&req->jw, "id", id);
-    jw_kstr(&req->jw, "object", object);
-    jw_kbool(&req->jw, "deleted", true);
-    jw_end(&req->jw);
-    return 200;
-}
-
 static int h_product_delete(tg_req *req)
 {
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     if (tg_product_delete(req->svc, &req->scope, tg_seg(req, 2), &req->err))
         return tg_reply_error(req);
-    return reply_deleted(req, tg_seg(req, 2), "product");
+    return tg_reply_deleted(req, tg_seg(req, 2), "product");
 }
 
 static bool catalog_filter(tg_req *req, tg_catalog_filter *f)
@@ -992,7 +1014,7 @@ static int h_clock_delete(tg_req *req)
         return tg_reply_error(req);
     if (tg_test_clock_delete(req->svc, &req->scope, tg_seg(req, 3), &req->err))
         return tg_reply_error(req);
-    return reply_deleted(req, tg_seg(req, 3), "test_helpers.test_clock");
+    return tg_reply_deleted(req, tg_seg(req, 3), "test_helpers.test_clock");
 }
 
 static int h_clock_list(tg_req *req)
@@ -1052,7 +1074,8 @@ static bool read_items(tg_req *req, bool update, tg_sub_params *p)
     return true;
 }
 
-static bool read_sub_params(tg_req *req, bool update, tg_sub_params *p)
+/* Parameters that change nothing: every field at its "leave" or "default" value. */
+static void sub_params_init(tg_sub_params *p)
 {
     memset(p, 0, sizeof *p);
     p->anchor_day = p->anchor_month = p->anchor_hour = p->anchor_minute = p->anchor_second = -1;
@@ -1061,6 +1084,14 @@ static bool read_sub_params(tg_req *req, bool update, tg_sub_params *p)
     p->proration = -1;
     p->send_invoice = -1;
     p->days_until_due = -1;
+}
+
+static const char *const proration_words[] = {"create_prorations", "none", "always_invoice",
+                                              NULL};
+
+static bool read_sub_params(tg_req *req, bool update, tg_sub_params *p)
+{
+    sub_params_init(p);
     if (!update)
         p_str_required(req, NULL, "customer", NULL, 255, &p->customer);
     read_items(req, update, p);
@@ -1123,8 +1154,6 @@ static bool read_sub_params(tg_req *req, bool update, tg_sub_params *p)
         if (ca->kind == TG_PARAM_STRING && ca->value && *ca->value)
             p_int(req, NULL, "cancel_at", NULL, 1, 253402300799LL, &p->cancel_at);
     }
-    static const char *const proration_words[] = {"create_prorations", "none", "always_invoice",
-                                                  NULL};
     p_enum(req, NULL, "proration_behavior", NULL, proration_words, &p->proration);
     static const char *const collection_words[] = {"charge_automatically", "send_invoice", NULL};
     p_enum(req, NULL, "collection_method", NULL, collection_words, &p->send_invoice);
@@ -1249,6 +1278,170 @@ static int h_sub_list(tg_req *req)
     tg_list_begin(req, "/v1/subscriptions");
     for (size_t i = 0; i < n; i++)
         render_subscription(&req->jw, &items[i]);
+    tg_list_end(req, more);
+    return 200;
+}
+
+/* ---- subscription items: each request is a change of the item's subscription */
+
+/* An error about items[0][X] of the change made for an item request names X, the request's
+ * own parameter. */
+static int item_error(tg_req *req)
+{
+    static const char prefix[] = "items[0][";
+    char *param = req->err.param;
+    if (strncmp(param, prefix, sizeof prefix - 1) == 0) {
+        char *name = param + sizeof prefix - 1, *close = strchr(name, ']');
+        if (close) {
+            memmove(close, close + 1, strlen(close + 1) + 1);
+            memmove(param, name, strlen(name) + 1);
+        }
+    }
+    return tg_reply_error(req);
+}
+
+static const tg_sub_item *item_of(const tg_subscription *s, const char *id)
+{
+    for (size_t i = 0; i < s->nitems; i++)
+        if (strcmp(s->items[i].id, id) == 0)
+            return &s->items[i];
+    return NULL;
+}
+
+/* price, quantity, metadata and proration_behavior of an item create or update, as the one
+ * item of a subscription change. */
+static bool read_item_change(tg_req *req, bool create, tg_sub_params *p)
+{
+    sub_params_init(p);
+    p->has_items = true;
+    p->nitems = 1;
+    tg_sub_item_spec *it = &p->items[0];
+    if (create)
+        p_str_required(req, NULL, "price", NULL, 255, &it->price);
+    else
+        p_str(req, NULL, "price", NULL, 255, &it->price);
+    it->has_quantity = p_int(req, NULL, "quantity", NULL, 0, 1000000000000LL, &it->quantity);
+    p_string_map(req, NULL, "metadata", !create, &it->metadata, &it->metadata_clear);
+    p_enum(req, NULL, "proration_behavior", NULL, proration_words, &p->proration);
+    p_expand(req);
+    return tg_req_params_done(req);
+}
+
+/* Runs p on the subscription of item `id` (NULL: sub_id's) and answers with the item. */
+static int item_change(tg_req *req, const char *sub_id, const char *id, tg_sub_params *p)
+{
+    char owner[TG_ID_MAX];
+    if (!sub_id) {
+        if (tg_subscription_item_owner(req->svc, &req->scope, id, &req->arena, owner, &req->err))
+            return tg_reply_error(req);
+        sub_id = owner;
+    }
+    tg_subscription s;
+    if (tg_subscription_update(req->svc, &req->scope, sub_id, p, &req->arena, &s, &req->err)) {
+        if (!id && req->err.code == TG_ENOTFOUND && strcmp(req->err.param, "id") == 0)
+            tg_strlcpy(req->err.param, "subscription", sizeof req->err.param);
+        return item_error(req);
+    }
+    /* A new item is the one with its price: a price is on a subscription at most once. */
+    const tg_sub_item *it = NULL;
+    for (size_t i = 0; !id && i < s.nitems; i++)
+        if (strcmp(s.items[i].price.id, p->items[0].price) == 0)
+            it = &s.items[i];
+    if (id)
+        it = item_of(&s, id);
+    if (!it)
+        return tg_err_set(&req->err, TG_ESTORE, NULL, "The item is missing after its change."),
+               tg_reply_error(req);
+    render_item(&req->jw, &s, it);
+    return 200;
+}
+
+static int h_item_create(tg_req *req)
+{
+    const char *sub_id;
+    tg_sub_params *p = tg_arena_alloc(&req->arena, sizeof *p);
+    if (!p)
+        return tg_err_set(&req->err, TG_ENOMEM, NULL, NULL), tg_reply_error(req);
+    p_str_required(req, NULL, "subscription", NULL, 255, &sub_id);
+    if (!read_item_change(req, true, p))
+        return tg_reply_error(req);
+    return item_change(req, sub_id, NULL, p);
+}
+
+static int h_item_update(tg_req *req)
+{
+    tg_sub_params *p = tg_arena_alloc(&req->arena, sizeof *p);
+    if (!p)
+        return tg_err_set(&req->err, TG_ENOMEM, NULL, NULL), tg_reply_error(req);
+    if (!read_item_change(req, false, p))
+        return tg_reply_error(req);
+    p->items[0].id = tg_seg(req, 2);
+    return item_change(req, NULL, tg_seg(req, 2), p);
+}
+
+static int h_item_delete(tg_req *req)
+{
+    tg_sub_params *p = tg_arena_alloc(&req->arena, sizeof *p);
+    if (!p)
+        return tg_err_set(&req->err, TG_ENOMEM, NULL, NULL), tg_reply_error(req);
+    sub_params_init(p);
+    p_enum(req, NULL, "proration_behavior", NULL, proration_words, &p->proration);
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    const char *id = tg_seg(req, 2);
+    char owner[TG_ID_MAX];
+    tg_subscription s;
+    p->has_items = true;
+    p->nitems = 1;
+    p->items[0].id = id;
+    p->items[0].deleted = true;
+    if (tg_subscription_item_owner(req->svc, &req->scope, id, &req->arena, owner, &req->err) ||
+        tg_subscription_update(req->svc, &req->scope, owner, p, &req->arena, &s, &req->err))
+        return item_error(req);
+    return tg_reply_deleted(req, id, "subscription_item");
+}
+
+static int h_item_retrieve(tg_req *req)
+{
+    p_expand(req);
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    const char *id = tg_seg(req, 2);
+    char owner[TG_ID_MAX];
+    tg_subscription s;
+    if (tg_subscription_item_owner(req->svc, &req->scope, id, &req->arena, owner, &req->err) ||
+        tg_subscription_retrieve(req->svc, &req->scope, owner, &req->arena, &s, &req->err))
+        return tg_reply_error(req);
+    const tg_sub_item *it = item_of(&s, id);
+    if (!it)
+        return tg_err_set(&req->err, TG_ENOTFOUND, "id", "No such subscription item: '%s'", id),
+               tg_reply_error(req);
+    render_item(&req->jw, &s, it);
+    return 200;
+}
+
+/* GET /v1/subscription_items?subscription=: the items in the subscription's order. */
+static int h_item_list(tg_req *req)
+{
+    tg_page page;
+    const char *sub_id;
+    p_str_required(req, NULL, "subscription", NULL, 255, &sub_id);
+    if (!p_page(req, &page) || !tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_subscription s;
+    if (tg_subscription_retrieve(req->svc, &req->scope, sub_id, &req->arena, &s, &req->err)) {
+        if (req->err.code == TG_ENOTFOUND)
+            tg_strlcpy(req->err.param, "subscription", sizeof req->err.param);
+        return tg_reply_error(req);
+    }
+    size_t from, to;
+    bool more;
+    if (!page_window(req, &page, "subscription item", s.items ? s.items[0].id : NULL,
+                     sizeof *s.items, s.nitems, &from, &to, &more))
+        return tg_reply_error(req);
+    tg_list_begin(req, "/v1/subscription_items");
+    for (size_t i = from; i < to; i++)
+        render_item(&req->jw, &s, &s.items[i]);
     tg_list_end(req, more);
     return 200;
 }
@@ -1424,33 +1617,11 @@ static int h_invoice_lines(tg_req *req)
     if (tg_invoice_retrieve(req->svc, &req->scope, tg_seg(req, 2), &req->arena, &v, &req->err))
         return tg_reply_error(req);
     /* Lines are in invoice order; cursors are line ids. */
-    size_t from = 0, to = v.nlines;
-    const char *cursor = page.starting_after ? page.starting_after : page.ending_before;
-    if (cursor) {
-        size_t k = 0;
-        while (k < v.nlines && strcmp(v.lines[k].id, cursor) != 0)
-            k++;
-        if (k == v.nlines) {
-            tg_err_set(&req->err, TG_ENOTFOUND,
-                       page.starting_after ? "starting_after" : "ending_before",
-                       "No such line item: '%s'", cursor);
-            return tg_reply_error(req);
-        }
-        if (page.starting_after)
-            from = k + 1;
-        else
-            to = k;
-    }
+    size_t from, to;
     bool more;
-    if (page.ending_before) {
-        more = to - from > (size_t)page.limit;
-        if (more)
-            from = to - (size_t)page.limit;
-    } else {
-        more = to - from > (size_t)page.limit;
-        if (more)
-            to = from + (size_t)page.limit;
-    }
+    if (!page_window(req, &page, "line item", v.lines ? v.lines[0].id : NULL,
+                     sizeof *v.lines, v.nlines, &from, &to, &more))
+        return tg_reply_error(req);
     char url[160];
     snprintf(url, sizeof url, "/v1/invoices/%s/lines", v.id);
     tg_list_begin(req, url);
@@ -1580,6 +1751,11 @@ const tg_route tg_billing_routes[] = {
     {"POST", "/v1/test_helpers/test_clocks/:id/advance", h_clock_advance, TG_ROUTE_SECRET},
     {"POST", "/v1/subscriptions", h_sub_create, TG_ROUTE_SECRET, "sub_"},
     {"GET", "/v1/subscriptions", h_sub_list, TG_ROUTE_SECRET},
+    {"POST", "/v1/subscription_items", h_item_create, TG_ROUTE_SECRET, "si_"},
+    {"GET", "/v1/subscription_items", h_item_list, TG_ROUTE_SECRET},
+    {"GET", "/v1/subscription_items/:id", h_item_retrieve, TG_ROUTE_SECRET},
+    {"POST", "/v1/subscription_items/:id", h_item_update, TG_ROUTE_SECRET},
+    {"DELETE", "/v1/subscription_items/:id", h_item_delete, TG_ROUTE_SECRET},
     {"GET", "/v1/subscriptions/:id", h_sub_retrieve, TG_ROUTE_SECRET},
     {"POST", "/v1/subscriptions/:id", h_sub_update, TG_ROUTE_SECRET},
     {"DELETE", "/v1/subscriptions/:id", h_sub_cancel, TG_ROUTE_SECRET},

@@ -249,12 +249,7 @@ static int h_product_feature_detach(tg_req *req)
     if (tg_product_feature_detach(req->svc, &req->scope, tg_seg(req, 2), tg_seg(req, 4),
                                   &req->err))
         return tg_reply_error(req);
-    jw_obj(&req->jw);
-    jw_kstr(&req->jw, "id", tg_seg(req, 4));
-    jw_kstr(&req->jw, "object", "product_feature");
-    jw_kbool(&req->jw, "deleted", true);
-    jw_end(&req->jw);
-    return 200;
+    return tg_reply_deleted(req, tg_seg(req, 4), "product_feature");
 }
 
 /* ================================================================ active entitlements */

@@ -308,6 +308,16 @@ bool tg_req_record_failed(tg_req *req)
 
 /* ---------------------------------------------------------------- lists */
 
+int tg_reply_deleted(tg_req *req, const char *id, const char *object)
+{
+    jw_obj(&req->jw);
+    jw_kstr(&req->jw, "id", id);
+    jw_kstr(&req->jw, "object", object);
+    jw_kbool(&req->jw, "deleted", true);
+    jw_end(&req->jw);
+    return 200;
+}
+
 void tg_list_begin(tg_req *req, const char *url)
 {
     tg_jw *w = &req->jw;

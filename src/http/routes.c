@@ -91,12 +91,7 @@ static int h_customer_delete(tg_req *req)
     const char *id = tg_seg(req, 2);
     if (tg_customer_delete(req->svc, &req->scope, id, &req->err))
         return tg_reply_error(req);
-    jw_obj(&req->jw);
-    jw_kstr(&req->jw, "id", id);
-    jw_kstr(&req->jw, "object", "customer");
-    jw_kbool(&req->jw, "deleted", true);
-    jw_end(&req->jw);
-    return 200;
+    return tg_reply_deleted(req, id, "customer");
 }
 
 static int h_customer_list(tg_req *req)

@@ -4,6 +4,8 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { startServer, createCustomer, expectStripeError, uniq } from './helpers.mjs';
 
 let srv, stripe;
@@ -94,4 +96,86 @@ test('schedules: an unknown one is named as a schedule; a subscription with one 
   const sched = await stripe.subscriptionSchedules.create({ from_subscription: sub.id });
   await expectStripeError(stripe.subscriptionSchedules.create({ from_subscription: sub.id }),
     { status: 400, param: 'from_subscription', message: new RegExp(`already attached to the schedule ${sched.id}`) });
+});
+
+test('subscription items: list, retrieve, create, update and delete, each a change of the subscription', async () => {
+  const cus = await payingCustomer();
+  const extra = await stripe.prices.create({ product: cat.prod.id, currency: 'usd', unit_amount: 500, recurring: { interval: 'month' } });
+  const third = await stripe.prices.create({ product: cat.prod.id, currency: 'usd', unit_amount: 700, recurring: { interval: 'month' } });
+  const sub = await stripe.subscriptions.create({ customer: cus.id, items: [{ price: cat.seat.id, quantity: 2 }] });
+  const first = sub.items.data[0];
+
+  const listed = await stripe.subscriptionItems.list({ subscription: sub.id });
+  assert.equal(listed.url, '/v1/subscription_items');
+  assert.deepEqual(listed.data.map((i) => [i.id, i.object, i.quantity, i.subscription]), [[first.id, 'subscription_item', 2, sub.id]]);
+  assert.deepEqual(await stripe.subscriptionItems.retrieve(first.id), listed.data[0]);
+
+  // Create: the new item, on the subscription, with a proration for the rest of the period.
+  const created = await stripe.subscriptionItems.create({ subscription: sub.id, price: extra.id, quantity: 3, metadata: { tier: 'b' } },
+    { idempotencyKey: uniq('si') });
+  assert.equal(created.object, 'subscription_item');
+  assert.equal(created.price.id, extra.id);
+  assert.equal(created.quantity, 3);
+  assert.deepEqual(created.metadata, { tier: 'b' });
+  let now = await stripe.subscriptions.retrieve(sub.id);
+  assert.deepEqual(now.items.data.map((i) => i.id), [first.id, created.id]);
+  const page1 = await stripe.subscriptionItems.list({ subscription: sub.id, limit: 1 });
+  assert.deepEqual([page1.data.map((i) => i.id), page1.has_more], [[first.id], true]);
+  assert.deepEqual((await stripe.subscriptionItems.list({ subscription: sub.id, starting_after: first.id })).data.map((i) => i.id), [created.id]);
+  assert.deepEqual((await stripe.subscriptionItems.list({ subscription: sub.id }).autoPagingToArray({ limit: 10 })).map((i) => i.id), [first.id, created.id]);
+
+  // Update: quantity and metadata merge; price change.
+  const updated = await stripe.subscriptionItems.update(created.id, { quantity: 4, metadata: { more: 'x' }, proration_behavior: 'none' });
+  assert.equal(updated.id, created.id);
+  assert.equal(updated.quantity, 4);
+  assert.deepEqual(updated.metadata, { tier: 'b', more: 'x' });
+  const moved = await stripe.subscriptionItems.update(created.id, { price: third.id });
+  assert.equal(moved.price.id, third.id);
+
+  // Delete: gone from the subscription; the last item cannot go.
+  const deleted = await stripe.subscriptionItems.del(created.id);
+  assert.deepEqual([deleted.id, deleted.object, deleted.deleted], [created.id, 'subscription_item', true]);
+  now = await stripe.subscriptions.retrieve(sub.id);
+  assert.deepEqual(now.items.data.map((i) => i.id), [first.id]);
+  await expectStripeError(stripe.subscriptionItems.del(first.id), { status: 400, param: 'items' });
+  assert.equal((await stripe.subscriptions.retrieve(sub.id)).items.data.length, 1);
+
+  // Errors name the item request's own parameters and objects.
+  await expectStripeError(stripe.subscriptionItems.retrieve(created.id), { status: 404, code: 'resource_missing', message: /No such subscription item/ });
+  await expectStripeError(stripe.subscriptionItems.update('si_nope', { quantity: 1 }), { status: 404, param: 'id', message: "No such subscription item: 'si_nope'" });
+  await expectStripeError(stripe.subscriptionItems.list({}), { status: 400, code: 'parameter_missing', param: 'subscription' });
+  await expectStripeError(stripe.subscriptionItems.list({ subscription: 'sub_nope' }), { status: 404, param: 'subscription' });
+  await expectStripeError(stripe.subscriptionItems.create({ subscription: 'sub_nope', price: extra.id }), { status: 404, param: 'subscription' });
+  await expectStripeError(stripe.subscriptionItems.create({ subscription: sub.id, price: cat.seat.id }), { status: 400, param: 'price', message: /already on this subscription/ });
+  await expectStripeError(stripe.subscriptionItems.create({ subscription: sub.id, price: 'price_nope' }), { status: 404, param: 'price' });
+  await expectStripeError(stripe.subscriptionItems.create({ subscription: sub.id, price: extra.id, metadata: { k: 'v'.repeat(501) } }), { status: 400, param: 'metadata[k]' });
+  await expectStripeError(stripe.subscriptionItems.update(first.id, { bogus: 1 }), { status: 400, code: 'parameter_unknown', param: 'bogus' });
+  await expectStripeError(stripe.subscriptionItems.list({ subscription: sub.id, starting_after: 'si_nope' }), { status: 404, param: 'starting_after' });
+  assert.equal((await stripe.subscriptions.retrieve(sub.id)).items.data.length, 1, 'refusals changed nothing');
+});
+
+test('an item of a subscription saved before items were tagged is still found (by reading the subscriptions)', async () => {
+  const cus = await payingCustomer();
+  const subs = [];
+  for (let i = 0; i < 3; i++) subs.push(await stripe.subscriptions.create({ customer: cus.id, items: [{ price: cat.seat.id }] }));
+  const item = subs[1].items.data[0].id;
+  await srv.stop();
+  // The tags as the previous version wrote them: prices and products, no items.
+  const ids = subs.map((x) => `'${x.id}'`).join(',');
+  const sql = `UPDATE objects SET tags=' price=${cat.seat.id} product=${cat.prod.id} ' ` +
+    `WHERE kind='subscription' AND id IN (${ids});` +
+    `SELECT count(*) FROM objects WHERE kind='subscription' AND id IN (${ids}) AND instr(tags, ' item=') > 0;`;
+  const out = spawnSync('sqlite3', [join(srv.dir, 'tollgate.db')], { input: sql, encoding: 'utf8' });
+  assert.equal(out.status, 0, out.stderr);
+  assert.equal(out.stdout.trim(), '0', 'no item tags left on them');
+  await srv.restart();
+  const found = await stripe.subscriptionItems.retrieve(item);
+  assert.equal(found.subscription, subs[1].id);
+  const updated = await stripe.subscriptionItems.update(item, { quantity: 5 });
+  assert.equal(updated.quantity, 5);
+  // Saved again, it is tagged: found by its tag from now on.
+  const tagged = spawnSync('sqlite3', [join(srv.dir, 'tollgate.db')],
+    { input: `SELECT count(*) FROM objects WHERE kind='subscription' AND instr(tags, ' item=${item} ') > 0;`, encoding: 'utf8' });
+  assert.equal(tagged.stdout.trim(), '1');
+  await expectStripeError(stripe.subscriptionItems.retrieve('si_nope'), { status: 404, param: 'id' });
 });
