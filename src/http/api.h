@@ -17,6 +17,7 @@
 #include "base/err.h"
 #include "core/model.h"
 #include "core/service.h"
+#include "http/expand.h"
 #include "http/jsonw.h"
 #include "http/params.h"
 
@@ -53,9 +54,10 @@ struct tg_req {
     const char *key;      /* the secret key it authenticated with (NULL for a session token) */
     const char *idem_key; /* the request's Idempotency-Key once claimed, else NULL */
     tg_err err;
+    tg_expand expand; /* expand[] of the request (p_expand, p_page) */
     /* response */
     tg_buf out;
-    tg_jw jw;
+    tg_jw jw; /* its ctx is the request */
     bool should_retry_header; /* send Stripe-Should-Retry: true */
     /* deferred recording (see tg_req_record_events) */
     tg_continuation resume;
@@ -124,10 +126,11 @@ bool p_enum(tg_req *req, tg_param *parent, const char *name, const char *path,
  * Values given empty become NULL (remove) when allow_remove, else stay "". */
 bool p_string_map(tg_req *req, tg_param *parent, const char *name, bool allow_remove,
                   tg_metadata *out, bool *clear);
-/* Accepts and ignores expand[] (no field of these objects is expandable). */
-void p_expand(tg_req *req);
-/* limit, starting_after, ending_before. */
-bool p_page(tg_req *req, tg_page *out);
+/* expand[] of a response that is an object of `type` (see expand.h); false, with the error
+ * set, for a path that cannot be expanded. */
+bool p_expand(tg_req *req, const char *type);
+/* limit, starting_after, ending_before, and expand[] of a list of `type`. */
+bool p_page(tg_req *req, tg_page *out, const char *type);
 
 /* Records events without blocking: parks the connection, queues the events, and returns
  * TG_HTTP_DEFERRED; `then` runs when they are committed (or failed) and writes the response.
@@ -170,6 +173,9 @@ static inline const char *tg_seg(const tg_req *req, int i)
 
 /* Starts a list response {object:"list", url, has_more, data:[ … ]}: call jw_aend + jw_end
  * after writing the items. */
+/* Expanders (expand.h) of objects other files' renderers name. */
+bool tg_expand_test_clock(tg_req *req, const char *id);
+
 /* Writes Stripe's answer to a delete, {id, object, deleted: true}; returns 200. */
 int tg_reply_deleted(tg_req *req, const char *id, const char *object);
 void tg_list_begin(tg_req *req, const char *url);

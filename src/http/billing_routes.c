@@ -56,22 +56,6 @@ static bool p_dec(tg_req *req, tg_param *parent, const char *name, const char *p
     return true;
 }
 
-/* Whether expand[] names field (tiers is the only expandable field of these objects that
- * changes the shape; ids stay ids otherwise). */
-static bool expands(tg_req *req, const char *field)
-{
-    tg_param *p = tg_param_get(req->params, "expand");
-    if (!p)
-        return false;
-    tg_param_use_all(p);
-    if (p->kind == TG_PARAM_STRING)
-        return p->value && strcmp(p->value, field) == 0;
-    for (tg_param *c = p->first; c; c = c->next)
-        if (c->kind == TG_PARAM_STRING && c->value && strcmp(c->value, field) == 0)
-            return true;
-    return false;
-}
-
 static void dec_string(tg_jw *w, const char *key, tg_dec d)
 {
     char s[TG_DEC_STR_MAX];
@@ -133,6 +117,14 @@ static bool page_window(tg_req *req, const tg_page *page, const char *what, cons
 
 /* ================================================================ renderers */
 
+/* Expanders (expand.h) of the ids these renderers write; defined after the renderers. */
+static bool expand_customer(tg_req *req, const char *id);
+static bool expand_invoice(tg_req *req, const char *id);
+static bool expand_subscription(tg_req *req, const char *id);
+static bool expand_schedule(tg_req *req, const char *id);
+static bool expand_product(tg_req *req, const char *id);
+static bool expand_price(tg_req *req, const char *id);
+
 static void render_product(tg_jw *w, const tg_product *p)
 {
     jw_obj(w);
@@ -159,7 +151,7 @@ static void render_product(tg_jw *w, const tg_product *p)
     jw_end(w);
 }
 
-static void render_price(tg_jw *w, const tg_price *p, bool with_tiers)
+static void render_price(tg_jw *w, const tg_price *p)
 {
     jw_obj(w);
     jw_kstr(w, "id", p->id);
@@ -175,7 +167,7 @@ static void render_price(tg_jw *w, const tg_price *p, bool with_tiers)
     jw_key(w, "metadata");
     tg_render_metadata(w, &p->metadata);
     jw_kstr(w, "nickname", p->nickname);
-    jw_kstr(w, "product", p->product);
+    tg_expand_ref(w, "product", p->product, expand_product);
     if (p->recurring) {
         jw_key(w, "recurring");
         jw_obj(w);
@@ -189,7 +181,7 @@ static void render_price(tg_jw *w, const tg_price *p, bool with_tiers)
         jw_knull(w, "recurring");
     }
     jw_kstr(w, "tax_behavior", "unspecified");
-    if (tiered && with_tiers) {
+    if (tiered && tg_expand_wants(w, "tiers")) {
         jw_key(w, "tiers");
         jw_arr(w);
         for (size_t i = 0; i < p->pricing.ntiers; i++) {
@@ -252,7 +244,9 @@ static void render_item(tg_jw *w, const tg_subscription *s, const tg_sub_item *i
     jw_key(w, "metadata");
     tg_render_metadata(w, &it->metadata);
     jw_key(w, "price");
-    render_price(w, &it->price, false);
+    tg_expand_enter(w, "price");
+    render_price(w, &it->price);
+    tg_expand_leave(w);
     if (!it->price.metered)
         jw_kint(w, "quantity", it->quantity);
     jw_kstr(w, "subscription", s->id);
@@ -299,7 +293,7 @@ static void render_subscription(tg_jw *w, const tg_subscription *s)
     jw_kstr(w, "collection_method", s->send_invoice ? "send_invoice" : "charge_automatically");
     jw_kint(w, "created", s->created);
     jw_kstr(w, "currency", s->currency);
-    jw_kstr(w, "customer", s->customer);
+    tg_expand_ref(w, "customer", s->customer, expand_customer);
     if (s->send_invoice)
         jw_kint(w, "days_until_due", s->days_until_due);
     else
@@ -313,8 +307,10 @@ static void render_subscription(tg_jw *w, const tg_subscription *s)
     jw_kstr(w, "object", "list");
     jw_key(w, "data");
     jw_arr(w);
+    tg_expand_enter(w, "items.data");
     for (size_t i = 0; i < s->nitems; i++)
         render_item(w, s, &s->items[i]);
+    tg_expand_leave(w);
     jw_aend(w);
     jw_kbool(w, "has_more", false);
     jw_kint(w, "total_count", (int64_t)s->nitems);
@@ -322,16 +318,16 @@ static void render_subscription(tg_jw *w, const tg_subscription *s)
     snprintf(url, sizeof url, "/v1/subscription_items?subscription=%s", s->id);
     jw_kstr(w, "url", url);
     jw_end(w);
-    jw_kstr(w, "latest_invoice", s->latest_invoice[0] ? s->latest_invoice : NULL);
+    tg_expand_ref(w, "latest_invoice", s->latest_invoice, expand_invoice);
     jw_kbool(w, "livemode", s->livemode);
     jw_key(w, "metadata");
     tg_render_metadata(w, &s->metadata);
     jw_knull(w, "pause_collection");
     jw_knull(w, "pending_update");
-    jw_kstr(w, "schedule", s->schedule[0] ? s->schedule : NULL);
+    tg_expand_ref(w, "schedule", s->schedule, expand_schedule);
     jw_kint(w, "start_date", s->start_date);
     jw_kstr(w, "status", sub_status_words[s->status]);
-    jw_kstr(w, "test_clock", s->test_clock[0] ? s->test_clock : NULL);
+    tg_expand_ref(w, "test_clock", s->test_clock, tg_expand_test_clock);
     jw_kint_or_null(w, "trial_end", s->trial_end);
     jw_key(w, "trial_settings");
     jw_obj(w);
@@ -385,7 +381,9 @@ static void render_line(tg_jw *w, const tg_invoice *v, const tg_invoice_line *l)
     jw_obj(w);
     jw_key(w, "price_details");
     jw_obj(w);
-    jw_kstr(w, "price", l->price);
+    tg_expand_enter(w, "pricing.price_details");
+    tg_expand_ref(w, "price", l->price, expand_price);
+    tg_expand_leave(w);
     jw_kstr(w, "product", l->product);
     jw_end(w);
     jw_kstr(w, "type", "price_details");
@@ -426,7 +424,7 @@ static void render_invoice(tg_jw *w, const tg_invoice *v)
     jw_kstr(w, "collection_method", v->send_invoice ? "send_invoice" : "charge_automatically");
     jw_kint(w, "created", v->created);
     jw_kstr(w, "currency", v->currency);
-    jw_kstr(w, "customer", v->customer);
+    tg_expand_ref(w, "customer", v->customer, expand_customer);
     jw_knull(w, "description");
     empty_array(w, "discounts");
     jw_kint_or_null(w, "due_date", v->due_date);
@@ -443,8 +441,10 @@ static void render_invoice(tg_jw *w, const tg_invoice *v)
     jw_arr(w);
     /* The first ten lines, the rest at the url; a preview is not stored, so it has them all. */
     size_t shown = v->billing_reason == TG_REASON_UPCOMING || v->nlines < 10 ? v->nlines : 10;
+    tg_expand_enter(w, "lines.data");
     for (size_t i = 0; i < shown; i++)
         render_line(w, v, &v->lines[i]);
+    tg_expand_leave(w);
     jw_aend(w);
     jw_kbool(w, "has_more", v->nlines > shown);
     jw_kint(w, "total_count", (int64_t)v->nlines);
@@ -465,7 +465,9 @@ static void render_invoice(tg_jw *w, const tg_invoice *v)
         jw_key(w, "metadata");
         jw_obj(w);
         jw_end(w);
-        jw_kstr(w, "subscription", v->subscription);
+        tg_expand_enter(w, "parent.subscription_details");
+        tg_expand_ref(w, "subscription", v->subscription, expand_subscription);
+        tg_expand_leave(w);
         jw_end(w);
         jw_kstr(w, "type", "subscription_details");
         jw_end(w);
@@ -485,7 +487,7 @@ static void render_invoice(tg_jw *w, const tg_invoice *v)
     jw_end(w);
     jw_kint(w, "subtotal", v->subtotal);
     jw_kint(w, "subtotal_excluding_tax", v->subtotal);
-    jw_kstr(w, "test_clock", v->test_clock[0] ? v->test_clock : NULL);
+    tg_expand_ref(w, "test_clock", v->test_clock, tg_expand_test_clock);
     jw_kint(w, "total", v->total);
     empty_array(w, "total_discount_amounts");
     jw_kint(w, "total_excluding_tax", v->total);
@@ -506,7 +508,7 @@ static void render_event(tg_jw *w, const tg_billing_event *e)
     jw_key(w, "object");
     switch (e->kind) {
     case TG_OBJ_PRODUCT: render_product(w, &e->object.product); break;
-    case TG_OBJ_PRICE: render_price(w, &e->object.price, false); break;
+    case TG_OBJ_PRICE: render_price(w, &e->object.price); break;
     case TG_OBJ_TEST_CLOCK: render_clock(w, &e->object.clock); break;
     case TG_OBJ_SUBSCRIPTION: render_subscription(w, &e->object.sub); break;
     case TG_OBJ_INVOICE: render_invoice(w, &e->object.invoice); break;
@@ -542,7 +544,7 @@ static void render_schedule(tg_jw *w, const tg_subscription *s)
     jw_kint(w, "end_date", s->period_end);
     jw_kint(w, "start_date", s->period_start);
     jw_end(w);
-    jw_kstr(w, "customer", s->customer);
+    tg_expand_ref(w, "customer", s->customer, expand_customer);
     jw_kstr(w, "end_behavior", "release");
     jw_kbool(w, "livemode", s->livemode);
     jw_key(w, "metadata");
@@ -586,9 +588,78 @@ static void render_schedule(tg_jw *w, const tg_subscription *s)
     jw_knull(w, "released_at");
     jw_knull(w, "released_subscription");
     jw_kstr(w, "status", s->status == TG_SUB_CANCELED ? "canceled" : "active");
-    jw_kstr(w, "subscription", s->id);
-    jw_kstr(w, "test_clock", s->test_clock[0] ? s->test_clock : NULL);
+    tg_expand_ref(w, "subscription", s->id, expand_subscription);
+    tg_expand_ref(w, "test_clock", s->test_clock, tg_expand_test_clock);
     jw_end(w);
+}
+
+/* The expanders: each loads its object (at the request's time and scope) and renders it. */
+
+static bool expand_customer(tg_req *req, const char *id)
+{
+    tg_customer c;
+    if (tg_customer_retrieve(req->svc, &req->scope, id, &req->arena, &c, &req->err))
+        return false;
+    tg_render_customer(&req->jw, &c);
+    return true;
+}
+
+static bool expand_invoice(tg_req *req, const char *id)
+{
+    tg_invoice v;
+    if (tg_invoice_retrieve(req->svc, &req->scope, id, &req->arena, &v, &req->err))
+        return false;
+    render_invoice(&req->jw, &v);
+    return true;
+}
+
+static bool expand_subscription(tg_req *req, const char *id)
+{
+    tg_subscription s;
+    if (tg_subscription_retrieve(req->svc, &req->scope, id, &req->arena, &s, &req->err))
+        return false;
+    render_subscription(&req->jw, &s);
+    return true;
+}
+
+static bool expand_schedule(tg_req *req, const char *id)
+{
+    char sub_id[TG_ID_MAX];
+    tg_subscription s;
+    if (strncmp(id, "sub_sched_", 10) != 0)
+        return false;
+    snprintf(sub_id, sizeof sub_id, "sub_%s", id + 10);
+    if (tg_subscription_retrieve(req->svc, &req->scope, sub_id, &req->arena, &s, &req->err))
+        return false;
+    render_schedule(&req->jw, &s);
+    return true;
+}
+
+static bool expand_product(tg_req *req, const char *id)
+{
+    tg_product p;
+    if (tg_product_retrieve(req->svc, &req->scope, id, &req->arena, &p, &req->err))
+        return false;
+    render_product(&req->jw, &p);
+    return true;
+}
+
+static bool expand_price(tg_req *req, const char *id)
+{
+    tg_price p;
+    if (tg_price_retrieve(req->svc, &req->scope, id, &req->arena, &p, &req->err))
+        return false;
+    render_price(&req->jw, &p);
+    return true;
+}
+
+bool tg_expand_test_clock(tg_req *req, const char *id)
+{
+    tg_test_clock k;
+    if (tg_test_clock_retrieve(req->svc, &req->scope, id, &req->arena, &k, &req->err))
+        return false;
+    render_clock(&req->jw, &k);
+    return true;
 }
 
 /* ================================================================ products */
@@ -605,7 +676,7 @@ static bool product_patch(tg_req *req, bool create, tg_product_patch *p)
     if (p_bool(req, NULL, "active", NULL, &active))
         p->active = active;
     p_string_map(req, NULL, "metadata", true, &p->metadata, &p->metadata_clear);
-    p_expand(req);
+    p_expand(req, "product");
     return tg_req_params_done(req);
 }
 
@@ -640,7 +711,7 @@ static int h_product_update(tg_req *req)
 static int h_product_retrieve(tg_req *req)
 {
     tg_product p;
-    p_expand(req);
+    p_expand(req, "product");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     return product_reply(req, tg_product_retrieve(req->svc, &req->scope, tg_seg(req, 2),
@@ -671,7 +742,7 @@ static int h_product_list(tg_req *req)
 {
     tg_page page;
     tg_catalog_filter f;
-    if (!p_page(req, &page) || !catalog_filter(req, &f) || !tg_req_params_done(req))
+    if (!p_page(req, &page, "product") || !catalog_filter(req, &f) || !tg_req_params_done(req))
         return tg_reply_error(req);
     tg_product *items;
     size_t n;
@@ -843,7 +914,7 @@ static int h_price_create(tg_req *req)
     p_bool(req, NULL, "transfer_lookup_key", NULL, &transfer);
     p_str(req, NULL, "nickname", NULL, 250, &spec.nickname);
     p_string_map(req, NULL, "metadata", false, &spec.metadata, NULL);
-    bool with_tiers = expands(req, "tiers");
+    p_expand(req, "price");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     /* The scheme's own rules. */
@@ -880,7 +951,7 @@ static int h_price_create(tg_req *req)
     if (tg_price_create(req->svc, &req->scope, &spec, product_name, transfer, &req->arena, &p,
                         &req->err))
         return tg_reply_error(req);
-    render_price(&req->jw, &p, with_tiers);
+    render_price(&req->jw, &p);
     return 200;
 }
 
@@ -896,25 +967,25 @@ static int h_price_update(tg_req *req)
     p_opt_str(req, NULL, "nickname", 250, &u.nickname);
     p_bool(req, NULL, "transfer_lookup_key", NULL, &u.transfer_lookup_key);
     p_string_map(req, NULL, "metadata", true, &u.metadata, &u.metadata_clear);
-    bool with_tiers = expands(req, "tiers");
+    p_expand(req, "price");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_price p;
     if (tg_price_update(req->svc, &req->scope, tg_seg(req, 2), &u, &req->arena, &p, &req->err))
         return tg_reply_error(req);
-    render_price(&req->jw, &p, with_tiers);
+    render_price(&req->jw, &p);
     return 200;
 }
 
 static int h_price_retrieve(tg_req *req)
 {
-    bool with_tiers = expands(req, "tiers");
+    p_expand(req, "price");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_price p;
     if (tg_price_retrieve(req->svc, &req->scope, tg_seg(req, 2), &req->arena, &p, &req->err))
         return tg_reply_error(req);
-    render_price(&req->jw, &p, with_tiers);
+    render_price(&req->jw, &p);
     return 200;
 }
 
@@ -922,7 +993,7 @@ static int h_price_list(tg_req *req)
 {
     tg_page page;
     tg_catalog_filter f;
-    if (!p_page(req, &page) || !catalog_filter(req, &f))
+    if (!p_page(req, &page, "price") || !catalog_filter(req, &f))
         return tg_reply_error(req);
     static const char *const types[] = {"one_time", "recurring", NULL};
     int type = -1;
@@ -934,15 +1005,17 @@ static int h_price_list(tg_req *req)
     const char *keys[11];
     if (lk) {
         tg_param_use_all(lk);
-        if (lk->kind == TG_PARAM_STRING)
+        if (lk->kind == TG_PARAM_STRING && lk->value)
             keys[f.nlookup_keys++] = lk->value;
+        else if (lk->kind == TG_PARAM_STRING)
+            tg_err_set(&req->err, TG_EINVAL, "lookup_keys",
+                       "Invalid lookup_keys: must be an array of strings.");
         else
             for (tg_param *c = lk->first; c && f.nlookup_keys < 11; c = c->next)
                 if (c->kind == TG_PARAM_STRING && c->value)
                     keys[f.nlookup_keys++] = c->value;
         f.lookup_keys = keys;
     }
-    bool with_tiers = expands(req, "data.tiers");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_price *items;
@@ -953,7 +1026,7 @@ static int h_price_list(tg_req *req)
         return tg_reply_error(req);
     tg_list_begin(req, "/v1/prices");
     for (size_t i = 0; i < n; i++)
-        render_price(&req->jw, &items[i], with_tiers);
+        render_price(&req->jw, &items[i]);
     tg_list_end(req, more);
     return 200;
 }
@@ -976,7 +1049,7 @@ static int h_clock_create(tg_req *req)
         !tg_req_failed(req))
         tg_err_set(&req->err, TG_EMISSING, "frozen_time", "Missing required param: frozen_time.");
     p_str(req, NULL, "name", NULL, 300, &name);
-    p_expand(req);
+    p_expand(req, "test_helpers.test_clock");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_test_clock k;
@@ -986,7 +1059,7 @@ static int h_clock_create(tg_req *req)
 
 static int h_clock_retrieve(tg_req *req)
 {
-    p_expand(req);
+    p_expand(req, "test_helpers.test_clock");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_test_clock k;
@@ -1000,7 +1073,7 @@ static int h_clock_advance(tg_req *req)
     if (!p_int(req, NULL, "frozen_time", NULL, 0, 253402300799LL, &frozen) &&
         !tg_req_failed(req))
         tg_err_set(&req->err, TG_EMISSING, "frozen_time", "Missing required param: frozen_time.");
-    p_expand(req);
+    p_expand(req, "test_helpers.test_clock");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_test_clock k;
@@ -1020,7 +1093,7 @@ static int h_clock_delete(tg_req *req)
 static int h_clock_list(tg_req *req)
 {
     tg_page page;
-    if (!p_page(req, &page) || !tg_req_params_done(req))
+    if (!p_page(req, &page, "test_helpers.test_clock") || !tg_req_params_done(req))
         return tg_reply_error(req);
     tg_test_clock *items;
     size_t n;
@@ -1161,7 +1234,7 @@ static bool read_sub_params(tg_req *req, bool update, tg_sub_params *p)
     p_opt_str(req, NULL, "default_payment_method", 255, &p->default_payment_method);
     p_opt_str(req, NULL, "description", 500, &p->description);
     p_string_map(req, NULL, "metadata", update, &p->metadata, &p->metadata_clear);
-    p_expand(req);
+    p_expand(req, "subscription");
     return tg_req_params_done(req);
 }
 
@@ -1199,7 +1272,7 @@ static int h_sub_update(tg_req *req)
 
 static int h_sub_retrieve(tg_req *req)
 {
-    p_expand(req);
+    p_expand(req, "subscription");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_subscription s;
@@ -1229,7 +1302,7 @@ static int h_sub_cancel(tg_req *req)
             details.comment = NULL;
         details.reason = "cancellation_requested";
     }
-    p_expand(req);
+    p_expand(req, "subscription");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_subscription s;
@@ -1243,7 +1316,7 @@ static int h_sub_resume(tg_req *req)
     static const char *const anchors[] = {"now", NULL};
     int anchor;
     p_enum(req, NULL, "billing_cycle_anchor", NULL, anchors, &anchor);
-    p_expand(req);
+    p_expand(req, "subscription");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_subscription s;
@@ -1254,7 +1327,7 @@ static int h_sub_resume(tg_req *req)
 static int h_sub_list(tg_req *req)
 {
     tg_page page;
-    if (!p_page(req, &page))
+    if (!p_page(req, &page, "subscription"))
         return tg_reply_error(req);
     tg_sub_filter f = {NULL, NULL, NULL, -1};
     p_str(req, NULL, "customer", NULL, 255, &f.customer);
@@ -1323,7 +1396,7 @@ static bool read_item_change(tg_req *req, bool create, tg_sub_params *p)
     it->has_quantity = p_int(req, NULL, "quantity", NULL, 0, 1000000000000LL, &it->quantity);
     p_string_map(req, NULL, "metadata", !create, &it->metadata, &it->metadata_clear);
     p_enum(req, NULL, "proration_behavior", NULL, proration_words, &p->proration);
-    p_expand(req);
+    p_expand(req, "subscription_item");
     return tg_req_params_done(req);
 }
 
@@ -1403,7 +1476,7 @@ static int h_item_delete(tg_req *req)
 
 static int h_item_retrieve(tg_req *req)
 {
-    p_expand(req);
+    p_expand(req, "subscription_item");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     const char *id = tg_seg(req, 2);
@@ -1426,7 +1499,7 @@ static int h_item_list(tg_req *req)
     tg_page page;
     const char *sub_id;
     p_str_required(req, NULL, "subscription", NULL, 255, &sub_id);
-    if (!p_page(req, &page) || !tg_req_params_done(req))
+    if (!p_page(req, &page, "subscription_item") || !tg_req_params_done(req))
         return tg_reply_error(req);
     tg_subscription s;
     if (tg_subscription_retrieve(req->svc, &req->scope, sub_id, &req->arena, &s, &req->err)) {
@@ -1526,7 +1599,7 @@ static bool read_phases(tg_req *req, tg_sub_next_phase *ph, tg_phase_checks *che
     static const char *const eb[] = {"release", NULL};
     int v;
     p_enum(req, NULL, "end_behavior", NULL, eb, &v);
-    p_expand(req);
+    p_expand(req, "subscription_schedule");
     return tg_req_params_done(req);
 }
 
@@ -1534,7 +1607,7 @@ static int h_schedule_create(tg_req *req)
 {
     const char *from;
     p_str_required(req, NULL, "from_subscription", NULL, 255, &from);
-    p_expand(req);
+    p_expand(req, "subscription_schedule");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_subscription s;
@@ -1577,7 +1650,7 @@ static int h_schedule_update(tg_req *req)
 static int h_schedule_retrieve(tg_req *req)
 {
     char sub_id[TG_ID_MAX];
-    p_expand(req);
+    p_expand(req, "subscription_schedule");
     if (!schedule_sub_id(req, tg_seg(req, 2), sub_id, sizeof sub_id) ||
         !tg_req_params_done(req))
         return tg_reply_error(req);
@@ -1600,7 +1673,7 @@ static int invoice_reply(tg_req *req, int rc, const tg_invoice *v)
 
 static int h_invoice_retrieve(tg_req *req)
 {
-    p_expand(req);
+    p_expand(req, "invoice");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_invoice v;
@@ -1611,7 +1684,7 @@ static int h_invoice_retrieve(tg_req *req)
 static int h_invoice_lines(tg_req *req)
 {
     tg_page page;
-    if (!p_page(req, &page) || !tg_req_params_done(req))
+    if (!p_page(req, &page, "line_item") || !tg_req_params_done(req))
         return tg_reply_error(req);
     tg_invoice v;
     if (tg_invoice_retrieve(req->svc, &req->scope, tg_seg(req, 2), &req->arena, &v, &req->err))
@@ -1634,7 +1707,7 @@ static int h_invoice_lines(tg_req *req)
 static int h_invoice_list(tg_req *req)
 {
     tg_page page;
-    if (!p_page(req, &page))
+    if (!p_page(req, &page, "invoice"))
         return tg_reply_error(req);
     tg_invoice_filter f = {NULL, NULL, -1};
     p_str(req, NULL, "customer", NULL, 255, &f.customer);
@@ -1663,7 +1736,7 @@ static int invoice_action(tg_req *req, tg_inv_action act)
         p_bool(req, NULL, "paid_out_of_band", NULL, &oob);
     if (act == TG_INV_FINALIZE && p_bool(req, NULL, "auto_advance", NULL, &advance))
         auto_advance = advance;
-    p_expand(req);
+    p_expand(req, "invoice");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_invoice v;
@@ -1681,7 +1754,7 @@ static int h_invoice_preview(tg_req *req)
     const char *sub = NULL, *customer = NULL;
     p_str(req, NULL, "subscription", NULL, 255, &sub);
     p_str(req, NULL, "customer", NULL, 255, &customer);
-    p_expand(req);
+    p_expand(req, "invoice");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_invoice v;
@@ -1696,7 +1769,7 @@ static int h_invoice_preview(tg_req *req)
 
 static int h_event_retrieve(tg_req *req)
 {
-    p_expand(req);
+    p_expand(req, "event");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_billing_event e;
@@ -1711,7 +1784,7 @@ static int h_event_list(tg_req *req)
 {
     tg_page page;
     const char *type = NULL;
-    if (!p_page(req, &page))
+    if (!p_page(req, &page, "event"))
         return tg_reply_error(req);
     p_str(req, NULL, "type", NULL, 128, &type);
     if (!tg_req_params_done(req))

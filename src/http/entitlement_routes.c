@@ -57,12 +57,21 @@ static void render_product_feature(tg_jw *w, const tg_product_feature *pf)
     jw_end(w);
 }
 
+static bool expand_feature(tg_req *req, const char *id)
+{
+    tg_feature f;
+    if (tg_feature_retrieve(req->svc, &req->scope, id, &req->arena, &f, &req->err))
+        return false;
+    tg_render_feature(&req->jw, &f);
+    return true;
+}
+
 static void render_entitlement(tg_jw *w, const tg_active_entitlement *e)
 {
     jw_obj(w);
     jw_kstr(w, "id", e->id);
     jw_kstr(w, "object", "entitlements.active_entitlement");
-    jw_kstr(w, "feature", e->feature);
+    tg_expand_ref(w, "feature", e->feature, expand_feature);
     jw_kbool(w, "livemode", e->livemode);
     jw_kstr(w, "lookup_key", e->lookup_key);
     jw_end(w);
@@ -105,7 +114,7 @@ static int h_feature_create(tg_req *req)
     p_str_required(req, NULL, "name", NULL, 80, &name);
     p_str_required(req, NULL, "lookup_key", NULL, TG_LOOKUP_KEY_MAX, &lookup_key);
     p_string_map(req, NULL, "metadata", false, &md, NULL);
-    p_expand(req);
+    p_expand(req, "entitlements.feature");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_feature f;
@@ -123,7 +132,7 @@ static int h_feature_update(tg_req *req)
     p_str(req, NULL, "name", NULL, 80, &name);
     p_enum(req, NULL, "active", NULL, words, &active);
     p_string_map(req, NULL, "metadata", true, &md, &clear);
-    p_expand(req);
+    p_expand(req, "entitlements.feature");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_feature f;
@@ -134,7 +143,7 @@ static int h_feature_update(tg_req *req)
 
 static int h_feature_retrieve(tg_req *req)
 {
-    p_expand(req);
+    p_expand(req, "entitlements.feature");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_feature f;
@@ -148,7 +157,7 @@ static int h_feature_list(tg_req *req)
     tg_page page;
     int archived = 0;
     const char *lookup_key = NULL;
-    if (!p_page(req, &page))
+    if (!p_page(req, &page, "entitlements.feature"))
         return tg_reply_error(req);
     p_enum(req, NULL, "archived", NULL, words, &archived);
     p_str(req, NULL, "lookup_key", NULL, TG_LOOKUP_KEY_MAX, &lookup_key);
@@ -198,7 +207,7 @@ static int h_product_feature_attach(tg_req *req)
             limit.set = true;
         }
     }
-    p_expand(req);
+    p_expand(req, "product_feature");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_product_feature pf;
@@ -212,7 +221,7 @@ static int h_product_feature_attach(tg_req *req)
 static int h_product_feature_list(tg_req *req)
 {
     tg_page page;
-    if (!p_page(req, &page) || !tg_req_params_done(req))
+    if (!p_page(req, &page, "product_feature") || !tg_req_params_done(req))
         return tg_reply_error(req);
     tg_product_feature *items;
     size_t n;
@@ -231,7 +240,7 @@ static int h_product_feature_list(tg_req *req)
 
 static int h_product_feature_retrieve(tg_req *req)
 {
-    p_expand(req);
+    p_expand(req, "product_feature");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_product_feature pf;
@@ -258,7 +267,7 @@ static int h_entitlement_list(tg_req *req)
 {
     tg_page page;
     const char *customer = NULL;
-    if (!p_page(req, &page))
+    if (!p_page(req, &page, "entitlements.active_entitlement"))
         return tg_reply_error(req);
     p_str_required(req, NULL, "customer", NULL, 255, &customer);
     if (!tg_req_params_done(req))
@@ -278,7 +287,7 @@ static int h_entitlement_list(tg_req *req)
 
 static int h_entitlement_retrieve(tg_req *req)
 {
-    p_expand(req);
+    p_expand(req, "entitlements.active_entitlement");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_active_entitlement e;
@@ -380,7 +389,7 @@ static int h_session_start(tg_req *req)
     p_string_map(req, NULL, "payload", false, &p.payload, NULL);
     p_enum(req, NULL, "rounding", NULL, roundings, &rounding);
     p_int(req, NULL, "heartbeat_timeout", NULL, 5, 3600, &p.heartbeat_timeout);
-    p_expand(req);
+    p_expand(req, "usage_session");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     p.minute_up = rounding == 1;
@@ -391,7 +400,7 @@ static int h_session_start(tg_req *req)
 
 static int session_beat(tg_req *req, bool end)
 {
-    p_expand(req);
+    p_expand(req, "usage_session");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_usage_session u;
@@ -404,7 +413,7 @@ static int h_session_end(tg_req *req) { return session_beat(req, true); }
 
 static int h_session_retrieve(tg_req *req)
 {
-    p_expand(req);
+    p_expand(req, "usage_session");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_usage_session u;

@@ -19,6 +19,7 @@ typedef struct tg_jw {
     tg_buf *b;
     int depth;
     bool comma[TG_JW_MAX_DEPTH];
+    void *ctx; /* the writer's owner, for its renderers (a request's writer: the request) */
 } tg_jw;
 
 void jw_init(tg_jw *w, tg_buf *b);

@@ -659,6 +659,13 @@ int tg_params_parse_json(tg_param *root, const char *s, size_t len, tg_arena *a,
 
 /* ---------------------------------------------------------------- access */
 
+void tg_param_move(tg_param *to, tg_param *p)
+{
+    p->next = NULL;
+    p->used = false;
+    append(to, p);
+}
+
 tg_param *tg_param_get(tg_param *h, const char *key)
 {
     if (!h || h->kind != TG_PARAM_HASH)

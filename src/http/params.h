@@ -80,6 +80,10 @@ int tg_params_parse_json(tg_param *root, const char *s, size_t len, tg_arena *a,
 /* Returns the child of hash h named key (marking it used), or NULL. h may be NULL. */
 tg_param *tg_param_get(tg_param *h, const char *key);
 
+/* Makes p (taken from another tree, which must not be read again) the last child of the
+ * hash `to`. */
+void tg_param_move(tg_param *to, tg_param *p);
+
 /* Marks p and everything below it used. */
 void tg_param_use_all(tg_param *p);
 

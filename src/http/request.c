@@ -236,14 +236,12 @@ bool p_string_map(tg_req *req, tg_param *parent, const char *name, bool allow_re
     return true;
 }
 
-void p_expand(tg_req *req)
+bool p_expand(tg_req *req, const char *type)
 {
-    tg_param *p = tg_param_get(req->params, "expand");
-    if (p)
-        tg_param_use_all(p);
+    return tg_expand_read(req, type, false);
 }
 
-bool p_page(tg_req *req, tg_page *out)
+bool p_page(tg_req *req, tg_page *out, const char *type)
 {
     int64_t limit = 10;
     out->starting_after = out->ending_before = NULL;
@@ -259,8 +257,7 @@ bool p_page(tg_req *req, tg_page *out)
                    "You may only specify one of these parameters: starting_after, ending_before.");
         return false;
     }
-    p_expand(req);
-    return true;
+    return tg_expand_read(req, type, true);
 }
 
 bool tg_req_params_done(tg_req *req)
@@ -326,11 +323,13 @@ void tg_list_begin(tg_req *req, const char *url)
     jw_kstr(w, "url", url);
     jw_key(w, "data");
     jw_arr(w);
+    tg_expand_enter(w, "data");
 }
 
 void tg_list_end(tg_req *req, bool has_more)
 {
     tg_jw *w = &req->jw;
+    tg_expand_leave(w);
     jw_aend(w);
     jw_kbool(w, "has_more", has_more);
     jw_end(w);
@@ -389,7 +388,7 @@ void tg_render_customer(tg_jw *w, const tg_customer *c)
     jw_aend(w);
     jw_knull(w, "shipping");
     jw_kstr(w, "tax_exempt", "none");
-    jw_kstr(w, "test_clock", c->test_clock[0] ? c->test_clock : NULL);
+    tg_expand_ref(w, "test_clock", c->test_clock, tg_expand_test_clock);
     jw_end(w);
 }
 

@@ -36,7 +36,7 @@ static bool customer_patch(tg_req *req, tg_customer_patch *p)
         else
             p_opt_str(req, is, "default_payment_method", 255, &p->default_payment_method);
     }
-    p_expand(req);
+    p_expand(req, "customer");
     return tg_req_params_done(req);
 }
 
@@ -76,7 +76,7 @@ static int h_customer_update(tg_req *req)
 static int h_customer_retrieve(tg_req *req)
 {
     tg_customer c;
-    p_expand(req);
+    p_expand(req, "customer");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     int rc = tg_customer_retrieve(req->svc, &req->scope, tg_seg(req, 2), &req->arena, &c,
@@ -98,7 +98,7 @@ static int h_customer_list(tg_req *req)
 {
     tg_page page;
     tg_customer_filter f = {0};
-    if (!p_page(req, &page))
+    if (!p_page(req, &page, "customer"))
         return tg_reply_error(req);
     p_str(req, NULL, "test_clock", NULL, 255, &f.test_clock);
     p_str(req, NULL, "email", NULL, 512, &f.email);
@@ -164,7 +164,7 @@ static int h_meter_create(tg_req *req)
                        TG_NAME_MAX, &vkey);
     }
     p_enum(req, NULL, "event_time_window", NULL, window_words, &window);
-    p_expand(req);
+    p_expand(req, "billing.meter");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     snprintf(m.display_name, sizeof m.display_name, "%s", display_name);
@@ -192,7 +192,7 @@ static int meter_reply(tg_req *req, int rc, const tg_meter *m)
 static int h_meter_retrieve(tg_req *req)
 {
     tg_meter m;
-    p_expand(req);
+    p_expand(req, "billing.meter");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     return meter_reply(req, tg_meter_retrieve(req->svc, &req->scope, tg_seg(req, 3), &m, &req->err),
@@ -207,7 +207,7 @@ static int h_meter_update(tg_req *req)
     if (dn && dn->kind == TG_PARAM_STRING && (!dn->value || !*dn->value))
         tg_err_set(&req->err, TG_EINVAL, "display_name", "Invalid display_name: must not be empty.");
     p_str(req, NULL, "display_name", NULL, TG_DISPLAY_NAME_MAX, &display_name);
-    p_expand(req);
+    p_expand(req, "billing.meter");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     return meter_reply(req,
@@ -219,7 +219,7 @@ static int h_meter_update(tg_req *req)
 static int meter_set_active(tg_req *req, bool active)
 {
     tg_meter m;
-    p_expand(req);
+    p_expand(req, "billing.meter");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     return meter_reply(req,
@@ -237,7 +237,7 @@ static int h_meter_list(tg_req *req)
     int status = -1;
     tg_page page;
     p_enum(req, NULL, "status", NULL, statuses, &status);
-    if (!p_page(req, &page) || !tg_req_params_done(req))
+    if (!p_page(req, &page, "billing.meter") || !tg_req_params_done(req))
         return tg_reply_error(req);
     tg_meter *items;
     size_t n;
@@ -294,7 +294,7 @@ static int h_summaries(tg_req *req)
     if (!p_int(req, NULL, "end_time", NULL, 0, INT64_MAX / 2, &end) && !tg_req_failed(req))
         tg_err_set(&req->err, TG_EMISSING, "end_time", "Missing required param: end_time.");
     p_enum(req, NULL, "value_grouping_window", NULL, window_words, &grouping);
-    if (!p_page(req, &page) || !tg_req_params_done(req))
+    if (!p_page(req, &page, "billing.meter_event_summary") || !tg_req_params_done(req))
         return tg_reply_error(req);
     int64_t after = 0, before = 0;
     if ((page.starting_after && !summary_cursor(req, "starting_after", page.starting_after, &after)) ||
@@ -450,7 +450,7 @@ static int h_meter_event_create(tg_req *req)
     if (!se)
         return tg_reply_error(req);
     bool ok = read_event(req, req->params, false, &se->e);
-    p_expand(req);
+    p_expand(req, "billing.meter_event");
     if (!ok || !tg_req_params_done(req))
         return tg_reply_error(req);
     return record_one(req, v1_event_done);
@@ -508,7 +508,7 @@ static const char *read_adjustment(tg_req *req, const char **event_name)
             p_str_required(req, cancel, "identifier", "cancel[identifier]", TG_NAME_MAX,
                            &identifier);
     }
-    p_expand(req);
+    p_expand(req, "billing.meter_event");
     if (!tg_req_params_done(req))
         return NULL;
     if (tg_event_cancel(req->svc, &req->scope, *event_name, identifier, &req->err))
@@ -724,7 +724,7 @@ static int h_meter_errors(tg_req *req)
     const char *meter = NULL;
     tg_page page;
     p_str(req, NULL, "meter", NULL, TG_ID_MAX - 1, &meter);
-    if (!p_page(req, &page) || !tg_req_params_done(req))
+    if (!p_page(req, &page, "billing.meter_event_error") || !tg_req_params_done(req))
         return tg_reply_error(req);
     tg_meter_error *items;
     size_t n;

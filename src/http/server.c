@@ -624,7 +624,12 @@ static void replay_committed(request *r, const char *created)
         req->method = "GET";
         req->path = path.data ? tg_arena_strdup(&req->arena, path.data) : NULL;
         tg_buf_free(&path);
+        /* The retry carries the first request's parameters (its key guarantees it): the
+         * answer shows the object with what its expand[] asked for. */
+        tg_param *expand = tg_param_get(req->params, "expand");
         req->params = tg_params_new(&req->arena);
+        if (expand && req->params)
+            tg_param_move(req->params, expand);
         if (req->path && req->params) {
             req->nsegs = split_path(req->path, &req->arena, req->segs, TG_MAX_SEGS);
             if (req->nsegs < 0 || find_route(req, &get))
@@ -699,6 +704,10 @@ static void request_prepare(request *r)
     req->wake = wake;
     req->transport_ctx = r;
     jw_init(&req->jw, &req->out);
+    req->jw.ctx = req;
+    req->expand.n = req->expand.at_len = 0;
+    req->expand.depth = req->expand.lost = 0;
+    req->expand.at[0] = '\0';
     tg_id_unique(r->request_id, sizeof r->request_id, "req_", 14);
     r->version = tg_http1_header_value(&r->h, "Stripe-Version");
     if (!r->version || !*r->version || strlen(r->version) > 64)

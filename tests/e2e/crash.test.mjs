@@ -317,6 +317,8 @@ test('a response lost in a restart is answered from the objects its request wrot
     create: () => stripe.customers.create({ name: 'lost create' }, { idempotencyKey: k('create') }),
     update: () => stripe.customers.update(target.id, { name: 'lost update' }, { idempotencyKey: k('update') }),
     product: () => stripe.products.create({ name: 'lost product' }, { idempotencyKey: k('product') }),
+    price: () => stripe.prices.create({ product: first.product.id, currency: 'usd', unit_amount: 100, expand: ['product'] },
+      { idempotencyKey: k('price') }),
     adjustment: () => stripe.billing.meterEventAdjustments.create(
       { event_name: meter.event_name, type: 'cancel', cancel: { identifier: k('event') } },
       { idempotencyKey: k('adjustment') }),
@@ -330,7 +332,7 @@ test('a response lost in a restart is answered from the objects its request wrot
   await stripe.customers.update(first.create.id, { email: 'changed@example.test' }); // since then
 
   await srv.stop();
-  const created = { create: first.create.id, product: first.product.id };
+  const created = { create: first.create.id, product: first.product.id, price: first.price.id };
   const sql = Object.keys(calls).map((name) => `UPDATE idempotency SET status=0, body='${created[name] ?? ''}' ` +
     `WHERE key='${k(name)}';`).join('\n') + `\nDELETE FROM idempotency WHERE key='${k('session')}';`;
   const out = spawnSync('sqlite3', [join(srv.dir, 'tollgate.db')], { input: sql, encoding: 'utf8' });
@@ -348,6 +350,10 @@ test('a response lost in a restart is answered from the objects its request wrot
     assert.equal(updated.lastResponse.headers['idempotent-replayed'], 'true');
     const product = await calls.product();
     assert.equal(product.id, first.product.id);
+    const price = await calls.price(); // answered with the first request's expand[]
+    assert.equal(price.id, first.price.id);
+    assert.equal(price.product.name, 'lost product');
+    assert.equal(price.lastResponse.headers['idempotent-replayed'], 'true');
     // No object to show: refused, and still not run again.
     await expectStripeError(calls.adjustment(), {
       status: 400, type: 'idempotency_error', code: 'idempotency_response_lost', message: /not run again/,

@@ -179,3 +179,66 @@ test('an item of a subscription saved before items were tagged is still found (b
   assert.equal(tagged.stdout.trim(), '1');
   await expectStripeError(stripe.subscriptionItems.retrieve('si_nope'), { status: 404, param: 'id' });
 });
+
+test('expand[] replaces ids with their objects, nested and in lists; a path that cannot be expanded is refused before anything runs', async () => {
+  const clock = await stripe.testHelpers.testClocks.create({ frozen_time: Math.floor(Date.now() / 1000) });
+  const cus = await payingCustomer({ test_clock: clock.id });
+  const sub = await stripe.subscriptions.create({
+    customer: cus.id, items: [{ price: cat.seat.id }],
+    expand: ['latest_invoice.customer', 'items.data.price.product', 'test_clock'],
+  });
+  assert.equal(typeof sub.customer, 'string', 'not asked for');
+  assert.equal(sub.latest_invoice.object, 'invoice');
+  assert.equal(sub.latest_invoice.customer.id, cus.id);
+  assert.equal(sub.latest_invoice.customer.object, 'customer');
+  assert.equal(sub.items.data[0].price.product.name, 'Seats');
+  assert.equal(sub.test_clock.id, clock.id);
+  assert.equal(sub.test_clock.object, 'test_helpers.test_clock');
+
+  const got = await stripe.subscriptions.retrieve(sub.id, { expand: ['customer', 'schedule'] });
+  assert.equal(got.customer.email, cus.email);
+  assert.equal(got.schedule, null, 'no schedule: null stays null');
+  assert.equal(typeof got.latest_invoice, 'string');
+
+  const listed = await stripe.subscriptions.list({ customer: cus.id, expand: ['data.customer', 'data.latest_invoice'] });
+  assert.equal(listed.data[0].customer.id, cus.id);
+  assert.equal(listed.data[0].latest_invoice.id, sub.latest_invoice.id);
+
+  const inv = await stripe.invoices.retrieve(sub.latest_invoice.id, {
+    expand: ['customer', 'parent.subscription_details.subscription', 'lines.data.pricing.price_details.price'],
+  });
+  assert.equal(inv.customer.id, cus.id);
+  assert.equal(inv.parent.subscription_details.subscription.id, sub.id);
+  assert.equal(inv.lines.data[0].pricing.price_details.price.id, cat.seat.id);
+  assert.equal(inv.lines.data[0].pricing.price_details.price.unit_amount, 1000);
+
+  const price = await stripe.prices.retrieve(cat.seat.id, { expand: ['product'] });
+  assert.equal(price.product.id, cat.prod.id);
+  const item = await stripe.subscriptionItems.retrieve(sub.items.data[0].id, { expand: ['price.product'] });
+  assert.equal(item.price.product.id, cat.prod.id);
+  const customer = await stripe.customers.retrieve(cus.id, { expand: ['test_clock'] });
+  assert.equal(customer.test_clock.id, clock.id);
+  const sched = await stripe.subscriptionSchedules.create({ from_subscription: sub.id, expand: ['subscription', 'customer'] });
+  assert.equal(sched.subscription.id, sub.id);
+  assert.equal(sched.customer.id, cus.id);
+
+  const feature = await stripe.entitlements.features.create({ name: 'Expandable', lookup_key: uniq('exp') });
+  await stripe.products.createFeature(cat.prod.id, { entitlement_feature: feature.id });
+  const ents = await stripe.entitlements.activeEntitlements.list({ customer: cus.id, expand: ['data.feature'] });
+  assert.equal(ents.data.find((e) => e.lookup_key === feature.lookup_key).feature.name, 'Expandable');
+
+  // Refused: fields that do not exist or are not expandable, too deep, on a write too.
+  for (const [call, path] of [
+    [() => stripe.customers.retrieve(cus.id, { expand: ['bogus'] }), 'bogus'],
+    [() => stripe.subscriptions.retrieve(sub.id, { expand: ['status'] }), 'status'],
+    [() => stripe.subscriptions.retrieve(sub.id, { expand: ['items'] }), 'items'],
+    [() => stripe.subscriptions.list({ expand: ['customer'] }), 'customer'],
+    [() => stripe.invoices.retrieve(inv.id, { expand: ['customer.bogus'] }), 'customer.bogus'],
+    // five expanded fields along one path: one more than Stripe allows
+    [() => stripe.subscriptions.retrieve(sub.id, { expand: ['latest_invoice.parent.subscription_details.subscription.latest_invoice.parent.subscription_details.subscription.customer'] }), 'latest_invoice.parent.subscription_details.subscription.latest_invoice.parent.subscription_details.subscription.customer'],
+  ])
+    await expectStripeError(call(), { status: 400, param: 'expand', message: `This property cannot be expanded (${path}).` });
+  const before = (await stripe.customers.list({ limit: 100 })).data.length;
+  await expectStripeError(stripe.customers.create({ name: 'x', expand: ['nope'] }), { status: 400, param: 'expand' });
+  assert.equal((await stripe.customers.list({ limit: 100 })).data.length, before, 'nothing created');
+});
