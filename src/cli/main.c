@@ -68,8 +68,10 @@ static bool parse_size(const char *s, size_t *out)
 {
     char *end;
     errno = 0;
+    if (*s < '0' || *s > '9') /* strtoull takes " -1" (spaces, a sign) and wraps it */
+        return false;
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || !*s || v == 0 || s[0] == '-')
+    if (errno || *end || v == 0)
         return false;
     *out = (size_t)v;
     return true;
@@ -253,6 +255,10 @@ static int cmd_serve(const options *o)
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by every thread started below */
     signal(SIGPIPE, SIG_IGN);
 
+    if (!tg_server_listen_valid(o->listen)) { /* before recovering the store, not after */
+        fprintf(stderr, "tollgate: Invalid listen address '%s' (HOST:PORT).\n", o->listen);
+        return 2;
+    }
     tg_service *svc;
     if (open_service(o, true, &svc))
         return 1;

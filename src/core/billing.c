@@ -2056,6 +2056,9 @@ static int sub_phase_fn(bctx *c, void *arg)
         return tg_err_set(c->err, TG_ESTATE, "from_subscription",
                           "The subscription %s is already attached to the schedule %s.", s->id,
                           s->schedule);
+    if (sa->phase->set && !sa->phase->nitems)
+        return tg_err_set(c->err, TG_EINVAL, "phases[1][items]",
+                          "A phase needs at least one item; cancel the subscription instead.");
     if (sa->phase->set) {
         tg_subscription probe = *s; /* same currency and interval as now */
         tg_sub_item *seen = tg_arena_alloc(c->a, (sa->phase->nitems + 1) * sizeof *seen);

@@ -1717,7 +1717,9 @@ int tg_summary_list(tg_service *svc, const tg_scope *scope, const char *meter_id
     if (c.grain) {
         if (after_start)
             to = after_start < to ? after_start : to;
-        if (before_start)
+        if (before_start >= to) /* (to <= INT64_MAX / 2: no overflow below) */
+            from = to;
+        else if (before_start)
             from = before_start + c.grain > from ? before_start + c.grain : from;
         if (!before_start)
             c.stop_at = (size_t)limit + 1;

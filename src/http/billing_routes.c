@@ -1571,7 +1571,8 @@ static bool read_phases(tg_req *req, tg_sub_next_phase *ph, tg_phase_checks *che
         int pb;
         p_enum(req, e, "proration_behavior", path, pw, &pb);
         tg_param *items = tg_param_get(e, "items");
-        if (!items || items->kind == TG_PARAM_STRING || items->count > TG_SUB_ITEMS_MAX) {
+        if (!items || items->kind != TG_PARAM_ARRAY || items->count < 1 ||
+            items->count > TG_SUB_ITEMS_MAX) {
             snprintf(path, sizeof path, "phases[%zu][items]", k);
             tg_err_set(&req->err, items ? TG_EINVAL : TG_EMISSING, path,
                        "Each phase needs 1 to %d items.", TG_SUB_ITEMS_MAX);

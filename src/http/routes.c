@@ -278,6 +278,10 @@ static bool summary_cursor(tg_req *req, const char *name, const char *id, int64_
     }
     for (int i = 7; i < 23; i++)
         v = v * 16 + (uint64_t)(id[i] <= '9' ? id[i] - '0' : id[i] - 'a' + 10);
+    if (v > (uint64_t)INT64_MAX / 2) { /* no window starts there (times are at most this) */
+        tg_err_set(&req->err, TG_ENOTFOUND, name, "No such meter event summary: '%s'", id);
+        return false;
+    }
     *start = (int64_t)v;
     return true;
 }

@@ -272,9 +272,10 @@ static int base64_decode(const char *in, char *out, size_t outsz)
     size_t n = 0;
     unsigned acc = 0;
     int bits = 0;
-    for (const char *p = in; *p && *p != '='; p++) {
+    const char *p = in;
+    for (; *p && *p != '='; p++) {
         const char *k = strchr(tbl, *p);
-        if (!k || !*p)
+        if (!k)
             return -1;
         acc = (acc << 6) | (unsigned)(k - tbl);
         bits += 6;
@@ -283,8 +284,14 @@ static int base64_decode(const char *in, char *out, size_t outsz)
             if (n + 1 >= outsz)
                 return -1;
             out[n++] = (char)((acc >> bits) & 0xff);
+            if (!out[n - 1])
+                return -1; /* a NUL would cut the credential short */
         }
     }
+    while (*p == '=') /* padding, and nothing after it */
+        p++;
+    if (*p)
+        return -1;
     out[n] = '\0';
     return 0;
 }
@@ -956,12 +963,15 @@ static void start_request(conn *c, request *r, const char *data, size_t n)
     r->body_left = r->h.content_length;
     r->too_large = r->h.content_length > srv->cfg.max_body;
     c->reading = r;
+    if (r->too_large) {
+        /* Refused (413) at once, not after a body of any declared size has come: the
+         * connection reads no further, and what is sent anyway is dropped by linger(). */
+        r->close_after = true;
+        request_read(c, r);
+        return;
+    }
     if (r->h.expect_continue && (r->h.chunked || r->body_left)) {
-        if (r->too_large) {
-            /* refused before the body is sent; a body sent anyway is not read */
-            r->close_after = true;
-            request_read(c, r);
-        } else if (c->in_off == c->in_len && !c->queue) {
+        if (c->in_off == c->in_len && !c->queue) {
             tg_buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
         } else if (c->in_off == c->in_len) {
             r->continue_due = true; /* once the answers before it are out (queue_flush_answers) */
@@ -994,9 +1004,12 @@ static bool read_body(conn *c, const char *data, size_t avail)
         complete = r->body_left == 0;
     }
     c->in_off += used;
-    if (r->body.failed) {
+    if (r->body.failed) { /* a chunked body past the limit: refused as soon as it is */
         r->too_large = true;
         tg_buf_free(&r->body);
+        r->close_after = true;
+        request_read(c, r);
+        return true;
     }
     if (!complete)
         return used > 0;
@@ -1510,6 +1523,13 @@ static int loop_init(loop *lp, tg_server *srv)
         return -1;
     tick(lp, time(NULL));
     return 0;
+}
+
+bool tg_server_listen_valid(const char *listen_at)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    return parse_listen(listen_at, &ss, &sslen) >= 0;
 }
 
 int tg_server_start(tg_server **out, tg_service *svc, const char *listen_at,

@@ -11,6 +11,9 @@ typedef struct tg_server tg_server;
 int tg_server_start(tg_server **out, tg_service *svc, const char *listen,
                     const tg_server_config *cfg, tg_err *err);
 
+/* Whether listen is an address tg_server_start can parse (it may still fail to bind). */
+bool tg_server_listen_valid(const char *listen);
+
 /* Stops accepting, lets in-flight requests finish, and frees the server. NULL is a no-op. */
 void tg_server_stop(tg_server *srv);
 

@@ -3,6 +3,9 @@
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { startServer, runCli, nowSec, sleep, createCustomer, eventually } from './helpers.mjs';
 
 let srv;
@@ -69,6 +72,20 @@ test('bill run refuses bad options', async () => {
   const r = await runCli(['bill', 'run', '--invoice-grace', '999999']);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /usage/);
+});
+
+test('serve refuses bad sizes and addresses before it touches the data directory', async () => {
+  for (const args of [['--max-body', ' -1'], ['--max-stream-events', '-5'], ['--max-body', '+7'], ['--listen', ':34200'], ['--listen', '127.0.0.1:99999']]) {
+    const dir = await mkdtemp(join(tmpdir(), 'tg-badarg-'));
+    try {
+      const r = await runCli(['serve', '--data', dir, ...args]);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.doesNotMatch(r.stderr, /recovered/, 'refused before the store was opened');
+      assert.deepEqual(await readdir(dir), [], 'nothing written');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
 });
 
 test('the server finalizes drafts by itself after --invoice-grace', async () => {

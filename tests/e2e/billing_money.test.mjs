@@ -4,7 +4,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, createMeter, expectStripeError, stripeClient, uniq, HOUR, DAY } from './helpers.mjs';
+import { startServer, createMeter, expectStripeError, expectRawError, rawRequest, stripeClient, uniq, HOUR, DAY } from './helpers.mjs';
 
 let srv, stripe;
 const utc = (y, m, d, h = 0, mi = 0, s = 0) => Date.UTC(y, m - 1, d, h, mi, s) / 1000;
@@ -311,6 +311,12 @@ test('schedule phases: dates and current items that Tollgate cannot follow are r
   ];
   for (const [phases, param] of refused)
     await expectStripeError(stripe.subscriptionSchedules.update(sched.id, { phases }), { status: 400, param });
+  // A phase with no items (only a JSON body can say it): a subscription keeps at least one.
+  for (const [phases, param] of [[[{ items: cur }, { items: [] }], 'phases[1][items]'],
+    [[{ items: [] }, { items: next }], 'phases[0][items]'], [[{ items: cur }, { items: {} }], 'phases[1][items]']]) {
+    const r = await rawRequest(srv.port, 'POST', `/v1/subscription_schedules/${sched.id}`, { auth: srv.key, json: true, body: { phases } });
+    expectRawError(r, { status: 400, param });
+  }
   assert.equal((await stripe.subscriptionSchedules.retrieve(sched.id)).phases.length, 1);
   const ok = await stripe.subscriptionSchedules.update(sched.id, { phases: [
     { items: cur, start_date: T, end_date: MAR, proration_behavior: 'none' },

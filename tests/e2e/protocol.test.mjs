@@ -61,6 +61,12 @@ describe('authentication', () => {
     assert.equal(created.json.livemode, true);
     const bad = await srv.raw('GET', '/v1/customers', { auth: null, headers: { Authorization: basic('sk_test_wrong') } });
     expectRawError(bad, { status: 401, code: 'api_key_invalid' });
+    // Only the key itself: not the key with a NUL and more after it, not garbage after padding.
+    for (const header of [`Basic ${Buffer.from(`${srv.key}\0junk:`).toString('base64')}`,
+      `${basic(srv.key).replace(/=*$/, '')}==garbage`, `${basic(srv.key)}!`]) {
+      const r2 = await srv.raw('GET', '/v1/customers', { auth: null, headers: { Authorization: header } });
+      assert.equal(r2.status, 401, `${header}: ${r2.text}`);
+    }
   });
 
   test('a key revoked with `tollgate keys revoke` while the server runs stops working within seconds, with its stream sessions', async () => {
@@ -299,6 +305,33 @@ describe('body decoding', () => {
       body: `name=ok&metadata[a]=${'x'.repeat(500)}&metadata[b]=${'y'.repeat(500)}`,
     });
     assert.equal(ok.status, 200, ok.text);
+    assert.equal((await srv.raw('GET', '/healthz')).status, 200);
+  });
+
+  test('a body over the limit is refused as soon as it is known to be, not once it has all come', async () => {
+    // Reads until the answer's head is in; the connection stays open on the client's side.
+    const answerOf = (head, body) => new Promise((res, rej) => {
+      const sock = net.connect(srv.port, '127.0.0.1');
+      let got = '';
+      sock.on('data', (d) => {
+        got += d.toString('latin1');
+        if (got.includes('\r\n\r\n')) { res(got); sock.destroy(); }
+      });
+      sock.on('error', () => {});
+      sock.write(head);
+      sock.write(body);
+      setTimeout(() => { sock.destroy(); rej(new Error(`no answer; got ${JSON.stringify(got)}`)); }, 5000).unref();
+    });
+    const auth = `Authorization: Bearer ${srv.key}\r\nContent-Type: application/x-www-form-urlencoded\r\n`;
+    // A Content-Length of 10^17 without Expect: 413 while only 64 KiB of it was sent.
+    const declared = await answerOf(`POST /v1/customers HTTP/1.1\r\nHost: x\r\n${auth}Content-Length: 100000000000000000\r\n\r\n`,
+      'a'.repeat(64 * 1024));
+    assert.match(declared, /^HTTP\/1\.1 413 /);
+    // A chunked body: 413 once past 1 MiB, with no last chunk sent.
+    const chunk = 'a'.repeat(256 * 1024);
+    const chunked = await answerOf(`POST /v1/customers HTTP/1.1\r\nHost: x\r\n${auth}Transfer-Encoding: chunked\r\n\r\n`,
+      Array.from({ length: 5 }, () => `${chunk.length.toString(16)}\r\n${chunk}\r\n`).join(''));
+    assert.match(chunked, /^HTTP\/1\.1 413 /);
     assert.equal((await srv.raw('GET', '/healthz')).status, 200);
   });
 

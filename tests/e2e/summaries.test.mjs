@@ -149,6 +149,12 @@ describe('grouped', () => {
       walked.push([s.start_time, s.aggregated_value]);
     }
     assert.deepEqual(walked, expected);
+    // A forged cursor past any time is unknown (its window start would overflow the window
+    // arithmetic), whichever side it is on.
+    for (const side of ['starting_after', 'ending_before'])
+      await expectStripeError(stripe.billing.meters.listEventSummaries(meter.id, {
+        ...params, [side]: 'mtrusg_7fffffffffffffff00000000',
+      }), { status: 404, code: 'resource_missing', param: side });
   });
 });
 
