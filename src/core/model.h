@@ -40,7 +40,8 @@ typedef struct tg_kv {
 } tg_kv;
 
 /* Filters of GET /v1/customers. test_clock NULL: customers on no test clock (Stripe's
- * default), else that clock's; email NULL: any, else exactly that email (case-sensitive). */
+ * default), else that clock's; email NULL: any, else exactly that email (case-sensitive).
+ * A NULL filter is all fields NULL. */
 typedef struct tg_customer_filter {
     const char *test_clock, *email;
 } tg_customer_filter;

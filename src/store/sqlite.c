@@ -589,6 +589,9 @@ static int sq_customer_list(tg_store *base, const tg_scope *scope, const tg_cust
     int rc = page_bounds(s, Q_CUSTOMER_SEQ, scope, page, &lo, &hi, err);
     if (rc)
         return rc;
+    static const tg_customer_filter none = {0};
+    if (!f)
+        f = &none;
     char where[96];
     snprintf(where, sizeof where, "AND deleted=0 AND test_clock %s%s",
              f->test_clock ? "=?6" : "IS NULL", f->email ? " AND email=?7" : "");
