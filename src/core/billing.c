@@ -461,6 +461,17 @@ static int invoice_totals(bctx *c, tg_invoice *v)
 
 /* ---------------------------------------------------------------- invoices */
 
+/* The customer's email and name onto v, as they are now (a deleted customer's stay). */
+static void invoice_copy_customer(bctx *c, tg_invoice *v)
+{
+    tg_customer cu;
+    tg_err ignore = {0};
+    if (c->s->ops->customer_get(c->s, c->scope, v->customer, c->a, &cu, &ignore) || cu.deleted)
+        return;
+    v->customer_email = cu.email;
+    v->customer_name = cu.name;
+}
+
 static int invoice_new(bctx *c, const tg_subscription *s, tg_billing_reason reason,
                        int64_t pstart, int64_t pend, tg_invoice *v)
 {
@@ -481,6 +492,7 @@ static int invoice_new(bctx *c, const tg_subscription *s, tg_billing_reason reas
     v->auto_advance = true;
     v->automatically_finalizes_at = c->now + grace_of(c->svc);
     v->send_invoice = s->send_invoice;
+    invoice_copy_customer(c, v);
     return TG_OK;
 }
 
@@ -591,6 +603,7 @@ static int invoice_finalize(bctx *c, tg_invoice *v, tg_subscription *s)
     v->status = TG_INV_OPEN;
     v->finalized_at = c->now;
     v->automatically_finalizes_at = 0;
+    invoice_copy_customer(c, v);
     if (v->send_invoice)
         v->due_date = c->now + (s ? s->days_until_due : 30) * 86400;
     if ((rc = bill_emit(c, "invoice.finalized", TG_OBJ_INVOICE, v)))

@@ -255,6 +255,8 @@ typedef struct tg_invoice_line {
 typedef struct tg_invoice {
     char id[TG_ID_MAX];
     char customer[TG_ID_MAX];
+    /* The customer's, as Stripe copies them: at creation, and again at finalization. */
+    const char *customer_email, *customer_name;
     char subscription[TG_ID_MAX]; /* "" = none */
     char currency[4];
     char test_clock[TG_ID_MAX];

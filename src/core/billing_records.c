@@ -174,7 +174,8 @@ static const field invoice_fields[] = {
     INT(17, marked_uncollectible_at), INT(18, auto_advance), INT(19, paid_out_of_band),
     INT(20, send_invoice), INT(21, due_date), INT(22, subtotal), INT(23, total),
     INT(24, amount_due), INT(25, amount_paid), INT(26, amount_remaining),
-    LIST(27, lines, nlines, line_schema), META(28, metadata),
+    LIST(27, lines, nlines, line_schema), META(28, metadata), STR(29, customer_email),
+    STR(30, customer_name),
 };
 #undef T
 static const schema invoice_schema = SCHEMA(invoice_fields, tg_invoice);

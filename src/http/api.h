@@ -36,6 +36,10 @@ typedef struct tg_server_config {
  * committed, without a thread waiting. */
 #define TG_HTTP_DEFERRED 0
 
+/* The Stripe API version whose object shapes Tollgate answers with (the Stripe-Version of a
+ * response that asked for none, and every event's api_version). */
+#define TG_STRIPE_VERSION "2026-07-29.dahlia"
+
 typedef struct tg_req tg_req;
 typedef int (*tg_continuation)(tg_req *req);
 

@@ -83,6 +83,59 @@ static void empty_array(tg_jw *w, const char *key)
     jw_aend(w);
 }
 
+/* Fields Stripe's types always have, for what Tollgate does not do (taxes, Connect, payment
+ * collection, billing thresholds): their "off" values. */
+static void nulls(tg_jw *w, const char *const *keys)
+{
+    for (; *keys; keys++)
+        jw_knull(w, *keys);
+}
+
+static void issuer_self(tg_jw *w)
+{
+    jw_key(w, "issuer");
+    jw_obj(w);
+    jw_kstr(w, "type", "self");
+    jw_end(w);
+}
+
+/* automatic_tax: off (an invoice's also says its provider and status: none). */
+static void automatic_tax_off(tg_jw *w, bool invoice)
+{
+    jw_key(w, "automatic_tax");
+    jw_obj(w);
+    jw_knull(w, "disabled_reason");
+    jw_kbool(w, "enabled", false);
+    jw_knull(w, "liability");
+    if (invoice) {
+        jw_knull(w, "provider");
+        jw_knull(w, "status");
+    }
+    jw_end(w);
+}
+
+static void billing_mode_classic(tg_jw *w)
+{
+    jw_key(w, "billing_mode");
+    jw_obj(w);
+    jw_knull(w, "flexible");
+    jw_kstr(w, "type", "classic");
+    jw_end(w);
+}
+
+/* A subscription's or a schedule's invoice_settings (a schedule's also has days_until_due). */
+static void invoice_settings(tg_jw *w, bool with_days_until_due)
+{
+    jw_key(w, "invoice_settings");
+    jw_obj(w);
+    nulls(w, (const char *const[]){"account_tax_ids", "custom_fields", NULL});
+    if (with_days_until_due)
+        jw_knull(w, "days_until_due");
+    nulls(w, (const char *const[]){"description", "footer", NULL});
+    issuer_self(w);
+    jw_end(w);
+}
+
 /* The items [*from, *to) of a list kept in memory (an invoice's lines, a subscription's items),
  * in their own order, that a page asks for: cursors are ids of the items, item k's id at
  * ids + k * stride. False, with the error set, when a cursor is not one of them. */
@@ -151,6 +204,24 @@ static void render_product(tg_jw *w, const tg_product *p)
     jw_end(w);
 }
 
+/* tiers_mode and the transform (transform_quantity of a price, transform_usage of a plan). */
+static void tiers_mode_and_transform(tg_jw *w, const tg_price *p, const char *transform_key)
+{
+    bool tiered = p->pricing.scheme == TG_SCHEME_TIERED;
+    jw_kstr(w, "tiers_mode", !tiered ? NULL
+                             : p->pricing.tiers_mode == TG_TIERS_VOLUME ? "volume"
+                                                                          : "graduated");
+    if (p->pricing.divide_by) {
+        jw_key(w, transform_key);
+        jw_obj(w);
+        jw_kint(w, "divide_by", p->pricing.divide_by);
+        jw_kstr(w, "round", p->pricing.round_up ? "up" : "down");
+        jw_end(w);
+    } else {
+        jw_knull(w, transform_key);
+    }
+}
+
 static void render_price(tg_jw *w, const tg_price *p)
 {
     jw_obj(w);
@@ -197,18 +268,7 @@ static void render_price(tg_jw *w, const tg_price *p)
         }
         jw_aend(w);
     }
-    jw_kstr(w, "tiers_mode", !tiered ? NULL
-                             : p->pricing.tiers_mode == TG_TIERS_VOLUME ? "volume"
-                                                                          : "graduated");
-    if (p->pricing.divide_by) {
-        jw_key(w, "transform_quantity");
-        jw_obj(w);
-        jw_kint(w, "divide_by", p->pricing.divide_by);
-        jw_kstr(w, "round", p->pricing.round_up ? "up" : "down");
-        jw_end(w);
-    } else {
-        jw_knull(w, "transform_quantity");
-    }
+    tiers_mode_and_transform(w, p, "transform_quantity");
     jw_kstr(w, "type", p->recurring ? "recurring" : "one_time");
     amount_pair(w, "unit_amount", "unit_amount_decimal", !tiered && p->unit_amount_set,
                 p->pricing.unit_amount);
@@ -232,17 +292,47 @@ static void render_clock(tg_jw *w, const tg_test_clock *k)
     jw_end(w);
 }
 
+/* A price as the legacy plan object subscription items still carry. */
+static void render_plan(tg_jw *w, const tg_price *p)
+{
+    bool tiered = p->pricing.scheme == TG_SCHEME_TIERED;
+    jw_obj(w);
+    jw_kstr(w, "id", p->id);
+    jw_kstr(w, "object", "plan");
+    jw_kbool(w, "active", p->active);
+    amount_pair(w, "amount", "amount_decimal", !tiered && p->unit_amount_set,
+                p->pricing.unit_amount);
+    jw_kstr(w, "billing_scheme", tiered ? "tiered" : "per_unit");
+    jw_kint(w, "created", p->created);
+    jw_kstr(w, "currency", p->currency);
+    jw_kstr(w, "interval", interval_words[p->interval]);
+    jw_kint(w, "interval_count", p->interval_count);
+    jw_kbool(w, "livemode", p->livemode);
+    jw_key(w, "metadata");
+    tg_render_metadata(w, &p->metadata);
+    jw_kstr(w, "meter", p->metered ? p->meter : NULL);
+    jw_kstr(w, "nickname", p->nickname);
+    jw_kstr(w, "product", p->product);
+    tiers_mode_and_transform(w, p, "transform_usage");
+    jw_kint_or_null(w, "trial_period_days", p->trial_period_days);
+    jw_kstr(w, "usage_type", p->metered ? "metered" : "licensed");
+    jw_end(w);
+}
+
 static void render_item(tg_jw *w, const tg_subscription *s, const tg_sub_item *it)
 {
     jw_obj(w);
     jw_kstr(w, "id", it->id);
     jw_kstr(w, "object", "subscription_item");
+    jw_knull(w, "billing_thresholds");
     jw_kint(w, "created", it->created);
     jw_kint(w, "current_period_end", s->period_end);
     jw_kint(w, "current_period_start", s->period_start);
     empty_array(w, "discounts");
     jw_key(w, "metadata");
     tg_render_metadata(w, &it->metadata);
+    jw_key(w, "plan");
+    render_plan(w, &it->price);
     jw_key(w, "price");
     tg_expand_enter(w, "price");
     render_price(w, &it->price);
@@ -265,7 +355,8 @@ static void render_subscription(tg_jw *w, const tg_subscription *s)
     jw_obj(w);
     jw_kstr(w, "id", s->id);
     jw_kstr(w, "object", "subscription");
-    jw_knull(w, "application");
+    nulls(w, (const char *const[]){"application", "application_fee_percent", NULL});
+    automatic_tax_off(w, false);
     jw_kint(w, "billing_cycle_anchor", s->billing_cycle_anchor);
     if (s->anchor_day > 0) {
         jw_key(w, "billing_cycle_anchor_config");
@@ -279,6 +370,9 @@ static void render_subscription(tg_jw *w, const tg_subscription *s)
     } else {
         jw_knull(w, "billing_cycle_anchor_config");
     }
+    billing_mode_classic(w);
+    empty_array(w, "billing_schedules");
+    jw_knull(w, "billing_thresholds");
     jw_kint_or_null(w, "cancel_at", s->cancel_at);
     jw_kbool(w, "cancel_at_period_end", s->cancel_at_period_end);
     jw_kint_or_null(w, "canceled_at", s->canceled_at);
@@ -294,11 +388,13 @@ static void render_subscription(tg_jw *w, const tg_subscription *s)
     jw_kint(w, "created", s->created);
     jw_kstr(w, "currency", s->currency);
     tg_expand_ref(w, "customer", s->customer, expand_customer);
+    jw_knull(w, "customer_account");
     if (s->send_invoice)
         jw_kint(w, "days_until_due", s->days_until_due);
     else
         jw_knull(w, "days_until_due");
     jw_kstr(w, "default_payment_method", s->default_payment_method);
+    jw_knull(w, "default_source");
     jw_kstr(w, "description", s->description);
     empty_array(w, "discounts");
     jw_kint_or_null(w, "ended_at", s->ended_at);
@@ -318,16 +414,21 @@ static void render_subscription(tg_jw *w, const tg_subscription *s)
     snprintf(url, sizeof url, "/v1/subscription_items?subscription=%s", s->id);
     jw_kstr(w, "url", url);
     jw_end(w);
+    invoice_settings(w, false);
     tg_expand_ref(w, "latest_invoice", s->latest_invoice, expand_invoice);
     jw_kbool(w, "livemode", s->livemode);
+    jw_knull(w, "managed_payments");
     jw_key(w, "metadata");
     tg_render_metadata(w, &s->metadata);
-    jw_knull(w, "pause_collection");
-    jw_knull(w, "pending_update");
+    nulls(w, (const char *const[]){"next_pending_invoice_item_invoice", "on_behalf_of",
+                                  "pause_collection", "payment_settings",
+                                  "pending_invoice_item_interval", "pending_setup_intent",
+                                  "pending_update", NULL});
     tg_expand_ref(w, "schedule", s->schedule, expand_schedule);
     jw_kint(w, "start_date", s->start_date);
     jw_kstr(w, "status", sub_status_words[s->status]);
     tg_expand_ref(w, "test_clock", s->test_clock, tg_expand_test_clock);
+    jw_knull(w, "transfer_data");
     jw_kint_or_null(w, "trial_end", s->trial_end);
     jw_key(w, "trial_settings");
     jw_obj(w);
@@ -377,6 +478,7 @@ static void render_line(tg_jw *w, const tg_invoice *v, const tg_invoice_line *l)
     jw_kint(w, "end", l->period_end);
     jw_kint(w, "start", l->period_start);
     jw_end(w);
+    empty_array(w, "pretax_credit_amounts");
     jw_key(w, "pricing");
     jw_obj(w);
     jw_key(w, "price_details");
@@ -399,6 +501,7 @@ static void render_line(tg_jw *w, const tg_invoice *v, const tg_invoice_line *l)
     else
         jw_kint(w, "quantity", (int64_t)whole);
     dec_string(w, "quantity_decimal", l->quantity);
+    jw_kstr(w, "subscription", v->subscription[0] ? v->subscription : NULL);
     jw_kint(w, "subtotal", l->amount);
     empty_array(w, "taxes");
     jw_end(w);
@@ -409,31 +512,43 @@ static void render_invoice(tg_jw *w, const tg_invoice *v)
     jw_obj(w);
     jw_kstr(w, "id", v->id);
     jw_kstr(w, "object", "invoice");
-    jw_knull(w, "account_country");
-    jw_knull(w, "account_name");
+    nulls(w, (const char *const[]){"account_country", "account_name", "account_tax_ids", NULL});
     jw_kint(w, "amount_due", v->amount_due);
     jw_kint(w, "amount_overpaid", 0);
     jw_kint(w, "amount_paid", v->amount_paid);
     jw_kint(w, "amount_remaining", v->amount_remaining);
     jw_kint(w, "amount_shipping", 0);
+    jw_knull(w, "application");
     jw_kint(w, "attempt_count", 0);
     jw_kbool(w, "attempted", false);
     jw_kbool(w, "auto_advance", v->auto_advance);
+    automatic_tax_off(w, true);
     jw_kint_or_null(w, "automatically_finalizes_at", v->automatically_finalizes_at);
     jw_kstr(w, "billing_reason", reason_words[v->billing_reason]);
     jw_kstr(w, "collection_method", v->send_invoice ? "send_invoice" : "charge_automatically");
     jw_kint(w, "created", v->created);
     jw_kstr(w, "currency", v->currency);
+    nulls(w, (const char *const[]){"custom_fields", NULL});
     tg_expand_ref(w, "customer", v->customer, expand_customer);
+    nulls(w, (const char *const[]){"customer_account", "customer_address", NULL});
+    jw_kstr(w, "customer_email", v->customer_email);
+    jw_kstr(w, "customer_name", v->customer_name);
+    nulls(w, (const char *const[]){"customer_phone", "customer_shipping", NULL});
+    jw_kstr(w, "customer_tax_exempt", "none");
+    nulls(w, (const char *const[]){"default_payment_method", "default_source", NULL});
+    empty_array(w, "default_tax_rates");
     jw_knull(w, "description");
     empty_array(w, "discounts");
     jw_kint_or_null(w, "due_date", v->due_date);
+    jw_kint_or_null(w, "effective_at", v->finalized_at);
     /* There is no customer balance: 0 once finalized, null before, as on Stripe. */
     if (v->status == TG_INV_DRAFT || v->billing_reason == TG_REASON_UPCOMING)
         jw_knull(w, "ending_balance");
     else
         jw_kint(w, "ending_balance", 0);
-    jw_knull(w, "hosted_invoice_url");
+    nulls(w, (const char *const[]){"footer", "from_invoice", "hosted_invoice_url", NULL});
+    issuer_self(w);
+    nulls(w, (const char *const[]){"last_finalization_error", "latest_revision", NULL});
     jw_key(w, "lines");
     jw_obj(w);
     jw_kstr(w, "object", "list");
@@ -455,7 +570,9 @@ static void render_invoice(tg_jw *w, const tg_invoice *v)
     jw_kbool(w, "livemode", v->livemode);
     jw_key(w, "metadata");
     tg_render_metadata(w, &v->metadata);
+    jw_knull(w, "next_payment_attempt");
     jw_kstr(w, "number", v->number[0] ? v->number : NULL);
+    jw_knull(w, "on_behalf_of");
     if (v->subscription[0]) {
         jw_key(w, "parent");
         jw_obj(w);
@@ -474,9 +591,19 @@ static void render_invoice(tg_jw *w, const tg_invoice *v)
     } else {
         jw_knull(w, "parent");
     }
+    jw_key(w, "payment_settings");
+    jw_obj(w);
+    nulls(w, (const char *const[]){"default_mandate", "payment_method_options",
+                                  "payment_method_types", NULL});
+    jw_end(w);
     jw_kint(w, "period_end", v->period_end);
     jw_kint(w, "period_start", v->period_start);
+    jw_kint(w, "post_payment_credit_notes_amount", 0);
+    jw_kint(w, "pre_payment_credit_notes_amount", 0);
+    nulls(w, (const char *const[]){"receipt_number", "rendering", "shipping_cost",
+                                  "shipping_details", NULL});
     jw_kint(w, "starting_balance", 0);
+    jw_knull(w, "statement_descriptor");
     jw_kstr(w, "status", inv_status_words[v->status]);
     jw_key(w, "status_transitions");
     jw_obj(w);
@@ -491,6 +618,7 @@ static void render_invoice(tg_jw *w, const tg_invoice *v)
     jw_kint(w, "total", v->total);
     empty_array(w, "total_discount_amounts");
     jw_kint(w, "total_excluding_tax", v->total);
+    empty_array(w, "total_pretax_credit_amounts");
     empty_array(w, "total_taxes");
     jw_knull(w, "webhooks_delivered_at");
     jw_end(w);
@@ -501,7 +629,7 @@ static void render_event(tg_jw *w, const tg_billing_event *e)
     jw_obj(w);
     jw_kstr(w, "id", e->id);
     jw_kstr(w, "object", "event");
-    jw_kstr(w, "api_version", "2025-03-31.basil");
+    jw_kstr(w, "api_version", TG_STRIPE_VERSION);
     jw_kint(w, "created", e->created);
     jw_key(w, "data");
     jw_obj(w);
@@ -529,6 +657,54 @@ static void render_event(tg_jw *w, const tg_billing_event *e)
     jw_end(w);
 }
 
+/* A schedule's phase: its fields before items (opened, up to "items": [), its items, then the
+ * fields after them (closing it). */
+static void phase_begin(tg_jw *w, const tg_subscription *s, int64_t end_date)
+{
+    jw_obj(w);
+    empty_array(w, "add_invoice_items");
+    nulls(w, (const char *const[]){"application_fee_percent", "billing_cycle_anchor",
+                                  "billing_thresholds", NULL});
+    jw_kstr(w, "collection_method", s->send_invoice ? "send_invoice" : "charge_automatically");
+    jw_kstr(w, "currency", s->currency);
+    nulls(w, (const char *const[]){"default_payment_method", "description", NULL});
+    empty_array(w, "discounts");
+    jw_kint(w, "end_date", end_date);
+    jw_knull(w, "invoice_settings");
+    jw_key(w, "items");
+    jw_arr(w);
+}
+
+static void phase_item(tg_jw *w, const char *price, bool with_quantity, int64_t quantity)
+{
+    jw_obj(w);
+    jw_knull(w, "billing_thresholds");
+    empty_array(w, "discounts");
+    jw_key(w, "metadata");
+    jw_obj(w);
+    jw_end(w);
+    jw_kstr(w, "plan", price);
+    jw_kstr(w, "price", price);
+    if (with_quantity)
+        jw_kint(w, "quantity", quantity);
+    empty_array(w, "tax_rates");
+    jw_end(w);
+}
+
+static void phase_end(tg_jw *w, int64_t start_date)
+{
+    jw_aend(w);
+    jw_key(w, "metadata");
+    jw_obj(w);
+    jw_end(w);
+    jw_knull(w, "on_behalf_of");
+    jw_kstr(w, "proration_behavior", "create_prorations");
+    jw_kint(w, "start_date", start_date);
+    jw_knull(w, "transfer_data");
+    jw_knull(w, "trial_end");
+    jw_end(w);
+}
+
 static void render_schedule(tg_jw *w, const tg_subscription *s)
 {
     char id[TG_ID_MAX + 16];
@@ -536,6 +712,8 @@ static void render_schedule(tg_jw *w, const tg_subscription *s)
     jw_obj(w);
     jw_kstr(w, "id", id);
     jw_kstr(w, "object", "subscription_schedule");
+    jw_knull(w, "application");
+    billing_mode_classic(w);
     jw_knull(w, "canceled_at");
     jw_knull(w, "completed_at");
     jw_kint(w, "created", s->created);
@@ -545,6 +723,17 @@ static void render_schedule(tg_jw *w, const tg_subscription *s)
     jw_kint(w, "start_date", s->period_start);
     jw_end(w);
     tg_expand_ref(w, "customer", s->customer, expand_customer);
+    jw_knull(w, "customer_account");
+    jw_key(w, "default_settings");
+    jw_obj(w);
+    jw_knull(w, "application_fee_percent");
+    jw_kstr(w, "billing_cycle_anchor", "automatic");
+    jw_knull(w, "billing_thresholds");
+    jw_kstr(w, "collection_method", s->send_invoice ? "send_invoice" : "charge_automatically");
+    nulls(w, (const char *const[]){"default_payment_method", "description", NULL});
+    invoice_settings(w, true);
+    nulls(w, (const char *const[]){"on_behalf_of", "transfer_data", NULL});
+    jw_end(w);
     jw_kstr(w, "end_behavior", "release");
     jw_kbool(w, "livemode", s->livemode);
     jw_key(w, "metadata");
@@ -552,37 +741,20 @@ static void render_schedule(tg_jw *w, const tg_subscription *s)
     jw_end(w);
     jw_key(w, "phases");
     jw_arr(w);
-    jw_obj(w);
-    jw_kstr(w, "currency", s->currency);
-    jw_kint(w, "end_date", s->period_end);
-    jw_key(w, "items");
-    jw_arr(w);
-    for (size_t i = 0; i < s->nitems; i++) {
-        jw_obj(w);
-        jw_kstr(w, "price", s->items[i].price.id);
-        if (!s->items[i].price.metered)
-            jw_kint(w, "quantity", s->items[i].quantity);
-        jw_end(w);
-    }
-    jw_aend(w);
-    jw_kint(w, "start_date", s->period_start);
-    jw_end(w);
+    phase_begin(w, s, s->period_end);
+    for (size_t i = 0; i < s->nitems; i++)
+        phase_item(w, s->items[i].price.id, !s->items[i].price.metered, s->items[i].quantity);
+    phase_end(w, s->period_start);
     if (s->next_phase.set) {
-        jw_obj(w);
-        jw_kstr(w, "currency", s->currency);
-        jw_knull(w, "end_date");
-        jw_key(w, "items");
-        jw_arr(w);
-        for (size_t i = 0; i < s->next_phase.nitems; i++) {
-            jw_obj(w);
-            jw_kstr(w, "price", s->next_phase.items[i].price);
-            if (s->next_phase.items[i].quantity)
-                jw_kint(w, "quantity", s->next_phase.items[i].quantity);
-            jw_end(w);
-        }
-        jw_aend(w);
-        jw_kint(w, "start_date", s->next_phase.start);
-        jw_end(w);
+        /* One period from the renewal it starts at (iterations=1), then released. */
+        int64_t start, end;
+        tg_period_containing(s->billing_cycle_anchor, s->interval, s->interval_count,
+                             s->anchor_day, s->next_phase.start, &start, &end);
+        phase_begin(w, s, end);
+        for (size_t i = 0; i < s->next_phase.nitems; i++)
+            phase_item(w, s->next_phase.items[i].price, s->next_phase.items[i].quantity != 0,
+                       s->next_phase.items[i].quantity);
+        phase_end(w, s->next_phase.start);
     }
     jw_aend(w);
     jw_knull(w, "released_at");

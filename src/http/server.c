@@ -65,7 +65,6 @@
 #include "base/str.h"
 #include "http/http1.h"
 
-#define DEFAULT_STRIPE_VERSION "2026-07-29.dahlia"
 #define RESPONSE_CAP (64u << 20)
 #define MAX_CONNECTIONS 4096 /* or the open-file limit less a margin, if lower */
 #define IDLE_TIMEOUT_S 300
@@ -465,7 +464,7 @@ static void format_answer(tg_buf *dst, const request *r, int status, const char 
     tg_buf_puts(dst, "\r\nRequest-Id: ");
     tg_buf_puts(dst, r->request_id);
     tg_buf_puts(dst, "\r\nStripe-Version: ");
-    tg_buf_puts(dst, r->version ? r->version : DEFAULT_STRIPE_VERSION);
+    tg_buf_puts(dst, r->version ? r->version : TG_STRIPE_VERSION);
     tg_buf_puts(dst, "\r\nCache-Control: no-cache, no-store\r\n");
     if (should_retry)
         tg_buf_puts(dst, "Stripe-Should-Retry: true\r\n");
@@ -718,7 +717,7 @@ static void request_prepare(request *r)
     tg_id_unique(r->request_id, sizeof r->request_id, "req_", 14);
     r->version = tg_http1_header_value(&r->h, "Stripe-Version");
     if (!r->version || !*r->version || strlen(r->version) > 64)
-        r->version = DEFAULT_STRIPE_VERSION;
+        r->version = TG_STRIPE_VERSION;
     req->nsegs = split_path(req->path, &req->arena, req->segs, TG_MAX_SEGS);
     if (req->nsegs < 0)
         tg_err_set(&req->err, TG_EROUTE, NULL, "Unrecognized request URL (%s: %s).", req->method,
