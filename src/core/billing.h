@@ -295,22 +295,30 @@ typedef struct tg_entitlement_summary {
     size_t n;
 } tg_entitlement_summary;
 
-/* A recorded event: what happened and a snapshot of the object then. */
+/* An event's object, of the event's kind. */
+typedef union tg_event_object {
+    tg_product product;
+    tg_price price;
+    tg_test_clock clock;
+    tg_subscription sub;
+    tg_invoice invoice;
+    tg_feature feature;
+    tg_entitlement_summary summary;
+} tg_event_object;
+
+/* A recorded event: what happened, a snapshot of the object then, and for an *.updated event
+ * of a product, price or subscription the object as it was stored before (its changed fields
+ * are the event's previous_attributes). The request that caused it, if one did. */
 typedef struct tg_billing_event {
     char id[TG_ID_MAX];
     const char *type;
     int64_t created;
     bool livemode;
     tg_obj_kind kind;
-    union {
-        tg_product product;
-        tg_price price;
-        tg_test_clock clock;
-        tg_subscription sub;
-        tg_invoice invoice;
-        tg_feature feature;
-        tg_entitlement_summary summary;
-    } object;
+    tg_event_object object;
+    bool has_previous;
+    tg_event_object previous;
+    const char *request_id, *idempotency_key; /* NULL: none (automatic) */
 } tg_billing_event;
 
 /* ---- use cases (scope is the caller's; results in a) ---- */
@@ -409,8 +417,18 @@ int tg_invoice_preview(tg_service *svc, const tg_scope *scope, const char *subsc
 
 int tg_billing_event_retrieve(tg_service *svc, const tg_scope *scope, const char *id,
                               tg_arena *a, tg_billing_event *out, tg_err *err);
-/* type: NULL = any; a trailing ".*" matches a prefix. */
-int tg_billing_event_list(tg_service *svc, const tg_scope *scope, const char *type,
+/* Filters of GET /v1/events: type (a trailing ".*" matches a prefix) or one of types (up to
+ * TG_EVENT_TYPES_MAX), created in [created_min, created_max] when created_set. */
+#define TG_EVENT_TYPES_MAX 20
+typedef struct tg_event_filter {
+    const char *type;
+    const char *const *types;
+    size_t ntypes;
+    bool created_set;
+    int64_t created_min, created_max;
+} tg_event_filter;
+
+int tg_billing_event_list(tg_service *svc, const tg_scope *scope, const tg_event_filter *f,
                           const tg_page *page, tg_arena *a, tg_billing_event **out, size_t *n,
                           bool *has_more, tg_err *err);
 

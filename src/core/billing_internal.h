@@ -33,6 +33,9 @@ typedef struct bctx {
     const char *installed_for; /* the customer whose registry entry the job wrote first */
     tg_scope installed_scope;  /* ... and its scope (a job may work in several) */
     bool installed_many;       /* the job wrote the entries of more than one customer */
+    /* The job's last event, decoded from its record (a copy no later change touches): the
+     * previous state of its object for the job's next event about the same object. */
+    const tg_billing_event *last_event;
 } bctx;
 
 /* Runs fn with a context on a reader (bill_read) or as a writer job (bill_write); c->now is

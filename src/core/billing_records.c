@@ -496,8 +496,8 @@ int tg_grants_decode(const void *data, size_t len, tg_arena *a, tg_grant **out, 
     return rc;
 }
 
-/* An event: its fields, then its object's record in field 6, read as its kind (field 5,
- * written before it) says. */
+/* An event: its fields, then its object's record in field 6 and the previous one's in 9,
+ * read as its kind (field 5, written before them) says. */
 void tg_billing_event_encode(tg_buf *b, const tg_billing_event *e)
 {
     tg_rec_str(b, 1, e->id[0] ? e->id : NULL);
@@ -506,6 +506,10 @@ void tg_billing_event_encode(tg_buf *b, const tg_billing_event *e)
     tg_rec_int(b, 4, e->livemode);
     tg_rec_int(b, 5, e->kind);
     put_nested(b, 6, event_object_schema[e->kind], &e->object);
+    tg_rec_str(b, 7, e->request_id);
+    tg_rec_str(b, 8, e->idempotency_key);
+    if (e->has_previous)
+        put_nested(b, 9, event_object_schema[e->kind], &e->previous);
 }
 
 int tg_billing_event_decode(const void *data, size_t len, tg_arena *a, tg_billing_event *e)
@@ -529,6 +533,13 @@ int tg_billing_event_decode(const void *data, size_t len, tg_arena *a, tg_billin
         case 6:
             if (decode(event_object_schema[e->kind], f.data, f.len, a, &e->object) < 0)
                 return -1;
+            break;
+        case 7: e->request_id = tg_rec_strdup(&f, a); break;
+        case 8: e->idempotency_key = tg_rec_strdup(&f, a); break;
+        case 9:
+            if (decode(event_object_schema[e->kind], f.data, f.len, a, &e->previous) < 0)
+                return -1;
+            e->has_previous = true;
             break;
         }
     }

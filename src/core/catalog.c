@@ -124,6 +124,52 @@ int bill_save_clock(bctx *c, const tg_test_clock *k)
     return bill_save(c, &o, &b);
 }
 
+static int decode_sub_any(const void *d, size_t n, tg_arena *a, void *out)
+{
+    return tg_subscription_decode(d, n, a, out);
+}
+
+static const char *event_object_id(const tg_billing_event *e)
+{
+    switch (e->kind) {
+    case TG_OBJ_PRODUCT: return e->object.product.id;
+    case TG_OBJ_PRICE: return e->object.price.id;
+    case TG_OBJ_SUBSCRIPTION: return e->object.sub.id;
+    default: return NULL;
+    }
+}
+
+/* The object of an *.updated event (a product, price or subscription) as it was before the
+ * change the event records: as the job's last event about it showed it, else as stored (its
+ * change is saved after the event). True when there is one. */
+static bool load_previous(bctx *c, tg_billing_event *e)
+{
+    size_t n = strlen(e->type);
+    const char *id = event_object_id(e);
+    if (!id || n < 8 || strcmp(e->type + n - 8, ".updated") != 0)
+        return false;
+    const tg_billing_event *last = c->last_event;
+    if (last && last->kind == e->kind && strcmp(event_object_id(last), id) == 0) {
+        e->previous = last->object;
+        return true;
+    }
+    tg_err ignore = {0}, *saved = c->err;
+    c->err = &ignore;
+    int rc = TG_ENOTFOUND;
+    switch (e->kind) {
+    case TG_OBJ_PRODUCT:
+        rc = bill_load_product(c, e->object.product.id, NULL, &e->previous.product);
+        break;
+    case TG_OBJ_PRICE: rc = bill_load_price(c, e->object.price.id, NULL, &e->previous.price); break;
+    case TG_OBJ_SUBSCRIPTION:
+        rc = bill_load(c, KIND_SUB, e->object.sub.id, NULL, decode_sub_any, &e->previous.sub);
+        break;
+    default: break;
+    }
+    c->err = saved;
+    return rc == TG_OK;
+}
+
 int bill_emit(bctx *c, const char *type, tg_obj_kind kind, const void *obj)
 {
     tg_billing_event *e = tg_arena_alloc(c->a, sizeof *e);
@@ -148,9 +194,15 @@ int bill_emit(bctx *c, const char *type, tg_obj_kind kind, const void *obj)
         e->object.summary = *(const tg_entitlement_summary *)obj;
         break;
     }
+    e->has_previous = load_previous(c, e);
+    tg_bound_request(&e->request_id, &e->idempotency_key);
     tg_buf b;
     tg_buf_init(&b, TG_RECORD_MAX);
     tg_billing_event_encode(&b, e);
+    tg_billing_event *copy;
+    if (event_object_id(e) && !b.failed && (copy = tg_arena_alloc(c->a, sizeof *copy)) &&
+        tg_billing_event_decode(b.data, b.len, c->a, copy) == 0)
+        c->last_event = copy;
     /* Events are listed newest first by row order: an event's row is written when it
      * happens, so the order is the order of happening even on a test clock. */
     tg_obj o = {.kind = KIND_EVENT, .created = c->now, .active = true, .lookup = type};
@@ -191,6 +243,7 @@ static int bill_call_job(tg_store *s, void *arg, tg_err *err)
     call->c.s = s;
     call->c.err = err;
     call->c.now = tg_service_now(call->c.svc);
+    call->c.last_event = NULL;
     return call->fn(&call->c, call->arg);
 }
 
@@ -358,8 +411,8 @@ static int product_change_fn(bctx *c, void *arg)
     }
     rc = product_apply(c, pa->out, pa->patch);
     if (!rc)
-        rc = bill_save_product(c, pa->out);
-    return rc ? rc : bill_emit(c, "product.updated", TG_OBJ_PRODUCT, pa->out);
+        rc = bill_emit(c, "product.updated", TG_OBJ_PRODUCT, pa->out); /* before: see bill_emit */
+    return rc ? rc : bill_save_product(c, pa->out);
 }
 
 int tg_product_update(tg_service *svc, const tg_scope *scope, const char *id,
@@ -445,9 +498,9 @@ static int lookup_key_claim(bctx *c, const char *key, const char *self, bool tra
         if (tg_price_decode(rows[i].body, rows[i].len, c->a, &other) < 0)
             return tg_err_set(c->err, TG_ESTORE, NULL, "Corrupt price record.");
         other.lookup_key = NULL;
-        rc = bill_save_price(c, &other);
+        rc = bill_emit(c, "price.updated", TG_OBJ_PRICE, &other); /* before: see bill_emit */
         if (!rc)
-            rc = bill_emit(c, "price.updated", TG_OBJ_PRICE, &other);
+            rc = bill_save_price(c, &other);
     }
     return rc;
 }
@@ -547,8 +600,8 @@ static int price_update_fn(bctx *c, void *arg)
         return tg_err_set(c->err, TG_EINVAL, "metadata",
                           "Invalid metadata: at most %d keys are allowed.", TG_METADATA_KEYS_MAX);
     p->metadata = merged;
-    rc = bill_save_price(c, p);
-    return rc ? rc : bill_emit(c, "price.updated", TG_OBJ_PRICE, p);
+    rc = bill_emit(c, "price.updated", TG_OBJ_PRICE, p); /* before: see bill_emit */
+    return rc ? rc : bill_save_price(c, p);
 }
 
 int tg_price_update(tg_service *svc, const tg_scope *scope, const char *id,
@@ -774,12 +827,16 @@ int tg_billing_event_retrieve(tg_service *svc, const tg_scope *scope, const char
     return bill_retrieve(svc, scope, KIND_EVENT, id, decode_event, a, out, err);
 }
 
-int tg_billing_event_list(tg_service *svc, const tg_scope *scope, const char *type,
+int tg_billing_event_list(tg_service *svc, const tg_scope *scope, const tg_event_filter *f,
                           const tg_page *page, tg_arena *a, tg_billing_event **out, size_t *n,
                           bool *has_more, tg_err *err)
 {
-    list_args l = {KIND_EVENT, {.active = -1}, page, decode_event, sizeof **out, (void **)out, n,
-                   has_more};
+    list_args l = {KIND_EVENT,
+                   {.active = -1, .created_set = f->created_set, .created_min = f->created_min,
+                    .created_max = f->created_max, .lookup_any = f->types,
+                    .nlookup = f->ntypes},
+                   page, decode_event, sizeof **out, (void **)out, n, has_more};
+    const char *type = f->type;
     char *prefix = NULL;
     size_t len = type ? strlen(type) : 0;
     if (len >= 2 && strcmp(type + len - 2, ".*") == 0) {

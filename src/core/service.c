@@ -619,10 +619,17 @@ void tg_idem_bind(tg_idem_mark *m)
     bound_mark = m;
 }
 
+void tg_bound_request(const char **request_id, const char **idempotency_key)
+{
+    tg_idem_mark *m = bound_mark;
+    *request_id = m ? m->request_id : NULL;
+    *idempotency_key = m && m->keyed ? m->key : NULL;
+}
+
 void tg_idem_note_id(const char *id)
 {
     tg_idem_mark *m = bound_mark;
-    if (!m || !m->created_prefix || m->created[0])
+    if (!m || !m->keyed || !m->created_prefix || m->created[0])
         return;
     size_t n = strlen(m->created_prefix);
     /* exactly this kind: "sub_" is not "sub_sched_" (ids' random tails have no '_') */
@@ -633,7 +640,7 @@ void tg_idem_note_id(const char *id)
 void tg_idem_note_chosen_id(const char *id)
 {
     tg_idem_mark *m = bound_mark;
-    if (m && m->created_prefix && !m->created[0])
+    if (m && m->keyed && m->created_prefix && !m->created[0])
         tg_strlcpy(m->created, id, sizeof m->created);
 }
 
@@ -652,7 +659,7 @@ static int marked_job(tg_store *s, void *arg, tg_err *err)
     bound_mark = m->mark;
     int rc = m->fn(s, m->arg, err);
     bound_mark = NULL;
-    if (rc)
+    if (rc || !m->mark->keyed)
         return rc;
     tg_idem rec = {.status = TG_IDEM_COMMITTED,
                    .body = m->mark->created,

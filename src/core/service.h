@@ -196,6 +196,8 @@ int tg_idem_claim(tg_service *svc, const tg_scope *scope, const char *key,
  * a key derive their identifiers from it instead. */
 #define TG_IDEM_COMMITTED 0 /* stored status: the writes committed, the response is not known */
 typedef struct tg_idem_mark {
+    const char *request_id; /* the request's, for the events its writes record */
+    bool keyed;             /* under a claimed key: the fields below are set, records kept */
     tg_scope scope;
     char key[256];
     char request_hash[65];
@@ -203,8 +205,13 @@ typedef struct tg_idem_mark {
     char created[TG_ID_MAX];
 } tg_idem_mark;
 
-/* Binds m to the calling thread (NULL unbinds); m must outlive the binding. */
+/* Binds m to the calling thread (NULL unbinds); m must outlive the binding. A request that
+ * is not keyed binds one too, so that the events its writes record name it. */
 void tg_idem_bind(tg_idem_mark *m);
+
+/* The request bound to the calling thread (on the writer: whose job runs): its id and its
+ * idempotency key, NULL when none. */
+void tg_bound_request(const char **request_id, const char **idempotency_key);
 
 /* Notes a newly made object id in the bound mark, if it is the first of the mark's kind. The
  * writer calls it for the jobs it runs on a bound request's behalf. */

@@ -33,7 +33,9 @@ typedef struct tg_obj {
     size_t len;
 } tg_obj;
 
-/* List filters: NULL fields and active -1 match anything; lookup_any matches any of n keys. */
+/* List filters: NULL fields and active -1 match anything; lookup_any matches any of n keys
+ * (at most TG_OBJ_LOOKUP_MAX). */
+#define TG_OBJ_LOOKUP_MAX 20
 typedef struct tg_obj_filter {
     const char *customer, *parent, *clock;
     bool no_clock;          /* only objects on no test clock */
@@ -43,6 +45,8 @@ typedef struct tg_obj_filter {
     const char *lookup_prefix; /* lookup LIKE 'prefix%' */
     const char *const *tags;   /* every one of these " name=value " words is in tags */
     size_t ntags;
+    bool created_set;          /* created_min <= created <= created_max */
+    int64_t created_min, created_max;
 } tg_obj_filter;
 
 /* One spilled row of live usage (see spill_put below). */

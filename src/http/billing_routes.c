@@ -624,6 +624,105 @@ static void render_invoice(tg_jw *w, const tg_invoice *v)
     jw_end(w);
 }
 
+static void render_event_object(tg_jw *w, tg_obj_kind kind, const tg_event_object *o,
+                                bool livemode)
+{
+    switch (kind) {
+    case TG_OBJ_PRODUCT: render_product(w, &o->product); break;
+    case TG_OBJ_PRICE: render_price(w, &o->price); break;
+    case TG_OBJ_TEST_CLOCK: render_clock(w, &o->clock); break;
+    case TG_OBJ_SUBSCRIPTION: render_subscription(w, &o->sub); break;
+    case TG_OBJ_INVOICE: render_invoice(w, &o->invoice); break;
+    case TG_OBJ_FEATURE: tg_render_feature(w, &o->feature); break;
+    case TG_OBJ_ENTITLEMENT_SUMMARY: tg_render_entitlement_summary(w, &o->summary, livemode); break;
+    }
+}
+
+/* The top-level members of a JSON object this server wrote (no whitespace, valid), at most
+ * cap of them, into out: each one's key and its value's text. */
+typedef struct json_member {
+    const char *key, *value;
+    size_t key_len, value_len;
+} json_member;
+
+static size_t json_members(const char *s, size_t len, json_member *out, size_t cap)
+{
+    size_t n = 0, i = 1; /* past '{' */
+    while (i < len && s[i] == '"' && n < cap) {
+        json_member *m = &out[n++];
+        m->key = s + ++i;
+        while (s[i] != '"')
+            i += s[i] == '\\' ? 2 : 1;
+        m->key_len = (size_t)(s + i - m->key);
+        i += 2; /* the quote and the colon */
+        m->value = s + i;
+        int depth = 0;
+        for (bool in_str = false; i < len; i++) {
+            char ch = s[i];
+            if (in_str) {
+                if (ch == '\\')
+                    i++;
+                else if (ch == '"')
+                    in_str = false;
+            } else if (ch == '"') {
+                in_str = true;
+            } else if (ch == '{' || ch == '[') {
+                depth++;
+            } else if (ch == '}' || ch == ']') {
+                if (depth-- == 0)
+                    break;
+            } else if (ch == ',' && depth == 0) {
+                break;
+            }
+        }
+        m->value_len = (size_t)(s + i - m->value);
+        i++; /* the comma or the closing brace */
+    }
+    return n;
+}
+
+/* data.previous_attributes: the object's top-level fields whose values the event changed,
+ * with their values before (null for a field it added), as Stripe shows them. */
+static void previous_attributes(tg_jw *w, const tg_billing_event *e)
+{
+    tg_buf now, before;
+    tg_buf_init(&now, 16u << 20);
+    tg_buf_init(&before, 16u << 20);
+    tg_jw wn, wb; /* no request: nothing in them is expanded */
+    jw_init(&wn, &now);
+    jw_init(&wb, &before);
+    render_event_object(&wn, e->kind, &e->object, e->livemode);
+    render_event_object(&wb, e->kind, &e->previous, e->livemode);
+    json_member a[128], b[128];
+    size_t na = now.failed ? 0 : json_members(now.data, now.len, a, 128);
+    size_t nb = before.failed ? 0 : json_members(before.data, before.len, b, 128);
+    jw_key(w, "previous_attributes");
+    jw_obj(w);
+    for (size_t i = 0; i < na; i++) {
+        size_t k = 0;
+        while (k < nb && (b[k].key_len != a[i].key_len || memcmp(b[k].key, a[i].key, a[i].key_len)))
+            k++;
+        if (k < nb && b[k].value_len == a[i].value_len &&
+            memcmp(b[k].value, a[i].value, a[i].value_len) == 0)
+            continue;
+        char key[64];
+        snprintf(key, sizeof key, "%.*s", (int)a[i].key_len, a[i].key);
+        jw_key(w, key);
+        if (k == nb) {
+            jw_null(w);
+        } else {
+            char *text = tg_arena_strndup(&((tg_req *)w->ctx)->arena, b[k].value, b[k].value_len);
+            if (text)
+                jw_raw(w, text);
+            else
+                jw_null(w);
+        }
+    }
+    jw_end(w);
+    tg_buf_free(&now);
+    tg_buf_free(&before);
+}
+
 static void render_event(tg_jw *w, const tg_billing_event *e)
 {
     jw_obj(w);
@@ -634,24 +733,16 @@ static void render_event(tg_jw *w, const tg_billing_event *e)
     jw_key(w, "data");
     jw_obj(w);
     jw_key(w, "object");
-    switch (e->kind) {
-    case TG_OBJ_PRODUCT: render_product(w, &e->object.product); break;
-    case TG_OBJ_PRICE: render_price(w, &e->object.price); break;
-    case TG_OBJ_TEST_CLOCK: render_clock(w, &e->object.clock); break;
-    case TG_OBJ_SUBSCRIPTION: render_subscription(w, &e->object.sub); break;
-    case TG_OBJ_INVOICE: render_invoice(w, &e->object.invoice); break;
-    case TG_OBJ_FEATURE: tg_render_feature(w, &e->object.feature); break;
-    case TG_OBJ_ENTITLEMENT_SUMMARY:
-        tg_render_entitlement_summary(w, &e->object.summary, e->livemode);
-        break;
-    }
+    render_event_object(w, e->kind, &e->object, e->livemode);
+    if (e->has_previous && w->ctx)
+        previous_attributes(w, e);
     jw_end(w);
     jw_kbool(w, "livemode", e->livemode);
     jw_kint(w, "pending_webhooks", 0);
     jw_key(w, "request");
     jw_obj(w);
-    jw_knull(w, "id");
-    jw_knull(w, "idempotency_key");
+    jw_kstr(w, "id", e->request_id);
+    jw_kstr(w, "idempotency_key", e->idempotency_key);
     jw_end(w);
     jw_kstr(w, "type", e->type);
     jw_end(w);
@@ -1956,16 +2047,37 @@ static int h_event_retrieve(tg_req *req)
 static int h_event_list(tg_req *req)
 {
     tg_page page;
-    const char *type = NULL;
+    tg_event_filter f = {0};
+    const char *types[TG_EVENT_TYPES_MAX];
     if (!p_page(req, &page, "event"))
         return tg_reply_error(req);
-    p_str(req, NULL, "type", NULL, 128, &type);
+    p_str(req, NULL, "type", NULL, 128, &f.type);
+    tg_param *tp = tg_param_get(req->params, "types");
+    if (tp) {
+        tg_param_use_all(tp);
+        for (tg_param *e = tp->kind == TG_PARAM_ARRAY ? tp->first : NULL; e; e = e->next) {
+            if (e->kind != TG_PARAM_STRING || !e->value || !*e->value ||
+                f.ntypes >= TG_EVENT_TYPES_MAX) {
+                f.ntypes = TG_EVENT_TYPES_MAX + 1; /* refused below */
+                break;
+            }
+            types[f.ntypes++] = e->value;
+        }
+        if (tp->kind != TG_PARAM_ARRAY || !f.ntypes || f.ntypes > TG_EVENT_TYPES_MAX)
+            tg_err_set(&req->err, TG_EINVAL, "types",
+                       "Invalid types: an array of 1 to %d event types.", TG_EVENT_TYPES_MAX);
+        else if (f.type)
+            tg_err_set(&req->err, TG_EEXCLUSIVE, "types",
+                       "You may only specify one of these parameters: type, types.");
+        f.types = types;
+    }
+    p_created(req, &f.created_set, &f.created_min, &f.created_max);
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_billing_event *items;
     size_t n;
     bool more;
-    if (tg_billing_event_list(req->svc, &req->scope, type, &page, &req->arena, &items, &n, &more,
+    if (tg_billing_event_list(req->svc, &req->scope, &f, &page, &req->arena, &items, &n, &more,
                               &req->err))
         return tg_reply_error(req);
     tg_list_begin(req, "/v1/events");

@@ -241,6 +241,45 @@ bool p_expand(tg_req *req, const char *type)
     return tg_expand_read(req, type, false);
 }
 
+bool p_created(tg_req *req, bool *set, int64_t *min, int64_t *max)
+{
+    static const char *const ops[] = {"gt", "gte", "lt", "lte"};
+    const int64_t top = 253402300799LL; /* 9999-12-31, as every time parameter */
+    tg_param *c = tg_param_get(req->params, "created");
+    *set = false;
+    *min = 0;
+    *max = top;
+    if (!c)
+        return true;
+    int64_t v;
+    if (c->kind == TG_PARAM_STRING) {
+        if (!p_int(req, NULL, "created", NULL, 0, top, &v))
+            return false;
+        *min = *max = v;
+    } else if (c->kind == TG_PARAM_HASH) {
+        for (int i = 0; i < 4; i++) {
+            char path[16];
+            snprintf(path, sizeof path, "created[%s]", ops[i]);
+            if (!p_int(req, c, ops[i], path, 0, top, &v))
+                continue;
+            if (i == 0 && v + 1 > *min)
+                *min = v + 1;
+            else if (i == 1 && v > *min)
+                *min = v;
+            else if (i == 2 && v - 1 < *max)
+                *max = v - 1;
+            else if (i == 3 && v < *max)
+                *max = v;
+        }
+    } else {
+        c->used = true;
+        tg_err_set(&req->err, TG_EINVAL, "created",
+                   "Invalid created: a timestamp, or created[gt|gte|lt|lte].");
+    }
+    *set = true;
+    return !tg_req_failed(req);
+}
+
 bool p_page(tg_req *req, tg_page *out, const char *type)
 {
     int64_t limit = 10;

@@ -776,21 +776,26 @@ static void request_run(request *r)
         }
     }
 
-    /* Writes under a key record that they are done (see tg_idem_bind). Meter events need no
-     * record: their identifiers derive from the key; nor do repeatable routes: after a lost
-     * response a second meter event session serves better than a refusal. */
+    /* The request's writes name it in the events they record, and under a key record that
+     * they are done (see tg_idem_bind). Meter events need neither: they record no events,
+     * and their identifiers derive from the key; repeatable routes keep no record: after a
+     * lost response a second meter event session serves better than a refusal. */
     tg_idem_mark *mark = NULL;
-    if (r->claimed && !(r->route->flags & (TG_ROUTE_RECORDS | TG_ROUTE_REPEATABLE))) {
+    if (!(r->route->flags & TG_ROUTE_RECORDS)) {
         mark = tg_arena_alloc(&req->arena, sizeof *mark);
         if (!mark) {
             tg_err_set(&req->err, TG_ENOMEM, NULL, NULL);
             goto fail;
         }
         memset(mark, 0, sizeof *mark);
-        mark->scope = req->scope;
-        tg_strlcpy(mark->key, r->idem_key, sizeof mark->key);
-        tg_strlcpy(mark->request_hash, r->request_hash, sizeof mark->request_hash);
-        mark->created_prefix = r->route->creates;
+        mark->request_id = r->request_id;
+        if (r->claimed && !(r->route->flags & TG_ROUTE_REPEATABLE)) {
+            mark->keyed = true;
+            mark->scope = req->scope;
+            tg_strlcpy(mark->key, r->idem_key, sizeof mark->key);
+            tg_strlcpy(mark->request_hash, r->request_hash, sizeof mark->request_hash);
+            mark->created_prefix = r->route->creates;
+        }
     }
     tg_idem_bind(mark);
     int status = r->route->handler(req);

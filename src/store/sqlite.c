@@ -13,6 +13,7 @@
  */
 #include "store/sqlite.h"
 
+#include <inttypes.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1563,9 +1564,9 @@ static int sq_obj_list(tg_store *base, const tg_scope *scope, const char *kind,
             lo = seq;
     }
     /* Filters become "AND col=?N" terms; parameters 6.. are bound in the same order. */
-    char extra[1024];
+    char extra[1536];
     size_t len = (size_t)snprintf(extra, sizeof extra, "AND kind=?6");
-    const char *binds[40];
+    const char *binds[64];
     int nb = 0;
     binds[nb++] = kind;
 #define TERM(fmt, v)                                                                          \
@@ -1594,7 +1595,13 @@ static int sq_obj_list(tg_store *base, const tg_scope *scope, const char *kind,
         len += (size_t)snprintf(extra + len, sizeof extra - len, " AND clock IS NULL");
     if (f->active >= 0)
         len += (size_t)snprintf(extra + len, sizeof extra - len, " AND active=%d", f->active);
-    if (f->nlookup && f->nlookup <= 10) {
+    if (f->created_set)
+        len += (size_t)snprintf(extra + len, sizeof extra - len,
+                                " AND created>=%" PRId64 " AND created<=%" PRId64, f->created_min,
+                                f->created_max);
+    if (f->nlookup > TG_OBJ_LOOKUP_MAX)
+        return tg_err_set(err, TG_EINVAL, NULL, "At most %d lookup values.", TG_OBJ_LOOKUP_MAX);
+    if (f->nlookup) {
         len += (size_t)snprintf(extra + len, sizeof extra - len, " AND lookup IN (");
         for (size_t i = 0; i < f->nlookup; i++) {
             len += (size_t)snprintf(extra + len, sizeof extra - len, "%s?%d", i ? "," : "",

@@ -242,3 +242,52 @@ test('expand[] replaces ids with their objects, nested and in lists; a path that
   await expectStripeError(stripe.customers.create({ name: 'x', expand: ['nope'] }), { status: 400, param: 'expand' });
   assert.equal((await stripe.customers.list({ limit: 100 })).data.length, before, 'nothing created');
 });
+
+test('events: previous_attributes of *.updated, the request that caused them, filters by types and created', async () => {
+  const cus = await payingCustomer();
+  const sub = await stripe.subscriptions.create({ customer: cus.id, items: [{ price: cat.seat.id }] });
+  const key = uniq('upd');
+  const updated = await stripe.subscriptions.update(sub.id, { cancel_at_period_end: true, metadata: { plan: 'b' } },
+    { idempotencyKey: key });
+  const ev = (await stripe.events.list({ type: 'customer.subscription.updated', limit: 10 })).data
+    .find((e) => e.data.object.id === sub.id);
+  assert.ok(ev, 'the update recorded an event');
+  // (Scheduling the cancellation also stamps canceled_at and the reason, as on Stripe.)
+  assert.deepEqual(ev.data.previous_attributes, {
+    cancel_at_period_end: false, canceled_at: null,
+    cancellation_details: { comment: null, feedback: null, reason: null }, metadata: {},
+  });
+  assert.equal(ev.data.object.cancel_at_period_end, true);
+  assert.deepEqual(ev.request, { id: updated.lastResponse.requestId, idempotency_key: key });
+  const created = (await stripe.events.list({ type: 'customer.subscription.created', limit: 10 })).data
+    .find((e) => e.data.object.id === sub.id);
+  assert.equal(created.data.previous_attributes, undefined, 'only *.updated events have them');
+  assert.match(created.request.id, /^req_/);
+  assert.match(created.request.idempotency_key, /^stripe-node-retry-/, 'the key the client sent by itself');
+
+  // A product renamed; a lookup key moved off another price (that price's event).
+  const prod = await stripe.products.create({ name: 'Before' });
+  await stripe.products.update(prod.id, { name: 'After' });
+  const pev = (await stripe.events.list({ type: 'product.updated', limit: 10 })).data.find((e) => e.data.object.id === prod.id);
+  assert.equal(pev.data.previous_attributes.name, 'Before');
+  assert.equal(pev.data.object.name, 'After');
+  const lk = uniq('lk');
+  const p1 = await stripe.prices.create({ product: prod.id, currency: 'usd', unit_amount: 5, lookup_key: lk });
+  await stripe.prices.create({ product: prod.id, currency: 'usd', unit_amount: 6, lookup_key: lk, transfer_lookup_key: true });
+  const moved = (await stripe.events.list({ type: 'price.updated', limit: 10 })).data.find((e) => e.data.object.id === p1.id);
+  assert.deepEqual(moved.data.previous_attributes, { lookup_key: lk });
+
+  // types[] and created filters.
+  const both = await stripe.events.list({ types: ['product.updated', 'price.updated'], limit: 100 });
+  assert.ok(both.data.length >= 2);
+  assert.ok(both.data.every((e) => ['product.updated', 'price.updated'].includes(e.type)));
+  const t = ev.created;
+  const atT = await stripe.events.list({ created: { gte: t, lte: t }, limit: 100 });
+  assert.ok(atT.data.some((e) => e.id === ev.id) && atT.data.every((e) => e.created === t));
+  assert.deepEqual((await stripe.events.list({ created: { gt: t + 3600 } })).data, []);
+  assert.ok((await stripe.events.list({ created: t })).data.every((e) => e.created === t));
+  await expectStripeError(stripe.events.list({ type: 'price.updated', types: ['price.updated'] }), { status: 400, param: 'types' });
+  await expectStripeError(stripe.events.list({ types: Array.from({ length: 21 }, (_, i) => `t${i}`) }), { status: 400, param: 'types' });
+  await expectStripeError(stripe.events.list({ created: { after: t } }), { status: 400, code: 'parameter_unknown', param: 'created[after]' });
+  await expectStripeError(stripe.events.list({ created: 'soon' }), { status: 400, param: 'created' });
+});

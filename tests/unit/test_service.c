@@ -779,7 +779,7 @@ static void test_idempotency_record_commits_with_the_writes(void **state)
     assert_int_equal(tg_idem_claim(f->svc, &f->scope, "key-w", h1, &f->a, &replay, &stored, &err),
                      TG_OK);
     assert_false(replay);
-    tg_idem_mark mark = {.scope = f->scope, .created_prefix = "cus_"};
+    tg_idem_mark mark = {.keyed = true, .scope = f->scope, .created_prefix = "cus_"};
     snprintf(mark.key, sizeof mark.key, "key-w");
     snprintf(mark.request_hash, sizeof mark.request_hash, "%s", h1);
     tg_idem_bind(&mark);
@@ -818,7 +818,7 @@ static void test_idempotency_record_commits_with_the_writes(void **state)
     assert_memory_equal(stored.body, body, strlen(body));
 
     /* a failed write records nothing */
-    tg_idem_mark failed = {.scope = f->scope, .created_prefix = "cus_"};
+    tg_idem_mark failed = {.keyed = true, .scope = f->scope, .created_prefix = "cus_"};
     snprintf(failed.key, sizeof failed.key, "key-f");
     snprintf(failed.request_hash, sizeof failed.request_hash, "%s", h1);
     assert_int_equal(tg_idem_claim(f->svc, &f->scope, "key-f", h1, &f->a, &replay, &stored, &err),
@@ -835,7 +835,7 @@ static void test_idempotency_record_commits_with_the_writes(void **state)
     tg_idem_finish(f->svc, &f->scope, "key-f", h1, 0, NULL, 0, false);
 
     /* the kind is exact, and the first id of it wins */
-    tg_idem_mark kind = {.created_prefix = "sub_"};
+    tg_idem_mark kind = {.keyed = true, .created_prefix = "sub_"};
     tg_idem_bind(&kind);
     tg_idem_note_id("sub_sched_AbC");
     assert_string_equal(kind.created, "");
@@ -846,7 +846,7 @@ static void test_idempotency_record_commits_with_the_writes(void **state)
     assert_string_equal(kind.created, "sub_AbC");
 
     /* a product created with an id of the caller's choosing is noted as it is */
-    tg_idem_mark chosen = {.scope = f->scope, .created_prefix = "prod_"};
+    tg_idem_mark chosen = {.keyed = true, .scope = f->scope, .created_prefix = "prod_"};
     snprintf(chosen.key, sizeof chosen.key, "key-p");
     snprintf(chosen.request_hash, sizeof chosen.request_hash, "%s", h1);
     tg_product_patch pp;
