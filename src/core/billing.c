@@ -1871,7 +1871,8 @@ typedef struct sub_list_args {
 static int sub_list_fn(bctx *c, void *arg)
 {
     sub_list_args *l = arg;
-    tg_obj_filter f = {.customer = l->f->customer, .clock = l->f->test_clock, .active = -1};
+    tg_obj_filter f = {.customer = l->f->customer, .clock = l->f->test_clock, .active = -1,
+                       .created = l->f->created};
     const char *status = NULL;
     if (l->f->status == -1)
         f.active = 1;
@@ -2144,7 +2145,8 @@ int tg_invoice_list(tg_service *svc, const tg_scope *scope, const tg_invoice_fil
                     const tg_page *page, tg_arena *a, tg_invoice **out, size_t *n,
                     bool *has_more, tg_err *err)
 {
-    inv_list_args l = {{.customer = f->customer, .parent = f->subscription, .active = -1},
+    inv_list_args l = {{.customer = f->customer, .parent = f->subscription, .active = -1,
+                        .created = f->created},
                        page, out, n, has_more};
     if (f->status >= 0) {
         l.f.lookup_any = &inv_status_words[f->status];

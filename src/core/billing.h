@@ -84,6 +84,7 @@ typedef struct tg_catalog_filter {
     int recurring;          /* prices: type recurring (1) or one_time (0) */
     const char *const *lookup_keys; /* prices with one of these lookup keys */
     size_t nlookup_keys;
+    tg_time_range created;
 } tg_catalog_filter;
 
 /* ---- test clocks ---- */
@@ -223,6 +224,7 @@ typedef struct tg_sub_params {
 typedef struct tg_sub_filter {
     const char *customer, *price, *test_clock;
     int status; /* -1: every status but canceled (Stripe's default); -2: all */
+    tg_time_range created;
 } tg_sub_filter;
 
 /* ---- invoices ---- */
@@ -279,6 +281,7 @@ typedef struct tg_invoice {
 typedef struct tg_invoice_filter {
     const char *customer, *subscription;
     int status; /* -1 = any */
+    tg_time_range created;
 } tg_invoice_filter;
 
 /* ---- events ---- */
@@ -418,14 +421,13 @@ int tg_invoice_preview(tg_service *svc, const tg_scope *scope, const char *subsc
 int tg_billing_event_retrieve(tg_service *svc, const tg_scope *scope, const char *id,
                               tg_arena *a, tg_billing_event *out, tg_err *err);
 /* Filters of GET /v1/events: type (a trailing ".*" matches a prefix) or one of types (up to
- * TG_EVENT_TYPES_MAX), created in [created_min, created_max] when created_set. */
+ * TG_EVENT_TYPES_MAX), and created. */
 #define TG_EVENT_TYPES_MAX 20
 typedef struct tg_event_filter {
     const char *type;
     const char *const *types;
     size_t ntypes;
-    bool created_set;
-    int64_t created_min, created_max;
+    tg_time_range created;
 } tg_event_filter;
 
 int tg_billing_event_list(tg_service *svc, const tg_scope *scope, const tg_event_filter *f,

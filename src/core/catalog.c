@@ -463,8 +463,8 @@ int tg_product_list(tg_service *svc, const tg_scope *scope, const tg_catalog_fil
                     const tg_page *page, tg_arena *a, tg_product **out, size_t *n,
                     bool *has_more, tg_err *err)
 {
-    list_args l = {KIND_PRODUCT, {.active = f->active}, page, decode_product, sizeof **out,
-                   (void **)out, n, has_more};
+    list_args l = {KIND_PRODUCT, {.active = f->active, .created = f->created}, page,
+                   decode_product, sizeof **out, (void **)out, n, has_more};
     return bill_read(svc, scope, a, list_fn, &l, err);
 }
 
@@ -628,7 +628,7 @@ int tg_price_list(tg_service *svc, const tg_scope *scope, const tg_catalog_filte
         return tg_err_set(err, TG_EINVAL, "lookup_keys", "At most 10 lookup keys.");
     list_args l = {KIND_PRICE,
                    {.active = f->active, .parent = f->product, .lookup_any = f->lookup_keys,
-                    .nlookup = f->nlookup_keys},
+                    .nlookup = f->nlookup_keys, .created = f->created},
                    page, decode_price, sizeof **out, (void **)out, n, has_more};
     char currency[32], type[32];
     const char *tags[2];
@@ -832,8 +832,7 @@ int tg_billing_event_list(tg_service *svc, const tg_scope *scope, const tg_event
                           bool *has_more, tg_err *err)
 {
     list_args l = {KIND_EVENT,
-                   {.active = -1, .created_set = f->created_set, .created_min = f->created_min,
-                    .created_max = f->created_max, .lookup_any = f->types,
+                   {.active = -1, .created = f->created, .lookup_any = f->types,
                     .nlookup = f->ntypes},
                    page, decode_event, sizeof **out, (void **)out, n, has_more};
     const char *type = f->type;

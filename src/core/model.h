@@ -39,11 +39,18 @@ typedef struct tg_kv {
     const char *value; /* NULL in a patch means "remove this key" */
 } tg_kv;
 
+/* A list's `created` filter: min <= created <= max when set (empty when min > max). */
+typedef struct tg_time_range {
+    bool set;
+    int64_t min, max;
+} tg_time_range;
+
 /* Filters of GET /v1/customers. test_clock NULL: customers on no test clock (Stripe's
  * default), else that clock's; email NULL: any, else exactly that email (case-sensitive).
  * A NULL filter is all fields NULL. */
 typedef struct tg_customer_filter {
     const char *test_clock, *email;
+    tg_time_range created;
 } tg_customer_filter;
 
 typedef struct tg_metadata {

@@ -45,8 +45,7 @@ typedef struct tg_obj_filter {
     const char *lookup_prefix; /* lookup LIKE 'prefix%' */
     const char *const *tags;   /* every one of these " name=value " words is in tags */
     size_t ntags;
-    bool created_set;          /* created_min <= created <= created_max */
-    int64_t created_min, created_max;
+    tg_time_range created;
 } tg_obj_filter;
 
 /* One spilled row of live usage (see spill_put below). */

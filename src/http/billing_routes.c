@@ -998,6 +998,7 @@ static bool catalog_filter(tg_req *req, tg_catalog_filter *f)
     bool active;
     if (p_bool(req, NULL, "active", NULL, &active))
         f->active = active;
+    p_created(req, &f->created);
     return !tg_req_failed(req);
 }
 
@@ -1592,7 +1593,8 @@ static int h_sub_list(tg_req *req)
     tg_page page;
     if (!p_page(req, &page, "subscription"))
         return tg_reply_error(req);
-    tg_sub_filter f = {NULL, NULL, NULL, -1};
+    tg_sub_filter f = {.status = -1};
+    p_created(req, &f.created);
     p_str(req, NULL, "customer", NULL, 255, &f.customer);
     p_str(req, NULL, "price", NULL, 255, &f.price);
     p_str(req, NULL, "test_clock", NULL, 255, &f.test_clock);
@@ -1973,7 +1975,8 @@ static int h_invoice_list(tg_req *req)
     tg_page page;
     if (!p_page(req, &page, "invoice"))
         return tg_reply_error(req);
-    tg_invoice_filter f = {NULL, NULL, -1};
+    tg_invoice_filter f = {.status = -1};
+    p_created(req, &f.created);
     p_str(req, NULL, "customer", NULL, 255, &f.customer);
     p_str(req, NULL, "subscription", NULL, 255, &f.subscription);
     p_enum(req, NULL, "status", NULL, inv_status_words, &f.status);
@@ -2071,7 +2074,7 @@ static int h_event_list(tg_req *req)
                        "You may only specify one of these parameters: type, types.");
         f.types = types;
     }
-    p_created(req, &f.created_set, &f.created_min, &f.created_max);
+    p_created(req, &f.created);
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_billing_event *items;

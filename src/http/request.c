@@ -241,12 +241,13 @@ bool p_expand(tg_req *req, const char *type)
     return tg_expand_read(req, type, false);
 }
 
-bool p_created(tg_req *req, bool *set, int64_t *min, int64_t *max)
+bool p_created(tg_req *req, tg_time_range *out)
 {
     static const char *const ops[] = {"gt", "gte", "lt", "lte"};
     const int64_t top = 253402300799LL; /* 9999-12-31, as every time parameter */
     tg_param *c = tg_param_get(req->params, "created");
-    *set = false;
+    int64_t *min = &out->min, *max = &out->max;
+    out->set = false;
     *min = 0;
     *max = top;
     if (!c)
@@ -276,7 +277,7 @@ bool p_created(tg_req *req, bool *set, int64_t *min, int64_t *max)
         tg_err_set(&req->err, TG_EINVAL, "created",
                    "Invalid created: a timestamp, or created[gt|gte|lt|lte].");
     }
-    *set = true;
+    out->set = true;
     return !tg_req_failed(req);
 }
 

@@ -102,6 +102,7 @@ static int h_customer_list(tg_req *req)
         return tg_reply_error(req);
     p_str(req, NULL, "test_clock", NULL, 255, &f.test_clock);
     p_str(req, NULL, "email", NULL, 512, &f.email);
+    p_created(req, &f.created);
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_customer *items;

@@ -581,6 +581,15 @@ static int sq_customer_get(tg_store *base, const tg_scope *scope, const char *id
     return rc ? tg_err_set(err, TG_ESTORE, NULL, "corrupt customer row") : TG_OK;
 }
 
+/* " AND created>=MIN AND created<=MAX" for a set range, into out (cap bytes); its length. */
+static size_t created_terms(char *out, size_t cap, const tg_time_range *r)
+{
+    if (!r->set)
+        return 0;
+    int n = snprintf(out, cap, " AND created>=%" PRId64 " AND created<=%" PRId64, r->min, r->max);
+    return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
+}
+
 static int sq_customer_list(tg_store *base, const tg_scope *scope, const tg_customer_filter *f,
                             const tg_page *page, tg_arena *a, tg_customer **out, size_t *n,
                             tg_err *err)
@@ -593,9 +602,10 @@ static int sq_customer_list(tg_store *base, const tg_scope *scope, const tg_cust
     static const tg_customer_filter none = {0};
     if (!f)
         f = &none;
-    char where[96];
-    snprintf(where, sizeof where, "AND deleted=0 AND test_clock %s%s",
-             f->test_clock ? "=?6" : "IS NULL", f->email ? " AND email=?7" : "");
+    char where[192];
+    int wl = snprintf(where, sizeof where, "AND deleted=0 AND test_clock %s%s",
+                      f->test_clock ? "=?6" : "IS NULL", f->email ? " AND email=?7" : "");
+    created_terms(where + wl, sizeof where - (size_t)wl, &f->created);
     sqlite3_stmt *st = page_query(s, CUSTOMER_COLS, "customers", where, scope, page, lo, hi, err);
     if (!st)
         return TG_ESTORE;
@@ -1595,10 +1605,7 @@ static int sq_obj_list(tg_store *base, const tg_scope *scope, const char *kind,
         len += (size_t)snprintf(extra + len, sizeof extra - len, " AND clock IS NULL");
     if (f->active >= 0)
         len += (size_t)snprintf(extra + len, sizeof extra - len, " AND active=%d", f->active);
-    if (f->created_set)
-        len += (size_t)snprintf(extra + len, sizeof extra - len,
-                                " AND created>=%" PRId64 " AND created<=%" PRId64, f->created_min,
-                                f->created_max);
+    len += created_terms(extra + len, sizeof extra - len, &f->created);
     if (f->nlookup > TG_OBJ_LOOKUP_MAX)
         return tg_err_set(err, TG_EINVAL, NULL, "At most %d lookup values.", TG_OBJ_LOOKUP_MAX);
     if (f->nlookup) {

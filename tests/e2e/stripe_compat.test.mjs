@@ -291,3 +291,30 @@ test('events: previous_attributes of *.updated, the request that caused them, fi
   await expectStripeError(stripe.events.list({ created: { after: t } }), { status: 400, code: 'parameter_unknown', param: 'created[after]' });
   await expectStripeError(stripe.events.list({ created: 'soon' }), { status: 400, param: 'created' });
 });
+
+test('lists of customers, products, prices, subscriptions and invoices filter by created', async () => {
+  const now = Math.floor(Date.now() / 1000);
+  const at = [now - 10 * 86400, now - 5 * 86400];
+  const subs = [];
+  for (const t of at) {
+    const clock = await stripe.testHelpers.testClocks.create({ frozen_time: t });
+    const cus = await payingCustomer({ test_clock: clock.id });
+    subs.push(await stripe.subscriptions.create({ customer: cus.id, items: [{ price: cat.seat.id }] }));
+  }
+  assert.deepEqual(subs.map((s) => s.created), at, 'created on their clocks');
+  const ids = (l) => l.data.map((x) => x.id);
+  for (const [i, s] of subs.entries()) {
+    assert.deepEqual(ids(await stripe.subscriptions.list({ customer: s.customer, created: at[i] })), [s.id]);
+    assert.deepEqual(ids(await stripe.subscriptions.list({ customer: s.customer, created: { gt: at[i] } })), []);
+    assert.deepEqual(ids(await stripe.invoices.list({ customer: s.customer, created: { gte: at[i], lt: at[i] + 1 } })), [s.latest_invoice]);
+    assert.deepEqual(ids(await stripe.invoices.list({ customer: s.customer, created: { lte: at[i] - 1 } })), []);
+  }
+  const cus = await createCustomer(stripe);
+  assert.ok(ids(await stripe.customers.list({ created: { gte: cus.created }, limit: 100 })).includes(cus.id));
+  assert.deepEqual(ids(await stripe.customers.list({ created: { lt: cus.created - 86400 * 365 * 30 } })), []);
+  const prod = await stripe.products.create({ name: 'Dated' });
+  assert.ok(ids(await stripe.products.list({ created: { gte: prod.created }, limit: 100 })).includes(prod.id));
+  assert.deepEqual(ids(await stripe.products.list({ created: { gt: prod.created + 3600 } })), []);
+  assert.deepEqual(ids(await stripe.prices.list({ product: cat.prod.id, created: { gt: now + 3600 } })), []);
+  assert.ok((await stripe.prices.list({ product: cat.prod.id, created: { lte: now + 3600 } })).data.length > 0);
+});
