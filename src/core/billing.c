@@ -152,7 +152,7 @@ static int save_sub(bctx *c, const tg_subscription *s)
     /* The prices and products of its items, for GET /v1/subscriptions?price= and for
      * finding the subscribers of a product whose features change; the items' ids, for
      * finding the subscription of an item (/v1/subscription_items/:id). */
-    size_t cap = 2 + s->nitems * 3 * (TG_ID_MAX + 10);
+    size_t cap = 16 + s->nitems * 3 * (TG_ID_MAX + 10);
     char *tags = tg_arena_alloc(c->a, cap);
     if (!tags) {
         tg_buf_free(&b);
@@ -163,6 +163,8 @@ static int save_sub(bctx *c, const tg_subscription *s)
         len += (size_t)snprintf(tags + len, cap - len, "price=%s product=%s item=%s ",
                                 s->items[i].price.id, s->items[i].price.product,
                                 s->items[i].id);
+    if (s->schedule[0]) /* for GET /v1/subscription_schedules */
+        snprintf(tags + len, cap - len, "scheduled=1 ");
     tg_obj o = {.kind = KIND_SUB, .created = s->created, .active = sub_live(s),
                 .customer = s->customer, .lookup = sub_status_words[s->status],
                 .clock = s->test_clock[0] ? s->test_clock : NULL, .due = sub_due(s),
@@ -289,6 +291,13 @@ static int licensed_line(bctx *c, tg_invoice *v, const tg_sub_item *it, int64_t 
 static int64_t minute_up(int64_t t)
 {
     return tg_window_start(t + 59, 60);
+}
+
+/* Where paid usage starts after a free stretch (a trial, a pause) that ends at t: a minute
+ * belongs to the interval it starts in, so the minute t falls in is the free stretch's. */
+static int64_t paid_from(int64_t t)
+{
+    return minute_up(t);
 }
 
 /* A customer's usage of meter over [from, to) (0 when the meter is gone). */
@@ -825,7 +834,7 @@ static int sub_renew(bctx *c, tg_subscription *s, int64_t t, bool after_trial)
     }
     for (size_t i = 0; !rc && i < s->nitems; i++)
         if (s->items[i].price.metered && after_trial) { /* usage counts from the trial's end */
-            s->items[i].usage_from = usage_start(c, s, &s->items[i].price, t);
+            s->items[i].usage_from = usage_start(c, s, &s->items[i].price, paid_from(t));
             s->items[i].billed = 0;
         }
     if (!rc)
@@ -1126,8 +1135,8 @@ typedef struct sub_args {
     tg_subscription *out;
     bool invoice_now;
     const tg_cancel_details *details;
-    const tg_sub_next_phase *phase;
-    const tg_phase_checks *checks;
+    const tg_schedule_params *schedule;
+    int64_t *when;
     tg_invoice *invoice;
 } sub_args;
 
@@ -1182,8 +1191,9 @@ static int price_not_on(bctx *c, const tg_sub_item *items, size_t n, const tg_su
  * from the trial's end. */
 static int64_t usage_start_now(bctx *c, const tg_subscription *s, const tg_price *p)
 {
-    return s->status == TG_SUB_TRIALING && s->trial_end > c->now ? s->trial_end
-                                                                  : usage_start(c, s, p, c->now);
+    return s->status == TG_SUB_TRIALING && s->trial_end > c->now
+               ? paid_from(s->trial_end)
+               : usage_start(c, s, p, c->now);
 }
 
 static int item_new(bctx *c, tg_subscription *s, const tg_sub_item_spec *spec, size_t index,
@@ -1459,17 +1469,6 @@ static int bill_removed_usage(bctx *c, tg_subscription *s, const tg_sub_item *it
     return TG_OK;
 }
 
-/* The same, with what is due run first, for a change that needs a live subscription. */
-static int sub_enter_live(bctx *c, const char *id, tg_subscription *s)
-{
-    int rc = sub_enter(c, id, s);
-    if (!rc)
-        rc = sub_advance(c, s, c->now);
-    if (!rc && !sub_live(s))
-        rc = tg_err_set(c->err, TG_ESTATE, NULL, "The subscription %s is canceled.", s->id);
-    return rc;
-}
-
 /* A proration for item it changing from (old_price, old_qty) to (new_price, new_qty) at
  * c->now: a credit for the unused time of the old and a charge for the rest of the new. */
 static int prorate_span(bctx *c, tg_subscription *s, const tg_sub_item *it, int64_t from,
@@ -1733,7 +1732,7 @@ static int sub_update_fn(bctx *c, void *arg)
                 return rc;
         }
         for (size_t i = 0; i < s->nitems; i++)
-            s->items[i].usage_from = t;
+            s->items[i].usage_from = paid_from(t);
     }
     if (p->send_invoice >= 0)
         s->send_invoice = p->send_invoice;
@@ -1882,12 +1881,14 @@ static int sub_list_fn(bctx *c, void *arg)
         f.nlookup = 1;
     }
     char tag[TG_ID_MAX + 16];
-    const char *tags[1] = {tag};
+    const char *tags[2];
+    f.tags = tags;
     if (l->f->price) {
         snprintf(tag, sizeof tag, " price=%s ", l->f->price);
-        f.tags = tags;
-        f.ntags = 1;
+        tags[f.ntags++] = tag;
     }
+    if (l->f->scheduled)
+        tags[f.ntags++] = " scheduled=1 ";
     int rc = bill_list(c, KIND_SUB, &f, l->page, decode_sub, sizeof **l->out, (void **)l->out,
                        l->n, l->has_more);
     for (size_t i = 0; !rc && i < *l->n; i++)
@@ -1994,7 +1995,7 @@ static int sub_resume_fn(bctx *c, void *arg)
     s->paused_at = 0;
     s->period_start = s->period_end = c->now;
     for (size_t i = 0; i < s->nitems; i++) {
-        s->items[i].usage_from = usage_start(c, s, &s->items[i].price, c->now);
+        s->items[i].usage_from = usage_start(c, s, &s->items[i].price, paid_from(c->now));
         s->items[i].billed = 0;
     }
     if ((rc = bill_emit(c, "customer.subscription.resumed", TG_OBJ_SUBSCRIPTION, s)))
@@ -2057,57 +2058,77 @@ static int check_phases(bctx *c, const tg_subscription *s, const tg_phase_checks
     return TG_OK;
 }
 
-static int sub_phase_fn(bctx *c, void *arg)
+static int sub_schedule_fn(bctx *c, void *arg)
 {
     sub_args *sa = arg;
+    const tg_schedule_params *p = sa->schedule;
     tg_subscription *s = sa->out;
-    int rc = sub_enter_live(c, sa->id, s);
-    if (!rc && sa->checks)
-        rc = check_phases(c, s, sa->checks);
+    int rc = sub_enter(c, sa->id, s);
+    if (!rc)
+        rc = sub_advance(c, s, c->now);
     if (rc)
         return rc;
-    if (!sa->checks && s->schedule[0]) /* a schedule made from it: it has one already */
+    *sa->when = c->now;
+    if (p->op != TG_SCHEDULE_CREATE && !s->schedule[0]) /* (a canceled one has none) */
+        return tg_err_set(c->err, TG_ENOTFOUND, "id", "No such subscription schedule.");
+    if (!sub_live(s))
+        return tg_err_set(c->err, TG_ESTATE, NULL, "The subscription %s is canceled.", s->id);
+    if (p->op == TG_SCHEDULE_CREATE && s->schedule[0])
         return tg_err_set(c->err, TG_ESTATE, "from_subscription",
                           "The subscription %s is already attached to the schedule %s.", s->id,
                           s->schedule);
-    if (sa->phase->set && !sa->phase->nitems)
+    if (p->op == TG_SCHEDULE_RELEASE) {
+        s->schedule[0] = '\0';
+        s->next_phase.set = false;
+        s->next_phase.nitems = 0;
+        s->schedule_metadata = (tg_metadata){0};
+    }
+    if (p->phases_set && (rc = check_phases(c, s, &p->checks)))
+        return rc;
+    if (p->phases_set && p->phase.set && !p->phase.nitems)
         return tg_err_set(c->err, TG_EINVAL, "phases[1][items]",
                           "A phase needs at least one item; cancel the subscription instead.");
-    if (sa->phase->set) {
+    if (p->phases_set && p->phase.set) {
         tg_subscription probe = *s; /* same currency and interval as now */
-        tg_sub_item *seen = tg_arena_alloc(c->a, (sa->phase->nitems + 1) * sizeof *seen);
+        tg_sub_item *seen = tg_arena_alloc(c->a, (p->phase.nitems + 1) * sizeof *seen);
         if (!seen)
             return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
-        for (size_t i = 0; i < sa->phase->nitems; i++) {
+        for (size_t i = 0; i < p->phase.nitems; i++) {
             char param[48];
             snprintf(param, sizeof param, "phases[1][items][%zu][price]", i);
-            if ((rc = bill_load_price(c, sa->phase->items[i].price, param, &seen[i].price)) ||
+            if ((rc = bill_load_price(c, p->phase.items[i].price, param, &seen[i].price)) ||
                 (rc = check_item_price(c, &probe, &seen[i].price, param)) ||
                 (rc = price_not_on(c, seen, i, NULL, seen[i].price.id, param)))
                 return rc;
         }
-        s->next_phase = *sa->phase;
+        s->next_phase = p->phase;
         s->next_phase.start = s->period_end;
-    }
-    if (!s->schedule[0]) /* a schedule exists from its creation, phases or not */
-        snprintf(s->schedule, sizeof s->schedule, "sub_sched_%s", s->id + 4);
-    tg_idem_note_id(s->schedule); /* what a schedule create answers with */
-    if (!sa->phase->set) {
+    } else if (p->phases_set) {
         s->next_phase.set = false;
         s->next_phase.nitems = 0;
+    }
+    if (p->op != TG_SCHEDULE_RELEASE &&
+        (rc = metadata_merge(c, &s->schedule_metadata, p->metadata_clear, &p->metadata,
+                             "metadata")))
+        return rc;
+    if (p->op == TG_SCHEDULE_CREATE) { /* a schedule exists from its creation, phases or not */
+        snprintf(s->schedule, sizeof s->schedule, "sub_sched_%s", s->id + 4);
+        tg_idem_note_id(s->schedule); /* what a schedule create answers with */
     }
     if ((rc = bill_emit(c, "customer.subscription.updated", TG_OBJ_SUBSCRIPTION, s)))
         return rc;
     return save_sub(c, s);
 }
 
-int tg_subscription_set_next_phase(tg_service *svc, const tg_scope *scope, const char *id,
-                                   const tg_sub_next_phase *phase,
-                                   const tg_phase_checks *checks, tg_arena *a,
-                                   tg_subscription *out, tg_err *err)
+int tg_subscription_schedule(tg_service *svc, const tg_scope *scope, const char *id,
+                             const tg_schedule_params *p, tg_arena *a, tg_subscription *out,
+                             int64_t *when, tg_err *err)
 {
-    sub_args sa = {.id = id, .out = out, .phase = phase, .checks = checks};
-    return bill_write(svc, scope, a, sub_phase_fn, &sa, err);
+    int rc = tg_metadata_validate(&p->metadata, "metadata", err);
+    if (rc)
+        return rc;
+    sub_args sa = {.id = id, .out = out, .schedule = p, .when = when};
+    return bill_write(svc, scope, a, sub_schedule_fn, &sa, err);
 }
 
 /* ---------------------------------------------------------------- invoices */

@@ -184,6 +184,7 @@ typedef struct tg_subscription {
     size_t npending;
     tg_sub_next_phase next_phase;
     tg_metadata metadata;
+    tg_metadata schedule_metadata; /* its schedule's */
 } tg_subscription;
 
 typedef struct tg_sub_item_spec {
@@ -225,6 +226,7 @@ typedef struct tg_sub_filter {
     const char *customer, *price, *test_clock;
     int status; /* -1: every status but canceled (Stripe's default); -2: all */
     tg_time_range created;
+    bool scheduled; /* only those with a schedule (saved since schedules were tagged) */
 } tg_sub_filter;
 
 /* ---- invoices ---- */
@@ -396,12 +398,23 @@ typedef struct tg_phase_checks {
     size_t ncurrent;
     tg_phase_item current[TG_SUB_ITEMS_MAX]; /* phases[0][items] */
 } tg_phase_checks;
-/* The phase that takes effect at the next renewal (items replace the current ones); checks
- * may be NULL. */
-int tg_subscription_set_next_phase(tg_service *svc, const tg_scope *scope, const char *id,
-                                   const tg_sub_next_phase *phase,
-                                   const tg_phase_checks *checks, tg_arena *a,
-                                   tg_subscription *out, tg_err *err);
+/* A subscription schedule (sub_sched_X is subscription sub_X's): made from the subscription
+ * (no change planned), updated (its next phase, taking effect at the next renewal, and its
+ * metadata), or released (the plan dropped; the schedule is gone). */
+typedef enum { TG_SCHEDULE_CREATE, TG_SCHEDULE_UPDATE, TG_SCHEDULE_RELEASE } tg_schedule_op;
+typedef struct tg_schedule_params {
+    tg_schedule_op op;
+    bool phases_set; /* phases given: phase (if set) becomes the next phase, else none */
+    tg_sub_next_phase phase;
+    tg_phase_checks checks;
+    bool metadata_clear;
+    tg_metadata metadata;
+} tg_schedule_params;
+
+/* Runs p on subscription id's schedule; *when is the time of the change (the customer's). */
+int tg_subscription_schedule(tg_service *svc, const tg_scope *scope, const char *id,
+                             const tg_schedule_params *p, tg_arena *a, tg_subscription *out,
+                             int64_t *when, tg_err *err);
 
 int tg_invoice_retrieve(tg_service *svc, const tg_scope *scope, const char *id, tg_arena *a,
                         tg_invoice *out, tg_err *err);

@@ -151,6 +151,7 @@ static const field subscription_fields[] = {
     ARRAY_WHEN(39, next_phase.items, next_phase.nitems, phase_item_schema, next_phase.set),
     META(40, metadata), INT(41, free_stub), STR(42, cancellation_comment),
     STR(43, cancellation_feedback), INT(44, cancel_no_prorate), INT(45, licensed_until),
+    META(46, schedule_metadata),
 };
 #undef T
 static const schema subscription_schema = SCHEMA(subscription_fields, tg_subscription);

@@ -796,7 +796,8 @@ static void phase_end(tg_jw *w, int64_t start_date)
     jw_end(w);
 }
 
-static void render_schedule(tg_jw *w, const tg_subscription *s)
+/* released_at: when it was released just now (0: it was not). */
+static void render_schedule(tg_jw *w, const tg_subscription *s, int64_t released_at)
 {
     char id[TG_ID_MAX + 16];
     schedule_id(s, id, sizeof id);
@@ -805,7 +806,8 @@ static void render_schedule(tg_jw *w, const tg_subscription *s)
     jw_kstr(w, "object", "subscription_schedule");
     jw_knull(w, "application");
     billing_mode_classic(w);
-    jw_knull(w, "canceled_at");
+    bool canceled = s->status == TG_SUB_CANCELED;
+    jw_kint_or_null(w, "canceled_at", canceled ? s->canceled_at : 0);
     jw_knull(w, "completed_at");
     jw_kint(w, "created", s->created);
     jw_key(w, "current_phase");
@@ -828,8 +830,7 @@ static void render_schedule(tg_jw *w, const tg_subscription *s)
     jw_kstr(w, "end_behavior", "release");
     jw_kbool(w, "livemode", s->livemode);
     jw_key(w, "metadata");
-    jw_obj(w);
-    jw_end(w);
+    tg_render_metadata(w, &s->schedule_metadata);
     jw_key(w, "phases");
     jw_arr(w);
     phase_begin(w, s, s->period_end);
@@ -848,9 +849,9 @@ static void render_schedule(tg_jw *w, const tg_subscription *s)
         phase_end(w, s->next_phase.start);
     }
     jw_aend(w);
-    jw_knull(w, "released_at");
-    jw_knull(w, "released_subscription");
-    jw_kstr(w, "status", s->status == TG_SUB_CANCELED ? "canceled" : "active");
+    jw_kint_or_null(w, "released_at", released_at);
+    jw_kstr(w, "released_subscription", released_at ? s->id : NULL);
+    jw_kstr(w, "status", canceled ? "canceled" : released_at ? "released" : "active");
     tg_expand_ref(w, "subscription", s->id, expand_subscription);
     tg_expand_ref(w, "test_clock", s->test_clock, tg_expand_test_clock);
     jw_end(w);
@@ -894,7 +895,7 @@ static bool expand_schedule(tg_req *req, const char *id)
     snprintf(sub_id, sizeof sub_id, "sub_%s", id + 10);
     if (tg_subscription_retrieve(req->svc, &req->scope, sub_id, &req->arena, &s, &req->err))
         return false;
-    render_schedule(&req->jw, &s);
+    render_schedule(&req->jw, &s, 0);
     return true;
 }
 
@@ -1797,17 +1798,16 @@ static bool schedule_sub_id(tg_req *req, const char *sched, char *out, size_t ca
     return true;
 }
 
-/* phases[1][items] (the phase after the current one) into ph. phases[0] describes the
- * current phase and must end at the current period's end. */
-static bool read_phases(tg_req *req, tg_sub_next_phase *ph, tg_phase_checks *checks)
+/* phases[1][items] (the phase after the current one) into sp->phase. phases[0] describes the
+ * current phase and must end at the current period's end. No phases: phases_set stays false. */
+static bool read_phases(tg_req *req, tg_schedule_params *sp)
 {
-    memset(ph, 0, sizeof *ph);
-    memset(checks, 0, sizeof *checks);
+    tg_sub_next_phase *ph = &sp->phase;
+    tg_phase_checks *checks = &sp->checks;
     tg_param *phases = tg_param_get(req->params, "phases");
-    if (!phases) {
-        tg_err_set(&req->err, TG_EMISSING, "phases", "Missing required param: phases.");
-        return false;
-    }
+    if (!phases)
+        return true; /* left as they are */
+    sp->phases_set = true;
     if (phases->kind == TG_PARAM_STRING || phases->count < 1 || phases->count > 2) {
         tg_err_set(&req->err, TG_EINVAL, "phases",
                    "Tollgate schedules have the current phase and at most one next phase, "
@@ -1862,9 +1862,22 @@ static bool read_phases(tg_req *req, tg_sub_next_phase *ph, tg_phase_checks *che
         if (k == 1)
             ph->set = true;
     }
+    return true;
+}
+
+/* An update's parameters: phases (optional), metadata, and the one end_behavior and
+ * proration_behavior Tollgate's schedules have. */
+static bool read_schedule_update(tg_req *req, tg_schedule_params *sp)
+{
+    memset(sp, 0, sizeof *sp);
+    sp->op = TG_SCHEDULE_UPDATE;
     static const char *const eb[] = {"release", NULL};
+    static const char *const pw[] = {"none", "create_prorations", NULL};
     int v;
+    read_phases(req, sp);
     p_enum(req, NULL, "end_behavior", NULL, eb, &v);
+    p_enum(req, NULL, "proration_behavior", NULL, pw, &v);
+    p_string_map(req, NULL, "metadata", true, &sp->metadata, &sp->metadata_clear);
     p_expand(req, "subscription_schedule");
     return tg_req_params_done(req);
 }
@@ -1872,17 +1885,18 @@ static bool read_phases(tg_req *req, tg_sub_next_phase *ph, tg_phase_checks *che
 static int h_schedule_create(tg_req *req)
 {
     const char *from;
+    tg_schedule_params sp = {.op = TG_SCHEDULE_CREATE}; /* no change planned yet */
     p_str_required(req, NULL, "from_subscription", NULL, 255, &from);
+    p_string_map(req, NULL, "metadata", false, &sp.metadata, NULL);
     p_expand(req, "subscription_schedule");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_subscription s;
-    tg_sub_next_phase none = {0};
-    /* A schedule made from a subscription starts with no change planned. */
-    if (tg_subscription_set_next_phase(req->svc, &req->scope, from, &none, NULL, &req->arena,
-                                       &s, &req->err))
+    int64_t when;
+    if (tg_subscription_schedule(req->svc, &req->scope, from, &sp, &req->arena, &s, &when,
+                                 &req->err))
         return tg_reply_error(req);
-    render_schedule(&req->jw, &s);
+    render_schedule(&req->jw, &s, 0);
     return 200;
 }
 
@@ -1897,33 +1911,110 @@ static int schedule_error(tg_req *req)
     return tg_reply_error(req);
 }
 
-static int h_schedule_update(tg_req *req)
+/* Runs sp on the schedule of the path and answers with it (released: as released). */
+static int schedule_change(tg_req *req, const tg_schedule_params *sp)
 {
     char sub_id[TG_ID_MAX];
-    tg_sub_next_phase ph;
-    tg_phase_checks checks;
-    if (!schedule_sub_id(req, tg_seg(req, 2), sub_id, sizeof sub_id) ||
-        !read_phases(req, &ph, &checks))
-        return tg_reply_error(req);
     tg_subscription s;
-    if (tg_subscription_set_next_phase(req->svc, &req->scope, sub_id, &ph, &checks, &req->arena,
-                                       &s, &req->err))
+    int64_t when;
+    if (!schedule_sub_id(req, tg_seg(req, 2), sub_id, sizeof sub_id) ||
+        tg_subscription_schedule(req->svc, &req->scope, sub_id, sp, &req->arena, &s, &when,
+                                 &req->err))
         return schedule_error(req);
-    render_schedule(&req->jw, &s);
+    render_schedule(&req->jw, &s, sp->op == TG_SCHEDULE_RELEASE ? when : 0);
+    return 200;
+}
+
+static int h_schedule_update(tg_req *req)
+{
+    tg_schedule_params sp;
+    if (!read_schedule_update(req, &sp))
+        return tg_reply_error(req);
+    return schedule_change(req, &sp);
+}
+
+/* POST /v1/subscription_schedules/:id/release: the plan is dropped, the subscription goes on
+ * as it is (preserve_cancel_date: a schedule here never sets one). */
+static int h_schedule_release(tg_req *req)
+{
+    bool preserve;
+    p_bool(req, NULL, "preserve_cancel_date", NULL, &preserve);
+    p_expand(req, "subscription_schedule");
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_schedule_params sp = {.op = TG_SCHEDULE_RELEASE};
+    return schedule_change(req, &sp);
+}
+
+/* The subscription of the path's schedule, which must have one. */
+static bool scheduled_sub(tg_req *req, tg_subscription *s)
+{
+    char sub_id[TG_ID_MAX];
+    if (!schedule_sub_id(req, tg_seg(req, 2), sub_id, sizeof sub_id))
+        return false;
+    if (!tg_subscription_retrieve(req->svc, &req->scope, sub_id, &req->arena, s, &req->err) &&
+        !s->schedule[0])
+        tg_err_set(&req->err, TG_ENOTFOUND, "id", "No such subscription schedule.");
+    return !tg_req_failed(req);
+}
+
+/* POST /v1/subscription_schedules/:id/cancel: cancels its subscription at once. */
+static int h_schedule_cancel(tg_req *req)
+{
+    bool invoice_now = false;
+    tg_cancel_details details = {0};
+    p_bool(req, NULL, "invoice_now", NULL, &invoice_now);
+    p_expand(req, "subscription_schedule");
+    tg_subscription s;
+    if (!tg_req_params_done(req) || !scheduled_sub(req, &s) ||
+        tg_subscription_cancel(req->svc, &req->scope, s.id, invoice_now, &details, &req->arena,
+                               &s, &req->err))
+        return schedule_error(req);
+    render_schedule(&req->jw, &s, 0);
     return 200;
 }
 
 static int h_schedule_retrieve(tg_req *req)
 {
-    char sub_id[TG_ID_MAX];
     p_expand(req, "subscription_schedule");
-    if (!schedule_sub_id(req, tg_seg(req, 2), sub_id, sizeof sub_id) ||
-        !tg_req_params_done(req))
-        return tg_reply_error(req);
     tg_subscription s;
-    if (tg_subscription_retrieve(req->svc, &req->scope, sub_id, &req->arena, &s, &req->err))
+    if (!tg_req_params_done(req) || !scheduled_sub(req, &s))
         return schedule_error(req);
-    render_schedule(&req->jw, &s);
+    render_schedule(&req->jw, &s, 0);
+    return 200;
+}
+
+/* GET /v1/subscription_schedules: the subscriptions' schedules, newest subscription first;
+ * cursors are schedule ids. */
+static int h_schedule_list(tg_req *req)
+{
+    tg_page page;
+    tg_sub_filter f = {.status = -2, .scheduled = true};
+    char after[TG_ID_MAX], before[TG_ID_MAX];
+    if (!p_page(req, &page, "subscription_schedule"))
+        return tg_reply_error(req);
+    p_str(req, NULL, "customer", NULL, 255, &f.customer);
+    p_created(req, &f.created);
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    if ((page.starting_after &&
+         !schedule_sub_id(req, page.starting_after, after, sizeof after)) ||
+        (page.ending_before && !schedule_sub_id(req, page.ending_before, before, sizeof before)))
+        return tg_reply_error(req);
+    if (page.starting_after)
+        page.starting_after = after;
+    if (page.ending_before)
+        page.ending_before = before;
+    tg_subscription *items;
+    size_t n;
+    bool more;
+    if (tg_subscription_list(req->svc, &req->scope, &f, &page, &req->arena, &items, &n, &more,
+                             &req->err))
+        return tg_reply_error(req);
+    tg_list_begin(req, "/v1/subscription_schedules");
+    for (size_t i = 0; i < n; i++)
+        render_schedule(&req->jw, &items[i], 0);
+    tg_list_end(req, more);
     return 200;
 }
 
@@ -2122,8 +2213,11 @@ const tg_route tg_billing_routes[] = {
     {"DELETE", "/v1/subscriptions/:id", h_sub_cancel, TG_ROUTE_SECRET},
     {"POST", "/v1/subscriptions/:id/resume", h_sub_resume, TG_ROUTE_SECRET},
     {"POST", "/v1/subscription_schedules", h_schedule_create, TG_ROUTE_SECRET, "sub_sched_"},
+    {"GET", "/v1/subscription_schedules", h_schedule_list, TG_ROUTE_SECRET},
     {"GET", "/v1/subscription_schedules/:id", h_schedule_retrieve, TG_ROUTE_SECRET},
     {"POST", "/v1/subscription_schedules/:id", h_schedule_update, TG_ROUTE_SECRET},
+    {"POST", "/v1/subscription_schedules/:id/release", h_schedule_release, TG_ROUTE_SECRET},
+    {"POST", "/v1/subscription_schedules/:id/cancel", h_schedule_cancel, TG_ROUTE_SECRET},
     {"GET", "/v1/invoices", h_invoice_list, TG_ROUTE_SECRET},
     {"POST", "/v1/invoices/create_preview", h_invoice_preview, TG_ROUTE_SECRET},
     {"GET", "/v1/invoices/:id", h_invoice_retrieve, TG_ROUTE_SECRET},

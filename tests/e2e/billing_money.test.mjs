@@ -629,3 +629,34 @@ test('cancel_at set on a paused subscription ends it then; a resume after that i
     { status: 400, code: 'resource_state_invalid' });
   assert.equal(total(await w.invoices(sub.id)), 0, 'nothing charged: the trial, then the pause');
 });
+
+test('a trial or a pause that ends inside a minute keeps that minute: usage sent in it is not billed', async () => {
+  // Created at 09:15:42: the trial ends at 09:15:42 fourteen days later, inside minute 09:15.
+  const t0 = T + 9 * HOUR + 15 * 60 + 42;
+  const trialEnd = t0 + 14 * DAY;
+  const w = await world(t0);
+  const sub = await subscribe(w, [cat.p1], { trial_period_days: 14 });
+  assert.equal(sub.trial_end, trialEnd);
+  await w.advance(trialEnd - 40);
+  await w.use(500, trialEnd - 40); // 09:15:02, in the trial's last minute
+  await w.advance(trialEnd + HOUR);
+  await w.use(10);
+  const preview = await stripe.invoices.createPreview({ subscription: sub.id });
+  assert.equal(billedFor([preview], cat.p1), 10);
+  await w.advance(trialEnd + 29 * DAY); // past the first paid period and its grace
+  assert.equal(billedFor(await w.invoices(sub.id), cat.p1), 10);
+
+  // Paused at its trial's end (no payment method), resumed at :30; usage at :05 is the pause's.
+  const w2 = await world(T, {});
+  const paused = await subscribe(w2, [cat.p1], {
+    trial_period_days: 7, trial_settings: { end_behavior: { missing_payment_method: 'pause' } },
+  });
+  const resumeAt = T + 10 * DAY + 30;
+  await w2.advance(resumeAt);
+  await w2.use(1000, resumeAt - 25);
+  await stripe.subscriptions.update(paused.id, { default_payment_method: 'pm_x' });
+  await stripe.subscriptions.resume(paused.id, { billing_cycle_anchor: 'now' });
+  await w2.use(1, resumeAt + 60);
+  await w2.advance(resumeAt + 32 * DAY);
+  assert.equal(billedFor(await w2.invoices(paused.id), cat.p1), 1);
+});

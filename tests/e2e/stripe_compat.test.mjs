@@ -318,3 +318,55 @@ test('lists of customers, products, prices, subscriptions and invoices filter by
   assert.deepEqual(ids(await stripe.prices.list({ product: cat.prod.id, created: { gt: now + 3600 } })), []);
   assert.ok((await stripe.prices.list({ product: cat.prod.id, created: { lte: now + 3600 } })).data.length > 0);
 });
+
+test('schedules: list, metadata, an update without phases, release and cancel; a subscription without one has none', async () => {
+  const cus = await payingCustomer();
+  const other = await stripe.prices.create({ product: cat.prod.id, currency: 'usd', unit_amount: 2000, recurring: { interval: 'month' } });
+  const plain = await stripe.subscriptions.create({ customer: cus.id, items: [{ price: cat.seat.id }] });
+  await expectStripeError(stripe.subscriptionSchedules.retrieve(`sub_sched_${plain.id.slice(4)}`),
+    { status: 404, message: /No such subscription schedule/ });
+  const a = await stripe.subscriptions.create({ customer: cus.id, items: [{ price: cat.seat.id }] });
+  const b = await stripe.subscriptions.create({ customer: cus.id, items: [{ price: cat.seat.id }] });
+  const sa = await stripe.subscriptionSchedules.create({ from_subscription: a.id, metadata: { team: 'a' } });
+  const sb = await stripe.subscriptionSchedules.create({ from_subscription: b.id });
+  assert.deepEqual(sa.metadata, { team: 'a' });
+
+  // Listed newest first, by customer, and paged by schedule ids.
+  const listed = await stripe.subscriptionSchedules.list({ customer: cus.id });
+  assert.deepEqual(listed.data.map((x) => x.id), [sb.id, sa.id]);
+  assert.equal(listed.url, '/v1/subscription_schedules');
+  assert.deepEqual((await stripe.subscriptionSchedules.list({ customer: cus.id, starting_after: sb.id })).data.map((x) => x.id), [sa.id]);
+  assert.deepEqual((await stripe.subscriptionSchedules.list({ customer: cus.id }).autoPagingToArray({ limit: 10 })).map((x) => x.id), [sb.id, sa.id]);
+
+  // Metadata alone (phases left as they are), then a next phase, then metadata again.
+  const m = await stripe.subscriptionSchedules.update(sa.id, { metadata: { team: 'b', owner: 'x' } });
+  assert.deepEqual(m.metadata, { team: 'b', owner: 'x' });
+  const phased = await stripe.subscriptionSchedules.update(sa.id, { phases: [{ items: [{ price: cat.seat.id, quantity: 1 }] }, { items: [{ price: other.id }] }] });
+  assert.equal(phased.phases.length, 2);
+  const kept = await stripe.subscriptionSchedules.update(sa.id, { metadata: { owner: '' } });
+  assert.equal(kept.phases.length, 2, 'an update without phases keeps them');
+  assert.deepEqual(kept.metadata, { team: 'b' });
+
+  // Release: the plan is dropped, the subscription goes on as it is.
+  const released = await stripe.subscriptionSchedules.release(sa.id);
+  assert.equal(released.status, 'released');
+  assert.equal(released.released_subscription, a.id);
+  assert.ok(released.released_at > 0);
+  const after = await stripe.subscriptions.retrieve(a.id);
+  assert.equal(after.schedule, null);
+  assert.equal(after.status, 'active');
+  assert.deepEqual(after.items.data.map((i) => i.price.id), [cat.seat.id]);
+  await expectStripeError(stripe.subscriptionSchedules.retrieve(sa.id), { status: 404 });
+  await expectStripeError(stripe.subscriptionSchedules.release(sa.id), { status: 404 });
+  assert.deepEqual((await stripe.subscriptionSchedules.list({ customer: cus.id })).data.map((x) => x.id), [sb.id]);
+
+  // Cancel: its subscription ends at once.
+  const canceled = await stripe.subscriptionSchedules.cancel(sb.id);
+  assert.equal(canceled.status, 'canceled');
+  assert.ok(canceled.canceled_at > 0);
+  assert.equal((await stripe.subscriptions.retrieve(b.id)).status, 'canceled');
+  assert.equal((await stripe.subscriptionSchedules.retrieve(sb.id)).status, 'canceled');
+  await expectStripeError(stripe.subscriptionSchedules.cancel(sb.id), { status: 400, code: 'resource_state_invalid' });
+  await expectStripeError(stripe.subscriptionSchedules.update(sb.id, { metadata: { a: '1' } }), { status: 400, code: 'resource_state_invalid' });
+  await expectStripeError(stripe.subscriptionSchedules.update(sa.id, { bogus: 1 }), { status: 400, code: 'parameter_unknown' });
+});
