@@ -894,12 +894,14 @@ static int sub_step(bctx *c, tg_subscription *s, int64_t until, bool *did)
  * the context's time is back at `now` afterwards. */
 static int sub_advance(bctx *c, tg_subscription *s, int64_t until)
 {
-    bool did = true;
+    bool did = true, automatic = c->automatic;
     int rc = TG_OK;
     int64_t now = c->now;
+    c->automatic = true; /* what was due would have run by itself: no request caused it */
     for (int guard = 0; !rc && did && guard < 10000; guard++)
         rc = sub_step(c, s, until, &did);
     c->now = now;
+    c->automatic = automatic;
     return rc ? rc : save_sub(c, s);
 }
 
@@ -980,7 +982,11 @@ static int run_due(bctx *c, const char *clock, int64_t until, int *count)
 int bill_run_clock(bctx *c, const char *clock, int64_t until)
 {
     int count = 0;
-    return run_due(c, clock, until, &count);
+    bool automatic = c->automatic;
+    c->automatic = true; /* the clock's steps, as the scheduler runs them in real time */
+    int rc = run_due(c, clock, until, &count);
+    c->automatic = automatic;
+    return rc;
 }
 
 int bill_clock_shortest_interval(bctx *c, const char *clock, int64_t *seconds)

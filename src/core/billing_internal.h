@@ -33,9 +33,17 @@ typedef struct bctx {
     const char *installed_for; /* the customer whose registry entry the job wrote first */
     tg_scope installed_scope;  /* ... and its scope (a job may work in several) */
     bool installed_many;       /* the job wrote the entries of more than one customer */
-    /* The job's last event, decoded from its record (a copy no later change touches): the
-     * previous state of its object for the job's next event about the same object. */
-    const tg_billing_event *last_event;
+    /* The record of each product, price and subscription as the job first loaded it, then
+     * as its last *.updated event showed it: what the next *.updated event about it says
+     * its previous_attributes were (bill_emit). */
+    struct bill_snapshot {
+        tg_obj_kind kind;
+        char id[TG_ID_MAX];
+        const void *rec; /* in the job's arena */
+        size_t len;
+    } snaps[8];
+    size_t nsnaps;
+    bool automatic; /* running what was due (renewals, trial ends): no request caused it */
 } bctx;
 
 /* Runs fn with a context on a reader (bill_read) or as a writer job (bill_write); c->now is

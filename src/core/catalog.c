@@ -26,6 +26,29 @@ int bill_new_id(bctx *c, char *out, const char *prefix)
     return TG_OK;
 }
 
+static struct bill_snapshot *snapshot_of(bctx *c, tg_obj_kind kind, const char *id)
+{
+    for (size_t i = 0; i < c->nsnaps; i++)
+        if (c->snaps[i].kind == kind && strcmp(c->snaps[i].id, id) == 0)
+            return &c->snaps[i];
+    return NULL;
+}
+
+/* Sets the snapshot of kind/id to the record rec (kept by reference: arena memory). */
+static void snapshot_set(bctx *c, tg_obj_kind kind, const char *id, const void *rec, size_t len)
+{
+    struct bill_snapshot *s = snapshot_of(c, kind, id);
+    if (!s && c->nsnaps < sizeof c->snaps / sizeof c->snaps[0]) {
+        s = &c->snaps[c->nsnaps++];
+        s->kind = kind;
+        tg_strlcpy(s->id, id, sizeof s->id);
+    }
+    if (s) {
+        s->rec = rec;
+        s->len = len;
+    }
+}
+
 int bill_load(bctx *c, const char *kind, const char *id, const char *param, tg_decode_fn decode,
               void *out)
 {
@@ -39,6 +62,13 @@ int bill_load(bctx *c, const char *kind, const char *id, const char *param, tg_d
         return tg_err_set(c->err, rc, NULL, "%s", ignore.msg);
     if (decode(o.body, o.len, c->a, out) < 0)
         return tg_err_set(c->err, TG_ESTORE, NULL, "Corrupt %s record '%s'.", kind, id);
+    /* The first load of an object in a job is its state before the job's changes. */
+    tg_obj_kind k = strcmp(kind, KIND_SUB) == 0       ? TG_OBJ_SUBSCRIPTION
+                    : strcmp(kind, KIND_PRICE) == 0   ? TG_OBJ_PRICE
+                    : strcmp(kind, KIND_PRODUCT) == 0 ? TG_OBJ_PRODUCT
+                                                      : TG_OBJ_INVOICE; /* not kept */
+    if (k != TG_OBJ_INVOICE && !snapshot_of(c, k, id))
+        snapshot_set(c, k, id, o.body, o.len);
     return TG_OK;
 }
 
@@ -139,35 +169,69 @@ static const char *event_object_id(const tg_billing_event *e)
     }
 }
 
+static bool is_update(const char *type)
+{
+    size_t n = strlen(type);
+    return n >= 8 && strcmp(type + n - 8, ".updated") == 0;
+}
+
 /* The object of an *.updated event (a product, price or subscription) as it was before the
- * change the event records: as the job's last event about it showed it, else as stored (its
- * change is saved after the event). True when there is one. */
+ * change the event records: as the job first loaded it or its last *.updated event showed it,
+ * else as stored (a change is saved after its event). True when there is one. */
 static bool load_previous(bctx *c, tg_billing_event *e)
 {
-    size_t n = strlen(e->type);
     const char *id = event_object_id(e);
-    if (!id || n < 8 || strcmp(e->type + n - 8, ".updated") != 0)
+    if (!id || !is_update(e->type))
         return false;
-    const tg_billing_event *last = c->last_event;
-    if (last && last->kind == e->kind && strcmp(event_object_id(last), id) == 0) {
-        e->previous = last->object;
-        return true;
+    const struct bill_snapshot *snap = snapshot_of(c, e->kind, id);
+    if (snap) {
+        const tg_event_object none = {0};
+        e->previous = none;
+        switch (e->kind) {
+        case TG_OBJ_PRODUCT:
+            return tg_product_decode(snap->rec, snap->len, c->a, &e->previous.product) == 0;
+        case TG_OBJ_PRICE:
+            return tg_price_decode(snap->rec, snap->len, c->a, &e->previous.price) == 0;
+        default:
+            return tg_subscription_decode(snap->rec, snap->len, c->a, &e->previous.sub) == 0;
+        }
     }
     tg_err ignore = {0}, *saved = c->err;
     c->err = &ignore;
     int rc = TG_ENOTFOUND;
     switch (e->kind) {
     case TG_OBJ_PRODUCT:
-        rc = bill_load_product(c, e->object.product.id, NULL, &e->previous.product);
+        rc = bill_load_product(c, id, NULL, &e->previous.product);
         break;
-    case TG_OBJ_PRICE: rc = bill_load_price(c, e->object.price.id, NULL, &e->previous.price); break;
+    case TG_OBJ_PRICE: rc = bill_load_price(c, id, NULL, &e->previous.price); break;
     case TG_OBJ_SUBSCRIPTION:
-        rc = bill_load(c, KIND_SUB, e->object.sub.id, NULL, decode_sub_any, &e->previous.sub);
+        rc = bill_load(c, KIND_SUB, id, NULL, decode_sub_any, &e->previous.sub);
         break;
     default: break;
     }
     c->err = saved;
     return rc == TG_OK;
+}
+
+/* After an *.updated event, its object is the state the next one compares with. */
+static void snapshot_event_object(bctx *c, const tg_billing_event *e)
+{
+    const char *id = event_object_id(e);
+    if (!id || !is_update(e->type))
+        return;
+    tg_buf b;
+    tg_buf_init(&b, TG_RECORD_MAX);
+    switch (e->kind) {
+    case TG_OBJ_PRODUCT: tg_product_encode(&b, &e->object.product); break;
+    case TG_OBJ_PRICE: tg_price_encode(&b, &e->object.price); break;
+    default: tg_subscription_encode(&b, &e->object.sub); break;
+    }
+    void *rec = b.failed ? NULL : tg_arena_alloc(c->a, b.len ? b.len : 1);
+    if (rec) {
+        memcpy(rec, b.data ? b.data : "", b.len);
+        snapshot_set(c, e->kind, id, rec, b.len);
+    }
+    tg_buf_free(&b);
 }
 
 int bill_emit(bctx *c, const char *type, tg_obj_kind kind, const void *obj)
@@ -195,14 +259,12 @@ int bill_emit(bctx *c, const char *type, tg_obj_kind kind, const void *obj)
         break;
     }
     e->has_previous = load_previous(c, e);
-    tg_bound_request(&e->request_id, &e->idempotency_key);
+    if (!c->automatic)
+        tg_bound_request(&e->request_id, &e->idempotency_key);
+    snapshot_event_object(c, e);
     tg_buf b;
     tg_buf_init(&b, TG_RECORD_MAX);
     tg_billing_event_encode(&b, e);
-    tg_billing_event *copy;
-    if (event_object_id(e) && !b.failed && (copy = tg_arena_alloc(c->a, sizeof *copy)) &&
-        tg_billing_event_decode(b.data, b.len, c->a, copy) == 0)
-        c->last_event = copy;
     /* Events are listed newest first by row order: an event's row is written when it
      * happens, so the order is the order of happening even on a test clock. */
     tg_obj o = {.kind = KIND_EVENT, .created = c->now, .active = true, .lookup = type};
@@ -243,7 +305,8 @@ static int bill_call_job(tg_store *s, void *arg, tg_err *err)
     call->c.s = s;
     call->c.err = err;
     call->c.now = tg_service_now(call->c.svc);
-    call->c.last_event = NULL;
+    call->c.nsnaps = 0; /* (a job run again after a failed batch starts afresh) */
+    call->c.automatic = false;
     return call->fn(&call->c, call->arg);
 }
 

@@ -16,6 +16,7 @@
 
 #include "base/str.h"
 #include "core/billing.h"
+#include "core/metadata.h"
 #include "http/api.h"
 
 static const char *const interval_words[] = {"day", "week", "month", "year", NULL};
@@ -1663,6 +1664,8 @@ static bool read_item_change(tg_req *req, bool create, tg_sub_params *p)
     p_string_map(req, NULL, "metadata", !create, &it->metadata, &it->metadata_clear);
     p_enum(req, NULL, "proration_behavior", NULL, proration_words, &p->proration);
     p_expand(req, "subscription_item");
+    if (!tg_req_failed(req)) /* here, so that its errors name metadata, not items[0][metadata] */
+        tg_metadata_validate(&it->metadata, "metadata", &req->err);
     return tg_req_params_done(req);
 }
 

@@ -17,6 +17,7 @@
 
 #include <string.h>
 
+#include "base/log.h"
 #include "http/api.h"
 
 typedef struct field_link {
@@ -48,6 +49,29 @@ static const field_link links[] = {
     {"subscription_schedule", "subscription", "subscription", true},
     {"subscription_schedule", "test_clock", "test_helpers.test_clock", true},
     {"entitlements.active_entitlement", "feature", "entitlements.feature", true},
+    /* Expandable on Stripe, and null, empty or an opaque reference here (no payment methods,
+     * sources, discounts, Connect, tax ids): accepted, and shown as they are. */
+    {"customer", "default_source", NULL, true},
+    {"customer", "invoice_settings", "customer.invoice_settings", false},
+    {"customer.invoice_settings", "default_payment_method", NULL, true},
+    {"subscription", "application", NULL, true},
+    {"subscription", "default_payment_method", NULL, true},
+    {"subscription", "default_source", NULL, true},
+    {"subscription", "discounts", NULL, true},
+    {"subscription", "on_behalf_of", NULL, true},
+    {"subscription", "pending_setup_intent", NULL, true},
+    {"subscription_item", "discounts", NULL, true},
+    {"invoice", "account_tax_ids", NULL, true},
+    {"invoice", "application", NULL, true},
+    {"invoice", "default_payment_method", NULL, true},
+    {"invoice", "default_source", NULL, true},
+    {"invoice", "discounts", NULL, true},
+    {"invoice", "latest_revision", NULL, true},
+    {"invoice", "on_behalf_of", NULL, true},
+    {"line_item", "discounts", NULL, true},
+    {"product", "default_price", NULL, true},
+    {"product", "tax_code", NULL, true},
+    {"subscription_schedule", "application", NULL, true},
 };
 
 static const field_link *link_of(const char *type, const char *field, size_t len)
@@ -203,7 +227,11 @@ void tg_expand_ref(tg_jw *w, const char *key, const char *id, tg_expander fn)
         tg_expand_leave(w);
         if (done)
             return;
-        tg_err_clear(&req->err); /* gone since (a deleted object): its id, as Stripe does */
+        /* Gone since (a deleted object): its id, as Stripe shows it. Anything else (the store
+         * failing) cannot fail an answer half written: logged, and the id shown. */
+        if (req->err.code != TG_ENOTFOUND)
+            tg_log(TG_LOG_WARN, "expand %s%s (%s): %s", req->expand.at, key, id, req->err.msg);
+        tg_err_clear(&req->err);
     }
     jw_str(w, id && *id ? id : NULL);
 }

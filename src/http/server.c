@@ -612,8 +612,9 @@ static int pattern_id_segment(const char *pattern)
  * response was lost (the server stopped before storing it): running it again would write
  * twice, so the answer is the object as it is now, from its GET route: for a route that
  * `creates`, the object noted when it was written; for others, the one the path names (up to
- * its ":id" segment). Query and body are not applied (so `expand` is not either). A request
- * with no such object is refused with EIDEMLOST. Only a 200 is stored under the key. */
+ * its ":id" segment). Of the request's parameters (the same as the first run's: the key
+ * guarantees it) only expand[] applies. A request with no such object is refused with
+ * EIDEMLOST. Only a 200 is stored under the key. */
 static void replay_committed(request *r, const char *created)
 {
     tg_req *req = r->req;
