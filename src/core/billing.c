@@ -2075,7 +2075,7 @@ static int sub_schedule_fn(bctx *c, void *arg)
     if (rc)
         return rc;
     *sa->when = c->now;
-    if (p->op != TG_SCHEDULE_CREATE && !s->schedule[0]) /* (a canceled one has none) */
+    if (p->op != TG_SCHEDULE_CREATE && !s->schedule[0]) /* never made, or released */
         return tg_err_set(c->err, TG_ENOTFOUND, "id", "No such subscription schedule.");
     if (!sub_live(s))
         return tg_err_set(c->err, TG_ESTATE, NULL, "The subscription %s is canceled.", s->id);
