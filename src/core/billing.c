@@ -1821,8 +1821,8 @@ static bool sub_has_item(const tg_subscription *s, const char *item)
 }
 
 /* The subscription an item is on, by the item's tag. A subscription last saved before items
- * were tagged has none: those are read through, a page at a time, only when the tag finds
- * nothing (an unknown item costs a pass over the subscriptions). */
+ * were tagged has no item tag at all: when the tag finds nothing, those (and only those) are
+ * read, a page at a time; there are none left once each has been saved again. */
 static int item_owner_fn(bctx *c, void *arg)
 {
     item_owner_args *o = arg;
@@ -1840,7 +1840,7 @@ static int item_owner_fn(bctx *c, void *arg)
         tg_strlcpy(o->owner, subs[0].id, TG_ID_MAX);
         return TG_OK;
     }
-    tg_obj_filter all = {.active = -1};
+    tg_obj_filter all = {.active = -1, .without_tag = " item="};
     page.limit = 100;
     for (more = true; !rc && more; page.starting_after = subs[n - 1].id) {
         if ((rc = bill_list(c, KIND_SUB, &all, &page, decode_sub, sizeof *subs, (void **)&subs,

@@ -45,6 +45,7 @@ typedef struct tg_obj_filter {
     const char *lookup_prefix; /* lookup LIKE 'prefix%' */
     const char *const *tags;   /* every one of these " name=value " words is in tags */
     size_t ntags;
+    const char *without_tag;   /* this word is not in tags (NULL: no such condition) */
     tg_time_range created;
 } tg_obj_filter;
 

@@ -1601,6 +1601,11 @@ static int sq_obj_list(tg_store *base, const tg_scope *scope, const char *kind,
                                 nb + 6);
         binds[nb++] = f->tags[i];
     }
+    if (f->without_tag) {
+        len += (size_t)snprintf(extra + len, sizeof extra - len,
+                                " AND coalesce(instr(tags,?%d),0)=0", nb + 6);
+        binds[nb++] = f->without_tag;
+    }
     if (f->no_clock)
         len += (size_t)snprintf(extra + len, sizeof extra - len, " AND clock IS NULL");
     if (f->active >= 0)
