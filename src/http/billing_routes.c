@@ -1500,6 +1500,19 @@ static bool read_sub_params(tg_req *req, bool update, tg_sub_params *p)
     p_opt_str(req, NULL, "default_payment_method", 255, &p->default_payment_method);
     p_opt_str(req, NULL, "description", 500, &p->description);
     p_string_map(req, NULL, "metadata", update, &p->metadata, &p->metadata_clear);
+    /* How a failed first payment is handled: payments are collected outside Tollgate, so an
+     * invoice never fails and these all mean what Tollgate does. default_incomplete (the
+     * subscription waits, incomplete, for its first payment) is not supported. */
+    static const char *const payment_behaviors[] = {"allow_incomplete", "error_if_incomplete",
+                                                    "pending_if_incomplete",
+                                                    "default_incomplete", NULL};
+    int behavior;
+    if (p_enum(req, NULL, "payment_behavior", NULL, payment_behaviors, &behavior) &&
+        behavior == 3)
+        tg_err_set(&req->err, TG_EINVAL, "payment_behavior",
+                   "payment_behavior=default_incomplete is not supported: payments are "
+                   "collected outside Tollgate, so a subscription is active from its start "
+                   "(pay its invoices with paid_out_of_band=true).");
     p_expand(req, "subscription");
     return tg_req_params_done(req);
 }
@@ -1604,6 +1617,8 @@ static int h_sub_list(tg_req *req)
     if (p_str(req, NULL, "status", NULL, 32, &status)) {
         if (strcmp(status, "all") == 0)
             f.status = -2;
+        else if (strcmp(status, "ended") == 0) /* canceled or incomplete_expired: canceled */
+            f.status = TG_SUB_CANCELED;
         else
             p_enum(req, NULL, "status", NULL, sub_status_words, &f.status);
     }

@@ -393,3 +393,22 @@ test('schedules: list, metadata, an update without phases, release and cancel; a
   await expectStripeError(stripe.subscriptionSchedules.update(sb.id, { metadata: { a: '1' } }), { status: 400, code: 'resource_state_invalid' });
   await expectStripeError(stripe.subscriptionSchedules.update(sa.id, { bogus: 1 }), { status: 400, code: 'parameter_unknown' });
 });
+
+test('subscriptions: payment_behavior is accepted where it means what Tollgate does, and status=ended lists the canceled', async () => {
+  const cus = await payingCustomer();
+  const subs = [];
+  for (const payment_behavior of ['allow_incomplete', 'error_if_incomplete', 'pending_if_incomplete']) {
+    const s = await stripe.subscriptions.create({ customer: cus.id, items: [{ price: cat.seat.id }], payment_behavior });
+    assert.equal(s.status, 'active');
+    subs.push(s);
+  }
+  await stripe.subscriptions.update(subs[0].id, { metadata: { a: '1' }, payment_behavior: 'allow_incomplete' });
+  const before = (await stripe.subscriptions.list({ customer: cus.id, status: 'all' })).data.length;
+  await expectStripeError(stripe.subscriptions.create({ customer: cus.id, items: [{ price: cat.seat.id }], payment_behavior: 'default_incomplete' }),
+    { status: 400, param: 'payment_behavior', message: /not supported/ });
+  await expectStripeError(stripe.subscriptions.create({ customer: cus.id, items: [{ price: cat.seat.id }], payment_behavior: 'sometimes' }),
+    { status: 400, param: 'payment_behavior' });
+  assert.equal((await stripe.subscriptions.list({ customer: cus.id, status: 'all' })).data.length, before, 'nothing created');
+  await stripe.subscriptions.cancel(subs[1].id);
+  assert.deepEqual((await stripe.subscriptions.list({ customer: cus.id, status: 'ended' })).data.map((s) => s.id), [subs[1].id]);
+});
