@@ -479,6 +479,7 @@ static void invoice_copy_customer(bctx *c, tg_invoice *v)
         return;
     v->customer_email = cu.email;
     v->customer_name = cu.name;
+    v->customer_contact = cu.contact;
 }
 
 static int invoice_new(bctx *c, const tg_subscription *s, tg_billing_reason reason,

@@ -261,6 +261,7 @@ typedef struct tg_invoice {
     char customer[TG_ID_MAX];
     /* The customer's, as Stripe copies them: at creation, and again at finalization. */
     const char *customer_email, *customer_name;
+    tg_metadata customer_contact; /* address, phone, shipping (tg_customer.contact) */
     char subscription[TG_ID_MAX]; /* "" = none */
     char currency[4];
     char test_clock[TG_ID_MAX];

@@ -176,7 +176,7 @@ static const field invoice_fields[] = {
     INT(20, send_invoice), INT(21, due_date), INT(22, subtotal), INT(23, total),
     INT(24, amount_due), INT(25, amount_paid), INT(26, amount_remaining),
     LIST(27, lines, nlines, line_schema), META(28, metadata), STR(29, customer_email),
-    STR(30, customer_name),
+    STR(30, customer_name), META(31, customer_contact),
 };
 #undef T
 static const schema invoice_schema = SCHEMA(invoice_fields, tg_invoice);

@@ -82,13 +82,19 @@ typedef struct tg_customer {
     const char *default_payment_method;     /* invoice_settings[default_payment_method] */
     char test_clock[TG_ID_MAX];             /* "" = none; set at creation only */
     tg_metadata metadata;
+    /* phone, address and shipping, as a map: "phone", "address.<field>", "shipping.name",
+     * "shipping.phone", "shipping.address.<field>" (fields: TG_ADDRESS_FIELDS). */
+    tg_metadata contact;
 } tg_customer;
+
+#define TG_ADDRESS_FIELDS {"city", "country", "line1", "line2", "postal_code", "state"}
 
 typedef struct tg_customer_patch {
     tg_opt_str email, name, description, default_payment_method;
     const char *test_clock; /* create only */
     bool metadata_clear; /* drop every key first */
     tg_metadata metadata; /* keys to set (value) or remove (NULL) */
+    tg_metadata contact;  /* contact keys to set (value) or remove (NULL) */
 } tg_customer_patch;
 
 /* ---- meters ---- */

@@ -972,6 +972,10 @@ static int customer_write_job(tg_store *s, void *arg, tg_err *err)
                               "Invalid metadata: at most %d keys are allowed.",
                               TG_METADATA_KEYS_MAX);
         cur.metadata = merged;
+        tg_metadata contact;
+        if (tg_metadata_apply(&cur.contact, false, &c->patch->contact, c->a, &contact))
+            return tg_err_set(err, TG_ENOMEM, NULL, NULL);
+        cur.contact = contact;
     }
     int rc = s->ops->customer_put(s, c->scope, &cur, err);
     if (!rc)

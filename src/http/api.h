@@ -183,6 +183,11 @@ static inline const char *tg_seg(const tg_req *req, int i)
 /* Expanders (expand.h) of objects other files' renderers name. */
 bool tg_expand_test_clock(tg_req *req, const char *id);
 
+/* A customer's contact map (model.h) as Stripe's address, phone and shipping, under the keys
+ * given (an invoice's customer_address, customer_phone, customer_shipping). */
+void tg_render_contact(tg_jw *w, const tg_metadata *contact, const char *address_key,
+                       const char *phone_key, const char *shipping_key);
+
 /* Writes Stripe's answer to a delete, {id, object, deleted: true}; returns 200. */
 int tg_reply_deleted(tg_req *req, const char *id, const char *object);
 void tg_list_begin(tg_req *req, const char *url);

@@ -531,10 +531,11 @@ static void render_invoice(tg_jw *w, const tg_invoice *v)
     jw_kstr(w, "currency", v->currency);
     nulls(w, (const char *const[]){"custom_fields", NULL});
     tg_expand_ref(w, "customer", v->customer, expand_customer);
-    nulls(w, (const char *const[]){"customer_account", "customer_address", NULL});
+    jw_knull(w, "customer_account");
+    tg_render_contact(w, &v->customer_contact, "customer_address", "customer_phone",
+                      "customer_shipping");
     jw_kstr(w, "customer_email", v->customer_email);
     jw_kstr(w, "customer_name", v->customer_name);
-    nulls(w, (const char *const[]){"customer_phone", "customer_shipping", NULL});
     jw_kstr(w, "customer_tax_exempt", "none");
     nulls(w, (const char *const[]){"default_payment_method", "default_source", NULL});
     empty_array(w, "default_tax_rates");

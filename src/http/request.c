@@ -392,6 +392,48 @@ void tg_render_metadata(tg_jw *w, const tg_metadata *md)
     jw_end(w);
 }
 
+/* key: the address under prefix in contact ({city, country, ...}, absent fields null), or
+ * null when it has none. */
+static void render_address(tg_jw *w, const char *key, const tg_metadata *contact,
+                           const char *prefix)
+{
+    static const char *const fields[] = TG_ADDRESS_FIELDS;
+    const char *v[sizeof fields / sizeof fields[0]];
+    bool any = false;
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        char k[64];
+        snprintf(k, sizeof k, "%s%s", prefix, fields[i]);
+        any |= (v[i] = tg_metadata_get(contact, k)) != NULL;
+    }
+    if (!any) {
+        jw_knull(w, key);
+        return;
+    }
+    jw_key(w, key);
+    jw_obj(w);
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+        jw_kstr(w, fields[i], v[i]);
+    jw_end(w);
+}
+
+void tg_render_contact(tg_jw *w, const tg_metadata *contact, const char *address_key,
+                       const char *phone_key, const char *shipping_key)
+{
+    render_address(w, address_key, contact, "address.");
+    jw_kstr(w, phone_key, tg_metadata_get(contact, "phone"));
+    const char *name = tg_metadata_get(contact, "shipping.name");
+    if (!name) {
+        jw_knull(w, shipping_key);
+        return;
+    }
+    jw_key(w, shipping_key);
+    jw_obj(w);
+    render_address(w, "address", contact, "shipping.address.");
+    jw_kstr(w, "name", name);
+    jw_kstr(w, "phone", tg_metadata_get(contact, "shipping.phone"));
+    jw_end(w);
+}
+
 void tg_render_customer(tg_jw *w, const tg_customer *c)
 {
     jw_obj(w);
@@ -402,7 +444,7 @@ void tg_render_customer(tg_jw *w, const tg_customer *c)
         jw_end(w);
         return;
     }
-    jw_knull(w, "address");
+    tg_render_contact(w, &c->contact, "address", "phone", "shipping");
     jw_kint(w, "balance", 0);
     jw_kint(w, "created", c->created);
     jw_knull(w, "currency");
@@ -422,11 +464,9 @@ void tg_render_customer(tg_jw *w, const tg_customer *c)
     jw_key(w, "metadata");
     tg_render_metadata(w, &c->metadata);
     jw_kstr(w, "name", c->name);
-    jw_knull(w, "phone");
     jw_key(w, "preferred_locales");
     jw_arr(w);
     jw_aend(w);
-    jw_knull(w, "shipping");
     jw_kstr(w, "tax_exempt", "none");
     tg_expand_ref(w, "test_clock", c->test_clock, tg_expand_test_clock);
     jw_end(w);

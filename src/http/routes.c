@@ -21,9 +21,95 @@
 
 /* ================================================================ customers */
 
+/* One contact entry of a customer patch: key set to value (NULL: removed). */
+static void contact_put(tg_req *req, tg_metadata *m, const char *prefix, const char *field,
+                        const char *value)
+{
+    char key[64];
+    snprintf(key, sizeof key, "%s%s", prefix, field);
+    m->items[m->n].key = tg_arena_strdup(&req->arena, key);
+    m->items[m->n++].value = value && *value ? value : NULL;
+}
+
+/* A string member `field` of hash h (NULL when absent or empty), at most max characters;
+ * errors name it param[field]. */
+static const char *hash_string(tg_req *req, tg_param *h, const char *param, const char *field,
+                               size_t max)
+{
+    tg_param *v = tg_param_get(h, field);
+    if (!v)
+        return NULL;
+    if (v->kind != TG_PARAM_STRING || (v->value && strlen(v->value) > max)) {
+        tg_err_set(&req->err, TG_EINVAL, NULL, "Invalid %s[%s]: a string of at most %zu characters.",
+                   param, field, max);
+        snprintf(req->err.param, sizeof req->err.param, "%s[%s]", param, field);
+        return NULL;
+    }
+    return v->value;
+}
+
+/* An address hash (param, under h or the top level) into contact entries under prefix: every
+ * field set or removed, as the hash replaces the address; "" removes it. False when absent. */
+static bool read_address(tg_req *req, tg_param *h, const char *name, const char *param,
+                         const char *prefix, tg_metadata *m)
+{
+    static const char *const fields[] = TG_ADDRESS_FIELDS;
+    tg_param *a = tg_param_get(h ? h : req->params, name);
+    if (!a)
+        return false;
+    a->used = true;
+    bool unset = a->kind == TG_PARAM_STRING && (!a->value || !*a->value);
+    if (!unset && a->kind != TG_PARAM_HASH)
+        tg_err_set(&req->err, TG_EINVAL, param, "Invalid %s: must be a hash.", param);
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+        contact_put(req, m, prefix, fields[i],
+                    unset || tg_req_failed(req) ? NULL : hash_string(req, a, param, fields[i], 5000));
+    return true;
+}
+
+/* phone, address and shipping of a customer patch, as contact entries. */
+static void read_contact(tg_req *req, tg_customer_patch *p)
+{
+    static const size_t max = 16; /* phone + 6 address + name, phone and 6 shipping ones */
+    p->contact.items = tg_arena_alloc(&req->arena, max * sizeof(tg_kv));
+    if (!p->contact.items) {
+        tg_err_set(&req->err, TG_ENOMEM, NULL, NULL);
+        return;
+    }
+    tg_opt_str phone;
+    if (p_opt_str(req, NULL, "phone", 20, &phone))
+        contact_put(req, &p->contact, "", "phone", phone.value);
+    read_address(req, NULL, "address", "address", "address.", &p->contact);
+    tg_param *sh = tg_param_get(req->params, "shipping");
+    if (!sh || tg_req_failed(req))
+        return;
+    bool unset = sh->kind == TG_PARAM_STRING && (!sh->value || !*sh->value);
+    if (!unset && sh->kind != TG_PARAM_HASH) {
+        tg_err_set(&req->err, TG_EINVAL, "shipping", "Invalid shipping: must be a hash.");
+        return;
+    }
+    const char *name = unset ? NULL : hash_string(req, sh, "shipping", "name", 5000);
+    const char *sphone = unset ? NULL : hash_string(req, sh, "shipping", "phone", 20);
+    if (!unset && !tg_req_failed(req) && (!name || !*name))
+        tg_err_set(&req->err, TG_EMISSING, "shipping[name]", "Missing required param: shipping[name].");
+    else if (!unset && !tg_req_failed(req) && !tg_param_get(sh, "address"))
+        tg_err_set(&req->err, TG_EMISSING, "shipping[address]",
+                   "Missing required param: shipping[address].");
+    contact_put(req, &p->contact, "shipping.", "name", name);
+    contact_put(req, &p->contact, "shipping.", "phone", sphone);
+    if (!unset) {
+        read_address(req, sh, "address", "shipping[address]", "shipping.address.", &p->contact);
+        return;
+    }
+    static const char *const fields[] = TG_ADDRESS_FIELDS;
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+        contact_put(req, &p->contact, "shipping.address.", fields[i], NULL);
+}
+
 static bool customer_patch(tg_req *req, tg_customer_patch *p)
 {
     memset(p, 0, sizeof *p);
+    read_contact(req, p);
     p_opt_str(req, NULL, "email", 512, &p->email);
     p_opt_str(req, NULL, "name", 256, &p->name);
     p_opt_str(req, NULL, "description", 350, &p->description);

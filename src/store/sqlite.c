@@ -84,6 +84,8 @@ static const char *const migrations[] = {
     "  data BLOB NOT NULL, PRIMARY KEY(shard, meter_seq, customer_seq, seq)) WITHOUT ROWID;",
     /* 4: a session remembers the key that made it (NULL before), and dies with its revocation */
     "ALTER TABLE sessions ADD COLUMN key_hash TEXT;",
+    /* 5: a customer's phone, address and shipping (a map, encoded as metadata) */
+    "ALTER TABLE customers ADD COLUMN contact BLOB;",
 };
 
 enum {
@@ -102,8 +104,9 @@ enum {
     Q_COUNT
 };
 
-#define CUSTOMER_COLS \
-    "id,created,deleted,email,name,description,metadata,seq,test_clock,default_payment_method"
+#define CUSTOMER_COLS                                                                        \
+    "id,created,deleted,email,name,description,metadata,seq,test_clock,default_payment_method," \
+    "contact"
 #define OBJ_COLS "account,livemode,kind,id,created,customer,parent,lookup,clock,active,due,body,seq"
 
 static const char *const sql[Q_COUNT] = {
@@ -121,11 +124,12 @@ static const char *const sql[Q_COUNT] = {
     [Q_KEY_REVOKE] = "UPDATE api_keys SET revoked=?2 WHERE hash=?1 AND revoked=0",
     [Q_CUSTOMER_PUT] =
         "INSERT INTO customers(account,livemode,id,created,deleted,email,name,description,metadata,"
-        "test_clock,default_payment_method) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"
+        "test_clock,default_payment_method,contact)"
+        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"
         " ON CONFLICT(account,livemode,id) DO UPDATE SET"
         " deleted=excluded.deleted, email=excluded.email, name=excluded.name,"
         " description=excluded.description, metadata=excluded.metadata,"
-        " default_payment_method=excluded.default_payment_method",
+        " default_payment_method=excluded.default_payment_method, contact=excluded.contact",
     [Q_CUSTOMER_GET] = "SELECT " CUSTOMER_COLS " FROM customers"
                        " WHERE account=?1 AND livemode=?2 AND id=?3",
     [Q_CUSTOMER_SEQ] = "SELECT seq FROM customers WHERE account=?1 AND livemode=?2 AND id=?3",
@@ -517,16 +521,17 @@ static void reverse_items(void *items, size_t n, size_t sz)
 static int sq_customer_put(tg_store *base, const tg_scope *scope, tg_customer *c, tg_err *err)
 {
     sq_store *s = SQ(base);
-    tg_buf md;
+    tg_buf md, contact;
     tg_buf_init(&md, 1 << 20);
-    if (tg_metadata_encode(&c->metadata, &md)) {
-        tg_buf_free(&md);
-        return tg_err_set(err, TG_ENOMEM, NULL, NULL);
-    }
-    sqlite3_stmt *st = stmt(s, Q_CUSTOMER_PUT, err);
+    tg_buf_init(&contact, 1 << 20);
+    int rc = tg_metadata_encode(&c->metadata, &md) || tg_metadata_encode(&c->contact, &contact)
+                 ? tg_err_set(err, TG_ENOMEM, NULL, NULL)
+                 : TG_OK;
+    sqlite3_stmt *st = rc ? NULL : stmt(s, Q_CUSTOMER_PUT, err);
     if (!st) {
         tg_buf_free(&md);
-        return TG_ESTORE;
+        tg_buf_free(&contact);
+        return rc ? rc : TG_ESTORE;
     }
     bind_scope(st, scope);
     sqlite3_bind_text(st, 3, c->id, -1, SQLITE_STATIC);
@@ -538,8 +543,13 @@ static int sq_customer_put(tg_store *base, const tg_scope *scope, tg_customer *c
     sqlite3_bind_blob(st, 9, md.data ? md.data : "", (int)md.len, SQLITE_STATIC);
     bind_opt_text(st, 10, c->test_clock[0] ? c->test_clock : NULL);
     bind_opt_text(st, 11, c->default_payment_method);
-    int rc = exec_done(s, st, err, "customer_put");
+    if (c->contact.n)
+        sqlite3_bind_blob(st, 12, contact.data, (int)contact.len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 12);
+    rc = exec_done(s, st, err, "customer_put");
     tg_buf_free(&md);
+    tg_buf_free(&contact);
     if (!rc && !c->seq)
         c->seq = sqlite3_last_insert_rowid(s->db);
     return rc;
@@ -558,6 +568,9 @@ static int read_customer(sqlite3_stmt *st, const tg_scope *scope, tg_arena *a, t
     c->seq = sqlite3_column_int64(st, 7);
     copy_text(c->test_clock, sizeof c->test_clock, st, 8);
     c->default_payment_method = column_text(st, 9, a);
+    if (tg_metadata_decode(sqlite3_column_blob(st, 10), (size_t)sqlite3_column_bytes(st, 10), a,
+                           &c->contact))
+        return -1;
     return tg_metadata_decode(sqlite3_column_blob(st, 6), (size_t)sqlite3_column_bytes(st, 6), a,
                               &c->metadata);
 }

@@ -412,3 +412,44 @@ test('subscriptions: payment_behavior is accepted where it means what Tollgate d
   await stripe.subscriptions.cancel(subs[1].id);
   assert.deepEqual((await stripe.subscriptions.list({ customer: cus.id, status: 'ended' })).data.map((s) => s.id), [subs[1].id]);
 });
+
+test('customers: phone, address and shipping, kept, replaced, removed, and copied onto invoices', async () => {
+  const address = { line1: '1 Main St', city: 'Springfield', postal_code: '12345', country: 'US' };
+  const cus = await stripe.customers.create({
+    name: 'Addressed', phone: '+15550100', address, invoice_settings: { default_payment_method: 'pm_x' },
+    shipping: { name: 'Dock 4', phone: '+15550101', address: { line1: '2 Pier Rd', country: 'US' } },
+  });
+  assert.deepEqual(cus.address, { city: 'Springfield', country: 'US', line1: '1 Main St', line2: null, postal_code: '12345', state: null });
+  assert.equal(cus.phone, '+15550100');
+  assert.deepEqual(cus.shipping, {
+    address: { city: null, country: 'US', line1: '2 Pier Rd', line2: null, postal_code: null, state: null },
+    name: 'Dock 4', phone: '+15550101',
+  });
+  assert.deepEqual((await stripe.customers.retrieve(cus.id)).address, cus.address);
+
+  const sub = await stripe.subscriptions.create({ customer: cus.id, items: [{ price: cat.seat.id }] });
+  const inv = await stripe.invoices.retrieve(sub.latest_invoice);
+  assert.deepEqual(inv.customer_address, cus.address);
+  assert.equal(inv.customer_phone, '+15550100');
+  assert.deepEqual(inv.customer_shipping, cus.shipping);
+  assert.equal(inv.customer_name, 'Addressed');
+
+  // An address given replaces the address; "" removes it, and shipping; phone alone changes.
+  const moved = await stripe.customers.update(cus.id, { address: { city: 'Shelbyville', country: 'US' }, phone: '+15550199' });
+  assert.deepEqual(moved.address, { city: 'Shelbyville', country: 'US', line1: null, line2: null, postal_code: null, state: null });
+  assert.equal(moved.phone, '+15550199');
+  assert.equal(moved.shipping.name, 'Dock 4', 'shipping left as it was');
+  const bare = await stripe.customers.update(cus.id, { address: '', shipping: '', phone: '' });
+  assert.deepEqual([bare.address, bare.shipping, bare.phone], [null, null, null]);
+  assert.deepEqual((await stripe.invoices.retrieve(inv.id)).customer_address, cus.address, 'a finalized invoice keeps its copy');
+
+  for (const [params, param] of [
+    [{ shipping: { address: { line1: 'x' } } }, 'shipping[name]'],
+    [{ shipping: { name: 'x' } }, 'shipping[address]'],
+    [{ address: { planet: 'Mars' } }, 'address[planet]'],
+    [{ address: { city: 'x'.repeat(5001) } }, 'address[city]'],
+    [{ phone: '1'.repeat(21) }, 'phone'],
+  ])
+    await expectStripeError(stripe.customers.update(cus.id, params), { status: 400, param });
+  assert.deepEqual((await stripe.customers.retrieve(cus.id)).address, null, 'refusals changed nothing');
+});
