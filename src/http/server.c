@@ -135,7 +135,6 @@ struct request {
     tg_req rq;
     tg_req *req; /* &rq once prepared */
     char request_id[TG_ID_MAX];
-    const char *version;
     const char *idem_key;
     char request_hash[65];
     bool claimed;
@@ -464,7 +463,7 @@ static void format_answer(tg_buf *dst, const request *r, int status, const char 
     tg_buf_puts(dst, "\r\nRequest-Id: ");
     tg_buf_puts(dst, r->request_id);
     tg_buf_puts(dst, "\r\nStripe-Version: ");
-    tg_buf_puts(dst, r->version ? r->version : TG_STRIPE_VERSION);
+    tg_buf_puts(dst, TG_STRIPE_VERSION); /* the shapes served, whatever was asked */
     tg_buf_puts(dst, "\r\nCache-Control: no-cache, no-store\r\n");
     if (should_retry)
         tg_buf_puts(dst, "Stripe-Should-Retry: true\r\n");
@@ -699,6 +698,23 @@ static void wake(void *ctx, int rc)
 
 /* Gives a request that has been read whole its tg_req, request id and route (or the error of
  * having none). */
+/* A Stripe-Version a client may send: YYYY-MM-DD, and a release name after a dot
+ * ("2026-07-29.dahlia"). Any such version is answered with the shapes Tollgate has. */
+static bool stripe_version_valid(const char *v)
+{
+    for (int i = 0; i < 10; i++)
+        if (i == 4 || i == 7 ? v[i] != '-' : v[i] < '0' || v[i] > '9')
+            return false;
+    if (v[10] == '\0')
+        return true;
+    if (v[10] != '.' || !v[11] || strlen(v) > 64)
+        return false;
+    for (const char *p = v + 11; *p; p++)
+        if (!(*p >= 'a' && *p <= 'z') && *p != '_')
+            return false;
+    return true;
+}
+
 static void request_prepare(request *r)
 {
     tg_server *srv = r->c->lp->srv;
@@ -716,9 +732,9 @@ static void request_prepare(request *r)
     req->expand.depth = req->expand.lost = 0;
     req->expand.at[0] = '\0';
     tg_id_unique(r->request_id, sizeof r->request_id, "req_", 14);
-    r->version = tg_http1_header_value(&r->h, "Stripe-Version");
-    if (!r->version || !*r->version || strlen(r->version) > 64)
-        r->version = TG_STRIPE_VERSION;
+    const char *version = tg_http1_header_value(&r->h, "Stripe-Version");
+    if (version && !stripe_version_valid(version))
+        tg_err_set(&req->err, TG_EINVAL, NULL, "Invalid Stripe API version: %.64s", version);
     req->nsegs = split_path(req->path, &req->arena, req->segs, TG_MAX_SEGS);
     if (req->nsegs < 0)
         tg_err_set(&req->err, TG_EROUTE, NULL, "Unrecognized request URL (%s: %s).", req->method,

@@ -122,6 +122,18 @@ describe('authentication', () => {
 });
 
 describe('routing and envelopes', () => {
+  test('Stripe-Version: any well-formed version is answered with the shapes served, a malformed one refused', async () => {
+    for (const v of ['2020-08-27', '2025-03-31.basil', '2026-07-29.dahlia']) {
+      const r = await srv.raw('GET', '/v1/customers?limit=1', { headers: { 'Stripe-Version': v } });
+      assert.equal(r.status, 200, `${v}: ${r.text}`);
+      assert.equal(r.headers['stripe-version'], '2026-07-29.dahlia', 'the version of what is answered');
+    }
+    for (const v of ['garbage', '2020-8-27', '2026-07-29.', '2026-07-29.Dahlia', '2026-07-29 dahlia']) {
+      const r = await srv.raw('GET', '/v1/customers?limit=1', { headers: { 'Stripe-Version': v } });
+      expectRawError(r, { status: 400, message: `Invalid Stripe API version: ${v}` });
+    }
+  });
+
   test('every response carries Request-Id, Stripe-Version and JSON', async () => {
     const rs = [
       await srv.raw('GET', '/v1/customers'),
