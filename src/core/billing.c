@@ -896,14 +896,18 @@ static int sub_step(bctx *c, tg_subscription *s, int64_t until, bool *did)
 static int sub_advance(bctx *c, tg_subscription *s, int64_t until)
 {
     bool did = true, automatic = c->automatic;
-    int rc = TG_OK;
+    int rc = TG_OK, steps = 0;
     int64_t now = c->now;
     c->automatic = true; /* what was due would have run by itself: no request caused it */
-    for (int guard = 0; !rc && did && guard < 10000; guard++)
+    for (; !rc && did && steps < 10000; steps++)
         rc = sub_step(c, s, until, &did);
     c->now = now;
     c->automatic = automatic;
-    return rc ? rc : save_sub(c, s);
+    if (rc)
+        return rc;
+    if (steps > 1) /* a request's own change is compared with the state the steps left */
+        bill_snapshot_object(c, TG_OBJ_SUBSCRIPTION, s);
+    return save_sub(c, s);
 }
 
 /* Runs one due object (a subscription or a draft invoice) at its due time. */
@@ -1365,7 +1369,7 @@ static int sub_create_fn(bctx *c, void *arg)
         s->trial_start = now;
         s->trial_end = s->period_end = trial_end;
         for (size_t i = 0; i < s->nitems; i++)
-            s->items[i].usage_from = trial_end;
+            s->items[i].usage_from = paid_from(trial_end);
     } else {
         s->status = TG_SUB_ACTIVE;
         s->period_end = now < s->billing_cycle_anchor ? s->billing_cycle_anchor

@@ -75,6 +75,9 @@ int bill_load_clock(bctx *c, const char *id, tg_test_clock *out);
 int bill_save_clock(bctx *c, const tg_test_clock *k);
 
 /* Records an event of `type` with a snapshot of obj (of kind) at c->now. */
+/* Takes obj (a product, price or subscription) as the state the job's next *.updated event
+ * about it compares with (see bctx.snaps). */
+void bill_snapshot_object(bctx *c, tg_obj_kind kind, const void *obj);
 int bill_emit(bctx *c, const char *type, tg_obj_kind kind, const void *obj);
 
 /* Lists objects of kind matching f into decoded items of size `size` (page semantics of

@@ -213,23 +213,30 @@ static bool load_previous(bctx *c, tg_billing_event *e)
     return rc == TG_OK;
 }
 
-/* After an *.updated event, its object is the state the next one compares with. */
-static void snapshot_event_object(bctx *c, const tg_billing_event *e)
+void bill_snapshot_object(bctx *c, tg_obj_kind kind, const void *obj)
 {
-    const char *id = event_object_id(e);
-    if (!id || !is_update(e->type))
-        return;
     tg_buf b;
     tg_buf_init(&b, TG_RECORD_MAX);
-    switch (e->kind) {
-    case TG_OBJ_PRODUCT: tg_product_encode(&b, &e->object.product); break;
-    case TG_OBJ_PRICE: tg_price_encode(&b, &e->object.price); break;
-    default: tg_subscription_encode(&b, &e->object.sub); break;
+    const char *id;
+    switch (kind) {
+    case TG_OBJ_PRODUCT:
+        tg_product_encode(&b, obj);
+        id = ((const tg_product *)obj)->id;
+        break;
+    case TG_OBJ_PRICE:
+        tg_price_encode(&b, obj);
+        id = ((const tg_price *)obj)->id;
+        break;
+    case TG_OBJ_SUBSCRIPTION:
+        tg_subscription_encode(&b, obj);
+        id = ((const tg_subscription *)obj)->id;
+        break;
+    default: tg_buf_free(&b); return;
     }
     void *rec = b.failed ? NULL : tg_arena_alloc(c->a, b.len ? b.len : 1);
     if (rec) {
         memcpy(rec, b.data ? b.data : "", b.len);
-        snapshot_set(c, e->kind, id, rec, b.len);
+        snapshot_set(c, kind, id, rec, b.len);
     }
     tg_buf_free(&b);
 }
@@ -261,7 +268,8 @@ int bill_emit(bctx *c, const char *type, tg_obj_kind kind, const void *obj)
     e->has_previous = load_previous(c, e);
     if (!c->automatic)
         tg_bound_request(&e->request_id, &e->idempotency_key);
-    snapshot_event_object(c, e);
+    if (event_object_id(e) && is_update(e->type)) /* the state the next one compares with */
+        bill_snapshot_object(c, e->kind, &e->object);
     tg_buf b;
     tg_buf_init(&b, TG_RECORD_MAX);
     tg_billing_event_encode(&b, e);

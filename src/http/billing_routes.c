@@ -1977,10 +1977,13 @@ static bool scheduled_sub(tg_req *req, tg_subscription *s)
     return !tg_req_failed(req);
 }
 
-/* POST /v1/subscription_schedules/:id/cancel: cancels its subscription at once. */
+/* POST /v1/subscription_schedules/:id/cancel: cancels its subscription at once, with a final
+ * invoice of its usage and pending lines unless invoice_now=false (Stripe's default is true
+ * here). prorate is refused, as on a subscription cancel: no credit is made for the unused
+ * licensed time. */
 static int h_schedule_cancel(tg_req *req)
 {
-    bool invoice_now = false;
+    bool invoice_now = true;
     tg_cancel_details details = {0};
     p_bool(req, NULL, "invoice_now", NULL, &invoice_now);
     p_expand(req, "subscription_schedule");

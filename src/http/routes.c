@@ -92,9 +92,12 @@ static void read_contact(tg_req *req, tg_customer_patch *p)
     const char *sphone = unset ? NULL : hash_string(req, sh, "shipping", "phone", 20);
     if (!unset && !tg_req_failed(req) && (!name || !*name))
         tg_err_set(&req->err, TG_EMISSING, "shipping[name]", "Missing required param: shipping[name].");
-    else if (!unset && !tg_req_failed(req) && !tg_param_get(sh, "address"))
-        tg_err_set(&req->err, TG_EMISSING, "shipping[address]",
-                   "Missing required param: shipping[address].");
+    else if (!unset && !tg_req_failed(req)) {
+        tg_param *addr = tg_param_get(sh, "address");
+        if (!addr || addr->kind != TG_PARAM_HASH)
+            tg_err_set(&req->err, TG_EMISSING, "shipping[address]",
+                       "Missing required param: shipping[address] (a hash).");
+    }
     contact_put(req, &p->contact, "shipping.", "name", name);
     contact_put(req, &p->contact, "shipping.", "phone", sphone);
     if (!unset) {

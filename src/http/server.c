@@ -698,19 +698,23 @@ static void wake(void *ctx, int rc)
 
 /* Gives a request that has been read whole its tg_req, request id and route (or the error of
  * having none). */
-/* A Stripe-Version a client may send: YYYY-MM-DD, and a release name after a dot
- * ("2026-07-29.dahlia"). Any such version is answered with the shapes Tollgate has. */
+/* A Stripe-Version a client may send: YYYY-MM-DD, a release name after a dot
+ * ("2026-07-29.dahlia"), and betas after a semicolon ("…; embedded_connect_beta=v2", not
+ * looked at). Any such version is answered with the shapes Tollgate has. */
 static bool stripe_version_valid(const char *v)
 {
-    for (int i = 0; i < 10; i++)
+    size_t n = strcspn(v, ";");
+    if (n < 10 || n > 64)
+        return false;
+    for (size_t i = 0; i < 10; i++)
         if (i == 4 || i == 7 ? v[i] != '-' : v[i] < '0' || v[i] > '9')
             return false;
-    if (v[10] == '\0')
+    if (n == 10)
         return true;
-    if (v[10] != '.' || !v[11] || strlen(v) > 64)
+    if (v[10] != '.' || n == 11)
         return false;
-    for (const char *p = v + 11; *p; p++)
-        if (!(*p >= 'a' && *p <= 'z') && *p != '_')
+    for (size_t i = 11; i < n; i++)
+        if (!(v[i] >= 'a' && v[i] <= 'z') && v[i] != '_')
             return false;
     return true;
 }
@@ -733,7 +737,7 @@ static void request_prepare(request *r)
     req->expand.at[0] = '\0';
     tg_id_unique(r->request_id, sizeof r->request_id, "req_", 14);
     const char *version = tg_http1_header_value(&r->h, "Stripe-Version");
-    if (version && !stripe_version_valid(version))
+    if (version && *version && !stripe_version_valid(version)) /* empty: as if absent */
         tg_err_set(&req->err, TG_EINVAL, NULL, "Invalid Stripe API version: %.64s", version);
     req->nsegs = split_path(req->path, &req->arena, req->segs, TG_MAX_SEGS);
     if (req->nsegs < 0)

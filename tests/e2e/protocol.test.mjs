@@ -123,7 +123,7 @@ describe('authentication', () => {
 
 describe('routing and envelopes', () => {
   test('Stripe-Version: any well-formed version is answered with the shapes served, a malformed one refused', async () => {
-    for (const v of ['2020-08-27', '2025-03-31.basil', '2026-07-29.dahlia']) {
+    for (const v of ['2020-08-27', '2025-03-31.basil', '2026-07-29.dahlia', '2026-07-29.dahlia; embedded_connect_beta=v2', '']) {
       const r = await srv.raw('GET', '/v1/customers?limit=1', { headers: { 'Stripe-Version': v } });
       assert.equal(r.status, 200, `${v}: ${r.text}`);
       assert.equal(r.headers['stripe-version'], '2026-07-29.dahlia', 'the version of what is answered');

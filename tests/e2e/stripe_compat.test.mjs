@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { startServer, createCustomer, expectStripeError, uniq } from './helpers.mjs';
+import { startServer, createCustomer, createMeter, expectStripeError, uniq } from './helpers.mjs';
 
 let srv, stripe;
 const cat = {};
@@ -383,8 +383,19 @@ test('schedules: list, metadata, an update without phases, release and cancel; a
   await expectStripeError(stripe.subscriptionSchedules.release(sa.id), { status: 404 });
   assert.deepEqual((await stripe.subscriptionSchedules.list({ customer: cus.id })).data.map((x) => x.id), [sb.id]);
 
-  // Cancel: its subscription ends at once.
-  const canceled = await stripe.subscriptionSchedules.cancel(sb.id);
+  // Cancel: its subscription ends at once, with a final invoice of its usage (invoice_now is
+  // true by default here, as on Stripe); prorate is refused as on a subscription cancel.
+  const meter = await createMeter(stripe);
+  const metered = await stripe.prices.create({ product: cat.prod.id, currency: 'usd', unit_amount: 10,
+    recurring: { interval: 'month', usage_type: 'metered', meter: meter.id } });
+  const m1 = await stripe.subscriptions.create({ customer: cus.id, items: [{ price: metered.id }] });
+  await stripe.billing.meterEvents.create({ event_name: meter.event_name, payload: { stripe_customer_id: cus.id, value: '7' } });
+  const sm = await stripe.subscriptionSchedules.create({ from_subscription: m1.id });
+  await expectStripeError(stripe.subscriptionSchedules.cancel(sm.id, { prorate: true }), { status: 400, code: 'parameter_unknown' });
+  await stripe.subscriptionSchedules.cancel(sm.id);
+  const finals = (await stripe.invoices.list({ subscription: m1.id })).data;
+  assert.deepEqual(finals.map((i) => [i.billing_reason, i.total]), [['subscription_cycle', 70], ['subscription_create', 0]]);
+  const canceled = await stripe.subscriptionSchedules.cancel(sb.id, { invoice_now: false });
   assert.equal(canceled.status, 'canceled');
   assert.ok(canceled.canceled_at > 0);
   assert.equal((await stripe.subscriptions.retrieve(b.id)).status, 'canceled');
@@ -446,6 +457,7 @@ test('customers: phone, address and shipping, kept, replaced, removed, and copie
   for (const [params, param] of [
     [{ shipping: { address: { line1: 'x' } } }, 'shipping[name]'],
     [{ shipping: { name: 'x' } }, 'shipping[address]'],
+    [{ shipping: { name: 'x', address: '' } }, 'shipping[address]'],
     [{ address: { planet: 'Mars' } }, 'address[planet]'],
     [{ address: { city: 'x'.repeat(5001) } }, 'address[city]'],
     [{ phone: '1'.repeat(21) }, 'phone'],
