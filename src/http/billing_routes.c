@@ -860,34 +860,25 @@ static void render_schedule(tg_jw *w, const tg_subscription *s, int64_t released
 }
 
 /* The expanders: each loads its object (at the request's time and scope) and renders it. */
+#define EXPANDER(name, type, retrieve, render)                                                \
+    bool name(tg_req *req, const char *id)                                                   \
+    {                                                                                         \
+        type o;                                                                               \
+        if (retrieve(req->svc, &req->scope, id, &req->arena, &o, &req->err))                  \
+            return false;                                                                     \
+        render(&req->jw, &o);                                                                 \
+        return true;                                                                          \
+    }
+static EXPANDER(expand_customer, tg_customer, tg_customer_retrieve, tg_render_customer)
+static EXPANDER(expand_invoice, tg_invoice, tg_invoice_retrieve, render_invoice)
+static EXPANDER(expand_subscription, tg_subscription, tg_subscription_retrieve,
+                render_subscription)
+static EXPANDER(expand_product, tg_product, tg_product_retrieve, render_product)
+static EXPANDER(expand_price, tg_price, tg_price_retrieve, render_price)
+EXPANDER(tg_expand_test_clock, tg_test_clock, tg_test_clock_retrieve, render_clock)
+#undef EXPANDER
 
-static bool expand_customer(tg_req *req, const char *id)
-{
-    tg_customer c;
-    if (tg_customer_retrieve(req->svc, &req->scope, id, &req->arena, &c, &req->err))
-        return false;
-    tg_render_customer(&req->jw, &c);
-    return true;
-}
-
-static bool expand_invoice(tg_req *req, const char *id)
-{
-    tg_invoice v;
-    if (tg_invoice_retrieve(req->svc, &req->scope, id, &req->arena, &v, &req->err))
-        return false;
-    render_invoice(&req->jw, &v);
-    return true;
-}
-
-static bool expand_subscription(tg_req *req, const char *id)
-{
-    tg_subscription s;
-    if (tg_subscription_retrieve(req->svc, &req->scope, id, &req->arena, &s, &req->err))
-        return false;
-    render_subscription(&req->jw, &s);
-    return true;
-}
-
+/* A schedule is its subscription's: sub_sched_X is sub_X's. */
 static bool expand_schedule(tg_req *req, const char *id)
 {
     char sub_id[TG_ID_MAX];
@@ -898,33 +889,6 @@ static bool expand_schedule(tg_req *req, const char *id)
     if (tg_subscription_retrieve(req->svc, &req->scope, sub_id, &req->arena, &s, &req->err))
         return false;
     render_schedule(&req->jw, &s, 0);
-    return true;
-}
-
-static bool expand_product(tg_req *req, const char *id)
-{
-    tg_product p;
-    if (tg_product_retrieve(req->svc, &req->scope, id, &req->arena, &p, &req->err))
-        return false;
-    render_product(&req->jw, &p);
-    return true;
-}
-
-static bool expand_price(tg_req *req, const char *id)
-{
-    tg_price p;
-    if (tg_price_retrieve(req->svc, &req->scope, id, &req->arena, &p, &req->err))
-        return false;
-    render_price(&req->jw, &p);
-    return true;
-}
-
-bool tg_expand_test_clock(tg_req *req, const char *id)
-{
-    tg_test_clock k;
-    if (tg_test_clock_retrieve(req->svc, &req->scope, id, &req->arena, &k, &req->err))
-        return false;
-    render_clock(&req->jw, &k);
     return true;
 }
 
