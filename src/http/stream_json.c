@@ -141,6 +141,16 @@ static bool payload(reader *r, tg_arena *a, tg_metadata *out)
     return true;
 }
 
+/* Copies a string read by plain_string and its NUL. The NUL is written separately, not
+ * copied: the copy's last word would overlap the NUL plain_string has just stored, and a load
+ * overlapping a recent narrower store cannot be forwarded and waits for the store buffer to
+ * drain (perf: 65% of this file's cycles were that one load, 5% of the server's). */
+static void copy_name(char *dst, const span *v)
+{
+    memcpy(dst, v->s, v->n);
+    dst[v->n] = '\0';
+}
+
 /* One event object, read as the stream handler's general path reads it (routes.c). */
 static bool event(reader *r, tg_arena *a, tg_event *e)
 {
@@ -162,12 +172,12 @@ static bool event(reader *r, tg_arena *a, tg_event *e)
         } else if (is(&k, "event_name", 10)) {
             if (name || v.n == 0 || v.n > TG_NAME_MAX)
                 return false;
-            memcpy(e->event_name, v.s, v.n + 1);
+            copy_name(e->event_name, &v);
             name = true;
         } else if (is(&k, "identifier", 10)) {
             if (identifier || v.n > TG_NAME_MAX)
                 return false;
-            memcpy(e->identifier, v.s, v.n + 1); /* "" is no identifier, as absent */
+            copy_name(e->identifier, &v); /* "" is no identifier, as absent */
             identifier = true;
         } else if (is(&k, "timestamp", 9)) {
             if (timestamp || v.n > TIMESTAMP_MAX || (v.n && !tg_parse_iso_time(v.s, &e->timestamp)))
