@@ -30,6 +30,7 @@
  */
 #include "core/dedupe.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +71,30 @@ static uint64_t mix(uint64_t x)
     return x;
 }
 
+/* The last n (< 8) bytes of a string as the low bytes of a word, as memcpy into a zeroed word
+ * would give on a little-endian machine. Neither memcpy nor byte stores: a word read back
+ * from bytes just stored cannot be forwarded from the store buffer and waits for the stores
+ * to reach the cache (perf: a fifth of this function's cycles). When the string had 8 bytes
+ * before the tail (after_words), the tail is the top of the word that ends with it. */
+static uint64_t tail_word(const unsigned char *s, size_t n, bool after_words)
+{
+    if (n == 0)
+        return 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (after_words) {
+        uint64_t w;
+        memcpy(&w, s + n - 8, 8);
+        return w >> (64 - 8 * n);
+    }
+#else
+    (void)after_words;
+#endif
+    uint64_t w = 0;
+    for (size_t i = 0; i < n; i++)
+        w |= (uint64_t)s[i] << (8 * i);
+    return w;
+}
+
 uint64_t tg_dedupe_hash(uint64_t seed, const char *account, int livemode, const char *identifier)
 {
     /* A keyed multiply-mix over 8-byte words: cheap, and with a per-directory seed an
@@ -86,9 +111,8 @@ uint64_t tg_dedupe_hash(uint64_t seed, const char *account, int livemode, const 
             s += 8;
             n -= 8;
         }
-        uint64_t w = 0;
-        memcpy(&w, s, n);
-        h = mix(h ^ w ^ ((uint64_t)n << 56)) * 0x9E3779B97F4A7C15ULL;
+        h = mix(h ^ tail_word(s, n, s != (const unsigned char *)parts[p]) ^ ((uint64_t)n << 56)) *
+            0x9E3779B97F4A7C15ULL;
     }
     return mix(h);
 }
