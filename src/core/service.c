@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "base/slotlock.h"
 #include "base/str.h"
 #include "core/daypage.h"
 #include "core/dedupe.h"
@@ -100,7 +101,7 @@ struct tg_service {
     bool *pool_busy;
     int pool_n;
 
-    pthread_rwlock_t reg_lock;
+    tg_slotlock reg_lock; /* meters, customers, clocks: read on every event */
     meter_node *reg[REGISTRY_BUCKETS];
     customer_node *customers[CUSTOMER_BUCKETS];
     clock_node *clocks; /* few: a list */
@@ -207,9 +208,9 @@ static int reg_put_locked(tg_service *svc, const tg_scope *scope, const tg_meter
 
 static int reg_put(tg_service *svc, const tg_scope *scope, const tg_meter *m)
 {
-    pthread_rwlock_wrlock(&svc->reg_lock);
+    tg_slotlock_write(&svc->reg_lock);
     int rc = reg_put_locked(svc, scope, m);
-    pthread_rwlock_unlock(&svc->reg_lock);
+    tg_slotlock_write_end(&svc->reg_lock);
     return rc;
 }
 
@@ -220,7 +221,7 @@ static bool reg_find(tg_service *svc, const tg_scope *scope, const char *event_n
 {
     bool found = false;
     *found_inactive = false;
-    pthread_rwlock_rdlock(&svc->reg_lock);
+    unsigned held = tg_slotlock_read(&svc->reg_lock);
     for (meter_node *n = svc->reg[reg_slot(svc, scope, event_name)]; n; n = n->next) {
         if (!same_scope(&n->scope, scope) || strcmp(n->m.event_name, event_name) != 0)
             continue;
@@ -231,7 +232,7 @@ static bool reg_find(tg_service *svc, const tg_scope *scope, const char *event_n
         }
         *found_inactive = true;
     }
-    pthread_rwlock_unlock(&svc->reg_lock);
+    tg_slotlock_read_end(&svc->reg_lock, held);
     return found;
 }
 
@@ -256,10 +257,10 @@ static int reg_load_one(void *ctx, const tg_scope *scope, const tg_meter *m)
 /* Rebuilds the registry from store s (start-up, or after a batch failed to commit). */
 static int reg_reload(tg_service *svc, tg_store *s, tg_err *err)
 {
-    pthread_rwlock_wrlock(&svc->reg_lock);
+    tg_slotlock_write(&svc->reg_lock);
     reg_clear_locked(svc);
     int rc = s->ops->meter_each(s, reg_load_one, svc, err);
-    pthread_rwlock_unlock(&svc->reg_lock);
+    tg_slotlock_write_end(&svc->reg_lock);
     return rc;
 }
 
@@ -304,11 +305,11 @@ static clock_node *clock_node_get_locked(tg_service *svc, const tg_scope *scope,
 void tg_clock_registry_set(tg_service *svc, const tg_scope *scope, const char *id,
                            int64_t frozen_time)
 {
-    pthread_rwlock_wrlock(&svc->reg_lock);
+    tg_slotlock_write(&svc->reg_lock);
     clock_node *c = clock_node_get_locked(svc, scope, id);
     if (c)
         c->frozen = frozen_time;
-    pthread_rwlock_unlock(&svc->reg_lock);
+    tg_slotlock_write_end(&svc->reg_lock);
 }
 
 void tg_clock_registry_remove(tg_service *svc, const tg_scope *scope, const char *id)
@@ -346,9 +347,9 @@ static int cust_put_locked(tg_service *svc, const tg_scope *scope, int64_t seq, 
 
 int tg_customer_registry_put(tg_service *svc, const tg_scope *scope, const tg_customer *c)
 {
-    pthread_rwlock_wrlock(&svc->reg_lock);
+    tg_slotlock_write(&svc->reg_lock);
     int rc = cust_put_locked(svc, scope, c->seq, c->id, c->deleted, c->test_clock);
-    pthread_rwlock_unlock(&svc->reg_lock);
+    tg_slotlock_write_end(&svc->reg_lock);
     return rc;
 }
 
@@ -376,7 +377,7 @@ static int64_t cust_find_at(tg_service *svc, const tg_scope *scope, const char *
     int64_t seq = 0, frozen = INT64_MIN;
     char clock[TG_ID_MAX] = "";
     size_t slot = (hash ? hash : cust_hash(svc, scope, id)) & (CUSTOMER_BUCKETS - 1);
-    pthread_rwlock_rdlock(&svc->reg_lock);
+    unsigned held = tg_slotlock_read(&svc->reg_lock);
     for (customer_node *n = svc->customers[slot]; n; n = n->next)
         if ((include_deleted || !n->deleted) && strcmp(n->id, id) == 0 &&
             same_scope(&n->scope, scope)) {
@@ -387,7 +388,7 @@ static int64_t cust_find_at(tg_service *svc, const tg_scope *scope, const char *
             }
             break;
         }
-    pthread_rwlock_unlock(&svc->reg_lock);
+    tg_slotlock_read_end(&svc->reg_lock, held);
     if (now && clock[0]) {
         if (frozen == INT64_MIN)
             frozen = clock_load(svc, scope, clock);
@@ -436,10 +437,10 @@ static int cust_load_one(void *ctx, const tg_scope *scope, int64_t seq, const ch
 
 static int cust_reload(tg_service *svc, tg_store *s, tg_err *err)
 {
-    pthread_rwlock_wrlock(&svc->reg_lock);
+    tg_slotlock_write(&svc->reg_lock);
     cust_clear_locked(svc);
     int rc = s->ops->customer_each(s, cust_load_one, svc, err);
-    pthread_rwlock_unlock(&svc->reg_lock);
+    tg_slotlock_write_end(&svc->reg_lock);
     return rc;
 }
 
@@ -457,14 +458,14 @@ static void meter_name_by_seq(tg_service *svc, const tg_scope *scope, int64_t se
                               size_t size)
 {
     out[0] = '\0';
-    pthread_rwlock_rdlock(&svc->reg_lock);
+    unsigned held = tg_slotlock_read(&svc->reg_lock);
     for (size_t i = 0; i < REGISTRY_BUCKETS && !out[0]; i++)
         for (meter_node *n = svc->reg[i]; n; n = n->next)
             if (n->m.seq == seq && same_scope(&n->scope, scope)) {
                 snprintf(out, size, "%s", n->m.event_name);
                 break;
             }
-    pthread_rwlock_unlock(&svc->reg_lock);
+    tg_slotlock_read_end(&svc->reg_lock, held);
 }
 
 /* ---------------------------------------------------------------- open / close */
@@ -528,7 +529,7 @@ int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *
         svc->cfg.readers = 8;
     pthread_mutex_init(&svc->pool_mu, NULL);
     pthread_cond_init(&svc->pool_cv, NULL);
-    pthread_rwlock_init(&svc->reg_lock, NULL);
+    tg_slotlock_init(&svc->reg_lock);
     pthread_mutex_init(&svc->idem_mu, NULL);
     pthread_rwlock_init(&svc->keys.lock, NULL);
     pthread_rwlock_init(&svc->sessions.lock, NULL);
@@ -603,7 +604,7 @@ void tg_service_close(tg_service *svc)
     }
     pthread_mutex_destroy(&svc->pool_mu);
     pthread_cond_destroy(&svc->pool_cv);
-    pthread_rwlock_destroy(&svc->reg_lock);
+    tg_slotlock_destroy(&svc->reg_lock);
     pthread_mutex_destroy(&svc->idem_mu);
     pthread_rwlock_destroy(&svc->keys.lock);
     pthread_rwlock_destroy(&svc->sessions.lock);
