@@ -19,6 +19,7 @@
 #define TG_DEDUPE_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #define TG_DEDUPE_ROW ((uint64_t)0xFFFFFFFFULL) /* stored as a row: look it up by identifier */
@@ -43,6 +44,11 @@ void tg_dedupe_prefetch(const tg_dedupe *d, uint64_t h);
 int tg_dedupe_insert(tg_dedupe *d, uint64_t h, uint64_t locator);
 
 /* Number of entries, and bytes of slot memory (for metrics). */
+/* Whether the kernel may back an madvise(MADV_HUGEPAGE) range with huge pages (transparent
+ * huge pages not "never"): without them, partitions grown to 2 MiB early would cost memory
+ * for nothing, and they are not (see dedupe.c, "Huge pages"). */
+bool tg_dedupe_huge_pages_enabled(void);
+
 size_t tg_dedupe_count(const tg_dedupe *d);
 size_t tg_dedupe_bytes(const tg_dedupe *d);
 
