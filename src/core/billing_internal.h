@@ -85,6 +85,15 @@ int bill_emit(bctx *c, const char *type, tg_obj_kind kind, const void *obj);
 int bill_list(bctx *c, const char *kind, const tg_obj_filter *f, const tg_page *page,
               tg_decode_fn decode, size_t size, void **out, size_t *n, bool *has_more);
 
+/* Every page of a list, for the engine's own reads (items decoded as bill_list does, whose
+ * structs start with their id). fn returns non-zero to stop. */
+int bill_each(bctx *c, const char *kind, const tg_obj_filter *f, tg_decode_fn decode,
+              size_t size, int (*fn)(bctx *c, void *item, void *arg), void *arg);
+
+/* An arena array of n items of size bytes with room for one more: items itself, or a copy
+ * with twice the capacity (*cap updated); NULL when out of memory. */
+void *bill_arena_room(bctx *c, void *items, size_t n, size_t *cap, size_t size);
+
 /* Runs everything due on test clock `clock` up to `until`, in time order (billing.c). */
 int bill_run_clock(bctx *c, const char *clock, int64_t until);
 /* Cancels every live subscription of a clock being deleted (billing.c). */

@@ -301,6 +301,38 @@ int bill_list(bctx *c, const char *kind, const tg_obj_filter *f, const tg_page *
     return TG_OK;
 }
 
+int bill_each(bctx *c, const char *kind, const tg_obj_filter *f, tg_decode_fn decode,
+              size_t size, int (*fn)(bctx *c, void *item, void *arg), void *arg)
+{
+    tg_page page = {.limit = 100};
+    for (;;) {
+        char *items;
+        size_t n;
+        bool more;
+        int rc = bill_list(c, kind, f, &page, decode, size, (void **)&items, &n, &more);
+        for (size_t i = 0; !rc && i < n; i++)
+            rc = fn(c, items + i * size, arg);
+        if (rc || !more || !n)
+            return rc;
+        const char *last_id = (const char *)(items + (n - 1) * size); /* ids come first */
+        if (!(page.starting_after = tg_arena_strdup(c->a, last_id)))
+            return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+    }
+}
+
+void *bill_arena_room(bctx *c, void *items, size_t n, size_t *cap, size_t size)
+{
+    if (n < *cap)
+        return items;
+    size_t grown = *cap ? *cap * 2 : 8;
+    void *p = tg_arena_alloc(c->a, grown * size);
+    if (p && n)
+        memcpy(p, items, n * size);
+    if (p)
+        *cap = grown;
+    return p;
+}
+
 typedef struct bill_call {
     bctx c;
     bill_fn fn;

@@ -350,42 +350,7 @@ static int load_feature(bctx *c, const char *id, const char *param, tg_feature *
     return bill_load(c, KIND_FEATURE, id, param, decode_feature, out);
 }
 
-/* Every page of a list, for the engine's own reads. fn returns non-zero to stop. */
-static int each_object(bctx *c, const char *kind, const tg_obj_filter *f, tg_decode_fn decode,
-                       size_t size, int (*fn)(bctx *c, void *item, void *arg), void *arg)
-{
-    tg_page page = {.limit = 100};
-    for (;;) {
-        char *items;
-        size_t n;
-        bool more;
-        int rc = bill_list(c, kind, f, &page, decode, size, (void **)&items, &n, &more);
-        for (size_t i = 0; !rc && i < n; i++)
-            rc = fn(c, items + i * size, arg);
-        if (rc || !more || !n)
-            return rc;
-        const char *last_id = (const char *)(items + (n - 1) * size); /* ids come first */
-        if (!(page.starting_after = tg_arena_strdup(c->a, last_id)))
-            return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
-    }
-}
-
 /* ---------------------------------------------------------------- computing grants */
-
-/* An arena array of n items of size bytes with room for one more: items itself, or a copy
- * with twice the capacity (*cap updated); NULL when out of memory. */
-static void *arena_room(bctx *c, void *items, size_t n, size_t *cap, size_t size)
-{
-    if (n < *cap)
-        return items;
-    size_t grown = *cap ? *cap * 2 : 8;
-    void *p = tg_arena_alloc(c->a, grown * size);
-    if (p && n)
-        memcpy(p, items, n * size);
-    if (p)
-        *cap = grown;
-    return p;
-}
 
 typedef struct grant_set {
     tg_grant *g;
@@ -418,7 +383,7 @@ static int grant_add(bctx *c, void *item, void *arg)
         }
         return TG_OK;
     }
-    if (!(gs->g = arena_room(c, gs->g, gs->n, &gs->cap, sizeof *gs->g)))
+    if (!(gs->g = bill_arena_room(c, gs->g, gs->n, &gs->cap, sizeof *gs->g)))
         return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
     tg_grant *g = &gs->g[gs->n++];
     memset(g, 0, sizeof *g);
@@ -440,7 +405,7 @@ static int grants_of_sub(bctx *c, void *item, void *arg)
     gs->sub = s;
     for (size_t i = 0; i < s->nitems; i++) {
         tg_obj_filter f = {.parent = s->items[i].price.product, .active = -1};
-        int rc = each_object(c, KIND_PRODUCT_FEATURE, &f, decode_product_feature,
+        int rc = bill_each(c, KIND_PRODUCT_FEATURE, &f, decode_product_feature,
                              sizeof(tg_product_feature), grant_add, gs);
         if (rc)
             return rc;
@@ -566,7 +531,7 @@ int ent_refresh(bctx *c, const char *customer)
     int64_t customer_seq = tg_customer_seq(c->svc, c->scope, customer);
     grant_set gs = {0};
     tg_obj_filter f = {.customer = customer, .active = 1};
-    int rc = each_object(c, KIND_SUB, &f, decode_sub, sizeof(tg_subscription), grants_of_sub,
+    int rc = bill_each(c, KIND_SUB, &f, decode_sub, sizeof(tg_subscription), grants_of_sub,
                          &gs);
     tg_grant *old;
     size_t nold;
@@ -615,7 +580,7 @@ static int refresh_product(bctx *c, const char *product)
     snprintf(tag, sizeof tag, " product=%s ", product);
     const char *tags[1] = {tag};
     tg_obj_filter f = {.active = 1, .tags = tags, .ntags = 1};
-    return each_object(c, KIND_SUB, &f, decode_sub, sizeof(tg_subscription),
+    return bill_each(c, KIND_SUB, &f, decode_sub, sizeof(tg_subscription),
                        refresh_sub_customer, NULL);
 }
 
@@ -788,7 +753,7 @@ static int attach_fn(bctx *c, void *arg)
         return tg_err_set(c->err, TG_ESTATE, "entitlement_feature",
                           "The feature %s is archived and cannot be attached.", fa->feature);
     tg_obj_filter f = {.parent = fa->product, .active = -1};
-    if ((rc = each_object(c, KIND_PRODUCT_FEATURE, &f, decode_product_feature,
+    if ((rc = bill_each(c, KIND_PRODUCT_FEATURE, &f, decode_product_feature,
                           sizeof(tg_product_feature), refuse_attached, fa)))
         return rc;
     if (fa->limit->set) {
@@ -1032,7 +997,7 @@ static int publish_stored_session(bctx *c, void *item, void *arg)
 static int load_sessions(bctx *c, const char *customer)
 {
     tg_obj_filter f = {.customer = customer, .active = 1};
-    return each_object(c, KIND_USAGE_SESSION, &f, decode_session, sizeof(tg_usage_session),
+    return bill_each(c, KIND_USAGE_SESSION, &f, decode_session, sizeof(tg_usage_session),
                        publish_stored_session, NULL);
 }
 
@@ -1795,7 +1760,7 @@ static int collect_pending(bctx *c, void *item, void *arg)
     pending_list *pl = arg;
     if (!u->pending)
         return TG_OK;
-    if (!(pl->u = arena_room(c, pl->u, pl->n, &pl->cap, sizeof *pl->u)))
+    if (!(pl->u = bill_arena_room(c, pl->u, pl->n, &pl->cap, sizeof *pl->u)))
         return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
     pl->u[pl->n++] = *u;
     return TG_OK;
@@ -1804,7 +1769,7 @@ static int collect_pending(bctx *c, void *item, void *arg)
 static int pending_list_fn(bctx *c, void *arg)
 {
     tg_obj_filter f = {.active = 1};
-    return each_object(c, KIND_USAGE_SESSION, &f, decode_session, sizeof(tg_usage_session),
+    return bill_each(c, KIND_USAGE_SESSION, &f, decode_session, sizeof(tg_usage_session),
                        collect_pending, arg);
 }
 

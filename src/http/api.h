@@ -133,8 +133,9 @@ bool p_string_map(tg_req *req, tg_param *parent, const char *name, bool allow_re
 /* expand[] of a response that is an object of `type` (see expand.h); false, with the error
  * set, for a path that cannot be expanded. */
 bool p_expand(tg_req *req, const char *type);
-/* created (a time) or created[gt|gte|lt|lte] of a list, into *out. Other keys under created
- * are left unused (refused as unknown). */
+/* A time filter of a list: name (a time) or name[gt|gte|lt|lte], into *out. Other keys under
+ * it are left unused (refused as unknown). p_created reads `created`. */
+bool p_time_range(tg_req *req, const char *name, tg_time_range *out);
 bool p_created(tg_req *req, tg_time_range *out);
 /* limit, starting_after, ending_before, and expand[] of a list of `type`. */
 bool p_page(tg_req *req, tg_page *out, const char *type);

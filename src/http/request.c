@@ -241,11 +241,11 @@ bool p_expand(tg_req *req, const char *type)
     return tg_expand_read(req, type, false);
 }
 
-bool p_created(tg_req *req, tg_time_range *out)
+bool p_time_range(tg_req *req, const char *name, tg_time_range *out)
 {
     static const char *const ops[] = {"gt", "gte", "lt", "lte"};
     const int64_t top = 253402300799LL; /* 9999-12-31, as every time parameter */
-    tg_param *c = tg_param_get(req->params, "created");
+    tg_param *c = tg_param_get(req->params, name);
     int64_t *min = &out->min, *max = &out->max;
     out->set = false;
     *min = 0;
@@ -254,13 +254,13 @@ bool p_created(tg_req *req, tg_time_range *out)
         return true;
     int64_t v;
     if (c->kind == TG_PARAM_STRING) {
-        if (!p_int(req, NULL, "created", NULL, 0, top, &v))
+        if (!p_int(req, NULL, name, NULL, 0, top, &v))
             return false;
         *min = *max = v;
     } else if (c->kind == TG_PARAM_HASH) {
         for (int i = 0; i < 4; i++) {
-            char path[16];
-            snprintf(path, sizeof path, "created[%s]", ops[i]);
+            char path[48];
+            snprintf(path, sizeof path, "%s[%s]", name, ops[i]);
             if (!p_int(req, c, ops[i], path, 0, top, &v))
                 continue;
             if (i == 0 && v + 1 > *min)
@@ -274,11 +274,16 @@ bool p_created(tg_req *req, tg_time_range *out)
         }
     } else {
         c->used = true;
-        tg_err_set(&req->err, TG_EINVAL, "created",
-                   "Invalid created: a timestamp, or created[gt|gte|lt|lte].");
+        tg_err_set(&req->err, TG_EINVAL, name, "Invalid %s: a timestamp, or %s[gt|gte|lt|lte].",
+                   name, name);
     }
     out->set = true;
     return !tg_req_failed(req);
+}
+
+bool p_created(tg_req *req, tg_time_range *out)
+{
+    return p_time_range(req, "created", out);
 }
 
 bool p_page(tg_req *req, tg_page *out, const char *type)
