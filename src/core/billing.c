@@ -24,6 +24,17 @@
  * inside a minute records, per (customer, meter), that it billed through the minute's end
  * (bill_through), and an item of any of the customer's subscriptions that starts counting that
  * meter inside the minute starts after it (usage_start): no minute is counted by two items.
+ *
+ * Schedules: each is an object of its own (KIND_SCHEDULE) naming its subscription, so that it
+ * is found by its id and listed in the order schedules were made, and a subscription can have
+ * one after another. While a schedule is active, its plan (the next phase, its metadata) lives
+ * in the subscription, because the engine applies the next phase at a renewal, in the
+ * subscription's own step; its row holds only what identifies it. When it ends (released by a
+ * request or by its last phase starting, or canceled with its subscription in sub_end, the one
+ * place a subscription ends), its row becomes its final state: a copy of the subscription as it
+ * was then (schedule_end), written in the same transaction as the change that ended it. An
+ * ended schedule is never changed again. Directories from before schedules had rows get them
+ * at start-up (tg_billing_schedule_rows).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -163,8 +174,6 @@ static int save_sub(bctx *c, const tg_subscription *s)
         len += (size_t)snprintf(tags + len, cap - len, "price=%s product=%s item=%s ",
                                 s->items[i].price.id, s->items[i].price.product,
                                 s->items[i].id);
-    if (s->schedule[0]) /* for GET /v1/subscription_schedules */
-        snprintf(tags + len, cap - len, "scheduled=1 ");
     tg_obj o = {.kind = KIND_SUB, .created = s->created, .active = sub_live(s),
                 .customer = s->customer, .lookup = sub_status_words[s->status],
                 .clock = s->test_clock[0] ? s->test_clock : NULL, .due = sub_due(s),
@@ -188,6 +197,69 @@ static int save_invoice(bctx *c, const tg_invoice *v)
                            ? v->automatically_finalizes_at : 0};
     tg_strlcpy(o.id, v->id, sizeof o.id);
     return bill_save(c, &o, &b);
+}
+
+/* ---------------------------------------------------------------- schedules */
+
+static const char *const sched_status_words[] = {"active", "released", "canceled"};
+
+static int decode_schedule(const void *d, size_t n, tg_arena *a, void *out)
+{
+    return tg_sub_schedule_decode(d, n, a, out);
+}
+
+static int load_schedule(bctx *c, const char *id, tg_sub_schedule *out)
+{
+    return bill_load(c, KIND_SCHEDULE, id, "id", decode_schedule, out);
+}
+
+/* Stores schedule k; k->sub gives the row's customer and test clock. The lookup column is the
+ * status, and for an ended schedule the time it ended too ("released:001767225600", the time
+ * in 12 digits), so that the list's released_at and canceled_at filters are ranges of it. */
+static int save_schedule(bctx *c, const tg_sub_schedule *k)
+{
+    char lookup[48];
+    int64_t at = k->status == TG_SCHED_RELEASED ? k->released_at : k->canceled_at;
+    if (k->ended)
+        snprintf(lookup, sizeof lookup, "%s:%012lld", sched_status_words[k->status],
+                 (long long)at);
+    else
+        snprintf(lookup, sizeof lookup, "%s", sched_status_words[k->status]);
+    tg_buf b;
+    tg_buf_init(&b, TG_RECORD_MAX);
+    tg_sub_schedule_encode(&b, k);
+    tg_obj o = {.kind = KIND_SCHEDULE, .created = k->created, .active = !k->ended,
+                .customer = k->sub.customer, .parent = k->subscription, .lookup = lookup,
+                .clock = k->sub.test_clock[0] ? k->sub.test_clock : NULL};
+    tg_strlcpy(o.id, k->id, sizeof o.id);
+    return bill_save(c, &o, &b);
+}
+
+/* s's schedule ends at t, released or canceled: its row keeps s as it is now (the phases and
+ * metadata it had) as its final state, also returned in *k unless k is NULL. */
+static int schedule_end(bctx *c, const tg_subscription *s, tg_sched_status status, int64_t t,
+                        tg_sub_schedule *k)
+{
+    tg_sub_schedule mine;
+    if (!k)
+        k = &mine;
+    int rc = load_schedule(c, s->schedule, k);
+    if (rc)
+        return rc;
+    k->status = status;
+    k->ended = true;
+    *(status == TG_SCHED_RELEASED ? &k->released_at : &k->canceled_at) = t;
+    k->sub = *s;
+    return save_schedule(c, k);
+}
+
+/* The subscription goes on without a plan (its schedule released). */
+static void sub_drop_schedule(tg_subscription *s)
+{
+    s->schedule[0] = '\0';
+    s->next_phase.set = false;
+    s->next_phase.nitems = 0;
+    s->schedule_metadata = (tg_metadata){0};
 }
 
 /* ---------------------------------------------------------------- periods */
@@ -734,13 +806,22 @@ static int sub_end(bctx *c, tg_subscription *s, int64_t t, bool final_invoice)
     if (!s->canceled_at)
         s->canceled_at = t;
     s->period_end = s->period_end > t ? t : s->period_end;
+    /* Its schedule is canceled with it (the subscription keeps naming it). */
+    if (s->schedule[0] && (rc = schedule_end(c, s, TG_SCHED_CANCELED, t, NULL)))
+        return rc;
     return bill_emit(c, "customer.subscription.deleted", TG_OBJ_SUBSCRIPTION, s);
 }
 
 /* Replaces the items with the next phase's (a schedule's phase starting now, where the
- * previous period's lines end). */
+ * previous period's lines end). It is the schedule's last: the schedule is released, its row
+ * keeping the phases as they were. */
 static int apply_next_phase(bctx *c, tg_subscription *s, int64_t t)
 {
+    if (s->schedule[0]) {
+        int rc = schedule_end(c, s, TG_SCHED_RELEASED, t, NULL);
+        if (rc)
+            return rc;
+    }
     tg_sub_item *items = tg_arena_alloc(c->a, s->next_phase.nitems * sizeof *items);
     if (!items)
         return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
@@ -769,9 +850,7 @@ static int apply_next_phase(bctx *c, tg_subscription *s, int64_t t)
     }
     s->items = items;
     s->nitems = s->next_phase.nitems;
-    s->next_phase.set = false;
-    s->next_phase.nitems = 0;
-    s->schedule[0] = '\0'; /* its last phase has started: the schedule is released */
+    sub_drop_schedule(s);
     return TG_OK;
 }
 
@@ -1147,7 +1226,7 @@ typedef struct sub_args {
     bool invoice_now;
     const tg_cancel_details *details;
     const tg_schedule_params *schedule;
-    int64_t *when;
+    tg_sub_schedule *sched;
     tg_invoice *invoice;
 } sub_args;
 
@@ -1892,14 +1971,12 @@ static int sub_list_fn(bctx *c, void *arg)
         f.nlookup = 1;
     }
     char tag[TG_ID_MAX + 16];
-    const char *tags[2];
+    const char *tags[1];
     f.tags = tags;
     if (l->f->price) {
         snprintf(tag, sizeof tag, " price=%s ", l->f->price);
         tags[f.ntags++] = tag;
     }
-    if (l->f->scheduled)
-        tags[f.ntags++] = " scheduled=1 ";
     int rc = bill_list(c, KIND_SUB, &f, l->page, decode_sub, sizeof **l->out, (void **)l->out,
                        l->n, l->has_more);
     for (size_t i = 0; !rc && i < *l->n; i++)
@@ -2069,30 +2146,85 @@ static int check_phases(bctx *c, const tg_subscription *s, const tg_phase_checks
     return TG_OK;
 }
 
+/* Refuses op on schedule k, which has ended: nothing about it can change any more. */
+static int schedule_refused(bctx *c, const tg_sub_schedule *k, tg_schedule_op op)
+{
+    static const char *const verbs[] = {"create", "update", "release", "cancel"};
+    return tg_err_set(c->err, TG_ESTATE, NULL,
+                      "You cannot %s a subscription schedule that is currently in the `%s` "
+                      "status.",
+                      verbs[op], sched_status_words[k->status]);
+}
+
+/* POST .../cancel: cancels the subscription of active schedule k at once, as DELETE
+ * /v1/subscriptions/{id} does (sub_end cancels the schedule with it); *k is then the canceled
+ * schedule. A subscription that its own catch-up ends first (a cancel_at that has come) has
+ * canceled the schedule already: refused as such. */
+static int schedule_cancel(bctx *c, sub_args *sa, tg_sub_schedule *k)
+{
+    tg_cancel_details none = {0};
+    char id[TG_ID_MAX];
+    tg_strlcpy(id, k->id, sizeof id);
+    sub_args ca = {.id = k->subscription, .out = sa->out,
+                   .invoice_now = sa->schedule->invoice_now, .details = &none};
+    int rc = sub_cancel_fn(c, &ca);
+    if (rc == TG_ESTATE && !sub_live(sa->out)) {
+        tg_err_clear(c->err);
+        if (!(rc = load_schedule(c, id, k)))
+            rc = schedule_refused(c, k, TG_SCHEDULE_CANCEL);
+        return rc;
+    }
+    return rc ? rc : load_schedule(c, id, k);
+}
+
 static int sub_schedule_fn(bctx *c, void *arg)
 {
     sub_args *sa = arg;
     const tg_schedule_params *p = sa->schedule;
+    tg_sub_schedule *k = sa->sched;
     tg_subscription *s = sa->out;
-    int rc = sub_enter(c, sa->id, s);
+    char sub_id[TG_ID_MAX];
+    int rc;
+    tg_strlcpy(sub_id, sa->id, sizeof sub_id);
+    if (p->op != TG_SCHEDULE_CREATE) { /* sa->id is the schedule's */
+        if ((rc = load_schedule(c, sa->id, k)))
+            return rc;
+        if (k->ended)
+            return schedule_refused(c, k, p->op);
+        if (p->op == TG_SCHEDULE_CANCEL)
+            return schedule_cancel(c, sa, k);
+        tg_strlcpy(sub_id, k->subscription, sizeof sub_id);
+    }
+    rc = sub_enter(c, sub_id, s);
     if (!rc)
         rc = sub_advance(c, s, c->now);
     if (rc)
         return rc;
-    *sa->when = c->now;
-    if (p->op != TG_SCHEDULE_CREATE && !s->schedule[0]) /* never made, or released */
-        return tg_err_set(c->err, TG_ENOTFOUND, "id", "No such subscription schedule.");
+    if (p->op != TG_SCHEDULE_CREATE && strcmp(s->schedule, k->id) != 0) {
+        /* Catching up ended it (its last phase started, a cancel_at came). */
+        if (!(rc = load_schedule(c, sa->id, k)))
+            rc = schedule_refused(c, k, p->op);
+        return rc;
+    }
     if (!sub_live(s))
         return tg_err_set(c->err, TG_ESTATE, NULL, "The subscription %s is canceled.", s->id);
     if (p->op == TG_SCHEDULE_CREATE && s->schedule[0])
         return tg_err_set(c->err, TG_ESTATE, "from_subscription",
                           "The subscription %s is already attached to the schedule %s.", s->id,
                           s->schedule);
+    if (p->op == TG_SCHEDULE_CREATE) { /* a schedule exists from its creation, phases or not */
+        sub_drop_schedule(s); /* nothing of an earlier one's plan (metadata) carries over */
+        memset(k, 0, sizeof *k);
+        if ((rc = bill_new_id(c, k->id, "sub_sched_")))
+            return rc;
+        tg_strlcpy(s->schedule, k->id, sizeof s->schedule);
+        tg_strlcpy(k->subscription, s->id, sizeof k->subscription);
+        k->created = c->now;
+    }
     if (p->op == TG_SCHEDULE_RELEASE) {
-        s->schedule[0] = '\0';
-        s->next_phase.set = false;
-        s->next_phase.nitems = 0;
-        s->schedule_metadata = (tg_metadata){0};
+        if ((rc = schedule_end(c, s, TG_SCHED_RELEASED, c->now, k)))
+            return rc;
+        sub_drop_schedule(s);
     }
     if (p->phases_set && (rc = check_phases(c, s, &p->checks)))
         return rc;
@@ -2122,24 +2254,173 @@ static int sub_schedule_fn(bctx *c, void *arg)
         (rc = metadata_merge(c, &s->schedule_metadata, p->metadata_clear, &p->metadata,
                              "metadata")))
         return rc;
-    if (p->op == TG_SCHEDULE_CREATE) { /* a schedule exists from its creation, phases or not */
-        snprintf(s->schedule, sizeof s->schedule, "sub_sched_%s", s->id + 4);
-        tg_idem_note_id(s->schedule); /* what a schedule create answers with */
-    }
-    if ((rc = bill_emit(c, "customer.subscription.updated", TG_OBJ_SUBSCRIPTION, s)))
+    if ((rc = bill_emit(c, "customer.subscription.updated", TG_OBJ_SUBSCRIPTION, s)) ||
+        (rc = save_sub(c, s)))
         return rc;
-    return save_sub(c, s);
+    if (p->op == TG_SCHEDULE_RELEASE)
+        return TG_OK; /* *k is the released schedule */
+    k->sub = *s;
+    return p->op == TG_SCHEDULE_CREATE ? save_schedule(c, k) : TG_OK;
 }
 
 int tg_subscription_schedule(tg_service *svc, const tg_scope *scope, const char *id,
-                             const tg_schedule_params *p, tg_arena *a, tg_subscription *out,
-                             int64_t *when, tg_err *err)
+                             const tg_schedule_params *p, tg_arena *a, tg_sub_schedule *out,
+                             tg_err *err)
 {
     int rc = tg_metadata_validate(&p->metadata, "metadata", err);
     if (rc)
         return rc;
-    sub_args sa = {.id = id, .out = out, .schedule = p, .when = when};
+    tg_subscription *s = tg_arena_alloc(a, sizeof *s);
+    if (!s)
+        return tg_err_set(err, TG_ENOMEM, NULL, NULL);
+    sub_args sa = {.id = id, .out = s, .schedule = p, .sched = out};
     return bill_write(svc, scope, a, sub_schedule_fn, &sa, err);
+}
+
+/* An active schedule is shown with its subscription as it is now. */
+static int schedule_with_sub(bctx *c, tg_sub_schedule *k)
+{
+    if (k->ended)
+        return TG_OK;
+    int rc = load_sub(c, k->subscription, NULL, &k->sub);
+    if (!rc)
+        refresh_prices(c, &k->sub);
+    return rc;
+}
+
+typedef struct sched_get_args {
+    const char *id;
+    tg_sub_schedule *out;
+} sched_get_args;
+
+static int sched_get_fn(bctx *c, void *arg)
+{
+    sched_get_args *g = arg;
+    int rc = load_schedule(c, g->id, g->out);
+    return rc ? rc : schedule_with_sub(c, g->out);
+}
+
+int tg_schedule_retrieve(tg_service *svc, const tg_scope *scope, const char *id, tg_arena *a,
+                         tg_sub_schedule *out, tg_err *err)
+{
+    sched_get_args g = {id, out};
+    return bill_read(svc, scope, a, sched_get_fn, &g, err);
+}
+
+typedef struct sched_list_args {
+    const tg_schedule_filter *f;
+    const tg_page *page;
+    tg_sub_schedule **out;
+    size_t *n;
+    bool *has_more;
+} sched_list_args;
+
+static int sched_list_fn(bctx *c, void *arg)
+{
+    sched_list_args *l = arg;
+    const tg_schedule_filter *sf = l->f;
+    tg_obj_filter f = {.customer = sf->customer, .active = -1, .created = sf->created};
+    /* released_at, canceled_at and completed_at are ranges of the lookup column (see
+     * save_schedule). A schedule ends once, so two of them match nothing; none completes
+     * (they end released) and none waits to start (scheduled). */
+    const tg_time_range *ended[] = {&sf->released_at, &sf->canceled_at, &sf->completed_at};
+    static const char *const words[] = {"released", "canceled", "completed"};
+    char lo[48], hi[48];
+    int nended = 0;
+    for (int i = 0; i < 3; i++)
+        if (ended[i]->set) {
+            nended++;
+            snprintf(lo, sizeof lo, "%s:%012lld", words[i], (long long)ended[i]->min);
+            snprintf(hi, sizeof hi, "%s:%012lld", words[i], (long long)ended[i]->max);
+            f.lookup_min = lo;
+            f.lookup_max = hi;
+        }
+    if (nended > 1 || sf->scheduled) {
+        *l->n = 0;
+        *l->has_more = false;
+        return TG_OK;
+    }
+    int rc = bill_list(c, KIND_SCHEDULE, &f, l->page, decode_schedule, sizeof **l->out,
+                       (void **)l->out, l->n, l->has_more);
+    for (size_t i = 0; !rc && i < *l->n; i++)
+        rc = schedule_with_sub(c, &(*l->out)[i]);
+    return rc;
+}
+
+int tg_schedule_list(tg_service *svc, const tg_scope *scope, const tg_schedule_filter *f,
+                     const tg_page *page, tg_arena *a, tg_sub_schedule **out, size_t *n,
+                     bool *has_more, tg_err *err)
+{
+    sched_list_args l = {f, page, out, n, has_more};
+    return bill_read(svc, scope, a, sched_list_fn, &l, err);
+}
+
+/* Data directories written before schedules had rows of their own keep each schedule only in
+ * its subscription, which was tagged " scheduled=1 " (released ones were dropped). Each gets
+ * its row, as those versions showed it: created with its subscription, and canceled with it
+ * if it is canceled; the oldest subscription's first, so that they list in the order they
+ * did. Done once, in one transaction, at start-up before anything runs; the setting
+ * SCHEDULE_ROWS records that it was. */
+#define SCHEDULE_ROWS "schedule_rows"
+
+/* Collects the subscriptions bill_each visits (arg: a sub_ptrs). */
+typedef struct sub_ptrs {
+    const tg_subscription **s;
+    size_t n, cap;
+} sub_ptrs;
+
+static int sub_ptrs_add(bctx *c, void *item, void *arg)
+{
+    sub_ptrs *l = arg;
+    if (!(l->s = bill_arena_room(c, l->s, l->n, &l->cap, sizeof *l->s)))
+        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+    l->s[l->n++] = item;
+    return TG_OK;
+}
+
+static int schedule_rows_fn(bctx *c, void *arg)
+{
+    const char *account = arg;
+    char *done = NULL;
+    tg_err ignore = {0};
+    if (c->s->ops->setting_get(c->s, SCHEDULE_ROWS, c->a, &done, &ignore) == TG_OK)
+        return TG_OK;
+    const tg_scope *saved = c->scope;
+    int rc = TG_OK;
+    for (int live = 0; !rc && live < 2; live++) {
+        tg_scope scope = {.livemode = live};
+        tg_strlcpy(scope.account, account, sizeof scope.account);
+        c->scope = &scope;
+        const char *tag = " scheduled=1 ";
+        tg_obj_filter f = {.active = -1, .tags = &tag, .ntags = 1};
+        sub_ptrs subs = {0};
+        rc = bill_each(c, KIND_SUB, &f, decode_sub, sizeof(tg_subscription), sub_ptrs_add, &subs);
+        for (size_t i = subs.n; !rc && i-- > 0;) { /* newest first: the oldest is last */
+            const tg_subscription *s = subs.s[i];
+            tg_sub_schedule k = {.created = s->created, .sub = *s};
+            tg_strlcpy(k.id, s->schedule, sizeof k.id);
+            tg_strlcpy(k.subscription, s->id, sizeof k.subscription);
+            if (!sub_live(s)) {
+                k.status = TG_SCHED_CANCELED;
+                k.ended = true;
+                k.canceled_at = s->ended_at ? s->ended_at : s->canceled_at;
+            }
+            if (s->schedule[0])
+                rc = save_schedule(c, &k);
+        }
+    }
+    c->scope = saved;
+    return rc ? rc : c->s->ops->setting_put(c->s, SCHEDULE_ROWS, "1", c->err);
+}
+
+int tg_billing_schedule_rows(tg_service *svc, const char *account, tg_err *err)
+{
+    tg_arena a;
+    tg_arena_init(&a, 0);
+    tg_scope none = {{0}, false};
+    int rc = bill_write(svc, &none, &a, schedule_rows_fn, (void *)account, err);
+    tg_arena_free(&a);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- invoices */

@@ -226,7 +226,6 @@ typedef struct tg_sub_filter {
     const char *customer, *price, *test_clock;
     int status; /* -1: every status but canceled (Stripe's default); -2: all */
     tg_time_range created;
-    bool scheduled; /* only those with a schedule (saved since schedules were tagged) */
 } tg_sub_filter;
 
 /* ---- invoices ---- */
@@ -399,10 +398,29 @@ typedef struct tg_phase_checks {
     size_t ncurrent;
     tg_phase_item current[TG_SUB_ITEMS_MAX]; /* phases[0][items] */
 } tg_phase_checks;
-/* A subscription schedule (sub_sched_X is subscription sub_X's): made from the subscription
- * (no change planned), updated (its next phase, taking effect at the next renewal, and its
- * metadata), or released (the plan dropped; the schedule is gone). */
-typedef enum { TG_SCHEDULE_CREATE, TG_SCHEDULE_UPDATE, TG_SCHEDULE_RELEASE } tg_schedule_op;
+/* A subscription schedule, made from a subscription (no change planned), updated (its next
+ * phase, taking effect at the next renewal, and its metadata), released (the plan dropped,
+ * the subscription goes on; also when its next phase starts) or canceled (with its
+ * subscription, however that is canceled). Each schedule is stored as an object of its own
+ * that names its subscription. While it is active, its plan (the next phase, the metadata)
+ * lives in the subscription, whose engine applies it, and `sub` is the subscription as it is
+ * now. Once ended, it keeps its final state: `sub` is then the subscription as it was when the
+ * schedule ended (its phases, items and metadata then), stored with it, and the subscription
+ * may get another schedule. An ended schedule cannot be changed. */
+typedef enum { TG_SCHED_ACTIVE, TG_SCHED_RELEASED, TG_SCHED_CANCELED } tg_sched_status;
+typedef struct tg_sub_schedule {
+    char id[TG_ID_MAX];
+    char subscription[TG_ID_MAX];
+    int64_t created;
+    tg_sched_status status;
+    int64_t released_at, canceled_at; /* 0 = null */
+    bool ended;                       /* status is not active: sub is the stored final state */
+    tg_subscription sub;
+} tg_sub_schedule;
+
+typedef enum {
+    TG_SCHEDULE_CREATE, TG_SCHEDULE_UPDATE, TG_SCHEDULE_RELEASE, TG_SCHEDULE_CANCEL
+} tg_schedule_op;
 typedef struct tg_schedule_params {
     tg_schedule_op op;
     bool phases_set; /* phases given: phase (if set) becomes the next phase, else none */
@@ -410,12 +428,29 @@ typedef struct tg_schedule_params {
     tg_phase_checks checks;
     bool metadata_clear;
     tg_metadata metadata;
+    bool invoice_now; /* cancel: a final invoice of the usage and pending lines */
 } tg_schedule_params;
 
-/* Runs p on subscription id's schedule; *when is the time of the change (the customer's). */
+/* Runs p: create makes a schedule from subscription `id`; the other ops run on schedule `id`
+ * (TG_ENOTFOUND naming "id" when there is none; TG_ESTATE when it has ended). */
 int tg_subscription_schedule(tg_service *svc, const tg_scope *scope, const char *id,
-                             const tg_schedule_params *p, tg_arena *a, tg_subscription *out,
-                             int64_t *when, tg_err *err);
+                             const tg_schedule_params *p, tg_arena *a, tg_sub_schedule *out,
+                             tg_err *err);
+int tg_schedule_retrieve(tg_service *svc, const tg_scope *scope, const char *id, tg_arena *a,
+                         tg_sub_schedule *out, tg_err *err);
+
+/* Filters of GET /v1/subscription_schedules (NULL / unset: any): the time a schedule was
+ * released, canceled or completed (Tollgate's never complete: they end released), and
+ * scheduled (not started yet: Tollgate's start when they are made). */
+typedef struct tg_schedule_filter {
+    const char *customer;
+    tg_time_range created, released_at, canceled_at, completed_at;
+    bool scheduled;
+} tg_schedule_filter;
+
+int tg_schedule_list(tg_service *svc, const tg_scope *scope, const tg_schedule_filter *f,
+                     const tg_page *page, tg_arena *a, tg_sub_schedule **out, size_t *n,
+                     bool *has_more, tg_err *err);
 
 int tg_invoice_retrieve(tg_service *svc, const tg_scope *scope, const char *id, tg_arena *a,
                         tg_invoice *out, tg_err *err);

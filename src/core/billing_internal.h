@@ -17,6 +17,7 @@
 #define KIND_CLOCK "test_clock"
 #define KIND_SUB "subscription"
 #define KIND_INVOICE "invoice"
+#define KIND_SCHEDULE "subscription_schedule"
 #define KIND_EVENT "event"
 
 /* One unit of billing work: a connection (the writer's inside a job, else a reader), the

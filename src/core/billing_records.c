@@ -13,7 +13,7 @@
  * member's type picks the width at compile time (_Generic), so a member of a type the table
  * cannot hold does not compile. A field can depend on a bool of its object (`flag`): it is
  * written only when the bool is true, and reading it sets the bool (a tier's optional amounts,
- * a product feature's limit, a subscription's next phase).
+ * a product feature's limit, a subscription's next phase, an ended schedule's final state).
  */
 #include "core/billing_records.h"
 
@@ -155,6 +155,16 @@ static const field subscription_fields[] = {
 };
 #undef T
 static const schema subscription_schema = SCHEMA(subscription_fields, tg_subscription);
+
+/* A schedule's row: its subscription's final state only once it has ended (an active one's
+ * plan is in its subscription). */
+#define T tg_sub_schedule
+static const field schedule_fields[] = {
+    ID(1, id), ID(2, subscription), INT(3, created), INT(4, status), INT(5, released_at),
+    INT(6, canceled_at), RECORD_WHEN(7, sub, subscription_schema, ended),
+};
+#undef T
+static const schema schedule_schema = SCHEMA(schedule_fields, tg_sub_schedule);
 
 #define T tg_invoice_line
 static const field line_fields[] = {
@@ -430,6 +440,15 @@ void tg_subscription_encode(tg_buf *b, const tg_subscription *s)
 int tg_subscription_decode(const void *data, size_t len, tg_arena *a, tg_subscription *s)
 {
     return decode(&subscription_schema, data, len, a, s);
+}
+
+void tg_sub_schedule_encode(tg_buf *b, const tg_sub_schedule *k)
+{
+    encode(b, &schedule_schema, k);
+}
+int tg_sub_schedule_decode(const void *data, size_t len, tg_arena *a, tg_sub_schedule *k)
+{
+    return decode(&schedule_schema, data, len, a, k);
 }
 
 void tg_invoice_encode(tg_buf *b, const tg_invoice *v) { encode(b, &invoice_schema, v); }

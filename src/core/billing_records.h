@@ -15,6 +15,8 @@ void tg_test_clock_encode(tg_buf *b, const tg_test_clock *c);
 int tg_test_clock_decode(const void *data, size_t len, tg_arena *a, tg_test_clock *c);
 void tg_subscription_encode(tg_buf *b, const tg_subscription *s);
 int tg_subscription_decode(const void *data, size_t len, tg_arena *a, tg_subscription *s);
+void tg_sub_schedule_encode(tg_buf *b, const tg_sub_schedule *k);
+int tg_sub_schedule_decode(const void *data, size_t len, tg_arena *a, tg_sub_schedule *k);
 void tg_invoice_encode(tg_buf *b, const tg_invoice *v);
 int tg_invoice_decode(const void *data, size_t len, tg_arena *a, tg_invoice *v);
 void tg_feature_encode(tg_buf *b, const tg_feature *f);

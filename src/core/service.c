@@ -564,6 +564,8 @@ int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *
         rc = tg_writer_start(&svc->writer, svc->wstore, clock, &wc, svc->overlay, svc->hash_seed,
                              err);
     }
+    if (!rc)
+        rc = tg_billing_schedule_rows(svc, svc->account, err);
     if (!rc && tg_billing_start(svc, !svc->cfg.no_billing_scheduler))
         rc = tg_err_set(err, TG_ENOMEM, NULL, "cannot start the billing scheduler");
     if (!rc)

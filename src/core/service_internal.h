@@ -72,6 +72,11 @@ int tg_test_clock_time(tg_service *svc, tg_store *s, const tg_scope *scope, cons
 int tg_billing_customer_deleted(tg_service *svc, tg_store *s, const tg_scope *scope,
                                 const tg_customer *cu, tg_arena *a, tg_err *err);
 
+/* Defined in billing.c: at start-up, before the scheduler runs, gives each schedule that a
+ * data directory from before schedules were stored on their own keeps only in its
+ * subscription a row of its own (once per directory; account is the directory's). */
+int tg_billing_schedule_rows(tg_service *svc, const char *account, tg_err *err);
+
 /* billing.c's state, owned by the service (NULL until tg_billing_start). */
 struct tg_billing **tg_service_billing(tg_service *svc);
 

@@ -43,6 +43,8 @@ typedef struct tg_obj_filter {
     const char *const *lookup_any;
     size_t nlookup;
     const char *lookup_prefix; /* lookup LIKE 'prefix%' */
+    const char *lookup_min, *lookup_max; /* lookup_min <= lookup <= lookup_max, in text order
+                                          * (both set, or neither) */
     const char *const *tags;   /* every one of these " name=value " words is in tags */
     size_t ntags;
     const char *without_tag;   /* this word is not in tags (NULL: no such condition) */

@@ -7,8 +7,9 @@
  * intents) are written as Stripe writes them when unused: null, false, 0 or [].
  *
  * Subscription schedules are supported for the change the seed documents need: a schedule
- * made from a subscription whose second phase replaces the items at the next renewal. Its id
- * is derived from the subscription's, so it needs no storage of its own.
+ * made from a subscription whose second phase replaces the items at the next renewal. A
+ * schedule is rendered from its subscription (core/billing.h's tg_sub_schedule): the one it
+ * manages now while it is active, or the copy kept from when it was released or canceled.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -343,11 +344,6 @@ static void render_item(tg_jw *w, const tg_subscription *s, const tg_sub_item *i
     jw_kstr(w, "subscription", s->id);
     empty_array(w, "tax_rates");
     jw_end(w);
-}
-
-static void schedule_id(const tg_subscription *s, char *out, size_t cap)
-{
-    snprintf(out, cap, "sub_sched_%s", s->id + 4);
 }
 
 static void render_subscription(tg_jw *w, const tg_subscription *s)
@@ -798,25 +794,30 @@ static void phase_end(tg_jw *w, int64_t start_date)
     jw_end(w);
 }
 
-/* released_at: when it was released just now (0: it was not). */
-static void render_schedule(tg_jw *w, const tg_subscription *s, int64_t released_at)
+/* A schedule shows its subscription's items and period as its current phase (as they are now,
+ * or were when it ended), and its next phase if it has one. */
+static void render_schedule(tg_jw *w, const tg_sub_schedule *k)
 {
-    char id[TG_ID_MAX + 16];
-    schedule_id(s, id, sizeof id);
+    static const char *const status_words[] = {"active", "released", "canceled"};
+    const tg_subscription *s = &k->sub;
+    bool released = k->status == TG_SCHED_RELEASED;
     jw_obj(w);
-    jw_kstr(w, "id", id);
+    jw_kstr(w, "id", k->id);
     jw_kstr(w, "object", "subscription_schedule");
     jw_knull(w, "application");
     billing_mode_classic(w);
-    bool canceled = s->status == TG_SUB_CANCELED;
-    jw_kint_or_null(w, "canceled_at", canceled ? s->canceled_at : 0);
+    jw_kint_or_null(w, "canceled_at", k->canceled_at);
     jw_knull(w, "completed_at");
-    jw_kint(w, "created", s->created);
-    jw_key(w, "current_phase");
-    jw_obj(w);
-    jw_kint(w, "end_date", s->period_end);
-    jw_kint(w, "start_date", s->period_start);
-    jw_end(w);
+    jw_kint(w, "created", k->created);
+    if (k->ended) {
+        jw_knull(w, "current_phase");
+    } else {
+        jw_key(w, "current_phase");
+        jw_obj(w);
+        jw_kint(w, "end_date", s->period_end);
+        jw_kint(w, "start_date", s->period_start);
+        jw_end(w);
+    }
     tg_expand_ref(w, "customer", s->customer, expand_customer);
     jw_knull(w, "customer_account");
     jw_key(w, "default_settings");
@@ -851,10 +852,10 @@ static void render_schedule(tg_jw *w, const tg_subscription *s, int64_t released
         phase_end(w, s->next_phase.start);
     }
     jw_aend(w);
-    jw_kint_or_null(w, "released_at", released_at);
-    jw_kstr(w, "released_subscription", released_at ? s->id : NULL);
-    jw_kstr(w, "status", canceled ? "canceled" : released_at ? "released" : "active");
-    tg_expand_ref(w, "subscription", s->id, expand_subscription);
+    jw_kint_or_null(w, "released_at", k->released_at);
+    jw_kstr(w, "released_subscription", released ? k->subscription : NULL);
+    jw_kstr(w, "status", status_words[k->status]);
+    tg_expand_ref(w, "subscription", released ? NULL : k->subscription, expand_subscription);
     tg_expand_ref(w, "test_clock", s->test_clock, tg_expand_test_clock);
     jw_end(w);
 }
@@ -875,22 +876,9 @@ static EXPANDER(expand_subscription, tg_subscription, tg_subscription_retrieve,
                 render_subscription)
 static EXPANDER(expand_product, tg_product, tg_product_retrieve, render_product)
 static EXPANDER(expand_price, tg_price, tg_price_retrieve, render_price)
+static EXPANDER(expand_schedule, tg_sub_schedule, tg_schedule_retrieve, render_schedule)
 EXPANDER(tg_expand_test_clock, tg_test_clock, tg_test_clock_retrieve, render_clock)
 #undef EXPANDER
-
-/* A schedule is its subscription's: sub_sched_X is sub_X's. */
-static bool expand_schedule(tg_req *req, const char *id)
-{
-    char sub_id[TG_ID_MAX];
-    tg_subscription s;
-    if (strncmp(id, "sub_sched_", 10) != 0)
-        return false;
-    snprintf(sub_id, sizeof sub_id, "sub_%s", id + 10);
-    if (tg_subscription_retrieve(req->svc, &req->scope, sub_id, &req->arena, &s, &req->err))
-        return false;
-    render_schedule(&req->jw, &s, 0);
-    return true;
-}
 
 /* ================================================================ products */
 
@@ -1768,18 +1756,7 @@ static int h_item_list(tg_req *req)
     return 200;
 }
 
-/* ---- schedules: sub_sched_X belongs to sub_X */
-
-static bool schedule_sub_id(tg_req *req, const char *sched, char *out, size_t cap)
-{
-    if (strncmp(sched, "sub_sched_", 10) != 0 || !sched[10]) {
-        tg_err_set(&req->err, TG_ENOTFOUND, "schedule", "No such subscription schedule: '%s'",
-                   sched);
-        return false;
-    }
-    snprintf(out, cap, "sub_%s", sched + 10);
-    return true;
-}
+/* ---- schedules */
 
 /* phases[1][items] (the phase after the current one) into sp->phase. phases[0] describes the
  * current phase and must end at the current period's end. No phases: phases_set stays false. */
@@ -1874,16 +1851,14 @@ static int h_schedule_create(tg_req *req)
     p_expand(req, "subscription_schedule");
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
-    tg_subscription s;
-    int64_t when;
-    if (tg_subscription_schedule(req->svc, &req->scope, from, &sp, &req->arena, &s, &when,
-                                 &req->err))
+    tg_sub_schedule k;
+    if (tg_subscription_schedule(req->svc, &req->scope, from, &sp, &req->arena, &k, &req->err))
         return tg_reply_error(req);
-    render_schedule(&req->jw, &s, 0);
+    render_schedule(&req->jw, &k);
     return 200;
 }
 
-/* A schedule is found through its subscription: a missing one is named as the schedule. */
+/* A missing schedule is named as Stripe names it. */
 static int schedule_error(tg_req *req)
 {
     if (req->err.code == TG_ENOTFOUND && strcmp(req->err.param, "id") == 0) {
@@ -1894,17 +1869,15 @@ static int schedule_error(tg_req *req)
     return tg_reply_error(req);
 }
 
-/* Runs sp on the schedule of the path and answers with it (released: as released). */
+/* Runs sp on the schedule of the path and answers with it (as it is after: released or
+ * canceled by release and cancel). An ended schedule is refused (400) and left as it is. */
 static int schedule_change(tg_req *req, const tg_schedule_params *sp)
 {
-    char sub_id[TG_ID_MAX];
-    tg_subscription s;
-    int64_t when;
-    if (!schedule_sub_id(req, tg_seg(req, 2), sub_id, sizeof sub_id) ||
-        tg_subscription_schedule(req->svc, &req->scope, sub_id, sp, &req->arena, &s, &when,
+    tg_sub_schedule k;
+    if (tg_subscription_schedule(req->svc, &req->scope, tg_seg(req, 2), sp, &req->arena, &k,
                                  &req->err))
         return schedule_error(req);
-    render_schedule(&req->jw, &s, sp->op == TG_SCHEDULE_RELEASE ? when : 0);
+    render_schedule(&req->jw, &k);
     return 200;
 }
 
@@ -1929,77 +1902,56 @@ static int h_schedule_release(tg_req *req)
     return schedule_change(req, &sp);
 }
 
-/* The subscription of the path's schedule, which must have one. */
-static bool scheduled_sub(tg_req *req, tg_subscription *s)
-{
-    char sub_id[TG_ID_MAX];
-    if (!schedule_sub_id(req, tg_seg(req, 2), sub_id, sizeof sub_id))
-        return false;
-    if (!tg_subscription_retrieve(req->svc, &req->scope, sub_id, &req->arena, s, &req->err) &&
-        !s->schedule[0])
-        tg_err_set(&req->err, TG_ENOTFOUND, "id", "No such subscription schedule.");
-    return !tg_req_failed(req);
-}
-
 /* POST /v1/subscription_schedules/:id/cancel: cancels its subscription at once, with a final
  * invoice of its usage and pending lines unless invoice_now=false (Stripe's default is true
  * here). prorate is refused, as on a subscription cancel: no credit is made for the unused
  * licensed time. */
 static int h_schedule_cancel(tg_req *req)
 {
-    bool invoice_now = true;
-    tg_cancel_details details = {0};
-    p_bool(req, NULL, "invoice_now", NULL, &invoice_now);
+    tg_schedule_params sp = {.op = TG_SCHEDULE_CANCEL, .invoice_now = true};
+    p_bool(req, NULL, "invoice_now", NULL, &sp.invoice_now);
     p_expand(req, "subscription_schedule");
-    tg_subscription s;
-    if (!tg_req_params_done(req) || !scheduled_sub(req, &s) ||
-        tg_subscription_cancel(req->svc, &req->scope, s.id, invoice_now, &details, &req->arena,
-                               &s, &req->err))
-        return schedule_error(req);
-    render_schedule(&req->jw, &s, 0);
-    return 200;
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    return schedule_change(req, &sp);
 }
 
 static int h_schedule_retrieve(tg_req *req)
 {
     p_expand(req, "subscription_schedule");
-    tg_subscription s;
-    if (!tg_req_params_done(req) || !scheduled_sub(req, &s))
+    tg_sub_schedule k;
+    if (!tg_req_params_done(req) ||
+        tg_schedule_retrieve(req->svc, &req->scope, tg_seg(req, 2), &req->arena, &k, &req->err))
         return schedule_error(req);
-    render_schedule(&req->jw, &s, 0);
+    render_schedule(&req->jw, &k);
     return 200;
 }
 
-/* GET /v1/subscription_schedules: the subscriptions' schedules, newest subscription first;
- * cursors are schedule ids. */
+/* GET /v1/subscription_schedules: every schedule, released and canceled ones too, newest
+ * first. */
 static int h_schedule_list(tg_req *req)
 {
     tg_page page;
-    tg_sub_filter f = {.status = -2, .scheduled = true};
-    char after[TG_ID_MAX], before[TG_ID_MAX];
+    tg_schedule_filter f = {0};
     if (!p_page(req, &page, "subscription_schedule"))
         return tg_reply_error(req);
     p_str(req, NULL, "customer", NULL, 255, &f.customer);
     p_created(req, &f.created);
+    p_time_range(req, "released_at", &f.released_at);
+    p_time_range(req, "canceled_at", &f.canceled_at);
+    p_time_range(req, "completed_at", &f.completed_at);
+    p_bool(req, NULL, "scheduled", NULL, &f.scheduled);
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
-    if ((page.starting_after &&
-         !schedule_sub_id(req, page.starting_after, after, sizeof after)) ||
-        (page.ending_before && !schedule_sub_id(req, page.ending_before, before, sizeof before)))
-        return tg_reply_error(req);
-    if (page.starting_after)
-        page.starting_after = after;
-    if (page.ending_before)
-        page.ending_before = before;
-    tg_subscription *items;
+    tg_sub_schedule *items;
     size_t n;
     bool more;
-    if (tg_subscription_list(req->svc, &req->scope, &f, &page, &req->arena, &items, &n, &more,
-                             &req->err))
+    if (tg_schedule_list(req->svc, &req->scope, &f, &page, &req->arena, &items, &n, &more,
+                         &req->err))
         return tg_reply_error(req);
     tg_list_begin(req, "/v1/subscription_schedules");
     for (size_t i = 0; i < n; i++)
-        render_schedule(&req->jw, &items[i], 0);
+        render_schedule(&req->jw, &items[i]);
     tg_list_end(req, more);
     return 200;
 }

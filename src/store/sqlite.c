@@ -1609,6 +1609,12 @@ static int sq_obj_list(tg_store *base, const tg_scope *scope, const char *kind,
                                 " AND substr(lookup,1,length(?%d))=?%d", nb + 6, nb + 6);
         binds[nb++] = f->lookup_prefix;
     }
+    if (f->lookup_min && f->lookup_max) {
+        len += (size_t)snprintf(extra + len, sizeof extra - len,
+                                " AND lookup>=?%d AND lookup<=?%d", nb + 6, nb + 7);
+        binds[nb++] = f->lookup_min;
+        binds[nb++] = f->lookup_max;
+    }
     for (size_t i = 0; i < f->ntags && nb < 30; i++) {
         len += (size_t)snprintf(extra + len, sizeof extra - len, " AND instr(tags,?%d)>0",
                                 nb + 6);

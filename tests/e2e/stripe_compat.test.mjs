@@ -342,7 +342,7 @@ test('lists of customers, products, prices, subscriptions and invoices filter by
   assert.ok((await stripe.prices.list({ product: cat.prod.id, created: { lte: now + 3600 } })).data.length > 0);
 });
 
-test('schedules: list, metadata, an update without phases, release and cancel; a subscription without one has none', async () => {
+test('schedules: list, metadata, an update without phases, release and cancel (both kept); a subscription without one has none', async () => {
   const cus = await payingCustomer();
   const other = await stripe.prices.create({ product: cat.prod.id, currency: 'usd', unit_amount: 2000, recurring: { interval: 'month' } });
   const plain = await stripe.subscriptions.create({ customer: cus.id, items: [{ price: cat.seat.id }] });
@@ -379,9 +379,11 @@ test('schedules: list, metadata, an update without phases, release and cancel; a
   assert.equal(after.schedule, null);
   assert.equal(after.status, 'active');
   assert.deepEqual(after.items.data.map((i) => i.price.id), [cat.seat.id]);
-  await expectStripeError(stripe.subscriptionSchedules.retrieve(sa.id), { status: 404 });
-  await expectStripeError(stripe.subscriptionSchedules.release(sa.id), { status: 404 });
-  assert.deepEqual((await stripe.subscriptionSchedules.list({ customer: cus.id })).data.map((x) => x.id), [sb.id]);
+  // Kept as released, as Stripe keeps it: retrieved and listed, but not released again.
+  assert.deepEqual(await stripe.subscriptionSchedules.retrieve(sa.id), released);
+  await expectStripeError(stripe.subscriptionSchedules.release(sa.id), { status: 400, code: 'resource_state_invalid' });
+  assert.deepEqual((await stripe.subscriptionSchedules.list({ customer: cus.id })).data.map((x) => [x.id, x.status]),
+    [[sb.id, 'active'], [sa.id, 'released']]);
 
   // Cancel: its subscription ends at once, with a final invoice of its usage (invoice_now is
   // true by default here, as on Stripe); prorate is refused as on a subscription cancel.

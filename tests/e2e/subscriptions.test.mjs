@@ -557,6 +557,177 @@ describe('cancellation', () => {
 
 // ---------------------------------------------------------------------------------------------
 
+describe('schedules that end stay retrievable, as on Stripe', () => {
+  const phasesTo = (price) => [{ items: [{ price: cat.seat.id, quantity: 1 }] }, { items: [{ price: price.id, quantity: 2 }] }];
+  const phasePrices = (k) => k.phases.map((p) => p.items.map((i) => [i.price, i.quantity]));
+  const listed = async (params) => (await stripe.subscriptionSchedules.list(params)).data.map((k) => [k.id, k.status]);
+
+  test('release: retrieved as released, with its subscription as released_subscription, and still listed', async () => {
+    const T = utc(2026, 1, 1);
+    const w = await world(T);
+    const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat.id }] });
+    const sched = await stripe.subscriptionSchedules.create({ from_subscription: sub.id, metadata: { team: 'a' } });
+    assert.equal(sched.created, T);
+    await stripe.subscriptionSchedules.update(sched.id, { phases: phasesTo(cat.addon) });
+    const AT = T + 3 * DAY + 5 * HOUR;
+    await w.advance(AT);
+    const released = await stripe.subscriptionSchedules.release(sched.id);
+    const got = await stripe.subscriptionSchedules.retrieve(sched.id);
+    assert.deepEqual(got, released);
+    assert.equal(got.id, sched.id);
+    assert.equal(got.status, 'released');
+    assert.equal(got.released_at, AT);
+    assert.equal(got.released_subscription, sub.id);
+    assert.equal(got.subscription, null);
+    assert.equal(got.canceled_at, null);
+    assert.equal(got.completed_at, null);
+    assert.equal(got.current_phase, null);
+    assert.equal(got.created, T);
+    // Its final state: the phases and metadata it had when it was released.
+    assert.deepEqual(phasePrices(got), [[[cat.seat.id, 1]], [[cat.addon.id, 2]]]);
+    assert.deepEqual(got.metadata, { team: 'a' });
+    // The subscription goes on without it.
+    const s = await stripe.subscriptions.retrieve(sub.id);
+    assert.equal(s.schedule, null);
+    assert.equal(s.status, 'active');
+    assert.deepEqual(s.items.data.map((i) => i.price.id), [cat.seat.id]);
+    // Listed, and found by when it was released.
+    assert.deepEqual(await listed({ customer: w.cus.id }), [[sched.id, 'released']]);
+    assert.deepEqual(await listed({ customer: w.cus.id, released_at: AT }), [[sched.id, 'released']]);
+    assert.deepEqual(await listed({ customer: w.cus.id, released_at: { gte: AT, lt: AT + 1 } }), [[sched.id, 'released']]);
+    assert.deepEqual(await listed({ customer: w.cus.id, released_at: { gt: AT } }), []);
+    assert.deepEqual(await listed({ customer: w.cus.id, canceled_at: { gte: T } }), []);
+    assert.deepEqual(await listed({ customer: w.cus.id, completed_at: { gte: T } }), []);
+    assert.deepEqual(await listed({ customer: w.cus.id, scheduled: true }), []);
+    assert.deepEqual(await listed({ customer: w.cus.id, scheduled: false }), [[sched.id, 'released']]);
+  });
+
+  test('cancel: retrieved as canceled, with canceled_at, and still listed', async () => {
+    const T = utc(2026, 1, 1);
+    const w = await world(T);
+    const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat.id }] });
+    const sched = await stripe.subscriptionSchedules.create({ from_subscription: sub.id });
+    await stripe.subscriptionSchedules.update(sched.id, { phases: phasesTo(cat.addon), metadata: { k: 'v' } });
+    const AT = T + 10 * DAY;
+    await w.advance(AT);
+    const canceled = await stripe.subscriptionSchedules.cancel(sched.id, { invoice_now: false });
+    const got = await stripe.subscriptionSchedules.retrieve(sched.id);
+    assert.deepEqual(got, canceled);
+    assert.equal(got.status, 'canceled');
+    assert.equal(got.canceled_at, AT);
+    assert.equal(got.released_at, null);
+    assert.equal(got.released_subscription, null);
+    assert.equal(got.subscription, sub.id);
+    assert.equal(got.current_phase, null);
+    assert.deepEqual(phasePrices(got), [[[cat.seat.id, 1]], [[cat.addon.id, 2]]]);
+    assert.deepEqual(got.metadata, { k: 'v' });
+    const s = await stripe.subscriptions.retrieve(sub.id);
+    assert.equal(s.status, 'canceled');
+    assert.equal(s.schedule, sched.id);
+    assert.deepEqual(await listed({ customer: w.cus.id }), [[sched.id, 'canceled']]);
+    assert.deepEqual(await listed({ customer: w.cus.id, canceled_at: { lte: AT } }), [[sched.id, 'canceled']]);
+    assert.deepEqual(await listed({ customer: w.cus.id, canceled_at: { lt: AT } }), []);
+    assert.deepEqual(await listed({ customer: w.cus.id, released_at: { gte: T } }), []);
+    // A subscription canceled directly cancels its schedule too.
+    const other = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat.id }] });
+    const os = await stripe.subscriptionSchedules.create({ from_subscription: other.id });
+    await w.advance(AT + HOUR);
+    await stripe.subscriptions.cancel(other.id);
+    const oc = await stripe.subscriptionSchedules.retrieve(os.id);
+    assert.deepEqual([oc.status, oc.canceled_at, oc.current_phase], ['canceled', AT + HOUR, null]);
+  });
+
+  test('a schedule whose last phase starts is released then, keeping the phases it had', async () => {
+    const T = utc(2026, 1, 1);
+    const END = utc(2026, 2, 1);
+    const w = await world(T);
+    const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat.id }] });
+    const sched = await stripe.subscriptionSchedules.create({ from_subscription: sub.id, metadata: { plan: 'upgrade' } });
+    await stripe.subscriptionSchedules.update(sched.id, { phases: phasesTo(cat.addon) });
+    await w.advance(END + 2 * HOUR);
+    const got = await stripe.subscriptionSchedules.retrieve(sched.id);
+    assert.equal(got.status, 'released');
+    assert.equal(got.released_at, END);
+    assert.equal(got.released_subscription, sub.id);
+    assert.equal(got.subscription, null);
+    assert.equal(got.current_phase, null);
+    assert.deepEqual(phasePrices(got), [[[cat.seat.id, 1]], [[cat.addon.id, 2]]]);
+    assert.deepEqual(got.phases.map((p) => [p.start_date, p.end_date]), [[T, END], [END, utc(2026, 3, 1)]]);
+    assert.deepEqual(got.metadata, { plan: 'upgrade' });
+    const s = await stripe.subscriptions.retrieve(sub.id);
+    assert.equal(s.schedule, null);
+    assert.deepEqual(s.items.data.map((i) => [i.price.id, i.quantity]), [[cat.addon.id, 2]]);
+    assert.deepEqual(await listed({ customer: w.cus.id, released_at: { gte: END, lte: END } }), [[sched.id, 'released']]);
+  });
+
+  test('an ended schedule cannot be updated, released or canceled, and a refusal changes nothing', async () => {
+    const T = utc(2026, 1, 1);
+    const w = await world(T);
+    const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat.id }] });
+    const rel = await stripe.subscriptionSchedules.create({ from_subscription: sub.id, metadata: { a: '1' } });
+    await w.advance(T + DAY);
+    const released = await stripe.subscriptionSchedules.release(rel.id);
+    const invoicesBefore = (await w.invoices(sub)).map((i) => i.id);
+    await w.advance(T + 2 * DAY);
+    const refusal = (verb, status) => ({ status: 400, type: 'invalid_request_error',
+      message: `You cannot ${verb} a subscription schedule that is currently in the \`${status}\` status.` });
+    await expectStripeError(stripe.subscriptionSchedules.update(rel.id, { metadata: { a: '2' } }), refusal('update', 'released'));
+    await expectStripeError(stripe.subscriptionSchedules.update(rel.id, { phases: phasesTo(cat.addon) }), refusal('update', 'released'));
+    await expectStripeError(stripe.subscriptionSchedules.release(rel.id), refusal('release', 'released'));
+    await expectStripeError(stripe.subscriptionSchedules.cancel(rel.id), refusal('cancel', 'released'));
+    assert.deepEqual(await stripe.subscriptionSchedules.retrieve(rel.id), released);
+    const s = await stripe.subscriptions.retrieve(sub.id);
+    assert.equal(s.status, 'active', 'canceling the released schedule did not cancel its subscription');
+    assert.equal(s.schedule, null);
+    assert.deepEqual((await w.invoices(sub)).map((i) => i.id), invoicesBefore);
+
+    const other = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat.id }] });
+    const can = await stripe.subscriptionSchedules.create({ from_subscription: other.id });
+    const canceled = await stripe.subscriptionSchedules.cancel(can.id);
+    await expectStripeError(stripe.subscriptionSchedules.update(can.id, { metadata: { a: '2' } }), refusal('update', 'canceled'));
+    await expectStripeError(stripe.subscriptionSchedules.release(can.id), refusal('release', 'canceled'));
+    await expectStripeError(stripe.subscriptionSchedules.cancel(can.id), refusal('cancel', 'canceled'));
+    assert.deepEqual(await stripe.subscriptionSchedules.retrieve(can.id), canceled);
+  });
+
+  test('after a release the subscription can have another schedule; both are kept', async () => {
+    const T = utc(2026, 1, 1);
+    const END = utc(2026, 2, 1);
+    const w = await world(T);
+    const sub = await stripe.subscriptions.create({ customer: w.cus.id, items: [{ price: cat.seat.id }] });
+    const first = await stripe.subscriptionSchedules.create({ from_subscription: sub.id, metadata: { gen: '1' } });
+    await stripe.subscriptionSchedules.update(first.id, { phases: phasesTo(cat.addon) });
+    await w.advance(T + DAY);
+    const released = await stripe.subscriptionSchedules.release(first.id);
+    await w.advance(T + 2 * DAY);
+    const second = await stripe.subscriptionSchedules.create({ from_subscription: sub.id });
+    assert.notEqual(second.id, first.id);
+    assert.equal(second.status, 'active');
+    assert.equal(second.subscription, sub.id);
+    assert.equal(second.created, T + 2 * DAY);
+    assert.deepEqual(second.metadata, {}, 'nothing of the first one carries over');
+    assert.equal(second.phases.length, 1);
+    assert.equal((await stripe.subscriptions.retrieve(sub.id)).schedule, second.id);
+    assert.deepEqual(await stripe.subscriptionSchedules.retrieve(first.id), released);
+    assert.deepEqual(await listed({ customer: w.cus.id }), [[second.id, 'active'], [first.id, 'released']]);
+    assert.deepEqual((await stripe.subscriptionSchedules.list({ customer: w.cus.id, starting_after: second.id })).data.map((k) => k.id), [first.id]);
+
+    // The second one's last phase starts: released in turn; a third starts afresh.
+    await stripe.subscriptionSchedules.update(second.id, { phases: phasesTo(cat.addon), metadata: { gen: '2' } });
+    await w.advance(END + 2 * HOUR);
+    assert.equal((await stripe.subscriptionSchedules.retrieve(second.id)).status, 'released');
+    const third = await stripe.subscriptionSchedules.create({ from_subscription: sub.id });
+    assert.deepEqual(third.metadata, {});
+    assert.deepEqual(third.phases.map((p) => p.items.map((i) => i.price)), [[cat.addon.id]]);
+    const withSchedule = await stripe.subscriptions.retrieve(sub.id, { expand: ['schedule'] });
+    assert.equal(withSchedule.schedule.id, third.id);
+    assert.deepEqual(await listed({ customer: w.cus.id }),
+      [[third.id, 'active'], [second.id, 'released'], [first.id, 'released']]);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+
 describe('invoices', () => {
   test('list filters and retrieve', async () => {
     const T = utc(2026, 1, 1);

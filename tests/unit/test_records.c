@@ -2,7 +2,7 @@
  *
  * Billing objects live on disk as tagged-field records, so these tests pin the round trip of
  * every object kind (every field that matters back unchanged, nested tiers, items with their
- * price copy, pending lines, invoice lines, event snapshots), that unknown tags are skipped
+ * price copy, pending lines, invoice lines, event snapshots, schedules), that unknown tags are skipped
  * (a newer field must not break an older reader) and that corrupt or truncated records are
  * refused instead of being read past their end.
  */
@@ -221,6 +221,48 @@ static void test_subscription_round_trip(void **state)
     tg_buf_free(&b);
 }
 
+/* A schedule's row: an active one holds no subscription (its plan is in its subscription's
+ * record); an ended one holds its subscription's final state. */
+static void test_schedule_round_trip(void **state)
+{
+    (void)state;
+    tg_sub_item items[2];
+    tg_pending_line pending;
+    tg_sub_schedule k;
+    memset(&k, 0, sizeof k);
+    strcpy(k.id, "sub_sched_1");
+    strcpy(k.subscription, "sub_1");
+    k.created = 1767225600;
+    sample_subscription(items, &pending, &k.sub);
+    tg_buf b;
+    tg_buf_init(&b, TG_RECORD_MAX);
+    tg_sub_schedule_encode(&b, &k);
+    tg_sub_schedule t;
+    assert_int_equal(tg_sub_schedule_decode(b.data, b.len, &arena, &t), 0);
+    assert_string_equal(t.id, "sub_sched_1");
+    assert_string_equal(t.subscription, "sub_1");
+    assert_int_equal(t.created, 1767225600);
+    assert_int_equal(t.status, TG_SCHED_ACTIVE);
+    assert_false(t.ended);
+    assert_string_equal(t.sub.id, ""); /* not stored while active */
+
+    k.status = TG_SCHED_RELEASED;
+    k.ended = true;
+    k.released_at = 1769904000;
+    tg_buf_reset(&b);
+    tg_sub_schedule_encode(&b, &k);
+    assert_int_equal(tg_sub_schedule_decode(b.data, b.len, &arena, &t), 0);
+    assert_int_equal(t.status, TG_SCHED_RELEASED);
+    assert_true(t.ended);
+    assert_int_equal(t.released_at, 1769904000);
+    assert_int_equal(t.canceled_at, 0);
+    assert_string_equal(t.sub.id, "sub_1");
+    assert_int_equal(t.sub.nitems, 2);
+    assert_true(t.sub.next_phase.set);
+    assert_string_equal(t.sub.next_phase.items[0].price, "price_2");
+    tg_buf_free(&b);
+}
+
 static void test_invoice_and_event_round_trip(void **state)
 {
     (void)state;
@@ -278,9 +320,10 @@ static uint64_t bytes_hash(const tg_buf *b)
 }
 
 /* Stored rows are read by later versions: the bytes a subscription (every kind of field,
- * nested prices with tiers, pending lines, a next phase) and an event snapshot of it encode
- * to are pinned. These values were produced by the hand-written encoders that came before
- * the table-driven ones; if this fails, a tag or a field's encoding changed, and old rows
+ * nested prices with tiers, pending lines, a next phase), an event snapshot of it and an
+ * ended schedule holding it encode to are pinned. The first two values were produced by the
+ * hand-written encoders that came before the table-driven ones, the schedule's when schedules
+ * got rows of their own; if this fails, a tag or a field's encoding changed, and old rows
  * would no longer read back as they were written. */
 static void test_stored_bytes_are_pinned(void **state)
 {
@@ -305,6 +348,20 @@ static void test_stored_bytes_are_pinned(void **state)
     tg_billing_event_encode(&b, &e);
     assert_int_equal(b.len, 488);
     assert_int_equal(bytes_hash(&b), 3430864504706698098ULL);
+    /* A canceled schedule holding that subscription as its final state. */
+    tg_sub_schedule k;
+    memset(&k, 0, sizeof k);
+    strcpy(k.id, "sub_sched_1");
+    strcpy(k.subscription, "sub_1");
+    k.created = 1767225600;
+    k.status = TG_SCHED_CANCELED;
+    k.canceled_at = 1767312000;
+    k.ended = true;
+    k.sub = s;
+    tg_buf_reset(&b);
+    tg_sub_schedule_encode(&b, &k);
+    assert_int_equal(b.len, 476);
+    assert_int_equal(bytes_hash(&b), 0x49cebffe1f89e577ULL);
     tg_buf_free(&b);
 }
 
@@ -341,6 +398,7 @@ int main(void)
         cmocka_unit_test(test_invoice_and_event_round_trip),
         cmocka_unit_test(test_unknown_tags_are_skipped),
         cmocka_unit_test(test_stored_bytes_are_pinned),
+        cmocka_unit_test(test_schedule_round_trip),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

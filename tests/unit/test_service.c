@@ -7,8 +7,9 @@
  * recently received event, cancellations, hourly summaries with their cursors, one active meter
  * per event name, idempotency claims, and that everything survives a close and reopen. And
  * that the entitlement registry keeps live usage sessions only (its memory and the walk every
- * check makes follow the calls in progress, not every call a customer ever made). And the
- * SHA-256 that keys are stored under, against known answers.
+ * check makes follow the calls in progress, not every call a customer ever made). That a data
+ * directory from before schedules had rows of their own gets them at its first start. And
+ * the SHA-256 that keys are stored under, against known answers.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -24,6 +25,8 @@
 
 #include "base/ids.h"
 #include "core/billing.h"
+#include "core/billing_records.h"
+#include "core/record.h"
 #include "core/entitlements.h"
 #include "core/metering.h"
 #include "core/service.h"
@@ -1192,6 +1195,169 @@ static void test_sha256_known_answers(void **state)
     }
 }
 
+/* A subscription as a version from before schedules had rows of their own saved it, with
+ * the schedule it held (schedule "" for none): its record, and the row's columns with the
+ * " scheduled=1 " tag those versions wrote. */
+static void put_older_subscription(tg_store *st, const tg_scope *scope, tg_subscription *s,
+                                   tg_sub_item *item)
+{
+    memset(item, 0, sizeof *item);
+    strcpy(item->id, "si_older");
+    strcpy(item->price.id, "price_older");
+    strcpy(item->price.product, "prod_older");
+    strcpy(item->price.currency, "usd");
+    item->price.recurring = item->price.active = true;
+    item->price.interval = TG_INTERVAL_MONTH;
+    item->price.interval_count = 1;
+    item->quantity = 1;
+    item->created = s->created;
+    strcpy(s->customer, "cus_older");
+    strcpy(s->currency, "usd");
+    s->interval = TG_INTERVAL_MONTH;
+    s->interval_count = 1;
+    s->start_date = s->billing_cycle_anchor = s->period_start = s->created;
+    s->anchor_month = s->anchor_hour = s->anchor_minute = s->anchor_second = -1;
+    s->items = item;
+    s->nitems = 1;
+    tg_buf b;
+    tg_buf_init(&b, TG_RECORD_MAX);
+    tg_subscription_encode(&b, s);
+    const char *words[] = {"trialing", "active", "past_due", "canceled", "paused"};
+    tg_obj o = {.kind = "subscription", .created = s->created, .customer = s->customer,
+                .lookup = words[s->status], .active = s->status != TG_SUB_CANCELED,
+                .due = s->status != TG_SUB_CANCELED ? s->period_end : 0,
+                .tags = s->schedule[0]
+                            ? " price=price_older product=prod_older item=si_older scheduled=1 "
+                            : " price=price_older product=prod_older item=si_older ",
+                .body = b.data, .len = b.len};
+    strcpy(o.id, s->id);
+    tg_err err = {0};
+    assert_int_equal(st->ops->obj_put(st, scope, &o, &err), TG_OK);
+    tg_buf_free(&b);
+}
+
+/* A data directory from before schedules had rows of their own: a subscription holds its
+ * active schedule (named after it, with a next phase and metadata), another's schedule was
+ * canceled with it, a third never had one. The first start gives each schedule a row, as those
+ * versions showed it: both are retrieved and listed (newest subscription first, as then), the
+ * active one can still be released (and is then kept), and a later start changes nothing. */
+static void test_schedules_of_an_older_directory(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    *state = f;
+    snprintf(f->dir, sizeof f->dir, "/tmp/tg-service-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    f->now = T0;
+    f->clock.now = fake_now;
+    f->clock.ctx = &f->now;
+    tg_arena_init(&f->a, 0);
+    tg_scope scope = {.livemode = false};
+    strcpy(scope.account, "acct_older");
+
+    tg_store *st;
+    tg_err err = {0};
+    assert_int_equal(tg_store_sqlite_open(f->dir, &st, &err), TG_OK);
+    assert_int_equal(st->ops->setting_put(st, "account_id", scope.account, &err), TG_OK);
+    tg_customer cu;
+    memset(&cu, 0, sizeof cu);
+    strcpy(cu.id, "cus_older");
+    cu.created = T0 - 90 * 86400;
+    assert_int_equal(st->ops->customer_put(st, &scope, &cu, &err), TG_OK);
+    tg_kv team = {"team", "a"};
+    tg_subscription active, canceled, plain;
+    tg_sub_item items[3];
+    memset(&active, 0, sizeof active);
+    strcpy(active.id, "sub_olderA");
+    strcpy(active.schedule, "sub_sched_olderA");
+    active.created = T0 - 40 * 86400;
+    active.period_end = T0 + 20 * 86400;
+    active.schedule_metadata = (tg_metadata){&team, 1};
+    active.next_phase.set = true;
+    active.next_phase.start = active.period_end;
+    active.next_phase.nitems = 1;
+    strcpy(active.next_phase.items[0].price, "price_next");
+    active.next_phase.items[0].quantity = 2;
+    active.status = TG_SUB_ACTIVE;
+    put_older_subscription(st, &scope, &active, &items[0]);
+    memset(&canceled, 0, sizeof canceled);
+    strcpy(canceled.id, "sub_olderB");
+    strcpy(canceled.schedule, "sub_sched_olderB");
+    canceled.created = T0 - 30 * 86400;
+    canceled.status = TG_SUB_CANCELED;
+    canceled.canceled_at = canceled.ended_at = canceled.period_end = T0 - 86400;
+    put_older_subscription(st, &scope, &canceled, &items[1]);
+    memset(&plain, 0, sizeof plain);
+    strcpy(plain.id, "sub_olderC");
+    plain.created = T0 - 20 * 86400;
+    plain.period_end = T0 + 10 * 86400;
+    plain.status = TG_SUB_ACTIVE;
+    put_older_subscription(st, &scope, &plain, &items[2]);
+    st->ops->close(st);
+
+    assert_int_equal(open_service(f), TG_OK);
+    tg_sub_schedule k;
+    assert_int_equal(tg_schedule_retrieve(f->svc, &scope, "sub_sched_olderA", &f->a, &k, &err),
+                     TG_OK);
+    assert_int_equal(k.status, TG_SCHED_ACTIVE);
+    assert_string_equal(k.subscription, "sub_olderA");
+    assert_int_equal(k.created, active.created);
+    assert_true(k.sub.next_phase.set);
+    assert_string_equal(k.sub.next_phase.items[0].price, "price_next");
+    assert_int_equal(k.sub.schedule_metadata.n, 1);
+    assert_int_equal(tg_schedule_retrieve(f->svc, &scope, "sub_sched_olderB", &f->a, &k, &err),
+                     TG_OK);
+    assert_int_equal(k.status, TG_SCHED_CANCELED);
+    assert_int_equal(k.canceled_at, T0 - 86400);
+    assert_string_equal(k.sub.id, "sub_olderB");
+    tg_err missing = {0};
+    assert_int_equal(tg_schedule_retrieve(f->svc, &scope, "sub_sched_olderC", &f->a, &k,
+                                          &missing),
+                     TG_ENOTFOUND);
+
+    tg_schedule_filter all = {.customer = "cus_older"};
+    tg_page page = {.limit = 10};
+    tg_sub_schedule *list;
+    size_t n;
+    bool more;
+    assert_int_equal(tg_schedule_list(f->svc, &scope, &all, &page, &f->a, &list, &n, &more,
+                                      &err),
+                     TG_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(list[0].id, "sub_sched_olderB");
+    assert_string_equal(list[1].id, "sub_sched_olderA");
+    tg_schedule_filter canceled_then = {.customer = "cus_older",
+                                        .canceled_at = {true, T0 - 86400, T0 - 86400}};
+    assert_int_equal(tg_schedule_list(f->svc, &scope, &canceled_then, &page, &f->a, &list, &n,
+                                      &more, &err),
+                     TG_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(list[0].id, "sub_sched_olderB");
+
+    /* The active one goes on as any schedule: released, it is kept as released. */
+    tg_schedule_params release = {.op = TG_SCHEDULE_RELEASE};
+    assert_int_equal(tg_subscription_schedule(f->svc, &scope, "sub_sched_olderA", &release,
+                                              &f->a, &k, &err),
+                     TG_OK);
+    assert_int_equal(k.status, TG_SCHED_RELEASED);
+    assert_int_equal(k.released_at, T0);
+    tg_subscription s;
+    assert_int_equal(tg_subscription_retrieve(f->svc, &scope, "sub_olderA", &f->a, &s, &err),
+                     TG_OK);
+    assert_string_equal(s.schedule, "");
+
+    /* A later start leaves the rows as they are. */
+    tg_service_close(f->svc);
+    f->svc = NULL;
+    assert_int_equal(open_service(f), TG_OK);
+    assert_int_equal(tg_schedule_list(f->svc, &scope, &all, &page, &f->a, &list, &n, &more,
+                                      &err),
+                     TG_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(list[1].status, TG_SCHED_RELEASED);
+    assert_int_equal(list[0].status, TG_SCHED_CANCELED);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1215,6 +1381,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ended_sessions_leave_the_registry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stopped_sessions_leave_the_registry, setup,
                                         teardown),
+        cmocka_unit_test_teardown(test_schedules_of_an_older_directory, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
