@@ -283,18 +283,34 @@ static int registry_put(struct tg_ent_registry *r, const tg_scope *scope, const 
     return TG_OK;
 }
 
-/* A time moved back to its minute: usage is kept per minute, and the minute holding a period
- * bound belongs to the later period (tg_usage_between's rule). */
+/* A time moved back to its minute. */
 static int64_t minute_of(int64_t t)
 {
     return t - (t % 60 + 60) % 60;
+}
+
+/* The minutes a grant's limit counts, [count_from, count_to): those its period's invoice
+ * bills. Usage is kept per minute, and billing gives a minute holding a period bound to the
+ * interval it starts in (billing.c, minute_up): the period ending inside a minute bills that
+ * whole minute, and the renewal after it starts with the next one. A first period (or the
+ * first after a trial starts it: see renewal) counts the minute it starts in, as its invoice
+ * does. Counting the last minute in the next period instead let usage past a hard cap through
+ * for the last seconds of every period that does not end on a whole minute. */
+static int64_t count_from(const tg_grant *g)
+{
+    return g->renewal ? minute_of(g->period_start + 59) : minute_of(g->period_start);
+}
+
+static int64_t count_to(const tg_grant *g)
+{
+    return minute_of(g->period_end + 59);
 }
 
 static void count_usage(ent_grant *g, size_t n, int64_t meter_seq, int64_t minute, tg_dec sum)
 {
     for (size_t i = 0; i < n; i++)
         if (g[i].g.limit.set && g[i].meter_seq == meter_seq &&
-            minute >= minute_of(g[i].g.period_start) && minute < minute_of(g[i].g.period_end))
+            minute >= count_from(&g[i].g) && minute < count_to(&g[i].g))
             tg_dec_add(g[i].used, sum, &g[i].used);
 }
 
@@ -358,6 +374,14 @@ typedef struct grant_set {
     const tg_subscription *sub; /* the subscription being read */
 } grant_set;
 
+/* Whether s's current period follows one of its own (a renewal, or the paid period after a
+ * trial or a pause), whose line billed the minute holding its start (billing.c, minute_up
+ * and paid_from), or is its first. */
+static bool sub_renewal(const tg_subscription *s)
+{
+    return s->period_start > s->start_date;
+}
+
 static int grant_add(bctx *c, void *item, void *arg)
 {
     tg_product_feature *pf = item;
@@ -380,6 +404,7 @@ static int grant_add(bctx *c, void *item, void *arg)
             g->limit = pf->limit;
             g->period_start = gs->sub->period_start;
             g->period_end = gs->sub->period_end;
+            g->renewal = sub_renewal(gs->sub);
         }
         return TG_OK;
     }
@@ -392,6 +417,7 @@ static int grant_add(bctx *c, void *item, void *arg)
     g->limit = pf->limit;
     g->period_start = gs->sub->period_start;
     g->period_end = gs->sub->period_end;
+    g->renewal = sub_renewal(gs->sub);
     return TG_OK;
 }
 
@@ -511,7 +537,7 @@ static int install(bctx *c, const char *customer, int64_t customer_seq, const tg
             tg_strlcpy(eg[i].event_name, m.event_name, sizeof eg[i].event_name);
         }
         int rc = tg_usage_between(c->svc, c->s, c->scope, g[i].limit.meter, customer,
-                                  g[i].period_start, g[i].period_end, &eg[i].used, NULL, c->err);
+                                  count_from(&g[i]), count_to(&g[i]), &eg[i].used, NULL, c->err);
         if (rc && rc != TG_ENOTFOUND)
             return rc;
     }
@@ -1285,9 +1311,8 @@ static tg_dec available_units(bctx *c, const tg_usage_session *u, int64_t t, boo
         bool hard = g->g.limit.set && g->g.limit.hard; /* a soft limit is reported only */
         bool own = strcmp(g->g.lookup_key, u->feature) == 0;
         *entitled |= own && !ended;
-        bool counts = ended ? t >= minute_of(g->g.period_start) &&
-                                  t < minute_of(g->g.period_end)
-                            : t >= c->now || t >= minute_of(g->g.period_start);
+        bool counts = ended ? t >= count_from(&g->g) && t < count_to(&g->g)
+                            : t >= c->now || t >= count_from(&g->g);
         if (!hard || !counts)
             continue;
         if (strcmp(g->event_name, u->event_name) != 0) {
@@ -1296,8 +1321,7 @@ static tg_dec available_units(bctx *c, const tg_usage_session *u, int64_t t, boo
             continue;
         }
         tg_dec units = units_left(g, ended ? held_before_locked(node, u->event_name, u->id,
-                                                                c->now,
-                                                                minute_of(g->g.period_end))
+                                                                c->now, count_to(&g->g))
                                            : held);
         if (!*limited || units < avail)
             avail = units;
@@ -1352,7 +1376,7 @@ static int64_t period_bound(bctx *c, const char *customer, int64_t after, int64_
     pthread_mutex_lock(&r->mu);
     const ent_node *node = find_locked(r, c->scope, customer);
     for (size_t i = 0; node && i < node->n; i++) {
-        int64_t b = minute_of(node->grants[i].g.period_start);
+        int64_t b = count_from(&node->grants[i].g);
         if (b > after && b <= until && (!bound || b < bound))
             bound = b;
     }

@@ -66,6 +66,9 @@ typedef struct tg_grant {
     char lookup_key[TG_LOOKUP_KEY_MAX + 1];
     tg_usage_limit limit;
     int64_t period_start, period_end;
+    /* The period follows one of the same subscription, whose invoice billed the minute
+     * holding period_start: the limit counts from the next minute (see entitlements.c). */
+    bool renewal;
 } tg_grant;
 
 /* The answer of GET /v1/entitlements/check. */

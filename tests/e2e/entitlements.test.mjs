@@ -819,6 +819,34 @@ describe('entitlement check', () => {
     assert.equal((await w.check('tokens')).limit.used, '7');
   });
 
+  test('periods bounded inside a minute: each minute counts toward the period that bills it', async () => {
+    // Usage is kept per minute and a minute belongs to the interval it starts in: a first
+    // period counts the minute it starts in; the period ending at :30 bills the whole minute
+    // holding its end, so its cap counts it, and the renewal starts with the next minute.
+    const P = JAN + 5 * DAY + 30;
+    const NEXT = utc(2026, 2, 6) + 30;
+    const w = await world(P);
+    await w.subscribe([cat.tokenPlan]);
+    await w.use(cat.tokens, 5, { timestamp: P + 10 });
+    assert.equal((await w.check('tokens')).limit.used, '5');
+    await w.advance(NEXT - 20);
+    await w.use(cat.tokens, 990, { timestamp: NEXT - 25 });
+    let r = await w.check('tokens');
+    assert.equal(r.limit.period_end, NEXT);
+    assert.equal(r.limit.used, '995');
+    assert.equal((await w.check('tokens', '6')).reason, 'limit_reached');
+    await w.use(cat.tokens, 5, { timestamp: NEXT - 2 });
+    assert.equal((await w.check('tokens')).reason, 'limit_reached');
+
+    await w.advance(NEXT + 2 * HOUR);
+    r = await w.check('tokens');
+    assert.equal(r.limit.period_start, NEXT);
+    assert.equal(r.limit.used, '0');
+    assert.equal(r.reason, null);
+    await w.use(cat.tokens, 7, { timestamp: NEXT + 31 }); // the first whole minute of the period
+    assert.equal((await w.check('tokens')).limit.used, '7');
+  });
+
   test('soft enforcement: entitled, with reason limit_reached', async () => {
     const w = await world(JAN + DAY);
     await w.subscribe([cat.softPlan]);
