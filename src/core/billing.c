@@ -235,8 +235,26 @@ static int save_schedule(bctx *c, const tg_sub_schedule *k)
     return bill_save(c, &o, &b);
 }
 
+/* The row of s's schedule as versions before schedule rows showed it (they kept a schedule
+ * only in its subscription): created with s, canceled with it if s is. */
+static void schedule_from_sub(const tg_subscription *s, tg_sub_schedule *k)
+{
+    memset(k, 0, sizeof *k);
+    tg_strlcpy(k->id, s->schedule, sizeof k->id);
+    tg_strlcpy(k->subscription, s->id, sizeof k->subscription);
+    k->created = s->created;
+    k->sub = *s;
+    if (!sub_live(s)) {
+        k->status = TG_SCHED_CANCELED;
+        k->ended = true;
+        k->canceled_at = s->ended_at ? s->ended_at : s->canceled_at;
+    }
+}
+
 /* s's schedule ends at t, released or canceled: its row keeps s as it is now (the phases and
- * metadata it had) as its final state, also returned in *k unless k is NULL. */
+ * metadata it had) as its final state, also returned in *k unless k is NULL. A schedule
+ * without a row (an older version made it after start-up gave the others theirs: a binary
+ * run on the directory in between) gets it now. */
 static int schedule_end(bctx *c, const tg_subscription *s, tg_sched_status status, int64_t t,
                         tg_sub_schedule *k)
 {
@@ -244,6 +262,11 @@ static int schedule_end(bctx *c, const tg_subscription *s, tg_sched_status statu
     if (!k)
         k = &mine;
     int rc = load_schedule(c, s->schedule, k);
+    if (rc == TG_ENOTFOUND) {
+        tg_err_clear(c->err);
+        schedule_from_sub(s, k);
+        rc = TG_OK;
+    }
     if (rc)
         return rc;
     k->status = status;
@@ -2156,10 +2179,9 @@ static int schedule_refused(bctx *c, const tg_sub_schedule *k, tg_schedule_op op
                       verbs[op], sched_status_words[k->status]);
 }
 
-/* POST .../cancel: cancels the subscription of active schedule k at once, as DELETE
- * /v1/subscriptions/{id} does (sub_end cancels the schedule with it); *k is then the canceled
- * schedule. A subscription that its own catch-up ends first (a cancel_at that has come) has
- * canceled the schedule already: refused as such. */
+/* POST .../cancel: cancels the subscription of active schedule k at once (caught up by the
+ * caller: nothing is due), as DELETE /v1/subscriptions/{id} does (sub_end cancels the
+ * schedule with it); *k is then the canceled schedule. */
 static int schedule_cancel(bctx *c, sub_args *sa, tg_sub_schedule *k)
 {
     tg_cancel_details none = {0};
@@ -2168,12 +2190,6 @@ static int schedule_cancel(bctx *c, sub_args *sa, tg_sub_schedule *k)
     sub_args ca = {.id = k->subscription, .out = sa->out,
                    .invoice_now = sa->schedule->invoice_now, .details = &none};
     int rc = sub_cancel_fn(c, &ca);
-    if (rc == TG_ESTATE && !sub_live(sa->out)) {
-        tg_err_clear(c->err);
-        if (!(rc = load_schedule(c, id, k)))
-            rc = schedule_refused(c, k, TG_SCHEDULE_CANCEL);
-        return rc;
-    }
     return rc ? rc : load_schedule(c, id, k);
 }
 
@@ -2191,8 +2207,6 @@ static int sub_schedule_fn(bctx *c, void *arg)
             return rc;
         if (k->ended)
             return schedule_refused(c, k, p->op);
-        if (p->op == TG_SCHEDULE_CANCEL)
-            return schedule_cancel(c, sa, k);
         tg_strlcpy(sub_id, k->subscription, sizeof sub_id);
     }
     rc = sub_enter(c, sub_id, s);
@@ -2200,12 +2214,17 @@ static int sub_schedule_fn(bctx *c, void *arg)
         rc = sub_advance(c, s, c->now);
     if (rc)
         return rc;
-    if (p->op != TG_SCHEDULE_CREATE && strcmp(s->schedule, k->id) != 0) {
-        /* Catching up ended it (its last phase started, a cancel_at came). */
+    if (p->op != TG_SCHEDULE_CREATE && (strcmp(s->schedule, k->id) != 0 || !sub_live(s))) {
+        /* Catching up ended it (its last phase started, a cancel_at came): refused as an
+         * ended schedule, and the catch-up with it (the scheduler runs it again). */
         if (!(rc = load_schedule(c, sa->id, k)))
-            rc = schedule_refused(c, k, p->op);
+            rc = k->ended ? schedule_refused(c, k, p->op)
+                          : tg_err_set(c->err, TG_ESTATE, NULL, "The subscription %s is canceled.",
+                                       s->id);
         return rc;
     }
+    if (p->op == TG_SCHEDULE_CANCEL)
+        return schedule_cancel(c, sa, k);
     if (!sub_live(s))
         return tg_err_set(c->err, TG_ESTATE, NULL, "The subscription %s is canceled.", s->id);
     if (p->op == TG_SCHEDULE_CREATE && s->schedule[0])
@@ -2356,61 +2375,63 @@ int tg_schedule_list(tg_service *svc, const tg_scope *scope, const tg_schedule_f
 }
 
 /* Data directories written before schedules had rows of their own keep each schedule only in
- * its subscription, which was tagged " scheduled=1 " (released ones were dropped). Each gets
- * its row, as those versions showed it: created with its subscription, and canceled with it
- * if it is canceled; the oldest subscription's first, so that they list in the order they
- * did. Done once, in one transaction, at start-up before anything runs; the setting
- * SCHEDULE_ROWS records that it was. */
-#define SCHEDULE_ROWS "schedule_rows"
-
-/* Collects the subscriptions bill_each visits (arg: a sub_ptrs). */
-typedef struct sub_ptrs {
-    const tg_subscription **s;
-    size_t n, cap;
-} sub_ptrs;
-
-static int sub_ptrs_add(bctx *c, void *item, void *arg)
-{
-    sub_ptrs *l = arg;
-    if (!(l->s = bill_arena_room(c, l->s, l->n, &l->cap, sizeof *l->s)))
-        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
-    l->s[l->n++] = item;
-    return TG_OK;
-}
-
+ * its subscription (released ones were dropped). At every start-up, before anything runs,
+ * each subscription naming a schedule that has no row gets one, as those versions showed it
+ * (schedule_from_sub): also after an older binary ran on the directory in between. The
+ * subscriptions are read a page at a time into a scratch arena, so a large directory costs
+ * a page of memory; the few that need a row are kept, and saved oldest first (the list shows
+ * schedules in the order their rows were made). */
 static int schedule_rows_fn(bctx *c, void *arg)
 {
     const char *account = arg;
-    char *done = NULL;
-    tg_err ignore = {0};
-    if (c->s->ops->setting_get(c->s, SCHEDULE_ROWS, c->a, &done, &ignore) == TG_OK)
-        return TG_OK;
-    const tg_scope *saved = c->scope;
+    const tg_scope *saved_scope = c->scope;
+    tg_arena *saved_arena = c->a;
+    tg_arena scratch;
+    tg_arena_init(&scratch, 0);
     int rc = TG_OK;
     for (int live = 0; !rc && live < 2; live++) {
         tg_scope scope = {.livemode = live};
         tg_strlcpy(scope.account, account, sizeof scope.account);
         c->scope = &scope;
-        const char *tag = " scheduled=1 ";
-        tg_obj_filter f = {.active = -1, .tags = &tag, .ntags = 1};
-        sub_ptrs subs = {0};
-        rc = bill_each(c, KIND_SUB, &f, decode_sub, sizeof(tg_subscription), sub_ptrs_add, &subs);
-        for (size_t i = subs.n; !rc && i-- > 0;) { /* newest first: the oldest is last */
-            const tg_subscription *s = subs.s[i];
-            tg_sub_schedule k = {.created = s->created, .sub = *s};
-            tg_strlcpy(k.id, s->schedule, sizeof k.id);
-            tg_strlcpy(k.subscription, s->id, sizeof k.subscription);
-            if (!sub_live(s)) {
-                k.status = TG_SCHED_CANCELED;
-                k.ended = true;
-                k.canceled_at = s->ended_at ? s->ended_at : s->canceled_at;
+        tg_obj_filter f = {.active = -1};
+        tg_page page = {.limit = 100};
+        char after[TG_ID_MAX];
+        tg_sub_schedule *rows = NULL; /* newest first, as listed */
+        size_t nrows = 0, cap = 0;
+        for (bool more = true; !rc && more;) {
+            tg_subscription *subs;
+            size_t n;
+            tg_arena_reset(&scratch);
+            c->a = &scratch;
+            rc = bill_list(c, KIND_SUB, &f, &page, decode_sub, sizeof *subs, (void **)&subs, &n,
+                           &more);
+            for (size_t i = 0; !rc && i < n; i++) {
+                tg_sub_schedule k;
+                if (!subs[i].schedule[0] ||
+                    (rc = load_schedule(c, subs[i].schedule, &k)) != TG_ENOTFOUND)
+                    continue;
+                tg_err_clear(c->err);
+                rc = TG_OK;
+                c->a = saved_arena;
+                if (!(rows = bill_arena_room(c, rows, nrows, &cap, sizeof *rows)))
+                    rc = tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
+                else
+                    schedule_from_sub(&subs[i], &rows[nrows++]);
+                c->a = &scratch;
             }
-            if (s->schedule[0])
-                rc = save_schedule(c, &k);
+            if (!n)
+                break;
+            tg_strlcpy(after, subs[n - 1].id, sizeof after);
+            page.starting_after = after;
         }
+        c->a = saved_arena;
+        for (size_t i = nrows; !rc && i-- > 0;)
+            rc = save_schedule(c, &rows[i]);
     }
-    c->scope = saved;
-    return rc ? rc : c->s->ops->setting_put(c->s, SCHEDULE_ROWS, "1", c->err);
+    c->a = saved_arena;
+    c->scope = saved_scope;
+    tg_arena_free(&scratch);
+    return rc;
 }
 
 int tg_billing_schedule_rows(tg_service *svc, const char *account, tg_err *err)

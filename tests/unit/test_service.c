@@ -1022,6 +1022,111 @@ static void test_session_expiry_and_credential_kinds(void **state)
     assert_int_equal(tg_session_authenticate(f->svc, "mes_tok_unknown", &got, &e5), TG_ESESSION);
 }
 
+/* ---------------------------------------------------------------- billing */
+
+/* A licensed monthly price of product, per unit. */
+static void create_monthly_price(fixture *f, const char *product, int64_t unit_amount,
+                                 tg_price *out)
+{
+    tg_price ps;
+    memset(&ps, 0, sizeof ps);
+    ps.active = true;
+    snprintf(ps.currency, sizeof ps.currency, "usd");
+    snprintf(ps.product, sizeof ps.product, "%s", product);
+    ps.recurring = true;
+    ps.interval = TG_INTERVAL_MONTH;
+    ps.interval_count = 1;
+    ps.unit_amount_set = true;
+    ps.pricing.scheme = TG_SCHEME_PER_UNIT;
+    ps.pricing.unit_amount = tg_dec_from_int(unit_amount);
+    tg_err err = {0};
+    if (tg_price_create(f->svc, &f->scope, &ps, NULL, false, &f->a, out, &err))
+        fail_msg("price: %s", err.msg);
+}
+
+/* Subscribes the customer to one of price. */
+static void subscribe(fixture *f, const char *price, tg_subscription *out)
+{
+    tg_sub_params sp;
+    memset(&sp, 0, sizeof sp);
+    sp.anchor_day = sp.anchor_month = sp.anchor_hour = sp.anchor_minute = sp.anchor_second = -1;
+    sp.trial_end_behavior = -1;
+    sp.cancel_at_period_end = -1;
+    sp.proration = -1;
+    sp.send_invoice = -1;
+    sp.customer = f->customer;
+    sp.items[0].price = price;
+    sp.nitems = 1;
+    sp.has_items = true;
+    tg_err err = {0};
+    if (tg_subscription_create(f->svc, &f->scope, &sp, &f->a, out, &err))
+        fail_msg("subscription: %s", err.msg);
+}
+
+/* A request on a schedule whose next phase came due before the scheduler ran it: the
+ * request's own catch-up starts the phase, which releases the schedule. Canceling it then
+ * used to cancel the subscription and answer with the released schedule; it is refused as a
+ * released schedule's cancel, like an update or a release, and the subscription goes on. */
+static void test_schedule_request_after_its_phase_came_due(void **state)
+{
+    fixture *f = *state;
+    tg_service_close(f->svc); /* no scheduler: the phase stays due until a request comes */
+    tg_service_config cfg = {.readers = 2, .no_billing_scheduler = true};
+    tg_err err = {0};
+    assert_int_equal(tg_service_open(&f->svc, tg_store_sqlite_factory(f->dir), &f->clock, &cfg,
+                                     &err),
+                     TG_OK);
+    tg_customer_patch cp;
+    memset(&cp, 0, sizeof cp);
+    cp.default_payment_method = (tg_opt_str){true, "pm_card_visa"};
+    tg_customer cu;
+    assert_int_equal(tg_customer_update(f->svc, &f->scope, f->customer, &cp, &f->a, &cu, &err),
+                     TG_OK);
+    tg_product_patch pp;
+    memset(&pp, 0, sizeof pp);
+    pp.name = (tg_opt_str){true, "Seats"};
+    pp.active = -1;
+    tg_product prod;
+    assert_int_equal(tg_product_create(f->svc, &f->scope, &pp, &f->a, &prod, &err), TG_OK);
+    tg_price a, b;
+    create_monthly_price(f, prod.id, 1000, &a);
+    create_monthly_price(f, prod.id, 3000, &b);
+    tg_subscription sub;
+    subscribe(f, a.id, &sub);
+    tg_sub_schedule k;
+    tg_schedule_params create = {.op = TG_SCHEDULE_CREATE};
+    assert_int_equal(tg_subscription_schedule(f->svc, &f->scope, sub.id, &create, &f->a, &k,
+                                              &err),
+                     TG_OK);
+    char sched[TG_ID_MAX];
+    snprintf(sched, sizeof sched, "%s", k.id);
+    tg_schedule_params plan = {.op = TG_SCHEDULE_UPDATE, .phases_set = true};
+    plan.phase.set = true;
+    plan.phase.nitems = 1;
+    snprintf(plan.phase.items[0].price, sizeof plan.phase.items[0].price, "%s", b.id);
+    plan.phase.items[0].quantity = 2;
+    assert_int_equal(tg_subscription_schedule(f->svc, &f->scope, sched, &plan, &f->a, &k, &err),
+                     TG_OK);
+
+    __atomic_store_n(&f->now, sub.period_end + 3600, __ATOMIC_SEQ_CST);
+    static const tg_schedule_op ops[] = {TG_SCHEDULE_CANCEL, TG_SCHEDULE_UPDATE,
+                                         TG_SCHEDULE_RELEASE};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        tg_schedule_params p = {.op = ops[i], .invoice_now = true};
+        tg_err refused = {0};
+        assert_int_equal(tg_subscription_schedule(f->svc, &f->scope, sched, &p, &f->a, &k,
+                                                  &refused),
+                         TG_ESTATE);
+        if (!strstr(refused.msg, "currently in the `released` status"))
+            fail_msg("op %zu: %s", i, refused.msg);
+    }
+    tg_subscription now;
+    assert_int_equal(tg_subscription_retrieve(f->svc, &f->scope, sub.id, &f->a, &now, &err),
+                     TG_OK);
+    assert_int_equal(now.status, TG_SUB_ACTIVE);
+    assert_int_equal(now.nitems, 1);
+}
+
 /* ---------------------------------------------------------------- usage sessions */
 
 /* Subscribes the customer (with a payment method) to a product granting the unlimited
@@ -1043,20 +1148,8 @@ static void subscribe_to_calls(fixture *f)
     tg_product prod;
     if (tg_product_create(f->svc, &f->scope, &pp, &f->a, &prod, &err))
         fail_msg("product: %s", err.msg);
-    tg_price ps;
-    memset(&ps, 0, sizeof ps);
-    ps.active = true;
-    snprintf(ps.currency, sizeof ps.currency, "usd");
-    snprintf(ps.product, sizeof ps.product, "%s", prod.id);
-    ps.recurring = true;
-    ps.interval = TG_INTERVAL_MONTH;
-    ps.interval_count = 1;
-    ps.unit_amount_set = true;
-    ps.pricing.scheme = TG_SCHEME_PER_UNIT;
-    ps.pricing.unit_amount = tg_dec_from_int(1000);
     tg_price price;
-    if (tg_price_create(f->svc, &f->scope, &ps, NULL, false, &f->a, &price, &err))
-        fail_msg("price: %s", err.msg);
+    create_monthly_price(f, prod.id, 1000, &price);
     tg_metadata none = {0};
     tg_feature feat;
     if (tg_feature_create(f->svc, &f->scope, "Calls", "calls", &none, &f->a, &feat, &err))
@@ -1066,20 +1159,8 @@ static void subscribe_to_calls(fixture *f)
     if (tg_product_feature_attach(f->svc, &f->scope, prod.id, feat.id, &nolimit, &f->a, &pf,
                                   &err))
         fail_msg("attach: %s", err.msg);
-    tg_sub_params sp;
-    memset(&sp, 0, sizeof sp);
-    sp.anchor_day = sp.anchor_month = sp.anchor_hour = sp.anchor_minute = sp.anchor_second = -1;
-    sp.trial_end_behavior = -1;
-    sp.cancel_at_period_end = -1;
-    sp.proration = -1;
-    sp.send_invoice = -1;
-    sp.customer = f->customer;
-    sp.items[0].price = price.id;
-    sp.nitems = 1;
-    sp.has_items = true;
     tg_subscription sub;
-    if (tg_subscription_create(f->svc, &f->scope, &sp, &f->a, &sub, &err))
-        fail_msg("subscription: %s", err.msg);
+    subscribe(f, price.id, &sub);
 }
 
 static size_t registry_sessions(fixture *f)
@@ -1196,10 +1277,11 @@ static void test_sha256_known_answers(void **state)
 }
 
 /* A subscription as a version from before schedules had rows of their own saved it, with
- * the schedule it held (schedule "" for none): its record, and the row's columns with the
- * " scheduled=1 " tag those versions wrote. */
+ * the schedule it held (schedule "" for none): its record, and the row's columns, with the
+ * " scheduled=1 " tag the last of those versions wrote when tagged (the earlier ones did
+ * not). */
 static void put_older_subscription(tg_store *st, const tg_scope *scope, tg_subscription *s,
-                                   tg_sub_item *item)
+                                   tg_sub_item *item, bool tagged)
 {
     memset(item, 0, sizeof *item);
     strcpy(item->id, "si_older");
@@ -1226,7 +1308,7 @@ static void put_older_subscription(tg_store *st, const tg_scope *scope, tg_subsc
     tg_obj o = {.kind = "subscription", .created = s->created, .customer = s->customer,
                 .lookup = words[s->status], .active = s->status != TG_SUB_CANCELED,
                 .due = s->status != TG_SUB_CANCELED ? s->period_end : 0,
-                .tags = s->schedule[0]
+                .tags = s->schedule[0] && tagged
                             ? " price=price_older product=prod_older item=si_older scheduled=1 "
                             : " price=price_older product=prod_older item=si_older ",
                 .body = b.data, .len = b.len};
@@ -1279,20 +1361,20 @@ static void test_schedules_of_an_older_directory(void **state)
     strcpy(active.next_phase.items[0].price, "price_next");
     active.next_phase.items[0].quantity = 2;
     active.status = TG_SUB_ACTIVE;
-    put_older_subscription(st, &scope, &active, &items[0]);
+    put_older_subscription(st, &scope, &active, &items[0], true);
     memset(&canceled, 0, sizeof canceled);
     strcpy(canceled.id, "sub_olderB");
     strcpy(canceled.schedule, "sub_sched_olderB");
     canceled.created = T0 - 30 * 86400;
     canceled.status = TG_SUB_CANCELED;
     canceled.canceled_at = canceled.ended_at = canceled.period_end = T0 - 86400;
-    put_older_subscription(st, &scope, &canceled, &items[1]);
+    put_older_subscription(st, &scope, &canceled, &items[1], false);
     memset(&plain, 0, sizeof plain);
     strcpy(plain.id, "sub_olderC");
     plain.created = T0 - 20 * 86400;
     plain.period_end = T0 + 10 * 86400;
     plain.status = TG_SUB_ACTIVE;
-    put_older_subscription(st, &scope, &plain, &items[2]);
+    put_older_subscription(st, &scope, &plain, &items[2], true);
     st->ops->close(st);
 
     assert_int_equal(open_service(f), TG_OK);
@@ -1356,6 +1438,32 @@ static void test_schedules_of_an_older_directory(void **state)
     assert_int_equal(n, 2);
     assert_int_equal(list[1].status, TG_SCHED_RELEASED);
     assert_int_equal(list[0].status, TG_SCHED_CANCELED);
+
+    /* An older binary run on the directory in between gave a subscription a schedule the old
+     * way: the next start gives it its row, and it renews as any (its phase starts, which
+     * releases it). */
+    tg_service_close(f->svc);
+    f->svc = NULL;
+    assert_int_equal(tg_store_sqlite_open(f->dir, &st, &err), TG_OK);
+    tg_subscription later;
+    tg_sub_item later_item;
+    memset(&later, 0, sizeof later);
+    strcpy(later.id, "sub_olderD");
+    strcpy(later.schedule, "sub_sched_olderD");
+    later.created = T0 - 10 * 86400;
+    later.period_end = T0 + 5 * 86400;
+    later.status = TG_SUB_ACTIVE;
+    put_older_subscription(st, &scope, &later, &later_item, false);
+    st->ops->close(st);
+    assert_int_equal(open_service(f), TG_OK);
+    assert_int_equal(tg_schedule_retrieve(f->svc, &scope, "sub_sched_olderD", &f->a, &k, &err),
+                     TG_OK);
+    assert_int_equal(k.status, TG_SCHED_ACTIVE);
+    assert_string_equal(k.subscription, "sub_olderD");
+    assert_int_equal(tg_subscription_schedule(f->svc, &scope, "sub_sched_olderD", &release,
+                                              &f->a, &k, &err),
+                     TG_OK);
+    assert_int_equal(k.status, TG_SCHED_RELEASED);
 }
 
 int main(void)
@@ -1382,6 +1490,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stopped_sessions_leave_the_registry, setup,
                                         teardown),
         cmocka_unit_test_teardown(test_schedules_of_an_older_directory, teardown),
+        cmocka_unit_test_setup_teardown(test_schedule_request_after_its_phase_came_due, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
