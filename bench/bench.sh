@@ -23,7 +23,9 @@
 #      checkpoint interval), measure the ingest rate of two fixed runs (MEASURE_SECONDS of
 #      batches of 100): live (the current time) and backfill (over SPREAD_DAYS), the month summary query
 #      for one customer (p50/p99, no grouping and hourly; QUERY_REPS repetitions) and the disk
-#      bytes per stored event. The baseline does the points of PG_GROWTH_POINTS, then those of
+#      bytes per stored event. Tollgate's peak RSS is taken at each point as the bulk load
+#      reaches it, and over the whole phase (the two measurement runs of the last point store
+#      millions more: 39M by the end when the 30M point ingests near a million a second). The baseline does the points of PG_GROWTH_POINTS, then those of
 #      PG_OPTIONAL_POINTS only if the projected total run time stays under BUDGET_SECONDS
 #      (PG_OPTIONAL=auto; yes/no force it); the decision is printed and recorded in the CSV.
 #   3. Entitlement checks (GET /v1/entitlements/check) at CHECK_RATE a second over loopback
@@ -425,6 +427,7 @@ growth_rows() {
   row "g$1.plain99" "at $l stored: month summary p99" ms lo
   row "g$1.hourly50" "at $l stored: month summary hourly p50" ms lo
   row "g$1.hourly99" "at $l stored: month summary hourly p99" ms lo
+  row "g$1.rss" "at $l stored: server peak RSS (bulk load to it)" MiB lo
   row "g$1.bytes" "at $l stored: disk bytes/event (data dir)" bytes lo
   row "g$1.relbytes" "at $l stored: disk bytes/event (PG table+indexes only)" bytes lo
 }
@@ -447,6 +450,7 @@ for target in $GROWTH_POINTS; do
     TG_STORED=$((TG_STORED + $(jget "$json" acked_events)))
     log "tollgate bulk: $(jget "$json" events_per_sec) ev/s"
   done
+  R_T[g$target.rss]=$(proc_hwm_mib "$TG_PID") # before the measurements add their events
   sleep "$SETTLE_SECONDS"
   json=$(tg_load "measure live at $target" --scenario v2 --batch 100 --conns "$B100_CONNS" \
          --seconds "$MEASURE_SECONDS" --spread-days 0 --run-id "l$target")
