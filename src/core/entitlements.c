@@ -292,10 +292,11 @@ static int64_t minute_of(int64_t t)
 /* The minutes a grant's limit counts, [count_from, count_to): those its period's invoice
  * bills. Usage is kept per minute, and billing gives a minute holding a period bound to the
  * interval it starts in (billing.c, minute_up): the period ending inside a minute bills that
- * whole minute, and the renewal after it starts with the next one. A first period (or the
- * first after a trial starts it: see renewal) counts the minute it starts in, as its invoice
- * does. Counting the last minute in the next period instead let usage past a hard cap through
- * for the last seconds of every period that does not end on a whole minute. */
+ * whole minute, and the renewal after it starts with the next one. A subscription's first
+ * period counts the minute it starts in, as its invoice does; a later one (see sub_renewal)
+ * starts with the minute after its start's. Counting the last minute in the next period
+ * instead let usage past a hard cap through for the last seconds of every period that does
+ * not end on a whole minute. */
 static int64_t count_from(const tg_grant *g)
 {
     return g->renewal ? minute_of(g->period_start + 59) : minute_of(g->period_start);
