@@ -215,7 +215,7 @@ static const schema product_feature_schema = SCHEMA(product_feature_fields, tg_p
 #define T tg_grant
 static const field grant_fields[] = {
     ID(1, feature), ID(2, lookup_key), RECORD_WHEN(3, limit, limit_schema, limit.set),
-    INT(4, period_start), INT(5, period_end), INT(6, renewal),
+    INT(4, period_start), INT(5, period_end), INT(7, start_minute), /* 6: retired */
 };
 #undef T
 static const schema grant_schema = SCHEMA(grant_fields, tg_grant);

@@ -293,13 +293,14 @@ static int64_t minute_of(int64_t t)
  * bills. Usage is kept per minute, and billing gives a minute holding a period bound to the
  * interval it starts in (billing.c, minute_up): the period ending inside a minute bills that
  * whole minute, and the renewal after it starts with the next one. A subscription's first
- * period counts the minute it starts in, as its invoice does; a later one (see sub_renewal)
- * starts with the minute after its start's. Counting the last minute in the next period
+ * period counts the minute it starts in, as its invoice does; a later one (see
+ * sub_start_minute) starts with the minute after its start's. Counting the last minute in the next period
  * instead let usage past a hard cap through for the last seconds of every period that does
  * not end on a whole minute. */
 static int64_t count_from(const tg_grant *g)
 {
-    return g->renewal ? minute_of(g->period_start + 59) : minute_of(g->period_start);
+    return g->start_minute == TG_GRANT_START_PREVIOUS ? minute_of(g->period_start + 59)
+                                                      : minute_of(g->period_start);
 }
 
 static int64_t count_to(const tg_grant *g)
@@ -375,12 +376,13 @@ typedef struct grant_set {
     const tg_subscription *sub; /* the subscription being read */
 } grant_set;
 
-/* Whether s's current period follows one of its own (a renewal, or the paid period after a
- * trial or a pause), whose line billed the minute holding its start (billing.c, minute_up
- * and paid_from), or is its first. */
-static bool sub_renewal(const tg_subscription *s)
+/* Which period the minute holding the start of s's current period counts in: its own when it
+ * is s's first, the one before when it follows one of s's (a renewal, or the paid period
+ * after a trial or a pause), whose line billed that minute (billing.c, minute_up and
+ * paid_from). */
+static int sub_start_minute(const tg_subscription *s)
 {
-    return s->period_start > s->start_date;
+    return s->period_start > s->start_date ? TG_GRANT_START_PREVIOUS : TG_GRANT_START_OWN;
 }
 
 static int grant_add(bctx *c, void *item, void *arg)
@@ -405,7 +407,7 @@ static int grant_add(bctx *c, void *item, void *arg)
             g->limit = pf->limit;
             g->period_start = gs->sub->period_start;
             g->period_end = gs->sub->period_end;
-            g->renewal = sub_renewal(gs->sub);
+            g->start_minute = sub_start_minute(gs->sub);
         }
         return TG_OK;
     }
@@ -418,7 +420,7 @@ static int grant_add(bctx *c, void *item, void *arg)
     g->limit = pf->limit;
     g->period_start = gs->sub->period_start;
     g->period_end = gs->sub->period_end;
-    g->renewal = sub_renewal(gs->sub);
+    g->start_minute = sub_start_minute(gs->sub);
     return TG_OK;
 }
 
@@ -1036,7 +1038,15 @@ static int load_fn(bctx *c, void *arg)
     tg_grant *g;
     size_t n;
     int rc = load_grants(c, la->customer, &g, &n);
-    return rc ? rc : install(c, la->customer, la->customer_seq, g, n);
+    if (rc)
+        return rc;
+    /* Grants stored before their start minute was recorded are made again from the
+     * subscriptions (counting a renewal's first minute in the period before would
+     * otherwise count it twice). */
+    for (size_t i = 0; i < n; i++)
+        if (!g[i].start_minute)
+            return ent_refresh(c, la->customer);
+    return install(c, la->customer, la->customer_seq, g, n);
 }
 
 /* Does a session still hold its reservation (its heartbeats have not stopped)? */

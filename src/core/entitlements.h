@@ -66,10 +66,14 @@ typedef struct tg_grant {
     char lookup_key[TG_LOOKUP_KEY_MAX + 1];
     tg_usage_limit limit;
     int64_t period_start, period_end;
-    /* The period follows one of the same subscription, whose invoice billed the minute
-     * holding period_start: the limit counts from the next minute (see entitlements.c). */
-    bool renewal;
+    /* Which period the minute holding period_start counts in (see entitlements.c,
+     * count_from): TG_GRANT_START_OWN, TG_GRANT_START_PREVIOUS, or 0 in grants stored
+     * before it was recorded (recomputed when loaded). */
+    int start_minute;
 } tg_grant;
+
+#define TG_GRANT_START_OWN 1      /* a subscription's first period: its own */
+#define TG_GRANT_START_PREVIOUS 2 /* a later one: the period before it billed that minute */
 
 /* The answer of GET /v1/entitlements/check. */
 typedef struct tg_ent_check {
