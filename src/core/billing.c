@@ -2379,8 +2379,11 @@ int tg_schedule_list(tg_service *svc, const tg_scope *scope, const tg_schedule_f
  * each subscription naming a schedule that has no row gets one, as those versions showed it
  * (schedule_from_sub): also after an older binary ran on the directory in between. The
  * subscriptions are read a page at a time into a scratch arena, so a large directory costs
- * a page of memory; the few that need a row are kept, and saved oldest first (the list shows
- * schedules in the order their rows were made). */
+ * a page of memory; the ids of the few that need a row are kept, and their rows made oldest
+ * first (the list shows schedules in the order their rows were made), each from the
+ * subscription read again. */
+typedef char sub_id[TG_ID_MAX];
+
 static int schedule_rows_fn(bctx *c, void *arg)
 {
     const char *account = arg;
@@ -2395,16 +2398,18 @@ static int schedule_rows_fn(bctx *c, void *arg)
         c->scope = &scope;
         tg_obj_filter f = {.active = -1};
         tg_page page = {.limit = 100};
-        char after[TG_ID_MAX];
-        tg_sub_schedule *rows = NULL; /* newest first, as listed */
-        size_t nrows = 0, cap = 0;
+        sub_id after;
+        sub_id *ids = NULL; /* newest first, as listed */
+        size_t nids = 0, cap = 0;
         for (bool more = true; !rc && more;) {
             tg_subscription *subs;
-            size_t n;
+            size_t n = 0;
             tg_arena_reset(&scratch);
             c->a = &scratch;
             rc = bill_list(c, KIND_SUB, &f, &page, decode_sub, sizeof *subs, (void **)&subs, &n,
                            &more);
+            if (rc || !n)
+                break;
             for (size_t i = 0; !rc && i < n; i++) {
                 tg_sub_schedule k;
                 if (!subs[i].schedule[0] ||
@@ -2413,20 +2418,24 @@ static int schedule_rows_fn(bctx *c, void *arg)
                 tg_err_clear(c->err);
                 rc = TG_OK;
                 c->a = saved_arena;
-                if (!(rows = bill_arena_room(c, rows, nrows, &cap, sizeof *rows)))
+                if (!(ids = bill_arena_room(c, ids, nids, &cap, sizeof *ids)))
                     rc = tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
                 else
-                    schedule_from_sub(&subs[i], &rows[nrows++]);
+                    tg_strlcpy(ids[nids++], subs[i].id, sizeof *ids);
                 c->a = &scratch;
             }
-            if (!n)
-                break;
             tg_strlcpy(after, subs[n - 1].id, sizeof after);
             page.starting_after = after;
         }
         c->a = saved_arena;
-        for (size_t i = nrows; !rc && i-- > 0;)
-            rc = save_schedule(c, &rows[i]);
+        for (size_t i = nids; !rc && i-- > 0;) {
+            tg_subscription s;
+            tg_sub_schedule k;
+            if (!(rc = load_sub(c, ids[i], "id", &s))) {
+                schedule_from_sub(&s, &k);
+                rc = save_schedule(c, &k);
+            }
+        }
     }
     c->a = saved_arena;
     c->scope = saved_scope;

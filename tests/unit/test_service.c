@@ -1281,11 +1281,11 @@ static void test_sha256_known_answers(void **state)
  * " scheduled=1 " tag the last of those versions wrote when tagged (the earlier ones did
  * not). */
 static void put_older_subscription(tg_store *st, const tg_scope *scope, tg_subscription *s,
-                                   tg_sub_item *item, bool tagged)
+                                   tg_sub_item *item, bool tagged, const char *price)
 {
     memset(item, 0, sizeof *item);
     strcpy(item->id, "si_older");
-    strcpy(item->price.id, "price_older");
+    snprintf(item->price.id, sizeof item->price.id, "%s", price);
     strcpy(item->price.product, "prod_older");
     strcpy(item->price.currency, "usd");
     item->price.recurring = item->price.active = true;
@@ -1361,20 +1361,20 @@ static void test_schedules_of_an_older_directory(void **state)
     strcpy(active.next_phase.items[0].price, "price_next");
     active.next_phase.items[0].quantity = 2;
     active.status = TG_SUB_ACTIVE;
-    put_older_subscription(st, &scope, &active, &items[0], true);
+    put_older_subscription(st, &scope, &active, &items[0], true, "price_older");
     memset(&canceled, 0, sizeof canceled);
     strcpy(canceled.id, "sub_olderB");
     strcpy(canceled.schedule, "sub_sched_olderB");
     canceled.created = T0 - 30 * 86400;
     canceled.status = TG_SUB_CANCELED;
     canceled.canceled_at = canceled.ended_at = canceled.period_end = T0 - 86400;
-    put_older_subscription(st, &scope, &canceled, &items[1], false);
+    put_older_subscription(st, &scope, &canceled, &items[1], false, "price_older");
     memset(&plain, 0, sizeof plain);
     strcpy(plain.id, "sub_olderC");
     plain.created = T0 - 20 * 86400;
     plain.period_end = T0 + 10 * 86400;
     plain.status = TG_SUB_ACTIVE;
-    put_older_subscription(st, &scope, &plain, &items[2], true);
+    put_older_subscription(st, &scope, &plain, &items[2], true, "price_older");
     st->ops->close(st);
 
     assert_int_equal(open_service(f), TG_OK);
@@ -1453,13 +1453,28 @@ static void test_schedules_of_an_older_directory(void **state)
     later.created = T0 - 10 * 86400;
     later.period_end = T0 + 5 * 86400;
     later.status = TG_SUB_ACTIVE;
-    put_older_subscription(st, &scope, &later, &later_item, false);
+    put_older_subscription(st, &scope, &later, &later_item, false, "price_older");
+    /* pages of subscriptions before and after it in the list (older and newer ones): the scan
+     * reads them into a scratch arena it resets, and the row must not come from that memory */
+    for (int i = 0; i < 300; i++) {
+        tg_subscription filler;
+        tg_sub_item filler_item;
+        memset(&filler, 0, sizeof filler);
+        snprintf(filler.id, sizeof filler.id, "sub_olderE%03d", i);
+        filler.created = i < 150 ? T0 - 200 * 86400 - i : T0 - 9 * 86400 + i;
+        filler.period_end = T0 + 5 * 86400;
+        filler.status = TG_SUB_ACTIVE;
+        put_older_subscription(st, &scope, &filler, &filler_item, false, "price_filler");
+    }
     st->ops->close(st);
     assert_int_equal(open_service(f), TG_OK);
     assert_int_equal(tg_schedule_retrieve(f->svc, &scope, "sub_sched_olderD", &f->a, &k, &err),
                      TG_OK);
     assert_int_equal(k.status, TG_SCHED_ACTIVE);
     assert_string_equal(k.subscription, "sub_olderD");
+    assert_int_equal(k.sub.nitems, 1);
+    assert_string_equal(k.sub.items[0].price.id, "price_older");
+    assert_string_equal(k.sub.id, "sub_olderD");
     assert_int_equal(tg_subscription_schedule(f->svc, &scope, "sub_sched_olderD", &release,
                                               &f->a, &k, &err),
                      TG_OK);
