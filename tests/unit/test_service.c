@@ -1127,6 +1127,121 @@ static void test_schedule_request_after_its_phase_came_due(void **state)
     assert_int_equal(now.nitems, 1);
 }
 
+/* A customer's stored grants rewritten as the build before start_minute wrote them (record
+ * tags 1-5 only): the registry then sees start_minute 0. */
+static void store_grants_without_start_minute(fixture *f)
+{
+    tg_store *st;
+    tg_err err = {0};
+    assert_int_equal(tg_store_sqlite_open(f->dir, &st, &err), TG_OK);
+    tg_obj o;
+    assert_int_equal(st->ops->obj_get(st, &f->scope, "entitlements", f->customer, &f->a, &o,
+                                      &err),
+                     TG_OK);
+    tg_grant *g;
+    size_t n;
+    assert_int_equal(tg_grants_decode(o.body, o.len, &f->a, &g, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(g[0].start_minute, TG_GRANT_START_PREVIOUS);
+    tg_buf b, grant, limit;
+    tg_buf_init(&b, TG_RECORD_MAX);
+    tg_buf_init(&grant, TG_RECORD_MAX);
+    tg_buf_init(&limit, TG_RECORD_MAX);
+    tg_rec_str(&limit, 1, g[0].limit.meter);
+    tg_rec_dec(&limit, 2, g[0].limit.quantity);
+    tg_rec_int(&limit, 3, g[0].limit.hard);
+    tg_rec_str(&grant, 1, g[0].feature);
+    tg_rec_str(&grant, 2, g[0].lookup_key);
+    tg_rec_bytes(&grant, 3, limit.data, limit.len);
+    tg_rec_int(&grant, 4, g[0].period_start);
+    tg_rec_int(&grant, 5, g[0].period_end);
+    tg_rec_bytes(&b, 1, grant.data, grant.len);
+    o.body = b.data;
+    o.len = b.len;
+    assert_int_equal(st->ops->obj_put(st, &f->scope, &o, &err), TG_OK);
+    tg_grant *back;
+    assert_int_equal(tg_grants_decode(b.data, b.len, &f->a, &back, &n), 0);
+    assert_int_equal(back[0].start_minute, 0);
+    tg_buf_free(&limit);
+    tg_buf_free(&grant);
+    tg_buf_free(&b);
+    st->ops->close(st);
+}
+
+/* A usage limit counts the minutes its period's invoice bills: a renewed period ending and
+ * starting at hh:mm:30 leaves the minute holding the boundary to the period before. Grants
+ * stored before that was recorded (an upgrade) are made again from the subscription when the
+ * registry loads them, so the renewed period does not count that minute twice. */
+static void test_limit_minutes_and_grants_stored_before(void **state)
+{
+    fixture *f = *state;
+    tg_service_close(f->svc); /* no scheduler: the renewal runs when asked */
+    tg_service_config cfg = {.readers = 2, .no_billing_scheduler = true};
+    tg_err err = {0};
+    __atomic_store_n(&f->now, T0 + 30, __ATOMIC_SEQ_CST);
+    assert_int_equal(tg_service_open(&f->svc, tg_store_sqlite_factory(f->dir), &f->clock, &cfg,
+                                     &err),
+                     TG_OK);
+    tg_meter m = create_meter(f, "tokens", TG_FORMULA_SUM, TG_WINDOW_NONE);
+    tg_customer_patch cp;
+    memset(&cp, 0, sizeof cp);
+    cp.default_payment_method = (tg_opt_str){true, "pm_card_visa"};
+    tg_customer cu;
+    assert_int_equal(tg_customer_update(f->svc, &f->scope, f->customer, &cp, &f->a, &cu, &err),
+                     TG_OK);
+    tg_product_patch pp;
+    memset(&pp, 0, sizeof pp);
+    pp.name = (tg_opt_str){true, "Tokens"};
+    pp.active = -1;
+    tg_product prod;
+    assert_int_equal(tg_product_create(f->svc, &f->scope, &pp, &f->a, &prod, &err), TG_OK);
+    tg_price price;
+    create_monthly_price(f, prod.id, 1000, &price);
+    tg_metadata none = {0};
+    tg_feature feat;
+    assert_int_equal(tg_feature_create(f->svc, &f->scope, "Tokens", "tokens", &none, &f->a, &feat,
+                                       &err),
+                     TG_OK);
+    tg_usage_limit limit = {.set = true, .quantity = tg_dec_from_int(1000), .hard = true};
+    snprintf(limit.meter, sizeof limit.meter, "%s", m.id);
+    tg_product_feature pf;
+    assert_int_equal(tg_product_feature_attach(f->svc, &f->scope, prod.id, feat.id, &limit,
+                                               &f->a, &pf, &err),
+                     TG_OK);
+    tg_subscription sub;
+    subscribe(f, price.id, &sub);
+    int64_t end = sub.period_end; /* hh:mm:30, as the start */
+    assert_int_equal(end % 60, 30);
+
+    __atomic_store_n(&f->now, end - 10, __ATOMIC_SEQ_CST);
+    assert_int_equal(record1(f, "tokens", "last-seconds", "4", end - 10), TG_OK);
+    tg_ent_check c;
+    assert_int_equal(tg_entitlement_check(f->svc, &f->scope, f->customer, "tokens",
+                                          tg_dec_from_int(1), &c, &err),
+                     TG_OK);
+    assert_true(c.used == tg_dec_from_int(4));
+
+    __atomic_store_n(&f->now, end + 40, __ATOMIC_SEQ_CST);
+    assert_true(tg_billing_run_due(f->svc, end + 40, &err) >= 1); /* the renewal */
+    assert_int_equal(record1(f, "tokens", "next-minute", "8", end + 40), TG_OK);
+    assert_int_equal(tg_entitlement_check(f->svc, &f->scope, f->customer, "tokens",
+                                          tg_dec_from_int(1), &c, &err),
+                     TG_OK);
+    assert_int_equal(c.period_start, end);
+    assert_true(c.used == tg_dec_from_int(8));
+
+    tg_service_close(f->svc);
+    f->svc = NULL;
+    store_grants_without_start_minute(f);
+    assert_int_equal(tg_service_open(&f->svc, tg_store_sqlite_factory(f->dir), &f->clock, &cfg,
+                                     &err),
+                     TG_OK);
+    assert_int_equal(tg_entitlement_check(f->svc, &f->scope, f->customer, "tokens",
+                                          tg_dec_from_int(1), &c, &err),
+                     TG_OK);
+    assert_true(c.used == tg_dec_from_int(8));
+}
+
 /* ---------------------------------------------------------------- usage sessions */
 
 /* Subscribes the customer (with a payment method) to a product granting the unlimited
@@ -1506,6 +1621,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_teardown(test_schedules_of_an_older_directory, teardown),
         cmocka_unit_test_setup_teardown(test_schedule_request_after_its_phase_came_due, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_limit_minutes_and_grants_stored_before, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
