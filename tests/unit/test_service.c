@@ -1063,17 +1063,12 @@ static void subscribe(fixture *f, const char *price, tg_subscription *out)
         fail_msg("subscription: %s", err.msg);
 }
 
-/* A request on a schedule whose next phase came due before the scheduler ran it: the
- * request's own catch-up starts the phase, which releases the schedule. Canceling it then
- * used to cancel the subscription and answer with the released schedule; it is refused as a
- * released schedule's cancel, like an update or a release, and the subscription goes on. */
-static void test_schedule_request_after_its_phase_came_due(void **state)
+/* Opens the service with cfg, gives the customer a card and makes a product called name. */
+static void open_billing(fixture *f, const tg_service_config *cfg, const char *name,
+                         tg_product *prod)
 {
-    fixture *f = *state;
-    tg_service_close(f->svc); /* no scheduler: the phase stays due until a request comes */
-    tg_service_config cfg = {.readers = 2, .no_billing_scheduler = true};
     tg_err err = {0};
-    assert_int_equal(tg_service_open(&f->svc, tg_store_sqlite_factory(f->dir), &f->clock, &cfg,
+    assert_int_equal(tg_service_open(&f->svc, tg_store_sqlite_factory(f->dir), &f->clock, cfg,
                                      &err),
                      TG_OK);
     tg_customer_patch cp;
@@ -1084,10 +1079,23 @@ static void test_schedule_request_after_its_phase_came_due(void **state)
                      TG_OK);
     tg_product_patch pp;
     memset(&pp, 0, sizeof pp);
-    pp.name = (tg_opt_str){true, "Seats"};
+    pp.name = (tg_opt_str){true, name};
     pp.active = -1;
+    assert_int_equal(tg_product_create(f->svc, &f->scope, &pp, &f->a, prod, &err), TG_OK);
+}
+
+/* A request on a schedule whose next phase came due before the scheduler ran it: the
+ * request's own catch-up starts the phase, which releases the schedule. Canceling it then
+ * used to cancel the subscription and answer with the released schedule; it is refused as a
+ * released schedule's cancel, like an update or a release, and the subscription goes on. */
+static void test_schedule_request_after_its_phase_came_due(void **state)
+{
+    fixture *f = *state;
+    tg_service_close(f->svc); /* no scheduler: the phase stays due until a request comes */
+    tg_service_config cfg = {.readers = 2, .no_billing_scheduler = true};
+    tg_err err = {0};
     tg_product prod;
-    assert_int_equal(tg_product_create(f->svc, &f->scope, &pp, &f->a, &prod, &err), TG_OK);
+    open_billing(f, &cfg, "Seats", &prod);
     tg_price a, b;
     create_monthly_price(f, prod.id, 1000, &a);
     create_monthly_price(f, prod.id, 3000, &b);
@@ -1179,22 +1187,9 @@ static void test_limit_minutes_and_grants_stored_before(void **state)
     tg_service_config cfg = {.readers = 2, .no_billing_scheduler = true};
     tg_err err = {0};
     __atomic_store_n(&f->now, T0 + 30, __ATOMIC_SEQ_CST);
-    assert_int_equal(tg_service_open(&f->svc, tg_store_sqlite_factory(f->dir), &f->clock, &cfg,
-                                     &err),
-                     TG_OK);
-    tg_meter m = create_meter(f, "tokens", TG_FORMULA_SUM, TG_WINDOW_NONE);
-    tg_customer_patch cp;
-    memset(&cp, 0, sizeof cp);
-    cp.default_payment_method = (tg_opt_str){true, "pm_card_visa"};
-    tg_customer cu;
-    assert_int_equal(tg_customer_update(f->svc, &f->scope, f->customer, &cp, &f->a, &cu, &err),
-                     TG_OK);
-    tg_product_patch pp;
-    memset(&pp, 0, sizeof pp);
-    pp.name = (tg_opt_str){true, "Tokens"};
-    pp.active = -1;
     tg_product prod;
-    assert_int_equal(tg_product_create(f->svc, &f->scope, &pp, &f->a, &prod, &err), TG_OK);
+    open_billing(f, &cfg, "Tokens", &prod);
+    tg_meter m = create_meter(f, "tokens", TG_FORMULA_SUM, TG_WINDOW_NONE);
     tg_price price;
     create_monthly_price(f, prod.id, 1000, &price);
     tg_metadata none = {0};
