@@ -2,7 +2,8 @@
  *
  * Every stored event is entered under a 64-bit keyed hash of (account, mode, identifier).
  * A slot is 8 bytes: a 32-bit tag taken from the hash and a 32-bit locator saying where the
- * event is stored (a block sequence number, or TG_DEDUPE_ROW for events kept one per row).
+ * event is stored (a block sequence number, wrapped to 32 bits by the writer, or TG_DEDUPE_ROW
+ * for events kept one per row).
  * A lookup returns the locators whose tag matches; the caller confirms each candidate against
  * the stored identifier, so the answer is exact: a tag match that is not the same identifier
  * (a new identifier meets a stored tag of its partition with odds entries/64/2^32: one

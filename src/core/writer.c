@@ -351,6 +351,53 @@ static int block_find(const void *data, size_t len, const char *identifier, int6
     return rc;
 }
 
+/* The identifier index keeps 32 bits of where an event is stored (dedupe.h), so block
+ * numbers wrap around: a locator stands for every block numbered loc + k * LOCATOR_SPAN, which
+ * is one block until about 4.3 billion (a server committing a thousand batches a second gets
+ * there in fifty days), and a lookup reads them newest first. */
+#define LOCATOR_SPAN (TG_DEDUPE_ROW - 1)
+
+static uint64_t block_locator(int64_t seq)
+{
+    return (uint64_t)(seq - 1) % LOCATOR_SPAN + 1;
+}
+
+/* Looks for identifier in block seq. TG_OK: found, *out set; TG_ENOTFOUND: not there. */
+static int lookup_in_block(tg_writer *w, int64_t seq, const tg_scope *scope,
+                           const char *identifier, tg_arena *a, tg_found *out, tg_err *err)
+{
+    tg_scope bscope;
+    int64_t created;
+    const void *data;
+    size_t len;
+    tg_err load = {0};
+    int rc = block_load(w, seq, a, &bscope, &created, &data, &len, &load);
+    if (rc == TG_ENOTFOUND)
+        return rc; /* no block has this number: locators stand for several */
+    if (rc)
+        return tg_err_set(err, rc, NULL, "%s", load.msg);
+    if (!same_scope(&bscope, scope))
+        return TG_ENOTFOUND;
+    tg_block_event ev;
+    int64_t index = 0;
+    rc = block_find(data, len, identifier, &index, &ev);
+    if (rc < 0)
+        return tg_err_set(err, TG_ESTORE, NULL, "Corrupt event block %lld.", (long long)seq);
+    if (rc == 0)
+        return TG_ENOTFOUND;
+    out->in_block = true;
+    out->block = seq;
+    out->index = index;
+    out->created = created;
+    out->ev.meter_seq = (int64_t)ev.meter_seq;
+    out->ev.customer_seq = (int64_t)ev.customer_seq;
+    out->ev.timestamp = ev.timestamp;
+    out->ev.value = ev.value;
+    out->ev.created = created;
+    snprintf(out->ev.identifier, sizeof out->ev.identifier, "%s", identifier);
+    return TG_OK;
+}
+
 int tg_writer_lookup(tg_writer *w, const tg_scope *scope, const char *identifier, tg_arena *a,
                      tg_found *out, tg_err *err)
 {
@@ -370,33 +417,13 @@ int tg_writer_lookup(tg_writer *w, const tg_scope *scope, const char *identifier
             out->created = out->ev.created;
             return TG_OK;
         }
-        tg_scope bscope;
-        int64_t created;
-        const void *data;
-        size_t len;
-        int rc = block_load(w, (int64_t)cands[i], a, &bscope, &created, &data, &len, err);
-        if (rc)
-            return rc;
-        if (!same_scope(&bscope, scope))
+        const int64_t loc = (int64_t)cands[i], span = (int64_t)LOCATOR_SPAN;
+        if (loc > w->last_block)
             continue;
-        tg_block_event ev;
-        int64_t index;
-        rc = block_find(data, len, identifier, &index, &ev);
-        if (rc < 0)
-            return tg_err_set(err, TG_ESTORE, NULL, "Corrupt event block %lld.",
-                              (long long)cands[i]);
-        if (rc == 1) {
-            out->in_block = true;
-            out->block = (int64_t)cands[i];
-            out->index = index;
-            out->created = created;
-            out->ev.meter_seq = (int64_t)ev.meter_seq;
-            out->ev.customer_seq = (int64_t)ev.customer_seq;
-            out->ev.timestamp = ev.timestamp;
-            out->ev.value = ev.value;
-            out->ev.created = created;
-            snprintf(out->ev.identifier, sizeof out->ev.identifier, "%s", identifier);
-            return TG_OK;
+        for (int64_t seq = loc + (w->last_block - loc) / span * span; seq > 0; seq -= span) {
+            int rc = lookup_in_block(w, seq, scope, identifier, a, out, err);
+            if (rc != TG_ENOTFOUND)
+                return rc;
         }
     }
     return TG_ENOTFOUND;
@@ -1091,7 +1118,7 @@ static void publish_batch(tg_writer *w)
         if (i + PREFETCH_AHEAD < w->npending)
             tg_dedupe_prefetch(w->index, w->pending[i + PREFETCH_AHEAD].h);
         int si = w->pending[i].scope_index;
-        uint64_t loc = si < 0 ? TG_DEDUPE_ROW : (uint64_t)w->scopes[si].seq;
+        uint64_t loc = si < 0 ? TG_DEDUPE_ROW : block_locator(w->scopes[si].seq);
         if (tg_dedupe_insert(w->index, w->pending[i].h, loc))
             tg_log(TG_LOG_ERROR, "identifier index: out of memory; retries may be recounted");
     }
@@ -1384,7 +1411,7 @@ static int recover_block(void *ctx, int64_t seq, const tg_scope *scope, int64_t 
         memcpy(id, ev.identifier, n);
         id[n] = '\0';
         if (tg_dedupe_insert(w->index, tg_dedupe_hash(w->seed, scope->account, scope->livemode, id),
-                             (uint64_t)seq))
+                             block_locator(seq)))
             return tg_err_set(r->err, TG_ENOMEM, NULL, "identifier index: out of memory");
         int64_t minute = tg_window_start(ev.timestamp, 60);
         if (!absorbed(r, (int64_t)ev.meter_seq, (int64_t)ev.customer_seq, minute, seq, false)) {

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "core/service.h"
 #include "store/sqlite.h"
@@ -499,6 +500,58 @@ static void test_every_batch_position_indexed(void **state)
         fail_msg("%d identifier checks failed (see above)", bad);
 }
 
+/* Block sequence numbers past 2^32: a server that commits a thousand small batches a second
+ * gets there in about fifty days. The index keeps 32 bits of a block's number; identifiers in
+ * the blocks numbered 2^32 - 2 and later must still be duplicates, be found to cancel, and be
+ * indexed again at start-up. The store numbers a block one past the highest, so an empty block
+ * of another account stored as 2^32 - 3 puts the next ones there; block 1, stored before it,
+ * shares its 32 bits with block 2^32 - 1. */
+static void test_block_numbers_past_32_bits(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(record_range(f, "low", 0, BATCH, TG_OK), BATCH);
+    tg_service_close(f->svc);
+    f->svc = NULL;
+    char path[128];
+    snprintf(path, sizeof path, "%s/tollgate.db", f->dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "INSERT INTO event_blocks(seq,account,livemode,created,count,data)"
+                                  " VALUES (4294967293,'acct_filler',0,0,0,x'010000')",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(open_service(f), TG_OK);
+
+    enum { BATCHES = 5 }; /* blocks 2^32 - 2 to 2^32 + 2 */
+    assert_int_equal(record_range(f, "wrap", 0, BATCHES * BATCH, TG_OK), BATCHES * BATCH);
+    tg_dec want = expected_total(0, BATCHES * BATCH);
+    assert_int_equal(tg_dec_add(want, expected_total(0, BATCH), &want), 0);
+    assert_dec_equal(total(f), want);
+    assert_int_equal(record_range(f, "wrap", 0, BATCHES * BATCH, TG_EDUPLICATE), BATCHES * BATCH);
+    assert_int_equal(record_range(f, "low", 0, BATCH, TG_EDUPLICATE), BATCH);
+    tg_err low_err = {0};
+    assert_int_equal(tg_event_cancel(f->svc, &f->scope, "api_call", "low-5", &low_err), TG_OK);
+    assert_int_equal(tg_dec_sub(want, value_dec(5), &want), 0);
+    for (size_t b = 0; b < BATCHES; b++) { /* one event of each block canceled */
+        char id[64];
+        snprintf(id, sizeof id, "wrap-%zu", b * BATCH + 7);
+        tg_err err = {0};
+        int rc = tg_event_cancel(f->svc, &f->scope, "api_call", id, &err);
+        if (rc)
+            fail_msg("tg_event_cancel(%s): %d %s", id, rc, err.msg);
+        assert_int_equal(tg_dec_sub(want, value_dec(b * BATCH + 7), &want), 0);
+    }
+    assert_dec_equal(total(f), want);
+
+    reopen(f);
+    assert_dec_equal(total(f), want);
+    assert_int_equal(record_range(f, "wrap", 0, BATCHES * BATCH, TG_EDUPLICATE), BATCHES * BATCH);
+    assert_int_equal(record_range(f, "low", 0, BATCH, TG_EDUPLICATE), BATCH);
+    assert_dec_equal(total(f), want);
+}
+
 static void test_crash_replays(void **state)
 {
     fixture *f = *state;
@@ -702,6 +755,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel_survives_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_replays, setup, teardown),
         cmocka_unit_test_setup_teardown(test_every_batch_position_indexed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_block_numbers_past_32_bits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spills_then_pages, setup_folding_at_close,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_crash_after_spill, setup_folding_at_close,
