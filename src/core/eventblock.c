@@ -77,14 +77,19 @@ int tg_block_add(tg_block *b, const char *identifier, uint64_t meter_seq, uint64
     return 0;
 }
 
-int tg_block_finish(const tg_block *b, tg_buf *out)
+int tg_block_finish_part(const tg_block *b, size_t count, size_t from, size_t to, tg_buf *out)
 {
     unsigned char version = 1;
     tg_buf_append(out, &version, 1);
-    tg_varint_put(out, b->count);
+    tg_varint_put(out, count);
     tg_varint_put(out, tg_zigzag(b->base_ts));
-    tg_buf_append(out, b->body.data ? b->body.data : "", b->body.len);
+    tg_buf_append(out, b->body.data ? (const char *)b->body.data + from : "", to - from);
     return out->failed ? -1 : 0;
+}
+
+int tg_block_finish(const tg_block *b, tg_buf *out)
+{
+    return tg_block_finish_part(b, b->count, 0, b->body.len, out);
 }
 
 int tg_block_open(tg_block_reader *r, const void *data, size_t len)

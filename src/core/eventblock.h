@@ -1,8 +1,8 @@
 /* eventblock.h -- the compact storage format of a batch of meter events.
  *
- * Events acknowledged together are stored together, as one block: one row per batch instead
- * of one row (and index entry) per event is what lets a group commit take hundreds of
- * thousands of events a second. A block holds, per event: the identifier, the meter and the
+ * Events acknowledged together are stored together, in blocks: one row per batch (of up to
+ * 1,024 events: see writer.c) instead of one row (and index entry) per event is what lets a
+ * group commit take hundreds of thousands of events a second. A block holds, per event: the identifier, the meter and the
  * customer as small integers (their row numbers), the timestamp as a difference from the
  * block's first, the value as an exact decimal (mantissa and scale), and any other payload
  * keys verbatim. All integers are LEB128 varints, signed ones zigzag-encoded. About 40 bytes
@@ -58,6 +58,11 @@ int tg_block_add(tg_block *b, const char *identifier, uint64_t meter_seq, uint64
 
 /* Writes the finished block (header and events) to out. */
 int tg_block_finish(const tg_block *b, tg_buf *out);
+
+/* Writes count events of b, whose encodings are the body's bytes [from, to), as a block of
+ * their own: events are encoded against the block's base timestamp, which the part's header
+ * repeats, so a part is a slice of the body. from and to must be offsets between events. */
+int tg_block_finish_part(const tg_block *b, size_t count, size_t from, size_t to, tg_buf *out);
 
 /* Opens a block for reading. Returns 0, or -1 when the header is corrupt. */
 int tg_block_open(tg_block_reader *r, const void *data, size_t len);

@@ -500,6 +500,78 @@ static void test_every_batch_position_indexed(void **state)
         fail_msg("%d identifier checks failed (see above)", bad);
 }
 
+/* Rows in event_blocks holding account's events, counted through SQLite beside the service. */
+static long block_rows(fixture *f)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/tollgate.db", f->dir);
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    long n = -1;
+    if (sqlite3_open(path, &db) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, "SELECT count(*) FROM event_blocks WHERE account = ?1", -1, &st,
+                           NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, f->scope.account, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            n = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+    return n;
+}
+
+/* One batch of 2,600 events is stored as blocks of 1,024, 1,024 and 552 events: every event
+ * is indexed under the block that holds it, before and after a restart (the index holds the
+ * block's number, and a lookup reads only that block). */
+static void test_batch_stored_in_parts(void **state)
+{
+    fixture *f = *state;
+    enum { N = 2600 };
+    static char names[N][16];
+    static const char *ids[N];
+    static int results[N];
+    for (size_t i = 0; i < N; i++) {
+        snprintf(names[i], sizeof names[i], "part-%zu", i);
+        ids[i] = names[i];
+    }
+    record_batch(f, ids, N, results);
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(results[i], TG_OK);
+    assert_int_equal(block_rows(f), 3);
+    tg_dec want = expected_total(0, N);
+    assert_dec_equal(total(f), want);
+
+    const size_t edges[] = {0, 1023, 1024, 2047, 2048, 2599};
+    for (size_t e = 0; e < sizeof edges / sizeof edges[0]; e++) {
+        int r;
+        record_batch(f, &ids[edges[e]], 1, &r);
+        assert_int_equal(r, TG_EDUPLICATE);
+    }
+    for (size_t e = 1; e < sizeof edges / sizeof edges[0]; e += 2) { /* 1023, 2047, 2599 */
+        tg_err err = {0};
+        int rc = tg_event_cancel(f->svc, &f->scope, "api_call", ids[edges[e]], &err);
+        if (rc)
+            fail_msg("tg_event_cancel(%s): %d %s", ids[edges[e]], rc, err.msg);
+        assert_int_equal(tg_dec_sub(want, value_dec(edges[e]), &want), 0);
+    }
+    assert_dec_equal(total(f), want);
+
+    reopen(f);
+    assert_dec_equal(total(f), want);
+    record_batch(f, ids, N, results);
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(results[i], TG_EDUPLICATE);
+    tg_err again = {0};
+    assert_int_equal(tg_event_cancel(f->svc, &f->scope, "api_call", ids[2047], &again),
+                     TG_EINVAL);
+    tg_err other = {0};
+    int rc = tg_event_cancel(f->svc, &f->scope, "api_call", ids[2048], &other);
+    if (rc)
+        fail_msg("tg_event_cancel(%s) after the restart: %d %s", ids[2048], rc, other.msg);
+    assert_int_equal(tg_dec_sub(want, value_dec(2048), &want), 0);
+    assert_dec_equal(total(f), want);
+}
+
 /* Block sequence numbers past 2^32: a server that commits a thousand small batches a second
  * gets there in about fifty days. The index keeps 32 bits of a block's number; identifiers in
  * the blocks numbered 2^32 - 2 and later must still be duplicates, be found to cancel, and be
@@ -756,6 +828,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_crash_replays, setup, teardown),
         cmocka_unit_test_setup_teardown(test_every_batch_position_indexed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_block_numbers_past_32_bits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_stored_in_parts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spills_then_pages, setup_folding_at_close,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_crash_after_spill, setup_folding_at_close,
