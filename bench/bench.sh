@@ -19,8 +19,7 @@
 #      instead of once per backend, which a sum of VmHWM would do).
 #   2. Growth, on a fresh server / empty table: bulk-load (batches of BULK_BATCH, timestamps spread over the last SPREAD_DAYS
 #      days) until each point of GROWTH_POINTS events is stored; at each point, after
-#      SETTLE_SECONDS (Tollgate folds the backfill's live usage into day pages within its 10 s
-#      checkpoint interval), measure the ingest rate of two fixed runs (MEASURE_SECONDS of
+#      SETTLE_SECONDS and then until the server is quiet (see settle), measure the ingest rate of two fixed runs (MEASURE_SECONDS of
 #      batches of 100): live (the current time) and backfill (over SPREAD_DAYS), the month summary query
 #      for one customer (p50/p99, no grouping and hourly; QUERY_REPS repetitions) and the disk
 #      bytes per stored event. Tollgate's peak RSS is taken at each point as the bulk load
@@ -71,7 +70,8 @@ CUSTOMERS=${CUSTOMERS:-3000}
 METERS=${METERS:-3}
 SPREAD_DAYS=${SPREAD_DAYS:-30}         # growth events: timestamps over the last 30 days
 SCENARIO_SPREAD_DAYS=${SCENARIO_SPREAD_DAYS:-0}  # scenario events: the current time (live traffic)
-SETTLE_SECONDS=${SETTLE_SECONDS:-12}   # growth: pause after each bulk load, before measuring
+SETTLE_SECONDS=${SETTLE_SECONDS:-12}   # growth: pause after each bulk load, before measuring,
+SETTLE_MAX_SECONDS=${SETTLE_MAX_SECONDS:-90} # then until the server is quiet (see settle)
 CHECK_RATE=${CHECK_RATE:-10000}
 CHECK_CONNS=${CHECK_CONNS:-8}
 PACED_INGEST_RATE=${PACED_INGEST_RATE:-100000}  # events/s of the paced ingest beside checks
@@ -81,6 +81,7 @@ if [ "$QUICK" = 1 ]; then
   SCENARIO_SECONDS=${SCENARIO_SECONDS:-2}
   MEASURE_SECONDS=${MEASURE_SECONDS:-0.5}
   SETTLE_SECONDS=${QUICK_SETTLE_SECONDS:-1}
+  SETTLE_MAX_SECONDS=${QUICK_SETTLE_MAX_SECONDS:-1}
   QUERY_REPS=${QUERY_REPS:-30}
   GROWTH_POINTS=${GROWTH_POINTS:-"20000 60000"}
   PG_GROWTH_POINTS=${PG_GROWTH_POINTS:-"20000 60000"}
@@ -188,6 +189,24 @@ pg_cpu_s() { # utime+stime+cutime+cstime of the postmaster and its live children
   { cat /proc/[0-9]*/stat 2>/dev/null || true; } |
     awk -v pm="$pm" -v hz="$CLK_TCK" '$1 == pm || $4 == pm { s += $14 + $15 + $16 + $17 }
                                       END { printf "%.2f", s / hz }'
+}
+# settle CPU_FN [ARG]: after a bulk load, SETTLE_SECONDS, then until the server has used at
+# most one clock tick (10 ms) of CPU a second for three seconds in a row (CPU_FN ARG prints its
+# CPU seconds), at most SETTLE_MAX_SECONDS in all; prints the seconds waited. Tollgate folds
+# what a bulk load left in two passes of its 10 s fold cycle, first into spills (2-10 ticks a
+# second), then spills into day pages: after 20M events spread over 30 days that merge ran
+# from 11 to 23 s after the load ended, so a fixed 12 s pause measured the point's ingest
+# during it.
+settle() {
+  local waited=$SETTLE_SECONDS quiet=0 prev cur
+  sleep "$SETTLE_SECONDS"
+  prev=$("$@")
+  while [ $quiet -lt 3 ] && [ "$waited" -lt "$SETTLE_MAX_SECONDS" ]; do
+    sleep 1; waited=$((waited + 1)); cur=$("$@")
+    if awk -v a="$prev" -v b="$cur" 'BEGIN { exit !(b - a < 0.015) }'; then quiet=$((quiet + 1)); else quiet=0; fi
+    prev=$cur
+  done
+  echo "$waited"
 }
 pg_pss_kb() {
   local files=() p
@@ -451,7 +470,7 @@ for target in $GROWTH_POINTS; do
     log "tollgate bulk: $(jget "$json" events_per_sec) ev/s"
   done
   R_T[g$target.rss]=$(proc_hwm_mib "$TG_PID") # before the measurements add their events
-  sleep "$SETTLE_SECONDS"
+  note "tollgate at $target: quiet $(settle proc_cpu_s "$TG_PID") s after the bulk load"
   json=$(tg_load "measure live at $target" --scenario v2 --batch 100 --conns "$B100_CONNS" \
          --seconds "$MEASURE_SECONDS" --spread-days 0 --run-id "l$target")
   TG_STORED=$((TG_STORED + $(jget "$json" acked_events)))
@@ -552,7 +571,7 @@ pg_point() {
     PG_BULK_RATE=$(jget "$json" events_per_sec)
     log "postgres bulk: $PG_BULK_RATE ev/s"
   done
-  sleep "$SETTLE_SECONDS" # as for Tollgate
+  note "postgres at $target: quiet $(settle pg_cpu_s) s after the bulk load" # as for Tollgate
   json=$(pg_load "measure live at $target" --batch 100 --conns "$PG_B100_CONNS" --seconds "$MEASURE_SECONDS" \
          --spread-days 0 --run-id "l$target")
   PG_STORED=$((PG_STORED + $(jget "$json" acked_events)))
