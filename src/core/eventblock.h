@@ -1,12 +1,12 @@
 /* eventblock.h -- the compact storage format of a batch of meter events.
  *
- * Events acknowledged together are stored together, in blocks: one row per batch (of up to
- * 1,024 events: see writer.c) instead of one row (and index entry) per event is what lets a
- * group commit take hundreds of thousands of events a second. A block holds, per event: the identifier, the meter and the
- * customer as small integers (their row numbers), the timestamp as a difference from the
- * block's first, the value as an exact decimal (mantissa and scale), and any other payload
- * keys verbatim. All integers are LEB128 varints, signed ones zigzag-encoded. About 40 bytes
- * for a typical event.
+ * Events acknowledged together are stored together, in blocks: a row per batch (per 1,024
+ * events of it: see writer.c) instead of a row (and index entry) per event is what lets a
+ * group commit take hundreds of thousands of events a second. A block holds, per event: the
+ * identifier, the meter and the customer as small integers (their row numbers), the timestamp
+ * as a difference from the block's first, the value as an exact decimal (mantissa and scale),
+ * and any other payload keys verbatim. All integers are LEB128 varints, signed ones
+ * zigzag-encoded. About 40 bytes for a typical event.
  *
  *   u8 version (1) | varint count | zigzag base_ts |
  *   count x { varint id_len, id | varint meter | varint customer | zigzag ts - base_ts |

@@ -40,8 +40,8 @@
 #include "core/metering.h"
 
 #define MAX_SCOPES 8      /* distinct scopes in one batch; more wait for the next batch */
-/* Recent blocks are kept to confirm retried identifiers without a read: the last 64, within
- * 4 MiB (a batch of 10,000 events makes a block of about 400 KB: 64 of them were 25 MB). */
+/* Recent blocks are kept to confirm retried identifiers without a read: the last 128 (of at
+ * most PART_EVENTS events, about 40 KB each), within 4 MiB. */
 #define BLOCK_CACHE 128
 #define BLOCK_CACHE_BYTES (4u << 20)
 /* Events in one stored block at most. A lookup whose tag matches reads a whole block, and a

@@ -588,11 +588,9 @@ static void test_block_numbers_past_32_bits(void **state)
     snprintf(path, sizeof path, "%s/tollgate.db", f->dir);
     sqlite3 *db;
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db,
-                                  "INSERT INTO event_blocks(seq,account,livemode,created,count,data)"
-                                  " VALUES (4294967293,'acct_filler',0,0,0,x'010000')",
-                                  NULL, NULL, NULL),
-                     SQLITE_OK);
+    const char *filler = "INSERT INTO event_blocks(seq,account,livemode,created,count,data)"
+                         " VALUES (4294967293,'acct_filler',0,0,0,x'010000')";
+    assert_int_equal(sqlite3_exec(db, filler, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
     assert_int_equal(open_service(f), TG_OK);
 
