@@ -364,8 +364,9 @@ static int block_find(const void *data, size_t len, const char *identifier, int6
 
 /* The identifier index keeps 32 bits of where an event is stored (dedupe.h), so block
  * numbers wrap around: a locator stands for every block numbered loc + k * LOCATOR_SPAN, which
- * is one block until about 4.3 billion (a server committing a thousand batches a second gets
- * there in fifty days), and a lookup reads them newest first. */
+ * is one block until about 4.3 billion (a server writing a thousand blocks a second, a
+ * thousand small commits or a million events, gets there in fifty days), and a lookup reads
+ * them newest first. */
 #define LOCATOR_SPAN (TG_DEDUPE_ROW - 1)
 
 static uint64_t block_locator(int64_t seq)

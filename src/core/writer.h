@@ -8,9 +8,9 @@
  * Stripe-Should-Retry: true): memory stays bounded.
  *
  * Events of additive meters (sum, count; no event_time_window) take the fast path: each batch
- * writes them as one compact block per scope (core/eventblock.h), checks identifiers against
- * the in-memory identifier index (core/dedupe.h) instead of a table index, and after the commit
- * adds their minute deltas to the live overlay (core/overlay.h). The overlay is folded into
+ * writes them as compact blocks, a row per scope and 1,024 events (core/eventblock.h), checks
+ * identifiers against the in-memory identifier index (core/dedupe.h) instead of a table
+ * index, and after the commit adds their minute deltas to the live overlay (core/overlay.h). The overlay is folded into
  * stored day pages a few shards per batch, each page recording the blocks it includes; at
  * start-up the identifier index is rebuilt from the stored blocks and whatever no page has
  * absorbed yet is replayed. Events of other meters (formula last, or pre-aggregated windows)
