@@ -294,9 +294,9 @@ static int64_t minute_of(int64_t t)
  * interval it starts in (billing.c, minute_up): the period ending inside a minute bills that
  * whole minute, and the renewal after it starts with the next one. A subscription's first
  * period counts the minute it starts in, as its invoice does; a later one (see
- * sub_start_minute) starts with the minute after its start's. Counting the last minute in the next period
- * instead let usage past a hard cap through for the last seconds of every period that does
- * not end on a whole minute. */
+ * sub_start_minute) starts with the minute after its start's. Counting the last minute in the
+ * next period instead let usage past a hard cap through for the last seconds of every period
+ * that does not end on a whole minute. */
 static int64_t count_from(const tg_grant *g)
 {
     return g->start_minute == TG_GRANT_START_PREVIOUS ? minute_of(g->period_start + 59)

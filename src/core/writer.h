@@ -10,11 +10,12 @@
  * Events of additive meters (sum, count; no event_time_window) take the fast path: each batch
  * writes them as compact blocks, a row per scope and 1,024 events (core/eventblock.h), checks
  * identifiers against the in-memory identifier index (core/dedupe.h) instead of a table
- * index, and after the commit adds their minute deltas to the live overlay (core/overlay.h). The overlay is folded into
- * stored day pages a few shards per batch, each page recording the blocks it includes; at
- * start-up the identifier index is rebuilt from the stored blocks and whatever no page has
- * absorbed yet is replayed. Events of other meters (formula last, or pre-aggregated windows)
- * are stored one per row with exact bucket recomputation; they are rare and need it.
+ * index, and after the commit adds their minute deltas to the live overlay (core/overlay.h).
+ * The overlay is folded into stored day pages a few shards per batch, each page recording the
+ * blocks it includes; at start-up the identifier index is rebuilt from the stored blocks and
+ * whatever no page has absorbed yet is replayed. Events of other meters (formula last, or
+ * pre-aggregated windows) are stored one per row with exact bucket recomputation; they are
+ * rare and need it.
  *
  * Function jobs run any other write inside a savepoint so that their failure undoes only
  * themselves. A failed commit fails every job of the batch: nothing of it is acknowledged.
