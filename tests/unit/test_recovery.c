@@ -11,7 +11,10 @@
  * cancellation survives the restart -- after a clean close, and after a process that dies
  * without closing (in a forked child) having acknowledged events both before and after a
  * checkpoint, so recovery must replay exactly the blocks and cancellations written since.
+ * And that the writer thread raises its priority after large batches only.
  */
+#include <dirent.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -646,6 +650,75 @@ static void test_crash_replays(void **state)
     assert_dec_equal(total(f), want);
 }
 
+/* The nice value of the thread named tg-writer, from field 19 of its /proc stat line (fields
+ * count from 3 after the parenthesised name); INT_MIN when there is none. */
+static int writer_nice(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    assert_non_null(d);
+    int nice = INT_MIN;
+    for (struct dirent *de; nice == INT_MIN && (de = readdir(d));) {
+        char path[300], line[1024] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", de->d_name);
+        FILE *fp = fopen(path, "r");
+        bool writer = fp && fgets(line, sizeof line, fp) && strcmp(line, "tg-writer\n") == 0;
+        if (fp)
+            fclose(fp);
+        snprintf(path, sizeof path, "/proc/self/task/%s/stat", de->d_name);
+        if (!writer || !(fp = fopen(path, "r")))
+            continue;
+        const char *p = fgets(line, sizeof line, fp) ? strrchr(line, ')') : NULL;
+        fclose(fp);
+        for (int field = 2; p && field < 19; field++)
+            p = strchr(p + 1, ' ');
+        if (p)
+            nice = atoi(p + 1);
+    }
+    closedir(d);
+    return nice;
+}
+
+/* Records n new events (identifiers prefix-0 ...) as one batch. */
+static void record_new_batch(fixture *f, const char *prefix, size_t n)
+{
+    char(*names)[32] = calloc(n, sizeof *names);
+    const char **ids = calloc(n, sizeof *ids);
+    int *results = calloc(n, sizeof *results);
+    assert_true(names && ids && results);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(names[i], sizeof names[i], "%s-%zu", prefix, i);
+        ids[i] = names[i];
+    }
+    record_batch(f, ids, n, results);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(results[i], TG_OK);
+    free(names);
+    free(ids);
+    free(results);
+}
+
+/* The writer runs BOOST_NICE (10) ahead of the process after a batch of 256 events or more and
+ * at the process's priority after a smaller one (writer.c, "Priority"). Where the process may
+ * not raise a priority (no CAP_SYS_NICE, RLIMIT_NICE 0) it stays at the process's. */
+static void test_writer_priority_follows_batch_size(void **state)
+{
+    fixture *f = *state;
+    int base = getpriority(PRIO_PROCESS, 0); /* this thread's, which the writer inherited */
+    int ahead = base - 10 < -20 ? -20 : base - 10;
+    bool may_raise = setpriority(PRIO_PROCESS, (id_t)gettid(), ahead) == 0;
+    assert_int_equal(setpriority(PRIO_PROCESS, (id_t)gettid(), base), 0);
+    int boosted = may_raise ? ahead : base;
+    assert_int_equal(writer_nice(), base);
+    record_new_batch(f, "small", 255);
+    assert_int_equal(writer_nice(), base);
+    record_new_batch(f, "large", 256);
+    assert_int_equal(writer_nice(), boosted);
+    record_new_batch(f, "larger", 1000);
+    assert_int_equal(writer_nice(), boosted);
+    record_new_batch(f, "single", 1);
+    assert_int_equal(writer_nice(), base);
+}
+
 /* ---------------------------------------------------------------- spills */
 
 static int count_row(void *ctx, const tg_spill *row)
@@ -829,6 +902,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_every_batch_position_indexed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_block_numbers_past_32_bits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_stored_in_parts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_priority_follows_batch_size, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_spills_then_pages, setup_folding_at_close,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_crash_after_spill, setup_folding_at_close,
