@@ -30,11 +30,13 @@
  * after being woken: 260-300 ms a second of batches of 100 on the 2-core benchmark machine,
  * while the request loops, their requests in its batch, had nothing to do. After a batch of
  * at least BOOST_FROM_EVENTS events the writer raises its priority (nice BOOST_NICE below
- * the process's) and drops back after a smaller one: queued waiting fell to 145-210 ms a
- * second and batches of 100 rose 9-11% (BENCHMARKS.md). Small batches keep the normal
+ * the process's) and drops back after a smaller one: queued waiting fell to 144-172 ms a
+ * second and batches of 100 rose 11% (BENCHMARKS.md). Small batches keep the normal
  * priority because there a short wait is what lets a batch gather more requests: boosted
  * always, single events (v1) fell 10-20%. Raising a priority needs CAP_SYS_NICE or a
- * RLIMIT_NICE allowance; without either the writer says so once and runs unboosted.
+ * RLIMIT_NICE allowance for the whole BOOST_NICE; without it the writer says so once and
+ * runs unboosted. The nice value it drops back to is the one it had when it rose, so a
+ * renice from outside between boosts holds.
  */
 #include "core/writer.h"
 
@@ -150,7 +152,7 @@ struct tg_writer {
     enum { FOLD_NOTHING, FOLD_SPILLED, FOLD_TO_PAGES } fold_kind[TG_OVERLAY_SHARDS];
     int64_t spill_seq;
     int64_t last_fold_ms, last_prune;
-    /* priority (see the top): the process's nice value, and where the writer stands */
+    /* priority (see the top): the nice value before the boost, and where the writer stands */
     int base_nice;
     bool boosted, boost_refused;
 };
@@ -1298,10 +1300,13 @@ static void set_boost(tg_writer *w, bool on)
 {
     if (on == w->boosted || w->boost_refused)
         return;
+    if (on)
+        w->base_nice = getpriority(PRIO_PROCESS, (id_t)gettid()); /* -1 is a valid answer */
     int nice = on ? w->base_nice - BOOST_NICE : w->base_nice;
     if (setpriority(PRIO_PROCESS, (id_t)gettid(), nice) != 0) {
-        tg_log(TG_LOG_INFO, "writer: cannot raise its priority (%s); it runs at the process's: "
-               "allow it with CAP_SYS_NICE or RLIMIT_NICE", strerror(errno));
+        tg_log(TG_LOG_INFO, "writer: cannot set its priority to nice %d (%s), so it stays "
+               "at nice %d: allow it with CAP_SYS_NICE or RLIMIT_NICE", nice, strerror(errno),
+               getpriority(PRIO_PROCESS, (id_t)gettid()));
         w->boost_refused = true;
         return;
     }
@@ -1312,7 +1317,6 @@ static void *writer_main(void *arg)
 {
     tg_writer *w = arg;
     pthread_setname_np(pthread_self(), "tg-writer"); /* as top -H and perf show it */
-    w->base_nice = getpriority(PRIO_PROCESS, (id_t)gettid()); /* -1 is a valid answer */
     pthread_mutex_lock(&w->mu);
     for (;;) {
         while (!w->head && !w->stopping) {
