@@ -2,8 +2,8 @@
  *
  *   tollgate serve [--data DIR] [--listen HOST:PORT] [--max-body BYTES]
  *                  [--max-stream-events N] [--batch-events N] [--queue-events N] [--queue-bytes BYTES]
- *                  [--http-threads N] [--check-lane-realtime] [--invoice-grace SECONDS]
- *                  [--request-timeout SECONDS]
+ *                  [--http-threads N] [--check-lane-realtime] [--no-priority-boost]
+ *                  [--invoice-grace SECONDS] [--request-timeout SECONDS]
  *   tollgate keys create [--data DIR] [--live]
  *   tollgate keys revoke SECRET_KEY [--data DIR]
  *   tollgate bill run [--data DIR] [--invoice-grace SECONDS]
@@ -43,7 +43,7 @@ static const tg_clock real_clock = {real_now, NULL};
 
 typedef struct options {
     const char *data, *listen;
-    bool live, check_lane_realtime;
+    bool live, check_lane_realtime, no_priority_boost;
     size_t max_body, max_stream_events, batch_events, queue_events, http_threads;
     size_t request_timeout; /* seconds */
     size_t queue_bytes;
@@ -57,6 +57,7 @@ static int usage(void)
             "                      [--max-stream-events N] [--batch-events N] [--queue-events N]\n"
             "                      [--queue-bytes BYTES]\n"
             "                      [--http-threads N] [--check-lane-realtime]\n"
+            "                      [--no-priority-boost]\n"
             "                      [--invoice-grace SECONDS] [--request-timeout SECONDS]\n"
             "       tollgate keys create [--data DIR] [--live]\n"
             "       tollgate keys revoke SECRET_KEY [--data DIR]\n"
@@ -100,6 +101,10 @@ static int parse_options(int argc, char **argv, int first, options *o)
         }
         if (strcmp(a, "--check-lane-realtime") == 0) {
             o->check_lane_realtime = true;
+            continue;
+        }
+        if (strcmp(a, "--no-priority-boost") == 0) {
+            o->no_priority_boost = true;
             continue;
         }
         if (!v)
@@ -164,7 +169,8 @@ static int open_service(const options *o, bool scheduler, tg_service **svc)
                              .batch_max_events = o->batch_events,
                              .readers = 8,
                              .no_billing_scheduler = !scheduler,
-                             .queue_max_bytes = o->queue_bytes};
+                             .queue_max_bytes = o->queue_bytes,
+                             .no_priority_boost = o->no_priority_boost};
     tg_err err = {0};
     if (tg_service_open(svc, tg_store_sqlite_factory(o->data), &real_clock, &cfg, &err)) {
         fprintf(stderr, "tollgate: %s\n", err.msg);
@@ -263,7 +269,8 @@ static int cmd_serve(const options *o)
     if (open_service(o, true, &svc))
         return 1;
     tg_server_config cfg = {o->max_body, o->max_stream_events, (unsigned)o->http_threads,
-                            o->check_lane_realtime, (unsigned)o->request_timeout};
+                            o->check_lane_realtime, (unsigned)o->request_timeout,
+                            o->no_priority_boost};
     tg_server *srv;
     tg_err err = {0};
     if (tg_server_start(&srv, svc, o->listen, &cfg, &err)) {

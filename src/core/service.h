@@ -31,6 +31,8 @@ typedef struct tg_service_config {
     /* How often live usage is folded into storage, about (default 10 s): each busy (meter,
      * customer) is written once per interval, and a restart replays at most that much. */
     int fold_interval_ms;
+    /* Keep the writer at the process's priority (core/writer.c, "Priority"). */
+    bool no_priority_boost;
 } tg_service_config;
 
 int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *clock,

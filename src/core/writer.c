@@ -35,8 +35,9 @@
  * priority because there a short wait is what lets a batch gather more requests: boosted
  * always, single events (v1) fell 10-20%. Raising a priority needs CAP_SYS_NICE or a
  * RLIMIT_NICE allowance for the whole BOOST_NICE; without it the writer says so once and
- * runs unboosted. The nice value it drops back to is the one it had when it rose, so a
- * renice from outside between boosts holds.
+ * runs unboosted; with cfg.no_priority_boost (`--no-priority-boost`) it never tries, for a
+ * machine shared with work that should not wait behind ingest. The nice value it drops back
+ * to is the one it had when it rose, so a renice from outside between boosts holds.
  */
 #include "core/writer.h"
 
@@ -1298,7 +1299,7 @@ static void prune_if_due(tg_writer *w)
 /* Runs the writer boosted or not (see "Priority" at the top); a refusal is final. */
 static void set_boost(tg_writer *w, bool on)
 {
-    if (on == w->boosted || w->boost_refused)
+    if (on == w->boosted || w->boost_refused || w->cfg.no_priority_boost)
         return;
     if (on)
         w->base_nice = getpriority(PRIO_PROCESS, (id_t)gettid()); /* -1 is a valid answer */

@@ -72,6 +72,7 @@ typedef struct tg_writer_config {
     void (*on_usage)(void *ctx, int64_t meter_seq, int64_t customer_seq, int64_t minute,
                      tg_dec sum);
     void *usage_ctx;
+    bool no_priority_boost; /* never raise the writer's priority (writer.c, "Priority") */
 } tg_writer_config;
 
 /* Where a stored event lives, as found by tg_writer_lookup. */

@@ -29,6 +29,7 @@ typedef struct tg_server_config {
     unsigned threads;         /* event-loop threads (default 2) */
     bool check_lane_realtime; /* run the check lane's thread at SCHED_FIFO priority 1 */
     unsigned request_timeout; /* seconds a request may take to arrive whole (default 30) */
+    bool no_priority_boost;   /* keep the check lane at the process's priority (server.c) */
 } tg_server_config;
 
 /* A handler returns an HTTP status, or TG_HTTP_DEFERRED after tg_req_record_events: the

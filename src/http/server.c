@@ -1406,7 +1406,7 @@ static void *loop_main(void *arg)
         if (rc)
             tg_log(TG_LOG_WARN, "http: --check-lane-realtime: cannot use SCHED_FIFO (%s); "
                    "the check lane runs at normal priority", strerror(rc));
-    } else if (lp->check_lane) {
+    } else if (lp->check_lane && !lp->srv->cfg.no_priority_boost) {
         /* Ahead of the request loops, level with the boosted writer (core/writer.c,
          * "Priority"): a check that arrives while the writer holds a core with a large batch
          * waits for neither. Beside ingest at full speed, with only the writer boosted, check

@@ -527,6 +527,32 @@ describe('HTTP/1.1 on the wire', () => {
     }
   });
 
+  test('the check lane runs 10 below the process\'s nice value, or says why it cannot; --no-priority-boost keeps it level', async () => {
+    const niceOf = async (srv) => {
+      const task = `/proc/${srv.child.pid}/task`;
+      const tids = (await readdir(task)).filter((t) =>
+        readFileSync(`${task}/${t}/comm`, 'latin1').trim() === 'tg-checks');
+      assert.equal(tids.length, 1, 'one check lane thread');
+      const stat = readFileSync(`${task}/${tids[0]}/stat`, 'latin1');
+      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]); // field 19
+    };
+    const base = Number(readFileSync(`/proc/${process.pid}/stat`, 'latin1').split(') ')[1].split(' ')[16]);
+    for (const args of [[], ['--no-priority-boost']]) {
+      const srv = await startServer({ args });
+      try {
+        const c = await createCustomer(srv.stripe);
+        const r = await srv.stripe.rawRequest('GET', `/v1/entitlements/check?customer=${c.id}&feature=none`);
+        assert.equal(r.reason, 'no_entitlement');
+        const nice = await niceOf(srv);
+        if (args.length) assert.equal(nice, base, 'level with the process');
+        else if (/check lane cannot raise its priority/.test(srv.output())) assert.equal(nice, base, 'refused');
+        else assert.equal(nice, Math.max(base - 10, -20), `boosted; log: ${srv.output().slice(-500)}`);
+      } finally {
+        await srv.close();
+      }
+    }
+  });
+
   test('a burst of connections, handed from the accepting loop to the others: every one is served', async () => {
     // The accepting loop gives each new connection to the loop with the fewest; hundreds at
     // once queue up for a busy loop (the list they wait on once overflowed the heap).

@@ -47,6 +47,7 @@ typedef struct fixture {
     tg_meter meter;
     tg_arena a;
     int fold_ms; /* the service's fold interval (0: its default) */
+    bool no_boost; /* the service's no_priority_boost */
 } fixture;
 
 static int64_t fake_now(void *ctx)
@@ -68,7 +69,8 @@ static void rm_dir(const char *dir)
 
 static int open_service(fixture *f)
 {
-    tg_service_config cfg = {.readers = 2, .fold_interval_ms = f->fold_ms};
+    tg_service_config cfg = {.readers = 2, .fold_interval_ms = f->fold_ms,
+                             .no_priority_boost = f->no_boost};
     tg_err err = {0};
     int rc = tg_service_open(&f->svc, tg_store_sqlite_factory(f->dir), &f->clock, &cfg, &err);
     if (rc)
@@ -734,6 +736,20 @@ static void test_writer_priority_follows_batch_size(void **state)
     assert_int_equal(writer_nice(), base + 5);
 }
 
+/* With no_priority_boost (`--no-priority-boost`) the writer keeps the process's priority after
+ * large batches too (where raising it is allowed, it would otherwise be 10 below). */
+static void test_writer_priority_boost_off(void **state)
+{
+    fixture *f = *state;
+    f->no_boost = true;
+    reopen(f);
+    int base = getpriority(PRIO_PROCESS, 0);
+    record_new_batch(f, "large", 300);
+    assert_int_equal(writer_nice(), base);
+    record_new_batch(f, "larger", 1000);
+    assert_int_equal(writer_nice(), base);
+}
+
 /* ---------------------------------------------------------------- spills */
 
 static int count_row(void *ctx, const tg_spill *row)
@@ -919,6 +935,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_batch_stored_in_parts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_priority_follows_batch_size, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_writer_priority_boost_off, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spills_then_pages, setup_folding_at_close,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_crash_after_spill, setup_folding_at_close,
