@@ -73,7 +73,7 @@
 #define READ_CHUNK (64u << 10)   /* bytes read at a time */
 #define OUT_HIGH_WATER (1u << 20) /* stop answering pipelined requests above this unsent */
 #define MAX_PIPELINE 32           /* requests of one connection recording events at once */
-#define CHECK_LANE_NICE_BOOST 10 /* as the writer's BOOST_NICE */
+#define CHECK_LANE_NICE_BOOST 10  /* as the writer's BOOST_NICE */
 #define TURN_REQUESTS 64          /* requests one connection starts before the others' turn */
 #define SPARE_REQUESTS 128        /* finished requests a loop keeps for reuse */
 #define SPARE_BUFFER (64u << 10)  /* a kept request keeps buffers up to this size */
