@@ -3,6 +3,7 @@
  *   tollgate serve [--data DIR] [--listen HOST:PORT] [--max-body BYTES]
  *                  [--max-stream-events N] [--batch-events N] [--queue-events N] [--queue-bytes BYTES]
  *                  [--http-threads N] [--check-lane-realtime] [--no-priority-boost]
+ *                  [--identifier-days N|forever]
  *                  [--invoice-grace SECONDS] [--request-timeout SECONDS]
  *   tollgate keys create [--data DIR] [--live]
  *   tollgate keys revoke SECRET_KEY [--data DIR]
@@ -48,6 +49,7 @@ typedef struct options {
     size_t request_timeout; /* seconds */
     size_t queue_bytes;
     long long invoice_grace; /* seconds, -1 = the default */
+    int identifier_days;     /* 0 = the default, -1 = forever */
 } options;
 
 static int usage(void)
@@ -57,7 +59,7 @@ static int usage(void)
             "                      [--max-stream-events N] [--batch-events N] [--queue-events N]\n"
             "                      [--queue-bytes BYTES]\n"
             "                      [--http-threads N] [--check-lane-realtime]\n"
-            "                      [--no-priority-boost]\n"
+            "                      [--no-priority-boost] [--identifier-days N|forever]\n"
             "                      [--invoice-grace SECONDS] [--request-timeout SECONDS]\n"
             "       tollgate keys create [--data DIR] [--live]\n"
             "       tollgate keys revoke SECRET_KEY [--data DIR]\n"
@@ -87,6 +89,21 @@ static bool parse_grace(const char *s, long long *out)
     if (errno || *end || !*s || v < 0 || v > TG_GRACE_MAX)
         return false;
     *out = v;
+    return true;
+}
+
+/* TG_IDENTIFIER_DAYS .. 36,500 days, or "forever" (-1): fewer days than the event window
+ * would let a retry that carries its event's timestamp be counted twice. */
+static bool parse_identifier_days(const char *s, int *out)
+{
+    if (strcmp(s, "forever") == 0) {
+        *out = -1;
+        return true;
+    }
+    size_t days;
+    if (!parse_size(s, &days) || days < TG_IDENTIFIER_DAYS || days > 36500)
+        return false;
+    *out = (int)days;
     return true;
 }
 
@@ -131,6 +148,9 @@ static int parse_options(int argc, char **argv, int first, options *o)
         else if (strcmp(a, "--request-timeout") == 0 && parse_size(v, &o->request_timeout) &&
                  o->request_timeout <= 3600)
             ;
+        else if (strcmp(a, "--identifier-days") == 0 &&
+                 parse_identifier_days(v, &o->identifier_days))
+            ;
         else
             return usage();
         i++;
@@ -170,7 +190,8 @@ static int open_service(const options *o, bool scheduler, tg_service **svc)
                              .readers = 8,
                              .no_billing_scheduler = !scheduler,
                              .queue_max_bytes = o->queue_bytes,
-                             .no_priority_boost = o->no_priority_boost};
+                             .no_priority_boost = o->no_priority_boost,
+                             .identifier_days = o->identifier_days};
     tg_err err = {0};
     if (tg_service_open(svc, tg_store_sqlite_factory(o->data), &real_clock, &cfg, &err)) {
         fprintf(stderr, "tollgate: %s\n", err.msg);

@@ -14,7 +14,10 @@
  * can be rehashed from its slots alone. Each partition grows by a quarter on its own at 85%
  * load: growth never needs twice the memory of the whole index, and the partitions are
  * staggered so that the index grows smoothly at about 10.55 bytes an identifier (see
- * dedupe.c). Not thread-safe: the writer thread owns it.
+ * dedupe.c). Entries leave only by tg_dedupe_prune, a partition at a time; partitions never
+ * shrink, so the index's memory is the most it has ever held, which under a retention window
+ * (writer.c, "Identifier retention") is bounded by the window's events.
+ * Not thread-safe: the writer thread owns it.
  */
 #ifndef TG_DEDUPE_H
 #define TG_DEDUPE_H
@@ -25,6 +28,7 @@
 
 #define TG_DEDUPE_ROW ((uint64_t)0xFFFFFFFFULL) /* stored as a row: look it up by identifier */
 #define TG_DEDUPE_MAX_CANDIDATES 8
+#define TG_DEDUPE_PARTITIONS 64
 
 typedef struct tg_dedupe tg_dedupe;
 
@@ -44,12 +48,17 @@ void tg_dedupe_prefetch(const tg_dedupe *d, uint64_t h);
 /* Adds h -> locator (1 <= locator <= TG_DEDUPE_ROW). Returns 0, or -1 when out of memory. */
 int tg_dedupe_insert(tg_dedupe *d, uint64_t h, uint64_t locator);
 
-/* Number of entries, and bytes of slot memory (for metrics). */
+/* Removes the entries of partition part (0 <= part < TG_DEDUPE_PARTITIONS) whose locator
+ * keep() refuses; returns how many. Allocates nothing. */
+size_t tg_dedupe_prune(tg_dedupe *d, int part, bool (*keep)(uint64_t locator, void *ctx),
+                       void *ctx);
+
 /* Whether the kernel may back an madvise(MADV_HUGEPAGE) range with huge pages (transparent
  * huge pages not "never"): without them, partitions grown to 2 MiB early would cost memory
  * for nothing, and they are not (see dedupe.c, "Huge pages"). */
 bool tg_dedupe_huge_pages_enabled(void);
 
+/* Number of entries, and bytes of slot memory (for metrics). */
 size_t tg_dedupe_count(const tg_dedupe *d);
 size_t tg_dedupe_bytes(const tg_dedupe *d);
 

@@ -22,6 +22,9 @@
 #define TG_EVENT_PAST_WINDOW (35 * 86400) /* events may be 35 days old */
 #define TG_EVENT_FUTURE_SLACK 300         /* and 5 minutes ahead (clock drift) */
 #define TG_CANCEL_WINDOW 86400            /* adjustments reach events received in 24 h */
+/* Identifiers are kept this long after receipt by default: past the event's own window (35
+ * days, 5 minutes ahead), so a retry carrying the event's timestamp is refused either way. */
+#define TG_IDENTIFIER_DAYS 36
 /* A meter event's value has at most 15 significant digits, as at Stripe (2026-04-22,
  * meter_event_value_too_many_digits). It also keeps every value under 10^15, so a minute's
  * sum cannot overflow (that would take 10^11 events in one minute). */

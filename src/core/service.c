@@ -560,7 +560,8 @@ int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *
     if (!rc) {
         tg_writer_config wc = {svc->cfg.queue_max_events, svc->cfg.queue_max_bytes,
                                svc->cfg.batch_max_events, svc->cfg.fold_interval_ms,
-                               tg_ent_on_usage, svc->ents, svc->cfg.no_priority_boost};
+                               tg_ent_on_usage, svc->ents, svc->cfg.no_priority_boost,
+                               svc->cfg.identifier_days};
         rc = tg_writer_start(&svc->writer, svc->wstore, clock, &wc, svc->overlay, svc->hash_seed,
                              err);
     }

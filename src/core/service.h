@@ -33,6 +33,10 @@ typedef struct tg_service_config {
     int fold_interval_ms;
     /* Keep the writer at the process's priority (core/writer.c, "Priority"). */
     bool no_priority_boost;
+    /* Days an identifier is refused as a duplicate after its event was received, at least
+     * (core/writer.c, "Identifier retention"): 0 for TG_IDENTIFIER_DAYS (36), -1 for as long
+     * as the event is stored. */
+    int identifier_days;
 } tg_service_config;
 
 int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *clock,

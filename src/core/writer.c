@@ -38,6 +38,19 @@
  * runs unboosted; with cfg.no_priority_boost (`--no-priority-boost`) it never tries, for a
  * machine shared with work that should not wait behind ingest. The nice value it drops back
  * to is the one it had when it rose, so a renice from outside between boosts holds.
+ *
+ * Identifier retention: the identifier index is in memory, so it cannot hold every identifier
+ * ever stored (10.55 bytes each: a year at 10,000 events a second would be 3.3 GB, and
+ * start-up would index them all). An identifier stays in it for at least cfg.identifier_days
+ * (default TG_IDENTIFIER_DAYS, 36) after its block was written; by then a retry carrying the
+ * event's timestamp is refused anyway, for being more than 35 days old (Stripe keeps
+ * identifiers unique for 24 hours). Blocks are numbered in the order they are written, so
+ * age is a block number: the writer notes the first block of each hour it writes (marks),
+ * and once an hour has passed out of the window, so has every block below the next mark's.
+ * A sweep then prunes the index's 64 partitions, one per writer turn (a batch, or an idle
+ * second): 3.5 ms each at 30M identifiers (dedupe.c), never a stop of the whole index.
+ * Start-up indexes only the blocks written within the window. Row-stored events stay indexed
+ * (they are few), and the blocks themselves, with their events, are kept.
  */
 #include "core/writer.h"
 
@@ -70,6 +83,7 @@
 #define SPILLS_PER_FOLD 3
 #define BOOST_FROM_EVENTS 256
 #define BOOST_NICE 10
+#define NO_SWEEP TG_DEDUPE_PARTITIONS /* sweep_part when no sweep is running */
 
 /* Batch tables are cleared by moving to a new generation, not by memset: a slot is in use
  * only when its gen equals the table's, so a small batch after a large one costs nothing. */
@@ -104,6 +118,11 @@ typedef struct batch_scope {
     int64_t *seqs;   /* part k's block number, once written */
     size_t cap_parts;
 } batch_scope;
+
+/* The first block written in an hour (see "Identifier retention"). */
+typedef struct retain_mark {
+    int64_t first_seq, hour;
+} retain_mark;
 
 typedef struct cached_block {
     int64_t seq;
@@ -156,6 +175,14 @@ struct tg_writer {
     /* priority (see the top): the nice value before the boost, and where the writer stands */
     int base_nice;
     bool boosted, boost_refused;
+    /* identifier retention (see the top): marks, oldest first; the running sweep's cutoff
+     * (blocks below it leave the index) and next partition; the last finished sweep's cutoff */
+    retain_mark *marks;
+    size_t nmarks, cap_marks;
+    bool marks_lost; /* a mark could not be kept: no sweep until a restart */
+    int64_t sweep_cutoff, swept_cutoff;
+    int sweep_part;
+    size_t sweep_removed;
 };
 
 static int64_t mono_ms(void)
@@ -1171,9 +1198,14 @@ static int write_blocks(tg_writer *w, tg_err *err)
     return rc == TG_ENOMEM ? tg_err_set(err, rc, NULL, NULL) : rc;
 }
 
+static void note_block(tg_writer *w, int64_t seq, int64_t created);
+
 /* After a commit: the batch's identifiers and deltas become visible. */
 static void publish_batch(tg_writer *w)
 {
+    for (int i = 0; i < w->nscopes; i++)
+        if (w->scopes[i].block.count)
+            note_block(w, w->scopes[i].seqs[0], w->scopes[i].created);
     for (size_t i = 0; i < w->npending; i++) {
         if (i + PREFETCH_AHEAD < w->npending)
             tg_dedupe_prefetch(w->index, w->pending[i + PREFETCH_AHEAD].h);
@@ -1294,6 +1326,90 @@ static void prune_if_due(tg_writer *w)
         tg_log(TG_LOG_WARN, "writer: prune failed: %s", err.msg);
 }
 
+/* ================================================================ identifier retention */
+
+/* How long identifiers stay indexed, in seconds; -1: for as long as their events are stored. */
+static int64_t retention_seconds(const tg_writer *w)
+{
+    int days = w->cfg.identifier_days ? w->cfg.identifier_days : TG_IDENTIFIER_DAYS;
+    return days < 0 ? -1 : (int64_t)days * 86400;
+}
+
+/* Notes block seq, written at created, in the marks (called in block order). */
+static void note_block(tg_writer *w, int64_t seq, int64_t created)
+{
+    int64_t hour = created - created % 3600;
+    if (retention_seconds(w) < 0 || (w->nmarks && w->marks[w->nmarks - 1].hour >= hour))
+        return; /* a clock that went back leaves its blocks in the hour before */
+    if (w->nmarks == w->cap_marks) {
+        size_t cap = w->cap_marks ? w->cap_marks * 2 : 64;
+        retain_mark *m = realloc(w->marks, cap * sizeof *m);
+        if (!m) {
+            /* Without this mark, this hour's blocks would age out with the previous hour's. */
+            if (!w->marks_lost)
+                tg_log(TG_LOG_WARN, "identifier index: out of memory for retention marks; "
+                       "identifiers are kept until a restart");
+            w->marks_lost = true;
+            return;
+        }
+        w->marks = m;
+        w->cap_marks = cap;
+    }
+    w->marks[w->nmarks++] = (retain_mark){seq, hour};
+}
+
+/* The block below which every block was written before now - retention (0: none yet), with
+ * the marks of those blocks dropped. The blocks from one mark to the next were written within
+ * the first one's hour (a later hour would have made a mark), so once that hour has passed
+ * out of the window, so have they. */
+static int64_t retention_cutoff(tg_writer *w, int64_t now)
+{
+    int64_t keep = retention_seconds(w);
+    size_t k = 0; /* marks whose whole hour is out of the window */
+    while (keep >= 0 && !w->marks_lost && k < w->nmarks && w->marks[k].hour + 3600 <= now - keep)
+        k++;
+    if (k == 0)
+        return 0;
+    int64_t cutoff = k < w->nmarks ? w->marks[k].first_seq : w->last_block + 1;
+    memmove(w->marks, w->marks + k, (w->nmarks - k) * sizeof *w->marks);
+    w->nmarks -= k;
+    return cutoff;
+}
+
+/* Whether an index entry stays: row-stored, or in a block at or above the sweep's cutoff
+ * (a locator stands for its newest block, as in tg_writer_lookup: never pruned too early). */
+static bool locator_kept(uint64_t locator, void *ctx)
+{
+    const tg_writer *w = ctx;
+    const int64_t loc = (int64_t)locator, span = (int64_t)LOCATOR_SPAN;
+    if (locator == TG_DEDUPE_ROW || loc > w->last_block)
+        return true;
+    return loc + (w->last_block - loc) / span * span >= w->sweep_cutoff;
+}
+
+/* One turn of the retention sweep: starts one when an hour has aged out, else prunes the
+ * next partition of the running one. */
+static void retention_step(tg_writer *w)
+{
+    if (w->sweep_part == NO_SWEEP) {
+        int64_t cutoff = retention_cutoff(w, tg_clock_now(w->clock));
+        if (cutoff <= w->swept_cutoff)
+            return;
+        w->sweep_cutoff = cutoff;
+        w->sweep_part = 0;
+        w->sweep_removed = 0;
+    }
+    w->sweep_removed += tg_dedupe_prune(w->index, w->sweep_part, locator_kept, w);
+    if (++w->sweep_part < NO_SWEEP)
+        return;
+    w->sweep_part = NO_SWEEP;
+    w->swept_cutoff = w->sweep_cutoff;
+    tg_log(TG_LOG_INFO, "identifier index: %zu identifiers older than %lld days left it "
+           "(blocks below %lld); %zu remain", w->sweep_removed,
+           (long long)(retention_seconds(w) / 86400), (long long)w->sweep_cutoff,
+           tg_dedupe_count(w->index));
+}
+
 /* ================================================================ the thread */
 
 /* Runs the writer boosted or not (see "Priority" at the top); a refusal is final. */
@@ -1325,9 +1441,11 @@ static void *writer_main(void *arg)
             clock_gettime(CLOCK_REALTIME, &until);
             until.tv_sec += 1;
             pthread_cond_timedwait(&w->work_cv, &w->mu, &until);
-            if (!w->head && fold_pending(w)) {
+            if (!w->head && !w->stopping) {
                 pthread_mutex_unlock(&w->mu);
-                fold_now(w, false); /* idle: keep folding on schedule */
+                if (fold_pending(w))
+                    fold_now(w, false); /* idle: keep folding on schedule */
+                retention_step(w);
                 pthread_mutex_lock(&w->mu);
             }
         }
@@ -1370,6 +1488,7 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&w->mu);
 
         prune_if_due(w);
+        retention_step(w);
         pthread_mutex_lock(&w->mu);
     }
     pthread_mutex_unlock(&w->mu);
@@ -1391,7 +1510,8 @@ typedef struct page_mark {
 typedef struct recover_ctx {
     tg_writer *w;
     tg_err *err;
-    size_t events, replayed;
+    int64_t index_from; /* blocks written before this time are not indexed (retention) */
+    size_t events, replayed, indexed;
     page_mark *marks;
     size_t nmarks, cap; /* cap: a power of two */
 } recover_ctx;
@@ -1481,7 +1601,8 @@ static int recover_block(void *ctx, int64_t seq, const tg_scope *scope, int64_t 
     tg_writer *w = r->w;
     tg_block_reader rd;
     tg_block_event ev;
-    (void)created;
+    bool indexed = created >= r->index_from;
+    note_block(w, seq, created);
     if (tg_block_open(&rd, data, len))
         return tg_err_set(r->err, TG_ESTORE, NULL, "Corrupt event block %lld.", (long long)seq);
     char id[TG_NAME_MAX + 1];
@@ -1490,9 +1611,11 @@ static int recover_block(void *ctx, int64_t seq, const tg_scope *scope, int64_t 
         size_t n = ev.identifier_len < TG_NAME_MAX ? ev.identifier_len : TG_NAME_MAX;
         memcpy(id, ev.identifier, n);
         id[n] = '\0';
-        if (tg_dedupe_insert(w->index, tg_dedupe_hash(w->seed, scope->account, scope->livemode, id),
-                             block_locator(seq)))
+        if (indexed && tg_dedupe_insert(w->index, tg_dedupe_hash(w->seed, scope->account,
+                                                                 scope->livemode, id),
+                                        block_locator(seq)))
             return tg_err_set(r->err, TG_ENOMEM, NULL, "identifier index: out of memory");
+        r->indexed += indexed;
         int64_t minute = tg_window_start(ev.timestamp, 60);
         if (!absorbed(r, (int64_t)ev.meter_seq, (int64_t)ev.customer_seq, minute, seq, false)) {
             if (tg_overlay_add(w->overlay, ev.meter_seq, ev.customer_seq, minute, ev.value, 1))
@@ -1558,6 +1681,8 @@ static int recover(tg_writer *w, tg_err *err)
     memset(&r, 0, sizeof r);
     r.w = w;
     r.err = err;
+    int64_t now = tg_clock_now(w->clock), keep = retention_seconds(w);
+    r.index_from = keep < 0 ? INT64_MIN : now - keep;
     int64_t t0 = mono_ms();
     int rc = w->store->ops->day_marks_each(w->store, add_page_mark, &r, err);
     if (!rc)
@@ -1571,10 +1696,16 @@ static int recover(tg_writer *w, tg_err *err)
     free(r.marks);
     if (rc)
         return rc;
+    /* Every block a sweep would prune now was left out above. */
+    w->swept_cutoff = retention_cutoff(w, now);
+    char kept[32] = "forever";
+    if (keep >= 0)
+        snprintf(kept, sizeof kept, "%lld days", (long long)(keep / 86400));
     tg_log(TG_LOG_INFO,
-           "recovered %zu stored events (%zu replayed into live usage) in %lld ms; "
-           "identifier index %zu MiB",
-           r.events, r.replayed, (long long)(mono_ms() - t0), tg_dedupe_bytes(w->index) >> 20);
+           "recovered %zu stored events (%zu replayed into live usage, %zu identifiers indexed, "
+           "kept %s) in %lld ms; identifier index %zu MiB",
+           r.events, r.replayed, r.indexed, kept, (long long)(mono_ms() - t0),
+           tg_dedupe_bytes(w->index) >> 20);
     return TG_OK;
 }
 
@@ -1600,6 +1731,7 @@ int tg_writer_start(tg_writer **out, tg_store *s, const tg_clock *clock,
     w->cfg = *cfg;
     w->overlay = overlay;
     w->seed = seed;
+    w->sweep_part = NO_SWEEP;
     if (w->cfg.batch_max_events == 0)
         w->cfg.batch_max_events = 1;
     if (w->cfg.checkpoint_ms <= 0)
@@ -1618,6 +1750,7 @@ int tg_writer_start(tg_writer **out, tg_store *s, const tg_clock *clock,
     if (rc) {
         tg_dedupe_free(w->index);
         scopes_free(w);
+        free(w->marks);
         free(w);
         return rc;
     }
@@ -1645,6 +1778,7 @@ void tg_writer_stop(tg_writer *w)
     for (size_t i = 0; i < BLOCK_CACHE; i++)
         free(w->cache[i].data);
     tg_dedupe_free(w->index);
+    free(w->marks);
     free(w);
 }
 

@@ -73,6 +73,10 @@ typedef struct tg_writer_config {
                      tg_dec sum);
     void *usage_ctx;
     bool no_priority_boost; /* never raise the writer's priority (writer.c, "Priority") */
+    /* An identifier is refused as a duplicate for at least this many days after its event was
+     * received (writer.c, "Identifier retention"): 0 means TG_IDENTIFIER_DAYS, -1 for as long
+     * as the event is stored. */
+    int identifier_days;
 } tg_writer_config;
 
 /* Where a stored event lives, as found by tg_writer_lookup. */

@@ -75,7 +75,8 @@ test('bill run refuses bad options', async () => {
 });
 
 test('serve refuses bad sizes and addresses before it touches the data directory', async () => {
-  for (const args of [['--max-body', ' -1'], ['--max-stream-events', '-5'], ['--max-body', '+7'], ['--listen', ':34200'], ['--listen', '127.0.0.1:99999']]) {
+  for (const args of [['--max-body', ' -1'], ['--max-stream-events', '-5'], ['--max-body', '+7'], ['--listen', ':34200'], ['--listen', '127.0.0.1:99999'],
+    ['--identifier-days', '35'], ['--identifier-days', '0'], ['--identifier-days', '36501'], ['--identifier-days', 'never'], ['--identifier-days', '-1']]) {
     const dir = await mkdtemp(join(tmpdir(), 'tg-badarg-'));
     try {
       const r = await runCli(['serve', '--data', dir, ...args]);

@@ -378,3 +378,29 @@ describe('adjustments', () => {
     await expectUsage(stripe, other.id, c.id, BASE, BASE + HOUR, 6);
   });
 });
+
+describe('identifier retention (--identifier-days)', () => {
+  // Moving past the window needs a clock the server does not have here: the unit tests in
+  // test_recovery.c move one. These check that the option reaches the server and that a retry
+  // within the window is refused, before and after a restart.
+  for (const days of ['36', '400', 'forever']) {
+    test(`--identifier-days ${days}: a retry is refused, also after a restart`, async () => {
+      const s = await startServer({ args: ['--identifier-days', days] });
+      try {
+        const m = await createMeter(s.stripe, { formula: 'sum' });
+        const c = await createCustomer(s.stripe);
+        const identifier = uniq('ret');
+        const ev = { event_name: m.event_name, identifier, payload: payloadFor(c.id, '1') };
+        await s.stripe.billing.meterEvents.create(ev);
+        const dup = { status: 400, code: 'duplicate_meter_event', param: 'identifier' };
+        await expectStripeError(s.stripe.billing.meterEvents.create(ev), dup);
+        await s.restart();
+        const kept = days === 'forever' ? 'forever' : `${days} days`;
+        assert.match(s.log, new RegExp(`, 1 identifiers indexed, kept ${kept}\\)`), 'the restart indexed the one event');
+        await expectStripeError(s.stripe.billing.meterEvents.create(ev), dup);
+      } finally {
+        await s.close();
+      }
+    });
+  }
+});

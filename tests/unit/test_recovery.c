@@ -11,7 +11,9 @@
  * cancellation survives the restart -- after a clean close, and after a process that dies
  * without closing (in a forked child) having acknowledged events both before and after a
  * checkpoint, so recovery must replay exactly the blocks and cancellations written since.
- * And that the writer thread raises its priority after large batches only.
+ * And that the writer thread raises its priority after large batches only, and that
+ * identifiers leave the index once their retention window has passed (live and at start-up),
+ * and never when asked to keep them.
  */
 #include <dirent.h>
 #include <limits.h>
@@ -48,6 +50,8 @@ typedef struct fixture {
     tg_arena a;
     int fold_ms; /* the service's fold interval (0: its default) */
     bool no_boost; /* the service's no_priority_boost */
+    int identifier_days; /* the service's identifier_days */
+    int64_t event_time; /* events' timestamps end here (0: T0) */
 } fixture;
 
 static int64_t fake_now(void *ctx)
@@ -70,7 +74,8 @@ static void rm_dir(const char *dir)
 static int open_service(fixture *f)
 {
     tg_service_config cfg = {.readers = 2, .fold_interval_ms = f->fold_ms,
-                             .no_priority_boost = f->no_boost};
+                             .no_priority_boost = f->no_boost,
+                             .identifier_days = f->identifier_days};
     tg_err err = {0};
     int rc = tg_service_open(&f->svc, tg_store_sqlite_factory(f->dir), &f->clock, &cfg, &err);
     if (rc)
@@ -217,7 +222,7 @@ static void ev_init(ev *x, const fixture *f, const char *prefix, size_t i)
     x->e.payload.n = 3;
     snprintf(x->e.event_name, sizeof x->e.event_name, "api_call");
     snprintf(x->e.identifier, sizeof x->e.identifier, "%s-%zu", prefix, i);
-    x->e.timestamp = T0 - (int64_t)(i % 7200); /* the last two hours */
+    x->e.timestamp = (f->event_time ? f->event_time : T0) - (int64_t)(i % 7200); /* 2 hours */
 }
 
 /* Prepares and records events [from, from + n) with the identifier prefix, in batches.
@@ -300,6 +305,20 @@ static tg_dec expected_total(size_t from, size_t n)
     for (size_t i = from; i < from + n; i++)
         assert_int_equal(tg_dec_add(sum, value_dec(i), &sum), 0);
     return sum;
+}
+
+/* Moves the clock, and the timestamps of the events recorded next, to now. */
+static void set_now(fixture *f, int64_t now)
+{
+    __atomic_store_n(&f->now, now, __ATOMIC_SEQ_CST);
+    f->event_time = now;
+}
+
+/* Each batch is a writer turn, and a sweep prunes one of the index's 64 partitions a turn. */
+static void run_writer_turns(fixture *f, const char *prefix, size_t turns)
+{
+    for (size_t i = 0; i < turns; i++)
+        assert_int_equal(record_range(f, prefix, i, 1, TG_OK), 1);
 }
 
 /* ---------------------------------------------------------------- tests */
@@ -628,6 +647,16 @@ static void test_block_numbers_past_32_bits(void **state)
     assert_int_equal(record_range(f, "wrap", 0, BATCHES * BATCH, TG_EDUPLICATE), BATCHES * BATCH);
     assert_int_equal(record_range(f, "low", 0, BATCH, TG_EDUPLICATE), BATCH);
     assert_dec_equal(total(f), want);
+
+    /* Retention across the wrap: block 2^32 - 1 has block 1's locator. 36 days on, "low" and
+     * "wrap" leave the index, and events written since stay. */
+    set_now(f, T0 + 20 * 86400);
+    assert_int_equal(record_range(f, "fresh", 0, BATCH, TG_OK), BATCH);
+    set_now(f, T0 + 36 * 86400 + 7200);
+    run_writer_turns(f, "turn", 70);
+    assert_int_equal(record_range(f, "fresh", 0, BATCH, TG_EDUPLICATE), BATCH);
+    assert_int_equal(record_range(f, "wrap", 0, BATCHES * BATCH, TG_OK), BATCHES * BATCH);
+    assert_int_equal(record_range(f, "low", 0, BATCH, TG_OK), BATCH);
 }
 
 static void test_crash_replays(void **state)
@@ -751,6 +780,87 @@ static void test_writer_priority_boost_off(void **state)
 }
 
 /* ---------------------------------------------------------------- spills */
+
+/* ---------------------------------------------------------------- identifier retention */
+
+#define RETAINED 1000
+
+/* Records "old" at T0 and "mid" 20 days later. 36 days and 2 hours after T0 (LATER), the
+ * hour "old" was written in has passed out of a 36-day window, "mid" has not. */
+#define LATER (T0 + 36 * 86400 + 7200)
+
+static void record_old_and_mid(fixture *f)
+{
+    assert_int_equal(record_range(f, "old", 0, RETAINED, TG_OK), RETAINED);
+    set_now(f, T0 + 20 * 86400);
+    assert_int_equal(record_range(f, "mid", 0, RETAINED, TG_OK), RETAINED);
+    assert_int_equal(record_range(f, "old", 0, RETAINED, TG_EDUPLICATE), RETAINED);
+}
+
+static void test_identifiers_leave_index_after_retention(void **state)
+{
+    fixture *f = *state;
+    record_old_and_mid(f);
+    set_now(f, LATER);
+    run_writer_turns(f, "turn", 70);
+    /* "old" is new again (with a timestamp the window accepts); "mid" and the turns are not */
+    assert_int_equal(record_range(f, "old", 0, RETAINED, TG_OK), RETAINED);
+    assert_int_equal(record_range(f, "mid", 0, RETAINED, TG_EDUPLICATE), RETAINED);
+    assert_int_equal(record_range(f, "turn", 0, 70, TG_EDUPLICATE), 70);
+    /* the second "old" stays in the index: a restart finds it, and "mid" */
+    reopen(f);
+    assert_int_equal(record_range(f, "old", 0, RETAINED, TG_EDUPLICATE), RETAINED);
+    assert_int_equal(record_range(f, "mid", 0, RETAINED, TG_EDUPLICATE), RETAINED);
+}
+
+/* Identifiers are kept by the hour they were written in: until the end of that hour is 36
+ * days old, never before the last of them is. */
+static void test_retention_holds_to_the_end_of_the_hour(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(record_range(f, "early", 0, 100, TG_OK), 100); /* T0: an hour's start */
+    set_now(f, T0 + 3599);
+    assert_int_equal(record_range(f, "late", 0, 100, TG_OK), 100);
+    set_now(f, T0 + 36 * 86400 + 3598); /* "late" is 36 days old less a second */
+    run_writer_turns(f, "turn", 70);
+    assert_int_equal(record_range(f, "late", 0, 100, TG_EDUPLICATE), 100);
+    assert_int_equal(record_range(f, "early", 0, 100, TG_EDUPLICATE), 100);
+    set_now(f, T0 + 36 * 86400 + 3600);
+    run_writer_turns(f, "turn2", 70);
+    assert_int_equal(record_range(f, "late", 0, 100, TG_OK), 100);
+    assert_int_equal(record_range(f, "early", 0, 100, TG_OK), 100);
+}
+
+static void test_start_up_indexes_the_window_only(void **state)
+{
+    fixture *f = *state;
+    record_old_and_mid(f);
+    tg_service_close(f->svc); /* the clock moves while the server is down: no sweep ran */
+    set_now(f, LATER);
+    assert_int_equal(open_service(f), TG_OK);
+    assert_int_equal(record_range(f, "old", 0, RETAINED, TG_OK), RETAINED);
+    assert_int_equal(record_range(f, "mid", 0, RETAINED, TG_EDUPLICATE), RETAINED);
+}
+
+static void test_identifiers_kept_forever_when_asked(void **state)
+{
+    fixture *f = *state;
+    f->identifier_days = -1;
+    reopen(f);
+    record_old_and_mid(f);
+    set_now(f, LATER);
+    run_writer_turns(f, "turn", 70);
+    assert_int_equal(record_range(f, "old", 0, RETAINED, TG_EDUPLICATE), RETAINED);
+    reopen(f);
+    assert_int_equal(record_range(f, "old", 0, RETAINED, TG_EDUPLICATE), RETAINED);
+    /* a longer window than the default keeps them past 36 days too */
+    f->identifier_days = 40;
+    reopen(f);
+    assert_int_equal(record_range(f, "old", 0, RETAINED, TG_EDUPLICATE), RETAINED);
+    set_now(f, T0 + 40 * 86400 + 7200);
+    reopen(f);
+    assert_int_equal(record_range(f, "old", 0, RETAINED, TG_OK), RETAINED);
+}
 
 static int count_row(void *ctx, const tg_spill *row)
 {
@@ -936,6 +1046,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_writer_priority_follows_batch_size, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_writer_priority_boost_off, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_identifiers_leave_index_after_retention, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_start_up_indexes_the_window_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retention_holds_to_the_end_of_the_hour, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_identifiers_kept_forever_when_asked, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_spills_then_pages, setup_folding_at_close,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_crash_after_spill, setup_folding_at_close,
