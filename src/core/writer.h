@@ -12,10 +12,11 @@
  * identifiers against the in-memory identifier index (core/dedupe.h) instead of a table
  * index, and after the commit adds their minute deltas to the live overlay (core/overlay.h).
  * The overlay is folded into stored day pages a few shards per batch, each page recording the
- * blocks it includes; at start-up the identifier index is rebuilt from the stored blocks and
- * whatever no page has absorbed yet is replayed. Events of other meters (formula last, or
- * pre-aggregated windows) are stored one per row with exact bucket recomputation; they are
- * rare and need it.
+ * blocks it includes; at start-up the identifier index is rebuilt from the stored blocks of
+ * the identifier window (36 days by default; older identifiers leave the index as they age
+ * out, see writer.c) and whatever no page has absorbed yet is replayed. Events of other
+ * meters (formula last, or pre-aggregated windows) are stored one per row with exact bucket
+ * recomputation; they are rare and need it.
  *
  * Function jobs run any other write inside a savepoint so that their failure undoes only
  * themselves. A failed commit fails every job of the batch: nothing of it is acknowledged.
