@@ -49,7 +49,8 @@
  * and once an hour has passed out of the window, so has every block below the next mark's.
  * A sweep then prunes the index's 64 partitions, one per writer turn (a batch, or an idle
  * second): 3.5 ms each at 30M identifiers (dedupe.c), never a stop of the whole index.
- * Start-up indexes only the blocks written within the window. Row-stored events stay indexed
+ * Start-up indexes only the blocks written within the window, and reads older ones only while
+ * their usage may not be folded yet (see "start-up marks"). Row-stored events stay indexed
  * (they are few), and the blocks themselves, with their events, are kept.
  */
 #include "core/writer.h"
@@ -183,6 +184,14 @@ struct tg_writer {
     int64_t sweep_cutoff, swept_cutoff;
     int sweep_part;
     size_t sweep_removed;
+    /* what start-up may leave unread (see "Start-up" above recover): each shard's marks as of
+     * its last committed fold, the running fold's marks, the least of them as last stored
+     * (and when), and the identifier window's first block as last stored */
+    int64_t shard_block[TG_OVERLAY_SHARDS], shard_cancel[TG_OVERLAY_SHARDS];
+    int64_t fold_block, fold_cancel;
+    int64_t stored_block, stored_cancel, stored_ms, stored_window;
+    bool storing_marks, storing_window; /* written in the transaction now committing */
+    int64_t storing_block, storing_cancel;
 };
 
 static int64_t mono_ms(void)
@@ -1052,6 +1061,8 @@ static int fold_shards(tg_writer *w, int first, int n, int64_t through_block,
     f.err = err;
     f.through_block = through_block;
     f.through_cancel = through_cancel;
+    w->fold_block = through_block;
+    w->fold_cancel = through_cancel;
     tg_buf_init(&f.page, 64u << 20);
     int rc = TG_OK;
     for (int i = 0; i < n && !rc; i++) {
@@ -1109,8 +1120,11 @@ static int shards_due(tg_writer *w)
 
 /* Commits the current transaction; shards [first, first + n) were folded into it, so they are
  * locked across the commit and emptied once it succeeded. */
+static void store_start_marks(tg_writer *w, int first, int n);
+
 static int commit_folded(tg_writer *w, int first, int n, tg_err *err)
 {
+    store_start_marks(w, first, n);
     for (int i = 0; i < n; i++)
         tg_overlay_lock_shard(w->overlay, (first + i) % TG_OVERLAY_SHARDS);
     int rc = w->store->ops->commit(w->store, err);
@@ -1127,7 +1141,16 @@ static int commit_folded(tg_writer *w, int first, int n, tg_err *err)
                 w->spills[shard] = 0;
             else if (w->fold_kind[shard] == FOLD_SPILLED)
                 w->spills[shard]++;
+            w->shard_block[shard] = w->fold_block;
+            w->shard_cancel[shard] = w->fold_cancel;
         }
+        if (w->storing_marks) { /* what store_start_marks wrote is now committed */
+            w->stored_block = w->storing_block;
+            w->stored_cancel = w->storing_cancel;
+            w->stored_ms = mono_ms();
+        }
+        if (w->storing_window)
+            w->stored_window = w->swept_cutoff;
         w->next_shard = (first + n) % TG_OVERLAY_SHARDS;
         w->fold_credit -= n;
         if (w->fold_credit < 0)
@@ -1496,6 +1519,83 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* ================================================================ start-up marks */
+
+/* Start-up reads only the blocks it needs (see recover): those after every shard's last fold
+ * (their usage may not be in storage yet) or within the identifier window (their
+ * identifiers go in the index). Both bounds are settings rows, written here, in the
+ * transaction of a fold, so they are committed with what they describe:
+ * - "fold_marks": the least block and cancellation marks over all shards as they will be
+ *   once this fold commits (every block and cancellation at or below them is in the pages or
+ *   spills). Rewritten at most once a second, and at a fold of every shard (shutdown): a row
+ *   rewritten with every batch would cost each commit another page. Older marks only make
+ *   start-up read more.
+ * - "identifier_window": the first block of the identifier window (the last finished sweep's
+ *   cutoff) and the window's days, once a sweep finishes.
+ * A failed write is logged and leaves the older row, which is safe for the same reason. */
+static void store_start_marks(tg_writer *w, int first, int n)
+{
+    int64_t b = INT64_MAX, c = INT64_MAX;
+    for (int s = 0; s < TG_OVERLAY_SHARDS; s++) {
+        bool folding = (s - first + TG_OVERLAY_SHARDS) % TG_OVERLAY_SHARDS < n;
+        int64_t sb = folding ? w->fold_block : w->shard_block[s];
+        int64_t sc = folding ? w->fold_cancel : w->shard_cancel[s];
+        b = sb < b ? sb : b;
+        c = sc < c ? sc : c;
+    }
+    w->storing_marks = (b != w->stored_block || c != w->stored_cancel) &&
+                       (n == TG_OVERLAY_SHARDS || mono_ms() - w->stored_ms >= 1000);
+    w->storing_window = w->swept_cutoff != w->stored_window;
+    char value[64];
+    tg_err err = {0};
+    if (w->storing_marks) {
+        snprintf(value, sizeof value, "%lld %lld", (long long)b, (long long)c);
+        w->storing_marks = !w->store->ops->setting_put(w->store, "fold_marks", value, &err);
+        w->storing_block = b;
+        w->storing_cancel = c;
+    }
+    if (w->storing_window) {
+        snprintf(value, sizeof value, "%lld %lld", (long long)w->swept_cutoff,
+                 (long long)(retention_seconds(w) / 86400));
+        w->storing_window = !w->store->ops->setting_put(w->store, "identifier_window", value,
+                                                        &err);
+    }
+    if (err.code)
+        tg_log(TG_LOG_WARN, "writer: cannot store the start-up marks: %s", err.msg);
+}
+
+/* Reads the start-up marks (store_start_marks) and returns the blocks and cancellations
+ * start-up may leave unread: at or below the stored fold marks, and for blocks also below
+ * the stored identifier window, when that window was at least as long as this one. Each
+ * shard starts from the stored marks (its own may be later, never earlier). */
+static void start_marks_load(tg_writer *w, int64_t keep, int64_t *skip_block,
+                             int64_t *skip_cancel)
+{
+    tg_arena a;
+    tg_arena_init(&a, 0);
+    char *v = NULL;
+    tg_err ignore = {0};
+    long long b = 0, c = 0, from = 0, days = 0;
+    if (w->store->ops->setting_get(w->store, "fold_marks", &a, &v, &ignore) ||
+        sscanf(v, "%lld %lld", &b, &c) != 2 || b < 0 || c < 0)
+        b = c = 0;
+    if (w->store->ops->setting_get(w->store, "identifier_window", &a, &v, &ignore) ||
+        sscanf(v, "%lld %lld", &from, &days) != 2 || from < 1 || days < 1)
+        from = days = 0;
+    tg_arena_free(&a);
+    for (int s = 0; s < TG_OVERLAY_SHARDS; s++) {
+        w->shard_block[s] = b;
+        w->shard_cancel[s] = c;
+    }
+    w->stored_block = b;
+    w->stored_cancel = c;
+    bool window_holds = keep >= 0 && days && keep / 86400 <= days;
+    w->stored_window = window_holds ? from : 0;
+    int64_t old = window_holds ? from - 1 : 0;
+    *skip_block = b < old ? b : old;
+    *skip_cancel = c;
+}
+
 /* ================================================================ recovery */
 
 /* The marks of every stored day page and spill, for start-up replay: an event is replayed
@@ -1675,37 +1775,40 @@ static int recover_cancel(void *ctx, int64_t id, int64_t block, int64_t index)
 
 static int recover(tg_writer *w, tg_err *err)
 {
-    w->last_block = 0;
-    w->last_cancel = 0;
     recover_ctx r;
     memset(&r, 0, sizeof r);
     r.w = w;
     r.err = err;
     int64_t now = tg_clock_now(w->clock), keep = retention_seconds(w);
     r.index_from = keep < 0 ? INT64_MIN : now - keep;
-    int64_t t0 = mono_ms();
+    int64_t t0 = mono_ms(), skip_block, skip_cancel;
+    start_marks_load(w, keep, &skip_block, &skip_cancel);
+    w->last_block = skip_block;
+    w->last_cancel = skip_cancel;
     int rc = w->store->ops->day_marks_each(w->store, add_page_mark, &r, err);
     if (!rc)
         rc = w->store->ops->spill_each(w->store, -1, -1, -1, add_spill_mark, &r, err);
     if (!rc)
-        rc = w->store->ops->block_each(w->store, 0, recover_block, &r, err);
+        rc = w->store->ops->block_each(w->store, skip_block, recover_block, &r, err);
     if (!rc)
         rc = w->store->ops->event_each_identifier(w->store, recover_row, &r, err);
     if (!rc)
-        rc = w->store->ops->cancel_each(w->store, 0, recover_cancel, &r, err);
+        rc = w->store->ops->cancel_each(w->store, skip_cancel, recover_cancel, &r, err);
     free(r.marks);
     if (rc)
         return rc;
-    /* Every block a sweep would prune now was left out above. */
-    w->swept_cutoff = retention_cutoff(w, now);
+    /* Every block a sweep would prune now was left out above, as were those below the
+     * stored window's first block (start_marks_load). */
+    int64_t cutoff = retention_cutoff(w, now);
+    w->swept_cutoff = cutoff > w->stored_window ? cutoff : w->stored_window;
     char kept[32] = "forever";
     if (keep >= 0)
         snprintf(kept, sizeof kept, "%lld days", (long long)(keep / 86400));
     tg_log(TG_LOG_INFO,
-           "recovered %zu stored events (%zu replayed into live usage, %zu identifiers indexed, "
-           "kept %s) in %lld ms; identifier index %zu MiB",
-           r.events, r.replayed, r.indexed, kept, (long long)(mono_ms() - t0),
-           tg_dedupe_bytes(w->index) >> 20);
+           "recovered %zu stored events of blocks after %lld (%zu replayed into live usage, "
+           "%zu identifiers indexed, kept %s) in %lld ms; identifier index %zu MiB",
+           r.events, (long long)skip_block, r.replayed, r.indexed, kept,
+           (long long)(mono_ms() - t0), tg_dedupe_bytes(w->index) >> 20);
     return TG_OK;
 }
 

@@ -842,6 +842,77 @@ static void test_start_up_indexes_the_window_only(void **state)
     assert_int_equal(record_range(f, "mid", 0, RETAINED, TG_EDUPLICATE), RETAINED);
 }
 
+/* Once a sweep has finished and the old blocks' usage is folded, start-up does not read them:
+ * made unreadable, they stop nothing, and the usage they held is still in the summaries. A
+ * longer window reads them again. */
+static void test_start_up_skips_blocks_outside_the_window(void **state)
+{
+    fixture *f = *state;
+    tg_dec old_total = expected_total(0, RETAINED);
+    record_old_and_mid(f);
+    tg_service_close(f->svc); /* folds everything */
+    set_now(f, LATER);
+    assert_int_equal(open_service(f), TG_OK);
+    run_writer_turns(f, "turn", 70); /* the sweep, and a batch after it stores its cutoff */
+    tg_service_close(f->svc);
+    f->svc = NULL;
+
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "UPDATE event_blocks SET data = x'ffff' WHERE account = ?1 AND created < %lld",
+             (long long)(T0 + 3600));
+    block_query(f, sql);
+    assert_int_equal(block_query(f, "SELECT count(*) FROM event_blocks WHERE account = ?1 "
+                                    "AND data = x'ffff'"),
+                     1);
+    assert_int_equal(open_service(f), TG_OK); /* block 1 unread */
+    assert_dec_equal(total(f), old_total);    /* "old", at T0, from the pages */
+    assert_int_equal(record_range(f, "mid", 0, RETAINED, TG_EDUPLICATE), RETAINED);
+    tg_service_close(f->svc);
+    f->svc = NULL;
+
+    /* In a 60-day window "old" is young: its block must be read, and cannot be. */
+    tg_err err = {0};
+    tg_service_config cfg = {.readers = 2, .identifier_days = 60};
+    assert_int_equal(tg_service_open(&f->svc, tg_store_sqlite_factory(f->dir), &f->clock, &cfg,
+                                     &err),
+                     TG_ESTORE);
+    assert_non_null(strstr(err.msg, "Corrupt event block 1"));
+    f->svc = NULL;
+    assert_int_equal(open_service(f), TG_OK); /* for teardown */
+}
+
+/* The child of test_start_up_reads_unfolded_blocks: folding only at close, it records "old"
+ * at T0, moves past its window and runs the sweep (whose cutoff a later batch stores), then
+ * dies with "old"'s usage only in the overlay. No cmocka assertions: it runs in a child. */
+static int window_crash_child(fixture *f)
+{
+    if (open_service(f))
+        return 1;
+    if (record_core(f, "old", 0, RETAINED, TG_OK) != RETAINED)
+        return 2;
+    set_now(f, LATER);
+    for (size_t i = 0; i < 70; i++)
+        if (record_core(f, "turn", i, 1, TG_OK) != 1)
+            return 3;
+    return 0;
+}
+
+/* Blocks out of the identifier window are still read at start-up until their usage is
+ * folded: their identifiers are not indexed, but their usage is replayed. */
+static void test_start_up_reads_unfolded_blocks(void **state)
+{
+    fixture *f = *state;
+    run_crash_child(f, window_crash_child);
+    assert_int_equal(block_query(f, "SELECT CAST(value AS INTEGER) FROM settings WHERE "
+                                    "name = 'identifier_window' AND ?1 IS NOT NULL"),
+                     2); /* the sweep's cutoff was stored: block 1 is out of the window */
+    set_now(f, LATER);
+    assert_int_equal(open_service(f), TG_OK);
+    assert_dec_equal(total(f), expected_total(0, RETAINED));
+    assert_int_equal(record_range(f, "old", 0, RETAINED, TG_OK), RETAINED); /* not indexed */
+}
+
 static void test_identifiers_kept_forever_when_asked(void **state)
 {
     fixture *f = *state;
@@ -1051,6 +1122,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_start_up_indexes_the_window_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention_holds_to_the_end_of_the_hour, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_start_up_skips_blocks_outside_the_window, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_start_up_reads_unfolded_blocks,
+                                        setup_folding_at_close, teardown),
         cmocka_unit_test_setup_teardown(test_identifiers_kept_forever_when_asked, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_spills_then_pages, setup_folding_at_close,
