@@ -40,7 +40,15 @@ static int64_t real_now(void *ctx)
     return (int64_t)time(NULL);
 }
 
-static const tg_clock real_clock = {real_now, NULL};
+static int64_t monotonic_seconds(void *ctx)
+{
+    (void)ctx;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec;
+}
+
+static const tg_clock real_clock = {real_now, NULL, monotonic_seconds};
 
 typedef struct options {
     const char *data, *listen;

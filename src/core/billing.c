@@ -1125,7 +1125,7 @@ int bill_cancel_clock_subscriptions(bctx *c, const char *clock)
     tg_page page = {.limit = 100};
     tg_obj_filter f = {.clock = clock, .active = 1};
     /* They end in the clock's world, at its frozen time. */
-    int rc = tg_test_clock_time(c->svc, c->s, c->scope, clock, &c->now, c->err);
+    int rc = tg_test_clock_time(c->svc, c->s, c->scope, clock, &c->now, NULL, c->err);
     while (!rc) {
         tg_subscription *subs;
         size_t n;
@@ -1263,7 +1263,7 @@ static int enter_customer(bctx *c, const char *id, const char *param, tg_custome
     if (rc)
         return tg_err_set(c->err, rc, NULL, "%s", ignore.msg);
     if (cu->test_clock[0])
-        return tg_test_clock_time(c->svc, c->s, c->scope, cu->test_clock, &c->now, c->err);
+        return tg_test_clock_time(c->svc, c->s, c->scope, cu->test_clock, &c->now, NULL, c->err);
     return TG_OK;
 }
 

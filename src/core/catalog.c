@@ -752,7 +752,7 @@ int tg_price_list(tg_service *svc, const tg_scope *scope, const tg_catalog_filte
 #define CLOCK_LIFETIME (30 * 86400) /* Stripe deletes test clocks 30 days after creation */
 
 int tg_test_clock_time(tg_service *svc, tg_store *s, const tg_scope *scope, const char *id,
-                       int64_t *frozen, tg_err *err)
+                       int64_t *frozen, int64_t *deletes_after, tg_err *err)
 {
     tg_arena a;
     tg_arena_init(&a, 0);
@@ -763,6 +763,8 @@ int tg_test_clock_time(tg_service *svc, tg_store *s, const tg_scope *scope, cons
         rc = tg_err_set(err, TG_ENOTFOUND, "test_clock", "No such test clock: '%s'", id);
     if (!rc)
         *frozen = k.frozen_time;
+    if (!rc && deletes_after)
+        *deletes_after = k.deletes_after;
     tg_arena_free(&a);
     return rc;
 }
@@ -791,7 +793,7 @@ static int clock_create_fn(bctx *c, void *arg)
     if (!rc)
         rc = bill_emit(c, "test_helpers.test_clock.created", TG_OBJ_TEST_CLOCK, k);
     if (!rc)
-        tg_clock_registry_set(c->svc, c->scope, k->id, k->frozen_time);
+        tg_clock_registry_set(c->svc, c->scope, k->id, k->frozen_time, k->deletes_after);
     return rc;
 }
 
@@ -860,7 +862,7 @@ static int clock_advance_fn(bctx *c, void *arg)
     if (!rc)
         rc = bill_emit(c, "test_helpers.test_clock.ready", TG_OBJ_TEST_CLOCK, k);
     if (!rc)
-        tg_clock_registry_set(c->svc, c->scope, k->id, k->frozen_time);
+        tg_clock_registry_set(c->svc, c->scope, k->id, k->frozen_time, k->deletes_after);
     return rc;
 }
 

@@ -49,7 +49,8 @@ void tg_dedupe_prefetch(const tg_dedupe *d, uint64_t h);
 int tg_dedupe_insert(tg_dedupe *d, uint64_t h, uint64_t locator);
 
 /* Removes the entries of partition part (0 <= part < TG_DEDUPE_PARTITIONS) whose locator
- * keep() refuses; returns how many. Allocates nothing. */
+ * keep() refuses; returns how many. keep() must answer the same for the same locator (it
+ * may be asked twice). Allocates nothing. */
 size_t tg_dedupe_prune(tg_dedupe *d, int part, bool (*keep)(uint64_t locator, void *ctx),
                        void *ctx);
 

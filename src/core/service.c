@@ -60,7 +60,8 @@ typedef struct meter_node {
 typedef struct clock_node {
     tg_scope scope;
     char id[TG_ID_MAX];
-    int64_t frozen;
+    int64_t frozen;        /* INT64_MIN: not known yet */
+    int64_t deletes_after; /* see tg_clock_registry_set */
     struct clock_node *next;
 } clock_node;
 
@@ -297,18 +298,21 @@ static clock_node *clock_node_get_locked(tg_service *svc, const tg_scope *scope,
     c->scope = *scope;
     snprintf(c->id, sizeof c->id, "%s", id);
     c->frozen = INT64_MIN;
+    c->deletes_after = INT64_MAX;
     c->next = svc->clocks;
     svc->clocks = c;
     return c;
 }
 
 void tg_clock_registry_set(tg_service *svc, const tg_scope *scope, const char *id,
-                           int64_t frozen_time)
+                           int64_t frozen_time, int64_t deletes_after)
 {
     tg_slotlock_write(&svc->reg_lock);
     clock_node *c = clock_node_get_locked(svc, scope, id);
-    if (c)
+    if (c) {
         c->frozen = frozen_time;
+        c->deletes_after = deletes_after;
+    }
     tg_slotlock_write_end(&svc->reg_lock);
 }
 
@@ -316,7 +320,7 @@ void tg_clock_registry_remove(tg_service *svc, const tg_scope *scope, const char
 {
     /* Customers of a deleted clock are deleted in the same job; the node stays (customers
      * may point at it) but forgets its time. */
-    tg_clock_registry_set(svc, scope, id, INT64_MIN);
+    tg_clock_registry_set(svc, scope, id, INT64_MIN, INT64_MAX);
 }
 
 /* Records a customer (or its deletion). Caller holds reg_lock for writing. */
@@ -353,28 +357,32 @@ int tg_customer_registry_put(tg_service *svc, const tg_scope *scope, const tg_cu
     return rc;
 }
 
-/* Reads a clock's frozen time into the registry (it was unknown). */
-static int64_t clock_load(tg_service *svc, const tg_scope *scope, const char *id)
+/* Reads a clock's frozen time and deletion time into the registry (they were unknown);
+ * returns the frozen time, or INT64_MIN. */
+static int64_t clock_load(tg_service *svc, const tg_scope *scope, const char *id,
+                          int64_t *deletes_after)
 {
     tg_store *s;
     tg_err err = {0};
     int64_t frozen = INT64_MIN;
     if (reader_get(svc, &s, &err))
         return INT64_MIN;
-    if (tg_test_clock_time(svc, s, scope, id, &frozen, &err) == TG_OK)
-        tg_clock_registry_set(svc, scope, id, frozen);
+    if (tg_test_clock_time(svc, s, scope, id, &frozen, deletes_after, &err) == TG_OK)
+        tg_clock_registry_set(svc, scope, id, frozen, *deletes_after);
     reader_put(svc, s);
     return frozen;
 }
 
 /* The row number of a customer in scope, or 0. A deleted customer is found only with
  * include_deleted (summaries of past usage); events need a live one. *now (when not NULL)
- * is replaced by the time of the customer's world when it is on a test clock. hash: the
+ * is replaced by the time of the customer's world when it is on a test clock, and
+ * *deletes_after (when not NULL) by when that clock is deleted (else INT64_MAX). hash: the
  * customer's cust_hash when the caller has it (tg_event_prefetch), or 0. */
 static int64_t cust_find_at(tg_service *svc, const tg_scope *scope, const char *id,
-                            bool include_deleted, int64_t *now, uint64_t hash)
+                            bool include_deleted, int64_t *now, uint64_t hash,
+                            int64_t *deletes_after)
 {
-    int64_t seq = 0, frozen = INT64_MIN;
+    int64_t seq = 0, frozen = INT64_MIN, deletes = INT64_MAX;
     char clock[TG_ID_MAX] = "";
     size_t slot = (hash ? hash : cust_hash(svc, scope, id)) & (CUSTOMER_BUCKETS - 1);
     unsigned held = tg_slotlock_read(&svc->reg_lock);
@@ -384,6 +392,7 @@ static int64_t cust_find_at(tg_service *svc, const tg_scope *scope, const char *
             seq = n->seq;
             if (n->clock) {
                 frozen = n->clock->frozen;
+                deletes = n->clock->deletes_after;
                 memcpy(clock, n->clock->id, sizeof clock);
             }
             break;
@@ -391,23 +400,25 @@ static int64_t cust_find_at(tg_service *svc, const tg_scope *scope, const char *
     tg_slotlock_read_end(&svc->reg_lock, held);
     if (now && clock[0]) {
         if (frozen == INT64_MIN)
-            frozen = clock_load(svc, scope, clock);
+            frozen = clock_load(svc, scope, clock, &deletes);
         if (frozen != INT64_MIN)
             *now = frozen;
     }
+    if (deletes_after)
+        *deletes_after = deletes;
     return seq;
 }
 
 static int64_t cust_find(tg_service *svc, const tg_scope *scope, const char *id,
                          bool include_deleted)
 {
-    return cust_find_at(svc, scope, id, include_deleted, NULL, 0);
+    return cust_find_at(svc, scope, id, include_deleted, NULL, 0, NULL);
 }
 
 int64_t tg_customer_now(tg_service *svc, const tg_scope *scope, const char *customer_id)
 {
     int64_t now = tg_service_now(svc);
-    cust_find_at(svc, scope, customer_id, true, &now, 0);
+    cust_find_at(svc, scope, customer_id, true, &now, 0, NULL);
     return now;
 }
 
@@ -949,7 +960,8 @@ static int customer_write_job(tg_store *s, void *arg, tg_err *err)
         cur.created = tg_service_now(c->svc);
         if (c->patch->test_clock) {
             int64_t frozen;
-            int rc = tg_test_clock_time(c->svc, s, c->scope, c->patch->test_clock, &frozen, err);
+            int rc = tg_test_clock_time(c->svc, s, c->scope, c->patch->test_clock, &frozen, NULL,
+                                        err);
             if (rc)
                 return rc;
             tg_strlcpy(cur.test_clock, c->patch->test_clock, sizeof cur.test_clock);
@@ -1258,18 +1270,28 @@ int tg_event_prepare(tg_service *svc, const tg_scope *scope, tg_event *e, tg_met
     }
     /* The time window is that of the customer's world: a test clock's customer reports
      * usage in the clock's time. */
-    int64_t now = tg_service_now(svc);
+    int64_t now = tg_service_now(svc), clock_deleted = INT64_MAX;
     const char *cust = tg_metadata_get(&e->payload, mp->customer_key);
-    int64_t customer_seq = cust ? cust_find_at(svc, scope, cust, false, &now, e->customer_hash) : 0;
+    int64_t customer_seq =
+        cust ? cust_find_at(svc, scope, cust, false, &now, e->customer_hash, &clock_deleted) : 0;
     if (e->timestamp == TG_TIME_NOW)
         e->timestamp = now;
     rc = tg_event_check(mp, e, now, err);
     if (rc)
         return rc;
     e->customer_seq = customer_seq;
-    if (!e->customer_seq) {
+    /* A test clock is deleted 30 days after its creation, with its customers, as at Stripe.
+     * The clock's customers keep their rows here, but take no more events: a clock stands
+     * still, so without this a retry could come with a timestamp the clock still accepts
+     * after its identifier had left the index (writer.c, "Identifier retention"). */
+    if (!e->customer_seq || tg_service_now(svc) >= clock_deleted) {
         char param[TG_NAME_MAX + 16];
         snprintf(param, sizeof param, "payload[%s]", mp->customer_key);
+        if (e->customer_seq)
+            return tg_err_set(err, TG_ECUSTOMER, param,
+                              "No such customer: '%s' (its test clock was deleted at %lld: "
+                              "test clocks and their customers last 30 days).",
+                              e->customer_id, (long long)clock_deleted);
         return tg_err_set(err, TG_ECUSTOMER, param, "No such customer: '%s'", e->customer_id);
     }
     e->meter_seq = mp->seq;

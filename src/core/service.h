@@ -34,8 +34,8 @@ typedef struct tg_service_config {
     /* Keep the writer at the process's priority (core/writer.c, "Priority"). */
     bool no_priority_boost;
     /* Days an identifier is refused as a duplicate after its event was received, at least
-     * (core/writer.c, "Identifier retention"): 0 for TG_IDENTIFIER_DAYS (36), -1 for as long
-     * as the event is stored. */
+     * (core/writer.c, "Identifier retention"): below TG_IDENTIFIER_DAYS (36; 0 among them)
+     * means 36, a negative value for as long as the event is stored. */
     int identifier_days;
 } tg_service_config;
 

@@ -25,10 +25,11 @@ int tg_usage_between(tg_service *svc, tg_store *s, const tg_scope *scope, const 
                      const char *customer_id, int64_t from, int64_t to, tg_dec *out,
                      int64_t *count, tg_err *err);
 
-/* Test clocks as the event path sees them: the clock's frozen time, kept in memory and
- * updated by the writer jobs that create, advance and delete clocks. */
+/* Test clocks as the event path sees them: the clock's frozen time and when it is deleted
+ * (Stripe deletes a test clock 30 days after its creation, with its customers), kept in
+ * memory and updated by the writer jobs that create, advance and delete clocks. */
 void tg_clock_registry_set(tg_service *svc, const tg_scope *scope, const char *id,
-                           int64_t frozen_time);
+                           int64_t frozen_time, int64_t deletes_after);
 void tg_clock_registry_remove(tg_service *svc, const tg_scope *scope, const char *id);
 
 /* Records the customer in the registry (the writer job that changed it calls this). */
@@ -62,10 +63,10 @@ void tg_usage_sessions_recover(tg_service *svc, const char *account);
 /* The time of the customer's world: its test clock's frozen time, else the server's clock. */
 int64_t tg_customer_now(tg_service *svc, const tg_scope *scope, const char *customer_id);
 
-/* Defined in billing.c: a clock's frozen time, read through s (TG_ENOTFOUND naming
- * `test_clock` when there is none). */
+/* Defined in catalog.c: a clock's frozen time, and when it is deleted (deletes_after may be
+ * NULL), read through s (TG_ENOTFOUND naming `test_clock` when there is none). */
 int tg_test_clock_time(tg_service *svc, tg_store *s, const tg_scope *scope, const char *id,
-                       int64_t *frozen, tg_err *err);
+                       int64_t *frozen, int64_t *deletes_after, tg_err *err);
 
 /* Defined in billing.c: cancels the live subscriptions of a customer being deleted, at its
  * time, without a final invoice (the customer's writer job calls it before the deletion). */

@@ -49,6 +49,13 @@
  * and once an hour has passed out of the window, so has every block below the next mark's.
  * A sweep then prunes the index's 64 partitions, one per writer turn (a batch, or an idle
  * second): 3.5 ms each at 30M identifiers (dedupe.c), never a stop of the whole index.
+ * "Now" for ageing is the wall clock, but never later than the start-up's reference time
+ * plus the time elapsed since on a clock that is never stepped (tg_clock.elapsed): a wall
+ * clock set weeks ahead and back again would otherwise have emptied the index, and the
+ * identifiers would not come back. The reference is the wall clock at start-up, but never
+ * later than TRUST_DOWNTIME past the newest block stored (written with the fold marks), so
+ * a server started with its clock ahead indexes the blocks of the window before that block,
+ * and a longer downtime counts as TRUST_DOWNTIME (its identifiers are kept longer).
  * Start-up indexes only the blocks written within the window, and reads older ones only while
  * their usage may not be folded yet (see "start-up marks"). Row-stored events stay indexed
  * (they are few), and the blocks themselves, with their events, are kept.
@@ -85,6 +92,10 @@
 #define BOOST_FROM_EVENTS 256
 #define BOOST_NICE 10
 #define NO_SWEEP TG_DEDUPE_PARTITIONS /* sweep_part when no sweep is running */
+/* Downtime counted toward identifiers' age at most. Less than a day: a wall clock that far
+ * ahead at start-up, set right later, must not have aged an identifier by more than the day
+ * the window keeps past the 35 days a timestamp may lag (and the 5 minutes it may lead). */
+#define TRUST_DOWNTIME (12 * 3600)
 
 /* Batch tables are cleared by moving to a new generation, not by memset: a slot is in use
  * only when its gen equals the table's, so a small batch after a large one costs nothing. */
@@ -184,6 +195,8 @@ struct tg_writer {
     int64_t sweep_cutoff, swept_cutoff;
     int sweep_part;
     size_t sweep_removed;
+    int64_t newest_created;             /* the newest block's */
+    int64_t trust_ref, trust_elapsed0; /* ageing's "now" (see the top) at start-up */
     /* what start-up may leave unread (see "Start-up" above recover): each shard's marks as of
      * its last committed fold, the running fold's marks, the least of them as last stored
      * (and when), and the identifier window's first block as last stored */
@@ -1354,16 +1367,21 @@ static void prune_if_due(tg_writer *w)
 /* How long identifiers stay indexed, in seconds; -1: for as long as their events are stored. */
 static int64_t retention_seconds(const tg_writer *w)
 {
-    int days = w->cfg.identifier_days ? w->cfg.identifier_days : TG_IDENTIFIER_DAYS;
-    return days < 0 ? -1 : (int64_t)days * 86400;
+    int days = w->cfg.identifier_days;
+    if (days < 0)
+        return -1;
+    return (int64_t)(days > TG_IDENTIFIER_DAYS ? days : TG_IDENTIFIER_DAYS) * 86400;
 }
 
 /* Notes block seq, written at created, in the marks (called in block order). */
 static void note_block(tg_writer *w, int64_t seq, int64_t created)
 {
+    if (created > w->newest_created)
+        w->newest_created = created;
     int64_t hour = created - created % 3600;
     if (retention_seconds(w) < 0 || (w->nmarks && w->marks[w->nmarks - 1].hour >= hour))
-        return; /* a clock that went back leaves its blocks in the hour before */
+        return; /* a clock that went back leaves its blocks in the latest mark's later
+                 * hour: they are kept longer */
     if (w->nmarks == w->cap_marks) {
         size_t cap = w->cap_marks ? w->cap_marks * 2 : 64;
         retain_mark *m = realloc(w->marks, cap * sizeof *m);
@@ -1410,12 +1428,21 @@ static bool locator_kept(uint64_t locator, void *ctx)
     return loc + (w->last_block - loc) / span * span >= w->sweep_cutoff;
 }
 
+/* Ageing's "now": the wall clock, but no later than the start-up's reference plus the time
+ * elapsed since (see the top). */
+static int64_t trusted_now(const tg_writer *w)
+{
+    int64_t now = tg_clock_now(w->clock);
+    int64_t bound = w->trust_ref + (tg_clock_elapsed(w->clock) - w->trust_elapsed0);
+    return bound < now ? bound : now;
+}
+
 /* One turn of the retention sweep: starts one when an hour has aged out, else prunes the
  * next partition of the running one. */
 static void retention_step(tg_writer *w)
 {
     if (w->sweep_part == NO_SWEEP) {
-        int64_t cutoff = retention_cutoff(w, tg_clock_now(w->clock));
+        int64_t cutoff = retention_cutoff(w, trusted_now(w));
         if (cutoff <= w->swept_cutoff)
             return;
         w->sweep_cutoff = cutoff;
@@ -1527,7 +1554,7 @@ static void *writer_main(void *arg)
  * transaction of a fold, so they are committed with what they describe:
  * - "fold_marks": the least block and cancellation marks over all shards as they will be
  *   once this fold commits (every block and cancellation at or below them is in the pages or
- *   spills). Rewritten at most once a second, and at a fold of every shard (shutdown): a row
+ *   spills), and the newest block's time (the reference of ageing, see the top). Rewritten at most once a second, and at a fold of every shard (shutdown): a row
  *   rewritten with every batch would cost each commit another page. Older marks only make
  *   start-up read more.
  * - "identifier_window": the first block of the identifier window (the last finished sweep's
@@ -1549,7 +1576,8 @@ static void store_start_marks(tg_writer *w, int first, int n)
     char value[64];
     tg_err err = {0};
     if (w->storing_marks) {
-        snprintf(value, sizeof value, "%lld %lld", (long long)b, (long long)c);
+        snprintf(value, sizeof value, "%lld %lld %lld", (long long)b, (long long)c,
+                 (long long)w->newest_created);
         w->storing_marks = !w->store->ops->setting_put(w->store, "fold_marks", value, &err);
         w->storing_block = b;
         w->storing_cancel = c;
@@ -1575,10 +1603,14 @@ static void start_marks_load(tg_writer *w, int64_t keep, int64_t *skip_block,
     tg_arena_init(&a, 0);
     char *v = NULL;
     tg_err ignore = {0};
-    long long b = 0, c = 0, from = 0, days = 0;
+    long long b = 0, c = 0, newest = 0, from = 0, days = 0;
     if (w->store->ops->setting_get(w->store, "fold_marks", &a, &v, &ignore) ||
-        sscanf(v, "%lld %lld", &b, &c) != 2 || b < 0 || c < 0)
-        b = c = 0;
+        sscanf(v, "%lld %lld %lld", &b, &c, &newest) != 3 || b < 0 || c < 0)
+        b = c = newest = 0;
+    int64_t now = tg_clock_now(w->clock);
+    w->newest_created = newest;
+    w->trust_ref = newest > 0 && newest < now - TRUST_DOWNTIME ? newest + TRUST_DOWNTIME : now;
+    w->trust_elapsed0 = tg_clock_elapsed(w->clock);
     if (w->store->ops->setting_get(w->store, "identifier_window", &a, &v, &ignore) ||
         sscanf(v, "%lld %lld", &from, &days) != 2 || from < 1 || days < 1)
         from = days = 0;
@@ -1779,10 +1811,10 @@ static int recover(tg_writer *w, tg_err *err)
     memset(&r, 0, sizeof r);
     r.w = w;
     r.err = err;
-    int64_t now = tg_clock_now(w->clock), keep = retention_seconds(w);
-    r.index_from = keep < 0 ? INT64_MIN : now - keep;
+    int64_t keep = retention_seconds(w);
     int64_t t0 = mono_ms(), skip_block, skip_cancel;
     start_marks_load(w, keep, &skip_block, &skip_cancel);
+    r.index_from = keep < 0 ? INT64_MIN : w->trust_ref - keep;
     w->last_block = skip_block;
     w->last_cancel = skip_cancel;
     int rc = w->store->ops->day_marks_each(w->store, add_page_mark, &r, err);
@@ -1799,7 +1831,7 @@ static int recover(tg_writer *w, tg_err *err)
         return rc;
     /* Every block a sweep would prune now was left out above, as were those below the
      * stored window's first block (start_marks_load). */
-    int64_t cutoff = retention_cutoff(w, now);
+    int64_t cutoff = retention_cutoff(w, w->trust_ref);
     w->swept_cutoff = cutoff > w->stored_window ? cutoff : w->stored_window;
     char kept[32] = "forever";
     if (keep >= 0)

@@ -75,8 +75,8 @@ typedef struct tg_writer_config {
     void *usage_ctx;
     bool no_priority_boost; /* never raise the writer's priority (writer.c, "Priority") */
     /* An identifier is refused as a duplicate for at least this many days after its event was
-     * received (writer.c, "Identifier retention"): 0 means TG_IDENTIFIER_DAYS, -1 for as long
-     * as the event is stored. */
+     * received (writer.c, "Identifier retention"): fewer than TG_IDENTIFIER_DAYS (0 among
+     * them) mean TG_IDENTIFIER_DAYS, any negative value for as long as the event is stored. */
     int identifier_days;
 } tg_writer_config;
 

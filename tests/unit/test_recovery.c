@@ -31,6 +31,7 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "core/billing.h"
 #include "core/service.h"
 #include "store/sqlite.h"
 
@@ -42,6 +43,7 @@
 typedef struct fixture {
     char dir[64];
     int64_t now; /* read by the writer thread too: accessed atomically */
+    int64_t elapsed; /* the clock that is never stepped (tg_clock.elapsed), likewise */
     tg_clock clock;
     tg_service *svc;
     tg_scope scope;
@@ -56,7 +58,12 @@ typedef struct fixture {
 
 static int64_t fake_now(void *ctx)
 {
-    return __atomic_load_n((int64_t *)ctx, __ATOMIC_SEQ_CST);
+    return __atomic_load_n(&((fixture *)ctx)->now, __ATOMIC_SEQ_CST);
+}
+
+static int64_t fake_elapsed(void *ctx)
+{
+    return __atomic_load_n(&((fixture *)ctx)->elapsed, __ATOMIC_SEQ_CST);
 }
 
 static void rm_dir(const char *dir)
@@ -88,7 +95,8 @@ static void reopen(fixture *f)
 {
     tg_service_close(f->svc);
     f->svc = NULL;
-    __atomic_store_n(&f->now, __atomic_load_n(&f->now, __ATOMIC_SEQ_CST) + 60, __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(&f->now, 60, __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(&f->elapsed, 60, __ATOMIC_SEQ_CST);
     assert_int_equal(open_service(f), TG_OK);
 }
 
@@ -105,7 +113,8 @@ static int setup_folding_every(void **state, int fold_ms)
     }
     f->now = T0;
     f->clock.now = fake_now;
-    f->clock.ctx = &f->now;
+    f->clock.elapsed = fake_elapsed;
+    f->clock.ctx = f;
     tg_arena_init(&f->a, 0);
     if (open_service(f)) {
         rm_dir(f->dir);
@@ -307,11 +316,19 @@ static tg_dec expected_total(size_t from, size_t n)
     return sum;
 }
 
-/* Moves the clock, and the timestamps of the events recorded next, to now. */
+/* Time passes to now (both clocks move), and the events recorded next carry it. */
 static void set_now(fixture *f, int64_t now)
 {
+    __atomic_add_fetch(&f->elapsed, now - __atomic_load_n(&f->now, __ATOMIC_SEQ_CST),
+                       __ATOMIC_SEQ_CST);
     __atomic_store_n(&f->now, now, __ATOMIC_SEQ_CST);
     f->event_time = now;
+}
+
+/* The wall clock is set to now, by hand or at boot: no time passes. */
+static void step_wall_clock(fixture *f, int64_t now)
+{
+    __atomic_store_n(&f->now, now, __ATOMIC_SEQ_CST);
 }
 
 /* Each batch is a writer turn, and a sweep prunes one of the index's 64 partitions a turn. */
@@ -813,8 +830,10 @@ static void test_identifiers_leave_index_after_retention(void **state)
     assert_int_equal(record_range(f, "mid", 0, RETAINED, TG_EDUPLICATE), RETAINED);
 }
 
-/* Identifiers are kept by the hour they were written in: until the end of that hour is 36
- * days old, never before the last of them is. */
+/* A running server keeps identifiers by the hour they were written in: until the end of
+ * that hour is 36 days old, never before the last of them is. (Start-up ages each block by
+ * its own time, so after a restart the first of an hour may leave up to an hour sooner, still
+ * 36 days after it was written.) */
 static void test_retention_holds_to_the_end_of_the_hour(void **state)
 {
     fixture *f = *state;
@@ -835,9 +854,10 @@ static void test_start_up_indexes_the_window_only(void **state)
 {
     fixture *f = *state;
     record_old_and_mid(f);
-    tg_service_close(f->svc); /* the clock moves while the server is down: no sweep ran */
     set_now(f, LATER);
-    assert_int_equal(open_service(f), TG_OK);
+    /* One batch later (its turn prunes one partition of 64), a restart leaves "old" out. */
+    assert_int_equal(record_range(f, "recent", 0, 1, TG_OK), 1);
+    reopen(f);
     assert_int_equal(record_range(f, "old", 0, RETAINED, TG_OK), RETAINED);
     assert_int_equal(record_range(f, "mid", 0, RETAINED, TG_EDUPLICATE), RETAINED);
 }
@@ -850,11 +870,9 @@ static void test_start_up_skips_blocks_outside_the_window(void **state)
     fixture *f = *state;
     tg_dec old_total = expected_total(0, RETAINED);
     record_old_and_mid(f);
-    tg_service_close(f->svc); /* folds everything */
     set_now(f, LATER);
-    assert_int_equal(open_service(f), TG_OK);
     run_writer_turns(f, "turn", 70); /* the sweep, and a batch after it stores its cutoff */
-    tg_service_close(f->svc);
+    tg_service_close(f->svc);        /* folds everything */
     f->svc = NULL;
 
     char sql[160];
@@ -913,6 +931,85 @@ static void test_start_up_reads_unfolded_blocks(void **state)
     assert_int_equal(record_range(f, "old", 0, RETAINED, TG_OK), RETAINED); /* not indexed */
 }
 
+/* A wall clock set five weeks ahead and back again ages no identifier: ageing's "now" moves
+ * no faster than the clock that is never stepped. */
+static void test_a_stepped_clock_ages_nothing(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(record_range(f, "old", 0, RETAINED, TG_OK), RETAINED);
+    step_wall_clock(f, LATER);
+    f->event_time = LATER;
+    run_writer_turns(f, "turn", 70); /* no sweep: the hour of "old" is not out of the window */
+    step_wall_clock(f, T0 + 3600);
+    f->event_time = 0; /* "old"'s own timestamps, which the window accepts again */
+    assert_int_equal(record_range(f, "old", 0, RETAINED, TG_EDUPLICATE), RETAINED);
+}
+
+/* Started with its wall clock five weeks ahead, the server still indexes the window before
+ * the newest block it stored, and ages nothing until time has passed. A downtime of weeks
+ * looks the same, and counts as twelve hours. */
+static void test_start_up_with_the_clock_ahead(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(record_range(f, "old", 0, RETAINED, TG_OK), RETAINED);
+    tg_service_close(f->svc);
+    step_wall_clock(f, LATER);
+    assert_int_equal(open_service(f), TG_OK);
+    f->event_time = LATER;
+    run_writer_turns(f, "turn", 70);
+    step_wall_clock(f, T0 + 3600);
+    f->event_time = 0;
+    assert_int_equal(record_range(f, "old", 0, RETAINED, TG_EDUPLICATE), RETAINED);
+}
+
+/* A test clock stands still, so its customer accepts the same timestamps for as long as the
+ * clock lives: the clock, deleted 30 days after its creation as at Stripe, takes its
+ * customer's events with it, before any identifier could leave the index. */
+/* How many of events [0, n) with the prefix tg_event_prepare refuses with code. */
+static size_t refused(fixture *f, const char *prefix, size_t n, int code)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        ev x;
+        ev_init(&x, f, prefix, i);
+        tg_err err = {0};
+        k += tg_event_prepare(f->svc, &f->scope, &x.e, NULL, &err) == code;
+    }
+    return k;
+}
+
+static void test_events_of_a_deleted_test_clock_are_refused(void **state)
+{
+    fixture *f = *state;
+    tg_err err = {0};
+    tg_test_clock clock;
+    assert_int_equal(tg_test_clock_create(f->svc, &f->scope, T0, "frozen", &f->a, &clock, &err),
+                     TG_OK);
+    assert_int_equal(clock.deletes_after, T0 + 30 * 86400);
+    tg_customer_patch p;
+    memset(&p, 0, sizeof p);
+    p.test_clock = clock.id;
+    tg_customer c;
+    assert_int_equal(tg_customer_create(f->svc, &f->scope, &p, &f->a, &c, &err), TG_OK);
+    char own[TG_ID_MAX];
+    snprintf(own, sizeof own, "%s", f->customer);
+    snprintf(f->customer, sizeof f->customer, "%s", c.id); /* record_range's customer */
+    assert_int_equal(record_range(f, "tc", 0, 100, TG_OK), 100);
+    set_now(f, T0 + 30 * 86400 - 1);
+    f->event_time = 0; /* the clock's own time, T0 */
+    assert_int_equal(record_range(f, "tc", 0, 100, TG_EDUPLICATE), 100);
+    assert_int_equal(record_range(f, "tc-new", 0, 1, TG_OK), 1);
+    set_now(f, T0 + 30 * 86400);
+    f->event_time = 0;
+    assert_int_equal(refused(f, "tc-new2", 1, TG_ECUSTOMER), 1);
+    snprintf(f->customer, sizeof f->customer, "%s", own);
+    set_now(f, LATER);
+    run_writer_turns(f, "turn", 70); /* "tc" leaves the index */
+    snprintf(f->customer, sizeof f->customer, "%s", c.id);
+    f->event_time = 0;
+    assert_int_equal(refused(f, "tc", 100, TG_ECUSTOMER), 100);
+}
+
 static void test_identifiers_kept_forever_when_asked(void **state)
 {
     fixture *f = *state;
@@ -929,6 +1026,7 @@ static void test_identifiers_kept_forever_when_asked(void **state)
     reopen(f);
     assert_int_equal(record_range(f, "old", 0, RETAINED, TG_EDUPLICATE), RETAINED);
     set_now(f, T0 + 40 * 86400 + 7200);
+    assert_int_equal(record_range(f, "recent", 0, 1, TG_OK), 1);
     reopen(f);
     assert_int_equal(record_range(f, "old", 0, RETAINED, TG_OK), RETAINED);
 }
@@ -1126,6 +1224,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_start_up_reads_unfolded_blocks,
                                         setup_folding_at_close, teardown),
+        cmocka_unit_test_setup_teardown(test_a_stepped_clock_ages_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_events_of_a_deleted_test_clock_are_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_start_up_with_the_clock_ahead, setup, teardown),
         cmocka_unit_test_setup_teardown(test_identifiers_kept_forever_when_asked, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_spills_then_pages, setup_folding_at_close,
