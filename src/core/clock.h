@@ -9,7 +9,7 @@ typedef struct tg_clock {
     int64_t (*now)(void *ctx);
     void *ctx;
     /* Seconds on a clock that is never stepped, from any origin (the wall clock can be set
-     * back and forth, by hand or at boot: the server passes the monotonic clock). NULL: now
+     * back and forth, by hand or at boot: the server passes CLOCK_BOOTTIME). NULL: now
      * itself. The identifier index ages entries by it (writer.c, "Identifier retention"). */
     int64_t (*elapsed)(void *ctx);
 } tg_clock;

@@ -202,9 +202,10 @@ struct tg_writer {
      * (and when), and the identifier window's first block as last stored */
     int64_t shard_block[TG_OVERLAY_SHARDS], shard_cancel[TG_OVERLAY_SHARDS];
     int64_t fold_block, fold_cancel;
-    int64_t stored_block, stored_cancel, stored_ms, stored_window;
+    int64_t stored_ms, stored_window;
+    bool marks_unstored;               /* shard marks moved since they were last stored */
     bool storing_marks, storing_window; /* written in the transaction now committing */
-    int64_t storing_block, storing_cancel;
+    bool unstored_after;               /* marks_unstored once it commits */
 };
 
 static int64_t mono_ms(void)
@@ -1157,11 +1158,9 @@ static int commit_folded(tg_writer *w, int first, int n, tg_err *err)
             w->shard_block[shard] = w->fold_block;
             w->shard_cancel[shard] = w->fold_cancel;
         }
-        if (w->storing_marks) { /* what store_start_marks wrote is now committed */
-            w->stored_block = w->storing_block;
-            w->stored_cancel = w->storing_cancel;
+        w->marks_unstored = w->unstored_after; /* what store_start_marks wrote committed */
+        if (w->storing_marks)
             w->stored_ms = mono_ms();
-        }
         if (w->storing_window)
             w->stored_window = w->swept_cutoff;
         w->next_shard = (first + n) % TG_OVERLAY_SHARDS;
@@ -1548,41 +1547,48 @@ static void *writer_main(void *arg)
 
 /* ================================================================ start-up marks */
 
-/* Start-up reads only the blocks it needs (see recover): those after every shard's last fold
+/* Start-up reads only the blocks it needs (see recover): those after some shard's last fold
  * (their usage may not be in storage yet) or within the identifier window (their
  * identifiers go in the index). Both bounds are settings rows, written here, in the
  * transaction of a fold, so they are committed with what they describe:
- * - "fold_marks": the least block and cancellation marks over all shards as they will be
- *   once this fold commits (every block and cancellation at or below them is in the pages or
- *   spills), and the newest block's time (the reference of ageing, see the top). Rewritten at most once a second, and at a fold of every shard (shutdown): a row
- *   rewritten with every batch would cost each commit another page. Older marks only make
- *   start-up read more.
+ * - "fold_marks": the newest block's time (the reference of ageing, see the top), then each
+ *   shard's block and cancellation marks as they will be once this fold commits: every
+ *   block and cancellation at or below them has its usage for that shard's pairs in pages or
+ *   spills, or netted to nothing in the overlay before the fold (an event and its
+ *   cancellation meet there, and a frozen shard drops the zero; no page then records either,
+ *   so start-up must judge both by the same shard's marks, or it replays one without the
+ *   other). Rewritten at most once a second, and at a fold of every shard (shutdown): a row
+ *   rewritten with every batch would cost each commit another page. Older marks are a
+ *   consistent earlier state and only make start-up read more.
  * - "identifier_window": the first block of the identifier window (the last finished sweep's
  *   cutoff) and the window's days, once a sweep finishes.
  * A failed write is logged and leaves the older row, which is safe for the same reason. */
 static void store_start_marks(tg_writer *w, int first, int n)
 {
-    int64_t b = INT64_MAX, c = INT64_MAX;
+    int64_t block[TG_OVERLAY_SHARDS], cancel[TG_OVERLAY_SHARDS];
+    bool moved = false;
     for (int s = 0; s < TG_OVERLAY_SHARDS; s++) {
         bool folding = (s - first + TG_OVERLAY_SHARDS) % TG_OVERLAY_SHARDS < n;
-        int64_t sb = folding ? w->fold_block : w->shard_block[s];
-        int64_t sc = folding ? w->fold_cancel : w->shard_cancel[s];
-        b = sb < b ? sb : b;
-        c = sc < c ? sc : c;
+        block[s] = folding ? w->fold_block : w->shard_block[s];
+        cancel[s] = folding ? w->fold_cancel : w->shard_cancel[s];
+        moved |= block[s] != w->shard_block[s] || cancel[s] != w->shard_cancel[s];
     }
-    w->storing_marks = (b != w->stored_block || c != w->stored_cancel) &&
+    w->unstored_after = w->marks_unstored || moved;
+    w->storing_marks = w->unstored_after &&
                        (n == TG_OVERLAY_SHARDS || mono_ms() - w->stored_ms >= 1000);
     w->storing_window = w->swept_cutoff != w->stored_window;
-    char value[64];
     tg_err err = {0};
     if (w->storing_marks) {
-        snprintf(value, sizeof value, "%lld %lld %lld", (long long)b, (long long)c,
-                 (long long)w->newest_created);
+        char value[24 + TG_OVERLAY_SHARDS * 42];
+        size_t len = (size_t)snprintf(value, sizeof value, "%lld", (long long)w->newest_created);
+        for (int s = 0; s < TG_OVERLAY_SHARDS; s++)
+            len += (size_t)snprintf(value + len, sizeof value - len, " %lld %lld",
+                                    (long long)block[s], (long long)cancel[s]);
         w->storing_marks = !w->store->ops->setting_put(w->store, "fold_marks", value, &err);
-        w->storing_block = b;
-        w->storing_cancel = c;
+        w->unstored_after = !w->storing_marks;
     }
     if (w->storing_window) {
+        char value[48];
         snprintf(value, sizeof value, "%lld %lld", (long long)w->swept_cutoff,
                  (long long)(retention_seconds(w) / 86400));
         w->storing_window = !w->store->ops->setting_put(w->store, "identifier_window", value,
@@ -1592,10 +1598,30 @@ static void store_start_marks(tg_writer *w, int first, int n)
         tg_log(TG_LOG_WARN, "writer: cannot store the start-up marks: %s", err.msg);
 }
 
+/* Reads the stored fold marks into each shard's (all 0 when there are none, or they do not
+ * parse: start-up then reads everything). Returns the newest block's time, or 0. */
+static int64_t fold_marks_load(tg_writer *w, const char *v)
+{
+    long long newest = 0, b, c;
+    int used = 0, k = 0;
+    bool ok = v && sscanf(v, "%lld%n", &newest, &used) == 1 && newest >= 0;
+    for (int s = 0; ok && s < TG_OVERLAY_SHARDS; s++) {
+        ok = sscanf(v += used, " %lld %lld%n", &b, &c, &k) == 2 && b >= 0 && c >= 0;
+        used = k;
+        w->shard_block[s] = b;
+        w->shard_cancel[s] = c;
+    }
+    if (!ok) {
+        memset(w->shard_block, 0, sizeof w->shard_block);
+        memset(w->shard_cancel, 0, sizeof w->shard_cancel);
+        newest = 0;
+    }
+    return newest;
+}
+
 /* Reads the start-up marks (store_start_marks) and returns the blocks and cancellations
- * start-up may leave unread: at or below the stored fold marks, and for blocks also below
- * the stored identifier window, when that window was at least as long as this one. Each
- * shard starts from the stored marks (its own may be later, never earlier). */
+ * start-up may leave unread: at or below every shard's fold marks, and for blocks also below
+ * the stored identifier window, when that window was at least as long as this one. */
 static void start_marks_load(tg_writer *w, int64_t keep, int64_t *skip_block,
                              int64_t *skip_cancel)
 {
@@ -1603,10 +1629,9 @@ static void start_marks_load(tg_writer *w, int64_t keep, int64_t *skip_block,
     tg_arena_init(&a, 0);
     char *v = NULL;
     tg_err ignore = {0};
-    long long b = 0, c = 0, newest = 0, from = 0, days = 0;
-    if (w->store->ops->setting_get(w->store, "fold_marks", &a, &v, &ignore) ||
-        sscanf(v, "%lld %lld %lld", &b, &c, &newest) != 3 || b < 0 || c < 0)
-        b = c = newest = 0;
+    long long from = 0, days = 0;
+    int64_t newest = fold_marks_load(
+        w, w->store->ops->setting_get(w->store, "fold_marks", &a, &v, &ignore) ? NULL : v);
     int64_t now = tg_clock_now(w->clock);
     w->newest_created = newest;
     w->trust_ref = newest > 0 && newest < now - TRUST_DOWNTIME ? newest + TRUST_DOWNTIME : now;
@@ -1615,12 +1640,11 @@ static void start_marks_load(tg_writer *w, int64_t keep, int64_t *skip_block,
         sscanf(v, "%lld %lld", &from, &days) != 2 || from < 1 || days < 1)
         from = days = 0;
     tg_arena_free(&a);
+    int64_t b = INT64_MAX, c = INT64_MAX;
     for (int s = 0; s < TG_OVERLAY_SHARDS; s++) {
-        w->shard_block[s] = b;
-        w->shard_cancel[s] = c;
+        b = w->shard_block[s] < b ? w->shard_block[s] : b;
+        c = w->shard_cancel[s] < c ? w->shard_cancel[s] : c;
     }
-    w->stored_block = b;
-    w->stored_cancel = c;
     bool window_holds = keep >= 0 && days && keep / 86400 <= days;
     w->stored_window = window_holds ? from : 0;
     int64_t old = window_holds ? from - 1 : 0;
@@ -1711,10 +1735,16 @@ static int add_spill_mark(void *ctx, const tg_spill *row)
 }
 
 /* Whether the stored usage of (m, c) at minute already includes the block `id` (cancel:
- * the cancellation `id`): its day page's marks or its spills' say so. */
+ * the cancellation `id`): its shard's stored fold marks, its day page's marks or its
+ * spills' say so. */
 static bool absorbed(recover_ctx *r, int64_t m, int64_t c, int64_t minute, int64_t id,
                      bool cancel)
 {
+    /* The pair's shard was folded after it (see "start-up marks"): in pages or spills, or
+     * netted to nothing with its cancellation (or its event). */
+    int shard = tg_overlay_shard((uint64_t)m, (uint64_t)c);
+    if (id <= (cancel ? r->w->shard_cancel[shard] : r->w->shard_block[shard]))
+        return true;
     if (!r->cap)
         return false;
     const page_mark *marks[2] = {mark_slot(r, m, c, tg_window_start(minute, 86400)),
