@@ -32,7 +32,7 @@ static int64_t real_now(void *ctx)
     return (int64_t)time(NULL);
 }
 
-static const tg_clock clock_real = {real_now, NULL};
+static const tg_clock clock_real = {real_now, NULL, NULL};
 
 static void fail(const char *what, const tg_err *err)
 {
