@@ -195,11 +195,11 @@ struct tg_writer {
     int64_t sweep_cutoff, swept_cutoff;
     int sweep_part;
     size_t sweep_removed;
-    int64_t newest_created;             /* the newest block's */
+    int64_t newest_created;            /* the newest block's time */
     int64_t trust_ref, trust_elapsed0; /* ageing's "now" (see the top) at start-up */
-    /* what start-up may leave unread (see "Start-up" above recover): each shard's marks as of
-     * its last committed fold, the running fold's marks, the least of them as last stored
-     * (and when), and the identifier window's first block as last stored */
+    /* what start-up may leave unread (see "start-up marks"): each shard's marks as of its
+     * last committed fold (at start-up, as stored), the running fold's marks, when the marks
+     * were last stored, and the identifier window's first block as last stored */
     int64_t shard_block[TG_OVERLAY_SHARDS], shard_cancel[TG_OVERLAY_SHARDS];
     int64_t fold_block, fold_cancel;
     int64_t stored_ms, stored_window;
