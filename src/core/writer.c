@@ -1551,15 +1551,16 @@ static void *writer_main(void *arg)
  * (their usage may not be in storage yet) or within the identifier window (their
  * identifiers go in the index). Both bounds are settings rows, written here, in the
  * transaction of a fold, so they are committed with what they describe:
- * - "fold_marks": the newest block's time (the reference of ageing, see the top), then each
- *   shard's block and cancellation marks as they will be once this fold commits: every
- *   block and cancellation at or below them has its usage for that shard's pairs in pages or
- *   spills, or netted to nothing in the overlay before the fold (an event and its
- *   cancellation meet there, and a frozen shard drops the zero; no page then records either,
- *   so start-up must judge both by the same shard's marks, or it replays one without the
- *   other). Rewritten at most once a second, and at a fold of every shard (shutdown): a row
- *   rewritten with every batch would cost each commit another page. Older marks are a
- *   consistent earlier state and only make start-up read more.
+ * - "fold_marks": the number of shards, the newest block's time (the reference of ageing, see
+ *   the top), then each shard's block and cancellation marks as they will be once this fold
+ *   commits: every block and cancellation at or below them has its usage for that shard's
+ *   pairs in pages or spills, or netted to nothing in the overlay before the fold (an event
+ *   and its cancellation meet there, and a frozen shard drops the zero minute; no page then
+ *   records either, so start-up must judge both by the same shard's marks, or it replays one
+ *   without the other). Rewritten at most once a second, and at a fold of every shard
+ *   (shutdown): a row rewritten with every batch would cost each commit another page. Older
+ *   marks are a consistent earlier state and only make start-up read more. Until a sweep has
+ *   stored the window below, start-up reads every block (only cancellations are skipped).
  * - "identifier_window": the first block of the identifier window (the last finished sweep's
  *   cutoff) and the window's days, once a sweep finishes.
  * A failed write is logged and leaves the older row, which is safe for the same reason. */
@@ -1579,8 +1580,9 @@ static void store_start_marks(tg_writer *w, int first, int n)
     w->storing_window = w->swept_cutoff != w->stored_window;
     tg_err err = {0};
     if (w->storing_marks) {
-        char value[24 + TG_OVERLAY_SHARDS * 42];
-        size_t len = (size_t)snprintf(value, sizeof value, "%lld", (long long)w->newest_created);
+        char value[48 + TG_OVERLAY_SHARDS * 42];
+        size_t len = (size_t)snprintf(value, sizeof value, "%d %lld", TG_OVERLAY_SHARDS,
+                                      (long long)w->newest_created);
         for (int s = 0; s < TG_OVERLAY_SHARDS; s++)
             len += (size_t)snprintf(value + len, sizeof value - len, " %lld %lld",
                                     (long long)block[s], (long long)cancel[s]);
@@ -1598,25 +1600,30 @@ static void store_start_marks(tg_writer *w, int first, int n)
         tg_log(TG_LOG_WARN, "writer: cannot store the start-up marks: %s", err.msg);
 }
 
-/* Reads the stored fold marks into each shard's (all 0 when there are none, or they do not
- * parse: start-up then reads everything). Returns the newest block's time, or 0. */
+/* Reads the stored fold marks ("SHARDS NEWEST B0 C0 ... B63 C63") into each shard's.
+ * Anything else loads as all 0 and start-up reads everything: no row, another shard count,
+ * a number that is negative or out of range, a row cut short or running on. Returns the
+ * newest block's time, or 0. */
 static int64_t fold_marks_load(tg_writer *w, const char *v)
 {
-    long long newest = 0, b, c;
-    int used = 0, k = 0;
-    bool ok = v && sscanf(v, "%lld%n", &newest, &used) == 1 && newest >= 0;
-    for (int s = 0; ok && s < TG_OVERLAY_SHARDS; s++) {
-        ok = sscanf(v += used, " %lld %lld%n", &b, &c, &k) == 2 && b >= 0 && c >= 0;
-        used = k;
-        w->shard_block[s] = b;
-        w->shard_cancel[s] = c;
+    enum { FIELDS = 2 + 2 * TG_OVERLAY_SHARDS };
+    int64_t f[FIELDS];
+    size_t n = 0;
+    bool ok = v != NULL;
+    while (ok && n < FIELDS) {
+        char *end;
+        errno = 0;
+        long long x = strtoll(v, &end, 10);
+        ok = end != v && !errno && x >= 0 && (*end == ' ' || *end == '\0');
+        f[n++] = x;
+        v = end + (*end == ' ');
     }
-    if (!ok) {
-        memset(w->shard_block, 0, sizeof w->shard_block);
-        memset(w->shard_cancel, 0, sizeof w->shard_cancel);
-        newest = 0;
+    ok = ok && n == FIELDS && *v == '\0' && f[0] == TG_OVERLAY_SHARDS;
+    for (int s = 0; s < TG_OVERLAY_SHARDS; s++) {
+        w->shard_block[s] = ok ? f[2 + 2 * s] : 0;
+        w->shard_cancel[s] = ok ? f[3 + 2 * s] : 0;
     }
-    return newest;
+    return ok ? f[1] : 0;
 }
 
 /* Reads the start-up marks (store_start_marks) and returns the blocks and cancellations

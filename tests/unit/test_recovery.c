@@ -1070,6 +1070,56 @@ static void test_netted_cancellation_stays_netted(void **state)
     }
 }
 
+/* The child of test_bad_fold_marks_read_everything: records 100 more events and dies with
+ * them only in the overlay (folding happens at close only). */
+static int unfolded_round; /* set by the parent before each child */
+
+static int unfolded_crash_child(fixture *f)
+{
+    char prefix[16];
+    snprintf(prefix, sizeof prefix, "u%d", unfolded_round);
+    if (open_service(f))
+        return 1;
+    return record_core(f, prefix, 0, 100, TG_OK) == 100 ? 0 : 2;
+}
+
+/* A fold_marks row that is not exactly what the writer writes (another shard count, a
+ * number out of range or negative, text after the last pair) loads as no marks, and
+ * start-up replays every unfolded event. Each row below claims every shard folded far past
+ * the blocks written, so a reader that took it would skip the replay and lose usage. */
+static void test_bad_fold_marks_read_everything(void **state)
+{
+    fixture *f = *state;
+    const struct {
+        const char *shards, *mark, *tail;
+    } rows[] = {{"128", "9000000", ""},
+                {"64", "9000000", " 1 1"},
+                {"64", "99999999999999999999", ""},
+                {"64", "-1", ""}};
+    tg_dec want = 0;
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        unfolded_round = (int)i;
+        run_crash_child(f, unfolded_crash_child);
+        assert_int_equal(tg_dec_add(want, expected_total(0, 100), &want), 0);
+        char row[64 * 44 + 64] = "", sql[sizeof row + 96];
+        snprintf(row, sizeof row, "%s 1717243200", rows[i].shards); /* count, newest */
+        for (int s = 0; s < 64; s++)
+            snprintf(row + strlen(row), sizeof row - strlen(row), " %s %s", rows[i].mark,
+                     rows[i].mark);
+        snprintf(row + strlen(row), sizeof row - strlen(row), "%s", rows[i].tail);
+        snprintf(sql, sizeof sql,
+                 "UPDATE settings SET value = '%s' WHERE name = 'fold_marks' AND ?1 IS NOT NULL",
+                 row);
+        block_query(f, sql);
+        assert_int_equal(open_service(f), TG_OK);
+        assert_dec_equal(total(f), want);
+        tg_service_close(f->svc); /* folds, and writes a good row */
+        f->svc = NULL;
+    }
+    assert_int_equal(open_service(f), TG_OK);
+    assert_dec_equal(total(f), want);
+}
+
 static void test_identifiers_kept_forever_when_asked(void **state)
 {
     fixture *f = *state;
@@ -1286,6 +1336,8 @@ int main(void)
                                         setup_folding_at_close, teardown),
         cmocka_unit_test_setup_teardown(test_a_stepped_clock_ages_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_netted_cancellation_stays_netted,
+                                        setup_folding_at_close, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_fold_marks_read_everything,
                                         setup_folding_at_close, teardown),
         cmocka_unit_test_setup_teardown(test_events_of_a_deleted_test_clock_are_refused, setup,
                                         teardown),
