@@ -63,18 +63,43 @@ static bool plain(unsigned char c)
     return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
 }
 
+/* Bit 7 of each byte of v that is zero; exact as to whether there is one (a borrow can mark
+ * a byte after a true one, which the byte loop below reads anyway). */
+static uint64_t zero_bytes(uint64_t v)
+{
+    return (v - 0x0101010101010101u) & ~v & 0x8080808080808080u;
+}
+
+/* The length of s[0..len)'s longest prefix of plain bytes, eight bytes at a time while no
+ * byte is below 0x20, has its high bit, or is a quote or a backslash; then a byte at a time.
+ * Answers are mostly such strings: a summary list spent a seventh of its time here when the
+ * whole scan went a byte at a time. */
+static size_t plain_prefix(const char *s, size_t len)
+{
+    const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t x;
+        memcpy(&x, s + i, 8);
+        uint64_t below_space = (x - ones * 0x20) & ~x & high;
+        if (below_space | (x & high) | zero_bytes(x ^ (ones * '"')) | zero_bytes(x ^ (ones * '\\')))
+            break;
+    }
+    while (i < len && plain((unsigned char)s[i]))
+        i++;
+    return i;
+}
+
 /* Writes s as a JSON string. Bytes that are not well-formed UTF-8 (a path's percent escapes
  * can carry any) are written as U+FFFD, so the output is always valid JSON. Most strings
  * (keys, ids, names) need no escape: they are found so first and copied whole. */
 static void write_string(tg_buf *b, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
-    size_t head = 0;
-    while (plain((unsigned char)s[head]))
-        head++;
+    size_t len = strlen(s), head = plain_prefix(s, len);
     tg_buf_append(b, "\"", 1);
     tg_buf_append(b, s, head);
-    if (!s[head]) {
+    if (head == len) {
         tg_buf_append(b, "\"", 1);
         return;
     }

@@ -261,6 +261,72 @@ static void test_invalid_utf8_replaced(void **state)
     }
 }
 
+/* Every byte value at every offset of a string longer than the writer's eight-byte scan:
+ * each is escaped as one byte alone would be, and the plain bytes around it are kept. */
+static void test_every_byte_at_every_offset(void **state)
+{
+    (void)state;
+    char want_byte[256][8];
+    for (int c = 1; c < 256; c++) {
+        const char *named = c == '"' ? "\\\"" : c == '\\' ? "\\\\" : c == '\n' ? "\\n"
+                          : c == '\r' ? "\\r" : c == '\t' ? "\\t" : NULL;
+        if (named)
+            snprintf(want_byte[c], sizeof want_byte[c], "%s", named);
+        else if (c < 0x20)
+            snprintf(want_byte[c], sizeof want_byte[c], "\\u%04x", c);
+        else if (c >= 0x80) /* a byte alone that high is never well-formed UTF-8 */
+            snprintf(want_byte[c], sizeof want_byte[c], "\\ufffd");
+        else
+            snprintf(want_byte[c], sizeof want_byte[c], "%c", c);
+    }
+    for (int c = 1; c < 256; c++) {
+        for (size_t at = 0; at < 19; at++) {
+            char in[20], want[40];
+            memset(in, 'a' + (int)(at % 26), sizeof in - 1);
+            in[sizeof in - 1] = '\0';
+            in[at] = (char)c;
+            snprintf(want, sizeof want, "\"%.*s%s%s\"", (int)at, in, want_byte[c], in + at + 1);
+            tg_buf b;
+            tg_buf_init(&b, 64);
+            tg_jw w;
+            jw_init(&w, &b);
+            jw_str(&w, in);
+            assert_string_equal(b.data, want);
+            tg_buf_free(&b);
+        }
+    }
+}
+
+/* Integers at every power of ten and either side of it, both signs, and the extremes, as
+ * printf writes them. */
+static void test_integers_as_printf_writes_them(void **state)
+{
+    (void)state;
+    int64_t vals[64 * 2 + 2];
+    size_t n = 0;
+    int64_t p = 1;
+    for (int k = 0; k <= 18; k++, p *= 10) {
+        int64_t around[3] = {p - 1, p, p + 1};
+        for (int j = 0; j < 3; j++) {
+            vals[n++] = around[j];
+            vals[n++] = -around[j];
+        }
+    }
+    vals[n++] = INT64_MAX;
+    vals[n++] = INT64_MIN;
+    for (size_t i = 0; i < n; i++) {
+        char want[32];
+        snprintf(want, sizeof want, "%lld", (long long)vals[i]);
+        tg_buf b;
+        tg_buf_init(&b, 64);
+        tg_jw w;
+        jw_init(&w, &b);
+        jw_int(&w, vals[i]);
+        assert_string_equal(b.data, want);
+        tg_buf_free(&b);
+    }
+}
+
 static void test_iso_time(void **state)
 {
     (void)state;
@@ -316,6 +382,8 @@ int main(void)
         cmocka_unit_test(test_structures),
         cmocka_unit_test(test_escaping),
         cmocka_unit_test(test_invalid_utf8_replaced),
+        cmocka_unit_test(test_every_byte_at_every_offset),
+        cmocka_unit_test(test_integers_as_printf_writes_them),
         cmocka_unit_test(test_iso_time),
         cmocka_unit_test(test_cap_is_sticky),
         cmocka_unit_test(test_depth_overflow_fails),
