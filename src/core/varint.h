@@ -33,18 +33,40 @@ static inline void tg_varint_put(tg_buf *b, unsigned __int128 v)
     tg_buf_append(b, tmp, n);
 }
 
-/* Reads a varint at *p (advanced past it); 0, or -1 when truncated or longer than 128 bits. */
+/* Reads a varint at *p (advanced past it); 0, or -1 when truncated or longer than 128 bits.
+ * Most varints (minute offsets, counts, scales) are one byte and nearly all fit 64 bits, so
+ * those are read without 128-bit shifts: they were a sixth of a month's summary. */
 static inline int tg_varint_get(const unsigned char **p, const unsigned char *end,
                                 unsigned __int128 *out)
 {
-    unsigned __int128 v = 0;
-    for (int shift = 0; shift < 133; shift += 7) {
-        if (*p >= end)
+    const unsigned char *q = *p;
+    if (q < end && !(*q & 0x80)) {
+        *out = *q;
+        *p = q + 1;
+        return 0;
+    }
+    uint64_t low = 0;
+    int shift = 0;
+    for (; shift < 63; shift += 7) { /* nine bytes: 63 bits */
+        if (q >= end)
             return -1;
-        unsigned char byte = *(*p)++;
+        unsigned char byte = *q++;
+        low |= (uint64_t)(byte & 0x7f) << shift;
+        if (!(byte & 0x80)) {
+            *out = low;
+            *p = q;
+            return 0;
+        }
+    }
+    unsigned __int128 v = low;
+    for (; shift < 133; shift += 7) {
+        if (q >= end)
+            return -1;
+        unsigned char byte = *q++;
         v |= (unsigned __int128)(byte & 0x7f) << shift;
         if (!(byte & 0x80)) {
             *out = v;
+            *p = q;
             return 0;
         }
     }

@@ -30,6 +30,45 @@
 #define DEC_MAX ((tg_dec)(((unsigned __int128)1 << 127) - 1))
 #define DEC_MIN (-DEC_MAX - 1)
 
+/* Varints of every width, at each power of two and either side of it: each reads back whole
+ * (through the one-byte, 64-bit and 128-bit paths), every truncation is refused, and so is
+ * a twentieth byte. */
+static void test_varint_every_width(void **state)
+{
+    (void)state;
+    for (int k = 0; k <= 128; k++) {
+        unsigned __int128 p = k == 128 ? 0 : (unsigned __int128)1 << k;
+        unsigned __int128 vals[3] = {p - 1, p, p + 1};
+        for (int j = 0; j < 3; j++) {
+            tg_buf b;
+            tg_buf_init(&b, 64);
+            tg_varint_put(&b, vals[j]);
+            const unsigned char *q = (const unsigned char *)b.data, *end = q + b.len;
+            unsigned __int128 got = 0;
+            assert_int_equal(tg_varint_get(&q, end, &got), 0);
+            assert_true(q == end);
+            assert_true(got == vals[j]);
+            for (size_t cut = 0; cut < b.len; cut++) {
+                q = (const unsigned char *)b.data;
+                assert_int_equal(tg_varint_get(&q, q + cut, &got), -1);
+            }
+            tg_buf_free(&b);
+        }
+    }
+    unsigned char longest[20];
+    memset(longest, 0x80, sizeof longest);
+    longest[18] = 0x03; /* 19 bytes: 128 bits */
+    const unsigned char *q = longest;
+    unsigned __int128 got = 0;
+    assert_int_equal(tg_varint_get(&q, longest + sizeof longest, &got), 0);
+    assert_true(got == (unsigned __int128)3 << 126);
+    assert_true(q == longest + 19);
+    longest[18] = 0x80;
+    longest[19] = 0x01;
+    q = longest;
+    assert_int_equal(tg_varint_get(&q, longest + sizeof longest, &got), -1);
+}
+
 static void test_compact_decimal_round_trip(void **state)
 {
     (void)state;
@@ -378,6 +417,7 @@ static void test_deltarun_refusals(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_varint_every_width),
         cmocka_unit_test(test_compact_decimal_round_trip),
         cmocka_unit_test(test_merge_against_model),
         cmocka_unit_test(test_merge_steps_equal_one_merge),
