@@ -53,7 +53,8 @@ typedef struct cred_cache {
 typedef struct meter_node {
     tg_scope scope;
     tg_meter m;
-    struct meter_node *next;
+    struct meter_node *next;       /* in reg, by event name */
+    struct meter_node *next_by_id; /* in reg_by_id */
 } meter_node;
 
 /* A test clock as the event path needs it: its frozen time (INT64_MIN until read). */
@@ -103,7 +104,8 @@ struct tg_service {
     int pool_n;
 
     tg_slotlock reg_lock; /* meters, customers, clocks: read on every event */
-    meter_node *reg[REGISTRY_BUCKETS];
+    meter_node *reg[REGISTRY_BUCKETS];       /* by event name: the event path */
+    meter_node *reg_by_id[REGISTRY_BUCKETS]; /* by id: summaries */
     customer_node *customers[CUSTOMER_BUCKETS];
     clock_node *clocks; /* few: a list */
     tg_overlay *overlay;
@@ -188,7 +190,14 @@ static bool same_scope(const tg_scope *a, const tg_scope *b)
     return a->livemode == b->livemode && strcmp(a->account, b->account) == 0;
 }
 
-/* Inserts or replaces (by id) a meter. Caller holds the write lock. */
+static size_t reg_id_slot(const tg_service *svc, const tg_scope *scope, const char *id)
+{
+    return tg_dedupe_hash(svc->hash_seed, scope->account, scope->livemode, id) &
+           (REGISTRY_BUCKETS - 1);
+}
+
+/* Inserts or replaces (by id) a meter. Caller holds the write lock. A meter's event name
+ * never changes, so a meter stays in its slots. */
 static int reg_put_locked(tg_service *svc, const tg_scope *scope, const tg_meter *m)
 {
     size_t k = reg_slot(svc, scope, m->event_name);
@@ -204,6 +213,9 @@ static int reg_put_locked(tg_service *svc, const tg_scope *scope, const tg_meter
     n->m = *m;
     n->next = svc->reg[k];
     svc->reg[k] = n;
+    size_t j = reg_id_slot(svc, scope, m->id);
+    n->next_by_id = svc->reg_by_id[j];
+    svc->reg_by_id[j] = n;
     return TG_OK;
 }
 
@@ -237,6 +249,24 @@ static bool reg_find(tg_service *svc, const tg_scope *scope, const char *event_n
     return found;
 }
 
+/* The meter with this id in scope, as the registry holds it: written there in the
+ * transaction that stores it, before it commits (and reloaded if the commit fails). A
+ * summary reads it so, without a store read of its own (an eighth of a summary page's
+ * time when it was one). */
+static bool reg_get_by_id(tg_service *svc, const tg_scope *scope, const char *id, tg_meter *out)
+{
+    bool found = false;
+    unsigned held = tg_slotlock_read(&svc->reg_lock);
+    for (meter_node *n = svc->reg_by_id[reg_id_slot(svc, scope, id)]; n; n = n->next_by_id)
+        if (strcmp(n->m.id, id) == 0 && same_scope(&n->scope, scope)) {
+            *out = n->m;
+            found = true;
+            break;
+        }
+    tg_slotlock_read_end(&svc->reg_lock, held);
+    return found;
+}
+
 static void reg_clear_locked(tg_service *svc)
 {
     for (size_t i = 0; i < REGISTRY_BUCKETS; i++) {
@@ -247,6 +277,7 @@ static void reg_clear_locked(tg_service *svc)
             n = next;
         }
         svc->reg[i] = NULL;
+        svc->reg_by_id[i] = NULL;
     }
 }
 
@@ -1516,19 +1547,38 @@ static int collect_bucket(void *ctx, const tg_bucket *b)
     return TG_OK;
 }
 
+/* The window a minute's usage is summed into when reading additive usage: its window of
+ * `grain` seconds, or 0 for one window over the whole range (grain 0). */
+static int64_t window_key(int64_t grain, int64_t minute)
+{
+    return grain ? tg_window_start(minute, grain) : 0;
+}
+
+/* Adds d's sum and count to b: TG_OK, or TG_EINVAL when a sum overflows. A plain sum, unlike
+ * tg_bucket_merge: a delta whose count is 0 can carry a sum (an event recorded and another
+ * of the same minute canceled). */
+static int bucket_add(tg_bucket *b, tg_dec sum, int64_t count)
+{
+    if (tg_dec_add(b->sum, sum, &b->sum) || __builtin_add_overflow(b->count, count, &b->count))
+        return TG_EINVAL;
+    return TG_OK;
+}
+
 typedef struct day_read_ctx {
     int64_t from, to;
-    int64_t grain;          /* window length for max_windows (0: no early stop) */
-    size_t max_windows;     /* stop once more windows than this are complete */
+    int64_t grain;          /* the windows usage is summed into (window_key) */
+    size_t max_windows;     /* stop once more windows than this are complete (0: never) */
     size_t windows;
-    int64_t last_window;
     int64_t stopped_at_day; /* the oldest day read when stopping early, else 0 */
-    bucket_vec *out;        /* newest first */
+    bucket_vec *out;        /* one bucket a window, newest first */
 } day_read_ctx;
 
-/* Collects a day page's minutes within [from, to). Days come newest first and a day's
- * entries oldest first, so each day's entries are appended in reverse. Windows (hours, days)
- * never straddle UTC days, so after a whole day every window seen is complete. */
+/* Sums a day page's minutes within [from, to) into one bucket a window (window_key; the
+ * bucket's minute is the key). Days come newest first and a day's entries oldest first, so a
+ * day's windows are appended in reverse. Windows of a grain (hours, days) never straddle UTC
+ * days, so after a whole day every window seen is complete; the whole range's one window
+ * (grain 0) takes every day's entries. A month's summary so adds up a few thousand entries
+ * without storing each: it used to collect a bucket a minute and sum them afterwards. */
 static int collect_day(void *ctx, int64_t day, const void *data, size_t len)
 {
     day_read_ctx *c = ctx;
@@ -1540,13 +1590,16 @@ static int collect_day(void *ctx, int64_t day, const void *data, size_t len)
     while ((rc = tg_daypage_next(&r, &d)) == 1) {
         if (d.minute < c->from || d.minute >= c->to)
             continue;
-        tg_bucket b;
-        memset(&b, 0, sizeof b);
-        b.minute = d.minute;
-        b.sum = d.sum;
-        b.count = d.count;
-        if (collect_bucket(c->out, &b))
-            return TG_ENOMEM;
+        int64_t key = window_key(c->grain, d.minute);
+        if (!c->out->n || c->out->b[c->out->n - 1].minute != key) {
+            tg_bucket b;
+            memset(&b, 0, sizeof b);
+            b.minute = key;
+            if (collect_bucket(c->out, &b))
+                return TG_ENOMEM;
+        }
+        if (bucket_add(&c->out->b[c->out->n - 1], d.sum, d.count))
+            return TG_EINVAL;
     }
     if (rc < 0)
         return TG_ESTORE;
@@ -1555,18 +1608,10 @@ static int collect_day(void *ctx, int64_t day, const void *data, size_t len)
         c->out->b[i] = c->out->b[j];
         c->out->b[j] = t;
     }
-    if (c->grain) {
-        for (size_t i = first; i < c->out->n; i++) {
-            int64_t wstart = tg_window_start(c->out->b[i].minute, c->grain);
-            if (c->windows == 0 || wstart != c->last_window) {
-                c->windows++;
-                c->last_window = wstart;
-            }
-        }
-        if (c->windows > c->max_windows) {
-            c->stopped_at_day = day;
-            return 1; /* enough: the caller needs only the newest windows */
-        }
+    c->windows += c->out->n - first;
+    if (c->max_windows && c->windows > c->max_windows) {
+        c->stopped_at_day = day;
+        return 1; /* enough: the caller needs only the newest windows */
     }
     return TG_OK;
 }
@@ -1644,10 +1689,11 @@ static int collect_spill(void *ctx, const tg_spill *row)
     return c->row.n ? spill_merge(&c->v, c->row.d, c->row.n) : TG_OK;
 }
 
-/* Reads the minute buckets of (meter, customer) in [from, to), newest first. Additive meters
- * read their day pages plus the live overlay, under the pair's overlay lock, so a concurrent
- * fold is seen entirely or not at all; other meters read their minute buckets. With
- * max_windows, reading may stop once more than that many windows of `grain` are complete. */
+/* Reads the usage of (meter, customer) in [from, to), newest first. Additive meters read their
+ * day pages, spills and live overlay under the pair's overlay lock, so a concurrent fold is
+ * seen entirely or not at all, and sum them into one bucket a window of `grain` (0: the whole
+ * range); other meters read their minute buckets. With max_windows, reading may stop once
+ * more than that many windows are complete. */
 static int read_buckets(tg_service *svc, tg_store *s, const tg_meter *m, int64_t customer_seq,
                         int64_t from, int64_t to, int64_t grain, size_t max_windows,
                         bucket_vec *out, tg_err *err)
@@ -1665,7 +1711,7 @@ static int read_buckets(tg_service *svc, tg_store *s, const tg_meter *m, int64_t
         memset(&dc, 0, sizeof dc);
         dc.from = from;
         dc.to = to;
-        dc.grain = max_windows ? grain : 0;
+        dc.grain = grain;
         dc.max_windows = max_windows;
         dc.out = &stored;
         rc = s->ops->day_each(s, m->seq, customer_seq, tg_window_start(from, 86400), to,
@@ -1701,23 +1747,26 @@ static int read_buckets(tg_service *svc, tg_store *s, const tg_meter *m, int64_t
     }
     free(spilled.v.d);
     free(spilled.row.d);
-    /* Merge two newest-first sequences. */
+    /* Stored and live usage, newest first, as one bucket a window. Other meters' minute
+     * buckets go as they are (summary_add merges them by their formula). */
     size_t i = 0, k = 0;
-    while (!rc && (i < stored.n || k < (size_t)nlive)) {
+    while (!rc && !additive && i < stored.n) {
+        if (stored.b[i].count)
+            rc = collect_bucket(out, &stored.b[i]);
+        i++;
+    }
+    while (!rc && additive && (i < stored.n || k < (size_t)nlive)) {
+        int64_t key = i < stored.n ? stored.b[i].minute : INT64_MIN;
+        if (k < (size_t)nlive && window_key(grain, live[k].minute) > key)
+            key = window_key(grain, live[k].minute);
         tg_bucket b;
-        if (k == (size_t)nlive || (i < stored.n && stored.b[i].minute > live[k].minute)) {
+        memset(&b, 0, sizeof b);
+        b.minute = key;
+        if (i < stored.n && stored.b[i].minute == key)
             b = stored.b[i++];
-        } else {
-            memset(&b, 0, sizeof b);
-            if (i < stored.n && stored.b[i].minute == live[k].minute)
-                b = stored.b[i++];
-            b.minute = live[k].minute;
-            if (tg_dec_add(b.sum, live[k].sum, &b.sum))
-                rc = TG_EINVAL;
-            b.count += live[k].count;
-            k++;
-        }
-        if (!rc && b.count)
+        for (; !rc && k < (size_t)nlive && window_key(grain, live[k].minute) == key; k++)
+            rc = bucket_add(&b, live[k].sum, live[k].count);
+        if (!rc && b.count) /* a window whose events were all canceled has none */
             rc = collect_bucket(out, &b);
     }
     free(stored.b);
@@ -1742,7 +1791,8 @@ int tg_summary_list(tg_service *svc, const tg_scope *scope, const char *meter_id
     if (rc)
         return rc;
     tg_meter m;
-    rc = s->ops->meter_get(s, scope, meter_id, &m, err);
+    if (!reg_get_by_id(svc, scope, meter_id, &m))
+        rc = tg_err_set(err, TG_ENOTFOUND, "id", "No such billing meter: '%s'", meter_id);
     int64_t customer_seq = rc ? 0 : cust_find(svc, scope, customer_id, true);
     summary_ctx c;
     memset(&c, 0, sizeof c);

@@ -344,15 +344,31 @@ static int h_meter_list(tg_req *req)
 
 /* ================================================================ event summaries */
 
-static void summary_id(char *out, size_t size, const char *meter_id, const char *customer,
-                       int64_t start)
+/* A summary's id: "mtrusg_", its window's start as 16 hex digits, then 8 of an FNV-1a hash
+ * of the meter and customer (summary_hash), so ids differ across pairs and a cursor reads
+ * back to its window's start. Written by hand: snprintf took a tenth of an hourly summary
+ * page's time. */
+#define SUMMARY_ID_LEN (7 + 16 + 8)
+
+static uint32_t summary_hash(const char *meter_id, const char *customer)
 {
     uint32_t h = 2166136261u;
     for (const char *p = meter_id; *p; p++)
         h = (h ^ (unsigned char)*p) * 16777619u;
     for (const char *p = customer; *p; p++)
         h = (h ^ (unsigned char)*p) * 16777619u;
-    snprintf(out, size, "mtrusg_%016" PRIx64 "%08" PRIx32, (uint64_t)start, h);
+    return h;
+}
+
+static void summary_id(char out[SUMMARY_ID_LEN + 1], uint32_t hash, int64_t start)
+{
+    static const char hex[] = "0123456789abcdef";
+    memcpy(out, "mtrusg_", 7);
+    for (int i = 0; i < 16; i++)
+        out[7 + i] = hex[((uint64_t)start >> (60 - 4 * i)) & 15];
+    for (int i = 0; i < 8; i++)
+        out[23 + i] = hex[(hash >> (28 - 4 * i)) & 15];
+    out[SUMMARY_ID_LEN] = '\0';
 }
 
 /* Reads a summary cursor back to its window start. */
@@ -360,7 +376,7 @@ static bool summary_cursor(tg_req *req, const char *name, const char *id, int64_
 {
     uint64_t v = 0;
     size_t n = id ? strlen(id) : 0;
-    if (n != 7 + 16 + 8 || strncmp(id, "mtrusg_", 7) != 0 ||
+    if (n != SUMMARY_ID_LEN || strncmp(id, "mtrusg_", 7) != 0 ||
         strspn(id + 7, "0123456789abcdef") != 24) {
         tg_err_set(&req->err, TG_ENOTFOUND, name, "No such meter event summary: '%s'",
                    id ? id : "");
@@ -404,21 +420,38 @@ static int h_summaries(tg_req *req)
     char url[160];
     snprintf(url, sizeof url, "/v1/billing/meters/%s/event_summaries", meter_id);
     tg_list_begin(req, url);
-    for (size_t i = 0; i < n; i++) {
-        char id[64];
-        summary_id(id, sizeof id, meter_id, customer, items[i].start);
-        tg_jw *w = &req->jw;
-        jw_obj(w);
-        jw_kstr(w, "id", id);
-        jw_kstr(w, "object", "billing.meter_event_summary");
-        jw_key(w, "aggregated_value");
-        tg_render_dec(w, items[i].value);
-        jw_kint(w, "end_time", items[i].end);
-        jw_kbool(w, "livemode", req->scope.livemode);
-        jw_kstr(w, "meter", meter_id);
-        jw_kint(w, "start_time", items[i].start);
-        jw_end(w);
+    /* A page holds up to 100 summaries that differ only in their id, value and times, so the
+     * rest of their JSON (the meter's id escaped once) is written once and copied into each:
+     * written field by field, an hourly page spent a third of its time escaping and appending
+     * the same strings again. The fields are in the order tg_jw would write them. */
+    tg_buf shared;
+    tg_buf_init(&shared, 4096);
+    tg_jw sw;
+    jw_init(&sw, &shared);
+    tg_buf_puts(&shared, req->scope.livemode ? ",\"livemode\":true,\"meter\":"
+                                             : ",\"livemode\":false,\"meter\":");
+    jw_str(&sw, meter_id);
+    tg_buf_puts(&shared, ",\"start_time\":");
+    static const char object[] = "\",\"object\":\"billing.meter_event_summary\",\"aggregated_value\":";
+    uint32_t hash = summary_hash(meter_id, customer);
+    tg_jw *w = &req->jw;
+    for (size_t i = 0; i < n && !shared.failed; i++) {
+        char id[SUMMARY_ID_LEN + 1], value[TG_DEC_STR_MAX];
+        summary_id(id, hash, items[i].start);
+        size_t vlen = tg_dec_format(items[i].value, value);
+        jw_raw(w, "{\"id\":\"");
+        tg_buf_append(w->b, id, SUMMARY_ID_LEN);
+        tg_buf_append(w->b, object, sizeof object - 1);
+        tg_buf_append(w->b, value, vlen);
+        tg_buf_puts(w->b, ",\"end_time\":");
+        tg_buf_put_int(w->b, items[i].end);
+        tg_buf_append(w->b, shared.data, shared.len);
+        tg_buf_put_int(w->b, items[i].start);
+        tg_buf_append(w->b, "}", 1);
     }
+    if (shared.failed) /* out of memory: the answer fails as a whole */
+        w->b->failed = true;
+    tg_buf_free(&shared);
     tg_list_end(req, more);
     return 200;
 }

@@ -32,6 +32,7 @@
 #include <sqlite3.h>
 
 #include "core/billing.h"
+#include "core/metering.h"
 #include "core/service.h"
 #include "store/sqlite.h"
 
@@ -1188,6 +1189,170 @@ static void test_spills_then_pages(void **state)
     assert_dec_equal(total(f), want);
 }
 
+/* The events a summary test recorded, to work out each window's usage by brute force. */
+typedef struct ref_event {
+    char id[32];
+    int64_t ts;
+    tg_dec value;
+    bool canceled;
+} ref_event;
+
+typedef struct ref_log {
+    ref_event ev[8000];
+    size_t n;
+} ref_log;
+
+/* Records events [0, n) of prefix with timestamps event_time - (i % 7200), and notes them. */
+static void ref_record(fixture *f, ref_log *log, const char *prefix, size_t n, int64_t event_time)
+{
+    f->event_time = event_time;
+    assert_int_equal(record_range(f, prefix, 0, n, TG_OK), n);
+    for (size_t i = 0; i < n; i++) {
+        assert_true(log->n < sizeof log->ev / sizeof log->ev[0]);
+        ref_event *e = &log->ev[log->n++];
+        snprintf(e->id, sizeof e->id, "%s-%zu", prefix, i);
+        e->ts = event_time - (int64_t)(i % 7200);
+        e->value = value_dec(i);
+        e->canceled = false;
+    }
+}
+
+static void ref_cancel(fixture *f, ref_log *log, const char *id)
+{
+    tg_err err = {0};
+    assert_int_equal(tg_event_cancel(f->svc, &f->scope, "api_call", id, &err), TG_OK);
+    for (size_t i = 0; i < log->n; i++)
+        if (strcmp(log->ev[i].id, id) == 0)
+            log->ev[i].canceled = true;
+}
+
+/* The usage the log says [from, to) holds: its sum, and whether any event remains. */
+static bool ref_usage(const ref_log *log, int64_t from, int64_t to, tg_dec *sum)
+{
+    bool any = false;
+    *sum = 0;
+    for (size_t i = 0; i < log->n; i++)
+        if (!log->ev[i].canceled && log->ev[i].ts >= from && log->ev[i].ts < to) {
+            assert_int_equal(tg_dec_add(*sum, log->ev[i].value, sum), 0);
+            any = true;
+        }
+    return any;
+}
+
+/* Compares the windows of `grain` in [start, end), paged by `limit` with starting_after,
+ * then again with ending_before from the oldest, with the log: a window with no remaining
+ * event is absent, one whose events are worth 0 is present. */
+static void check_windows(fixture *f, const ref_log *log, tg_window grouping, int64_t start,
+                          int64_t end, int limit)
+{
+    int64_t grain = tg_window_seconds(grouping);
+    tg_summary want[128];
+    size_t nwant = 0;
+    for (int64_t w = end - grain; w >= start; w -= grain) {
+        tg_dec sum;
+        if (ref_usage(log, w, w + grain, &sum)) {
+            assert_true(nwant < sizeof want / sizeof want[0]);
+            want[nwant++] = (tg_summary){w, w + grain, sum};
+        }
+    }
+    tg_summary got[128];
+    size_t ngot = 0;
+    bool more = true;
+    for (int64_t after = 0; more;) {
+        tg_summary *rows = NULL;
+        size_t n = 0;
+        tg_err err = {0};
+        assert_int_equal(tg_summary_list(f->svc, &f->scope, f->meter.id, f->customer, start, end,
+                                         grouping, limit, after, 0, &f->a, &rows, &n, &more,
+                                         &err),
+                         TG_OK);
+        for (size_t i = 0; i < n; i++) {
+            assert_true(ngot < sizeof got / sizeof got[0]);
+            got[ngot++] = rows[i];
+        }
+        if (n)
+            after = rows[n - 1].start;
+    }
+    assert_int_equal(ngot, nwant);
+    for (size_t i = 0; i < ngot; i++) {
+        assert_int_equal(got[i].start, want[i].start);
+        assert_dec_equal(got[i].value, want[i].value);
+    }
+    /* from the oldest window towards the newest: each page is the windows just newer */
+    for (size_t at = nwant; at > 1;) {
+        tg_summary *rows = NULL;
+        size_t n = 0;
+        tg_err err = {0};
+        assert_int_equal(tg_summary_list(f->svc, &f->scope, f->meter.id, f->customer, start, end,
+                                         grouping, limit, 0, want[at - 1].start, &f->a, &rows,
+                                         &n, &more, &err),
+                         TG_OK);
+        size_t expect = at - 1 < (size_t)limit ? at - 1 : (size_t)limit;
+        assert_int_equal(n, expect);
+        for (size_t i = 0; i < n; i++) {
+            assert_int_equal(rows[i].start, want[at - 1 - n + i].start);
+            assert_dec_equal(rows[i].value, want[at - 1 - n + i].value);
+        }
+        at -= n;
+    }
+}
+
+/* Every way of reading the log's usage: hours, days, and the whole range as one summary,
+ * over whole days and over a range that cuts hours at minutes. */
+static void check_summaries(fixture *f, const ref_log *log)
+{
+    int64_t start = DAY0 - 2 * 86400, end = DAY0 + 86400;
+    check_windows(f, log, TG_WINDOW_HOUR, start, end, 3);
+    check_windows(f, log, TG_WINDOW_DAY, start, end, 2);
+    tg_dec want;
+    ref_usage(log, start, end, &want);
+    assert_dec_equal(usage_between(f, start, end), want);
+    int64_t from = T0 - 30 * 3600 - 1500, to = T0 - 5 * 3600 - 1800 + 420;
+    ref_usage(log, from, to, &want);
+    assert_dec_equal(usage_between(f, from, to), want);
+}
+
+/* Summaries sum a window's usage from day pages, spills and live deltas alike: each state is
+ * checked against the events by brute force, with cancellations of stored events, a live
+ * cancellation netted with an event of the same minute (no count, some sum), an hour whose
+ * every event is canceled (absent) and one whose only event is worth 0 (present). */
+static void test_summaries_sum_pages_spills_and_live(void **state)
+{
+    fixture *f = *state;
+    ref_log *log = calloc(1, sizeof *log);
+    assert_non_null(log);
+    ref_record(f, log, "a", 2000, T0 - 30 * 3600); /* two hours of the day before */
+    ref_record(f, log, "b", 3000, T0 - 5 * 3600);
+    ref_record(f, log, "c", 3, T0 - 10 * 3600 - 600); /* an hour of its own, two minutes */
+    check_summaries(f, log);                          /* all live */
+    reopen(f);
+    assert_true(spill_rows(f) > 0);
+    check_summaries(f, log); /* spilled */
+    ref_record(f, log, "d", 500, T0 - 30 * 3600);
+    ref_cancel(f, log, "a-6");
+    ref_cancel(f, log, "a-1999");
+    ref_cancel(f, log, "b-17");
+    check_summaries(f, log); /* spills and live */
+    reopen(f);
+    check_summaries(f, log);
+    reopen(f);
+    assert_int_equal(spill_rows(f), 0);
+    check_summaries(f, log); /* pages */
+    ref_record(f, log, "g", 1, T0 - 30 * 3600 - 1000);
+    ref_cancel(f, log, "a-1001"); /* g-0's minute: a live delta of no count and some sum */
+    check_summaries(f, log);
+    ref_cancel(f, log, "c-0");
+    ref_cancel(f, log, "c-1");
+    ref_cancel(f, log, "c-2");
+    check_summaries(f, log); /* the hour's pages are all canceled by live deltas */
+    ref_record(f, log, "e", 2, T0 - 10 * 3600 - 600);
+    ref_cancel(f, log, "e-1"); /* e-0 is worth 0 */
+    check_summaries(f, log);
+    reopen(f);
+    check_summaries(f, log);
+    free(log);
+}
+
 /* Events of several customers (70 pairs over 64 shards, so shards hold several pairs): the
  * fold into pages meets pairs with spills and live usage, with spills only, and with live
  * usage only, side by side in one shard. Each customer's total stays exact. */
@@ -1350,6 +1515,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_spills_of_many_pairs, setup_folding_at_close,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_summaries_sum_pages_spills_and_live,
+                                        setup_folding_at_close, teardown),
         cmocka_unit_test_setup_teardown(test_repeated_spills, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
