@@ -1600,25 +1600,32 @@ static void store_start_marks(tg_writer *w, int first, int n)
         tg_log(TG_LOG_WARN, "writer: cannot store the start-up marks: %s", err.msg);
 }
 
-/* Reads the stored fold marks ("SHARDS NEWEST B0 C0 ... B63 C63") into each shard's.
- * Anything else loads as all 0 and start-up reads everything: no row, another shard count,
- * a number that is negative or out of range, a row cut short or running on. Returns the
- * newest block's time, or 0. */
+/* Reads a settings row of exactly n non-negative integers in digits, each followed by one
+ * space but the last, into f: true, or false for anything else (no row, a sign, a number out
+ * of range, other spaces, a row cut short or running on). */
+static bool read_numbers(const char *v, int64_t *f, size_t n)
+{
+    size_t i = 0;
+    bool ok = v != NULL;
+    while (ok && i < n) {
+        char *end;
+        errno = 0;
+        long long x = *v >= '0' && *v <= '9' ? strtoll(v, &end, 10) : -1;
+        ok = x >= 0 && !errno && (*end == ' ' || *end == '\0');
+        f[i++] = x;
+        v = end + (*end == ' ');
+    }
+    return ok && i == n && *v == '\0';
+}
+
+/* Reads the stored fold marks ("SHARDS NEWEST B0 C0 ... B63 C63") into each shard's. A row
+ * read_numbers refuses, or of another shard count, loads as all 0 and start-up reads
+ * everything. Returns the newest block's time, or 0. */
 static int64_t fold_marks_load(tg_writer *w, const char *v)
 {
     enum { FIELDS = 2 + 2 * TG_OVERLAY_SHARDS };
     int64_t f[FIELDS];
-    size_t n = 0;
-    bool ok = v != NULL;
-    while (ok && n < FIELDS) {
-        char *end;
-        errno = 0;
-        long long x = strtoll(v, &end, 10);
-        ok = end != v && !errno && x >= 0 && (*end == ' ' || *end == '\0');
-        f[n++] = x;
-        v = end + (*end == ' ');
-    }
-    ok = ok && n == FIELDS && *v == '\0' && f[0] == TG_OVERLAY_SHARDS;
+    bool ok = read_numbers(v, f, FIELDS) && f[0] == TG_OVERLAY_SHARDS;
     for (int s = 0; s < TG_OVERLAY_SHARDS; s++) {
         w->shard_block[s] = ok ? f[2 + 2 * s] : 0;
         w->shard_cancel[s] = ok ? f[3 + 2 * s] : 0;
@@ -1636,16 +1643,17 @@ static void start_marks_load(tg_writer *w, int64_t keep, int64_t *skip_block,
     tg_arena_init(&a, 0);
     char *v = NULL;
     tg_err ignore = {0};
-    long long from = 0, days = 0;
+    int64_t window[2]; /* the window's first block and its days */
     int64_t newest = fold_marks_load(
         w, w->store->ops->setting_get(w->store, "fold_marks", &a, &v, &ignore) ? NULL : v);
     int64_t now = tg_clock_now(w->clock);
     w->newest_created = newest;
     w->trust_ref = newest > 0 && newest < now - TRUST_DOWNTIME ? newest + TRUST_DOWNTIME : now;
     w->trust_elapsed0 = tg_clock_elapsed(w->clock);
-    if (w->store->ops->setting_get(w->store, "identifier_window", &a, &v, &ignore) ||
-        sscanf(v, "%lld %lld", &from, &days) != 2 || from < 1 || days < 1)
-        from = days = 0;
+    bool window_read =
+        !w->store->ops->setting_get(w->store, "identifier_window", &a, &v, &ignore) &&
+        read_numbers(v, window, 2) && window[0] >= 1 && window[1] >= 1;
+    int64_t from = window_read ? window[0] : 0, days = window_read ? window[1] : 0;
     tg_arena_free(&a);
     int64_t b = INT64_MAX, c = INT64_MAX;
     for (int s = 0; s < TG_OVERLAY_SHARDS; s++) {

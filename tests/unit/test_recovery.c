@@ -1121,6 +1121,32 @@ static void test_bad_fold_marks_read_everything(void **state)
     assert_dec_equal(total(f), want);
 }
 
+/* An identifier_window row not exactly as the writer writes it (a number past 64 bits, text
+ * after the days, a leading space) loads as no window, and start-up indexes every block.
+ * Each row claims the window starts past every block written, so a reader that took it
+ * would skip every folded block and take their events' retries as new. */
+static void test_bad_identifier_window_reads_everything(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(record_range(f, "w", 0, 100, TG_OK), 100);
+    tg_dec want = expected_total(0, 100);
+    const char *rows[] = {"99999999999999999999 36", "1000000 36 7", "1000000 36x",
+                          " 1000000 36", "1000000  36"};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        tg_service_close(f->svc); /* folds: the fold marks cover every block */
+        f->svc = NULL;
+        char sql[160];
+        snprintf(sql, sizeof sql,
+                 "INSERT OR REPLACE INTO settings(name, value) VALUES ('identifier_window', '%s')",
+                 rows[i]);
+        block_query(f, sql);
+        assert_int_equal(open_service(f), TG_OK);
+        if (record_range(f, "w", 0, 100, TG_EDUPLICATE) != 100)
+            fail_msg("identifier_window row '%s' was taken: retries counted again", rows[i]);
+        assert_dec_equal(total(f), want);
+    }
+}
+
 static void test_identifiers_kept_forever_when_asked(void **state)
 {
     fixture *f = *state;
@@ -1503,6 +1529,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_netted_cancellation_stays_netted,
                                         setup_folding_at_close, teardown),
         cmocka_unit_test_setup_teardown(test_bad_fold_marks_read_everything,
+                                        setup_folding_at_close, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_identifier_window_reads_everything,
                                         setup_folding_at_close, teardown),
         cmocka_unit_test_setup_teardown(test_events_of_a_deleted_test_clock_are_refused, setup,
                                         teardown),
