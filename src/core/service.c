@@ -1693,10 +1693,11 @@ static int collect_spill(void *ctx, const tg_spill *row)
  * day pages, spills and live overlay under the pair's overlay lock, so a concurrent fold is
  * seen entirely or not at all, and sum them into one bucket a window of `grain` (0: the whole
  * range); other meters read their minute buckets. With max_windows, reading may stop once
- * more than that many windows are complete. */
-static int read_buckets(tg_service *svc, tg_store *s, const tg_meter *m, int64_t customer_seq,
-                        int64_t from, int64_t to, int64_t grain, size_t max_windows,
-                        bucket_vec *out, tg_err *err)
+ * the pages read hold more than that many windows (*stopped is then set), and live deltas
+ * older than the last day read are left out. */
+static int read_buckets_once(tg_service *svc, tg_store *s, const tg_meter *m,
+                             int64_t customer_seq, int64_t from, int64_t to, int64_t grain,
+                             size_t max_windows, bucket_vec *out, bool *stopped, tg_err *err)
 {
     bool additive = m->formula != TG_FORMULA_LAST && m->event_time_window == TG_WINDOW_NONE;
     void *lock = additive ? tg_overlay_rdlock(svc->overlay, (uint64_t)m->seq,
@@ -1718,7 +1719,9 @@ static int read_buckets(tg_service *svc, tg_store *s, const tg_meter *m, int64_t
                               collect_day, &dc, err);
         if (rc == 1) {
             rc = TG_OK;
-            from = dc.stopped_at_day; /* older live deltas belong to windows not read */
+            *stopped = true;
+            if (dc.stopped_at_day > from) /* older live deltas belong to windows not read */
+                from = dc.stopped_at_day;
         }
         if (rc == TG_ESTORE && !err->code)
             tg_err_set(err, rc, NULL, "Corrupt day page.");
@@ -1778,6 +1781,23 @@ static int read_buckets(tg_service *svc, tg_store *s, const tg_meter *m, int64_t
     return rc;
 }
 
+static int read_buckets(tg_service *svc, tg_store *s, const tg_meter *m, int64_t customer_seq,
+                        int64_t from, int64_t to, int64_t grain, size_t max_windows,
+                        bucket_vec *out, tg_err *err)
+{
+    bool stopped = false;
+    int rc = read_buckets_once(svc, s, m, customer_seq, from, to, grain, max_windows, out,
+                               &stopped, err);
+    /* The early stop counted the pages' windows; if live cancellations emptied some, the
+     * days read may hold fewer than needed, and older days must be read too. */
+    if (!rc && stopped && out->n < max_windows) {
+        out->n = 0;
+        rc = read_buckets_once(svc, s, m, customer_seq, from, to, grain, 0, out, &stopped,
+                               err);
+    }
+    return rc;
+}
+
 int tg_summary_list(tg_service *svc, const tg_scope *scope, const char *meter_id,
                     const char *customer_id, int64_t start, int64_t end, tg_window grouping,
                     int limit, int64_t after_start, int64_t before_start, tg_arena *a,
@@ -1791,6 +1811,7 @@ int tg_summary_list(tg_service *svc, const tg_scope *scope, const char *meter_id
     if (rc)
         return rc;
     tg_meter m;
+    memset(&m, 0, sizeof m);
     if (!reg_get_by_id(svc, scope, meter_id, &m))
         rc = tg_err_set(err, TG_ENOTFOUND, "id", "No such billing meter: '%s'", meter_id);
     int64_t customer_seq = rc ? 0 : cust_find(svc, scope, customer_id, true);

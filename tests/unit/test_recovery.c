@@ -1292,6 +1292,9 @@ static void check_windows(fixture *f, const ref_log *log, tg_window grouping, in
                                          grouping, limit, after, 0, &f->a, &rows, &n, &more,
                                          &err),
                          TG_OK);
+        if (after && !n)
+            fail_msg("has_more was true, and the next page is empty (after %lld)",
+                     (long long)after);
         for (size_t i = 0; i < n; i++) {
             assert_true(ngot < sizeof got / sizeof got[0]);
             got[ngot++] = rows[i];
@@ -1376,6 +1379,35 @@ static void test_summaries_sum_pages_spills_and_live(void **state)
     check_summaries(f, log);
     reopen(f);
     check_summaries(f, log);
+    free(log);
+}
+
+/* A page of hourly summaries may stop reading day pages once it has more windows than it
+ * needs, but live cancellations can empty some of them after that count: the page must
+ * still hold the newest windows of the range, and nothing from before its start. Day D's
+ * page holds 20h to 23h; 21h to 23h are canceled live, an event at 03h of D is live, and
+ * the day before D has a window in its page. */
+static void test_summary_pages_after_live_cancellations(void **state)
+{
+    fixture *f = *state;
+    ref_log *log = calloc(1, sizeof *log);
+    assert_non_null(log);
+    int64_t d = DAY0 - 86400;
+    ref_record(f, log, "p", 2, d - 86400 + 5 * 3600 + 60);
+    const char *hours[] = {"h20", "h21", "h22", "h23"};
+    for (int h = 0; h < 4; h++)
+        ref_record(f, log, hours[h], 2, d + (20 + h) * 3600 + 60);
+    reopen(f);
+    reopen(f);
+    assert_int_equal(spill_rows(f), 0); /* in pages */
+    const char *canceled[] = {"h21-0", "h21-1", "h22-0", "h22-1", "h23-0", "h23-1"};
+    for (size_t i = 0; i < sizeof canceled / sizeof canceled[0]; i++)
+        ref_cancel(f, log, canceled[i]);
+    ref_record(f, log, "q", 2, d + 3 * 3600 + 60);
+    for (int limit = 1; limit <= 3; limit++) {
+        check_windows(f, log, TG_WINDOW_HOUR, d + 20 * 3600, d + 86400, limit);
+        check_windows(f, log, TG_WINDOW_HOUR, d - 86400, d + 86400, limit);
+    }
     free(log);
 }
 
@@ -1544,6 +1576,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_spills_of_many_pairs, setup_folding_at_close,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_summaries_sum_pages_spills_and_live,
+                                        setup_folding_at_close, teardown),
+        cmocka_unit_test_setup_teardown(test_summary_pages_after_live_cancellations,
                                         setup_folding_at_close, teardown),
         cmocka_unit_test_setup_teardown(test_repeated_spills, setup, teardown),
     };
