@@ -1608,10 +1608,12 @@ static bool read_numbers(const char *v, int64_t *f, size_t n)
     size_t i = 0;
     bool ok = v != NULL;
     while (ok && i < n) {
+        if (*v < '0' || *v > '9')
+            return false;
         char *end;
         errno = 0;
-        long long x = *v >= '0' && *v <= '9' ? strtoll(v, &end, 10) : -1;
-        ok = x >= 0 && !errno && (*end == ' ' || *end == '\0');
+        long long x = strtoll(v, &end, 10);
+        ok = !errno && (*end == ' ' || *end == '\0');
         f[i++] = x;
         v = end + (*end == ' ');
     }

@@ -305,12 +305,14 @@ static void test_integers_as_printf_writes_them(void **state)
     int64_t vals[64 * 2 + 2];
     size_t n = 0;
     int64_t p = 1;
-    for (int k = 0; k <= 18; k++, p *= 10) {
+    for (int k = 0; k <= 18; k++) {
         int64_t around[3] = {p - 1, p, p + 1};
         for (int j = 0; j < 3; j++) {
             vals[n++] = around[j];
             vals[n++] = -around[j];
         }
+        if (k < 18) /* 10^18 is the last power of ten in 64 bits */
+            p *= 10;
     }
     vals[n++] = INT64_MAX;
     vals[n++] = INT64_MIN;
