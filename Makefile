@@ -7,7 +7,7 @@ STD     := -std=c11 -D_GNU_SOURCE
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wpointer-arith -Wvla -Wformat=2 -Wundef
 OPT     ?= -O2 -g
-PKGS    := jansson sqlite3 libcrypto
+PKGS    := jansson sqlite3 libcrypto libcurl
 CFLAGS  += $(STD) $(WARN) $(OPT) -Isrc -pthread
 LDLIBS  += -pthread
 BUILD   := build

@@ -2,6 +2,7 @@
 #include "base/ids.h"
 
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -85,18 +86,33 @@ static bool sha256_fast(const void *data, size_t len, unsigned char md[32])
            EVP_DigestFinal_ex(ctx, md, &mdlen) && mdlen == 32;
 }
 
-void tg_sha256_hex(const void *data, size_t len, char out[65])
+static void hex32(const unsigned char md[32], char out[65])
 {
-    unsigned char md[32];
-    unsigned int mdlen = 0;
-    if (!sha256_fast(data, len, md))
-        EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
     static const char hex[] = "0123456789abcdef";
     for (unsigned i = 0; i < 32; i++) {
         out[2 * i] = hex[md[i] >> 4];
         out[2 * i + 1] = hex[md[i] & 15];
     }
     out[64] = '\0';
+}
+
+void tg_sha256_hex(const void *data, size_t len, char out[65])
+{
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    if (!sha256_fast(data, len, md))
+        EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
+    hex32(md, out);
+}
+
+void tg_hmac_sha256_hex(const void *key, size_t key_len, const void *data, size_t len,
+                        char out[65])
+{
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    if (!HMAC(EVP_sha256(), key, (int)key_len, data, len, md, &mdlen) || mdlen != 32)
+        memset(md, 0, sizeof md); /* a signature nobody can verify: the delivery fails */
+    hex32(md, out);
 }
 
 /* xoshiro256** (Blackman and Vigna), one state per thread. */

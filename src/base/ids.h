@@ -23,4 +23,9 @@ int tg_id_unique(char *out, size_t outsz, const char *prefix, size_t n);
 /* Writes the lowercase hex SHA-256 of data[0..len) into out (65 bytes). */
 void tg_sha256_hex(const void *data, size_t len, char out[65]);
 
+/* Writes the lowercase hex HMAC-SHA256 of data[0..len) under key into out (65 bytes): how
+ * webhook deliveries are signed. */
+void tg_hmac_sha256_hex(const void *key, size_t key_len, const void *data, size_t len,
+                        char out[65]);
+
 #endif

@@ -5,6 +5,7 @@
  *                  [--http-threads N] [--check-lane-realtime] [--no-priority-boost]
  *                  [--identifier-days N|forever]
  *                  [--invoice-grace SECONDS] [--request-timeout SECONDS]
+ *                  [--webhook-retry-unit SECONDS]
  *   tollgate keys create [--data DIR] [--live]
  *   tollgate keys revoke SECRET_KEY [--data DIR]
  *   tollgate bill run [--data DIR] [--invoice-grace SECONDS]
@@ -32,6 +33,7 @@
 #include "core/billing.h"
 #include "core/service.h"
 #include "http/server.h"
+#include "http/webhook_sender.h"
 #include "store/sqlite.h"
 
 static int64_t real_now(void *ctx)
@@ -59,6 +61,7 @@ typedef struct options {
     size_t queue_bytes;
     long long invoice_grace; /* seconds, -1 = the default */
     int identifier_days;     /* 0 = the default, -1 = forever */
+    size_t webhook_retry_unit; /* seconds, 0 = the default (core/webhooks.h) */
 } options;
 
 static int usage(void)
@@ -70,6 +73,7 @@ static int usage(void)
             "                      [--http-threads N] [--check-lane-realtime]\n"
             "                      [--no-priority-boost] [--identifier-days N|forever]\n"
             "                      [--invoice-grace SECONDS] [--request-timeout SECONDS]\n"
+            "                      [--webhook-retry-unit SECONDS]\n"
             "       tollgate keys create [--data DIR] [--live]\n"
             "       tollgate keys revoke SECRET_KEY [--data DIR]\n"
             "       tollgate bill run [--data DIR] [--invoice-grace SECONDS]\n");
@@ -157,6 +161,9 @@ static int parse_options(int argc, char **argv, int first, options *o)
         else if (strcmp(a, "--request-timeout") == 0 && parse_size(v, &o->request_timeout) &&
                  o->request_timeout <= 3600)
             ;
+        else if (strcmp(a, "--webhook-retry-unit") == 0 &&
+                 parse_size(v, &o->webhook_retry_unit) && o->webhook_retry_unit <= 3600)
+            ;
         else if (strcmp(a, "--identifier-days") == 0 &&
                  parse_identifier_days(v, &o->identifier_days))
             ;
@@ -200,7 +207,8 @@ static int open_service(const options *o, bool scheduler, tg_service **svc)
                              .no_billing_scheduler = !scheduler,
                              .queue_max_bytes = o->queue_bytes,
                              .no_priority_boost = o->no_priority_boost,
-                             .identifier_days = o->identifier_days};
+                             .identifier_days = o->identifier_days,
+                             .webhook_retry_unit = (int)o->webhook_retry_unit};
     tg_err err = {0};
     if (tg_service_open(svc, tg_store_sqlite_factory(o->data), &real_clock, &cfg, &err)) {
         fprintf(stderr, "tollgate: %s\n", err.msg);
@@ -308,10 +316,18 @@ static int cmd_serve(const options *o)
         tg_service_close(svc);
         return 1;
     }
+    tg_webhook_sender *hooks;
+    if (tg_webhook_sender_start(svc, &hooks, &err)) {
+        fprintf(stderr, "tollgate: %s\n", err.msg);
+        tg_server_stop(srv);
+        tg_service_close(svc);
+        return 1;
+    }
     tg_log(TG_LOG_INFO, "tollgate listening on http://%s (data in %s)", o->listen, o->data);
     int sig = 0;
     sigwait(&set, &sig);
     tg_log(TG_LOG_INFO, "received %s: finishing in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    tg_webhook_sender_stop(hooks);
     tg_server_stop(srv);
     tg_service_close(svc);
     tg_log(TG_LOG_INFO, "stopped cleanly");

@@ -1366,19 +1366,6 @@ static int items_alloc(bctx *c, tg_subscription *s, size_t cap)
     return TG_OK;
 }
 
-static int metadata_merge(bctx *c, tg_metadata *md, bool clear, const tg_metadata *patch,
-                          const char *param)
-{
-    tg_metadata merged;
-    if (tg_metadata_apply(md, clear, patch, c->a, &merged))
-        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
-    if (merged.n > TG_METADATA_KEYS_MAX)
-        return tg_err_set(c->err, TG_EINVAL, param, "Invalid %s: at most %d keys are allowed.",
-                          param, TG_METADATA_KEYS_MAX);
-    *md = merged;
-    return TG_OK;
-}
-
 static int sub_create_fn(bctx *c, void *arg)
 {
     sub_args *sa = arg;
@@ -1462,7 +1449,7 @@ static int sub_create_fn(bctx *c, void *arg)
     s->days_until_due = p->days_until_due >= 0 ? p->days_until_due : 30;
     s->default_payment_method = p->default_payment_method.value;
     s->description = p->description.value;
-    if ((rc = metadata_merge(c, &s->metadata, false, &p->metadata, "metadata")))
+    if ((rc = tg_metadata_merge(&s->metadata, false, &p->metadata, c->a, "metadata", c->err)))
         return rc;
     /* The first period. */
     s->period_start = now;
@@ -1769,7 +1756,8 @@ static int sub_update_items(bctx *c, tg_subscription *s, const tg_sub_params *p,
             it->quantity = spec->quantity;
         }
         snprintf(param, sizeof param, "items[%zu][metadata]", i);
-        if ((rc = metadata_merge(c, &it->metadata, spec->metadata_clear, &spec->metadata, param)))
+        if ((rc = tg_metadata_merge(&it->metadata, spec->metadata_clear, &spec->metadata, c->a,
+                                    param, c->err)))
             return rc;
         if (old_qty != it->quantity || strcmp(old_price.id, it->price.id) != 0) {
             *prorated = true;
@@ -1855,7 +1843,8 @@ static int sub_update_fn(bctx *c, void *arg)
         s->default_payment_method = p->default_payment_method.value;
     if (p->description.set)
         s->description = p->description.value;
-    if ((rc = metadata_merge(c, &s->metadata, p->metadata_clear, &p->metadata, "metadata")))
+    if ((rc = tg_metadata_merge(&s->metadata, p->metadata_clear, &p->metadata, c->a, "metadata",
+                                c->err)))
         return rc;
     if (p->has_items && (rc = sub_update_items(c, s, p, &prorated)))
         return rc;
@@ -2270,8 +2259,8 @@ static int sub_schedule_fn(bctx *c, void *arg)
         s->next_phase.nitems = 0;
     }
     if (p->op != TG_SCHEDULE_RELEASE &&
-        (rc = metadata_merge(c, &s->schedule_metadata, p->metadata_clear, &p->metadata,
-                             "metadata")))
+        (rc = tg_metadata_merge(&s->schedule_metadata, p->metadata_clear, &p->metadata, c->a,
+                                "metadata", c->err)))
         return rc;
     if ((rc = bill_emit(c, "customer.subscription.updated", TG_OBJ_SUBSCRIPTION, s)) ||
         (rc = save_sub(c, s)))

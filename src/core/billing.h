@@ -324,6 +324,7 @@ typedef struct tg_billing_event {
     bool has_previous;
     tg_event_object previous;
     const char *request_id, *idempotency_key; /* NULL: none (automatic) */
+    int pending_webhooks; /* not stored: the deliveries queued when it was read */
 } tg_billing_event;
 
 /* ---- use cases (scope is the caller's; results in a) ---- */

@@ -45,6 +45,7 @@ typedef struct bctx {
     } snaps[8];
     size_t nsnaps;
     bool automatic; /* running what was due (renewals, trial ends): no request caused it */
+    bool queued_webhooks; /* the job queued deliveries: the sender is nudged after its commit */
 } bctx;
 
 /* Runs fn with a context on a reader (bill_read) or as a writer job (bill_write); c->now is
@@ -106,6 +107,11 @@ int bill_clock_shortest_interval(bctx *c, const char *clock, int64_t *seconds);
  * records the summary event when the features change, and installs them in the check
  * registry. Called by every change that can alter them, inside its writer job. */
 int ent_refresh(bctx *c, const char *customer);
+
+/* Queues the deliveries of a recorded event to the scope's endpoints that take it, and counts
+ * an event's queued deliveries into e->pending_webhooks (webhooks.c). */
+int bill_queue_webhooks(bctx *c, const tg_billing_event *e);
+int bill_pending_webhooks(bctx *c, tg_billing_event *e);
 
 /* Random ids with Stripe's prefixes. */
 int bill_new_id(bctx *c, char *out, const char *prefix);

@@ -22,6 +22,7 @@
 
 #include "core/metadata.h"
 #include "core/record.h"
+#include "core/webhooks.h"
 
 typedef enum {
     K_BOOL, K_INT, K_UNSIGNED, K_INT64, /* integers, by the member's type */
@@ -198,6 +199,15 @@ static const field feature_fields[] = {
 };
 #undef T
 static const schema feature_schema = SCHEMA(feature_fields, tg_feature);
+
+#define T tg_webhook_endpoint
+static const field webhook_endpoint_fields[] = {
+    ID(1, id), INT(2, created), INT(3, livemode), INT(4, disabled), STR(5, url),
+    STR(6, description), STR(7, enabled_events), ID(8, secret), META(9, metadata),
+};
+#undef T
+static const schema webhook_endpoint_schema = SCHEMA(webhook_endpoint_fields,
+                                                     tg_webhook_endpoint);
 
 #define T tg_usage_limit
 static const field limit_fields[] = {CHARS(1, meter), DEC(2, quantity), INT(3, hard)};
@@ -461,6 +471,15 @@ void tg_feature_encode(tg_buf *b, const tg_feature *f) { encode(b, &feature_sche
 int tg_feature_decode(const void *data, size_t len, tg_arena *a, tg_feature *f)
 {
     return decode(&feature_schema, data, len, a, f);
+}
+
+void tg_webhook_endpoint_encode(tg_buf *b, const tg_webhook_endpoint *w)
+{
+    encode(b, &webhook_endpoint_schema, w);
+}
+int tg_webhook_endpoint_decode(const void *data, size_t len, tg_arena *a, tg_webhook_endpoint *w)
+{
+    return decode(&webhook_endpoint_schema, data, len, a, w);
 }
 
 void tg_product_feature_encode(tg_buf *b, const tg_product_feature *p)

@@ -29,6 +29,10 @@ void tg_ent_summary_encode(tg_buf *b, const tg_entitlement_summary *s);
 int tg_ent_summary_decode(const void *data, size_t len, tg_arena *a, tg_entitlement_summary *s);
 void tg_usage_session_encode(tg_buf *b, const tg_usage_session *u);
 int tg_usage_session_decode(const void *data, size_t len, tg_arena *a, tg_usage_session *u);
+struct tg_webhook_endpoint;
+void tg_webhook_endpoint_encode(tg_buf *b, const struct tg_webhook_endpoint *w);
+int tg_webhook_endpoint_decode(const void *data, size_t len, tg_arena *a,
+                               struct tg_webhook_endpoint *w);
 void tg_billing_event_encode(tg_buf *b, const tg_billing_event *e);
 int tg_billing_event_decode(const void *data, size_t len, tg_arena *a, tg_billing_event *e);
 

@@ -7,6 +7,7 @@
  * a price's product (parent) and lookup key, a customer-owned object's customer and test
  * clock, and `active`.
  */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "core/billing_internal.h"
 #include "core/metadata.h"
 #include "core/money.h"
+#include "core/webhooks.h"
 
 /* ---------------------------------------------------------------- shared helpers */
 
@@ -55,9 +57,13 @@ int bill_load(bctx *c, const char *kind, const char *id, const char *param, tg_d
     tg_obj o;
     tg_err ignore = {0};
     int rc = c->s->ops->obj_get(c->s, c->scope, kind, id, c->a, &o, &ignore);
-    if (rc == TG_ENOTFOUND)
-        return tg_err_set(c->err, TG_ENOTFOUND, param, "No such %s: '%s'",
-                          strcmp(kind, KIND_CLOCK) == 0 ? "test clock" : kind, id);
+    if (rc == TG_ENOTFOUND) {
+        char name[48]; /* the kind in words: "test clock", "webhook endpoint" */
+        tg_strlcpy(name, kind, sizeof name);
+        for (char *p = name; *p; p++)
+            *p = *p == '_' ? ' ' : *p;
+        return tg_err_set(c->err, TG_ENOTFOUND, param, "No such %s: '%s'", name, id);
+    }
     if (rc)
         return tg_err_set(c->err, rc, NULL, "%s", ignore.msg);
     if (decode(o.body, o.len, c->a, out) < 0)
@@ -243,6 +249,7 @@ void bill_snapshot_object(bctx *c, tg_obj_kind kind, const void *obj)
 
 int bill_emit(bctx *c, const char *type, tg_obj_kind kind, const void *obj)
 {
+    assert(tg_webhook_event_type_known(type)); /* endpoints can enable every type recorded */
     tg_billing_event *e = tg_arena_alloc(c->a, sizeof *e);
     if (!e)
         return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
@@ -277,7 +284,8 @@ int bill_emit(bctx *c, const char *type, tg_obj_kind kind, const void *obj)
      * happens, so the order is the order of happening even on a test clock. */
     tg_obj o = {.kind = KIND_EVENT, .created = c->now, .active = true, .lookup = type};
     tg_strlcpy(o.id, e->id, sizeof o.id);
-    return bill_save(c, &o, &b);
+    rc = bill_save(c, &o, &b);
+    return rc ? rc : bill_queue_webhooks(c, e);
 }
 
 int bill_list(bctx *c, const char *kind, const tg_obj_filter *f, const tg_page *page,
@@ -389,7 +397,10 @@ int bill_write(tg_service *svc, const tg_scope *scope, tg_arena *a, bill_fn fn, 
                tg_err *err)
 {
     bill_write_call w = {svc, {{.svc = svc, .scope = scope, .a = a, .err = err}, fn, arg}};
-    return tg_service_write(svc, bill_write_job, &w, err);
+    int rc = tg_service_write(svc, bill_write_job, &w, err);
+    if (!rc && w.call.c.queued_webhooks)
+        tg_webhooks_nudge(svc);
+    return rc;
 }
 
 typedef struct retrieve_args {
@@ -431,13 +442,10 @@ static int product_apply(bctx *c, tg_product *p, const tg_product_patch *patch)
         p->description = patch->description.value;
     if (patch->active >= 0)
         p->active = patch->active;
-    tg_metadata merged;
-    if (tg_metadata_apply(&p->metadata, patch->metadata_clear, &patch->metadata, c->a, &merged))
-        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
-    if (merged.n > TG_METADATA_KEYS_MAX)
-        return tg_err_set(c->err, TG_EINVAL, "metadata",
-                          "Invalid metadata: at most %d keys are allowed.", TG_METADATA_KEYS_MAX);
-    p->metadata = merged;
+    int rc = tg_metadata_merge(&p->metadata, patch->metadata_clear, &patch->metadata, c->a,
+                               "metadata", c->err);
+    if (rc)
+        return rc;
     p->updated = c->now;
     return TG_OK;
 }
@@ -696,13 +704,9 @@ static int price_update_fn(bctx *c, void *arg)
             (rc = lookup_key_claim(c, p->lookup_key, p->id, u->transfer_lookup_key)))
             return rc;
     }
-    tg_metadata merged;
-    if (tg_metadata_apply(&p->metadata, u->metadata_clear, &u->metadata, c->a, &merged))
-        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
-    if (merged.n > TG_METADATA_KEYS_MAX)
-        return tg_err_set(c->err, TG_EINVAL, "metadata",
-                          "Invalid metadata: at most %d keys are allowed.", TG_METADATA_KEYS_MAX);
-    p->metadata = merged;
+    if ((rc = tg_metadata_merge(&p->metadata, u->metadata_clear, &u->metadata, c->a, "metadata",
+                                c->err)))
+        return rc;
     rc = bill_emit(c, "price.updated", TG_OBJ_PRICE, p); /* before: see bill_emit */
     return rc ? rc : bill_save_price(c, p);
 }
@@ -926,10 +930,28 @@ int tg_test_clock_delete(tg_service *svc, const tg_scope *scope, const char *id,
 
 /* ---------------------------------------------------------------- events */
 
+static int event_retrieve_fn(bctx *c, void *arg)
+{
+    retrieve_args *r = arg;
+    int rc = retrieve_fn(c, r);
+    return rc ? rc : bill_pending_webhooks(c, r->out);
+}
+
 int tg_billing_event_retrieve(tg_service *svc, const tg_scope *scope, const char *id,
                               tg_arena *a, tg_billing_event *out, tg_err *err)
 {
-    return bill_retrieve(svc, scope, KIND_EVENT, id, decode_event, a, out, err);
+    retrieve_args r = {KIND_EVENT, id, decode_event, out};
+    return bill_read(svc, scope, a, event_retrieve_fn, &r, err);
+}
+
+static int event_list_fn(bctx *c, void *arg)
+{
+    list_args *l = arg;
+    int rc = list_fn(c, l);
+    tg_billing_event *items = *l->out;
+    for (size_t i = 0; !rc && i < *l->n; i++)
+        rc = bill_pending_webhooks(c, &items[i]);
+    return rc;
 }
 
 int tg_billing_event_list(tg_service *svc, const tg_scope *scope, const tg_event_filter *f,
@@ -952,5 +974,5 @@ int tg_billing_event_list(tg_service *svc, const tg_scope *scope, const tg_event
         l.f.lookup_any = &type;
         l.f.nlookup = 1;
     }
-    return bill_read(svc, scope, a, list_fn, &l, err);
+    return bill_read(svc, scope, a, event_list_fn, &l, err);
 }

@@ -694,14 +694,9 @@ static int feature_update_fn(bctx *c, void *arg)
         f->active = false;
     if (fa->name)
         f->name = fa->name;
-    tg_metadata merged;
-    if (tg_metadata_apply(&f->metadata, fa->metadata_clear, fa->metadata, c->a, &merged))
-        return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);
-    if (merged.n > TG_METADATA_KEYS_MAX)
-        return tg_err_set(c->err, TG_EINVAL, "metadata",
-                          "Invalid metadata: at most %d keys are allowed.", TG_METADATA_KEYS_MAX);
-    f->metadata = merged;
-    return save_feature(c, f);
+    rc = tg_metadata_merge(&f->metadata, fa->metadata_clear, fa->metadata, c->a, "metadata",
+                           c->err);
+    return rc ? rc : save_feature(c, f);
 }
 
 int tg_feature_update(tg_service *svc, const tg_scope *scope, const char *id, const char *name,

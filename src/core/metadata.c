@@ -61,6 +61,19 @@ int tg_metadata_apply(const tg_metadata *base, bool clear, const tg_metadata *pa
     return TG_OK;
 }
 
+int tg_metadata_merge(tg_metadata *md, bool clear, const tg_metadata *patch, tg_arena *a,
+                      const char *param, tg_err *err)
+{
+    tg_metadata merged;
+    if (tg_metadata_apply(md, clear, patch, a, &merged))
+        return tg_err_set(err, TG_ENOMEM, NULL, NULL);
+    if (merged.n > TG_METADATA_KEYS_MAX)
+        return tg_err_set(err, TG_EINVAL, param, "Invalid %s: at most %d keys are allowed.",
+                          param, TG_METADATA_KEYS_MAX);
+    *md = merged;
+    return TG_OK;
+}
+
 int tg_metadata_encode(const tg_metadata *md, tg_buf *b)
 {
     for (size_t i = 0; i < md->n; i++) {

@@ -17,6 +17,11 @@ int tg_metadata_validate(const tg_metadata *md, const char *param, tg_err *err);
 int tg_metadata_apply(const tg_metadata *base, bool clear, const tg_metadata *patch, tg_arena *a,
                       tg_metadata *out);
 
+/* Patches *md (tg_metadata_apply into a) and refuses a result of more than
+ * TG_METADATA_KEYS_MAX keys, naming param; *md is unchanged on failure. */
+int tg_metadata_merge(tg_metadata *md, bool clear, const tg_metadata *patch, tg_arena *a,
+                      const char *param, tg_err *err);
+
 /* Returns the value of key, or NULL. */
 const char *tg_metadata_get(const tg_metadata *md, const char *key);
 

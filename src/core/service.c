@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/log.h"
 #include "base/slotlock.h"
@@ -31,6 +32,7 @@
 #include "core/metering.h"
 #include "core/overlay.h"
 #include "core/service_internal.h"
+#include "core/webhooks.h"
 #include "core/writer.h"
 
 #define REGISTRY_BUCKETS 1024
@@ -121,6 +123,11 @@ struct tg_service {
      * TG_KEY_RECHECK_S, so a key's revocation ends it and its sessions. Two caches, so that
      * neither kind of credential can ever be taken for the other. */
     cred_cache keys, sessions;
+
+    /* The webhook sender's wake-up (tg_webhooks_nudge): a count of nudges. */
+    pthread_mutex_t hooks_mu;
+    pthread_cond_t hooks_cv;
+    uint64_t hooks_nudged;
 };
 
 static uint64_t fnv(const char *s, uint64_t h)
@@ -569,6 +576,10 @@ int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *
         svc->cfg.batch_max_events = 10000;
     if (svc->cfg.readers <= 0)
         svc->cfg.readers = 8;
+    if (svc->cfg.webhook_retry_unit <= 0)
+        svc->cfg.webhook_retry_unit = TG_WEBHOOK_RETRY_UNIT;
+    pthread_mutex_init(&svc->hooks_mu, NULL);
+    pthread_cond_init(&svc->hooks_cv, NULL);
     pthread_mutex_init(&svc->pool_mu, NULL);
     pthread_cond_init(&svc->pool_cv, NULL);
     tg_slotlock_init(&svc->reg_lock);
@@ -653,7 +664,42 @@ void tg_service_close(tg_service *svc)
     pthread_mutex_destroy(&svc->idem_mu);
     pthread_rwlock_destroy(&svc->keys.lock);
     pthread_rwlock_destroy(&svc->sessions.lock);
+    pthread_mutex_destroy(&svc->hooks_mu);
+    pthread_cond_destroy(&svc->hooks_cv);
     free(svc);
+}
+
+/* ---------------------------------------------------------------- webhook wake-up */
+
+int64_t tg_service_webhook_retry_unit(const tg_service *svc)
+{
+    return svc->cfg.webhook_retry_unit;
+}
+
+void tg_webhooks_nudge(tg_service *svc)
+{
+    pthread_mutex_lock(&svc->hooks_mu);
+    svc->hooks_nudged++;
+    pthread_cond_broadcast(&svc->hooks_cv);
+    pthread_mutex_unlock(&svc->hooks_mu);
+}
+
+void tg_webhooks_wait(tg_service *svc, uint64_t *seen, int ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&svc->hooks_mu);
+    while (svc->hooks_nudged == *seen &&
+           pthread_cond_timedwait(&svc->hooks_cv, &svc->hooks_mu, &until) == 0) {
+    }
+    *seen = svc->hooks_nudged;
+    pthread_mutex_unlock(&svc->hooks_mu);
 }
 
 /* The request bound to this thread (tg_idem_bind); on the writer thread, the one whose job
@@ -1010,15 +1056,10 @@ static int customer_write_job(tg_store *s, void *arg, tg_err *err)
         apply_opt(&cur.name, &c->patch->name);
         apply_opt(&cur.description, &c->patch->description);
         apply_opt(&cur.default_payment_method, &c->patch->default_payment_method);
-        tg_metadata merged;
-        if (tg_metadata_apply(&cur.metadata, c->patch->metadata_clear, &c->patch->metadata, c->a,
-                              &merged))
-            return tg_err_set(err, TG_ENOMEM, NULL, NULL);
-        if (merged.n > TG_METADATA_KEYS_MAX)
-            return tg_err_set(err, TG_EINVAL, "metadata",
-                              "Invalid metadata: at most %d keys are allowed.",
-                              TG_METADATA_KEYS_MAX);
-        cur.metadata = merged;
+        int rc = tg_metadata_merge(&cur.metadata, c->patch->metadata_clear, &c->patch->metadata,
+                                   c->a, "metadata", err);
+        if (rc)
+            return rc;
         tg_metadata contact;
         if (tg_metadata_apply(&cur.contact, false, &c->patch->contact, c->a, &contact))
             return tg_err_set(err, TG_ENOMEM, NULL, NULL);

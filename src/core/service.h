@@ -37,6 +37,9 @@ typedef struct tg_service_config {
      * (core/writer.c, "Identifier retention"): below TG_IDENTIFIER_DAYS (36; 0 among them)
      * means 36, a negative value for as long as the event is stored. */
     int identifier_days;
+    /* Seconds in a unit of the webhook retry schedule (core/webhooks.c), default 60: tests
+     * run the schedule in seconds. */
+    int webhook_retry_unit;
 } tg_service_config;
 
 int tg_service_open(tg_service **out, tg_store_factory factory, const tg_clock *clock,

@@ -8,6 +8,9 @@
 #include "core/service.h"
 #include "core/writer.h"
 
+/* Seconds in a unit of the webhook retry schedule (the service's setting). */
+int64_t tg_service_webhook_retry_unit(const tg_service *svc);
+
 /* Runs fn with a reading connection (committed state). */
 int tg_service_read(tg_service *svc, tg_job_fn fn, void *arg, tg_err *err);
 

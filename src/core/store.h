@@ -60,6 +60,16 @@ typedef struct tg_spill {
     size_t len;
 } tg_spill;
 
+/* One queued delivery of an event to a webhook endpoint (see delivery_add below). */
+typedef struct tg_delivery {
+    tg_scope scope; /* filled by reads */
+    int64_t seq;    /* assigned by delivery_add */
+    char endpoint[TG_ID_MAX], event[TG_ID_MAX];
+    int attempts;    /* attempts made so far */
+    int64_t created; /* when it was queued */
+    int64_t due;     /* when the next attempt may start */
+} tg_delivery;
+
 typedef struct tg_store_ops {
     const char *name;
     void (*close)(tg_store *s);
@@ -231,6 +241,20 @@ typedef struct tg_store_ops {
                       tg_err *err);
     int (*obj_due)(tg_store *s, const char *clock, int64_t before, int limit, tg_arena *a,
                    tg_obj **out, size_t *n, tg_err *err);
+
+    /* Webhook deliveries (core/webhooks.c): a queue across scopes. delivery_due: those with
+     * due <= before, earliest first (then in order of queueing), at most limit.
+     * delivery_set moves one (attempts, due); delivery_delete drops one (or, with endpoint
+     * set, every one of that endpoint in scope when seq is 0); delivery_count: how many an
+     * event has queued. */
+    int (*delivery_add)(tg_store *s, const tg_scope *scope, tg_delivery *d, tg_err *err);
+    int (*delivery_due)(tg_store *s, int64_t before, int limit, tg_arena *a, tg_delivery **out,
+                        size_t *n, tg_err *err);
+    int (*delivery_set)(tg_store *s, int64_t seq, int attempts, int64_t due, tg_err *err);
+    int (*delivery_delete)(tg_store *s, const tg_scope *scope, int64_t seq,
+                           const char *endpoint, tg_err *err);
+    int (*delivery_count)(tg_store *s, const tg_scope *scope, const char *event, int *n,
+                          tg_err *err);
 
     /* Deletes idempotency records and sessions created before `before`. */
     int (*prune)(tg_store *s, int64_t idem_before, int64_t session_before, tg_err *err);

@@ -108,6 +108,8 @@ extern const tg_route tg_billing_routes[]; /* billing_routes.c */
 extern const size_t tg_nbilling_routes;
 extern const tg_route tg_entitlement_routes[]; /* entitlement_routes.c */
 extern const size_t tg_nentitlement_routes;
+extern const tg_route tg_webhook_routes[]; /* webhook_routes.c */
+extern const size_t tg_nwebhook_routes;
 
 /* ---- parameters: each returns true when present and valid; on invalid input it records the
  * error in req->err and returns false. A missing optional parameter returns false with no
@@ -204,6 +206,9 @@ void tg_render_metadata(tg_jw *w, const tg_metadata *md);
 struct tg_feature;
 struct tg_entitlement_summary;
 void tg_render_feature(tg_jw *w, const struct tg_feature *f);
+/* An event as GET /v1/events/{id} writes it, and as webhooks deliver it. */
+struct tg_billing_event;
+void tg_render_event(tg_jw *w, const struct tg_billing_event *e);
 void tg_render_entitlement_summary(tg_jw *w, const struct tg_entitlement_summary *s,
                                    bool livemode);
 

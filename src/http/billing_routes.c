@@ -706,22 +706,17 @@ static void previous_attributes(tg_jw *w, const tg_billing_event *e)
         char key[64];
         snprintf(key, sizeof key, "%.*s", (int)a[i].key_len, a[i].key);
         jw_key(w, key);
-        if (k == nb) {
+        if (k == nb)
             jw_null(w);
-        } else {
-            char *text = tg_arena_strndup(&((tg_req *)w->ctx)->arena, b[k].value, b[k].value_len);
-            if (text)
-                jw_raw(w, text);
-            else
-                jw_null(w);
-        }
+        else
+            jw_rawn(w, b[k].value, b[k].value_len);
     }
     jw_end(w);
     tg_buf_free(&now);
     tg_buf_free(&before);
 }
 
-static void render_event(tg_jw *w, const tg_billing_event *e)
+void tg_render_event(tg_jw *w, const tg_billing_event *e)
 {
     jw_obj(w);
     jw_kstr(w, "id", e->id);
@@ -732,11 +727,11 @@ static void render_event(tg_jw *w, const tg_billing_event *e)
     jw_obj(w);
     jw_key(w, "object");
     render_event_object(w, e->kind, &e->object, e->livemode);
-    if (e->has_previous && w->ctx)
+    if (e->has_previous)
         previous_attributes(w, e);
     jw_end(w);
     jw_kbool(w, "livemode", e->livemode);
-    jw_kint(w, "pending_webhooks", 0);
+    jw_kint(w, "pending_webhooks", e->pending_webhooks);
     jw_key(w, "request");
     jw_obj(w);
     jw_kstr(w, "id", e->request_id);
@@ -2072,7 +2067,7 @@ static int h_event_retrieve(tg_req *req)
     if (tg_billing_event_retrieve(req->svc, &req->scope, tg_seg(req, 2), &req->arena, &e,
                                   &req->err))
         return tg_reply_error(req);
-    render_event(&req->jw, &e);
+    tg_render_event(&req->jw, &e);
     return 200;
 }
 
@@ -2114,7 +2109,7 @@ static int h_event_list(tg_req *req)
         return tg_reply_error(req);
     tg_list_begin(req, "/v1/events");
     for (size_t i = 0; i < n; i++)
-        render_event(&req->jw, &items[i]);
+        tg_render_event(&req->jw, &items[i]);
     tg_list_end(req, more);
     return 200;
 }

@@ -182,6 +182,12 @@ void jw_raw(tg_jw *w, const char *text)
     tg_buf_puts(w->b, text);
 }
 
+void jw_rawn(tg_jw *w, const char *text, size_t len)
+{
+    sep(w);
+    tg_buf_append(w->b, text, len);
+}
+
 void jw_iso_time(tg_jw *w, int64_t t)
 {
     struct tm tm;

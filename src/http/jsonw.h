@@ -9,6 +9,7 @@
 #define TG_HTTP_JSONW_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "base/buf.h"
@@ -33,6 +34,7 @@ void jw_int(tg_jw *w, int64_t v);
 void jw_bool(tg_jw *w, bool v);
 void jw_null(tg_jw *w);
 void jw_raw(tg_jw *w, const char *text); /* a number or literal, written as is */
+void jw_rawn(tg_jw *w, const char *text, size_t len); /* the same, of len bytes */
 /* ISO-8601 UTC with milliseconds ("2024-06-01T12:00:00.000Z"), as /v2 writes times. */
 void jw_iso_time(tg_jw *w, int64_t unix_seconds);
 

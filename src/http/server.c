@@ -243,7 +243,8 @@ static int find_route(tg_req *req, const tg_route **out)
         size_t n;
     } tables[] = {{tg_routes, tg_nroutes},
                   {tg_billing_routes, tg_nbilling_routes},
-                  {tg_entitlement_routes, tg_nentitlement_routes}};
+                  {tg_entitlement_routes, tg_nentitlement_routes},
+                  {tg_webhook_routes, tg_nwebhook_routes}};
     bool path_known = false;
     for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
         for (size_t i = 0; i < tables[t].n; i++) {

@@ -86,6 +86,14 @@ static const char *const migrations[] = {
     "ALTER TABLE sessions ADD COLUMN key_hash TEXT;",
     /* 5: a customer's phone, address and shipping (a map, encoded as metadata) */
     "ALTER TABLE customers ADD COLUMN contact BLOB;",
+    /* 6: the queue of webhook deliveries */
+    "CREATE TABLE webhook_deliveries(seq INTEGER PRIMARY KEY, account TEXT NOT NULL,"
+    "  livemode INT NOT NULL, endpoint TEXT NOT NULL, event TEXT NOT NULL,"
+    "  attempts INT NOT NULL, created INT NOT NULL, due INT NOT NULL);"
+    "CREATE INDEX webhook_deliveries_due ON webhook_deliveries(due, seq);"
+    "CREATE INDEX webhook_deliveries_event ON webhook_deliveries(account, livemode, event);"
+    "CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries(account, livemode,"
+    "  endpoint);",
 };
 
 enum {
@@ -101,6 +109,7 @@ enum {
     Q_IDEM_GET, Q_IDEM_PUT, Q_SESSION_PUT, Q_SESSION_GET,
     Q_MERR_ADD, Q_MERR_SEQ, Q_PRUNE_IDEM, Q_PRUNE_SESSIONS,
     Q_OBJ_PUT, Q_OBJ_GET, Q_OBJ_DELETE, Q_OBJ_DUE, Q_OBJ_DUE_CLOCK,
+    Q_DLV_ADD, Q_DLV_DUE, Q_DLV_SET, Q_DLV_DELETE, Q_DLV_DELETE_ENDPOINT, Q_DLV_COUNT,
     Q_COUNT
 };
 
@@ -236,6 +245,16 @@ static const char *const sql[Q_COUNT] = {
                   " ORDER BY due, seq LIMIT ?2",
     [Q_OBJ_DUE_CLOCK] = "SELECT " OBJ_COLS " FROM objects WHERE clock=?3 AND due>0 AND due<=?1"
                         " ORDER BY due, seq LIMIT ?2",
+    [Q_DLV_ADD] = "INSERT INTO webhook_deliveries(account,livemode,endpoint,event,attempts,created,"
+                  "due) VALUES(?1,?2,?3,?4,?5,?6,?7)",
+    [Q_DLV_DUE] = "SELECT account,livemode,seq,endpoint,event,attempts,created,due"
+                  " FROM webhook_deliveries WHERE due<=?1 ORDER BY due, seq LIMIT ?2",
+    [Q_DLV_SET] = "UPDATE webhook_deliveries SET attempts=?2, due=?3 WHERE seq=?1",
+    [Q_DLV_DELETE] = "DELETE FROM webhook_deliveries WHERE account=?1 AND livemode=?2 AND seq=?3",
+    [Q_DLV_DELETE_ENDPOINT] = "DELETE FROM webhook_deliveries WHERE account=?1 AND livemode=?2"
+                              " AND endpoint=?3",
+    [Q_DLV_COUNT] = "SELECT count(*) FROM webhook_deliveries WHERE account=?1 AND livemode=?2"
+                    " AND event=?3",
 };
 
 typedef struct sq_store {
@@ -1673,6 +1692,104 @@ static int sq_obj_due(tg_store *base, const char *clock, int64_t before, int lim
     return rc;
 }
 
+/* ---------------------------------------------------------------- webhook deliveries */
+
+static int sq_delivery_add(tg_store *base, const tg_scope *scope, tg_delivery *d, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_DLV_ADD, err);
+    if (!st)
+        return TG_ESTORE;
+    bind_scope(st, scope);
+    sqlite3_bind_text(st, 3, d->endpoint, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, d->event, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 5, d->attempts);
+    sqlite3_bind_int64(st, 6, d->created);
+    sqlite3_bind_int64(st, 7, d->due);
+    int rc = exec_done(s, st, err, "delivery add");
+    if (!rc)
+        d->seq = sqlite3_last_insert_rowid(s->db);
+    return rc;
+}
+
+static int sq_delivery_due(tg_store *base, int64_t before, int limit, tg_arena *a,
+                           tg_delivery **out, size_t *n, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_DLV_DUE, err);
+    if (!st)
+        return TG_ESTORE;
+    sqlite3_bind_int64(st, 1, before);
+    sqlite3_bind_int(st, 2, limit);
+    tg_delivery *rows = tg_arena_alloc(a, (size_t)(limit > 0 ? limit : 1) * sizeof *rows);
+    if (!rows) {
+        sqlite3_reset(st);
+        return tg_err_set(err, TG_ENOMEM, NULL, NULL);
+    }
+    size_t k = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && k < (size_t)limit) {
+        tg_delivery *d = &rows[k++];
+        memset(d, 0, sizeof *d);
+        copy_text(d->scope.account, sizeof d->scope.account, st, 0);
+        d->scope.livemode = sqlite3_column_int(st, 1) != 0;
+        d->seq = sqlite3_column_int64(st, 2);
+        copy_text(d->endpoint, sizeof d->endpoint, st, 3);
+        copy_text(d->event, sizeof d->event, st, 4);
+        d->attempts = sqlite3_column_int(st, 5);
+        d->created = sqlite3_column_int64(st, 6);
+        d->due = sqlite3_column_int64(st, 7);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return db_error(s, err, "delivery due");
+    *out = rows;
+    *n = k;
+    return TG_OK;
+}
+
+static int sq_delivery_set(tg_store *base, int64_t seq, int attempts, int64_t due, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_DLV_SET, err);
+    if (!st)
+        return TG_ESTORE;
+    sqlite3_bind_int64(st, 1, seq);
+    sqlite3_bind_int(st, 2, attempts);
+    sqlite3_bind_int64(st, 3, due);
+    return exec_done(s, st, err, "delivery set");
+}
+
+static int sq_delivery_delete(tg_store *base, const tg_scope *scope, int64_t seq,
+                              const char *endpoint, tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, seq ? Q_DLV_DELETE : Q_DLV_DELETE_ENDPOINT, err);
+    if (!st)
+        return TG_ESTORE;
+    bind_scope(st, scope);
+    if (seq)
+        sqlite3_bind_int64(st, 3, seq);
+    else
+        sqlite3_bind_text(st, 3, endpoint, -1, SQLITE_STATIC);
+    return exec_done(s, st, err, "delivery delete");
+}
+
+static int sq_delivery_count(tg_store *base, const tg_scope *scope, const char *event, int *n,
+                             tg_err *err)
+{
+    sq_store *s = SQ(base);
+    sqlite3_stmt *st = stmt(s, Q_DLV_COUNT, err);
+    if (!st)
+        return TG_ESTORE;
+    bind_scope(st, scope);
+    sqlite3_bind_text(st, 3, event, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    *n = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? TG_OK : db_error(s, err, "delivery count");
+}
+
 /* ---------------------------------------------------------------- open / close */
 
 static void sq_close(tg_store *base)
@@ -1742,6 +1859,11 @@ static const tg_store_ops sqlite_ops = {
     .obj_list = sq_obj_list,
     .obj_delete = sq_obj_delete,
     .obj_due = sq_obj_due,
+    .delivery_add = sq_delivery_add,
+    .delivery_due = sq_delivery_due,
+    .delivery_set = sq_delivery_set,
+    .delivery_delete = sq_delivery_delete,
+    .delivery_count = sq_delivery_count,
 };
 
 static int migrate(sq_store *s, tg_err *err)

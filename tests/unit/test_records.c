@@ -17,6 +17,7 @@
 
 #include "core/billing_records.h"
 #include "core/record.h"
+#include "core/webhooks.h"
 
 static tg_arena arena;
 
@@ -365,6 +366,39 @@ static void test_stored_bytes_are_pinned(void **state)
     tg_buf_free(&b);
 }
 
+static void test_webhook_endpoint_round_trip(void **state)
+{
+    (void)state;
+    tg_webhook_endpoint w, back;
+    memset(&w, 0, sizeof w);
+    strcpy(w.id, "we_1");
+    w.created = 1767225600;
+    w.livemode = true;
+    w.disabled = true;
+    w.url = "https://hooks.example.com/x?y=1";
+    w.description = "sync";
+    w.enabled_events = "invoice.paid product.created ";
+    strcpy(w.secret, "whsec_abc");
+    tg_kv md[1] = {{"team", "finance"}};
+    w.metadata.items = md;
+    w.metadata.n = 1;
+    tg_buf b;
+    tg_buf_init(&b, TG_RECORD_MAX);
+    tg_webhook_endpoint_encode(&b, &w);
+    assert_int_equal(tg_webhook_endpoint_decode(b.data, b.len, &arena, &back), 0);
+    assert_string_equal(back.id, "we_1");
+    assert_int_equal(back.created, 1767225600);
+    assert_true(back.livemode && back.disabled);
+    assert_string_equal(back.url, w.url);
+    assert_string_equal(back.description, "sync");
+    assert_string_equal(back.enabled_events, w.enabled_events);
+    assert_string_equal(back.secret, "whsec_abc");
+    assert_int_equal(back.metadata.n, 1);
+    assert_string_equal(back.metadata.items[0].value, "finance");
+    assert_int_equal(tg_webhook_endpoint_decode(b.data, b.len - 1, &arena, &back), -1);
+    tg_buf_free(&b);
+}
+
 static void test_unknown_tags_are_skipped(void **state)
 {
     (void)state;
@@ -397,6 +431,7 @@ int main(void)
         cmocka_unit_test(test_subscription_round_trip),
         cmocka_unit_test(test_invoice_and_event_round_trip),
         cmocka_unit_test(test_unknown_tags_are_skipped),
+        cmocka_unit_test(test_webhook_endpoint_round_trip),
         cmocka_unit_test(test_stored_bytes_are_pinned),
         cmocka_unit_test(test_schedule_round_trip),
     };

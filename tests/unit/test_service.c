@@ -31,6 +31,7 @@
 #include "core/metering.h"
 #include "core/service.h"
 #include "core/service_internal.h"
+#include "core/webhooks.h"
 #include "store/sqlite.h"
 
 #define T0 INT64_C(1717243200)  /* 2024-06-01T12:00:00Z, hour aligned */
@@ -1386,6 +1387,133 @@ static void test_sha256_known_answers(void **state)
     }
 }
 
+static void test_hmac_sha256_known_answers(void **state)
+{
+    (void)state;
+    char h[65];
+    const char *data = "what do ya want for nothing?"; /* RFC 4231, test case 2 */
+    tg_hmac_sha256_hex("Jefe", 4, data, strlen(data), h);
+    assert_string_equal(h, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    unsigned char key[131]; /* test case 6: a key longer than the block */
+    memset(key, 0xaa, sizeof key);
+    const char *big = "Test Using Larger Than Block-Size Key - Hash Key First";
+    tg_hmac_sha256_hex(key, sizeof key, big, strlen(big), h);
+    assert_string_equal(h, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+}
+
+static void test_webhook_retry_schedule(void **state)
+{
+    (void)state;
+    int64_t live = 0;
+    int n = 0;
+    for (int k = 1; tg_webhook_retry_units(k, true) >= 0; k++, n++)
+        live += tg_webhook_retry_units(k, true);
+    assert_int_equal(n, 10);
+    assert_int_equal(live, 3936); /* units of a minute: 65.6 hours, under three days */
+    assert_int_equal(tg_webhook_retry_units(0, true), -1);
+    assert_int_equal(tg_webhook_retry_units(1, false), 1);
+    assert_int_equal(tg_webhook_retry_units(3, false), 30);
+    assert_int_equal(tg_webhook_retry_units(4, false), -1);
+}
+
+static tg_webhook_attempt *take(fixture *f, size_t *n)
+{
+    tg_webhook_attempt *at;
+    tg_err err = {0};
+    assert_int_equal(tg_webhook_take(f->svc, 16, &f->a, &at, n, &err), TG_OK);
+    return at;
+}
+
+/* An event is queued for the enabled endpoints that take its type, in the transaction that
+ * records it; a taken delivery is leased; failures come back on the schedule and test mode
+ * gives up after three retries; a delivered one leaves the queue. */
+static void test_webhook_queue(void **state)
+{
+    fixture *f = *state;
+    tg_err err = {0};
+    const char *created[] = {"product.created"}, *paid[] = {"invoice.paid"}, *all[] = {"*"};
+    tg_webhook_patch p = {.url = "http://127.0.0.1:9/a", .events = created, .nevents = 1,
+                          .disabled = -1};
+    tg_webhook_endpoint ep, other, off;
+    assert_int_equal(tg_webhook_endpoint_create(f->svc, &f->scope, &p, &f->a, &ep, &err), TG_OK);
+    p.events = paid;
+    assert_int_equal(tg_webhook_endpoint_create(f->svc, &f->scope, &p, &f->a, &other, &err),
+                     TG_OK);
+    p.events = all;
+    p.disabled = 1;
+    assert_int_equal(tg_webhook_endpoint_create(f->svc, &f->scope, &p, &f->a, &off, &err),
+                     TG_OK);
+    assert_true(off.disabled);
+    assert_memory_equal(ep.secret, "whsec_", 6);
+    assert_int_equal(strlen(ep.secret), 6 + 32);
+
+    size_t n;
+    take(f, &n);
+    assert_int_equal(n, 0);
+    tg_product_patch pp;
+    memset(&pp, 0, sizeof pp);
+    pp.name = (tg_opt_str){.set = true, .value = "Plan"};
+    pp.active = -1;
+    tg_product prod;
+    assert_int_equal(tg_product_create(f->svc, &f->scope, &pp, &f->a, &prod, &err), TG_OK);
+
+    tg_webhook_attempt *at = take(f, &n);
+    assert_int_equal(n, 1);
+    assert_string_equal(at[0].endpoint.id, ep.id);
+    assert_string_equal(at[0].endpoint.secret, ep.secret);
+    assert_string_equal(at[0].event.type, "product.created");
+    assert_string_equal(at[0].event.object.product.id, prod.id);
+    assert_int_equal(at[0].event.pending_webhooks, 1);
+    assert_int_equal(at[0].delivery.attempts, 0);
+    size_t again;
+    take(f, &again);
+    assert_int_equal(again, 0); /* leased */
+
+    bool failed = false, delivered = true;
+    int64_t t = T0;
+    int64_t expect[] = {60, 300, 1800};
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(tg_webhook_settle(f->svc, at, 1, &failed, &err), TG_OK);
+        set_now(f, t + expect[k] - 1);
+        take(f, &again);
+        assert_int_equal(again, 0);
+        t += expect[k];
+        set_now(f, t);
+        at = take(f, &n);
+        assert_int_equal(n, 1);
+        assert_int_equal(at[0].delivery.attempts, k + 1);
+    }
+    /* The fourth failure is the last in test mode. */
+    assert_int_equal(tg_webhook_settle(f->svc, at, 1, &failed, &err), TG_OK);
+    set_now(f, t + 86400);
+    take(f, &n);
+    assert_int_equal(n, 0);
+    tg_billing_event got;
+    assert_int_equal(tg_billing_event_retrieve(f->svc, &f->scope, at[0].event.id, &f->a, &got,
+                                               &err), TG_OK);
+    assert_int_equal(got.pending_webhooks, 0);
+
+    /* A delivered attempt leaves the queue. */
+    pp.name.value = "Plan 2";
+    assert_int_equal(tg_product_update(f->svc, &f->scope, prod.id, &pp, &f->a, &prod, &err),
+                     TG_OK);
+    take(f, &n);
+    assert_int_equal(n, 0); /* nobody takes product.updated */
+    tg_webhook_patch up = {.events = all, .nevents = 1, .disabled = -1};
+    assert_int_equal(tg_webhook_endpoint_update(f->svc, &f->scope, ep.id, &up, &f->a, &ep, &err),
+                     TG_OK);
+    pp.name.value = "Plan 3";
+    assert_int_equal(tg_product_update(f->svc, &f->scope, prod.id, &pp, &f->a, &prod, &err),
+                     TG_OK);
+    at = take(f, &n);
+    assert_int_equal(n, 1);
+    assert_string_equal(at[0].event.type, "product.updated");
+    assert_int_equal(tg_webhook_settle(f->svc, at, 1, &delivered, &err), TG_OK);
+    set_now(f, t + 2 * 86400);
+    take(f, &n);
+    assert_int_equal(n, 0);
+}
+
 /* A subscription as a version from before schedules had rows of their own saved it, with
  * the schedule it held (schedule "" for none): its record, and the row's columns, with the
  * " scheduled=1 " tag the last of those versions wrote when tagged (the earlier ones did
@@ -1595,6 +1723,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sha256_known_answers),
+        cmocka_unit_test(test_hmac_sha256_known_answers),
+        cmocka_unit_test(test_webhook_retry_schedule),
+        cmocka_unit_test_setup_teardown(test_webhook_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exact_sum_and_duplicates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prepare_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prepare_memo, setup, teardown),

@@ -648,6 +648,78 @@ static void test_windows(void **state)
     assert_int_equal(ts, 3650);
 }
 
+/* ---------------------------------------------------------------- webhook deliveries */
+
+static tg_delivery delivery(const char *endpoint, const char *event, int64_t due)
+{
+    tg_delivery d = {.attempts = 0, .created = 100, .due = due};
+    snprintf(d.endpoint, sizeof d.endpoint, "%s", endpoint);
+    snprintf(d.event, sizeof d.event, "%s", event);
+    return d;
+}
+
+/* The queue is due-ordered across scopes, moves and drops one row at a time, drops an
+ * endpoint's rows in its scope only, and counts an event's rows in its scope. */
+static void test_webhook_deliveries(void **state)
+{
+    fixture *f = *state;
+    tg_err err = {0};
+    tg_delivery a = delivery("we_1", "evt_1", 200), b = delivery("we_2", "evt_1", 150),
+                c = delivery("we_1", "evt_2", 300), d = delivery("we_1", "evt_1", 120);
+    assert_int_equal(f->s->ops->delivery_add(f->s, &TEST, &a, &err), TG_OK);
+    assert_int_equal(f->s->ops->delivery_add(f->s, &TEST, &b, &err), TG_OK);
+    assert_int_equal(f->s->ops->delivery_add(f->s, &TEST, &c, &err), TG_OK);
+    assert_int_equal(f->s->ops->delivery_add(f->s, &LIVE, &d, &err), TG_OK);
+    assert_true(a.seq && b.seq > a.seq && c.seq > b.seq && d.seq > c.seq);
+
+    tg_delivery *rows;
+    size_t n;
+    assert_int_equal(f->s->ops->delivery_due(f->s, 250, 10, &f->a, &rows, &n, &err), TG_OK);
+    assert_int_equal(n, 3); /* c is not due yet */
+    assert_int_equal(rows[0].seq, d.seq);
+    assert_true(rows[0].scope.livemode);
+    assert_string_equal(rows[0].scope.account, "acct_1");
+    assert_int_equal(rows[1].seq, b.seq);
+    assert_string_equal(rows[1].endpoint, "we_2");
+    assert_int_equal(rows[2].seq, a.seq);
+    assert_string_equal(rows[2].event, "evt_1");
+    assert_int_equal(rows[2].due, 200);
+    assert_int_equal(rows[2].created, 100);
+    assert_int_equal(f->s->ops->delivery_due(f->s, 250, 1, &f->a, &rows, &n, &err), TG_OK);
+    assert_int_equal(n, 1);
+
+    assert_int_equal(f->s->ops->delivery_set(f->s, a.seq, 2, 1000, &err), TG_OK);
+    assert_int_equal(f->s->ops->delivery_due(f->s, 999, 10, &f->a, &rows, &n, &err), TG_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(rows[2].seq, c.seq);
+    assert_int_equal(f->s->ops->delivery_due(f->s, 1000, 10, &f->a, &rows, &n, &err), TG_OK);
+    assert_int_equal(rows[3].seq, a.seq);
+    assert_int_equal(rows[3].attempts, 2);
+
+    int count = -1;
+    assert_int_equal(f->s->ops->delivery_count(f->s, &TEST, "evt_1", &count, &err), TG_OK);
+    assert_int_equal(count, 2);
+    assert_int_equal(f->s->ops->delivery_count(f->s, &LIVE, "evt_1", &count, &err), TG_OK);
+    assert_int_equal(count, 1);
+    assert_int_equal(f->s->ops->delivery_count(f->s, &OTHER, "evt_1", &count, &err), TG_OK);
+    assert_int_equal(count, 0);
+
+    /* we_1's rows in test mode go; the live one stays. */
+    assert_int_equal(f->s->ops->delivery_delete(f->s, &TEST, 0, "we_1", &err), TG_OK);
+    assert_int_equal(f->s->ops->delivery_due(f->s, 1000, 10, &f->a, &rows, &n, &err), TG_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(rows[0].seq, d.seq);
+    assert_int_equal(rows[1].seq, b.seq);
+    /* One row, in its own scope only. */
+    assert_int_equal(f->s->ops->delivery_delete(f->s, &TEST, d.seq, NULL, &err), TG_OK);
+    assert_int_equal(f->s->ops->delivery_due(f->s, 1000, 10, &f->a, &rows, &n, &err), TG_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(f->s->ops->delivery_delete(f->s, &LIVE, d.seq, NULL, &err), TG_OK);
+    assert_int_equal(f->s->ops->delivery_due(f->s, 1000, 10, &f->a, &rows, &n, &err), TG_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(rows[0].seq, b.seq);
+}
+
 /* ---------------------------------------------------------------- idempotency */
 
 static void test_idempotency(void **state)
@@ -772,6 +844,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_buckets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spills, setup, teardown),
         cmocka_unit_test_setup_teardown(test_windows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_webhook_deliveries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),
     };

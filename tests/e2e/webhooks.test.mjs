@@ -1,0 +1,310 @@
+// Webhook endpoints and deliveries through the official stripe client: the endpoints' CRUD
+// and errors, deliveries verified by stripe-node's own webhooks.constructEvent, filtering by
+// enabled_events, retries after a failed attempt, disabled and deleted endpoints, and a
+// delivery that survives kill -9.
+
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import Stripe from 'stripe';
+import { startServer, expectStripeError, uniq, sleep, eventually } from './helpers.mjs';
+
+let srv;
+let stripe;
+before(async () => {
+  // One unit of the retry schedule is a second here: the first retry comes 1 s after a failure.
+  srv = await startServer({ args: ['--webhook-retry-unit', '1'] });
+  stripe = srv.stripe;
+});
+after(async () => { await srv?.close(); });
+
+/**
+ * A receiver on a free port: records every POST (path, headers, raw body) and answers with
+ * what `answer(req, body)` returns (a status; 200 by default).
+ */
+async function receiver(answer = () => 200) {
+  const got = [];
+  const server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString('utf8');
+      const r = { path: req.url, method: req.method, headers: req.headers, body, at: Date.now() };
+      got.push(r);
+      res.statusCode = answer(r);
+      res.end('{}');
+    });
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const url = (path) => `http://127.0.0.1:${server.address().port}${path}`;
+  return {
+    got,
+    url,
+    on: (path) => got.filter((r) => r.path === path),
+    close: () => new Promise((r) => server.close(r)),
+  };
+}
+
+const verifier = new Stripe('sk_test_unused');
+/** The event a delivery carries, verified as stripe-node verifies Stripe's own. */
+function verified(delivery, secret) {
+  return verifier.webhooks.constructEvent(delivery.body, delivery.headers['stripe-signature'], secret);
+}
+
+async function waitFor(fn, what, timeout = 8000) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await sleep(25);
+  }
+}
+
+describe('webhook endpoints', () => {
+  test('create, retrieve, update, list and delete with Stripe shapes', async () => {
+    const created = await stripe.webhookEndpoints.create({
+      url: 'https://hooks.example.com/tollgate',
+      enabled_events: ['invoice.paid', 'invoice.created', 'invoice.paid'],
+      description: 'billing sync',
+      metadata: { team: 'finance' },
+    });
+    assert.match(created.id, /^we_/);
+    assert.equal(created.object, 'webhook_endpoint');
+    assert.match(created.secret, /^whsec_[A-Za-z0-9]{32}$/);
+    assert.deepEqual(created.enabled_events, ['invoice.paid', 'invoice.created']);
+    assert.equal(created.status, 'enabled');
+    assert.equal(created.url, 'https://hooks.example.com/tollgate');
+    assert.equal(created.description, 'billing sync');
+    assert.deepEqual(created.metadata, { team: 'finance' });
+    assert.equal(created.api_version, null);
+    assert.equal(created.application, null);
+    assert.equal(created.livemode, false);
+    assert.equal(typeof created.created, 'number');
+
+    const got = await stripe.webhookEndpoints.retrieve(created.id);
+    assert.equal(got.secret, undefined, 'the secret is shown by the create only');
+    const { secret, ...rest } = created;
+    assert.ok(secret);
+    assert.deepEqual(got, rest);
+
+    const updated = await stripe.webhookEndpoints.update(created.id, {
+      enabled_events: ['*'], disabled: true, description: '', metadata: { team: '', env: 'ci' },
+    });
+    assert.deepEqual(updated.enabled_events, ['*']);
+    assert.equal(updated.status, 'disabled');
+    assert.equal(updated.description, null);
+    assert.deepEqual(updated.metadata, { env: 'ci' });
+    assert.equal(updated.url, 'https://hooks.example.com/tollgate');
+    const enabled = await stripe.webhookEndpoints.update(created.id, { disabled: false, url: 'https://hooks.example.com/v2' });
+    assert.equal(enabled.status, 'enabled');
+    assert.equal(enabled.url, 'https://hooks.example.com/v2');
+
+    const other = await stripe.webhookEndpoints.create({ url: 'http://127.0.0.1:9/x', enabled_events: ['*'] });
+    const page = await stripe.webhookEndpoints.list({ limit: 1 });
+    assert.equal(page.object, 'list');
+    assert.equal(page.url, '/v1/webhook_endpoints');
+    assert.equal(page.has_more, true);
+    assert.equal(page.data[0].id, other.id, 'newest first');
+    assert.equal(page.data[0].secret, undefined);
+    const ids = [];
+    for await (const e of stripe.webhookEndpoints.list({ limit: 1 })) ids.push(e.id);
+    assert.ok(ids.includes(created.id) && ids.includes(other.id));
+
+    for (const id of [created.id, other.id]) {
+      const del = await stripe.webhookEndpoints.del(id);
+      assert.deepEqual(del, { id, object: 'webhook_endpoint', deleted: true });
+      await expectStripeError(stripe.webhookEndpoints.retrieve(id), {
+        status: 404, code: 'resource_missing', param: 'id', message: `No such webhook endpoint: '${id}'`,
+      });
+    }
+    await expectStripeError(stripe.webhookEndpoints.del(created.id), { status: 404, code: 'resource_missing' });
+    await expectStripeError(stripe.webhookEndpoints.update('we_nope', { description: 'x' }), {
+      status: 404, code: 'resource_missing', param: 'id',
+    });
+  });
+
+  test('refuses bad input and changes nothing', async () => {
+    const before = (await stripe.webhookEndpoints.list({ limit: 100 })).data.length;
+    const ok = { url: 'https://hooks.example.com/a', enabled_events: ['*'] };
+    await expectStripeError(stripe.webhookEndpoints.create({ enabled_events: ['*'] }), {
+      status: 400, code: 'parameter_missing', param: 'url',
+    });
+    await expectStripeError(stripe.webhookEndpoints.create({ url: ok.url }), {
+      status: 400, code: 'parameter_missing', param: 'enabled_events',
+    });
+    for (const url of ['ftp://hooks.example.com/', 'hooks.example.com/x', 'https://', 'https://a b/', 'http:///x']) {
+      await expectStripeError(stripe.webhookEndpoints.create({ ...ok, url }), {
+        status: 400, code: 'parameter_invalid', param: 'url',
+      });
+    }
+    await expectStripeError(stripe.webhookEndpoints.create({ ...ok, url: `https://h/${'x'.repeat(2100)}` }), {
+      status: 400, param: 'url', message: /at most 2048/,
+    });
+    await expectStripeError(
+      stripe.webhookEndpoints.create({ ...ok, enabled_events: ['invoice.paid', 'charge.succeeded'] }),
+      { status: 400, code: 'parameter_invalid', param: 'enabled_events[1]', message: /never sends 'charge.succeeded'/ },
+    );
+    await expectStripeError(stripe.webhookEndpoints.create({ ...ok, enabled_events: [] }), {
+      status: 400, param: 'enabled_events',
+    });
+    await expectStripeError(stripe.webhookEndpoints.create({ ...ok, connect: true }), {
+      status: 400, param: 'connect',
+    });
+    await expectStripeError(stripe.webhookEndpoints.create({ ...ok, api_version: '2020-08-27' }), {
+      status: 400, param: 'api_version',
+    });
+    await expectStripeError(stripe.webhookEndpoints.create({ ...ok, secret: 'whsec_mine' }), {
+      status: 400, code: 'parameter_unknown', param: 'secret',
+    });
+    await expectStripeError(stripe.webhookEndpoints.create({ ...ok, expand: ['url'] }), { status: 400 });
+    const e = await stripe.webhookEndpoints.create(ok);
+    await expectStripeError(stripe.webhookEndpoints.update(e.id, { disabled: 'maybe' }), {
+      status: 400, param: 'disabled',
+    });
+    await expectStripeError(stripe.webhookEndpoints.update(e.id, { enabled_events: ['nope'] }), {
+      status: 400, param: 'enabled_events[0]',
+    });
+    await expectStripeError(stripe.webhookEndpoints.update(e.id, { url: 'gopher://x' }), {
+      status: 400, param: 'url',
+    });
+    const after = await stripe.webhookEndpoints.retrieve(e.id);
+    assert.deepEqual(after.enabled_events, ['*']);
+    assert.equal(after.url, ok.url);
+    assert.equal(after.status, 'enabled');
+    await stripe.webhookEndpoints.del(e.id);
+    assert.equal((await stripe.webhookEndpoints.list({ limit: 100 })).data.length, before);
+  });
+
+  test('live mode needs https, and a mode holds at most 16 endpoints', async () => {
+    const live = srv.liveStripe;
+    await expectStripeError(live.webhookEndpoints.create({ url: 'http://hooks.example.com/', enabled_events: ['*'] }), {
+      status: 400, param: 'url', message: /live mode webhook endpoints must use https/,
+    });
+    const made = [];
+    for (let i = 0; i < 16; i++) {
+      made.push(await live.webhookEndpoints.create({ url: `https://hooks.example.com/${i}`, enabled_events: ['invoice.paid'] }));
+    }
+    assert.ok(made.every((e) => e.livemode === true));
+    await expectStripeError(live.webhookEndpoints.create({ url: 'https://hooks.example.com/16', enabled_events: ['*'] }), {
+      status: 400, message: 'You have reached the maximum of 16 live webhook endpoints.',
+    });
+    // The test mode's endpoints are separate.
+    const t = await stripe.webhookEndpoints.create({ url: 'https://hooks.example.com/t', enabled_events: ['*'] });
+    await stripe.webhookEndpoints.del(t.id);
+    await expectStripeError(live.webhookEndpoints.retrieve(t.id), { status: 404 });
+    for (const e of made) await live.webhookEndpoints.del(e.id);
+  });
+});
+
+describe('deliveries', () => {
+  test('each endpoint gets the events it enabled, signed, as GET /v1/events shows them', async () => {
+    const rx = await receiver();
+    try {
+      const created = await stripe.webhookEndpoints.create({ url: rx.url('/created'), enabled_events: ['product.created'] });
+      const all = await stripe.webhookEndpoints.create({ url: rx.url('/all'), enabled_events: ['*'] });
+      const product = await stripe.products.create({ name: uniq('hooked') });
+      await stripe.products.update(product.id, { name: 'renamed' });
+
+      const onAll = await waitFor(() => (rx.on('/all').length >= 2 ? rx.on('/all') : null), 'two deliveries to /all');
+      const onCreated = await waitFor(() => (rx.on('/created').length >= 1 ? rx.on('/created') : null), 'a delivery to /created');
+      const types = onAll.map((d) => verified(d, all.secret).type).sort();
+      assert.deepEqual(types, ['product.created', 'product.updated']);
+      const ev = verified(onCreated[0], created.secret);
+      assert.equal(ev.type, 'product.created');
+      assert.equal(ev.data.object.id, product.id);
+
+      const d = onCreated[0];
+      assert.equal(d.method, 'POST');
+      assert.match(d.headers['content-type'], /^application\/json/);
+      assert.match(d.headers['stripe-signature'], /^t=\d+,v1=[0-9a-f]{64}$/);
+      // A wrong secret fails, so the checks above can fail.
+      assert.throws(() => verified(d, all.secret), /signature/i);
+      assert.throws(() => verified({ ...d, body: d.body.replace('"product.created"', '"product.deleted"') }, created.secret), /signature/i);
+
+      // The body is the event as the API serves it.
+      const served = await srv.raw('GET', `/v1/events/${ev.id}`);
+      assert.equal(served.status, 200);
+      const delivered = JSON.parse(d.body);
+      assert.equal(delivered.pending_webhooks >= 1, true, 'counted while being delivered');
+      assert.deepEqual({ ...delivered, pending_webhooks: 0 }, { ...served.json, pending_webhooks: 0 });
+      await eventually(async () => (await stripe.events.retrieve(ev.id)).pending_webhooks, 0);
+
+      const updated = onAll.map((x) => verified(x, all.secret)).find((x) => x.type === 'product.updated');
+      assert.deepEqual(updated.data.previous_attributes.name !== undefined, true);
+      await sleep(300);
+      assert.equal(rx.on('/created').length, 1, 'product.updated is not sent where only product.created is enabled');
+
+      await stripe.webhookEndpoints.del(created.id);
+      await stripe.webhookEndpoints.del(all.id);
+    } finally {
+      await rx.close();
+    }
+  });
+
+  test('a failed attempt is retried on the schedule with a fresh signature', async () => {
+    const seen = new Map();
+    const rx = await receiver((r) => {
+      const n = (seen.get(r.body) || 0) + 1;
+      seen.set(r.body, n);
+      return n === 1 ? 500 : 200;
+    });
+    try {
+      const ep = await stripe.webhookEndpoints.create({ url: rx.url('/flaky'), enabled_events: ['product.created'] });
+      const product = await stripe.products.create({ name: uniq('retry') });
+      const first = await waitFor(() => rx.on('/flaky')[0], 'the first attempt');
+      const ev = verified(first, ep.secret);
+      assert.equal(ev.data.object.id, product.id);
+      assert.equal((await stripe.events.retrieve(ev.id)).pending_webhooks, 1, 'queued after the failure');
+      const second = await waitFor(() => rx.on('/flaky')[1], 'the retry', 10000);
+      assert.equal(verified(second, ep.secret).id, ev.id);
+      assert.ok(second.at - first.at >= 900, `retried ${second.at - first.at} ms after the failure`);
+      await eventually(async () => (await stripe.events.retrieve(ev.id)).pending_webhooks, 0);
+      await sleep(1500);
+      assert.equal(rx.on('/flaky').length, 2, 'nothing more once delivered');
+      await stripe.webhookEndpoints.del(ep.id);
+    } finally {
+      await rx.close();
+    }
+  });
+
+  test('a disabled endpoint gets nothing, and deleting an endpoint drops its queue', async () => {
+    const rx = await receiver(() => 503);
+    try {
+      const off = await stripe.webhookEndpoints.create({ url: rx.url('/off'), enabled_events: ['*'] });
+      await stripe.webhookEndpoints.update(off.id, { disabled: true });
+      const failing = await stripe.webhookEndpoints.create({ url: rx.url('/failing'), enabled_events: ['product.created'] });
+      await stripe.products.create({ name: uniq('quiet') });
+      const first = await waitFor(() => rx.on('/failing')[0], 'the failing attempt');
+      const ev = verified(first, failing.secret);
+      await stripe.webhookEndpoints.del(failing.id);
+      assert.equal((await stripe.events.retrieve(ev.id)).pending_webhooks, 0, 'its deliveries went with it');
+      await sleep(2000);
+      assert.equal(rx.on('/failing').length, 1, 'no retry to a deleted endpoint');
+      assert.equal(rx.on('/off').length, 0, 'nothing to a disabled endpoint');
+      await stripe.webhookEndpoints.del(off.id);
+    } finally {
+      await rx.close();
+    }
+  });
+
+  test('a queued delivery survives kill -9', async () => {
+    let up = false;
+    const rx = await receiver(() => (up ? 200 : 500));
+    try {
+      const ep = await stripe.webhookEndpoints.create({ url: rx.url('/durable'), enabled_events: ['product.created'] });
+      await stripe.products.create({ name: uniq('durable') });
+      const first = await waitFor(() => rx.on('/durable')[0], 'the first attempt');
+      const ev = verified(first, ep.secret);
+      await sleep(500); // the failure is recorded (else the attempt's lease holds it a minute)
+      up = true; // the retry, due a second after the failure, comes from the restarted server
+      await srv.restart({ hard: true });
+      const again = await waitFor(() => rx.on('/durable').find((d) => d !== first && d.at > first.at), 'the delivery after the restart', 10000);
+      assert.equal(verified(again, ep.secret).id, ev.id);
+      await eventually(async () => (await srv.stripe.events.retrieve(ev.id)).pending_webhooks, 0);
+      await srv.stripe.webhookEndpoints.del(ep.id);
+    } finally {
+      await rx.close();
+    }
+  });
+});
