@@ -373,6 +373,22 @@ tg_checks() {
 }
 FLOOR_PORT=$(free_port)
 "$OUT/floorserver" "$FLOOR_PORT" & FLOOR_PID=$!
+# The floor server's single events and month summary: what a server that does nothing
+# reaches here, against the baseline's figures (filled in at the report), so those rows'
+# ratios show their ceiling on this machine.
+row "v1floor.rate" "single events (v1), a server that does nothing: ingest (ceiling of the ratio)" "events/s" hi
+row "qfloor.p50" "month summary p50, a server that does nothing (ceiling of the 10M ratio)" ms lo
+row "qfloor.p99" "month summary p99, a server that does nothing (ceiling of the 10M ratio)" ms lo
+fj=$("$LG" run --port "$FLOOR_PORT" --key "$KEY" --setup "$SETUP" --threads "$LOADGEN_THREADS" \
+     --scenario v1 --conns "$V1_CONNS" --seconds "$SCENARIO_SECONDS" --run-id fv1 2>"$OUT/loadgen.err") ||
+  die "loadgen v1 to the floor server failed: $(cat "$OUT/loadgen.err")"
+echo "{\"system\":\"floor\",\"what\":\"scenario v1\",\"result\":$fj}" >>"$RUNLOG"
+R_T[v1floor.rate]=$(jget "$fj" events_per_sec)
+fq=$("$LG" query --port "$FLOOR_PORT" --key "$KEY" --setup "$SETUP" --reps "$QUERY_REPS") ||
+  die "loadgen query to the floor server failed"
+echo "{\"system\":\"floor\",\"what\":\"query\",\"result\":$fq}" >>"$RUNLOG"
+R_T[qfloor.p50]=$(jget "$fq" plain_p50_ms); R_T[qfloor.p99]=$(jget "$fq" plain_p99_ms)
+log "the floor server: v1 ${R_T[v1floor.rate]} requests/s, summary p50 ${R_T[qfloor.p50]} ms"
 cj=$(tg_checks c1)
 R_T[check.rate]=$(jget "$cj" rate)
 R_T[check.p50]=$(jget "$cj" p50_ms); R_T[check.p99]=$(jget "$cj" p99_ms); R_T[check.p999]=$(jget "$cj" p999_ms)
@@ -615,6 +631,8 @@ stop_pg_sampler
 R_B[growth.rss]=$(calc "$(cat "$OUT/pg_peak_kb") / 1024")
 
 # ------------------------------------------------------------------ report
+R_B[v1floor.rate]=${R_B[v1.rate]:-}
+R_B[qfloor.p50]=${R_B[g10000000.plain50]:-}; R_B[qfloor.p99]=${R_B[g10000000.plain99]:-}
 CSV=$OUT/results.csv
 {
   echo "figure,unit,tollgate,baseline,ratio"

@@ -3,12 +3,13 @@
  *   floorserver PORT
  *
  * Answers every request on 127.0.0.1:PORT with "200 {}" over keep-alive connections: one
- * thread, one epoll loop, level-triggered, requests read up to the blank line after their
- * headers (bodies are not expected: the benchmark sends GETs). It does no parsing,
- * authentication or work of any kind, so its latency is what the kernel, the loopback device
- * and the scheduler cost on this machine. bench.sh sends the same entitlement checks to it as
- * to Tollgate, alone and beside Tollgate's ingest, as the baseline of the check latency rows:
- * no server on this machine can answer faster than this one, under the same load.
+ * thread, one epoll loop, level-triggered, each request read up to the blank line after its
+ * headers and past its Content-Length. It does no parsing beyond that, no authentication and
+ * no work of any kind, so its latency is what the kernel, the loopback device and the
+ * scheduler cost on this machine. bench.sh sends it the same entitlement checks as Tollgate,
+ * alone and beside Tollgate's ingest, as the baseline of the check latency rows, and the same
+ * single events and month summaries, as the ceiling of those rows' ratios: no server on this
+ * machine can answer faster than this one, under the same load.
  *
  * Written for loopback benchmarking only: it trusts its client and stops at the first error.
  */
@@ -59,11 +60,17 @@ static void conn_readable(conn *c)
     c->buf[c->len] = '\0';
     char *end;
     while ((end = strstr(c->buf, "\r\n\r\n"))) {
+        size_t used = (size_t)(end + 4 - c->buf);
+        *end = '\0'; /* the body's length, from the head only */
+        const char *cl = strcasestr(c->buf, "\r\ncontent-length:");
+        used += cl ? strtoul(cl + 17, NULL, 10) : 0;
+        *end = '\r';
+        if (used > c->len)
+            break; /* the rest of the body is still to come */
         if (write(c->fd, answer, sizeof answer - 1) != (ssize_t)(sizeof answer - 1)) {
             conn_close(c);
             return;
         }
-        size_t used = (size_t)(end + 4 - c->buf);
         memmove(c->buf, c->buf + used, c->len - used + 1);
         c->len -= used;
     }
