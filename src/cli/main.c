@@ -310,16 +310,14 @@ static int cmd_serve(const options *o)
                             o->check_lane_realtime, (unsigned)o->request_timeout,
                             o->no_priority_boost};
     tg_server *srv;
+    tg_webhook_sender *hooks = NULL;
     tg_err err = {0};
-    if (tg_server_start(&srv, svc, o->listen, &cfg, &err)) {
+    /* The sender first: its curl_global_init runs before the HTTP threads exist. */
+    if (tg_webhook_sender_start(svc, &hooks, &err) ||
+        tg_server_start(&srv, svc, o->listen, &cfg, &err)) {
         fprintf(stderr, "tollgate: %s\n", err.msg);
-        tg_service_close(svc);
-        return 1;
-    }
-    tg_webhook_sender *hooks;
-    if (tg_webhook_sender_start(svc, &hooks, &err)) {
-        fprintf(stderr, "tollgate: %s\n", err.msg);
-        tg_server_stop(srv);
+        if (hooks)
+            tg_webhook_sender_stop(hooks);
         tg_service_close(svc);
         return 1;
     }

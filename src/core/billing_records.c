@@ -204,6 +204,7 @@ static const schema feature_schema = SCHEMA(feature_fields, tg_feature);
 static const field webhook_endpoint_fields[] = {
     ID(1, id), INT(2, created), INT(3, livemode), INT(4, disabled), STR(5, url),
     STR(6, description), STR(7, enabled_events), ID(8, secret), META(9, metadata),
+    STR(10, api_version),
 };
 #undef T
 static const schema webhook_endpoint_schema = SCHEMA(webhook_endpoint_fields,

@@ -1100,6 +1100,8 @@ int tg_customer_delete(tg_service *svc, const tg_scope *scope, const char *id, t
     customer_arg c = {svc, scope, id, NULL, true, &a, NULL};
     int rc = write_job(svc, customer_write_job, &c, cust_reload_after_failure, err);
     tg_arena_free(&a);
+    if (!rc) /* its subscriptions' deletion events may have queued deliveries */
+        tg_webhooks_nudge(svc);
     return rc;
 }
 

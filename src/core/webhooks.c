@@ -217,6 +217,7 @@ static int endpoint_create_fn(bctx *c, void *arg)
         return tg_err_set(c->err, TG_ESTORE, NULL, "random generator failed");
     w->created = c->now;
     w->livemode = c->scope->livemode;
+    w->api_version = ea->patch->api_version;
     rc = endpoint_apply(c, w, ea->patch);
     return rc ? rc : save_endpoint(c, w);
 }
@@ -319,8 +320,12 @@ int bill_queue_webhooks(bctx *c, const tg_billing_event *e)
     int64_t now = tg_service_now(c->svc);
     for (size_t i = 0; !rc && i < n && i < TG_WEBHOOK_ENDPOINTS_MAX; i++) {
         tg_webhook_endpoint w;
-        if (tg_webhook_endpoint_decode(rows[i].body, rows[i].len, c->a, &w) < 0)
-            return tg_err_set(c->err, TG_ESTORE, NULL, "Corrupt webhook endpoint record.");
+        if (tg_webhook_endpoint_decode(rows[i].body, rows[i].len, c->a, &w) < 0) {
+            /* Its events are not lost to the others, nor is the event itself refused. */
+            tg_log(TG_LOG_ERROR, "webhooks: endpoint %s does not decode; %s is not queued to it",
+                   rows[i].id, e->id);
+            continue;
+        }
         if (!takes(w.enabled_events, e->type))
             continue;
         tg_delivery d = {.attempts = 0, .created = now, .due = now};
@@ -344,30 +349,43 @@ typedef struct take_args {
     tg_webhook_attempt *out;
     size_t n;
     const tg_webhook_attempt *settle;
-    const bool *delivered;
+    const int *outcome;
     size_t nsettle;
 } take_args;
 
 /* Loads what one delivery needs (in its scope); TG_ENOTFOUND when it cannot be sent any
- * more: its endpoint is gone or disabled, or its event is gone. */
+ * more: its endpoint is gone or disabled, its event is gone, or either record does not
+ * decode (logged: one bad row must not fail the writer's batch, nor stop the queue). */
 static int load_attempt(bctx *c, tg_webhook_attempt *at)
 {
     tg_obj o;
     tg_err ignore = {0};
-    int rc = c->s->ops->obj_get(c->s, c->scope, KIND_WEBHOOK, at->delivery.endpoint, c->a, &o,
-                                &ignore);
-    if (!rc && tg_webhook_endpoint_decode(o.body, o.len, c->a, &at->endpoint) < 0)
-        return tg_err_set(c->err, TG_ESTORE, NULL, "Corrupt webhook endpoint record.");
+    const tg_delivery *d = &at->delivery;
+    int rc = c->s->ops->obj_get(c->s, c->scope, KIND_WEBHOOK, d->endpoint, c->a, &o, &ignore);
+    if (!rc && tg_webhook_endpoint_decode(o.body, o.len, c->a, &at->endpoint) < 0) {
+        tg_log(TG_LOG_ERROR, "webhooks: endpoint %s does not decode; %s is dropped", d->endpoint,
+               d->event);
+        return TG_ENOTFOUND;
+    }
     if (!rc && at->endpoint.disabled)
         return TG_ENOTFOUND;
     if (!rc)
-        rc = c->s->ops->obj_get(c->s, c->scope, KIND_EVENT, at->delivery.event, c->a, &o,
-                                &ignore);
-    if (!rc && tg_billing_event_decode(o.body, o.len, c->a, &at->event) < 0)
-        return tg_err_set(c->err, TG_ESTORE, NULL, "Corrupt event record.");
+        rc = c->s->ops->obj_get(c->s, c->scope, KIND_EVENT, d->event, c->a, &o, &ignore);
+    if (!rc && tg_billing_event_decode(o.body, o.len, c->a, &at->event) < 0) {
+        tg_log(TG_LOG_ERROR, "webhooks: event %s does not decode; its delivery to %s is dropped",
+               d->event, d->endpoint);
+        return TG_ENOTFOUND;
+    }
     if (rc == TG_ENOTFOUND || rc == TG_OK)
         return rc;
     return tg_err_set(c->err, rc, NULL, "%s", ignore.msg);
+}
+
+/* Seconds a taken delivery is kept from other takes: a minute of the retry schedule. */
+static int64_t lease_seconds(tg_service *svc)
+{
+    int64_t s = TG_WEBHOOK_LEASE * tg_service_webhook_retry_unit(svc) / TG_WEBHOOK_RETRY_UNIT;
+    return s > 0 ? s : 1;
 }
 
 static int take_fn(bctx *c, void *arg)
@@ -385,14 +403,21 @@ static int take_fn(bctx *c, void *arg)
         memset(at, 0, sizeof *at);
         at->delivery = rows[i];
         c->scope = &rows[i].scope;
-        rc = load_attempt(c, at);
+        /* An attempt counts when it is taken: one that never settles (its sender died) uses
+         * up the schedule like a failure, so a delivery cannot come back forever. */
+        bool over = rows[i].attempts > 0 &&
+                    tg_webhook_retry_units(rows[i].attempts, rows[i].scope.livemode) < 0;
+        if (over)
+            tg_log(TG_LOG_WARN, "webhooks: %s to %s was taken %d times; no more retries",
+                   rows[i].event, rows[i].endpoint, rows[i].attempts);
+        rc = over ? TG_ENOTFOUND : load_attempt(c, at);
         if (rc == TG_ENOTFOUND) {
             rc = c->s->ops->delivery_delete(c->s, c->scope, rows[i].seq, NULL, c->err);
             continue;
         }
         if (!rc)
-            rc = c->s->ops->delivery_set(c->s, rows[i].seq, rows[i].attempts,
-                                         now + TG_WEBHOOK_LEASE, c->err);
+            rc = c->s->ops->delivery_set(c->s, rows[i].seq, rows[i].attempts + 1,
+                                         now + lease_seconds(c->svc), c->err);
         if (!rc)
             rc = bill_pending_webhooks(c, &at->event);
         if (!rc)
@@ -431,13 +456,16 @@ static int settle_fn(bctx *c, void *arg)
     int rc = TG_OK;
     for (size_t i = 0; !rc && i < t->nsettle; i++) {
         const tg_delivery *d = &t->settle[i].delivery;
-        int attempts = d->attempts + 1;
-        int64_t units = t->delivered[i] ? -1 : tg_webhook_retry_units(attempts, d->scope.livemode);
+        int attempts = d->attempts + 1; /* as the take stored it */
+        bool delivered = t->outcome[i] == TG_WEBHOOK_DELIVERED;
+        if (t->outcome[i] == TG_WEBHOOK_UNSETTLED)
+            continue;
+        int64_t units = delivered ? -1 : tg_webhook_retry_units(attempts, d->scope.livemode);
         if (units >= 0) {
             rc = c->s->ops->delivery_set(c->s, d->seq, attempts, now + units * unit, c->err);
             continue;
         }
-        if (!t->delivered[i])
+        if (!delivered)
             tg_log(TG_LOG_WARN, "webhooks: %s to %s failed %d times; no more retries",
                    d->event, d->endpoint, attempts);
         rc = c->s->ops->delivery_delete(c->s, &d->scope, d->seq, NULL, c->err);
@@ -446,14 +474,14 @@ static int settle_fn(bctx *c, void *arg)
 }
 
 int tg_webhook_settle(tg_service *svc, const tg_webhook_attempt *at, size_t n,
-                      const bool *delivered, tg_err *err)
+                      const int *outcome, tg_err *err)
 {
     if (!n)
         return TG_OK;
     tg_arena a;
     tg_arena_init(&a, 0);
     tg_scope none = {{0}, false};
-    take_args t = {.settle = at, .delivered = delivered, .nsettle = n};
+    take_args t = {.settle = at, .outcome = outcome, .nsettle = n};
     int rc = bill_write(svc, &none, &a, settle_fn, &t, err);
     tg_arena_free(&a);
     return rc;

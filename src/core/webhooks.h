@@ -6,9 +6,10 @@
  * deliveries, nor delivered without being recorded. A sender at the edge (http/webhook_sender.c)
  * takes due deliveries, posts them, and settles each: delivered ones leave the queue, failed
  * ones come back after the retry schedule's next delay, and after the last one they are
- * dropped (logged). Taking a delivery leases it (its due time moves TG_WEBHOOK_LEASE ahead),
- * so a sender that dies mid-post leaves it to be sent again: delivery is at least once, and
- * receivers tell repeats apart by the event id, as with Stripe.
+ * dropped (logged). Taking a delivery counts an attempt and leases it (its due time moves
+ * TG_WEBHOOK_LEASE ahead), so a sender that dies mid-post leaves it to be sent again, within
+ * the schedule's attempts: delivery is at least once, and receivers tell repeats apart by the
+ * event id, as with Stripe.
  */
 #ifndef TG_WEBHOOKS_H
 #define TG_WEBHOOKS_H
@@ -25,7 +26,8 @@
 #define TG_WEBHOOK_ENDPOINTS_MAX 16 /* per account and mode, as Stripe allows */
 #define TG_WEBHOOK_URL_MAX 2048
 #define TG_WEBHOOK_EVENTS_MAX 64    /* enabled_events entries (every type Tollgate sends fits) */
-#define TG_WEBHOOK_LEASE 60         /* seconds a taken delivery is kept from other takes */
+#define TG_WEBHOOK_LEASE 60         /* seconds a taken delivery is kept from other takes (a
+                                     * minute of the retry schedule: scaled with its unit) */
 #define TG_WEBHOOK_RETRY_UNIT 60    /* seconds in a unit of the retry schedule (default) */
 
 typedef struct tg_webhook_endpoint {
@@ -37,6 +39,7 @@ typedef struct tg_webhook_endpoint {
     const char *description;    /* NULL: none */
     const char *enabled_events; /* the types, each followed by one space ("*" takes all) */
     char secret[TG_ID_MAX];     /* whsec_…: shown once, by the create */
+    const char *api_version;    /* as the create gave it (only Tollgate's one); NULL: none */
     tg_metadata metadata;
 } tg_webhook_endpoint;
 
@@ -49,6 +52,7 @@ typedef struct tg_webhook_patch {
     int disabled;               /* -1: unchanged */
     bool metadata_clear;
     tg_metadata metadata;
+    const char *api_version;    /* the create's */
 } tg_webhook_patch;
 
 /* The event types Tollgate records, so the ones an endpoint can enable ("*" aside). */
@@ -82,10 +86,12 @@ typedef struct tg_webhook_attempt {
 int tg_webhook_take(tg_service *svc, int limit, tg_arena *a, tg_webhook_attempt **out,
                     size_t *n, tg_err *err);
 
-/* Settles n attempts (one writer job): delivered[i] true drops attempt i from the queue, false
- * moves it to its next retry, or drops it when the schedule is over. */
+/* Settles n attempts (one writer job): TG_WEBHOOK_DELIVERED drops attempt i from the queue,
+ * TG_WEBHOOK_FAILED moves it to its next retry (or drops it when the schedule is over), and
+ * TG_WEBHOOK_UNSETTLED leaves it to its lease. */
+enum { TG_WEBHOOK_UNSETTLED = -1, TG_WEBHOOK_FAILED = 0, TG_WEBHOOK_DELIVERED = 1 };
 int tg_webhook_settle(tg_service *svc, const tg_webhook_attempt *at, size_t n,
-                      const bool *delivered, tg_err *err);
+                      const int *outcome, tg_err *err);
 
 /* The retry schedule: after `attempts` failed attempts, the delay before the next one, in
  * units (TG_WEBHOOK_RETRY_UNIT seconds by default), or -1 when there is none. Live mode

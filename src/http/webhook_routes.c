@@ -16,7 +16,7 @@ static void render_endpoint(tg_jw *w, const tg_webhook_endpoint *e, bool with_se
     jw_obj(w);
     jw_kstr(w, "id", e->id);
     jw_kstr(w, "object", "webhook_endpoint");
-    jw_knull(w, "api_version");
+    jw_kstr(w, "api_version", e->api_version);
     jw_knull(w, "application");
     jw_kint(w, "created", e->created);
     jw_kstr(w, "description", e->description);
@@ -74,6 +74,7 @@ static bool endpoint_params(tg_req *req, tg_webhook_patch *p, bool create)
         const char *version = NULL;
         p_enum(req, NULL, "connect", NULL, bools, &connect);
         p_str(req, NULL, "api_version", NULL, 64, &version);
+        p->api_version = version;
         if (connect == 1)
             tg_err_set(&req->err, TG_EINVAL, "connect",
                        "Invalid connect: Tollgate has no connected accounts.");

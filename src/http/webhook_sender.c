@@ -52,7 +52,8 @@ static size_t discard(char *p, size_t size, size_t n, void *ctx)
 typedef struct post {
     tg_buf body;
     struct curl_slist *headers;
-    bool delivered;
+    bool done;      /* answered, failed or never sent: it can be settled */
+    bool delivered; /* a 2xx answer */
 } post;
 
 /* Renders and signs attempt `at` into p and sets up easy handle h to send it. */
@@ -101,17 +102,19 @@ static bool prepare(CURL *h, post *p, const tg_webhook_attempt *at, int64_t now)
     return true;
 }
 
-/* Posts n attempts at once; posts[i].delivered tells each one's outcome. Returns false when
- * the sender is told to stop first (the leases bring the unsettled ones back later). */
-static bool post_all(tg_webhook_sender *s, const tg_webhook_attempt *at, size_t n, post *posts)
+/* Posts n attempts at once; posts[i] tells each one's outcome. A stop leaves the posts
+ * still in flight not done (their leases bring them back after a restart). */
+static void post_all(tg_webhook_sender *s, const tg_webhook_attempt *at, size_t n, post *posts)
 {
     int64_t now = tg_service_now(s->svc);
     for (size_t i = 0; i < n; i++) {
-        posts[i].delivered = false;
-        if (prepare(s->easy[i], &posts[i], &at[i], now))
+        posts[i].delivered = posts[i].done = false;
+        if (prepare(s->easy[i], &posts[i], &at[i], now)) {
             curl_multi_add_handle(s->multi, s->easy[i]);
-        else
+        } else {
             tg_log(TG_LOG_ERROR, "webhooks: cannot prepare %s (out of memory)", at[i].event.id);
+            posts[i].done = true; /* a failed attempt */
+        }
     }
     int running = 1;
     while (running && !atomic_load(&s->stop)) {
@@ -127,6 +130,7 @@ static bool post_all(tg_webhook_sender *s, const tg_webhook_attempt *at, size_t 
             curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&p);
             curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &status);
             p->delivered = m->data.result == CURLE_OK && status >= 200 && status < 300;
+            p->done = true;
         }
         if (running)
             curl_multi_poll(s->multi, NULL, 0, 100, NULL);
@@ -137,7 +141,20 @@ static bool post_all(tg_webhook_sender *s, const tg_webhook_attempt *at, size_t 
         posts[i].headers = NULL;
         tg_buf_free(&posts[i].body);
     }
-    return !atomic_load(&s->stop);
+}
+
+/* Settles the attempts whose posts are done, in one writer job. */
+static void settle_done(tg_webhook_sender *s, const tg_webhook_attempt *at, size_t n,
+                        const post *posts)
+{
+    int outcome[SEND_BATCH];
+    for (size_t i = 0; i < n; i++)
+        outcome[i] = !posts[i].done ? TG_WEBHOOK_UNSETTLED
+                     : posts[i].delivered ? TG_WEBHOOK_DELIVERED
+                                          : TG_WEBHOOK_FAILED;
+    tg_err err = {0};
+    if (tg_webhook_settle(s->svc, at, n, outcome, &err))
+        tg_log(TG_LOG_ERROR, "webhooks: cannot record deliveries: %s", err.msg);
 }
 
 static void *sender_main(void *arg)
@@ -156,15 +173,9 @@ static void *sender_main(void *arg)
             tg_log(TG_LOG_ERROR, "webhooks: cannot take due deliveries: %s", err.msg);
         if (!rc && n) {
             post posts[SEND_BATCH];
-            bool delivered[SEND_BATCH];
             memset(posts, 0, sizeof posts);
-            if (post_all(s, at, n, posts)) {
-                for (size_t i = 0; i < n; i++)
-                    delivered[i] = posts[i].delivered;
-                tg_err_clear(&err);
-                if (tg_webhook_settle(s->svc, at, n, delivered, &err))
-                    tg_log(TG_LOG_ERROR, "webhooks: cannot record deliveries: %s", err.msg);
-            }
+            post_all(s, at, n, posts);
+            settle_done(s, at, n, posts);
         }
         tg_arena_free(&a);
         if (rc || n < SEND_BATCH)

@@ -31,7 +31,8 @@ async function receiver(answer = () => 200) {
       const body = Buffer.concat(chunks).toString('utf8');
       const r = { path: req.url, method: req.method, headers: req.headers, body, at: Date.now() };
       got.push(r);
-      res.statusCode = answer(r);
+      r.status = answer(r);
+      res.statusCode = r.status;
       res.end('{}');
     });
   });
@@ -50,6 +51,9 @@ const verifier = new Stripe('sk_test_unused');
 function verified(delivery, secret) {
   return verifier.webhooks.constructEvent(delivery.body, delivery.headers['stripe-signature'], secret);
 }
+
+/** The t= of a delivery's Stripe-Signature header. */
+const signedAt = (d) => Number(/^t=(\d+),/.exec(d.headers['stripe-signature'])[1]);
 
 async function waitFor(fn, what, timeout = 8000) {
   const deadline = Date.now() + timeout;
@@ -100,7 +104,10 @@ describe('webhook endpoints', () => {
     assert.equal(enabled.status, 'enabled');
     assert.equal(enabled.url, 'https://hooks.example.com/v2');
 
-    const other = await stripe.webhookEndpoints.create({ url: 'http://127.0.0.1:9/x', enabled_events: ['*'] });
+    const other = await stripe.webhookEndpoints.create({
+      url: 'http://127.0.0.1:9/x', enabled_events: ['*'], api_version: '2026-07-29.dahlia',
+    });
+    assert.equal(other.api_version, '2026-07-29.dahlia', 'echoed as Stripe does');
     const page = await stripe.webhookEndpoints.list({ limit: 1 });
     assert.equal(page.object, 'list');
     assert.equal(page.url, '/v1/webhook_endpoints');
@@ -203,6 +210,9 @@ describe('deliveries', () => {
     try {
       const created = await stripe.webhookEndpoints.create({ url: rx.url('/created'), enabled_events: ['product.created'] });
       const all = await stripe.webhookEndpoints.create({ url: rx.url('/all'), enabled_events: ['*'] });
+      // A live mode endpoint (https, so nothing would arrive anyway) never gets test mode's events:
+      // its queue stays empty, which pending_webhooks shows below.
+      const live = await srv.liveStripe.webhookEndpoints.create({ url: 'https://127.0.0.1:9/live', enabled_events: ['*'] });
       const product = await stripe.products.create({ name: uniq('hooked') });
       await stripe.products.update(product.id, { name: 'renamed' });
 
@@ -237,17 +247,18 @@ describe('deliveries', () => {
 
       await stripe.webhookEndpoints.del(created.id);
       await stripe.webhookEndpoints.del(all.id);
+      await srv.liveStripe.webhookEndpoints.del(live.id);
     } finally {
       await rx.close();
     }
   });
 
-  test('a failed attempt is retried on the schedule with a fresh signature', async () => {
+  test('failed attempts are retried on the schedule, each freshly signed', async () => {
     const seen = new Map();
     const rx = await receiver((r) => {
       const n = (seen.get(r.body) || 0) + 1;
       seen.set(r.body, n);
-      return n === 1 ? 500 : 200;
+      return n <= 2 ? 500 : 200; // the first attempt and the first retry fail
     });
     try {
       const ep = await stripe.webhookEndpoints.create({ url: rx.url('/flaky'), enabled_events: ['product.created'] });
@@ -256,12 +267,16 @@ describe('deliveries', () => {
       const ev = verified(first, ep.secret);
       assert.equal(ev.data.object.id, product.id);
       assert.equal((await stripe.events.retrieve(ev.id)).pending_webhooks, 1, 'queued after the failure');
-      const second = await waitFor(() => rx.on('/flaky')[1], 'the retry', 10000);
-      assert.equal(verified(second, ep.secret).id, ev.id);
-      assert.ok(second.at - first.at >= 900, `retried ${second.at - first.at} ms after the failure`);
+      const second = await waitFor(() => rx.on('/flaky')[1], 'the first retry', 10000);
+      const third = await waitFor(() => rx.on('/flaky')[2], 'the second retry', 15000);
+      for (const d of [second, third]) assert.equal(verified(d, ep.secret).id, ev.id);
+      // The schedule's first two delays are 1 and 5 units (a second each here).
+      assert.ok(second.at - first.at >= 900, `first retry ${second.at - first.at} ms after the failure`);
+      assert.ok(third.at - second.at >= 4500, `second retry ${third.at - second.at} ms after the first`);
+      assert.ok(signedAt(second) > signedAt(first) && signedAt(third) > signedAt(second), 'signed afresh');
       await eventually(async () => (await stripe.events.retrieve(ev.id)).pending_webhooks, 0);
       await sleep(1500);
-      assert.equal(rx.on('/flaky').length, 2, 'nothing more once delivered');
+      assert.equal(rx.on('/flaky').length, 3, 'nothing more once delivered');
       await stripe.webhookEndpoints.del(ep.id);
     } finally {
       await rx.close();
@@ -279,10 +294,19 @@ describe('deliveries', () => {
       const ev = verified(first, failing.secret);
       await stripe.webhookEndpoints.del(failing.id);
       assert.equal((await stripe.events.retrieve(ev.id)).pending_webhooks, 0, 'its deliveries went with it');
-      await sleep(2000);
+      // Disabled once its delivery is queued: the retry is dropped when it comes due.
+      const later = await stripe.webhookEndpoints.create({ url: rx.url('/later'), enabled_events: ['product.created'] });
+      await stripe.products.create({ name: uniq('later') });
+      const once = await waitFor(() => rx.on('/later')[0], 'the attempt before disabling');
+      const queued = verified(once, later.secret);
+      await stripe.webhookEndpoints.update(later.id, { disabled: true });
+      await eventually(async () => (await stripe.events.retrieve(queued.id)).pending_webhooks, 0, { timeout: 5000 });
+      await sleep(1000);
       assert.equal(rx.on('/failing').length, 1, 'no retry to a deleted endpoint');
+      assert.equal(rx.on('/later').length, 1, 'no retry to an endpoint disabled since');
       assert.equal(rx.on('/off').length, 0, 'nothing to a disabled endpoint');
       await stripe.webhookEndpoints.del(off.id);
+      await stripe.webhookEndpoints.del(later.id);
     } finally {
       await rx.close();
     }
@@ -296,12 +320,13 @@ describe('deliveries', () => {
       await stripe.products.create({ name: uniq('durable') });
       const first = await waitFor(() => rx.on('/durable')[0], 'the first attempt');
       const ev = verified(first, ep.secret);
-      await sleep(500); // the failure is recorded (else the attempt's lease holds it a minute)
-      up = true; // the retry, due a second after the failure, comes from the restarted server
-      await srv.restart({ hard: true });
-      const again = await waitFor(() => rx.on('/durable').find((d) => d !== first && d.at > first.at), 'the delivery after the restart', 10000);
+      await srv.restart({ hard: true }); // the failure may or may not be recorded yet
+      up = true; // from here on only the restarted server can be answered 200
+      // Its retry comes on the schedule, or as the lease of an unrecorded attempt ends, or
+      // after one more failed retry if it came before `up` (5 s later): whichever, it comes.
+      const again = await waitFor(() => rx.on('/durable').find((d) => d.status === 200), 'the delivery after the restart', 15000);
       assert.equal(verified(again, ep.secret).id, ev.id);
-      await eventually(async () => (await srv.stripe.events.retrieve(ev.id)).pending_webhooks, 0);
+      await eventually(async () => (await srv.stripe.events.retrieve(ev.id)).pending_webhooks, 0, { timeout: 5000 });
       await srv.stripe.webhookEndpoints.del(ep.id);
     } finally {
       await rx.close();

@@ -1416,6 +1416,18 @@ static void test_webhook_retry_schedule(void **state)
     assert_int_equal(tg_webhook_retry_units(4, false), -1);
 }
 
+/* A product named "Plan" (its product.created event queues deliveries); its patch in *pp. */
+static tg_product plan_product(fixture *f, tg_product_patch *pp)
+{
+    tg_err err = {0};
+    memset(pp, 0, sizeof *pp);
+    pp->name = (tg_opt_str){.set = true, .value = "Plan"};
+    pp->active = -1;
+    tg_product prod;
+    assert_int_equal(tg_product_create(f->svc, &f->scope, pp, &f->a, &prod, &err), TG_OK);
+    return prod;
+}
+
 static tg_webhook_attempt *take(fixture *f, size_t *n)
 {
     tg_webhook_attempt *at;
@@ -1451,11 +1463,7 @@ static void test_webhook_queue(void **state)
     take(f, &n);
     assert_int_equal(n, 0);
     tg_product_patch pp;
-    memset(&pp, 0, sizeof pp);
-    pp.name = (tg_opt_str){.set = true, .value = "Plan"};
-    pp.active = -1;
-    tg_product prod;
-    assert_int_equal(tg_product_create(f->svc, &f->scope, &pp, &f->a, &prod, &err), TG_OK);
+    tg_product prod = plan_product(f, &pp);
 
     tg_webhook_attempt *at = take(f, &n);
     assert_int_equal(n, 1);
@@ -1469,7 +1477,7 @@ static void test_webhook_queue(void **state)
     take(f, &again);
     assert_int_equal(again, 0); /* leased */
 
-    bool failed = false, delivered = true;
+    int failed = TG_WEBHOOK_FAILED, delivered = TG_WEBHOOK_DELIVERED;
     int64_t t = T0;
     int64_t expect[] = {60, 300, 1800};
     for (int k = 0; k < 3; k++) {
@@ -1512,6 +1520,37 @@ static void test_webhook_queue(void **state)
     set_now(f, t + 2 * 86400);
     take(f, &n);
     assert_int_equal(n, 0);
+}
+
+/* A delivery whose sender never settles it (it died mid-post, or stopped) comes back when its
+ * lease ends, and each take counts as an attempt: test mode drops it after four. */
+static void test_webhook_unsettled_takes(void **state)
+{
+    fixture *f = *state;
+    tg_err err = {0};
+    const char *all[] = {"*"};
+    tg_webhook_patch p = {.url = "http://127.0.0.1:9/a", .events = all, .nevents = 1,
+                          .disabled = -1};
+    tg_webhook_endpoint ep;
+    assert_int_equal(tg_webhook_endpoint_create(f->svc, &f->scope, &p, &f->a, &ep, &err), TG_OK);
+    tg_product_patch pp;
+    plan_product(f, &pp);
+    size_t n;
+    int64_t t = T0;
+    for (int k = 0; k < 4; k++) {
+        tg_webhook_attempt *at = take(f, &n);
+        assert_int_equal(n, 1);
+        assert_int_equal(at[0].delivery.attempts, k);
+        int unsettled = TG_WEBHOOK_UNSETTLED;
+        assert_int_equal(tg_webhook_settle(f->svc, at, 1, &unsettled, &err), TG_OK);
+        set_now(f, t + TG_WEBHOOK_LEASE - 1);
+        take(f, &n);
+        assert_int_equal(n, 0); /* still leased */
+        t += TG_WEBHOOK_LEASE;
+        set_now(f, t);
+    }
+    take(f, &n);
+    assert_int_equal(n, 0); /* four attempts: the first and test mode's three retries */
 }
 
 /* A subscription as a version from before schedules had rows of their own saved it, with
@@ -1726,6 +1765,7 @@ int main(void)
         cmocka_unit_test(test_hmac_sha256_known_answers),
         cmocka_unit_test(test_webhook_retry_schedule),
         cmocka_unit_test_setup_teardown(test_webhook_queue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_webhook_unsettled_takes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exact_sum_and_duplicates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prepare_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prepare_memo, setup, teardown),
