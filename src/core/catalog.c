@@ -249,7 +249,8 @@ void bill_snapshot_object(bctx *c, tg_obj_kind kind, const void *obj)
 
 int bill_emit(bctx *c, const char *type, tg_obj_kind kind, const void *obj)
 {
-    assert(tg_webhook_event_type_known(type)); /* endpoints can enable every type recorded */
+    /* Endpoints can enable every type recorded, and it is one of Stripe's. */
+    assert(tg_webhook_event_type_known(type) && tg_webhook_event_type_valid(type));
     tg_billing_event *e = tg_arena_alloc(c->a, sizeof *e);
     if (!e)
         return tg_err_set(c->err, TG_ENOMEM, NULL, NULL);

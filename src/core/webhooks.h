@@ -25,7 +25,7 @@
 
 #define TG_WEBHOOK_ENDPOINTS_MAX 16 /* per account and mode, as Stripe allows */
 #define TG_WEBHOOK_URL_MAX 2048
-#define TG_WEBHOOK_EVENTS_MAX 64    /* enabled_events entries (every type Tollgate sends fits) */
+#define TG_WEBHOOK_EVENTS_MAX 256   /* enabled_events entries (a request's array holds no more) */
 #define TG_WEBHOOK_LEASE 60         /* seconds a taken delivery is kept from other takes (a
                                      * minute of the retry schedule: scaled with its unit) */
 #define TG_WEBHOOK_RETRY_UNIT 60    /* seconds in a unit of the retry schedule (default) */
@@ -55,8 +55,11 @@ typedef struct tg_webhook_patch {
     const char *api_version;    /* the create's */
 } tg_webhook_patch;
 
-/* The event types Tollgate records, so the ones an endpoint can enable ("*" aside). */
+/* The event types Tollgate records and sends. */
 bool tg_webhook_event_type_known(const char *type);
+/* What enabled_events takes: "*" or any of Stripe's event types (those Tollgate never sends
+ * are accepted as Stripe accepts them, and never sent). */
+bool tg_webhook_event_type_valid(const char *type);
 
 int tg_webhook_endpoint_create(tg_service *svc, const tg_scope *scope, const tg_webhook_patch *p,
                                tg_arena *a, tg_webhook_endpoint *out, tg_err *err);

@@ -1401,6 +1401,25 @@ static void test_hmac_sha256_known_answers(void **state)
     assert_string_equal(h, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
 }
 
+static void test_webhook_event_types(void **state)
+{
+    (void)state;
+    const char *sent[] = {"invoice.paid", "product.created", "test_helpers.test_clock.ready",
+                          "entitlements.active_entitlement_summary.updated"};
+    for (size_t i = 0; i < sizeof sent / sizeof *sent; i++)
+        assert_true(tg_webhook_event_type_known(sent[i]) && tg_webhook_event_type_valid(sent[i]));
+    /* Stripe's, first and last of the table, accepted and never sent. */
+    const char *stripe[] = {"*", "account.application.authorized", "charge.succeeded",
+                            "treasury.received_debit.created"};
+    for (size_t i = 0; i < sizeof stripe / sizeof *stripe; i++) {
+        assert_true(tg_webhook_event_type_valid(stripe[i]));
+        assert_false(tg_webhook_event_type_known(stripe[i]));
+    }
+    const char *bad[] = {"", "charge.succeded", "invoice", "invoice.paid ", "**", "a"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_false(tg_webhook_event_type_valid(bad[i]));
+}
+
 static void test_webhook_retry_schedule(void **state)
 {
     (void)state;
@@ -1764,6 +1783,7 @@ int main(void)
         cmocka_unit_test(test_sha256_known_answers),
         cmocka_unit_test(test_hmac_sha256_known_answers),
         cmocka_unit_test(test_webhook_retry_schedule),
+        cmocka_unit_test(test_webhook_event_types),
         cmocka_unit_test_setup_teardown(test_webhook_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_webhook_unsettled_takes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exact_sum_and_duplicates, setup, teardown),
