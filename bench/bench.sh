@@ -44,7 +44,7 @@
 # Knobs below can be overridden from the environment (e.g. GROWTH_POINTS="1000000 3000000").
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=${BENCH_ROOT:-$(cd "$(dirname "$0")/.." && pwd)} # make bench runs a copy of this file
 OUT=$ROOT/build/bench
 QUICK=${QUICK:-0}
 
