@@ -342,11 +342,6 @@ static int endpoint_create_fn(bctx *c, void *arg)
     return rc ? rc : save_endpoint(c, w);
 }
 
-static int check_patch(const tg_webhook_patch *p, tg_err *err)
-{
-    return tg_metadata_validate(&p->metadata, "metadata", err);
-}
-
 int tg_webhook_endpoint_create(tg_service *svc, const tg_scope *scope, const tg_webhook_patch *p,
                                tg_arena *a, tg_webhook_endpoint *out, tg_err *err)
 {
@@ -355,7 +350,7 @@ int tg_webhook_endpoint_create(tg_service *svc, const tg_scope *scope, const tg_
     if (!p->nevents)
         return tg_err_set(err, TG_EMISSING, "enabled_events",
                           "Missing required param: enabled_events.");
-    int rc = check_patch(p, err);
+    int rc = tg_metadata_validate(&p->metadata, "metadata", err);
     if (rc)
         return rc;
     endpoint_args ea = {.patch = p, .out = out};
@@ -375,7 +370,7 @@ int tg_webhook_endpoint_update(tg_service *svc, const tg_scope *scope, const cha
                                const tg_webhook_patch *p, tg_arena *a, tg_webhook_endpoint *out,
                                tg_err *err)
 {
-    int rc = check_patch(p, err);
+    int rc = tg_metadata_validate(&p->metadata, "metadata", err);
     if (rc)
         return rc;
     endpoint_args ea = {.id = id, .patch = p, .out = out};
