@@ -2045,10 +2045,11 @@ int tg_subscription_cancel(tg_service *svc, const tg_scope *scope, const char *i
     return bill_write(svc, scope, a, sub_cancel_fn, &sa, err);
 }
 
-int tg_billing_customer_deleted(tg_service *svc, tg_store *s, const tg_scope *scope,
-                                const tg_customer *cu, tg_arena *a, tg_err *err)
+/* A deleted customer's live subscriptions are canceled as DELETE /v1/subscriptions/{id}
+ * cancels each, at the customer's time; one that its due steps end first is already
+ * canceled. */
+static int cancel_customer_subscriptions(bctx *c, const tg_customer *cu)
 {
-    bctx c = {.svc = svc, .s = s, .scope = scope, .a = a, .err = err};
     tg_cancel_details none = {0};
     tg_page page = {.limit = 100};
     tg_obj_filter f = {.customer = cu->id, .active = 1};
@@ -2057,23 +2058,40 @@ int tg_billing_customer_deleted(tg_service *svc, tg_store *s, const tg_scope *sc
         tg_subscription *subs, out;
         size_t n;
         bool more;
-        rc = bill_list(&c, KIND_SUB, &f, &page, decode_sub, sizeof *subs, (void **)&subs, &n,
+        rc = bill_list(c, KIND_SUB, &f, &page, decode_sub, sizeof *subs, (void **)&subs, &n,
                        &more);
         if (rc || !n)
             break;
-        /* Each is canceled as DELETE /v1/subscriptions/{id} does, at the customer's time; one
-         * that its due steps end first is already canceled. */
         for (size_t i = 0; !rc && i < n; i++) {
             sub_args sa = {.id = subs[i].id, .out = &out, .details = &none};
-            c.now = tg_service_now(svc);
-            if ((rc = sub_cancel_fn(&c, &sa)) == TG_ESTATE && !sub_live(&out)) {
-                tg_err_clear(err);
+            c->now = tg_service_now(c->svc);
+            if ((rc = sub_cancel_fn(c, &sa)) == TG_ESTATE && !sub_live(&out)) {
+                tg_err_clear(c->err);
                 rc = TG_OK;
             }
         }
     }
+    return rc;
+}
+
+int tg_billing_customer_event(tg_service *svc, tg_store *s, const tg_scope *scope,
+                              const char *type, const tg_customer *cu, tg_arena *a,
+                              bool *queued, tg_err *err)
+{
+    bctx c = {.svc = svc, .s = s, .scope = scope, .a = a, .err = err};
+    bool deleted = strcmp(type, "customer.deleted") == 0;
+    int rc = deleted ? cancel_customer_subscriptions(&c, cu) : TG_OK;
     if (c.touched_registry)
         tg_ent_registry_clear(*tg_service_entitlements(svc));
+    if (!rc) {
+        /* At the time of the customer's world; a new one's is its creation. */
+        c.now = strcmp(type, "customer.created") == 0 ? cu->created
+                                                       : tg_customer_now(svc, scope, cu->id);
+        tg_customer shown = *cu; /* a deletion's event shows the customer as it was */
+        shown.deleted = false;
+        rc = bill_emit(&c, type, TG_OBJ_CUSTOMER, &shown);
+    }
+    *queued = c.queued_webhooks;
     return rc;
 }
 

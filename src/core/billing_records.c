@@ -200,6 +200,16 @@ static const field feature_fields[] = {
 #undef T
 static const schema feature_schema = SCHEMA(feature_fields, tg_feature);
 
+/* A customer as an event shows it (customers themselves are rows of their own table). */
+#define T tg_customer
+static const field customer_fields[] = {
+    ID(1, id), INT(2, created), INT(3, livemode), INT(4, deleted), STR(5, email),
+    STR(6, name), STR(7, description), STR(8, default_payment_method), ID(9, test_clock),
+    META(10, metadata), META(11, contact),
+};
+#undef T
+static const schema customer_schema = SCHEMA(customer_fields, tg_customer);
+
 #define T tg_webhook_endpoint
 static const field webhook_endpoint_fields[] = {
     ID(1, id), INT(2, created), INT(3, livemode), INT(4, disabled), STR(5, url),
@@ -265,6 +275,7 @@ static const schema *const event_object_schema[] = {
     [TG_OBJ_INVOICE] = &invoice_schema,
     [TG_OBJ_ENTITLEMENT_SUMMARY] = &ent_summary_schema,
     [TG_OBJ_FEATURE] = &feature_schema,
+    [TG_OBJ_CUSTOMER] = &customer_schema,
 };
 
 /* ---------------------------------------------------------------- encoding */

@@ -171,6 +171,7 @@ static const char *event_object_id(const tg_billing_event *e)
     case TG_OBJ_PRODUCT: return e->object.product.id;
     case TG_OBJ_PRICE: return e->object.price.id;
     case TG_OBJ_SUBSCRIPTION: return e->object.sub.id;
+    case TG_OBJ_CUSTOMER: return e->object.customer.id;
     default: return NULL;
     }
 }
@@ -181,9 +182,9 @@ static bool is_update(const char *type)
     return n >= 8 && strcmp(type + n - 8, ".updated") == 0;
 }
 
-/* The object of an *.updated event (a product, price or subscription) as it was before the
- * change the event records: as the job first loaded it or its last *.updated event showed it,
- * else as stored (a change is saved after its event). True when there is one. */
+/* The object of an *.updated event (a product, price, subscription or customer) as it was
+ * before the change the event records: as the job first loaded it or its last *.updated event
+ * showed it, else as stored (a change is saved after its event). True when there is one. */
 static bool load_previous(bctx *c, tg_billing_event *e)
 {
     const char *id = event_object_id(e);
@@ -198,8 +199,9 @@ static bool load_previous(bctx *c, tg_billing_event *e)
             return tg_product_decode(snap->rec, snap->len, c->a, &e->previous.product) == 0;
         case TG_OBJ_PRICE:
             return tg_price_decode(snap->rec, snap->len, c->a, &e->previous.price) == 0;
-        default:
+        case TG_OBJ_SUBSCRIPTION:
             return tg_subscription_decode(snap->rec, snap->len, c->a, &e->previous.sub) == 0;
+        default: return false; /* only those three kinds are snapshot */
         }
     }
     tg_err ignore = {0}, *saved = c->err;
@@ -212,6 +214,9 @@ static bool load_previous(bctx *c, tg_billing_event *e)
     case TG_OBJ_PRICE: rc = bill_load_price(c, id, NULL, &e->previous.price); break;
     case TG_OBJ_SUBSCRIPTION:
         rc = bill_load(c, KIND_SUB, id, NULL, decode_sub_any, &e->previous.sub);
+        break;
+    case TG_OBJ_CUSTOMER:
+        rc = c->s->ops->customer_get(c->s, c->scope, id, c->a, &e->previous.customer, c->err);
         break;
     default: break;
     }
@@ -269,6 +274,7 @@ int bill_emit(bctx *c, const char *type, tg_obj_kind kind, const void *obj)
     case TG_OBJ_SUBSCRIPTION: e->object.sub = *(const tg_subscription *)obj; break;
     case TG_OBJ_INVOICE: e->object.invoice = *(const tg_invoice *)obj; break;
     case TG_OBJ_FEATURE: e->object.feature = *(const tg_feature *)obj; break;
+    case TG_OBJ_CUSTOMER: e->object.customer = *(const tg_customer *)obj; break;
     case TG_OBJ_ENTITLEMENT_SUMMARY:
         e->object.summary = *(const tg_entitlement_summary *)obj;
         break;
@@ -889,7 +895,7 @@ static int clock_delete_fn(bctx *c, void *arg)
         return rc;
     if ((rc = bill_cancel_clock_subscriptions(c, ca->id)))
         return rc;
-    /* Its customers are deleted with it. */
+    /* Its customers are deleted with it, each with its event as DELETE /v1/customers/{id}. */
     for (;;) {
         tg_customer *cs;
         size_t n;
@@ -899,8 +905,10 @@ static int clock_delete_fn(bctx *c, void *arg)
         if (rc || !n)
             break;
         for (size_t i = 0; !rc && i < n; i++) {
+            rc = bill_emit(c, "customer.deleted", TG_OBJ_CUSTOMER, &cs[i]);
             cs[i].deleted = true;
-            rc = c->s->ops->customer_put(c->s, c->scope, &cs[i], c->err);
+            if (!rc)
+                rc = c->s->ops->customer_put(c->s, c->scope, &cs[i], c->err);
             if (!rc)
                 rc = tg_customer_registry_put(c->svc, c->scope, &cs[i]);
         }

@@ -1016,6 +1016,7 @@ typedef struct customer_arg {
     bool delete;
     tg_arena *a;
     tg_customer *out;
+    bool queued_webhooks; /* its event queued deliveries: the sender is nudged */
 } customer_arg;
 
 static int customer_write_job(tg_store *s, void *arg, tg_err *err)
@@ -1045,9 +1046,13 @@ static int customer_write_job(tg_store *s, void *arg, tg_err *err)
             cur.created = frozen;
         }
     }
+    const char *event = c->delete ? "customer.deleted"
+                        : c->id   ? "customer.updated"
+                                  : "customer.created";
     if (c->delete) {
-        /* As on Stripe, its subscriptions are canceled at once. */
-        int rc = tg_billing_customer_deleted(c->svc, s, c->scope, &cur, c->a, err);
+        /* As on Stripe, its subscriptions are canceled at once (before its event). */
+        int rc = tg_billing_customer_event(c->svc, s, c->scope, event, &cur, c->a,
+                                           &c->queued_webhooks, err);
         if (rc)
             return rc;
         cur.deleted = true;
@@ -1064,6 +1069,10 @@ static int customer_write_job(tg_store *s, void *arg, tg_err *err)
         if (tg_metadata_apply(&cur.contact, false, &c->patch->contact, c->a, &contact))
             return tg_err_set(err, TG_ENOMEM, NULL, NULL);
         cur.contact = contact;
+        /* Recorded before the change is saved: an update's event compares with the row. */
+        if ((rc = tg_billing_customer_event(c->svc, s, c->scope, event, &cur, c->a,
+                                            &c->queued_webhooks, err)))
+            return rc;
     }
     int rc = s->ops->customer_put(s, c->scope, &cur, err);
     if (!rc)
@@ -1073,14 +1082,22 @@ static int customer_write_job(tg_store *s, void *arg, tg_err *err)
     return rc;
 }
 
+static int customer_write(customer_arg *c, tg_err *err)
+{
+    int rc = write_job(c->svc, customer_write_job, c, cust_reload_after_failure, err);
+    if (!rc && c->queued_webhooks)
+        tg_webhooks_nudge(c->svc);
+    return rc;
+}
+
 int tg_customer_create(tg_service *svc, const tg_scope *scope, const tg_customer_patch *p,
                        tg_arena *a, tg_customer *out, tg_err *err)
 {
     int rc = customer_validate(p, err);
     if (rc)
         return rc;
-    customer_arg c = {svc, scope, NULL, p, false, a, out};
-    return write_job(svc, customer_write_job, &c, cust_reload_after_failure, err);
+    customer_arg c = {svc, scope, NULL, p, false, a, out, false};
+    return customer_write(&c, err);
 }
 
 int tg_customer_update(tg_service *svc, const tg_scope *scope, const char *id,
@@ -1089,19 +1106,17 @@ int tg_customer_update(tg_service *svc, const tg_scope *scope, const char *id,
     int rc = customer_validate(p, err);
     if (rc)
         return rc;
-    customer_arg c = {svc, scope, id, p, false, a, out};
-    return write_job(svc, customer_write_job, &c, cust_reload_after_failure, err);
+    customer_arg c = {svc, scope, id, p, false, a, out, false};
+    return customer_write(&c, err);
 }
 
 int tg_customer_delete(tg_service *svc, const tg_scope *scope, const char *id, tg_err *err)
 {
     tg_arena a;
     tg_arena_init(&a, 0);
-    customer_arg c = {svc, scope, id, NULL, true, &a, NULL};
-    int rc = write_job(svc, customer_write_job, &c, cust_reload_after_failure, err);
+    customer_arg c = {svc, scope, id, NULL, true, &a, NULL, false};
+    int rc = customer_write(&c, err);
     tg_arena_free(&a);
-    if (!rc) /* its subscriptions' deletion events may have queued deliveries */
-        tg_webhooks_nudge(svc);
     return rc;
 }
 

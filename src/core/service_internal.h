@@ -71,10 +71,14 @@ int64_t tg_customer_now(tg_service *svc, const tg_scope *scope, const char *cust
 int tg_test_clock_time(tg_service *svc, tg_store *s, const tg_scope *scope, const char *id,
                        int64_t *frozen, int64_t *deletes_after, tg_err *err);
 
-/* Defined in billing.c: cancels the live subscriptions of a customer being deleted, at its
- * time, without a final invoice (the customer's writer job calls it before the deletion). */
-int tg_billing_customer_deleted(tg_service *svc, tg_store *s, const tg_scope *scope,
-                                const tg_customer *cu, tg_arena *a, tg_err *err);
+/* Defined in billing.c: records a customer's writer job's customer.created, .updated or
+ * .deleted event, before the job saves the change (an update's previous_attributes compare
+ * with the stored row). A deletion first cancels the customer's live subscriptions at its
+ * time, without a final invoice, as Stripe does. *queued: whether the event queued webhook
+ * deliveries (the sender is nudged after the commit). */
+int tg_billing_customer_event(tg_service *svc, tg_store *s, const tg_scope *scope,
+                              const char *type, const tg_customer *cu, tg_arena *a,
+                              bool *queued, tg_err *err);
 
 /* Defined in billing.c: at start-up, before the scheduler runs, gives each schedule that a
  * data directory from before schedules were stored on their own keeps only in its

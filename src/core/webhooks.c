@@ -27,12 +27,15 @@
 
 /* Every type bill_emit records (it asserts so), in Stripe's names. */
 static const char *const event_types[] = {
+    "customer.created",
+    "customer.deleted",
     "customer.subscription.created",
     "customer.subscription.deleted",
     "customer.subscription.paused",
     "customer.subscription.resumed",
     "customer.subscription.trial_will_end",
     "customer.subscription.updated",
+    "customer.updated",
     "entitlements.active_entitlement_summary.updated",
     "invoice.created",
     "invoice.finalized",

@@ -278,3 +278,72 @@ describe('test and live modes are disjoint', () => {
     assert.equal(still.name, 'live one');
   });
 });
+
+describe('customer events', () => {
+  /** The events of one customer, newest first, as GET /v1/events lists them. */
+  async function eventsOf(id) {
+    const all = await stripe.events.list({ type: 'customer.*', limit: 100 }).autoPagingToArray({ limit: 10000 });
+    return all.filter((e) => e.data.object.id === id);
+  }
+  const strip = ({ lastResponse, ...o }) => o;
+
+  test('create, update and delete each record their event, with the object as the API showed it', async () => {
+    const c = await stripe.customers.create(
+      { email: 'grace@example.com', name: 'Grace', metadata: { tier: 'gold' } },
+      { idempotencyKey: 'cust-event-create' },
+    );
+    let evs = await eventsOf(c.id);
+    assert.equal(evs.length, 1);
+    const created = evs[0];
+    assert.equal(created.type, 'customer.created');
+    assert.match(created.id, /^evt_/);
+    assert.equal(created.object, 'event');
+    assert.deepEqual(created.data.object, strip(c));
+    assert.equal(created.data.previous_attributes, undefined);
+    assert.equal(created.created, c.created);
+    assert.deepEqual(created.request, { id: c.lastResponse.requestId, idempotency_key: 'cust-event-create' });
+    assert.deepEqual(strip(await stripe.events.retrieve(created.id)), strip(created));
+
+    const u = await stripe.customers.update(c.id, { email: 'grace@navy.mil', metadata: { tier: '', unit: 'x' } });
+    evs = await eventsOf(c.id);
+    assert.deepEqual(evs.map((e) => e.type), ['customer.updated', 'customer.created'], 'newest first');
+    assert.deepEqual(evs[0].data.object, strip(u));
+    assert.deepEqual(evs[0].data.previous_attributes, { email: 'grace@example.com', metadata: { tier: 'gold' } });
+
+    // Failed requests record nothing.
+    await expectStripeError(stripe.customers.update(c.id, { email: 'x'.repeat(513) }), { status: 400, param: 'email' });
+    await expectStripeError(stripe.customers.update(c.id, { no_such_param: 1 }), { status: 400, code: 'parameter_unknown' });
+    assert.equal((await eventsOf(c.id)).length, 2);
+
+    const gone = await stripe.customers.del(c.id);
+    assert.equal(gone.deleted, true);
+    evs = await eventsOf(c.id);
+    assert.equal(evs[0].type, 'customer.deleted');
+    assert.deepEqual(evs[0].data.object, strip(u), 'the customer as it was, not the deleted stub');
+    await expectStripeError(stripe.customers.del(c.id), { status: 404, code: 'resource_missing' });
+    assert.equal((await eventsOf(c.id)).length, 3, 'deleting it again records nothing');
+  });
+
+  test("a deleted customer's subscriptions end first; a test clock's customers go with it", async () => {
+    const product = await stripe.products.create({ name: 'events plan' });
+    const price = await stripe.prices.create({ product: product.id, currency: 'usd', unit_amount: 500, recurring: { interval: 'month' } });
+    const c = await stripe.customers.create({ name: 'subscribed' });
+    const sub = await stripe.subscriptions.create({ customer: c.id, items: [{ price: price.id }] });
+    await stripe.customers.del(c.id);
+    const recent = await stripe.events.list({ limit: 5 });
+    const i = recent.data.findIndex((e) => e.type === 'customer.deleted' && e.data.object.id === c.id);
+    const j = recent.data.findIndex((e) => e.type === 'customer.subscription.deleted' && e.data.object.id === sub.id);
+    assert.ok(i >= 0 && j > i, `customer.deleted (${i}) is newer than customer.subscription.deleted (${j})`);
+
+    const frozen = nowSec() - 86400 * 30;
+    const clock = await stripe.testHelpers.testClocks.create({ frozen_time: frozen });
+    const onClock = await stripe.customers.create({ name: 'on a clock', test_clock: clock.id });
+    let evs = await eventsOf(onClock.id);
+    assert.deepEqual(evs.map((e) => e.type), ['customer.created']);
+    assert.equal(evs[0].created, frozen, "at the time of the customer's world");
+    await stripe.testHelpers.testClocks.del(clock.id);
+    evs = await eventsOf(onClock.id);
+    assert.deepEqual(evs.map((e) => e.type), ['customer.deleted', 'customer.created']);
+    assert.deepEqual(evs[0].data.object, strip(onClock));
+  });
+});

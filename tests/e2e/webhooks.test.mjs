@@ -270,6 +270,31 @@ describe('deliveries', () => {
     }
   });
 
+  test("a customer's created, updated and deleted events are delivered", async () => {
+    const rx = await receiver();
+    try {
+      const ep = await stripe.webhookEndpoints.create({
+        url: rx.url('/customers'), enabled_events: ['customer.created', 'customer.updated', 'customer.deleted'],
+      });
+      const c = await stripe.customers.create({ email: 'hook@example.com' });
+      await stripe.customers.update(c.id, { name: 'Hooked' });
+      await stripe.customers.del(c.id);
+      await stripe.products.create({ name: uniq('not enabled') });
+      const got = await waitFor(() => (rx.on('/customers').length >= 3 ? rx.on('/customers') : null), 'three deliveries');
+      const evs = got.map((d) => verified(d, ep.secret)).sort((a, b) => a.created - b.created || a.id.localeCompare(b.id));
+      assert.deepEqual(evs.map((e) => e.type).sort(), ['customer.created', 'customer.deleted', 'customer.updated']);
+      for (const e of evs) assert.equal(e.data.object.id, c.id);
+      const updated = evs.find((e) => e.type === 'customer.updated');
+      assert.equal(updated.data.object.name, 'Hooked');
+      assert.deepEqual(updated.data.previous_attributes, { name: null });
+      await sleep(300);
+      assert.equal(rx.on('/customers').length, 3, 'product.created is not enabled there');
+      await stripe.webhookEndpoints.del(ep.id);
+    } finally {
+      await rx.close();
+    }
+  });
+
   test('failed attempts are retried on the schedule, each freshly signed', async () => {
     const seen = new Map();
     const rx = await receiver((r) => {

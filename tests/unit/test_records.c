@@ -311,6 +311,67 @@ static void test_invoice_and_event_round_trip(void **state)
     tg_buf_free(&b);
 }
 
+/* A customer's event holds the customer now and, for customer.updated, as it was: every
+ * field, its metadata and contact maps, and an absent optional field staying NULL. */
+static void test_customer_event_round_trip(void **state)
+{
+    (void)state;
+    tg_kv md[2] = {{"tier", "gold"}, {"unit", "x"}};
+    tg_kv contact[2] = {{"phone", "+1 555"}, {"address.city", "Arlington"}};
+    tg_billing_event e;
+    memset(&e, 0, sizeof e);
+    strcpy(e.id, "evt_2");
+    e.type = "customer.updated";
+    e.created = 1767225600;
+    e.livemode = true;
+    e.kind = TG_OBJ_CUSTOMER;
+    tg_customer *c = &e.object.customer;
+    strcpy(c->id, "cus_1");
+    c->created = 1767000000;
+    c->livemode = true;
+    c->email = "grace@navy.mil";
+    c->name = "Grace";
+    c->default_payment_method = "pm_card_visa";
+    strcpy(c->test_clock, "clock_1");
+    c->metadata = (tg_metadata){md, 2};
+    c->contact = (tg_metadata){contact, 2};
+    e.has_previous = true;
+    e.previous.customer = *c;
+    e.previous.customer.email = "grace@example.com";
+    e.previous.customer.metadata.n = 1;
+    tg_buf b;
+    tg_buf_init(&b, TG_RECORD_MAX);
+    tg_billing_event_encode(&b, &e);
+    tg_billing_event f;
+    assert_int_equal(tg_billing_event_decode(b.data, b.len, &arena, &f), 0);
+    assert_int_equal(f.kind, TG_OBJ_CUSTOMER);
+    assert_string_equal(f.type, "customer.updated");
+    const tg_customer *g = &f.object.customer;
+    assert_string_equal(g->id, "cus_1");
+    assert_int_equal(g->created, 1767000000);
+    assert_true(g->livemode);
+    assert_false(g->deleted);
+    assert_string_equal(g->email, "grace@navy.mil");
+    assert_string_equal(g->name, "Grace");
+    assert_null(g->description);
+    assert_string_equal(g->default_payment_method, "pm_card_visa");
+    assert_string_equal(g->test_clock, "clock_1");
+    assert_int_equal(g->metadata.n, 2);
+    assert_string_equal(g->metadata.items[1].value, "x");
+    assert_int_equal(g->contact.n, 2);
+    assert_string_equal(g->contact.items[1].key, "address.city");
+    assert_true(f.has_previous);
+    assert_string_equal(f.previous.customer.email, "grace@example.com");
+    assert_int_equal(f.previous.customer.metadata.n, 1);
+    /* A kind past the known ones does not decode. */
+    e.kind = (tg_obj_kind)(TG_OBJ_CUSTOMER + 1);
+    e.has_previous = false;
+    tg_buf_reset(&b);
+    tg_rec_int(&b, 5, e.kind);
+    assert_int_equal(tg_billing_event_decode(b.data, b.len, &arena, &f), -1);
+    tg_buf_free(&b);
+}
+
 /* FNV-1a over a record's bytes. */
 static uint64_t bytes_hash(const tg_buf *b)
 {
@@ -430,6 +491,7 @@ int main(void)
         cmocka_unit_test(test_price_round_trip),
         cmocka_unit_test(test_subscription_round_trip),
         cmocka_unit_test(test_invoice_and_event_round_trip),
+        cmocka_unit_test(test_customer_event_round_trip),
         cmocka_unit_test(test_unknown_tags_are_skipped),
         cmocka_unit_test(test_webhook_endpoint_round_trip),
         cmocka_unit_test(test_stored_bytes_are_pinned),
