@@ -290,7 +290,8 @@ typedef struct tg_invoice_filter {
 
 typedef enum {
     TG_OBJ_PRODUCT, TG_OBJ_PRICE, TG_OBJ_TEST_CLOCK, TG_OBJ_SUBSCRIPTION, TG_OBJ_INVOICE,
-    TG_OBJ_ENTITLEMENT_SUMMARY, TG_OBJ_FEATURE, TG_OBJ_CUSTOMER
+    TG_OBJ_ENTITLEMENT_SUMMARY, TG_OBJ_FEATURE, TG_OBJ_CUSTOMER,
+    TG_OBJ_METER
 } tg_obj_kind;
 
 /* A customer's active entitlements, as the summary event shows them. */
@@ -310,11 +311,12 @@ typedef union tg_event_object {
     tg_feature feature;
     tg_entitlement_summary summary;
     tg_customer customer;
+    tg_meter meter;
 } tg_event_object;
 
 /* A recorded event: what happened, a snapshot of the object then, and for an *.updated event
- * of a product, price, subscription or customer the object as it was stored before (its changed fields
- * are the event's previous_attributes). The request that caused it, if one did. */
+ * the object as it was stored before (its changed fields are the event's
+ * previous_attributes). The request that caused it, if one did. */
 typedef struct tg_billing_event {
     char id[TG_ID_MAX];
     const char *type;

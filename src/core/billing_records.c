@@ -210,6 +210,16 @@ static const field customer_fields[] = {
 #undef T
 static const schema customer_schema = SCHEMA(customer_fields, tg_customer);
 
+/* A meter as an event shows it (meters are rows of their own table too). */
+#define T tg_meter
+static const field meter_fields[] = {
+    ID(1, id), INT(2, created), INT(3, updated), INT(4, livemode), INT(5, active),
+    INT(6, deactivated_at), INT(7, formula), INT(8, event_time_window), CHARS(9, display_name),
+    CHARS(10, event_name), CHARS(11, customer_key), CHARS(12, value_key),
+};
+#undef T
+static const schema meter_schema = SCHEMA(meter_fields, tg_meter);
+
 #define T tg_webhook_endpoint
 static const field webhook_endpoint_fields[] = {
     ID(1, id), INT(2, created), INT(3, livemode), INT(4, disabled), STR(5, url),
@@ -276,6 +286,7 @@ static const schema *const event_object_schema[] = {
     [TG_OBJ_ENTITLEMENT_SUMMARY] = &ent_summary_schema,
     [TG_OBJ_FEATURE] = &feature_schema,
     [TG_OBJ_CUSTOMER] = &customer_schema,
+    [TG_OBJ_METER] = &meter_schema,
 };
 
 /* ---------------------------------------------------------------- encoding */
@@ -483,6 +494,20 @@ void tg_feature_encode(tg_buf *b, const tg_feature *f) { encode(b, &feature_sche
 int tg_feature_decode(const void *data, size_t len, tg_arena *a, tg_feature *f)
 {
     return decode(&feature_schema, data, len, a, f);
+}
+
+bool tg_customer_same(const tg_customer *x, const tg_customer *y)
+{
+    tg_buf bx, by;
+    tg_buf_init(&bx, TG_RECORD_MAX);
+    tg_buf_init(&by, TG_RECORD_MAX);
+    encode(&bx, &customer_schema, x);
+    encode(&by, &customer_schema, y);
+    bool same = !bx.failed && !by.failed && bx.len == by.len &&
+                (bx.len == 0 || memcmp(bx.data, by.data, bx.len) == 0);
+    tg_buf_free(&bx);
+    tg_buf_free(&by);
+    return same;
 }
 
 void tg_webhook_endpoint_encode(tg_buf *b, const tg_webhook_endpoint *w)

@@ -20,6 +20,8 @@ int tg_sub_schedule_decode(const void *data, size_t len, tg_arena *a, tg_sub_sch
 void tg_invoice_encode(tg_buf *b, const tg_invoice *v);
 int tg_invoice_decode(const void *data, size_t len, tg_arena *a, tg_invoice *v);
 void tg_feature_encode(tg_buf *b, const tg_feature *f);
+/* Whether two customers have the same stored fields (false when memory ran out). */
+bool tg_customer_same(const tg_customer *x, const tg_customer *y);
 int tg_feature_decode(const void *data, size_t len, tg_arena *a, tg_feature *f);
 void tg_product_feature_encode(tg_buf *b, const tg_product_feature *p);
 int tg_product_feature_decode(const void *data, size_t len, tg_arena *a, tg_product_feature *p);

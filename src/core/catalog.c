@@ -172,6 +172,7 @@ static const char *event_object_id(const tg_billing_event *e)
     case TG_OBJ_PRICE: return e->object.price.id;
     case TG_OBJ_SUBSCRIPTION: return e->object.sub.id;
     case TG_OBJ_CUSTOMER: return e->object.customer.id;
+    case TG_OBJ_METER: return e->object.meter.id;
     default: return NULL;
     }
 }
@@ -182,8 +183,8 @@ static bool is_update(const char *type)
     return n >= 8 && strcmp(type + n - 8, ".updated") == 0;
 }
 
-/* The object of an *.updated event (a product, price, subscription or customer) as it was
- * before the change the event records: as the job first loaded it or its last *.updated event
+/* The object of an *.updated event (a product, price, subscription, customer or meter) as it
+ * was before the change the event records: as the job first loaded it or its last *.updated event
  * showed it, else as stored (a change is saved after its event). True when there is one. */
 static bool load_previous(bctx *c, tg_billing_event *e)
 {
@@ -217,6 +218,9 @@ static bool load_previous(bctx *c, tg_billing_event *e)
         break;
     case TG_OBJ_CUSTOMER:
         rc = c->s->ops->customer_get(c->s, c->scope, id, c->a, &e->previous.customer, c->err);
+        break;
+    case TG_OBJ_METER:
+        rc = c->s->ops->meter_get(c->s, c->scope, id, &e->previous.meter, c->err);
         break;
     default: break;
     }
@@ -275,6 +279,7 @@ int bill_emit(bctx *c, const char *type, tg_obj_kind kind, const void *obj)
     case TG_OBJ_INVOICE: e->object.invoice = *(const tg_invoice *)obj; break;
     case TG_OBJ_FEATURE: e->object.feature = *(const tg_feature *)obj; break;
     case TG_OBJ_CUSTOMER: e->object.customer = *(const tg_customer *)obj; break;
+    case TG_OBJ_METER: e->object.meter = *(const tg_meter *)obj; break;
     case TG_OBJ_ENTITLEMENT_SUMMARY:
         e->object.summary = *(const tg_entitlement_summary *)obj;
         break;
@@ -293,6 +298,16 @@ int bill_emit(bctx *c, const char *type, tg_obj_kind kind, const void *obj)
     tg_strlcpy(o.id, e->id, sizeof o.id);
     rc = bill_save(c, &o, &b);
     return rc ? rc : bill_queue_webhooks(c, e);
+}
+
+int tg_billing_emit(tg_service *svc, tg_store *s, const tg_scope *scope, int64_t now,
+                    const char *type, tg_obj_kind kind, const void *obj, tg_arena *a,
+                    bool *queued, tg_err *err)
+{
+    bctx c = {.svc = svc, .s = s, .scope = scope, .a = a, .now = now, .err = err};
+    int rc = bill_emit(&c, type, kind, obj);
+    *queued = c.queued_webhooks;
+    return rc;
 }
 
 int bill_list(bctx *c, const char *kind, const tg_obj_filter *f, const tg_page *page,

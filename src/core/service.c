@@ -26,6 +26,7 @@
 #include "base/log.h"
 #include "base/slotlock.h"
 #include "base/str.h"
+#include "core/billing_records.h"
 #include "core/daypage.h"
 #include "core/dedupe.h"
 #include "core/metadata.h"
@@ -1057,6 +1058,7 @@ static int customer_write_job(tg_store *s, void *arg, tg_err *err)
             return rc;
         cur.deleted = true;
     } else {
+        const tg_customer was = cur;
         apply_opt(&cur.email, &c->patch->email);
         apply_opt(&cur.name, &c->patch->name);
         apply_opt(&cur.description, &c->patch->description);
@@ -1069,8 +1071,10 @@ static int customer_write_job(tg_store *s, void *arg, tg_err *err)
         if (tg_metadata_apply(&cur.contact, false, &c->patch->contact, c->a, &contact))
             return tg_err_set(err, TG_ENOMEM, NULL, NULL);
         cur.contact = contact;
-        /* Recorded before the change is saved: an update's event compares with the row. */
-        if ((rc = tg_billing_customer_event(c->svc, s, c->scope, event, &cur, c->a,
+        /* Recorded before the change is saved: an update's event compares with the row. An
+         * update that changes nothing records none ("whenever any property changes"). */
+        if ((!c->id || !tg_customer_same(&was, &cur)) &&
+            (rc = tg_billing_customer_event(c->svc, s, c->scope, event, &cur, c->a,
                                             &c->queued_webhooks, err)))
             return rc;
     }
@@ -1170,7 +1174,23 @@ typedef struct meter_arg {
     const char *id;
     const char *display_name;
     int set_active; /* -1: leave, 0/1 */
+    tg_arena *a;          /* the event's */
+    bool queued_webhooks; /* its event queued deliveries: the sender is nudged */
 } meter_arg;
+
+/* Runs a meter's writer job with an arena for its event, and nudges the webhook sender when
+ * the event queued deliveries. */
+static int meter_write(meter_arg *c, tg_job_fn fn, tg_err *err)
+{
+    tg_arena a;
+    tg_arena_init(&a, 0);
+    c->a = &a;
+    int rc = write_job(c->svc, fn, c, reg_reload_after_failure, err);
+    tg_arena_free(&a);
+    if (!rc && c->queued_webhooks)
+        tg_webhooks_nudge(c->svc);
+    return rc;
+}
 
 static bool name_taken(tg_service *svc, const tg_scope *scope, const char *event_name,
                        const char *except_id)
@@ -1187,7 +1207,10 @@ static int meter_create_job(tg_store *s, void *arg, tg_err *err)
         return tg_err_set(err, TG_EEXISTS, "event_name",
                           "An active meter with event_name '%s' already exists.",
                           c->m.event_name);
-    int rc = s->ops->meter_put(s, c->scope, &c->m, err);
+    int rc = tg_billing_emit(c->svc, s, c->scope, c->m.created, "billing.meter.created",
+                             TG_OBJ_METER, &c->m, c->a, &c->queued_webhooks, err);
+    if (!rc)
+        rc = s->ops->meter_put(s, c->scope, &c->m, err);
     if (!rc)
         rc = reg_put(c->svc, c->scope, &c->m);
     return rc;
@@ -1211,7 +1234,7 @@ int tg_meter_create(tg_service *svc, const tg_scope *scope, const tg_meter *spec
     c.m.livemode = scope->livemode;
     c.m.active = true;
     c.m.deactivated_at = 0;
-    rc = write_job(svc, meter_create_job, &c, reg_reload_after_failure, err);
+    rc = meter_write(&c, meter_create_job, err);
     if (!rc)
         *out = c.m;
     return rc;
@@ -1224,8 +1247,11 @@ static int meter_change_job(tg_store *s, void *arg, tg_err *err)
     if (rc)
         return rc;
     int64_t now = tg_service_now(c->svc);
-    if (c->display_name)
+    const char *event = NULL; /* only a change records one */
+    if (c->display_name && strcmp(c->m.display_name, c->display_name) != 0) {
         snprintf(c->m.display_name, sizeof c->m.display_name, "%s", c->display_name);
+        event = "billing.meter.updated";
+    }
     if (c->set_active == 1 && !c->m.active) {
         if (name_taken(c->svc, c->scope, c->m.event_name, c->m.id))
             return tg_err_set(err, TG_EEXISTS, "event_name",
@@ -1233,11 +1259,16 @@ static int meter_change_job(tg_store *s, void *arg, tg_err *err)
                               c->m.event_name);
         c->m.active = true;
         c->m.deactivated_at = 0;
+        event = "billing.meter.reactivated";
     } else if (c->set_active == 0 && c->m.active) {
         c->m.active = false;
         c->m.deactivated_at = now;
+        event = "billing.meter.deactivated";
     }
     c->m.updated = now;
+    if (event && (rc = tg_billing_emit(c->svc, s, c->scope, now, event, TG_OBJ_METER, &c->m,
+                                       c->a, &c->queued_webhooks, err)))
+        return rc;
     rc = s->ops->meter_put(s, c->scope, &c->m, err);
     if (!rc)
         rc = reg_put(c->svc, c->scope, &c->m);
@@ -1254,7 +1285,7 @@ static int meter_change(tg_service *svc, const tg_scope *scope, const char *id,
     c.id = id;
     c.display_name = display_name;
     c.set_active = set_active;
-    int rc = write_job(svc, meter_change_job, &c, reg_reload_after_failure, err);
+    int rc = meter_write(&c, meter_change_job, err);
     if (!rc)
         *out = c.m;
     return rc;

@@ -5,6 +5,7 @@
 #ifndef TG_SERVICE_INTERNAL_H
 #define TG_SERVICE_INTERNAL_H
 
+#include "core/billing.h"
 #include "core/service.h"
 #include "core/writer.h"
 
@@ -70,6 +71,14 @@ int64_t tg_customer_now(tg_service *svc, const tg_scope *scope, const char *cust
  * NULL), read through s (TG_ENOTFOUND naming `test_clock` when there is none). */
 int tg_test_clock_time(tg_service *svc, tg_store *s, const tg_scope *scope, const char *id,
                        int64_t *frozen, int64_t *deletes_after, tg_err *err);
+
+/* Defined in catalog.c: records an event of type about obj (of kind) at now, from a writer
+ * job that is not a billing one (meters), before the job saves the change it records (an
+ * *.updated event's previous_attributes compare with the stored row). *queued: whether it
+ * queued webhook deliveries (the sender is nudged after the commit). */
+int tg_billing_emit(tg_service *svc, tg_store *s, const tg_scope *scope, int64_t now,
+                    const char *type, tg_obj_kind kind, const void *obj, tg_arena *a,
+                    bool *queued, tg_err *err);
 
 /* Defined in billing.c: records a customer's writer job's customer.created, .updated or
  * .deleted event, before the job saves the change (an update's previous_attributes compare

@@ -27,6 +27,10 @@
 
 /* Every type bill_emit records (it asserts so), in Stripe's names. */
 static const char *const event_types[] = {
+    "billing.meter.created",
+    "billing.meter.deactivated",
+    "billing.meter.reactivated",
+    "billing.meter.updated",
     "customer.created",
     "customer.deleted",
     "customer.subscription.created",

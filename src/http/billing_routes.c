@@ -633,6 +633,7 @@ static void render_event_object(tg_jw *w, tg_obj_kind kind, const tg_event_objec
     case TG_OBJ_INVOICE: render_invoice(w, &o->invoice); break;
     case TG_OBJ_FEATURE: tg_render_feature(w, &o->feature); break;
     case TG_OBJ_CUSTOMER: tg_render_customer(w, &o->customer); break;
+    case TG_OBJ_METER: tg_render_meter(w, &o->meter); break;
     case TG_OBJ_ENTITLEMENT_SUMMARY: tg_render_entitlement_summary(w, &o->summary, livemode); break;
     }
 }

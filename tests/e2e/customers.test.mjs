@@ -310,7 +310,9 @@ describe('customer events', () => {
     assert.deepEqual(evs[0].data.object, strip(u));
     assert.deepEqual(evs[0].data.previous_attributes, { email: 'grace@example.com', metadata: { tier: 'gold' } });
 
-    // Failed requests record nothing.
+    // An update that changes nothing records nothing ("whenever any property changes"), nor
+    // do failed requests.
+    await stripe.customers.update(c.id, { email: 'grace@navy.mil', metadata: { unit: 'x' } });
     await expectStripeError(stripe.customers.update(c.id, { email: 'x'.repeat(513) }), { status: 400, param: 'email' });
     await expectStripeError(stripe.customers.update(c.id, { no_such_param: 1 }), { status: 400, code: 'parameter_unknown' });
     assert.equal((await eventsOf(c.id)).length, 2);

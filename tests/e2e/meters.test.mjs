@@ -252,3 +252,51 @@ describe('retrieve, update, list, deactivate, reactivate', () => {
     assert.deepEqual(liveList.data.map((x) => x.id), [lm.id]);
   });
 });
+
+describe('meter events', () => {
+  /** The events about one meter, newest first. */
+  async function eventsOf(id) {
+    const all = await stripe.events.list({ type: 'billing.meter.*', limit: 100 }).autoPagingToArray({ limit: 10000 });
+    return all.filter((e) => e.data.object.id === id);
+  }
+  const strip = ({ lastResponse, ...o }) => o;
+
+  test('created, updated, deactivated and reactivated, each only when something changed', async () => {
+    const m = await stripe.billing.meters.create({
+      display_name: 'Tokens', event_name: uniq('tokens'), default_aggregation: { formula: 'sum' },
+    });
+    let evs = await eventsOf(m.id);
+    assert.deepEqual(evs.map((e) => e.type), ['billing.meter.created']);
+    assert.deepEqual(evs[0].data.object, strip(m));
+    assert.equal(evs[0].created, m.created);
+    assert.equal(evs[0].request.id, m.lastResponse.requestId);
+
+    const u = await stripe.billing.meters.update(m.id, { display_name: 'LLM tokens' });
+    await stripe.billing.meters.update(m.id, { display_name: 'LLM tokens' }); // no change: no event
+    evs = await eventsOf(m.id);
+    assert.deepEqual(evs.map((e) => e.type), ['billing.meter.updated', 'billing.meter.created']);
+    assert.deepEqual(evs[0].data.object, strip(u));
+    assert.equal(evs[0].data.previous_attributes.display_name, 'Tokens');
+
+    const off = await stripe.billing.meters.deactivate(m.id);
+    await stripe.billing.meters.deactivate(m.id); // already inactive: no event
+    const on = await stripe.billing.meters.reactivate(m.id);
+    await stripe.billing.meters.reactivate(m.id); // already active: no event
+    evs = await eventsOf(m.id);
+    assert.deepEqual(evs.map((e) => e.type),
+      ['billing.meter.reactivated', 'billing.meter.deactivated', 'billing.meter.updated', 'billing.meter.created']);
+    assert.deepEqual(evs[1].data.object, strip(off));
+    assert.equal(evs[1].data.object.status, 'inactive');
+    assert.deepEqual(evs[0].data.object, strip(on));
+    assert.equal(evs[0].data.object.status, 'active');
+
+    // Refused requests record nothing.
+    await expectStripeError(stripe.billing.meters.update(m.id, { display_name: '' }), { status: 400, param: 'display_name' });
+    await expectStripeError(stripe.billing.meters.create({
+      display_name: 'dup', event_name: m.event_name, default_aggregation: { formula: 'sum' },
+    }), { status: 400 });
+    assert.equal((await eventsOf(m.id)).length, 4);
+    const dup = await stripe.events.list({ type: 'billing.meter.created', limit: 100 }).autoPagingToArray({ limit: 10000 });
+    assert.equal(dup.filter((e) => e.data.object.display_name === 'dup').length, 0);
+  });
+});

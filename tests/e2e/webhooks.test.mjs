@@ -270,25 +270,32 @@ describe('deliveries', () => {
     }
   });
 
-  test("a customer's created, updated and deleted events are delivered", async () => {
+  test("customers' and meters' events are delivered", async () => {
     const rx = await receiver();
     try {
       const ep = await stripe.webhookEndpoints.create({
-        url: rx.url('/customers'), enabled_events: ['customer.created', 'customer.updated', 'customer.deleted'],
+        url: rx.url('/customers'),
+        enabled_events: ['customer.created', 'customer.updated', 'customer.deleted', 'billing.meter.deactivated'],
       });
       const c = await stripe.customers.create({ email: 'hook@example.com' });
       await stripe.customers.update(c.id, { name: 'Hooked' });
       await stripe.customers.del(c.id);
       await stripe.products.create({ name: uniq('not enabled') });
-      const got = await waitFor(() => (rx.on('/customers').length >= 3 ? rx.on('/customers') : null), 'three deliveries');
-      const evs = got.map((d) => verified(d, ep.secret)).sort((a, b) => a.created - b.created || a.id.localeCompare(b.id));
-      assert.deepEqual(evs.map((e) => e.type).sort(), ['customer.created', 'customer.deleted', 'customer.updated']);
-      for (const e of evs) assert.equal(e.data.object.id, c.id);
+      const m = await stripe.billing.meters.create({
+        display_name: 'hooked', event_name: uniq('hooked'), default_aggregation: { formula: 'count' },
+      });
+      await stripe.billing.meters.deactivate(m.id);
+      const got = await waitFor(() => (rx.on('/customers').length >= 4 ? rx.on('/customers') : null), 'four deliveries');
+      const evs = got.map((d) => verified(d, ep.secret));
+      assert.deepEqual(evs.map((e) => e.type).sort(),
+        ['billing.meter.deactivated', 'customer.created', 'customer.deleted', 'customer.updated']);
+      for (const e of evs) assert.equal(e.data.object.id, e.type.startsWith('customer.') ? c.id : m.id);
       const updated = evs.find((e) => e.type === 'customer.updated');
       assert.equal(updated.data.object.name, 'Hooked');
       assert.deepEqual(updated.data.previous_attributes, { name: null });
+      assert.equal(evs.find((e) => e.type === 'billing.meter.deactivated').data.object.status, 'inactive');
       await sleep(300);
-      assert.equal(rx.on('/customers').length, 3, 'product.created is not enabled there');
+      assert.equal(rx.on('/customers').length, 4, 'product.created and billing.meter.created are not enabled there');
       await stripe.webhookEndpoints.del(ep.id);
     } finally {
       await rx.close();

@@ -363,8 +363,28 @@ static void test_customer_event_round_trip(void **state)
     assert_true(f.has_previous);
     assert_string_equal(f.previous.customer.email, "grace@example.com");
     assert_int_equal(f.previous.customer.metadata.n, 1);
+    /* A meter's event holds every field of the meter. */
+    memset(&e, 0, sizeof e);
+    strcpy(e.id, "evt_3");
+    e.type = "billing.meter.deactivated";
+    e.kind = TG_OBJ_METER;
+    tg_meter *m = &e.object.meter;
+    strcpy(m->id, "mtr_1");
+    m->created = 1767000000;
+    m->updated = m->deactivated_at = 1767225600;
+    m->formula = TG_FORMULA_LAST;
+    m->event_time_window = TG_WINDOW_DAY;
+    strcpy(m->display_name, "Tokens");
+    strcpy(m->event_name, "tokens");
+    strcpy(m->customer_key, "stripe_customer_id");
+    strcpy(m->value_key, "value");
+    tg_buf_reset(&b);
+    tg_billing_event_encode(&b, &e);
+    assert_int_equal(tg_billing_event_decode(b.data, b.len, &arena, &f), 0);
+    assert_int_equal(f.kind, TG_OBJ_METER);
+    assert_memory_equal(&f.object.meter, m, sizeof *m);
     /* A kind past the known ones does not decode. */
-    e.kind = (tg_obj_kind)(TG_OBJ_CUSTOMER + 1);
+    e.kind = (tg_obj_kind)(TG_OBJ_METER + 1);
     e.has_previous = false;
     tg_buf_reset(&b);
     tg_rec_int(&b, 5, e.kind);
