@@ -29,6 +29,17 @@ process.on('exit', () => {
 });
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Waits, when the wall clock is within 2 s of a UTC minute's start, until 2 s past it. Usage is
+ * counted by minute, and an ending at hh:mm:00 does not take the minute it starts (docs/API.md,
+ * "Usage by minute"): a scenario in real time that sends usage and then ends its subscription
+ * within a second would bill nothing when that second is hh:mm:00.
+ */
+export async function awayFromMinuteStart() {
+  const into = Date.now() % 60000;
+  if (into < 2000 || into > 58000) await sleep((62000 - into) % 60000);
+}
 export const nowSec = () => Math.floor(Date.now() / 1000);
 export const uniq = (prefix = 'x') => `${prefix}_${randomBytes(6).toString('hex')}`;
 export { randomUUID };

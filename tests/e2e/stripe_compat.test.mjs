@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { startServer, createCustomer, createMeter, expectStripeError, uniq } from './helpers.mjs';
+import { startServer, createCustomer, createMeter, expectStripeError, uniq, awayFromMinuteStart } from './helpers.mjs';
 
 let srv, stripe;
 const cat = {};
@@ -390,6 +390,7 @@ test('schedules: list, metadata, an update without phases, release and cancel (b
   const meter = await createMeter(stripe);
   const metered = await stripe.prices.create({ product: cat.prod.id, currency: 'usd', unit_amount: 10,
     recurring: { interval: 'month', usage_type: 'metered', meter: meter.id } });
+  await awayFromMinuteStart(); // created and canceled in one second, hh:mm:00 would bill nothing
   const m1 = await stripe.subscriptions.create({ customer: cus.id, items: [{ price: metered.id }] });
   await stripe.billing.meterEvents.create({ event_name: meter.event_name, payload: { stripe_customer_id: cus.id, value: '7' } });
   const sm = await stripe.subscriptionSchedules.create({ from_subscription: m1.id });
