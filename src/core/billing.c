@@ -101,9 +101,9 @@ void tg_billing_set_grace(tg_service *svc, int64_t seconds)
 }
 
 /* The words stored in the object row's lookup column (list filters by status). */
-static const char *const sub_status_words[] = {"trialing", "active", "past_due", "canceled",
-                                               "paused"};
-static const char *const inv_status_words[] = {"draft", "open", "paid", "uncollectible", "void"};
+const char *const tg_sub_status_words[] = {"trialing", "active", "past_due", "canceled",
+                                           "paused"};
+const char *const tg_inv_status_words[] = {"draft", "open", "paid", "uncollectible", "void"};
 
 static int decode_sub(const void *d, size_t n, tg_arena *a, void *out)
 {
@@ -175,7 +175,7 @@ static int save_sub(bctx *c, const tg_subscription *s)
                                 s->items[i].price.id, s->items[i].price.product,
                                 s->items[i].id);
     tg_obj o = {.kind = KIND_SUB, .created = s->created, .active = sub_live(s),
-                .customer = s->customer, .lookup = sub_status_words[s->status],
+                .customer = s->customer, .lookup = tg_sub_status_words[s->status],
                 .clock = s->test_clock[0] ? s->test_clock : NULL, .due = sub_due(s),
                 .tags = tags};
     tg_strlcpy(o.id, s->id, sizeof o.id);
@@ -191,7 +191,7 @@ static int save_invoice(bctx *c, const tg_invoice *v)
     tg_invoice_encode(&b, v);
     tg_obj o = {.kind = KIND_INVOICE, .created = v->created, .active = true,
                 .customer = v->customer, .parent = v->subscription[0] ? v->subscription : NULL,
-                .lookup = inv_status_words[v->status],
+                .lookup = tg_inv_status_words[v->status],
                 .clock = v->test_clock[0] ? v->test_clock : NULL,
                 .due = v->status == TG_INV_DRAFT && v->auto_advance
                            ? v->automatically_finalizes_at : 0};
@@ -734,7 +734,7 @@ static int invoice_created(bctx *c, tg_invoice *v, tg_subscription *s)
 /* The subscription's draft invoices, oldest first (at most a few: one per period in grace). */
 static int sub_drafts(bctx *c, const tg_subscription *s, tg_invoice **out, size_t *n)
 {
-    const char *draft = inv_status_words[TG_INV_DRAFT];
+    const char *draft = tg_inv_status_words[TG_INV_DRAFT];
     tg_obj_filter f = {.parent = s->id, .active = -1, .lookup_any = &draft, .nlookup = 1};
     tg_page page = {.limit = 100};
     bool more;
@@ -1978,7 +1978,7 @@ static int sub_list_fn(bctx *c, void *arg)
     if (l->f->status == -1)
         f.active = 1;
     else if (l->f->status >= 0) {
-        status = sub_status_words[l->f->status];
+        status = tg_sub_status_words[l->f->status];
         f.lookup_any = &status;
         f.nlookup = 1;
     }
@@ -2499,7 +2499,7 @@ int tg_invoice_list(tg_service *svc, const tg_scope *scope, const tg_invoice_fil
                         .created = f->created},
                        page, out, n, has_more};
     if (f->status >= 0) {
-        l.f.lookup_any = &inv_status_words[f->status];
+        l.f.lookup_any = &tg_inv_status_words[f->status];
         l.f.nlookup = 1;
     }
     return bill_read(svc, scope, a, invoice_list_fn, &l, err);
@@ -2524,7 +2524,7 @@ static int invoice_act_fn(bctx *c, void *arg)
     case TG_INV_FINALIZE:
         if (v->status != TG_INV_DRAFT)
             return tg_err_set(c->err, TG_ESTATE, NULL, "This invoice is already finalized (%s).",
-                              inv_status_words[v->status]);
+                              tg_inv_status_words[v->status]);
         rc = invoice_finalize(c, v, sp);
         if (!rc && ia->auto_advance >= 0 && v->status == TG_INV_OPEN)
             v->auto_advance = ia->auto_advance;
@@ -2546,7 +2546,7 @@ static int invoice_act_fn(bctx *c, void *arg)
             return tg_err_set(c->err, TG_ESTATE, NULL, "This invoice is already paid.");
         if (v->status != TG_INV_OPEN && v->status != TG_INV_UNCOLLECTIBLE)
             return tg_err_set(c->err, TG_ESTATE, NULL, "A %s invoice cannot be paid.",
-                              inv_status_words[v->status]);
+                              tg_inv_status_words[v->status]);
         v->paid_out_of_band = true;
         rc = invoice_mark_paid(c, v);
         if (!rc && sp && sp->status == TG_SUB_PAST_DUE)
@@ -2555,7 +2555,7 @@ static int invoice_act_fn(bctx *c, void *arg)
     case TG_INV_VOID_IT:
         if (v->status != TG_INV_OPEN && v->status != TG_INV_UNCOLLECTIBLE)
             return tg_err_set(c->err, TG_ESTATE, NULL, "A %s invoice cannot be voided.",
-                              inv_status_words[v->status]);
+                              tg_inv_status_words[v->status]);
         v->status = TG_INV_VOID;
         v->voided_at = c->now;
         v->amount_remaining = 0;
@@ -2565,7 +2565,7 @@ static int invoice_act_fn(bctx *c, void *arg)
         if (v->status != TG_INV_OPEN)
             return tg_err_set(c->err, TG_ESTATE, NULL,
                               "A %s invoice cannot be marked uncollectible.",
-                              inv_status_words[v->status]);
+                              tg_inv_status_words[v->status]);
         v->status = TG_INV_UNCOLLECTIBLE;
         v->marked_uncollectible_at = c->now;
         rc = bill_emit(c, "invoice.marked_uncollectible", TG_OBJ_INVOICE, v);

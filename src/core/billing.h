@@ -234,6 +234,10 @@ typedef enum {
     TG_INV_DRAFT, TG_INV_OPEN, TG_INV_PAID, TG_INV_UNCOLLECTIBLE, TG_INV_VOID
 } tg_inv_status;
 
+/* Stripe's words for the statuses, by value (billing.c). */
+extern const char *const tg_sub_status_words[];
+extern const char *const tg_inv_status_words[];
+
 typedef enum {
     TG_REASON_SUBSCRIPTION_CREATE, TG_REASON_SUBSCRIPTION_CYCLE, TG_REASON_SUBSCRIPTION_UPDATE,
     TG_REASON_MANUAL, TG_REASON_UPCOMING

@@ -53,6 +53,7 @@ typedef struct tg_time_range {
  * A NULL filter is all fields NULL. */
 typedef struct tg_customer_filter {
     const char *test_clock, *email;
+    bool any_clock; /* customers on any test clock or none (else test_clock's, or none's) */
     tg_time_range created;
 } tg_customer_filter;
 

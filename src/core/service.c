@@ -1265,9 +1265,11 @@ static int meter_change_job(tg_store *s, void *arg, tg_err *err)
         c->m.deactivated_at = now;
         event = "billing.meter.deactivated";
     }
+    if (!event) /* nothing changed: nothing is written, `updated` included */
+        return TG_OK;
     c->m.updated = now;
-    if (event && (rc = tg_billing_emit(c->svc, s, c->scope, now, event, TG_OBJ_METER, &c->m,
-                                       c->a, &c->queued_webhooks, err)))
+    if ((rc = tg_billing_emit(c->svc, s, c->scope, now, event, TG_OBJ_METER, &c->m, c->a,
+                              &c->queued_webhooks, err)))
         return rc;
     rc = s->ops->meter_put(s, c->scope, &c->m, err);
     if (!rc)

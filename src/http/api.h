@@ -109,6 +109,9 @@ extern const size_t tg_nbilling_routes;
 extern const tg_route tg_entitlement_routes[]; /* entitlement_routes.c */
 extern const size_t tg_nentitlement_routes;
 extern const tg_route tg_webhook_routes[]; /* webhook_routes.c */
+/* GET /v1/{customers,products,prices,subscriptions,invoices}/search (billing_routes.c); any
+ * other /v1/X/search is an unknown URL, so that "search" is never taken for an object id. */
+int tg_handle_search(tg_req *req);
 extern const size_t tg_nwebhook_routes;
 
 /* ---- parameters: each returns true when present and valid; on invalid input it records the

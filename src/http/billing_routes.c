@@ -18,6 +18,7 @@
 #include "base/str.h"
 #include "core/billing.h"
 #include "core/metadata.h"
+#include "core/search.h"
 #include "http/api.h"
 
 static const char *const interval_words[] = {"day", "week", "month", "year", NULL};
@@ -2113,6 +2114,75 @@ static int h_event_list(tg_req *req)
     for (size_t i = 0; i < n; i++)
         tg_render_event(&req->jw, &items[i]);
     tg_list_end(req, more);
+    return 200;
+}
+
+/* ================================================================ search */
+
+int tg_handle_search(tg_req *req)
+{
+    static const struct {
+        const char *segment, *type;
+        tg_search_resource r;
+    } resources[] = {
+        {"customers", "customer", TG_SEARCH_CUSTOMERS},
+        {"products", "product", TG_SEARCH_PRODUCTS},
+        {"prices", "price", TG_SEARCH_PRICES},
+        {"subscriptions", "subscription", TG_SEARCH_SUBSCRIPTIONS},
+        {"invoices", "invoice", TG_SEARCH_INVOICES},
+    };
+    const char *segment = tg_seg(req, 1);
+    size_t k = 0;
+    while (k < sizeof resources / sizeof *resources && strcmp(resources[k].segment, segment))
+        k++;
+    if (k == sizeof resources / sizeof *resources) {
+        tg_err_set(&req->err, TG_EROUTE, NULL, "Unrecognized request URL (%s: %s).", req->method,
+                   req->path);
+        return tg_reply_error(req);
+    }
+    tg_search_request q = {.limit = 10};
+    int64_t limit = 10;
+    p_str_required(req, NULL, "query", NULL, 10000, &q.query);
+    if (p_int(req, NULL, "limit", NULL, 1, TG_LIST_MAX, &limit))
+        q.limit = (int)limit;
+    p_str(req, NULL, "page", NULL, 255, &q.page);
+    if (!tg_req_failed(req)) {
+        req->expand.search = true;
+        tg_expand_read(req, resources[k].type, true);
+        q.total_count = req->expand.total_count;
+    }
+    if (!tg_req_params_done(req))
+        return tg_reply_error(req);
+    tg_search_result res;
+    if (tg_search(req->svc, &req->scope, resources[k].r, &q, &req->arena, &res, &req->err))
+        return tg_reply_error(req);
+    tg_jw *w = &req->jw;
+    char url[48];
+    snprintf(url, sizeof url, "/v1/%s/search", segment);
+    jw_obj(w);
+    jw_kstr(w, "object", "search_result");
+    jw_kstr(w, "url", url);
+    jw_kbool(w, "has_more", res.has_more);
+    jw_key(w, "data");
+    jw_arr(w);
+    tg_expand_enter(w, "data");
+    for (size_t i = 0; i < res.n; i++) {
+        switch (resources[k].r) {
+        case TG_SEARCH_CUSTOMERS: tg_render_customer(w, (tg_customer *)res.items + i); break;
+        case TG_SEARCH_PRODUCTS: render_product(w, (tg_product *)res.items + i); break;
+        case TG_SEARCH_PRICES: render_price(w, (tg_price *)res.items + i); break;
+        case TG_SEARCH_SUBSCRIPTIONS:
+            render_subscription(w, (tg_subscription *)res.items + i);
+            break;
+        case TG_SEARCH_INVOICES: render_invoice(w, (tg_invoice *)res.items + i); break;
+        }
+    }
+    tg_expand_leave(w);
+    jw_aend(w);
+    jw_kstr(w, "next_page", res.next_page);
+    if (q.total_count)
+        jw_kint(w, "total_count", res.total_count);
+    jw_end(w);
     return 200;
 }
 

@@ -130,6 +130,7 @@ bool tg_expand_read(tg_req *req, const char *type, bool list)
 {
     tg_expand *x = &req->expand;
     x->n = 0;
+    x->total_count = false;
     tg_param *p = tg_param_get(req->params, "expand");
     if (!p)
         return true;
@@ -150,6 +151,10 @@ bool tg_expand_read(tg_req *req, const char *type, bool list)
         }
         if (!*e->value)
             continue; /* expand= (empty): nothing */
+        if (x->search && strcmp(e->value, "total_count") == 0) {
+            x->total_count = true;
+            continue;
+        }
         if (strlen(e->value) >= sizeof x->at || !path_valid(type, list, e->value))
             return refuse(req, e->value);
         if (x->n == TG_EXPAND_MAX) {

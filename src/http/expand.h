@@ -29,6 +29,8 @@ typedef struct tg_expand {
     size_t marks[TG_EXPAND_NEST]; /* at_len before each enter */
     int depth;
     int lost; /* enters past what `at` can hold: nothing below them is expanded */
+    bool search;      /* a search answer: expand[]=total_count is taken (tg_expand_read) */
+    bool total_count; /* ... and was asked for */
 } tg_expand;
 
 /* Loads the object named id and writes it as a value into req->jw; false (having written
@@ -36,7 +38,8 @@ typedef struct tg_expand {
 typedef bool (*tg_expander)(tg_req *req, const char *id);
 
 /* Reads expand[] (a string or an array of strings) for an object of `type` (a list of them
- * when list), checking every path; false with the error set when one cannot be expanded. */
+ * when list), checking every path; false with the error set when one cannot be expanded.
+ * With req->expand.search set, "total_count" is taken too (setting expand.total_count). */
 bool tg_expand_read(tg_req *req, const char *type, bool list);
 
 /* Writes key: id, or key: the object when the request asked for it. id NULL writes null. */

@@ -886,16 +886,6 @@ static int h_healthz(tg_req *req)
     return 200;
 }
 
-/* GET /v1/{customers,subscriptions,invoices,products,prices}/search: Stripe's search query
- * language is not implemented. Routed here so that "search" is not taken for an object id
- * (which would answer with a misleading error about an unknown parameter or object). */
-static int h_search(tg_req *req)
-{
-    tg_err_set(&req->err, TG_EROUTE, NULL,
-               "Search is not supported (%s): use the list endpoint and its filters.", req->path);
-    return tg_reply_error(req);
-}
-
 /* ================================================================ the table */
 
 /* Only the routes that make an object name `creates`; the others leave it NULL. */
@@ -903,7 +893,7 @@ static int h_search(tg_req *req)
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 const tg_route tg_routes[] = {
     {"GET", "/healthz", h_healthz, TG_ROUTE_PUBLIC},
-    {"GET", "/v1/:resource/search", h_search, TG_ROUTE_SECRET}, /* before every /v1/X/:id */
+    {"GET", "/v1/:resource/search", tg_handle_search, TG_ROUTE_SECRET}, /* before /v1/X/:id */
     {"POST", "/v1/customers", h_customer_create, TG_ROUTE_SECRET, "cus_"},
     {"GET", "/v1/customers", h_customer_list, TG_ROUTE_SECRET},
     {"GET", "/v1/customers/:id", h_customer_retrieve, TG_ROUTE_SECRET},

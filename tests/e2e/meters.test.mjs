@@ -272,14 +272,17 @@ describe('meter events', () => {
     assert.equal(evs[0].request.id, m.lastResponse.requestId);
 
     const u = await stripe.billing.meters.update(m.id, { display_name: 'LLM tokens' });
-    await stripe.billing.meters.update(m.id, { display_name: 'LLM tokens' }); // no change: no event
+    await new Promise((r) => setTimeout(r, 1100));
+    const same = await stripe.billing.meters.update(m.id, { display_name: 'LLM tokens' }); // no change: no event
+    assert.equal(same.updated, u.updated, 'an update that changes nothing writes nothing');
     evs = await eventsOf(m.id);
     assert.deepEqual(evs.map((e) => e.type), ['billing.meter.updated', 'billing.meter.created']);
     assert.deepEqual(evs[0].data.object, strip(u));
-    assert.equal(evs[0].data.previous_attributes.display_name, 'Tokens');
+    assert.deepEqual(evs[0].data.previous_attributes, { display_name: 'Tokens', ...(u.updated !== m.updated ? { updated: m.updated } : {}) });
 
     const off = await stripe.billing.meters.deactivate(m.id);
-    await stripe.billing.meters.deactivate(m.id); // already inactive: no event
+    await new Promise((r) => setTimeout(r, 1100));
+    assert.equal((await stripe.billing.meters.deactivate(m.id)).updated, off.updated, 'already inactive: nothing written, no event');
     const on = await stripe.billing.meters.reactivate(m.id);
     await stripe.billing.meters.reactivate(m.id); // already active: no event
     evs = await eventsOf(m.id);
