@@ -682,8 +682,48 @@ static size_t json_members(const char *s, size_t len, json_member *out, size_t c
     return n;
 }
 
-/* data.previous_attributes: the object's top-level fields whose values the event changed,
- * with their values before (null for a field it added), as Stripe shows them. */
+/* Writes, as members of the object being written, what changed between two JSON objects this
+ * server wrote (now, before): each member whose value differs, with its value before; a
+ * member only now has is null, one only before had keeps its value. Where both values are
+ * objects (metadata, an address), only their changed members are written, as Stripe does:
+ * adding metadata[order_id] shows {"metadata":{"order_id":null}}. Arrays and scalars are
+ * written whole. */
+static void write_changes(tg_jw *w, const char *now, size_t now_len, const char *before,
+                          size_t before_len)
+{
+    json_member a[128], b[128];
+    size_t na = json_members(now, now_len, a, 128);
+    size_t nb = json_members(before, before_len, b, 128);
+    bool seen[128] = {false};
+    for (size_t i = 0; i < na; i++) {
+        size_t k = 0;
+        while (k < nb && (b[k].key_len != a[i].key_len || memcmp(b[k].key, a[i].key, a[i].key_len)))
+            k++;
+        if (k < nb)
+            seen[k] = true;
+        if (k < nb && b[k].value_len == a[i].value_len &&
+            memcmp(b[k].value, a[i].value, a[i].value_len) == 0)
+            continue;
+        jw_key_escaped(w, a[i].key, a[i].key_len);
+        if (k == nb) {
+            jw_null(w);
+        } else if (a[i].value[0] == '{' && b[k].value[0] == '{') {
+            jw_obj(w);
+            write_changes(w, a[i].value, a[i].value_len, b[k].value, b[k].value_len);
+            jw_end(w);
+        } else {
+            jw_rawn(w, b[k].value, b[k].value_len);
+        }
+    }
+    for (size_t k = 0; k < nb; k++) {
+        if (seen[k])
+            continue;
+        jw_key_escaped(w, b[k].key, b[k].key_len);
+        jw_rawn(w, b[k].value, b[k].value_len);
+    }
+}
+
+/* data.previous_attributes: what the event changed in its object, with the values before. */
 static void previous_attributes(tg_jw *w, const tg_billing_event *e)
 {
     tg_buf now, before;
@@ -694,26 +734,10 @@ static void previous_attributes(tg_jw *w, const tg_billing_event *e)
     jw_init(&wb, &before);
     render_event_object(&wn, e->kind, &e->object, e->livemode);
     render_event_object(&wb, e->kind, &e->previous, e->livemode);
-    json_member a[128], b[128];
-    size_t na = now.failed ? 0 : json_members(now.data, now.len, a, 128);
-    size_t nb = before.failed ? 0 : json_members(before.data, before.len, b, 128);
     jw_key(w, "previous_attributes");
     jw_obj(w);
-    for (size_t i = 0; i < na; i++) {
-        size_t k = 0;
-        while (k < nb && (b[k].key_len != a[i].key_len || memcmp(b[k].key, a[i].key, a[i].key_len)))
-            k++;
-        if (k < nb && b[k].value_len == a[i].value_len &&
-            memcmp(b[k].value, a[i].value, a[i].value_len) == 0)
-            continue;
-        char key[64];
-        snprintf(key, sizeof key, "%.*s", (int)a[i].key_len, a[i].key);
-        jw_key(w, key);
-        if (k == nb)
-            jw_null(w);
-        else
-            jw_rawn(w, b[k].value, b[k].value_len);
-    }
+    if (!now.failed && !before.failed)
+        write_changes(w, now.data, now.len, before.data, before.len);
     jw_end(w);
     tg_buf_free(&now);
     tg_buf_free(&before);

@@ -148,6 +148,15 @@ void jw_key(tg_jw *w, const char *key)
     w->comma[w->depth] = false; /* the value that follows takes no comma */
 }
 
+void jw_key_escaped(tg_jw *w, const char *text, size_t len)
+{
+    sep(w);
+    tg_buf_append(w->b, "\"", 1);
+    tg_buf_append(w->b, text, len);
+    tg_buf_append(w->b, "\":", 2);
+    w->comma[w->depth] = false;
+}
+
 /* After a key the value must not be preceded by a comma but must set it for the next key. */
 void jw_str(tg_jw *w, const char *s)
 {

@@ -29,6 +29,8 @@ void jw_end(tg_jw *w);  /* } */
 void jw_arr(tg_jw *w);  /* [ */
 void jw_aend(tg_jw *w); /* ] */
 void jw_key(tg_jw *w, const char *key);
+/* A key of len bytes already escaped as JSON (the text between its quotes). */
+void jw_key_escaped(tg_jw *w, const char *text, size_t len);
 void jw_str(tg_jw *w, const char *s); /* NULL writes null */
 void jw_int(tg_jw *w, int64_t v);
 void jw_bool(tg_jw *w, bool v);

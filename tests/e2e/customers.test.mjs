@@ -308,14 +308,30 @@ describe('customer events', () => {
     evs = await eventsOf(c.id);
     assert.deepEqual(evs.map((e) => e.type), ['customer.updated', 'customer.created'], 'newest first');
     assert.deepEqual(evs[0].data.object, strip(u));
-    assert.deepEqual(evs[0].data.previous_attributes, { email: 'grace@example.com', metadata: { tier: 'gold' } });
+    // Within metadata only the changed keys show: a removed one with its value, an added one null.
+    assert.deepEqual(evs[0].data.previous_attributes, { email: 'grace@example.com', metadata: { tier: 'gold', unit: null } });
+
+    // Keys are written as they are, escapes and all; an address that was null stays null whole.
+    const odd = await stripe.customers.update(c.id, { metadata: { 'we"ird\\key': 'v' }, address: { city: 'Arlington' } });
+    const [oddEv] = await eventsOf(c.id);
+    assert.deepEqual(oddEv.data.object, strip(odd));
+    assert.deepEqual(oddEv.data.previous_attributes, { address: null, metadata: { 'we"ird\\key': null } });
+    await stripe.customers.update(c.id, { metadata: { 'we"ird\\key': '' }, address: { city: '' } });
+    const u2 = await stripe.customers.update(c.id, {}); // nothing changes
+    assert.deepEqual(strip(u2), strip(u));
+    evs = await eventsOf(c.id);
+    assert.equal(evs.length, 4);
+    assert.deepEqual(evs[0].data.previous_attributes, {
+      address: { city: 'Arlington', country: null, line1: null, line2: null, postal_code: null, state: null },
+      metadata: { 'we"ird\\key': 'v' },
+    });
 
     // An update that changes nothing records nothing ("whenever any property changes"), nor
     // do failed requests.
     await stripe.customers.update(c.id, { email: 'grace@navy.mil', metadata: { unit: 'x' } });
     await expectStripeError(stripe.customers.update(c.id, { email: 'x'.repeat(513) }), { status: 400, param: 'email' });
     await expectStripeError(stripe.customers.update(c.id, { no_such_param: 1 }), { status: 400, code: 'parameter_unknown' });
-    assert.equal((await eventsOf(c.id)).length, 2);
+    assert.equal((await eventsOf(c.id)).length, 4);
 
     const gone = await stripe.customers.del(c.id);
     assert.equal(gone.deleted, true);
@@ -323,7 +339,7 @@ describe('customer events', () => {
     assert.equal(evs[0].type, 'customer.deleted');
     assert.deepEqual(evs[0].data.object, strip(u), 'the customer as it was, not the deleted stub');
     await expectStripeError(stripe.customers.del(c.id), { status: 404, code: 'resource_missing' });
-    assert.equal((await eventsOf(c.id)).length, 3, 'deleting it again records nothing');
+    assert.equal((await eventsOf(c.id)).length, 5, 'deleting it again records nothing');
   });
 
   test("a deleted customer's subscriptions end first; a test clock's customers go with it", async () => {

@@ -254,10 +254,12 @@ test('events: previous_attributes of *.updated, the request that caused them, fi
   const ev = (await stripe.events.list({ type: 'customer.subscription.updated', limit: 10 })).data
     .find((e) => e.data.object.id === sub.id);
   assert.ok(ev, 'the update recorded an event');
-  // (Scheduling the cancellation also stamps canceled_at and the reason, as on Stripe.)
+  // (Scheduling the cancellation also stamps canceled_at and the reason, as on Stripe.) Within
+  // an object (metadata, cancellation_details) only the changed members show, an added one
+  // as null, as on Stripe.
   assert.deepEqual(ev.data.previous_attributes, {
     cancel_at_period_end: false, canceled_at: null,
-    cancellation_details: { comment: null, feedback: null, reason: null }, metadata: {},
+    cancellation_details: { reason: null }, metadata: { plan: null },
   });
   assert.equal(ev.data.object.cancel_at_period_end, true);
   assert.deepEqual(ev.request, { id: updated.lastResponse.requestId, idempotency_key: key });
