@@ -263,10 +263,20 @@ static const char *const sql[Q_COUNT] = {
                     " AND event=?3",
 };
 
+/* List pages are built per filter (page_query); the connection keeps the last few prepared,
+ * by their text, as it keeps the fixed statements. */
+#define PAGE_STMTS 16
+
 typedef struct sq_store {
     tg_store base; /* must be first */
     sqlite3 *db;
     sqlite3_stmt *stmts[Q_COUNT];
+    struct page_stmt {
+        char *sql;
+        sqlite3_stmt *st;
+        uint64_t used; /* page_tick at its last use: the least recent is replaced */
+    } pages[PAGE_STMTS];
+    uint64_t page_tick;
 } sq_store;
 
 #define SQ(s) ((sq_store *)(s))
@@ -512,16 +522,46 @@ static sqlite3_stmt *page_query(sq_store *s, const char *cols, const char *table
              "SELECT %s FROM %s WHERE account=?1 AND livemode=?2 AND seq>?3 AND seq<?4 %s"
              " ORDER BY seq %s LIMIT ?5",
              cols, table, extra, asc ? "ASC" : "DESC");
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, q, -1, &st, NULL) != SQLITE_OK) {
-        db_error(s, err, "list");
-        return NULL;
+    struct page_stmt *slot = &s->pages[0];
+    for (size_t i = 0; i < PAGE_STMTS; i++) {
+        struct page_stmt *p = &s->pages[i];
+        if (p->sql && strcmp(p->sql, q) == 0) {
+            slot = p;
+            break;
+        }
+        if (p->used < slot->used)
+            slot = p;
     }
+    if (!slot->sql || strcmp(slot->sql, q) != 0) {
+        sqlite3_finalize(slot->st);
+        free(slot->sql);
+        slot->st = NULL;
+        if (!(slot->sql = strdup(q))) {
+            tg_err_set(err, TG_ENOMEM, NULL, NULL);
+            return NULL;
+        }
+        if (sqlite3_prepare_v3(s->db, q, -1, SQLITE_PREPARE_PERSISTENT, &slot->st, NULL) !=
+            SQLITE_OK) {
+            free(slot->sql);
+            slot->sql = NULL;
+            db_error(s, err, "list");
+            return NULL;
+        }
+    }
+    slot->used = ++s->page_tick;
+    sqlite3_stmt *st = slot->st;
     bind_scope(st, scope);
     sqlite3_bind_int64(st, 3, lo);
     sqlite3_bind_int64(st, 4, hi);
     sqlite3_bind_int(st, 5, page->limit + 1);
     return st;
+}
+
+/* Puts back a statement of page_query, for its next use. */
+static void page_done(sqlite3_stmt *st)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
 }
 
 /* Reverses n items of size sz in place (ending_before pages are read oldest first). When
@@ -657,12 +697,12 @@ static int sq_customer_list(tg_store *base, const tg_scope *scope, const tg_cust
     *out = tg_arena_alloc(a, (size_t)(page->limit + 1) * sizeof(tg_customer));
     *n = 0;
     if (!*out) {
-        sqlite3_finalize(st);
+        page_done(st);
         return tg_err_set(err, TG_ENOMEM, NULL, NULL);
     }
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
         read_customer(st, scope, a, &(*out)[(*n)++]);
-    sqlite3_finalize(st);
+    page_done(st);
     if (rc != SQLITE_DONE)
         return db_error(s, err, "customer_list");
     if (page->ending_before)
@@ -752,12 +792,12 @@ static int sq_meter_list(tg_store *base, const tg_scope *scope, int status, cons
     *out = tg_arena_alloc(a, (size_t)(page->limit + 1) * sizeof(tg_meter));
     *n = 0;
     if (!*out) {
-        sqlite3_finalize(st);
+        page_done(st);
         return tg_err_set(err, TG_ENOMEM, NULL, NULL);
     }
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
         read_meter(st, &(*out)[(*n)++]);
-    sqlite3_finalize(st);
+    page_done(st);
     if (rc != SQLITE_DONE)
         return db_error(s, err, "meter_list");
     if (page->ending_before)
@@ -1447,7 +1487,7 @@ static int sq_meter_error_list(tg_store *base, const tg_scope *scope, const char
     *out = tg_arena_alloc(a, (size_t)(page->limit + 1) * sizeof(tg_meter_error));
     *n = 0;
     if (!*out) {
-        sqlite3_finalize(st);
+        page_done(st);
         return tg_err_set(err, TG_ENOMEM, NULL, NULL);
     }
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1461,7 +1501,7 @@ static int sq_meter_error_list(tg_store *base, const tg_scope *scope, const char
         e->last_seen = sqlite3_column_int64(st, 5);
         e->livemode = scope->livemode;
     }
-    sqlite3_finalize(st);
+    page_done(st);
     if (rc != SQLITE_DONE)
         return db_error(s, err, "meter_error_list");
     if (page->ending_before)
@@ -1675,7 +1715,7 @@ static int sq_obj_list(tg_store *base, const tg_scope *scope, const char *kind,
     for (int i = 0; i < nb; i++)
         sqlite3_bind_text(st, i + 6, binds[i], -1, SQLITE_TRANSIENT);
     int rc = obj_rows(s, st, (size_t)page->limit + 1, a, out, n, err);
-    sqlite3_finalize(st);
+    page_done(st);
     if (!rc && page->ending_before)
         for (size_t i = 0, j = *n ? *n - 1 : 0; i < j; i++, j--) {
             tg_obj t = (*out)[i];
@@ -1808,6 +1848,10 @@ static void sq_close(tg_store *base)
         return;
     for (int i = 0; i < Q_COUNT; i++)
         sqlite3_finalize(s->stmts[i]);
+    for (size_t i = 0; i < PAGE_STMTS; i++) {
+        sqlite3_finalize(s->pages[i].st);
+        free(s->pages[i].sql);
+    }
     sqlite3_close_v2(s->db);
     free(s);
 }
