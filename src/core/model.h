@@ -73,6 +73,7 @@ typedef struct tg_page {
     int limit;                  /* 1..100 */
     const char *starting_after; /* NULL when absent */
     const char *ending_before;
+    int64_t before_seq; /* > 0 (without an id cursor): only rows older than this row number */
 } tg_page;
 
 /* ---- customers ---- */

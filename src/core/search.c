@@ -11,14 +11,16 @@
  * matches returned are read again into the answer's arena. With expand[]=total_count the walk
  * goes on past the page to count, up to 10,000 as Stripe counts.
  *
- * Every object of the mode is searched, test clock customers and canceled subscriptions
- * included (the query says what it wants); deleted customers and products are not. The
- * next_page cursor is the id of the page's last object; a cursor the walk cannot place is
- * refused as an invalid page.
+ * A walk is one read transaction, so its pages and the matches it reads again are one state
+ * of the store. Every object of the mode is searched, test clock customers and canceled
+ * subscriptions included (the query says what it wants); deleted customers and products are
+ * not. next_page names the row number the next page starts below and a hash of the resource
+ * and query: it stays good when that object is deleted, and another search refuses it.
  */
 #include "core/search.h"
 
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "base/str.h"
@@ -207,35 +209,46 @@ typedef struct scan {
     const tg_scope *scope;
     const tg_search_query *q;
     const tg_search_request *req;
+    int64_t cursor; /* the page's: matches older than this row number; 0: from the newest */
     tg_arena *a;
     tg_search_result *out;
 } scan;
 
-/* Reads one page of the walk (up to SCAN_PAGE + 1 objects, decoded) into scratch. */
+/* Reads one page of the walk (up to SCAN_PAGE + 1 objects, decoded, with their row numbers)
+ * into scratch. */
 static int read_page(const scan *sc, tg_store *s, const tg_page *page, tg_arena *scratch,
-                     char **items, size_t *n, tg_err *err)
+                     char **items, int64_t **seqs, size_t *n, tg_err *err)
 {
     if (!sc->r->kind) {
         tg_customer_filter every = {.any_clock = true};
         tg_customer *cs;
         int rc = s->ops->customer_list(s, sc->scope, &every, page, scratch, &cs, n, err);
+        if (rc)
+            return rc;
         *items = (char *)cs;
-        return rc;
+        if (!(*seqs = tg_arena_alloc(scratch, (*n ? *n : 1) * sizeof **seqs)))
+            return tg_err_set(err, TG_ENOMEM, NULL, NULL);
+        for (size_t i = 0; i < *n; i++)
+            (*seqs)[i] = cs[i].seq;
+        return TG_OK;
     }
     tg_obj *rows;
     tg_obj_filter every = {.active = -1};
     int rc = s->ops->obj_list(s, sc->scope, sc->r->kind, &every, page, scratch, &rows, n, err);
     if (rc)
         return rc;
-    if (!(*items = tg_arena_alloc(scratch, (*n ? *n : 1) * sc->r->size)))
+    if (!(*items = tg_arena_alloc(scratch, (*n ? *n : 1) * sc->r->size)) ||
+        !(*seqs = tg_arena_alloc(scratch, (*n ? *n : 1) * sizeof **seqs)))
         return tg_err_set(err, TG_ENOMEM, NULL, NULL);
-    for (size_t i = 0; i < *n; i++)
+    for (size_t i = 0; i < *n; i++) {
         if (sc->r->decode(rows[i].body, rows[i].len, scratch, *items + i * sc->r->size) < 0)
             return tg_err_set(err, TG_ESTORE, NULL, "Corrupt %s record.", sc->r->kind);
+        (*seqs)[i] = rows[i].seq;
+    }
     return TG_OK;
 }
 
-/* Reads a match again, into the answer's arena. */
+/* Reads a match again, into the answer's arena (the walk's transaction: as the page saw it). */
 static int keep(const scan *sc, tg_store *s, const char *id, void *out, tg_err *err)
 {
     if (!sc->r->kind)
@@ -249,37 +262,31 @@ static int keep(const scan *sc, tg_store *s, const char *id, void *out, tg_err *
     return rc;
 }
 
-/* The walk: newest first from the page's cursor, keeping up to limit matches and noting
- * whether there are more. Counting every match (total_count) walks from the top instead,
- * counting the matches before the cursor without keeping them, and goes on to the end or to
- * TG_SEARCH_TOTAL_MAX. */
-static int scan_job(tg_store *s, void *arg, tg_err *err)
+/* The walk, in one read transaction so that its pages and the matches read again are one
+ * state of the store: newest first from the page's cursor, keeping up to limit matches and
+ * noting whether there are more. Counting every match (total_count) walks from the top,
+ * counting the matches newer than the cursor without keeping them, and goes on to the end
+ * or to TG_SEARCH_TOTAL_MAX. */
+static int walk(const scan *sc, tg_store *s, tg_err *err)
 {
-    const scan *sc = arg;
     const tg_search_request *req = sc->req;
     tg_search_result *out = sc->out;
     size_t size = sc->r->size;
     char *kept = tg_arena_alloc(sc->a, (size_t)req->limit * size);
+    int64_t last_kept = 0;
     if (!kept)
         return tg_err_set(err, TG_ENOMEM, NULL, NULL);
-    const char *before = req->total_count ? req->page : NULL; /* counted, not kept, up to it */
-    char cursor[TG_ID_MAX];
-    tg_page page = {.limit = SCAN_PAGE, .starting_after = before ? NULL : req->page};
+    tg_page page = {.limit = SCAN_PAGE, .before_seq = req->total_count ? 0 : sc->cursor};
     tg_arena scratch;
     tg_arena_init(&scratch, 0);
     int rc = TG_OK;
     bool done = false;
     while (!rc && !done) {
         char *items = NULL;
+        int64_t *seqs = NULL;
         size_t n = 0;
         tg_arena_reset(&scratch);
-        rc = read_page(sc, s, &page, &scratch, &items, &n, err);
-        if (rc == TG_ENOTFOUND && page.starting_after == req->page) {
-            tg_err_clear(err); /* the cursor's lookup names starting_after */
-            rc = tg_err_set(err, TG_EINVAL, "page",
-                            "Invalid page: '%s' is not a page of this search.", req->page);
-        }
-        if (rc)
+        if ((rc = read_page(sc, s, &page, &scratch, &items, &seqs, &n, err)))
             break;
         done = n <= SCAN_PAGE;
         for (size_t i = 0; i < n && i < SCAN_PAGE; i++) {
@@ -287,17 +294,13 @@ static int scan_job(tg_store *s, void *arg, tg_err *err)
             bool match = tg_search_match(sc->q, obj, sc->r->get);
             if (match && out->total_count < TG_SEARCH_TOTAL_MAX)
                 out->total_count++;
-            if (before) {
-                if (strcmp(obj, before) == 0)
-                    before = NULL;
-                continue;
-            }
-            if (!match)
+            if (!match || (sc->cursor && seqs[i] >= sc->cursor))
                 continue;
             if (out->n < (size_t)req->limit) {
                 if ((rc = keep(sc, s, obj, kept + out->n * size, err)))
                     break;
                 out->n++;
+                last_kept = seqs[i];
                 continue;
             }
             out->has_more = true;
@@ -306,21 +309,51 @@ static int scan_job(tg_store *s, void *arg, tg_err *err)
                 break;
             }
         }
-        if (!done && n) {
-            tg_strlcpy(cursor, items + (SCAN_PAGE - 1) * size, sizeof cursor);
-            page.starting_after = cursor;
-        }
+        if (n > SCAN_PAGE)
+            page.before_seq = seqs[SCAN_PAGE - 1];
     }
     tg_arena_free(&scratch);
-    if (!rc && before)
-        rc = tg_err_set(err, TG_EINVAL, "page", "Invalid page: '%s' is not a page of this search.",
-                        req->page);
     if (rc)
         return rc;
     out->items = kept;
-    if (out->has_more && !(out->next_page = tg_arena_strdup(sc->a, kept + (out->n - 1) * size)))
-        return tg_err_set(err, TG_ENOMEM, NULL, NULL);
+    out->next_page_seq = out->has_more ? last_kept : 0;
     return TG_OK;
+}
+
+static int scan_job(tg_store *s, void *arg, tg_err *err)
+{
+    int rc = s->ops->read_begin(s, err);
+    if (rc)
+        return rc;
+    rc = walk(arg, s, err);
+    s->ops->rollback(s);
+    return rc;
+}
+
+/* A page token names the row the next page starts below and the search it belongs to (a hash
+ * of the resource and the query), so that it stays good when that row is deleted and is
+ * refused with another query. */
+static uint32_t search_hash(tg_search_resource r, const char *query)
+{
+    uint32_t h = 2166136261u ^ (uint32_t)r;
+    for (const unsigned char *p = (const unsigned char *)query; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h;
+}
+
+#define PAGE_PREFIX "sp_"
+
+static bool page_read(const char *page, uint32_t hash, int64_t *seq)
+{
+    unsigned long long v;
+    unsigned h;
+    int end = 0;
+    if (strncmp(page, PAGE_PREFIX, 3) != 0 ||
+        sscanf(page + 3, "%llu.%8x%n", &v, &h, &end) != 2 || page[3 + end] != '\0' ||
+        v == 0 || v > INT64_MAX || h != hash)
+        return false;
+    *seq = (int64_t)v;
+    return true;
 }
 
 int tg_search(tg_service *svc, const tg_scope *scope, tg_search_resource r,
@@ -331,6 +364,19 @@ int tg_search(tg_service *svc, const tg_scope *scope, tg_search_resource r,
     int rc = tg_search_parse(q->query, resources[r].fields, resources[r].nfields, a, &query, err);
     if (rc)
         return rc;
-    scan sc = {&resources[r], scope, &query, q, a, out};
-    return tg_service_read(svc, scan_job, &sc, err);
+    uint32_t hash = search_hash(r, q->query);
+    scan sc = {&resources[r], scope, &query, q, 0, a, out};
+    if (q->page && !page_read(q->page, hash, &sc.cursor))
+        return tg_err_set(err, TG_EINVAL, "page",
+                          "Invalid page: '%s' is not a page of this search.", q->page);
+    if ((rc = tg_service_read(svc, scan_job, &sc, err)))
+        return rc;
+    if (out->next_page_seq) {
+        char token[48];
+        snprintf(token, sizeof token, PAGE_PREFIX "%lld.%08x", (long long)out->next_page_seq,
+                 hash);
+        if (!(out->next_page = tg_arena_strdup(a, token)))
+            return tg_err_set(err, TG_ENOMEM, NULL, NULL);
+    }
+    return TG_OK;
 }

@@ -32,6 +32,7 @@ typedef struct tg_search_result {
     size_t n;
     bool has_more;
     const char *next_page; /* NULL when !has_more */
+    int64_t next_page_seq; /* the row it starts below (tg_search's) */
     int64_t total_count;   /* when asked, up to TG_SEARCH_TOTAL_MAX */
 } tg_search_result;
 

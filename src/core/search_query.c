@@ -44,9 +44,10 @@ static int refuse(tg_err *err, const char *text, const char *at, const char *wha
 }
 
 /* Reads a quoted value at p (its quote is *p) into the arena, unescaped; NULL when the quote
- * is not closed or memory ran out (*end is where reading stopped). */
-static char *read_quoted(const char *p, tg_arena *a, const char **end)
+ * is not closed (*end is where reading stopped, *nomem false) or memory ran out (*nomem). */
+static char *read_quoted(const char *p, tg_arena *a, const char **end, bool *nomem)
 {
+    *nomem = false;
     char quote = *p++;
     size_t len = 0;
     const char *s = p;
@@ -60,8 +61,10 @@ static char *read_quoted(const char *p, tg_arena *a, const char **end)
     if (*s != quote)
         return NULL;
     char *out = tg_arena_alloc(a, len + 1);
-    if (!out)
+    if (!out) {
+        *nomem = true;
         return NULL;
+    }
     for (size_t i = 0; p < s; p++) {
         if (*p == '\\' && p + 1 < s)
             p++;
@@ -160,11 +163,14 @@ static int parse_clause(parser *ps, const char **p, tg_search_clause *c)
         return refuse(ps->err, ps->text, s,
                       metadata ? "metadata takes a key: metadata[\"key\"]."
                                : "only metadata takes a key in brackets.");
+    bool nomem = false;
     if (metadata) {
         const char *end;
-        if ((s[1] != '"' && s[1] != '\'') || !(c->key = read_quoted(s + 1, ps->a, &end)) ||
+        if ((s[1] != '"' && s[1] != '\'') || !(c->key = read_quoted(s + 1, ps->a, &end, &nomem)) ||
             *end != ']' || !*c->key)
-            return refuse(ps->err, ps->text, s, "metadata takes a quoted key: metadata[\"key\"].");
+            return nomem ? tg_err_set(ps->err, TG_ENOMEM, NULL, NULL)
+                         : refuse(ps->err, ps->text, s,
+                                  "metadata takes a quoted key: metadata[\"key\"].");
         s = end + 1;
     }
     const char *at_op = s;
@@ -176,8 +182,9 @@ static int parse_clause(parser *ps, const char **p, tg_search_clause *c)
     const char *value;
     if (quoted) {
         const char *end;
-        if (!(value = read_quoted(s, ps->a, &end)))
-            return refuse(ps->err, ps->text, at_value, "the quoted value is not closed.");
+        if (!(value = read_quoted(s, ps->a, &end, &nomem)))
+            return nomem ? tg_err_set(ps->err, TG_ENOMEM, NULL, NULL)
+                         : refuse(ps->err, ps->text, at_value, "the quoted value is not closed.");
         s = end;
     } else {
         const char *b = s;

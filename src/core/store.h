@@ -31,6 +31,7 @@ typedef struct tg_obj {
     int64_t due; /* when the scheduler must look at it next; 0 = never */
     const void *body;
     size_t len;
+    int64_t seq; /* its row number (filled by reads): later rows are newer */
 } tg_obj;
 
 /* List filters: NULL fields and active -1 match anything; lookup_any matches any of n keys
@@ -75,8 +76,10 @@ typedef struct tg_store_ops {
     void (*close)(tg_store *s);
 
     /* Transactions. Savepoints nest inside a transaction so one job of a batch can fail
-     * without undoing the others. */
+     * without undoing the others. read_begin starts a transaction that only reads (a reader's,
+     * so that several reads see one state), ended by rollback. */
     int (*begin)(tg_store *s, tg_err *err);
+    int (*read_begin)(tg_store *s, tg_err *err);
     int (*commit)(tg_store *s, tg_err *err);
     void (*rollback)(tg_store *s);
     int (*savepoint)(tg_store *s, tg_err *err);

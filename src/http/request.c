@@ -289,7 +289,7 @@ bool p_created(tg_req *req, tg_time_range *out)
 bool p_page(tg_req *req, tg_page *out, const char *type)
 {
     int64_t limit = 10;
-    out->starting_after = out->ending_before = NULL;
+    memset(out, 0, sizeof *out);
     if (!p_int(req, NULL, "limit", NULL, 1, TG_LIST_MAX, &limit) && tg_req_failed(req))
         return false;
     out->limit = (int)limit;

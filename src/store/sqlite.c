@@ -103,7 +103,7 @@ static const char *const migrations[] = {
 };
 
 enum {
-    Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_SAVEPOINT, Q_RELEASE, Q_ROLLBACK_TO,
+    Q_BEGIN, Q_BEGIN_READ, Q_COMMIT, Q_ROLLBACK, Q_SAVEPOINT, Q_RELEASE, Q_ROLLBACK_TO,
     Q_SETTING_GET, Q_SETTING_PUT, Q_KEY_INSERT, Q_KEY_LOOKUP, Q_KEY_REVOKE,
     Q_CUSTOMER_PUT, Q_CUSTOMER_GET, Q_CUSTOMER_SEQ, Q_CUSTOMER_EACH,
     Q_METER_PUT, Q_METER_GET, Q_METER_SEQ, Q_METER_EACH,
@@ -126,6 +126,7 @@ enum {
 
 static const char *const sql[Q_COUNT] = {
     [Q_BEGIN] = "BEGIN IMMEDIATE",
+    [Q_BEGIN_READ] = "BEGIN",
     [Q_COMMIT] = "COMMIT",
     [Q_ROLLBACK] = "ROLLBACK",
     [Q_SAVEPOINT] = "SAVEPOINT job",
@@ -380,6 +381,7 @@ static int step_row(sq_store *s, sqlite3_stmt *st, tg_err *err, const char *what
 /* ---------------------------------------------------------------- transactions */
 
 static int sq_begin(tg_store *s, tg_err *err) { return exec_q(s, Q_BEGIN, err); }
+static int sq_read_begin(tg_store *s, tg_err *err) { return exec_q(s, Q_BEGIN_READ, err); }
 static int sq_commit(tg_store *s, tg_err *err) { return exec_q(s, Q_COMMIT, err); }
 static int sq_savepoint(tg_store *s, tg_err *err) { return exec_q(s, Q_SAVEPOINT, err); }
 static int sq_release(tg_store *s, tg_err *err) { return exec_q(s, Q_RELEASE, err); }
@@ -483,7 +485,7 @@ static int page_bounds(sq_store *s, int seq_q, const tg_scope *scope, const tg_p
                        int64_t *lo, int64_t *hi, tg_err *err)
 {
     *lo = 0;
-    *hi = INT64_MAX;
+    *hi = page->before_seq > 0 ? page->before_seq : INT64_MAX;
     const char *cursor = page->starting_after ? page->starting_after : page->ending_before;
     if (!cursor)
         return TG_OK;
@@ -1568,6 +1570,7 @@ static int read_obj(sqlite3_stmt *st, tg_arena *a, tg_obj *o)
     o->clock = column_text(st, 8, a);
     o->active = sqlite3_column_int(st, 9) != 0;
     o->due = sqlite3_column_int64(st, 10);
+    o->seq = sqlite3_column_int64(st, 12);
     o->len = (size_t)sqlite3_column_bytes(st, 11);
     void *body = tg_arena_alloc(a, o->len ? o->len : 1);
     if (!body || !o->kind)
@@ -1638,7 +1641,7 @@ static int sq_obj_list(tg_store *base, const tg_scope *scope, const char *kind,
                        size_t *n, tg_err *err)
 {
     sq_store *s = SQ(base);
-    int64_t lo = 0, hi = INT64_MAX;
+    int64_t lo = 0, hi = page->before_seq > 0 ? page->before_seq : INT64_MAX;
     const char *cursor = page->starting_after ? page->starting_after : page->ending_before;
     if (cursor) {
         int64_t seq;
@@ -1860,6 +1863,7 @@ static const tg_store_ops sqlite_ops = {
     .name = "sqlite",
     .close = sq_close,
     .begin = sq_begin,
+    .read_begin = sq_read_begin,
     .commit = sq_commit,
     .rollback = sq_rollback,
     .savepoint = sq_savepoint,

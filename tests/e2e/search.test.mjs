@@ -394,6 +394,40 @@ describe('paging', () => {
     assert.equal(plain.total_count, undefined);
   });
 
+  test('a page stays good when the object it starts below is deleted; another search refuses it', async () => {
+    // Products are gone once deleted; customers stay as deleted rows: both kinds of cursor.
+    const P = run();
+    const made = [];
+    for (let i = 0; i < 5; i++) made.push(await stripe.products.create({ name: `paged ${i}`, metadata: { run: P } }));
+    const pids = newestFirst(...made);
+    const first = await stripe.products.search({ query: scope(P), limit: 2 });
+    assert.deepEqual(idsOf(first), pids.slice(0, 2));
+    await stripe.products.del(pids[1]); // the object the next page starts below
+    const next = await stripe.products.search({ query: scope(P), limit: 2, page: first.next_page });
+    assert.deepEqual(idsOf(next), pids.slice(2, 4));
+    const counted = await stripe.products.search({ query: scope(P), limit: 2, page: first.next_page, expand: ['total_count'] });
+    assert.deepEqual(idsOf(counted), pids.slice(2, 4));
+    assert.equal(counted.total_count, 4);
+
+    const C = run();
+    const cs = [];
+    for (let i = 0; i < 4; i++) cs.push(await stripe.customers.create({ name: `gone ${i}`, metadata: { run: C } }));
+    const cids = newestFirst(...cs);
+    const c1 = await stripe.customers.search({ query: scope(C), limit: 2, expand: ['total_count'] });
+    await stripe.customers.del(cids[1]);
+    const c2 = await stripe.customers.search({ query: scope(C), limit: 2, page: c1.next_page, expand: ['total_count'] });
+    assert.deepEqual(idsOf(c2), cids.slice(2));
+    assert.equal(c2.total_count, 3);
+
+    // A page of one search is not a page of another, nor of another resource.
+    await expectStripeError(stripe.customers.search({ query: `${scope(C)} name:"gone"`, page: c1.next_page }),
+      { status: 400, type: 'invalid_request_error', param: 'page' });
+    await expectStripeError(stripe.products.search({ query: scope(C), page: c1.next_page }),
+      { status: 400, type: 'invalid_request_error', param: 'page' });
+    await expectStripeError(stripe.customers.search({ query: scope(C), page: cids[0] }),
+      { status: 400, type: 'invalid_request_error', param: 'page' });
+  });
+
   test('raw: the envelope has exactly object, url, has_more, next_page and data (and total_count when expanded)', async () => {
     const res = await rawSearch('customers', { query: S, limit: '5' });
     assert.equal(res.status, 200, res.text);

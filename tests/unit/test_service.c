@@ -669,8 +669,9 @@ static void test_scopes_and_customer_pages(void **state)
         {10, -1, 4, {0}, 0, false},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        tg_page page = {cases[i].limit, cases[i].after >= 0 ? ids[cases[i].after] : NULL,
-                        cases[i].before >= 0 ? ids[cases[i].before] : NULL};
+        tg_page page = {.limit = cases[i].limit,
+                        .starting_after = cases[i].after >= 0 ? ids[cases[i].after] : NULL,
+                        .ending_before = cases[i].before >= 0 ? ids[cases[i].before] : NULL};
         tg_customer *rows = NULL;
         size_t n = 99;
         bool more = !cases[i].more;

@@ -268,7 +268,8 @@ static void test_customer_list_pages(void **state)
         {1, NULL, "cus_2", "cus_4,cus_3"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        tg_page page = {cases[i].limit, cases[i].after, cases[i].before};
+        tg_page page = {.limit = cases[i].limit, .starting_after = cases[i].after,
+                        .ending_before = cases[i].before};
         tg_customer *rows = NULL;
         size_t n = 99;
         tg_err e = {0};
@@ -293,7 +294,7 @@ static void test_customer_list_pages(void **state)
         {NULL, "cus_other", "ending_before"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        tg_page page = {10, bad[i].after, bad[i].before};
+        tg_page page = {.limit = 10, .starting_after = bad[i].after, .ending_before = bad[i].before};
         tg_customer *rows = NULL;
         size_t n = 0;
         tg_err e = {0};
@@ -303,7 +304,7 @@ static void test_customer_list_pages(void **state)
     }
 
     /* the live scope has its own list */
-    tg_page page = {10, NULL, NULL};
+    tg_page page = {.limit = 10};
     tg_customer *rows = NULL;
     size_t n = 0;
     assert_int_equal(f->s->ops->customer_list(f->s, &LIVE, NULL, &page, &f->a, &rows, &n, &err), TG_OK);
