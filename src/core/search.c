@@ -331,26 +331,36 @@ static int scan_job(tg_store *s, void *arg, tg_err *err)
 }
 
 /* A page token names the row the next page starts below and the search it belongs to (a hash
- * of the resource and the query), so that it stays good when that row is deleted and is
- * refused with another query. */
-static uint32_t search_hash(tg_search_resource r, const char *query)
+ * of the mode, the resource and the query), so that it stays good when that row is deleted
+ * and is refused with another query. */
+static uint32_t search_hash(const tg_scope *scope, tg_search_resource r, const char *query)
 {
-    uint32_t h = 2166136261u ^ (uint32_t)r;
+    uint32_t h = 2166136261u ^ ((uint32_t)r << 1 | (scope->livemode ? 1u : 0u));
     for (const unsigned char *p = (const unsigned char *)query; *p; p++)
         h = (h ^ *p) * 16777619u;
     return h;
 }
 
-#define PAGE_PREFIX "sp_"
+static void page_write(char *out, size_t cap, int64_t seq, uint32_t hash)
+{
+    snprintf(out, cap, "sp_%lld.%08x", (long long)seq, hash);
+}
 
+/* Reads a token page_write wrote for this search: only its exact spelling is taken. */
 static bool page_read(const char *page, uint32_t hash, int64_t *seq)
 {
     unsigned long long v;
     unsigned h;
-    int end = 0;
-    if (strncmp(page, PAGE_PREFIX, 3) != 0 ||
-        sscanf(page + 3, "%llu.%8x%n", &v, &h, &end) != 2 || page[3 + end] != '\0' ||
-        v == 0 || v > INT64_MAX || h != hash)
+    char again[48];
+    if (strncmp(page, "sp_", 3) != 0)
+        return false;
+    const char *p = page + 3;
+    size_t digits = strspn(p, "0123456789");
+    if (*p == '0' || digits == 0 || digits > 19 || sscanf(p, "%llu.%8x", &v, &h) != 2 ||
+        v > INT64_MAX || h != hash)
+        return false;
+    page_write(again, sizeof again, (int64_t)v, hash);
+    if (strcmp(again, page) != 0)
         return false;
     *seq = (int64_t)v;
     return true;
@@ -364,7 +374,7 @@ int tg_search(tg_service *svc, const tg_scope *scope, tg_search_resource r,
     int rc = tg_search_parse(q->query, resources[r].fields, resources[r].nfields, a, &query, err);
     if (rc)
         return rc;
-    uint32_t hash = search_hash(r, q->query);
+    uint32_t hash = search_hash(scope, r, q->query);
     scan sc = {&resources[r], scope, &query, q, 0, a, out};
     if (q->page && !page_read(q->page, hash, &sc.cursor))
         return tg_err_set(err, TG_EINVAL, "page",
@@ -373,8 +383,7 @@ int tg_search(tg_service *svc, const tg_scope *scope, tg_search_resource r,
         return rc;
     if (out->next_page_seq) {
         char token[48];
-        snprintf(token, sizeof token, PAGE_PREFIX "%lld.%08x", (long long)out->next_page_seq,
-                 hash);
+        page_write(token, sizeof token, out->next_page_seq, hash);
         if (!(out->next_page = tg_arena_strdup(a, token)))
             return tg_err_set(err, TG_ENOMEM, NULL, NULL);
     }

@@ -175,6 +175,7 @@ static int reader_get(tg_service *svc, tg_store **out, tg_err *err)
 
 static void reader_put(tg_service *svc, tg_store *s)
 {
+    s->ops->rollback(s); /* a transaction a reading job left open ends here (none: no-op) */
     pthread_mutex_lock(&svc->pool_mu);
     for (int i = 0; i < svc->pool_n; i++)
         if (svc->pool[i] == s)

@@ -505,15 +505,17 @@ static int page_bounds(sq_store *s, int seq_q, const tg_scope *scope, const tg_p
     int64_t seq = sqlite3_column_int64(st, 0);
     sqlite3_reset(st);
     if (page->starting_after)
-        *hi = seq;
+        *hi = seq < *hi ? seq : *hi;
     else
         *lo = seq;
     return TG_OK;
 }
 
 /* Prepares "SELECT cols FROM table WHERE scope AND extra AND seq in (lo,hi) ORDER .. LIMIT"
- * for a page: newest first, or oldest first for ending_before (the caller reverses).
- * Ad-hoc statements are cheap next to the reads they do and keep filters composable. */
+ * for a page: newest first, or oldest first for ending_before (the caller reverses). The SQL
+ * is built per filter, which keeps filters composable, and the connection keeps the last
+ * PAGE_STMTS of them prepared by their text (a created filter's bounds are in the text, so
+ * each new range is a new statement). */
 static sqlite3_stmt *page_query(sq_store *s, const char *cols, const char *table,
                                 const char *extra, const tg_scope *scope, const tg_page *page,
                                 int64_t lo, int64_t hi, tg_err *err)
@@ -1653,7 +1655,7 @@ static int sq_obj_list(tg_store *base, const tg_scope *scope, const char *kind,
         if (rc)
             return rc;
         if (page->starting_after)
-            hi = seq;
+            hi = seq < hi ? seq : hi;
         else
             lo = seq;
     }

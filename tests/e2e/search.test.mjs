@@ -426,6 +426,13 @@ describe('paging', () => {
       { status: 400, type: 'invalid_request_error', param: 'page' });
     await expectStripeError(stripe.customers.search({ query: scope(C), page: cids[0] }),
       { status: 400, type: 'invalid_request_error', param: 'page' });
+    // Only the exact spelling given is taken back, and only in its mode.
+    const [, num, hash] = /^sp_(\d+)\.([0-9a-f]{8})$/.exec(c1.next_page);
+    for (const page of [`sp_ ${num}.${hash}`, `sp_+${num}.${hash}`, `sp_0${num}.${hash}`, `sp_${num}.${hash.toUpperCase()}`,
+      `sp_${num}.${hash}x`, `sp_${num}.`, 'sp_', 'sp', `sp_99999999999999999999999.${hash}`])
+      if (page !== c1.next_page)
+        await expectStripeError(stripe.customers.search({ query: scope(C), page }), { status: 400, param: 'page' });
+    await expectStripeError(srv.liveStripe.customers.search({ query: scope(C), page: c1.next_page }), { status: 400, param: 'page' });
   });
 
   test('raw: the envelope has exactly object, url, has_more, next_page and data (and total_count when expanded)', async () => {
