@@ -100,28 +100,20 @@ void tg_billing_set_grace(tg_service *svc, int64_t seconds)
         b->grace = seconds;
 }
 
-/* The words stored in the object row's lookup column (list filters by status). */
+/* The words stored in the object row's lookup column (list filters by status), NULL ended. */
 const char *const tg_sub_status_words[] = {"trialing", "active", "past_due", "canceled",
-                                           "paused"};
-const char *const tg_inv_status_words[] = {"draft", "open", "paid", "uncollectible", "void"};
-
-static int decode_sub(const void *d, size_t n, tg_arena *a, void *out)
-{
-    return tg_subscription_decode(d, n, a, out);
-}
-static int decode_invoice(const void *d, size_t n, tg_arena *a, void *out)
-{
-    return tg_invoice_decode(d, n, a, out);
-}
+                                           "paused", NULL};
+const char *const tg_inv_status_words[] = {"draft", "open", "paid", "uncollectible", "void",
+                                           NULL};
 
 static int load_sub(bctx *c, const char *id, const char *param, tg_subscription *out)
 {
-    return bill_load(c, KIND_SUB, id, param, decode_sub, out);
+    return bill_load(c, KIND_SUB, id, param, bill_decode_sub, out);
 }
 
 static int load_invoice(bctx *c, const char *id, const char *param, tg_invoice *out)
 {
-    return bill_load(c, KIND_INVOICE, id, param, decode_invoice, out);
+    return bill_load(c, KIND_INVOICE, id, param, bill_decode_invoice, out);
 }
 
 static int64_t interval_seconds(tg_interval unit, int count)
@@ -738,8 +730,8 @@ static int sub_drafts(bctx *c, const tg_subscription *s, tg_invoice **out, size_
     tg_obj_filter f = {.parent = s->id, .active = -1, .lookup_any = &draft, .nlookup = 1};
     tg_page page = {.limit = 100};
     bool more;
-    int rc = bill_list(c, KIND_INVOICE, &f, &page, decode_invoice, sizeof **out, (void **)out, n,
-                       &more);
+    int rc = bill_list(c, KIND_INVOICE, &f, &page, bill_decode_invoice, sizeof **out,
+                       (void **)out, n, &more);
     for (size_t i = 0, j = *n ? *n - 1 : 0; !rc && i < j; i++, j--) {
         tg_invoice t = (*out)[i];
         (*out)[i] = (*out)[j];
@@ -1105,8 +1097,8 @@ int bill_clock_shortest_interval(bctx *c, const char *clock, int64_t *seconds)
         tg_subscription *subs;
         size_t n;
         bool more;
-        int rc = bill_list(c, KIND_SUB, &f, &page, decode_sub, sizeof *subs, (void **)&subs, &n,
-                           &more);
+        int rc = bill_list(c, KIND_SUB, &f, &page, bill_decode_sub, sizeof *subs,
+                           (void **)&subs, &n, &more);
         if (rc)
             return rc;
         for (size_t i = 0; i < n; i++) {
@@ -1130,7 +1122,7 @@ int bill_cancel_clock_subscriptions(bctx *c, const char *clock)
         tg_subscription *subs;
         size_t n;
         bool more;
-        rc = bill_list(c, KIND_SUB, &f, &page, decode_sub, sizeof *subs, (void **)&subs, &n,
+        rc = bill_list(c, KIND_SUB, &f, &page, bill_decode_sub, sizeof *subs, (void **)&subs, &n,
                        &more);
         if (rc || !n)
             return rc;
@@ -1930,7 +1922,7 @@ static int item_owner_fn(bctx *c, void *arg)
     tg_subscription *subs;
     size_t n;
     bool more = true;
-    int rc = bill_list(c, KIND_SUB, &f, &page, decode_sub, sizeof *subs, (void **)&subs, &n,
+    int rc = bill_list(c, KIND_SUB, &f, &page, bill_decode_sub, sizeof *subs, (void **)&subs, &n,
                        &more);
     if (!rc && n && sub_has_item(&subs[0], o->item)) {
         tg_strlcpy(o->owner, subs[0].id, TG_ID_MAX);
@@ -1939,7 +1931,7 @@ static int item_owner_fn(bctx *c, void *arg)
     tg_obj_filter all = {.active = -1, .without_tag = " item="};
     page.limit = 100;
     for (more = true; !rc && more; page.starting_after = subs[n - 1].id) {
-        if ((rc = bill_list(c, KIND_SUB, &all, &page, decode_sub, sizeof *subs, (void **)&subs,
+        if ((rc = bill_list(c, KIND_SUB, &all, &page, bill_decode_sub, sizeof *subs, (void **)&subs,
                             &n, &more)))
             break;
         for (size_t i = 0; i < n; i++)
@@ -1989,7 +1981,7 @@ static int sub_list_fn(bctx *c, void *arg)
         snprintf(tag, sizeof tag, " price=%s ", l->f->price);
         tags[f.ntags++] = tag;
     }
-    int rc = bill_list(c, KIND_SUB, &f, l->page, decode_sub, sizeof **l->out, (void **)l->out,
+    int rc = bill_list(c, KIND_SUB, &f, l->page, bill_decode_sub, sizeof **l->out, (void **)l->out,
                        l->n, l->has_more);
     for (size_t i = 0; !rc && i < *l->n; i++)
         refresh_prices(c, &(*l->out)[i]);
@@ -2058,7 +2050,7 @@ static int cancel_customer_subscriptions(bctx *c, const tg_customer *cu)
         tg_subscription *subs, out;
         size_t n;
         bool more;
-        rc = bill_list(c, KIND_SUB, &f, &page, decode_sub, sizeof *subs, (void **)&subs, &n,
+        rc = bill_list(c, KIND_SUB, &f, &page, bill_decode_sub, sizeof *subs, (void **)&subs, &n,
                        &more);
         if (rc || !n)
             break;
@@ -2413,8 +2405,8 @@ static int schedule_rows_fn(bctx *c, void *arg)
             size_t n = 0;
             tg_arena_reset(&scratch);
             c->a = &scratch;
-            rc = bill_list(c, KIND_SUB, &f, &page, decode_sub, sizeof *subs, (void **)&subs, &n,
-                           &more);
+            rc = bill_list(c, KIND_SUB, &f, &page, bill_decode_sub, sizeof *subs,
+                           (void **)&subs, &n, &more);
             if (rc || !n)
                 break;
             for (size_t i = 0; !rc && i < n; i++) {
@@ -2473,7 +2465,7 @@ typedef struct inv_args {
 int tg_invoice_retrieve(tg_service *svc, const tg_scope *scope, const char *id, tg_arena *a,
                         tg_invoice *out, tg_err *err)
 {
-    return bill_retrieve(svc, scope, KIND_INVOICE, id, decode_invoice, a, out, err);
+    return bill_retrieve(svc, scope, KIND_INVOICE, id, bill_decode_invoice, a, out, err);
 }
 
 typedef struct inv_list_args {
@@ -2487,7 +2479,7 @@ typedef struct inv_list_args {
 static int invoice_list_fn(bctx *c, void *arg)
 {
     inv_list_args *l = arg;
-    return bill_list(c, KIND_INVOICE, &l->f, l->page, decode_invoice, sizeof **l->out,
+    return bill_list(c, KIND_INVOICE, &l->f, l->page, bill_decode_invoice, sizeof **l->out,
                      (void **)l->out, l->n, l->has_more);
 }
 

@@ -234,7 +234,7 @@ typedef enum {
     TG_INV_DRAFT, TG_INV_OPEN, TG_INV_PAID, TG_INV_UNCOLLECTIBLE, TG_INV_VOID
 } tg_inv_status;
 
-/* Stripe's words for the statuses, by value (billing.c). */
+/* Stripe's words for the statuses, by value, NULL ended (billing.c). */
 extern const char *const tg_sub_status_words[];
 extern const char *const tg_inv_status_words[];
 

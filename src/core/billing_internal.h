@@ -62,6 +62,12 @@ typedef int (*tg_decode_fn)(const void *data, size_t len, tg_arena *a, void *out
 int bill_load(bctx *c, const char *kind, const char *id, const char *param, tg_decode_fn decode,
               void *out);
 
+/* The record decoders of the kinds several files list and load, as tg_decode_fn. */
+int bill_decode_product(const void *d, size_t n, tg_arena *a, void *out);
+int bill_decode_price(const void *d, size_t n, tg_arena *a, void *out);
+int bill_decode_sub(const void *d, size_t n, tg_arena *a, void *out);
+int bill_decode_invoice(const void *d, size_t n, tg_arena *a, void *out);
+
 /* Reads kind/id on a reader: the retrieve use cases. */
 int bill_retrieve(tg_service *svc, const tg_scope *scope, const char *kind, const char *id,
                   tg_decode_fn decode, tg_arena *a, void *out, tg_err *err);

@@ -91,13 +91,21 @@ int bill_save(bctx *c, tg_obj *o, tg_buf *body)
     return rc;
 }
 
-static int decode_product(const void *d, size_t n, tg_arena *a, void *out)
+int bill_decode_product(const void *d, size_t n, tg_arena *a, void *out)
 {
     return tg_product_decode(d, n, a, out);
 }
-static int decode_price(const void *d, size_t n, tg_arena *a, void *out)
+int bill_decode_price(const void *d, size_t n, tg_arena *a, void *out)
 {
     return tg_price_decode(d, n, a, out);
+}
+int bill_decode_sub(const void *d, size_t n, tg_arena *a, void *out)
+{
+    return tg_subscription_decode(d, n, a, out);
+}
+int bill_decode_invoice(const void *d, size_t n, tg_arena *a, void *out)
+{
+    return tg_invoice_decode(d, n, a, out);
 }
 static int decode_clock(const void *d, size_t n, tg_arena *a, void *out)
 {
@@ -110,7 +118,7 @@ static int decode_event(const void *d, size_t n, tg_arena *a, void *out)
 
 int bill_load_product(bctx *c, const char *id, const char *param, tg_product *out)
 {
-    int rc = bill_load(c, KIND_PRODUCT, id, param, decode_product, out);
+    int rc = bill_load(c, KIND_PRODUCT, id, param, bill_decode_product, out);
     if (!rc && out->deleted)
         return tg_err_set(c->err, TG_ENOTFOUND, param, "No such product: '%s'", id);
     return rc;
@@ -118,7 +126,7 @@ int bill_load_product(bctx *c, const char *id, const char *param, tg_product *ou
 
 int bill_load_price(bctx *c, const char *id, const char *param, tg_price *out)
 {
-    return bill_load(c, KIND_PRICE, id, param, decode_price, out);
+    return bill_load(c, KIND_PRICE, id, param, bill_decode_price, out);
 }
 
 int bill_load_clock(bctx *c, const char *id, tg_test_clock *out)
@@ -158,11 +166,6 @@ int bill_save_clock(bctx *c, const tg_test_clock *k)
     tg_obj o = {.kind = KIND_CLOCK, .created = k->created, .active = !k->deleted};
     tg_strlcpy(o.id, k->id, sizeof o.id);
     return bill_save(c, &o, &b);
-}
-
-static int decode_sub_any(const void *d, size_t n, tg_arena *a, void *out)
-{
-    return tg_subscription_decode(d, n, a, out);
 }
 
 static const char *event_object_id(const tg_billing_event *e)
@@ -214,7 +217,7 @@ static bool load_previous(bctx *c, tg_billing_event *e)
         break;
     case TG_OBJ_PRICE: rc = bill_load_price(c, id, NULL, &e->previous.price); break;
     case TG_OBJ_SUBSCRIPTION:
-        rc = bill_load(c, KIND_SUB, id, NULL, decode_sub_any, &e->previous.sub);
+        rc = bill_load(c, KIND_SUB, id, NULL, bill_decode_sub, &e->previous.sub);
         break;
     case TG_OBJ_CUSTOMER:
         rc = c->s->ops->customer_get(c->s, c->scope, id, c->a, &e->previous.customer, c->err);
@@ -572,7 +575,7 @@ int tg_product_delete(tg_service *svc, const tg_scope *scope, const char *id, tg
 int tg_product_retrieve(tg_service *svc, const tg_scope *scope, const char *id, tg_arena *a,
                         tg_product *out, tg_err *err)
 {
-    return bill_retrieve(svc, scope, KIND_PRODUCT, id, decode_product, a, out, err);
+    return bill_retrieve(svc, scope, KIND_PRODUCT, id, bill_decode_product, a, out, err);
 }
 
 typedef struct list_args {
@@ -597,7 +600,7 @@ int tg_product_list(tg_service *svc, const tg_scope *scope, const tg_catalog_fil
                     bool *has_more, tg_err *err)
 {
     list_args l = {KIND_PRODUCT, {.active = f->active, .created = f->created}, page,
-                   decode_product, sizeof **out, (void **)out, n, has_more};
+                   bill_decode_product, sizeof **out, (void **)out, n, has_more};
     return bill_read(svc, scope, a, list_fn, &l, err);
 }
 
@@ -746,7 +749,7 @@ int tg_price_update(tg_service *svc, const tg_scope *scope, const char *id,
 int tg_price_retrieve(tg_service *svc, const tg_scope *scope, const char *id, tg_arena *a,
                       tg_price *out, tg_err *err)
 {
-    return bill_retrieve(svc, scope, KIND_PRICE, id, decode_price, a, out, err);
+    return bill_retrieve(svc, scope, KIND_PRICE, id, bill_decode_price, a, out, err);
 }
 
 int tg_price_list(tg_service *svc, const tg_scope *scope, const tg_catalog_filter *f,
@@ -758,7 +761,7 @@ int tg_price_list(tg_service *svc, const tg_scope *scope, const tg_catalog_filte
     list_args l = {KIND_PRICE,
                    {.active = f->active, .parent = f->product, .lookup_any = f->lookup_keys,
                     .nlookup = f->nlookup_keys, .created = f->created},
-                   page, decode_price, sizeof **out, (void **)out, n, has_more};
+                   page, bill_decode_price, sizeof **out, (void **)out, n, has_more};
     char currency[32], type[32];
     const char *tags[2];
     if (f->currency) {

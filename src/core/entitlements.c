@@ -347,11 +347,6 @@ static int decode_product_feature(const void *d, size_t n, tg_arena *a, void *ou
 {
     return tg_product_feature_decode(d, n, a, out);
 }
-static int decode_sub(const void *d, size_t n, tg_arena *a, void *out)
-{
-    return tg_subscription_decode(d, n, a, out);
-}
-
 static int save_feature(bctx *c, const tg_feature *f)
 {
     tg_buf b;
@@ -560,7 +555,7 @@ int ent_refresh(bctx *c, const char *customer)
     int64_t customer_seq = tg_customer_seq(c->svc, c->scope, customer);
     grant_set gs = {0};
     tg_obj_filter f = {.customer = customer, .active = 1};
-    int rc = bill_each(c, KIND_SUB, &f, decode_sub, sizeof(tg_subscription), grants_of_sub,
+    int rc = bill_each(c, KIND_SUB, &f, bill_decode_sub, sizeof(tg_subscription), grants_of_sub,
                          &gs);
     tg_grant *old;
     size_t nold;
@@ -609,7 +604,7 @@ static int refresh_product(bctx *c, const char *product)
     snprintf(tag, sizeof tag, " product=%s ", product);
     const char *tags[1] = {tag};
     tg_obj_filter f = {.active = 1, .tags = tags, .ntags = 1};
-    return bill_each(c, KIND_SUB, &f, decode_sub, sizeof(tg_subscription),
+    return bill_each(c, KIND_SUB, &f, bill_decode_sub, sizeof(tg_subscription),
                        refresh_sub_customer, NULL);
 }
 

@@ -156,23 +156,6 @@ static void invoice_get(const void *obj, size_t field, const char *key, tg_searc
     }
 }
 
-static int decode_product(const void *d, size_t n, tg_arena *a, void *out)
-{
-    return tg_product_decode(d, n, a, out);
-}
-static int decode_price(const void *d, size_t n, tg_arena *a, void *out)
-{
-    return tg_price_decode(d, n, a, out);
-}
-static int decode_subscription(const void *d, size_t n, tg_arena *a, void *out)
-{
-    return tg_subscription_decode(d, n, a, out);
-}
-static int decode_invoice(const void *d, size_t n, tg_arena *a, void *out)
-{
-    return tg_invoice_decode(d, n, a, out);
-}
-
 typedef struct resource {
     const tg_search_field *fields;
     size_t nfields;
@@ -186,14 +169,14 @@ typedef struct resource {
 static const resource resources[] = {
     [TG_SEARCH_CUSTOMERS] = {FIELDS(customer_fields), customer_get, NULL, NULL,
                              sizeof(tg_customer)},
-    [TG_SEARCH_PRODUCTS] = {FIELDS(product_fields), product_get, KIND_PRODUCT, decode_product,
-                            sizeof(tg_product)},
-    [TG_SEARCH_PRICES] = {FIELDS(price_fields), price_get, KIND_PRICE, decode_price,
+    [TG_SEARCH_PRODUCTS] = {FIELDS(product_fields), product_get, KIND_PRODUCT,
+                            bill_decode_product, sizeof(tg_product)},
+    [TG_SEARCH_PRICES] = {FIELDS(price_fields), price_get, KIND_PRICE, bill_decode_price,
                           sizeof(tg_price)},
     [TG_SEARCH_SUBSCRIPTIONS] = {FIELDS(subscription_fields), subscription_get, KIND_SUB,
-                                 decode_subscription, sizeof(tg_subscription)},
-    [TG_SEARCH_INVOICES] = {FIELDS(invoice_fields), invoice_get, KIND_INVOICE, decode_invoice,
-                            sizeof(tg_invoice)},
+                                 bill_decode_sub, sizeof(tg_subscription)},
+    [TG_SEARCH_INVOICES] = {FIELDS(invoice_fields), invoice_get, KIND_INVOICE,
+                            bill_decode_invoice, sizeof(tg_invoice)},
 };
 
 /* The walk takes an object's id from its first member. */

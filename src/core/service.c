@@ -175,7 +175,6 @@ static int reader_get(tg_service *svc, tg_store **out, tg_err *err)
 
 static void reader_put(tg_service *svc, tg_store *s)
 {
-    s->ops->rollback(s); /* a transaction a reading job left open ends here (none: no-op) */
     pthread_mutex_lock(&svc->pool_mu);
     for (int i = 0; i < svc->pool_n; i++)
         if (svc->pool[i] == s)
@@ -799,6 +798,17 @@ static int write_job(tg_service *svc, tg_job_fn fn, void *arg, void (*on_failure
     return run_job(svc, &job, err);
 }
 
+/* write_job for a job whose events may queue webhook deliveries (it sets *queued): the sender
+ * is nudged after the commit. */
+static int write_job_events(tg_service *svc, tg_job_fn fn, void *arg,
+                            void (*on_failure)(void *), const bool *queued, tg_err *err)
+{
+    int rc = write_job(svc, fn, arg, on_failure, err);
+    if (!rc && *queued)
+        tg_webhooks_nudge(svc);
+    return rc;
+}
+
 int tg_service_read(tg_service *svc, tg_job_fn fn, void *arg, tg_err *err)
 {
     tg_store *s;
@@ -1089,10 +1099,8 @@ static int customer_write_job(tg_store *s, void *arg, tg_err *err)
 
 static int customer_write(customer_arg *c, tg_err *err)
 {
-    int rc = write_job(c->svc, customer_write_job, c, cust_reload_after_failure, err);
-    if (!rc && c->queued_webhooks)
-        tg_webhooks_nudge(c->svc);
-    return rc;
+    return write_job_events(c->svc, customer_write_job, c, cust_reload_after_failure,
+                            &c->queued_webhooks, err);
 }
 
 int tg_customer_create(tg_service *svc, const tg_scope *scope, const tg_customer_patch *p,
@@ -1179,17 +1187,14 @@ typedef struct meter_arg {
     bool queued_webhooks; /* its event queued deliveries: the sender is nudged */
 } meter_arg;
 
-/* Runs a meter's writer job with an arena for its event, and nudges the webhook sender when
- * the event queued deliveries. */
+/* Runs a meter's writer job with an arena for its event (write_job_events). */
 static int meter_write(meter_arg *c, tg_job_fn fn, tg_err *err)
 {
     tg_arena a;
     tg_arena_init(&a, 0);
     c->a = &a;
-    int rc = write_job(c->svc, fn, c, reg_reload_after_failure, err);
+    int rc = write_job_events(c->svc, fn, c, reg_reload_after_failure, &c->queued_webhooks, err);
     tg_arena_free(&a);
-    if (!rc && c->queued_webhooks)
-        tg_webhooks_nudge(c->svc);
     return rc;
 }
 

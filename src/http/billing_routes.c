@@ -22,10 +22,6 @@
 #include "http/api.h"
 
 static const char *const interval_words[] = {"day", "week", "month", "year", NULL};
-static const char *const sub_status_words[] = {"trialing", "active", "past_due", "canceled",
-                                               "paused", NULL};
-static const char *const inv_status_words[] = {"draft", "open", "paid", "uncollectible", "void",
-                                               NULL};
 static const char *const reason_words[] = {"subscription_create", "subscription_cycle",
                                            "subscription_update", "manual", "upcoming"};
 
@@ -424,7 +420,7 @@ static void render_subscription(tg_jw *w, const tg_subscription *s)
                                   "pending_update", NULL});
     tg_expand_ref(w, "schedule", s->schedule, expand_schedule);
     jw_kint(w, "start_date", s->start_date);
-    jw_kstr(w, "status", sub_status_words[s->status]);
+    jw_kstr(w, "status", tg_sub_status_words[s->status]);
     tg_expand_ref(w, "test_clock", s->test_clock, tg_expand_test_clock);
     jw_knull(w, "transfer_data");
     jw_kint_or_null(w, "trial_end", s->trial_end);
@@ -603,7 +599,7 @@ static void render_invoice(tg_jw *w, const tg_invoice *v)
                                   "shipping_details", NULL});
     jw_kint(w, "starting_balance", 0);
     jw_knull(w, "statement_descriptor");
-    jw_kstr(w, "status", inv_status_words[v->status]);
+    jw_kstr(w, "status", tg_inv_status_words[v->status]);
     jw_key(w, "status_transitions");
     jw_obj(w);
     jw_kint_or_null(w, "finalized_at", v->finalized_at);
@@ -1595,7 +1591,7 @@ static int h_sub_list(tg_req *req)
         else if (strcmp(status, "ended") == 0) /* canceled or incomplete_expired: canceled */
             f.status = TG_SUB_CANCELED;
         else
-            p_enum(req, NULL, "status", NULL, sub_status_words, &f.status);
+            p_enum(req, NULL, "status", NULL, tg_sub_status_words, &f.status);
     }
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
@@ -2030,7 +2026,7 @@ static int h_invoice_list(tg_req *req)
     p_created(req, &f.created);
     p_str(req, NULL, "customer", NULL, 255, &f.customer);
     p_str(req, NULL, "subscription", NULL, 255, &f.subscription);
-    p_enum(req, NULL, "status", NULL, inv_status_words, &f.status);
+    p_enum(req, NULL, "status", NULL, tg_inv_status_words, &f.status);
     if (!tg_req_params_done(req))
         return tg_reply_error(req);
     tg_invoice *items;
